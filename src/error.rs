@@ -1,0 +1,77 @@
+//! The library's one error type. The CLI adds context with `anyhow`; library code never panics on
+//! user input (a panic in privacy code loses work and can leak).
+use std::path::PathBuf;
+
+/// Everything that can go wrong in dpaudit's library.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A parameter outside its domain (q outside (0, 1], sigma <= 0, delta outside (0, 1), NaN...).
+    #[error("invalid {name} = {value}: {reason}")]
+    InvalidParameter {
+        /// The parameter's name as the user knows it (e.g. `sampling rate q`).
+        name: &'static str,
+        /// The offending value, as text.
+        value: String,
+        /// What the parameter must be.
+        reason: String,
+    },
+    /// A data file that is truncated, corrupt or of the wrong shape.
+    #[error("{}: {reason}", path.display())]
+    Data {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An I/O failure, with what was being done.
+    #[error("{context}: {source}")]
+    Io {
+        /// What dpaudit was doing (names the file).
+        context: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A numerical computation that cannot return a trustworthy value (overflow, no convergence).
+    /// Privacy code returns this instead of a number that might be too small.
+    #[error("numerical failure in {what}: {reason}")]
+    Numerical {
+        /// The computation.
+        what: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
+    /// Fetching a dataset failed (network, archive layout, checksum).
+    #[error("fetching {what} failed: {reason}")]
+    Fetch {
+        /// The dataset or file.
+        what: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// `Result` with dpaudit's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Shorthand for [`Error::InvalidParameter`].
+    pub fn invalid(name: &'static str, value: impl std::fmt::Display, reason: impl Into<String>) -> Self {
+        Error::InvalidParameter { name, value: value.to_string(), reason: reason.into() }
+    }
+
+    /// Shorthand for [`Error::Io`].
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io { context: context.into(), source }
+    }
+
+    /// Shorthand for [`Error::Data`].
+    pub fn data(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::Data { path: path.into(), reason: reason.into() }
+    }
+
+    /// Shorthand for [`Error::Numerical`].
+    pub fn numerical(what: &'static str, reason: impl Into<String>) -> Self {
+        Error::Numerical { what, reason: reason.into() }
+    }
+}

@@ -1,0 +1,14 @@
+//! # dpaudit
+//!
+//! Train neural networks with differential privacy, then prove and test what that privacy is
+//! worth. The command-line tool `dpaudit` is a thin layer over this library.
+//!
+//! - [`accounting`]: RDP and PLD accountants, cross-checked against an MPFR oracle.
+//! - [`data`]: IDX (MNIST-format) reading and dataset fetching.
+#![warn(missing_docs)]
+
+pub mod accounting;
+pub mod data;
+pub mod error;
+
+pub use error::{Error, Result};
