@@ -6,12 +6,14 @@
 //! - [`exact`]: the arbitrary-precision (MPFR, `rug`) oracle with directed rounding, used by tests
 //!   and by `--verify`.
 //! - [`calibration`]: the noise multiplier for a target epsilon, the steps a budget allows.
+//! - [`ledger`]: the append-only, fsynced record of every noisy step that epsilon is computed from.
 //!
 //! Every accountant takes a list of [`Phase`]s (heterogeneous composition) and promises an epsilon
 //! at least as large as the true one: it may be loose, never optimistic.
 pub mod calibration;
 pub mod conversion;
 pub mod exact;
+pub mod ledger;
 pub mod pld;
 pub mod rdp;
 
@@ -25,6 +27,9 @@ use serde::{Deserialize, Serialize};
 pub enum SamplingScheme {
     /// Each example joins each lot independently with probability q.
     Poisson,
+    /// Fixed-size batches from a shuffled dataset. No accountant here covers it; it is named so
+    /// that such steps are recorded honestly and then refused by the accountants.
+    Shuffled,
 }
 
 /// `steps` repetitions of the Poisson-subsampled Gaussian mechanism with sampling rate `q` and

@@ -1,0 +1,249 @@
+//! The privacy ledger: an append-only `ledger.jsonl` with one line per noisy step, made durable
+//! (fsync) *before* the step's noisy update is applied. Epsilon is always computed from the
+//! ledger, never from a step counter kept elsewhere, so a crash can only over-count.
+//!
+//! Proof of the crash property: [`proofs/accounting/ledger.md`](../../../proofs/accounting/ledger.md).
+use crate::accounting::{Phase, SamplingScheme};
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// One noisy step of a Gaussian mechanism on private data.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// 1-based index of the step in this ledger.
+    pub step: u64,
+    /// How the step's examples were chosen.
+    pub sampling: SamplingScheme,
+    /// Sampling rate q (expected lot size / dataset size; 1 for a full-batch release).
+    pub sampling_rate: f64,
+    /// Noise multiplier sigma (noise standard deviation / sensitivity).
+    pub noise_multiplier: f64,
+    /// The clipping norm C (the sensitivity), for the record.
+    pub clipping_norm: f64,
+    /// What the step was (e.g. `dpsgd`, `dp-pca`, `discriminator`).
+    pub label: String,
+}
+
+/// An open, append-only ledger file.
+#[derive(Debug)]
+pub struct Ledger {
+    path: PathBuf,
+    file: File,
+    entries: Vec<LedgerEntry>,
+    repaired_bytes: u64,
+}
+
+impl Ledger {
+    /// Creates a new, empty ledger at `path`; refuses to overwrite an existing file.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file exists or cannot be created.
+    pub fn create(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let file = OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .read(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("creating ledger {}", path.display()), e))?;
+        sync_parent_dir(&path)?;
+        Ok(Ledger { path, file, entries: Vec::new(), repaired_bytes: 0 })
+    }
+
+    /// Opens an existing ledger to continue it (resume after a checkpoint or a crash).
+    ///
+    /// A torn final line (a crash in the middle of [`Ledger::record`]) is cut off: its fsync never
+    /// returned, so its step's update was never applied (see the proof). Every complete line must
+    /// parse and steps must be numbered 1, 2, 3, ... ; anything else is an error, never ignored.
+    ///
+    /// # Errors
+    /// [`Error::Io`] on I/O failure, [`Error::Data`] for a corrupt ledger.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening ledger {}", path.display()), e))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(|e| Error::io(format!("reading ledger {}", path.display()), e))?;
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut entries = Vec::new();
+        for (lineno, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let entry: LedgerEntry = serde_json::from_slice(line)
+                .map_err(|e| Error::data(&path, format!("line {}: not a ledger entry: {e}", lineno + 1)))?;
+            if entry.step != entries.len() as u64 + 1 {
+                return Err(Error::data(&path, format!("line {}: step {} out of sequence (expected {})", lineno + 1, entry.step, entries.len() + 1)));
+            }
+            entries.push(entry);
+        }
+        let repaired_bytes = (bytes.len() - complete) as u64;
+        if repaired_bytes > 0 {
+            file.set_len(complete as u64).map_err(|e| Error::io(format!("repairing ledger {}", path.display()), e))?;
+            file.sync_all().map_err(|e| Error::io(format!("syncing ledger {}", path.display()), e))?;
+        }
+        file.seek(SeekFrom::End(0)).map_err(|e| Error::io(format!("seeking ledger {}", path.display()), e))?;
+        Ok(Ledger { path, file, entries, repaired_bytes })
+    }
+
+    /// Appends one step and makes it durable (write, then `fsync`) before returning. Call it
+    /// *before* applying the step's noisy update.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for an invalid step; [`Error::Io`] if it could not be made
+    /// durable, in which case the caller must not apply the update.
+    pub fn record(&mut self, sampling: SamplingScheme, sampling_rate: f64, noise_multiplier: f64, clipping_norm: f64, label: &str) -> Result<&LedgerEntry> {
+        Phase::new(sampling_rate, noise_multiplier, 1)?;
+        if !(clipping_norm > 0.0 && clipping_norm.is_finite()) {
+            return Err(Error::invalid("clipping norm C", clipping_norm, "must be a finite number > 0"));
+        }
+        let entry = LedgerEntry {
+            step: self.entries.len() as u64 + 1,
+            sampling,
+            sampling_rate,
+            noise_multiplier,
+            clipping_norm,
+            label: label.to_owned(),
+        };
+        let mut line = serde_json::to_vec(&entry).map_err(|e| Error::data(&self.path, e.to_string()))?;
+        line.push(b'\n');
+        self.file.write_all(&line).map_err(|e| Error::io(format!("appending to ledger {}", self.path.display()), e))?;
+        self.file.sync_data().map_err(|e| Error::io(format!("syncing ledger {}", self.path.display()), e))?;
+        self.entries.push(entry);
+        Ok(self.entries.last().expect("just pushed"))
+    }
+
+    /// Every recorded step.
+    pub fn entries(&self) -> &[LedgerEntry] {
+        &self.entries
+    }
+
+    /// Number of recorded steps.
+    pub fn steps(&self) -> u64 {
+        self.entries.len() as u64
+    }
+
+    /// Bytes of a torn final line that [`Ledger::open`] cut off (0 after a clean stop).
+    pub fn repaired_bytes(&self) -> u64 {
+        self.repaired_bytes
+    }
+
+    /// The ledger's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The steps as phases for the accountants: runs of consecutive steps with equal (q, sigma).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when a step was not Poisson-sampled: dpaudit's accountants
+    /// cover only Poisson sampling and refuse to report a Poisson epsilon for anything else
+    /// (Chua et al. 2024, "How Private are DP-SGD Implementations?").
+    pub fn phases(&self) -> Result<Vec<Phase>> {
+        phases_of(&self.entries)
+    }
+}
+
+/// Run-length encodes ledger entries into phases (see [`Ledger::phases`]).
+///
+/// # Errors
+/// As [`Ledger::phases`].
+pub fn phases_of(entries: &[LedgerEntry]) -> Result<Vec<Phase>> {
+    let mut phases: Vec<Phase> = Vec::new();
+    for e in entries {
+        if e.sampling != SamplingScheme::Poisson {
+            return Err(Error::invalid(
+                "sampling scheme",
+                format!("{:?} (step {})", e.sampling, e.step),
+                "only Poisson-sampled steps can be accounted; refusing to report a Poisson epsilon for them",
+            ));
+        }
+        match phases.last_mut() {
+            Some(p) if p.sampling_rate == e.sampling_rate && p.noise_multiplier == e.noise_multiplier => p.steps += 1,
+            _ => phases.push(Phase::new(e.sampling_rate, e.noise_multiplier, 1)?),
+        }
+    }
+    Ok(phases)
+}
+
+fn sync_parent_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("syncing folder {}", dir.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_reopens_and_compresses_into_phases() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        let mut l = Ledger::create(&path).unwrap();
+        for _ in 0..3 {
+            l.record(SamplingScheme::Poisson, 0.01, 1.1, 1.0, "dpsgd").unwrap();
+        }
+        l.record(SamplingScheme::Poisson, 1.0, 4.0, 1.0, "dp-pca").unwrap();
+        drop(l);
+        let mut l = Ledger::open(&path).unwrap();
+        assert_eq!(l.steps(), 4);
+        l.record(SamplingScheme::Poisson, 1.0, 4.0, 1.0, "dp-pca").unwrap();
+        let phases = l.phases().unwrap();
+        assert_eq!(phases, vec![Phase::new(0.01, 1.1, 3).unwrap(), Phase::new(1.0, 4.0, 2).unwrap()]);
+        assert!(Ledger::create(&path).is_err(), "create must not overwrite a ledger");
+    }
+
+    #[test]
+    fn torn_last_line_is_cut_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        let mut l = Ledger::create(&path).unwrap();
+        l.record(SamplingScheme::Poisson, 0.01, 1.1, 1.0, "dpsgd").unwrap();
+        drop(l);
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"step\":2,\"sampl").unwrap();
+        drop(f);
+        let mut l = Ledger::open(&path).unwrap();
+        assert_eq!((l.steps(), l.repaired_bytes()), (1, 16));
+        l.record(SamplingScheme::Poisson, 0.01, 1.1, 1.0, "dpsgd").unwrap();
+        assert_eq!(Ledger::open(&path).unwrap().steps(), 2);
+    }
+
+    #[test]
+    fn corrupt_or_out_of_sequence_lines_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        std::fs::write(&path, "not json\n").unwrap();
+        assert!(matches!(Ledger::open(&path), Err(Error::Data { .. })));
+        let e = LedgerEntry { step: 2, sampling: SamplingScheme::Poisson, sampling_rate: 0.1, noise_multiplier: 1.0, clipping_norm: 1.0, label: "x".into() };
+        std::fs::write(&path, format!("{}\n", serde_json::to_string(&e).unwrap())).unwrap();
+        assert!(matches!(Ledger::open(&path), Err(Error::Data { .. })));
+    }
+
+    #[test]
+    fn non_poisson_steps_are_refused_by_the_accountants() {
+        let e = LedgerEntry { step: 1, sampling: SamplingScheme::Shuffled, sampling_rate: 0.1, noise_multiplier: 1.0, clipping_norm: 1.0, label: "x".into() };
+        assert!(phases_of(&[e]).is_err());
+    }
+
+    #[test]
+    fn invalid_steps_are_not_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut l = Ledger::create(dir.path().join("l.jsonl")).unwrap();
+        assert!(l.record(SamplingScheme::Poisson, 0.0, 1.0, 1.0, "x").is_err());
+        assert!(l.record(SamplingScheme::Poisson, 0.1, f64::NAN, 1.0, "x").is_err());
+        assert!(l.record(SamplingScheme::Poisson, 0.1, 1.0, -1.0, "x").is_err());
+        assert_eq!(l.steps(), 0);
+    }
+}
