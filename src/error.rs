@@ -41,6 +41,9 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+    /// libtorch reported an error (shape mismatch, out of memory, unsupported operation...).
+    #[error("libtorch: {0}")]
+    Torch(#[from] tch::TchError),
     /// Fetching a dataset failed (network, archive layout, checksum).
     #[error("fetching {what} failed: {reason}")]
     Fetch {
