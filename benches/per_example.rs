@@ -1,0 +1,106 @@
+//! Throughput of one private step's gradient work (per-example norms, clipping, clipped sum)
+//! against a non-private step (forward, backward of the mean loss) on the tanh CNN of Papernot et
+//! al. 2021, lot 256, 2 threads, the same fixed random inputs (seed 0). Compare with
+//! `/work/shared/anchors/opacus_throughput.py` (Opacus on the same model and machine).
+//!
+//! `cargo bench --bench per_example`; throughput is reported in elements (examples) per second.
+//! After criterion's sequential groups, an interleaved comparison (modes alternate within each
+//! round, median over rounds, as the Opacus anchor script does) prints samples/s per mode and the
+//! private/non-private ratio: on a shared machine the sequential figures drift with other load.
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use dpaudit::train::models;
+use dpaudit::train::per_example::{clip_and_sum, nonprivate_gradient, ClipConfig, NormMethod};
+use std::time::Duration;
+use tch::{nn, Device, Kind, Tensor};
+
+const LOT: i64 = 256;
+const THREADS: i32 = 2;
+const SEED: i64 = 0;
+
+fn per_example(c: &mut Criterion) {
+    tch::set_num_threads(THREADS);
+    tch::manual_seed(SEED);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = models::build("tanh-cnn", &vs.root()).expect("tanh-cnn builds");
+    let inputs = Tensor::rand([LOT, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let labels = Tensor::randint(10, [LOT], (Kind::Int64, Device::Cpu));
+
+    let mut group = c.benchmark_group("tanh-cnn-lot256");
+    group.throughput(Throughput::Elements(LOT as u64));
+    group
+        .sample_size(30)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(6));
+    group.bench_function("nonprivate", |b| {
+        b.iter(|| nonprivate_gradient(&model, &inputs, &labels).expect("step"))
+    });
+    for (name, norm_method) in [
+        ("auto", NormMethod::Auto),
+        ("ghost", NormMethod::Ghost),
+        ("materialise", NormMethod::Materialise),
+    ] {
+        let config = ClipConfig {
+            max_norm: 1.0,
+            norm_method,
+        };
+        group.bench_with_input(BenchmarkId::new("private", name), &config, |b, config| {
+            b.iter(|| clip_and_sum(&model, &inputs, &labels, config).expect("step"))
+        });
+    }
+    group.finish();
+}
+
+/// Rounds of the interleaved comparison, and steps per mode in each round.
+const ROUNDS: usize = 25;
+const STEPS: usize = 4;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+fn interleaved() {
+    tch::set_num_threads(THREADS);
+    tch::manual_seed(SEED);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = models::build("tanh-cnn", &vs.root()).expect("tanh-cnn builds");
+    let inputs = Tensor::rand([LOT, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let labels = Tensor::randint(10, [LOT], (Kind::Int64, Device::Cpu));
+    let config = ClipConfig::new(1.0);
+    let time = |f: &dyn Fn()| {
+        f(); // warm-up
+        let start = std::time::Instant::now();
+        for _ in 0..STEPS {
+            f();
+        }
+        (STEPS as f64 * LOT as f64) / start.elapsed().as_secs_f64()
+    };
+    let (mut nonprivate, mut private, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let n = time(&|| drop(nonprivate_gradient(&model, &inputs, &labels).expect("step")));
+        let p = time(&|| drop(clip_and_sum(&model, &inputs, &labels, &config).expect("step")));
+        nonprivate.push(n);
+        private.push(p);
+        ratio.push(p / n);
+    }
+    println!(
+        "interleaved tanh-cnn lot {LOT}, {THREADS} threads, {ROUNDS} rounds x {STEPS} steps: \
+         non-private {:.0} samples/s, private (auto) {:.0} samples/s, median ratio {:.3}",
+        median(nonprivate),
+        median(private),
+        median(ratio)
+    );
+}
+
+criterion_group!(benches, per_example);
+
+fn main() {
+    benches();
+    interleaved();
+    Criterion::default().configure_from_args().final_summary();
+}

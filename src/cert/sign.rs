@@ -1,0 +1,377 @@
+//! Building a certificate from a run folder, signing it, and writing it atomically.
+//!
+//! What the signature covers and why: [`proofs/cert/signing.md`](../../../proofs/cert/signing.md).
+//! The signed message is `b"dpaudit-cert-v1\0"` followed by the RFC 8785 canonical JSON of the
+//! certificate ([`signed_message`]).
+use crate::accounting::ledger::Ledger;
+use crate::accounting::pld::PldAccountant;
+use crate::accounting::{exact, rdp, validate_delta, Phase};
+use crate::cert::canonical::canonical_json;
+use crate::cert::keys::{load_secret_key, SecretKey};
+use crate::cert::schema::*;
+use crate::error::{Error, Result};
+use ed25519_dalek::Signer;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::{Component, Path, PathBuf};
+
+/// Domain separator prefixed to the canonical JSON before signing.
+pub const SIGNATURE_DOMAIN: &[u8] = b"dpaudit-cert-v1\0";
+/// `signature.algorithm` of a signed certificate.
+pub const SIGNATURE_ALGORITHM: &str = "ed25519";
+/// The ledger's file name in a run folder.
+pub const LEDGER_FILE: &str = "ledger.jsonl";
+/// The metrics file in a run folder.
+pub const METRICS_FILE: &str = "metrics.json";
+/// The model file in a run folder (the default artifact).
+pub const MODEL_FILE: &str = "model.safetensors";
+
+/// The file a certificate is stored in: the certificate and its detached signature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignedCertificate {
+    /// The certificate (the signed content).
+    pub certificate: Certificate,
+    /// The signature over [`signed_message`] of the certificate.
+    pub signature: Signature,
+}
+
+/// An Ed25519 signature and the id of the key that made it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    /// Always [`SIGNATURE_ALGORITHM`].
+    pub algorithm: String,
+    /// Key id of the signer (equals the certificate's `signer_key_id`).
+    pub key_id: String,
+    /// The 64-byte signature, lowercase hex.
+    pub value: String,
+}
+
+/// What to certify, beyond the run folder.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertifyOptions {
+    /// The delta of every epsilon, in (0, 1).
+    pub delta: f64,
+    /// What is released.
+    pub kind: ArtifactKind,
+    /// Released files, relative to the run folder; empty means `model.safetensors`.
+    pub artifacts: Vec<PathBuf>,
+    /// Audits run on the release (a `violated` verdict makes certification fail).
+    pub audits: Vec<AuditRecord>,
+    /// Certify a non-private run as an uncertified claim (epsilon `"infinity"`) instead of refusing.
+    pub allow_uncertified: bool,
+    /// The tool's git commit; `None` means: build-time `DPAUDIT_GIT_COMMIT` if set, else
+    /// `git rev-parse HEAD` in the crate's source folder, else `unknown`.
+    pub git_commit: Option<String>,
+}
+
+impl CertifyOptions {
+    /// A model release at `delta`, no audits, private runs only.
+    pub fn model(delta: f64) -> Self {
+        CertifyOptions { delta, kind: ArtifactKind::Model, artifacts: Vec::new(), audits: Vec::new(), allow_uncertified: false, git_commit: None }
+    }
+}
+
+/// Builds the certificate of a training run folder (unsigned; `signer_key_id` is set from `key`).
+///
+/// Epsilons are recomputed from `ledger.jsonl` with the RDP and PLD accountants and the MPFR
+/// oracle; the numbers in `metrics.json` are never used. `metrics.json` supplies only the
+/// `private` flag, the training data hash, and the model hash it recorded (checked against the
+/// file).
+///
+/// # Proof definition
+/// Returns a certificate whose `privacy.verified_epsilon` is an upper bound on the epsilon at
+/// `delta` of the composition of the ledger's steps (add/remove-one adjacency), or an error.
+///
+/// # Errors
+/// Refuses ([`Error::InvalidParameter`]) a run with an `inject_fault` field that is not null (in
+/// `metrics.json` or its `config`), a non-private run unless `allow_uncertified`, a ledger
+/// step that is not Poisson-sampled, a ledger with a torn last line, fewer ledger steps than
+/// `metrics.json` reports, a model whose hash differs from the recorded one, an audit with
+/// verdict `violated` or a lower bound above the verified epsilon, and unsafe artifact paths.
+/// [`Error::Io`] / [`Error::Data`] for missing or corrupt files.
+pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) -> Result<Certificate> {
+    validate_delta(options.delta)?;
+    let metrics_path = run_dir.join(METRICS_FILE);
+    let metrics_bytes = std::fs::read(&metrics_path).map_err(|e| Error::io(format!("reading {}", metrics_path.display()), e))?;
+    let metrics: serde_json::Value = serde_json::from_slice(&metrics_bytes).map_err(|e| Error::data(&metrics_path, format!("not JSON: {e}")))?;
+    for fault in [metrics.get("inject_fault"), metrics.get("config").and_then(|c| c.get("inject_fault"))].into_iter().flatten() {
+        if !fault.is_null() {
+            return Err(Error::invalid("run", run_dir.display(), format!("was trained with an injected fault ({fault}); refusing to certify it")));
+        }
+    }
+    let private = metrics
+        .get("private")
+        .or_else(|| metrics.get("config").and_then(|c| c.get("private")))
+        .and_then(serde_json::Value::as_bool)
+        .ok_or_else(|| Error::data(&metrics_path, "no boolean `private` field"))?;
+    if !private && !options.allow_uncertified {
+        return Err(Error::invalid("run", run_dir.display(), "is not differentially private; refusing to certify it (it can only be signed as an uncertified claim)"));
+    }
+    let training_data_sha256 = metrics
+        .get("train_data_sha256")
+        .and_then(serde_json::Value::as_str)
+        .filter(|s| is_sha256_hex(s))
+        .ok_or_else(|| Error::data(&metrics_path, "no `train_data_sha256` (64 lowercase hex digits)"))?
+        .to_owned();
+
+    // The ledger: read-only checks first (Ledger::open would repair a torn line in place).
+    let ledger_path = run_dir.join(LEDGER_FILE);
+    let (ledger, entries) = if ledger_path.exists() {
+        let bytes = std::fs::read(&ledger_path).map_err(|e| Error::io(format!("reading {}", ledger_path.display()), e))?;
+        if !bytes.is_empty() && bytes.last() != Some(&b'\n') {
+            return Err(Error::data(&ledger_path, "ends with a torn line: the run did not finish cleanly; refusing to certify it"));
+        }
+        let opened = Ledger::open(&ledger_path)?;
+        (Some(FileDigest { path: LEDGER_FILE.into(), sha256: hex::encode(Sha256::digest(&bytes)) }), opened.entries().to_vec())
+    } else {
+        (None, Vec::new())
+    };
+    let phases: Vec<Phase> = crate::accounting::ledger::phases_of(&entries)?; // refuses non-Poisson steps
+    if let Some(steps) = metrics.get("steps").and_then(serde_json::Value::as_u64) {
+        if private && (entries.len() as u64) < steps {
+            return Err(Error::data(&ledger_path, format!("records {} steps but metrics.json reports {steps}; refusing to certify", entries.len())));
+        }
+    }
+    if private && entries.is_empty() {
+        return Err(Error::data(&ledger_path, "a private run must have a ledger with at least one noisy step"));
+    }
+    let mechanism = mechanism_of(&entries);
+
+    let (status, privacy) = if private {
+        (ClaimStatus::Certified, privacy_of(&phases, options.delta)?)
+    } else {
+        (ClaimStatus::UncertifiedClaim, uncertified_privacy(options.delta))
+    };
+
+    // Released files.
+    let wanted: Vec<PathBuf> = if options.artifacts.is_empty() { vec![PathBuf::from(MODEL_FILE)] } else { options.artifacts.clone() };
+    let mut files = Vec::new();
+    for rel in &wanted {
+        let path = relative_path_string(rel)?;
+        let sha256 = sha256_file(&run_dir.join(rel))?;
+        if path == MODEL_FILE {
+            if let Some(recorded) = metrics.get("model_sha256").and_then(serde_json::Value::as_str) {
+                if recorded != sha256 {
+                    return Err(Error::data(run_dir.join(rel), "differs from the model the training run recorded (model_sha256 in metrics.json); refusing to certify"));
+                }
+            }
+        }
+        files.push(FileDigest { path, sha256 });
+    }
+
+    check_audits(&options.audits, privacy.verified_epsilon.epsilon).map_err(|reason| Error::invalid("audit", "", reason))?;
+
+    let cert = Certificate {
+        format: FORMAT.into(),
+        tool: Tool { name: "dpaudit".into(), version: env!("CARGO_PKG_VERSION").into(), git_commit: options.git_commit.clone().unwrap_or_else(tool_git_commit) },
+        issued_at: rfc3339_utc(std::time::SystemTime::now()),
+        signer_key_id: key.key_id().to_owned(),
+        status,
+        artifact: Artifact { kind: options.kind, files },
+        training_data_sha256,
+        ledger,
+        mechanism,
+        privacy,
+        audits: options.audits.clone(),
+        limitations: standard_limitations(),
+    };
+    Ok(cert)
+}
+
+/// Refuses audits whose verdict is `violated`, or whose lower bound exceeds the certified upper
+/// bound (a contradiction whatever the verdict says), or that are malformed.
+pub(crate) fn check_audits(audits: &[AuditRecord], certified: Epsilon) -> std::result::Result<(), String> {
+    for a in audits {
+        if a.verdict == Verdict::Violated {
+            return Err(format!("audit {:?} has verdict `violated` (lower bound {} at confidence {}): the privacy claim is false", a.name, a.epsilon_lower_bound, a.confidence));
+        }
+        if !(a.epsilon_lower_bound.is_finite() && a.epsilon_lower_bound >= 0.0) || !(a.confidence > 0.0 && a.confidence < 1.0) {
+            return Err(format!("audit {:?}: lower bound must be finite and >= 0, confidence in (0, 1)", a.name));
+        }
+        if a.epsilon_lower_bound > certified.value() {
+            return Err(format!("audit {:?}: its lower bound {} exceeds the certified epsilon {}: the privacy claim is false", a.name, a.epsilon_lower_bound, certified.value()));
+        }
+    }
+    Ok(())
+}
+
+/// The epsilons of a composition at `delta`: RDP, PLD and the MPFR oracle.
+pub(crate) fn privacy_of(phases: &[Phase], delta: f64) -> Result<Privacy> {
+    let r = rdp::epsilon(phases, delta)?;
+    let pld = PldAccountant::default();
+    let p = pld.epsilon(phases, delta)?;
+    let v = exact::verified_epsilon(phases, delta, &rdp::default_orders())?;
+    let eps = |x: f64| Epsilon::from_f64(x).ok_or_else(|| Error::numerical("certificate epsilon", "NaN"));
+    Ok(Privacy {
+        delta,
+        epsilons: vec![
+            AccountantEpsilon {
+                accountant: "rdp".into(),
+                epsilon: eps(r.epsilon)?,
+                method: serde_json::json!({ "order": r.order, "rdp": finite_or_null(r.rdp), "conversion": r.conversion, "orders": "default grid (accounting::rdp::default_orders)" }),
+            },
+            AccountantEpsilon {
+                accountant: "pld".into(),
+                epsilon: eps(p.epsilon)?,
+                method: serde_json::json!({ "discretization": p.discretization, "tail_mass": pld.tail_mass(), "worse_direction": p.worse_direction, "pessimistic": true }),
+            },
+        ],
+        verified_epsilon: VerifiedClaim { epsilon: eps(v.epsilon)?, order: Some(v.order), conversion: Some(v.conversion) },
+    })
+}
+
+fn finite_or_null(x: f64) -> serde_json::Value {
+    if x.is_finite() {
+        serde_json::json!(x)
+    } else {
+        serde_json::json!("infinity")
+    }
+}
+
+fn uncertified_privacy(delta: f64) -> Privacy {
+    Privacy {
+        delta,
+        epsilons: vec![AccountantEpsilon { accountant: "none".into(), epsilon: Epsilon::Infinity, method: serde_json::json!("the run was not differentially private") }],
+        verified_epsilon: VerifiedClaim { epsilon: Epsilon::Infinity, order: None, conversion: None },
+    }
+}
+
+/// Groups ledger entries into runs with equal label, q, sigma and clipping norm.
+pub(crate) fn mechanism_of(entries: &[crate::accounting::ledger::LedgerEntry]) -> Mechanism {
+    let mut phases: Vec<MechanismPhase> = Vec::new();
+    let mut labels: Vec<String> = Vec::new();
+    for e in entries {
+        if !labels.contains(&e.label) {
+            labels.push(e.label.clone());
+        }
+        match phases.last_mut() {
+            Some(p) if p.label == e.label && p.sampling_rate == e.sampling_rate && p.noise_multiplier == e.noise_multiplier && p.clipping_norm == e.clipping_norm => p.steps += 1,
+            _ => phases.push(MechanismPhase { label: e.label.clone(), sampling_rate: e.sampling_rate, noise_multiplier: e.noise_multiplier, clipping_norm: e.clipping_norm, steps: 1 }),
+        }
+    }
+    Mechanism { sampling: "poisson".into(), adjacency: "add_remove_one".into(), steps: entries.len() as u64, phases, labels }
+}
+
+/// A path relative to the run folder as a `/`-separated string; refuses absolute paths and `..`.
+pub(crate) fn relative_path_string(rel: &Path) -> Result<String> {
+    let mut parts = Vec::new();
+    for c in rel.components() {
+        match c {
+            Component::Normal(s) => parts.push(s.to_str().ok_or_else(|| Error::invalid("artifact path", rel.display(), "must be UTF-8"))?.to_owned()),
+            Component::CurDir => {}
+            _ => return Err(Error::invalid("artifact path", rel.display(), "must be relative to the run folder, without `..`")),
+        }
+    }
+    if parts.is_empty() {
+        return Err(Error::invalid("artifact path", rel.display(), "is empty"));
+    }
+    Ok(parts.join("/"))
+}
+
+pub(crate) fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+pub(crate) fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    Ok(hex::encode(h.finalize()))
+}
+
+fn tool_git_commit() -> String {
+    if let Some(c) = option_env!("DPAUDIT_GIT_COMMIT") {
+        return c.to_owned();
+    }
+    std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The exact bytes a signature covers: [`SIGNATURE_DOMAIN`] then the RFC 8785 canonical JSON of
+/// `cert` (as a JSON value).
+///
+/// # Errors
+/// [`Error::InvalidParameter`] if the certificate holds a non-finite number or an unsafe integer.
+pub fn signed_message(cert: &serde_json::Value) -> Result<Vec<u8>> {
+    let mut msg = SIGNATURE_DOMAIN.to_vec();
+    msg.extend_from_slice(canonical_json(cert)?.as_bytes());
+    Ok(msg)
+}
+
+/// Signs a certificate.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] if the certificate's `signer_key_id` is not `key`'s, its format is
+/// not [`FORMAT`], or it holds a number JSON cannot carry.
+pub fn sign(cert: &Certificate, key: &SecretKey) -> Result<SignedCertificate> {
+    if cert.signer_key_id != key.key_id() {
+        return Err(Error::invalid("signer_key_id", &cert.signer_key_id, format!("is not the signing key's id {}", key.key_id())));
+    }
+    if cert.format != FORMAT {
+        return Err(Error::invalid("certificate format", &cert.format, format!("must be {FORMAT}")));
+    }
+    let value = serde_json::to_value(cert).map_err(|e| Error::invalid("certificate", "", e.to_string()))?;
+    let msg = signed_message(&value)?;
+    let sig = key.signing_key().sign(&msg);
+    Ok(SignedCertificate {
+        certificate: cert.clone(),
+        signature: Signature { algorithm: SIGNATURE_ALGORITHM.into(), key_id: key.key_id().to_owned(), value: hex::encode(sig.to_bytes()) },
+    })
+}
+
+/// Writes a signed certificate to `path` (as [`crate::cert::canonical::canonical_json_pretty`]:
+/// sorted keys, canonical numbers, indented) atomically: a temporary file in the same folder,
+/// written and fsynced, renamed over `path`, then the folder fsynced. A crash leaves either no
+/// certificate or the whole one, never half of it. Refuses to overwrite an existing file.
+///
+/// # Errors
+/// [`Error::Io`] if `path` exists or on any I/O failure (the temporary file is removed).
+pub fn write_signed(path: &Path, signed: &SignedCertificate) -> Result<()> {
+    if path.exists() {
+        return Err(Error::io(format!("writing certificate {}", path.display()), std::io::Error::new(std::io::ErrorKind::AlreadyExists, "refusing to overwrite")));
+    }
+    let value = serde_json::to_value(signed).map_err(|e| Error::invalid("certificate", "", e.to_string()))?;
+    let bytes = crate::cert::canonical::canonical_json_pretty(&value)?.into_bytes();
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("certificate");
+    let tmp = dir.join(format!(".{name}.tmp-{}-{:016x}", std::process::id(), rand::random::<u64>()));
+    let ctx = || format!("writing certificate {}", path.display());
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| Error::io(ctx(), e))?;
+        f.write_all(&bytes).map_err(|e| Error::io(ctx(), e))?;
+        f.sync_all().map_err(|e| Error::io(ctx(), e))?;
+        drop(f);
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(ctx(), e))?;
+        std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(format!("syncing folder {}", dir.display()), e))
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// One call for `dpaudit cert sign`: loads the secret key, certifies the run, signs, and writes
+/// the certificate atomically to `out`.
+///
+/// # Errors
+/// As [`crate::cert::keys::load_secret_key`], [`certify_run`], [`sign`] and [`write_signed`].
+pub fn sign_run(run_dir: &Path, options: &CertifyOptions, secret_key_path: &Path, out: &Path) -> Result<SignedCertificate> {
+    let key = load_secret_key(secret_key_path)?;
+    let cert = certify_run(run_dir, options, &key)?;
+    let signed = sign(&cert, &key)?;
+    write_signed(out, &signed)?;
+    Ok(signed)
+}

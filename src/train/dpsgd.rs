@@ -1,0 +1,409 @@
+//! DP-SGD (Abadi et al. 2016): Poisson-sampled lots, per-example clipping, Gaussian noise on the
+//! clipped sum, divided by the expected lot size; every noisy step recorded in the ledger (fsynced)
+//! before its update is applied; checkpoints that resume the same sampler, noise stream and ledger.
+//!
+//! One step (private mode):
+//! 1. lot = Poisson(q) sample of the training set (its size varies; it may be empty);
+//! 2. the lot is split into physical batches of at most `physical_batch` examples; the clipped sums
+//!    of the batches add up to the clipped sum of the whole lot (clipping is per example), so the
+//!    split changes memory, not the result;
+//! 3. noise N(0, sigma^2 C^2) per coordinate from the ChaCha20 stream;
+//! 4. the ledger records (q, sigma, C) and fsyncs; only then
+//! 5. the optimiser applies (clipped sum + noise) / (q N).
+use crate::accounting::ledger::Ledger;
+use crate::accounting::SamplingScheme;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::train::models;
+use crate::train::noise::{self, NoiseSeed};
+use crate::train::optim::{LrSchedule, Optimizer, OptimizerKind};
+use crate::train::per_example::{clip_and_sum, nonprivate_gradient, ClipConfig, Sequential};
+use crate::train::sampling::{PoissonSampler, SamplerState};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use tch::{nn, Device, Kind, Tensor};
+
+/// The label of a DP-SGD step in the ledger.
+pub const LEDGER_LABEL: &str = "dpsgd";
+/// The ledger's file name inside a run folder.
+pub const LEDGER_FILE: &str = "ledger.jsonl";
+/// The pointer to the latest checkpoint inside a run folder.
+pub const CHECKPOINT_POINTER: &str = "checkpoint.json";
+
+/// Everything that defines a training run (saved in every checkpoint).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Model name (see [`models::specs`]).
+    pub model: String,
+    /// Expected lot size L; the sampling rate is q = L / N.
+    pub lot_size: f64,
+    /// Noise multiplier sigma (ignored without privacy).
+    pub noise_multiplier: f64,
+    /// Clipping norm C.
+    pub max_grad_norm: f64,
+    /// Largest number of examples pushed through the network at once.
+    pub physical_batch: usize,
+    /// Update rule.
+    pub optimizer: OptimizerKind,
+    /// Base learning rate.
+    pub lr: f64,
+    /// Learning-rate schedule.
+    pub schedule: LrSchedule,
+    /// `false` for the non-private baseline (no clipping, no noise, no ledger entries).
+    pub private: bool,
+}
+
+/// Where the seeds of a run come from: `None` means the OS CSPRNG (`--secure-noise`).
+pub type RunSeed = Option<u64>;
+
+/// Training examples as tensors on one device: images (N, C, H, W) in [0, 1], labels (N,) int64.
+#[derive(Debug)]
+pub struct Examples {
+    /// Images as f32 in [0, 1].
+    pub images: Tensor,
+    /// Labels as int64.
+    pub labels: Tensor,
+}
+
+impl Examples {
+    /// Converts a [`Dataset`] (u8 pixels) to tensors on `device`.
+    ///
+    /// # Errors
+    /// [`Error::Torch`] on allocation failure.
+    pub fn from_dataset(data: &Dataset, device: Device) -> Result<Self> {
+        let s = data.shape();
+        let images = Tensor::f_from_slice(data.pixels())?
+            .f_view([data.len() as i64, s.channels as i64, s.height as i64, s.width as i64])?
+            .f_to_kind(Kind::Float)?
+            .f_div_scalar(255.0)?
+            .f_to(device)?;
+        let labels = Tensor::f_from_slice(data.labels())?.f_to_kind(Kind::Int64)?.f_to(device)?;
+        Ok(Examples { images, labels })
+    }
+
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.labels.size()[0] as usize
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn select(&self, idx: &[usize]) -> Result<(Tensor, Tensor)> {
+        let idx: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
+        let idx = Tensor::f_from_slice(&idx)?.f_to(self.labels.device())?;
+        Ok((self.images.f_index_select(0, &idx)?, self.labels.f_index_select(0, &idx)?))
+    }
+}
+
+/// What one step did.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    /// 1-based step number.
+    pub step: u64,
+    /// Examples in the lot (Poisson: random).
+    pub lot_size: usize,
+    /// Mean training loss over the lot (NaN for an empty lot).
+    pub loss: f64,
+    /// Fraction of the lot whose gradient was clipped (private mode).
+    pub clipped_fraction: f64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CheckpointState {
+    config: TrainConfig,
+    steps: u64,
+    dataset_size: usize,
+    sampler: SamplerState,
+    noise_seed: [u8; 32],
+    noise_word_pos: u128,
+    folder: String,
+}
+
+/// A DP-SGD run in a folder: the model, the optimiser, the sampler, the noise stream, the ledger.
+pub struct DpSgd {
+    config: TrainConfig,
+    vs: nn::VarStore,
+    model: Sequential,
+    params: Vec<Tensor>,
+    optimizer: Optimizer,
+    sampler: PoissonSampler,
+    noise_rng: ChaCha20Rng,
+    ledger: Option<Ledger>,
+    run_dir: PathBuf,
+    steps: u64,
+    dataset_size: usize,
+}
+
+impl std::fmt::Debug for DpSgd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DpSgd").field("config", &self.config).field("steps", &self.steps).finish()
+    }
+}
+
+fn validate(config: &TrainConfig, n: usize) -> Result<f64> {
+    if n == 0 {
+        return Err(Error::invalid("training set", 0, "has no examples"));
+    }
+    let q = config.lot_size / n as f64;
+    if !(q > 0.0 && q <= 1.0) {
+        return Err(Error::invalid("lot size", config.lot_size, format!("must be in (0, {n}] (the training set size)")));
+    }
+    if config.physical_batch == 0 {
+        return Err(Error::invalid("physical batch", 0, "must be at least 1"));
+    }
+    if config.private {
+        if !(config.noise_multiplier > 0.0 && config.noise_multiplier.is_finite()) {
+            return Err(Error::invalid("noise multiplier", config.noise_multiplier, "must be a finite number > 0"));
+        }
+        if !(config.max_grad_norm > 0.0 && config.max_grad_norm.is_finite()) {
+            return Err(Error::invalid("clipping norm", config.max_grad_norm, "must be a finite number > 0"));
+        }
+    }
+    Ok(q)
+}
+
+impl DpSgd {
+    /// Starts a new run in `run_dir` (created; must not already hold a ledger) for a training set
+    /// of `dataset_size` examples. `seed = None` seeds everything from the OS CSPRNG.
+    ///
+    /// # Errors
+    /// Invalid configuration; I/O errors creating the folder or the ledger.
+    pub fn new(config: TrainConfig, dataset_size: usize, run_dir: &Path, seed: RunSeed, device: Device) -> Result<Self> {
+        let q = validate(&config, dataset_size)?;
+        std::fs::create_dir_all(run_dir).map_err(|e| Error::io(format!("creating {}", run_dir.display()), e))?;
+        let seed = seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit);
+        let init = seed.to_bytes(2);
+        tch::manual_seed(i64::from_le_bytes(init[..8].try_into().expect("8 bytes")));
+        let vs = nn::VarStore::new(device);
+        let model = models::build(&config.model, &vs.root())?;
+        if config.private {
+            model.check_private()?;
+        }
+        let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, t)| t).collect();
+        let optimizer = Optimizer::new(config.optimizer, config.lr, config.schedule, &params)?;
+        let sampler = PoissonSampler::new(dataset_size, q, seed.to_bytes(0))?;
+        let noise_rng = ChaCha20Rng::from_seed(seed.to_bytes(1));
+        let ledger = if config.private { Some(Ledger::create(run_dir.join(LEDGER_FILE))?) } else { None };
+        Ok(DpSgd { config, vs, model, params, optimizer, sampler, noise_rng, ledger, run_dir: run_dir.to_path_buf(), steps: 0, dataset_size })
+    }
+
+    /// Resumes the run in `run_dir` from its latest checkpoint, continuing the same ledger,
+    /// sampler and noise streams.
+    ///
+    /// The ledger may hold more steps than the checkpoint (steps taken after it, whose updates
+    /// were lost in a crash): they stay counted, which over-counts and is safe. Fewer steps than
+    /// the checkpoint would mean a lost ledger: an error.
+    ///
+    /// # Errors
+    /// Missing or corrupt checkpoint or ledger; a dataset of a different size.
+    pub fn resume(run_dir: &Path, dataset_size: usize, device: Device) -> Result<Self> {
+        let pointer = run_dir.join(CHECKPOINT_POINTER);
+        let text = std::fs::read_to_string(&pointer).map_err(|e| Error::io(format!("reading {}", pointer.display()), e))?;
+        let state: CheckpointState = serde_json::from_str(&text).map_err(|e| Error::data(&pointer, e.to_string()))?;
+        if state.dataset_size != dataset_size {
+            return Err(Error::data(&pointer, format!("the run was trained on {} examples, the data given has {dataset_size}", state.dataset_size)));
+        }
+        let q = validate(&state.config, dataset_size)?;
+        let folder = run_dir.join(&state.folder);
+        let mut vs = nn::VarStore::new(device);
+        let model = models::build(&state.config.model, &vs.root())?;
+        vs.load(folder.join("model.safetensors"))?;
+        let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, t)| t).collect();
+        let mut optimizer = Optimizer::new(state.config.optimizer, state.config.lr, state.config.schedule, &params)?;
+        let saved = Tensor::read_safetensors(folder.join("optimizer.safetensors"))?;
+        optimizer.load_state(&saved, state.steps)?;
+        let sampler = PoissonSampler::resume(dataset_size, q, state.sampler)?;
+        let mut noise_rng = ChaCha20Rng::from_seed(state.noise_seed);
+        noise_rng.set_word_pos(state.noise_word_pos);
+        let ledger = if state.config.private {
+            let l = Ledger::open(run_dir.join(LEDGER_FILE))?;
+            if l.steps() < state.steps {
+                return Err(Error::data(l.path(), format!("holds {} steps but the checkpoint is at step {}", l.steps(), state.steps)));
+            }
+            Some(l)
+        } else {
+            None
+        };
+        Ok(DpSgd { config: state.config, vs, model, params, optimizer, sampler, noise_rng, ledger, run_dir: run_dir.to_path_buf(), steps: state.steps, dataset_size })
+    }
+
+    /// One DP-SGD step (or a non-private step in baseline mode) on `data`.
+    ///
+    /// # Errors
+    /// NaN/inf in the data, loss or gradients ([`Error::Numerical`]: nothing is recorded or
+    /// applied); ledger I/O errors (nothing is applied).
+    pub fn step(&mut self, data: &Examples) -> Result<StepReport> {
+        if data.len() != self.dataset_size {
+            return Err(Error::invalid("training set", data.len(), format!("expected {} examples", self.dataset_size)));
+        }
+        let lot = self.sampler.next_lot();
+        let mut loss_sum = 0.0;
+        let mut clipped = 0usize;
+        let grads = if self.config.private {
+            let clip = ClipConfig::new(self.config.max_grad_norm);
+            let mut sums: Vec<Tensor> = self.params.iter().map(|p| p.f_zeros_like()).collect::<std::result::Result<_, _>>()?;
+            for chunk in lot.chunks(self.config.physical_batch) {
+                let (x, y) = data.select(chunk)?;
+                let batch = clip_and_sum(&self.model, &x, &y, &clip)?;
+                for (s, c) in sums.iter_mut().zip(&batch.clipped_sum) {
+                    let _ = s.f_add_(c)?;
+                }
+                loss_sum += batch.loss_sum;
+                clipped += i64::try_from(batch.clip_factors.f_lt(1.0)?.f_sum(Kind::Int64)?)? as usize;
+            }
+            let std = self.config.noise_multiplier * self.config.max_grad_norm;
+            let expected = self.sampler.expected_lot_size();
+            let mut noisy = Vec::with_capacity(sums.len());
+            for s in &sums {
+                let mut z = vec![0f32; s.numel()];
+                noise::gaussian(&mut self.noise_rng, std, &mut z)?;
+                let z = Tensor::f_from_slice(&z)?.f_view(s.size().as_slice())?.f_to(s.device())?;
+                noisy.push(s.f_add(&z)?.f_div_scalar(expected)?);
+            }
+            // The privacy cost is durable before the noisy update can influence anything.
+            self.ledger
+                .as_mut()
+                .ok_or_else(|| Error::invalid("ledger", "none", "a private run must have a ledger"))?
+                .record(SamplingScheme::Poisson, self.sampler.sampling_rate(), self.config.noise_multiplier, self.config.max_grad_norm, LEDGER_LABEL)?;
+            noisy
+        } else {
+            let mut sums: Vec<Tensor> = self.params.iter().map(|p| p.f_zeros_like()).collect::<std::result::Result<_, _>>()?;
+            for chunk in lot.chunks(self.config.physical_batch) {
+                let (x, y) = data.select(chunk)?;
+                let g = nonprivate_gradient(&self.model, &x, &y)?;
+                let w = chunk.len() as f64 / lot.len() as f64;
+                for (s, gi) in sums.iter_mut().zip(&g.gradients) {
+                    let _ = s.f_add_(&gi.f_mul_scalar(w)?)?;
+                }
+                loss_sum += g.loss_mean * chunk.len() as f64;
+            }
+            sums
+        };
+        self.optimizer.step(&self.params, &grads)?;
+        self.steps += 1;
+        let n = lot.len();
+        Ok(StepReport {
+            step: self.steps,
+            lot_size: n,
+            loss: if n == 0 { f64::NAN } else { loss_sum / n as f64 },
+            clipped_fraction: if n == 0 { 0.0 } else { clipped as f64 / n as f64 },
+        })
+    }
+
+    /// Writes a checkpoint: a new folder `checkpoint-{step}/` (model and optimiser as
+    /// safetensors), then `checkpoint.json` pointing at it, replaced atomically (write, fsync,
+    /// rename); the previous checkpoint folder is removed afterwards. A crash at any point leaves
+    /// either the old or the new checkpoint complete.
+    ///
+    /// # Errors
+    /// I/O and libtorch errors.
+    pub fn checkpoint(&self) -> Result<()> {
+        let name = format!("checkpoint-{}", self.steps);
+        let folder = self.run_dir.join(&name);
+        let _ = std::fs::remove_dir_all(&folder);
+        std::fs::create_dir_all(&folder).map_err(|e| Error::io(format!("creating {}", folder.display()), e))?;
+        self.vs.save(folder.join("model.safetensors"))?;
+        Tensor::write_safetensors(&self.optimizer.named_state(), folder.join("optimizer.safetensors"))?;
+        for f in ["model.safetensors", "optimizer.safetensors"] {
+            sync_file(&folder.join(f))?;
+        }
+        let previous = std::fs::read_to_string(self.run_dir.join(CHECKPOINT_POINTER))
+            .ok()
+            .and_then(|t| serde_json::from_str::<CheckpointState>(&t).ok())
+            .map(|s| s.folder);
+        let state = CheckpointState {
+            config: self.config.clone(),
+            steps: self.steps,
+            dataset_size: self.dataset_size,
+            sampler: self.sampler.state(),
+            noise_seed: self.noise_rng.get_seed(),
+            noise_word_pos: self.noise_rng.get_word_pos(),
+            folder: name.clone(),
+        };
+        let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::data(&folder, e.to_string()))?;
+        write_atomically(&self.run_dir.join(CHECKPOINT_POINTER), &json)?;
+        if let Some(old) = previous.filter(|o| *o != name) {
+            let _ = std::fs::remove_dir_all(self.run_dir.join(old));
+        }
+        Ok(())
+    }
+
+    /// Saves the final model as `model.safetensors` in the run folder (atomically).
+    ///
+    /// # Errors
+    /// I/O and libtorch errors.
+    pub fn save_model(&self) -> Result<PathBuf> {
+        let path = self.run_dir.join("model.safetensors");
+        let tmp = self.run_dir.join(".model.safetensors.tmp.safetensors");
+        self.vs.save(&tmp)?;
+        sync_file(&tmp)?;
+        std::fs::rename(&tmp, &path).map_err(|e| Error::io(format!("renaming to {}", path.display()), e))?;
+        Ok(path)
+    }
+
+    /// Classification accuracy on `data`, in batches of `physical_batch`.
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn accuracy(&self, data: &Examples) -> Result<f64> {
+        let _guard = tch::no_grad_guard();
+        let mut correct = 0i64;
+        let n = data.len();
+        let all: Vec<usize> = (0..n).collect();
+        for chunk in all.chunks(self.config.physical_batch.max(256)) {
+            let (x, y) = data.select(chunk)?;
+            let pred = self.model.forward(&x)?.f_argmax(-1, false)?;
+            correct += i64::try_from(pred.f_eq_tensor(&y)?.f_sum(Kind::Int64)?)?;
+        }
+        Ok(if n == 0 { f64::NAN } else { correct as f64 / n as f64 })
+    }
+
+    /// Steps taken (updates applied) so far.
+    pub fn steps(&self) -> u64 {
+        self.steps
+    }
+
+    /// The ledger (private runs).
+    pub fn ledger(&self) -> Option<&Ledger> {
+        self.ledger.as_ref()
+    }
+
+    /// The sampling rate q = L / N.
+    pub fn sampling_rate(&self) -> f64 {
+        self.sampler.sampling_rate()
+    }
+
+    /// The run's configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// The network.
+    pub fn model(&self) -> &Sequential {
+        &self.model
+    }
+}
+
+fn sync_file(path: &Path) -> Result<()> {
+    std::fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io(format!("syncing {}", path.display()), e))
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new file: a temporary
+/// file in the same folder, fsync, rename, fsync of the folder.
+///
+/// # Errors
+/// I/O errors.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
+    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| Error::io(format!("writing {}", tmp.display()), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming to {}", path.display()), e))?;
+    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(format!("syncing {}", dir.display()), e))
+}

@@ -1,0 +1,10 @@
+//! Training with differential privacy: per-example gradients and clipping, models, noise, lot
+//! sampling and DP-PCA.
+pub mod dpsgd;
+pub mod models;
+pub mod optim;
+pub mod noise;
+pub mod pca;
+pub mod per_example;
+pub mod run;
+pub mod sampling;

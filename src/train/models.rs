@@ -1,0 +1,124 @@
+//! The models dpaudit trains, built by name. Inputs are (B, 1, 28, 28) floats in [0, 1]
+//! (MNIST-format images); outputs are 10 logits.
+use crate::error::{Error, Result};
+use crate::train::per_example::{LayerSpec, Sequential};
+use tch::nn;
+
+/// The model names [`build`] accepts.
+pub const MODEL_NAMES: [&str; 4] = ["logreg", "mlp", "tanh-cnn", "seed-cnn"];
+
+/// Side of the square input images.
+pub const IMAGE_SIDE: i64 = 28;
+/// Number of classes.
+pub const CLASSES: i64 = 10;
+/// Hidden units of `mlp` (Abadi et al. 2016's MNIST network).
+pub const MLP_HIDDEN: i64 = 1000;
+
+fn linear(in_features: i64, out_features: i64) -> LayerSpec {
+    LayerSpec::Linear {
+        in_features,
+        out_features,
+        bias: true,
+    }
+}
+
+fn conv(in_channels: i64, out_channels: i64, kernel: i64, stride: i64, padding: i64) -> LayerSpec {
+    LayerSpec::Conv2d {
+        in_channels,
+        out_channels,
+        kernel,
+        stride,
+        padding,
+        bias: true,
+    }
+}
+
+/// A one-hidden-layer ReLU network on flattened inputs of `inputs` features (784 for raw images,
+/// or the dimension of a DP-PCA projection).
+pub fn mlp_specs(inputs: i64, hidden: i64, classes: i64) -> Vec<LayerSpec> {
+    vec![
+        LayerSpec::Flatten,
+        linear(inputs, hidden),
+        LayerSpec::Relu,
+        linear(hidden, classes),
+    ]
+}
+
+/// The layer list of a named model.
+///
+/// - `logreg`: flatten, linear 784 -> 10.
+/// - `mlp`: flatten, linear 784 -> 1000, ReLU, linear 1000 -> 10.
+/// - `tanh-cnn` (Papernot et al. 2021): conv 16 8x8 stride 2 padding 3, tanh, maxpool 2 stride 1,
+///   conv 32 4x4 stride 2, tanh, maxpool 2 stride 1, flatten, linear 512 -> 32, tanh, linear 32 -> 10
+///   (the model of `opacus_throughput.py`).
+/// - `seed-cnn`: two blocks of (conv 5x5 padding 2, ReLU, maxpool 2 stride 2) with 16 and 32
+///   channels, flatten, linear 1568 -> 32, ReLU, linear 32 -> 10.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for an unknown name (the message lists [`MODEL_NAMES`]).
+pub fn specs(name: &str) -> Result<Vec<LayerSpec>> {
+    let pixels = IMAGE_SIDE * IMAGE_SIDE;
+    Ok(match name {
+        "logreg" => vec![LayerSpec::Flatten, linear(pixels, CLASSES)],
+        "mlp" => mlp_specs(pixels, MLP_HIDDEN, CLASSES),
+        "tanh-cnn" => vec![
+            conv(1, 16, 8, 2, 3),
+            LayerSpec::Tanh,
+            LayerSpec::MaxPool2d {
+                kernel: 2,
+                stride: 1,
+            },
+            conv(16, 32, 4, 2, 0),
+            LayerSpec::Tanh,
+            LayerSpec::MaxPool2d {
+                kernel: 2,
+                stride: 1,
+            },
+            LayerSpec::Flatten,
+            linear(32 * 4 * 4, 32),
+            LayerSpec::Tanh,
+            linear(32, CLASSES),
+        ],
+        "seed-cnn" => vec![
+            conv(1, 16, 5, 1, 2),
+            LayerSpec::Relu,
+            LayerSpec::MaxPool2d {
+                kernel: 2,
+                stride: 2,
+            },
+            conv(16, 32, 5, 1, 2),
+            LayerSpec::Relu,
+            LayerSpec::MaxPool2d {
+                kernel: 2,
+                stride: 2,
+            },
+            LayerSpec::Flatten,
+            linear(32 * 7 * 7, 32),
+            LayerSpec::Relu,
+            linear(32, CLASSES),
+        ],
+        other => {
+            return Err(Error::invalid(
+                "model",
+                other,
+                format!("must be one of {}", MODEL_NAMES.join(", ")),
+            ));
+        }
+    })
+}
+
+/// Builds the named model with its variables under `path` (one `nn::VarStore` per network).
+///
+/// # Errors
+/// As [`specs`] and [`Sequential::new`].
+///
+/// # Examples
+/// ```
+/// use tch::{nn, Device};
+/// let vs = nn::VarStore::new(Device::Cpu);
+/// let model = dpaudit::train::models::build("tanh-cnn", &vs.root()).unwrap();
+/// assert_eq!(model.parameters().len(), 8);
+/// ```
+pub fn build(name: &str, path: &nn::Path) -> Result<Sequential> {
+    Sequential::new(path, &specs(name)?)
+}

@@ -1,0 +1,147 @@
+//! Conv2d: the input unfolds into per-position patches `A_i` (L positions x D = C k k), the backprop
+//! is `B_i` (O x L), and example i's weight gradient is `G_i = B_i A_i` (O x D).
+//!
+//! - materialised: one batched product (L O D per example), then `|G_i|^2` and the clipped sum
+//!   `c^T G` (O D each); memory B O D;
+//! - ghost: `|G_i|^2 = <A_i A_i^T, B_i^T B_i>` with two L x L Gram matrices (L^2 (O + D)), then the
+//!   clipped sum as one product over all (example, position) pairs (L O D); memory B L^2.
+//!
+//! [`NormMethod::Auto`] counts both and picks ghost only when `L^2 (O + D) < 2 O D` (the mixed rule
+//! of Bu et al. 2023, counting the clipped sum too), or when the materialised gradients would
+//! exceed [`MATERIALISE_BUDGET_BYTES`].
+//!
+//! The patches come from strided views of the (padded) input (`Tensor::unfold` twice, one copy),
+//! which on CPU is several times faster than libtorch's `im2col` and already in the (L, D) layout
+//! the batched products want.
+use super::{NormMethod, ParamSum};
+use crate::error::Result;
+use tch::Tensor;
+
+/// The most memory [`NormMethod::Auto`] lets one layer's materialised per-example gradients take.
+pub const MATERIALISE_BUDGET_BYTES: i64 = 1 << 30;
+
+/// The patches of `a` (B, C, H, W) for a square `kernel`, as (B, L, C k k) with L = H_out W_out,
+/// ordered like a (O, C, k, k) weight flattened to (O, C k k).
+pub(crate) fn patches(a: &Tensor, kernel: i64, stride: i64, padding: i64) -> Result<Tensor> {
+    let size = a.size();
+    let (batch, channels) = (size[0], size[1]);
+    let padded = if padding > 0 {
+        a.f_constant_pad_nd([padding, padding, padding, padding])?
+    } else {
+        a.shallow_clone()
+    };
+    let windows = padded
+        .f_unfold(2, kernel, stride)?
+        .f_unfold(3, kernel, stride)?; // (B, C, Ho, Wo, k, k)
+    Ok(windows
+        .f_permute([0, 2, 3, 1, 4, 5])?
+        .f_reshape([batch, -1, channels * kernel * kernel])?)
+}
+
+/// Whether [`NormMethod::Auto`] takes the ghost route for `positions` L, `outputs` p, `inputs` D.
+pub(crate) fn prefer_ghost(
+    batch: i64,
+    positions: i64,
+    outputs: i64,
+    inputs: i64,
+    element_bytes: i64,
+) -> bool {
+    let ghost = positions
+        .saturating_mul(positions)
+        .saturating_mul(outputs + inputs);
+    let materialise_extra = 2 * outputs.saturating_mul(inputs);
+    let memory = batch
+        .saturating_mul(outputs)
+        .saturating_mul(inputs)
+        .saturating_mul(element_bytes);
+    ghost < materialise_extra || memory > MATERIALISE_BUDGET_BYTES
+}
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn prepare(
+    a: &Tensor,
+    b: &Tensor,
+    weight_shape: &[i64],
+    stride: i64,
+    padding: i64,
+    bias: bool,
+    norm_method: NormMethod,
+) -> Result<(Tensor, Vec<ParamSum>)> {
+    let batch = a.size()[0];
+    let (o, k) = (weight_shape[0], weight_shape[2]);
+    let cols = patches(a, k, stride, padding)?; // (B, L, D)
+    let bm = b.f_reshape([batch, o, -1])?; // (B, O, L)
+    let (l, dd) = (cols.size()[1], cols.size()[2]);
+    let ghost = match norm_method {
+        NormMethod::Ghost => true,
+        NormMethod::Materialise => false,
+        NormMethod::Auto => prefer_ghost(batch, l, o, dd, a.f_kind()?.elt_size_in_bytes() as i64),
+    };
+    let mut sums = Vec::with_capacity(2);
+    let mut sq = if ghost {
+        let ga = cols.f_bmm(&cols.f_transpose(1, 2)?)?; // (B, L, L)
+        let gb = bm.f_transpose(1, 2)?.f_bmm(&bm)?;
+        let sq = ga
+            .f_mul(&gb)?
+            .f_sum_dim_intlist([1i64, 2].as_slice(), false, None)?;
+        sums.push(ParamSum::Conv {
+            cols,
+            b: bm.shallow_clone(),
+            shape: weight_shape.to_vec(),
+        });
+        sq
+    } else {
+        let g = bm.f_bmm(&cols)?; // (B, O, D)
+        let sq = g
+            .f_square()?
+            .f_sum_dim_intlist([1i64, 2].as_slice(), false, None)?;
+        let mut shape = vec![batch];
+        shape.extend_from_slice(weight_shape);
+        sums.push(ParamSum::PerExample(g.f_reshape(shape.as_slice())?));
+        sq
+    };
+    if bias {
+        let gb = bm.f_sum_dim_intlist(2, false, None)?; // (B, O)
+        sq = sq.f_add(&gb.f_square()?.f_sum_dim_intlist(1, false, None)?)?;
+        sums.push(ParamSum::PerExample(gb));
+    }
+    Ok((sq, sums))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn patches_equal_libtorch_im2col() {
+        for (kernel, stride, padding) in [(8, 2, 3), (4, 2, 0), (3, 1, 1), (1, 1, 0), (2, 3, 2)] {
+            let a = Tensor::rand([3, 2, 9, 9], (Kind::Double, Device::Cpu));
+            let ours = patches(&a, kernel, stride, padding).unwrap();
+            let theirs = a
+                .im2col(
+                    [kernel, kernel],
+                    [1, 1],
+                    [padding, padding],
+                    [stride, stride],
+                )
+                .transpose(1, 2);
+            assert_eq!(ours.size(), theirs.size());
+            assert!(
+                ours.equal(&theirs),
+                "kernel {kernel} stride {stride} padding {padding}"
+            );
+        }
+    }
+
+    #[test]
+    fn auto_rule_matches_the_flop_count() {
+        // tanh-cnn: conv1 (L 196, O 16, D 64) and conv2 (L 25, O 32, D 256) materialise.
+        assert!(!prefer_ghost(256, 196, 16, 64, 4));
+        assert!(!prefer_ghost(256, 25, 32, 256, 4));
+        // A late, wide layer: L 4, O 512, D 4608 -> ghost.
+        assert!(prefer_ghost(256, 4, 512, 4608, 4));
+        // Too big to materialise -> ghost whatever the FLOPs.
+        assert!(prefer_ghost(1 << 20, 1, 64, 64, 4));
+    }
+}

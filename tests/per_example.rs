@@ -1,0 +1,435 @@
+//! The per-example gradient engine against the definition: a loop that runs autograd on one
+//! example at a time. Random small networks (every supported layer type, random shapes, batch
+//! sizes and inputs) in f64, so the only differences are rounding.
+use dpaudit::train::models;
+use dpaudit::train::per_example::{
+    clip_and_sum, nonprivate_gradient, per_example_gradients, ClipConfig, LayerSpec, NormMethod,
+    Sequential,
+};
+use dpaudit::Error;
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::{nn, Device, Kind, Tensor};
+
+/// Relative agreement required between the engine and the one-example loop (f64 arithmetic;
+/// observed differences are around 1e-14).
+const RELATIVE_TOLERANCE: f64 = 1e-5;
+/// Absolute floor of the comparison, for quantities that are exactly zero.
+const ABSOLUTE_TOLERANCE: f64 = 1e-12;
+/// Slack on `|c_i g_i| <= C` for rounding.
+const CLIP_BOUND_SLACK: f64 = 1e-9;
+
+fn close(engine: &Tensor, reference: &Tensor) -> Result<(), String> {
+    let diff = (engine - reference).norm().double_value(&[]);
+    let scale = reference.norm().double_value(&[]);
+    if diff <= RELATIVE_TOLERANCE * scale + ABSOLUTE_TOLERANCE {
+        Ok(())
+    } else {
+        Err(format!(
+            "|engine - loop| = {diff:e}, |loop| = {scale:e}; engine {engine:?} vs {reference:?}"
+        ))
+    }
+}
+
+/// A network with its variables (f64, values drawn from `seed` so a case replays exactly).
+struct Net {
+    _vs: nn::VarStore,
+    model: Sequential,
+}
+
+fn build(specs: &[LayerSpec], seed: u64) -> Net {
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let model = Sequential::new(&vs.root(), specs).expect("valid specs");
+    vs.set_kind(Kind::Double);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    tch::no_grad(|| {
+        for (_, mut p) in model.parameters() {
+            let values: Vec<f64> = (0..p.numel()).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            p.copy_(&Tensor::from_slice(&values).reshape(p.size()));
+        }
+    });
+    Net { _vs: vs, model }
+}
+
+fn random_tensor(shape: &[i64], rng: &mut ChaCha8Rng) -> Tensor {
+    let n: i64 = shape.iter().product();
+    let values: Vec<f64> = (0..n).map(|_| rng.gen_range(0.0..1.0)).collect();
+    Tensor::from_slice(&values).reshape(shape)
+}
+
+fn random_indices(shape: &[i64], below: i64, rng: &mut ChaCha8Rng) -> Tensor {
+    let n: i64 = shape.iter().product();
+    let values: Vec<i64> = (0..n).map(|_| rng.gen_range(0..below)).collect();
+    Tensor::from_slice(&values).reshape(shape)
+}
+
+/// The definition: autograd on each example alone. Returns, per variable, (B, *shape).
+fn loop_gradients(model: &Sequential, inputs: &Tensor, labels: &Tensor) -> Vec<Tensor> {
+    let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, t)| t).collect();
+    let batch = inputs.size()[0];
+    let mut per_param: Vec<Vec<Tensor>> = (0..params.len()).map(|_| Vec::new()).collect();
+    for i in 0..batch {
+        let logits = model.forward(&inputs.narrow(0, i, 1)).unwrap();
+        let loss = logits.cross_entropy_loss::<Tensor>(
+            &labels.narrow(0, i, 1),
+            None,
+            tch::Reduction::Sum,
+            -100,
+            0.0,
+        );
+        for (k, g) in Tensor::run_backward(&[&loss], &params, false, false)
+            .into_iter()
+            .enumerate()
+        {
+            per_param[k].push(g);
+        }
+    }
+    per_param
+        .into_iter()
+        .map(|gs| Tensor::stack(&gs, 0))
+        .collect()
+}
+
+/// Checks every engine output against the loop, for all three strategies.
+fn check_against_loop(
+    model: &Sequential,
+    inputs: &Tensor,
+    labels: &Tensor,
+    clip_scale: f64,
+) -> Result<(), TestCaseError> {
+    let reference = loop_gradients(model, inputs, labels);
+    let batch = inputs.size()[0];
+    let flat: Vec<Tensor> = reference.iter().map(|g| g.reshape([batch, -1])).collect();
+    let loop_norms = Tensor::cat(&flat, 1).norm_scalaropt_dim(2, [1i64].as_slice(), false);
+
+    let (grads, _) = per_example_gradients(model, inputs, labels)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    prop_assert_eq!(grads.len(), reference.len());
+    for (g, r) in grads.iter().zip(&reference) {
+        close(g, r).map_err(TestCaseError::fail)?;
+    }
+
+    // C around the typical norm, so that some examples are clipped and some are not.
+    let max_norm = (loop_norms.mean(Kind::Double).double_value(&[]) * clip_scale).max(1e-3);
+    let factors = (max_norm / (&loop_norms + 1e-6)).clamp_max(1.0);
+    for norm_method in [NormMethod::Auto, NormMethod::Ghost, NormMethod::Materialise] {
+        let out = clip_and_sum(
+            model,
+            inputs,
+            labels,
+            &ClipConfig {
+                max_norm,
+                norm_method,
+            },
+        )
+        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        close(&out.norms, &loop_norms).map_err(TestCaseError::fail)?;
+        close(&out.clip_factors, &factors).map_err(TestCaseError::fail)?;
+        for (s, r) in out.clipped_sum.iter().zip(&reference) {
+            let mut shape = vec![batch];
+            shape.extend(std::iter::repeat(1).take(r.dim() - 1));
+            let expected = (r * factors.reshape(shape.as_slice())).sum_dim_intlist(0, false, None);
+            prop_assert_eq!(s.size(), expected.size());
+            close(s, &expected).map_err(TestCaseError::fail)?;
+        }
+        // Every clipped contribution has norm at most C.
+        let contributed = (&loop_norms * &out.clip_factors).max().double_value(&[]);
+        prop_assert!(
+            contributed <= max_norm * (1.0 + CLIP_BOUND_SLACK),
+            "{contributed} > C = {max_norm}"
+        );
+    }
+    Ok(())
+}
+
+/// One conv block: (out channels, kernel, stride, padding, bias, group norm, activation, pooling).
+type ConvBlock = (i64, i64, i64, i64, bool, bool, u8, u8);
+
+fn activation(code: u8) -> LayerSpec {
+    match code % 3 {
+        0 => LayerSpec::Tanh,
+        1 => LayerSpec::Relu,
+        _ => LayerSpec::Sigmoid,
+    }
+}
+
+/// Image networks: conv blocks (with GroupNorm, pooling), optionally a Linear on the last axis of a
+/// 4-D tensor, flatten, optional LayerNorm, two Linear layers.
+#[allow(clippy::too_many_arguments)]
+fn image_specs(
+    channels: i64,
+    side: i64,
+    blocks: &[ConvBlock],
+    last_axis_linear: Option<i64>,
+    layer_norm: bool,
+    hidden: i64,
+    classes: i64,
+) -> Vec<LayerSpec> {
+    let (mut c, mut s) = (channels, side);
+    let mut specs = Vec::new();
+    for &(out, kernel, stride, padding, bias, group_norm, act, pool) in blocks {
+        let kernel = kernel.min(s + 2 * padding);
+        specs.push(LayerSpec::Conv2d {
+            in_channels: c,
+            out_channels: out,
+            kernel,
+            stride,
+            padding,
+            bias,
+        });
+        c = out;
+        s = (s + 2 * padding - kernel) / stride + 1;
+        if group_norm {
+            specs.push(LayerSpec::GroupNorm {
+                groups: if out % 2 == 0 { 2 } else { 1 },
+                channels: out,
+            });
+        }
+        specs.push(activation(act));
+        if s >= 2 && pool > 0 {
+            specs.push(if pool == 1 {
+                LayerSpec::MaxPool2d {
+                    kernel: 2,
+                    stride: 1,
+                }
+            } else {
+                LayerSpec::AvgPool2d {
+                    kernel: 2,
+                    stride: 1,
+                }
+            });
+            s -= 1;
+        }
+    }
+    let mut last = s;
+    if let Some(p) = last_axis_linear {
+        specs.push(LayerSpec::Linear {
+            in_features: s,
+            out_features: p,
+            bias: true,
+        });
+        specs.push(LayerSpec::Tanh);
+        last = p;
+    }
+    let features = c * s * last;
+    specs.push(LayerSpec::Flatten);
+    if layer_norm {
+        specs.push(LayerSpec::LayerNorm {
+            shape: vec![features],
+        });
+    }
+    specs.push(LayerSpec::Linear {
+        in_features: features,
+        out_features: hidden,
+        bias: false,
+    });
+    specs.push(LayerSpec::Tanh);
+    specs.push(LayerSpec::Linear {
+        in_features: hidden,
+        out_features: classes,
+        bias: true,
+    });
+    specs
+}
+
+fn conv_block() -> impl Strategy<Value = ConvBlock> {
+    (
+        1i64..=4,
+        1i64..=3,
+        1i64..=2,
+        0i64..=1,
+        any::<bool>(),
+        any::<bool>(),
+        0u8..3,
+        0u8..3,
+    )
+}
+
+proptest! {
+    // Failing seeds are saved to (and replayed from) the committed proptest-regressions/ folder.
+    #![proptest_config(ProptestConfig {
+        cases: 128,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/per_example.txt"))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn image_networks_match_one_example_loop(
+        batch in 1i64..=5, channels in 1i64..=3, side in 4i64..=9,
+        blocks in prop::collection::vec(conv_block(), 1..=2),
+        last_axis_linear in prop::option::of(1i64..=3), layer_norm in any::<bool>(),
+        hidden in 1i64..=5, classes in 2i64..=4, clip_scale in prop::sample::select(vec![0.3, 1.0, 3.0]),
+        seed in any::<u64>(),
+    ) {
+        let specs = image_specs(channels, side, &blocks, last_axis_linear, layer_norm, hidden, classes);
+        let net = build(&specs, seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+        let inputs = random_tensor(&[batch, channels, side, side], &mut rng);
+        let labels = random_indices(&[batch], classes, &mut rng);
+        check_against_loop(&net.model, &inputs, &labels, clip_scale)?;
+    }
+
+    /// Embedding (indices repeat within an example: small vocabularies), Linear on (B, T, d),
+    /// LayerNorm over one or two trailing axes.
+    #[test]
+    fn sequence_networks_match_one_example_loop(
+        batch in 1i64..=5, vocabulary in 2i64..=6, length in 1i64..=4, dim in 1i64..=4, width in 1i64..=4,
+        flat_indices in any::<bool>(), norm in 0u8..3, act in 0u8..3, classes in 2i64..=4,
+        clip_scale in prop::sample::select(vec![0.3, 1.0, 3.0]), seed in any::<u64>(),
+    ) {
+        let flat = flat_indices && length == 1;
+        let mut specs = vec![
+            LayerSpec::Embedding { vocabulary, dim },
+            LayerSpec::Linear { in_features: dim, out_features: width, bias: true },
+        ];
+        match (norm, flat) {
+            (1, _) => specs.push(LayerSpec::LayerNorm { shape: vec![width] }),
+            (2, false) => specs.push(LayerSpec::LayerNorm { shape: vec![length, width] }),
+            _ => {}
+        }
+        specs.push(activation(act));
+        specs.push(LayerSpec::Flatten);
+        let features = if flat { width } else { length * width };
+        specs.push(LayerSpec::Linear { in_features: features, out_features: classes, bias: true });
+        let net = build(&specs, seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+        let shape: Vec<i64> = if flat { vec![batch] } else { vec![batch, length] };
+        let inputs = random_indices(&shape, vocabulary, &mut rng);
+        let labels = random_indices(&[batch], classes, &mut rng);
+        check_against_loop(&net.model, &inputs, &labels, clip_scale)?;
+    }
+}
+
+fn tiny_image_net(extra: LayerSpec) -> Net {
+    build(
+        &[
+            LayerSpec::Conv2d {
+                in_channels: 1,
+                out_channels: 2,
+                kernel: 3,
+                stride: 1,
+                padding: 0,
+                bias: true,
+            },
+            extra,
+            LayerSpec::Flatten,
+            LayerSpec::Linear {
+                in_features: 2 * 4 * 4,
+                out_features: 3,
+                bias: true,
+            },
+        ],
+        7,
+    )
+}
+
+#[test]
+fn batchnorm_refused_in_private_mode() {
+    let net = tiny_image_net(LayerSpec::BatchNorm2d { channels: 2 });
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let inputs = random_tensor(&[4, 1, 6, 6], &mut rng);
+    let labels = random_indices(&[4], 3, &mut rng);
+    let err = clip_and_sum(&net.model, &inputs, &labels, &ClipConfig::new(1.0)).unwrap_err();
+    assert!(matches!(err, Error::InvalidParameter { .. }), "{err:?}");
+    let message = err.to_string();
+    assert!(
+        message.contains("GroupNorm") && message.contains("public data"),
+        "{message}"
+    );
+    assert!(per_example_gradients(&net.model, &inputs, &labels).is_err());
+    // Non-private training may use it.
+    assert!(nonprivate_gradient(&net.model, &inputs, &labels).is_ok());
+}
+
+#[test]
+fn nonfinite_inputs_and_bad_arguments_are_refused() {
+    let net = tiny_image_net(LayerSpec::Relu);
+    let mut rng = ChaCha8Rng::seed_from_u64(2);
+    let inputs = random_tensor(&[4, 1, 6, 6], &mut rng);
+    let labels = random_indices(&[4], 3, &mut rng);
+    let config = ClipConfig::new(1.0);
+    for bad in [f64::NAN, f64::INFINITY] {
+        let poisoned = inputs.copy();
+        let _ = poisoned.get(2).get(0).get(3).get(3).fill_(bad);
+        let err = clip_and_sum(&net.model, &poisoned, &labels, &config).unwrap_err();
+        assert!(matches!(err, Error::Numerical { .. }), "{err:?}");
+        assert!(matches!(
+            nonprivate_gradient(&net.model, &poisoned, &labels),
+            Err(Error::Numerical { .. })
+        ));
+    }
+    for c in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        assert!(matches!(
+            clip_and_sum(&net.model, &inputs, &labels, &ClipConfig::new(c)),
+            Err(Error::InvalidParameter { .. })
+        ));
+    }
+    let out_of_range = Tensor::from_slice(&[0i64, 1, 3, 2]);
+    assert!(matches!(
+        clip_and_sum(&net.model, &inputs, &out_of_range, &config),
+        Err(Error::InvalidParameter { .. })
+    ));
+    let short = Tensor::from_slice(&[0i64, 1]);
+    assert!(matches!(
+        clip_and_sum(&net.model, &inputs, &short, &config),
+        Err(Error::InvalidParameter { .. })
+    ));
+    let wrong_shape = random_tensor(&[4, 1, 7, 7], &mut rng);
+    assert!(matches!(
+        clip_and_sum(&net.model, &wrong_shape, &labels, &config),
+        Err(Error::Torch(_))
+    ));
+}
+
+#[test]
+fn nonprivate_gradient_is_the_mean_of_per_example_gradients() {
+    let net = tiny_image_net(LayerSpec::Tanh);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let inputs = random_tensor(&[5, 1, 6, 6], &mut rng);
+    let labels = random_indices(&[5], 3, &mut rng);
+    let step = nonprivate_gradient(&net.model, &inputs, &labels).unwrap();
+    for (g, r) in step
+        .gradients
+        .iter()
+        .zip(loop_gradients(&net.model, &inputs, &labels))
+    {
+        close(g, &r.mean_dim(0, false, None)).unwrap();
+    }
+}
+
+#[test]
+fn named_models_build_and_clip() {
+    for name in models::MODEL_NAMES {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = models::build(name, &vs.root()).unwrap();
+        let inputs = Tensor::rand([3, 1, 28, 28], (Kind::Float, Device::Cpu));
+        let labels = Tensor::from_slice(&[0i64, 5, 9]);
+        assert_eq!(model.forward(&inputs).unwrap().size(), [3, 10], "{name}");
+        let out = clip_and_sum(&model, &inputs, &labels, &ClipConfig::new(1.0)).unwrap();
+        assert_eq!(out.clipped_sum.len(), model.parameters().len());
+        for ((_, p), s) in model.parameters().iter().zip(&out.clipped_sum) {
+            assert_eq!(p.size(), s.size(), "{name}");
+        }
+    }
+    assert!(matches!(
+        models::build("resnet", &nn::VarStore::new(Device::Cpu).root()),
+        Err(Error::InvalidParameter { .. })
+    ));
+}
+
+#[test]
+fn varstore_saves_as_safetensors() {
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _model = models::build("tanh-cnn", &vs.root()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("model.safetensors");
+    vs.save(&path).unwrap();
+    let mut loaded = nn::VarStore::new(Device::Cpu);
+    let _again = models::build("tanh-cnn", &loaded.root()).unwrap();
+    loaded.load(&path).unwrap();
+    for (name, t) in vs.variables() {
+        assert!(t.equal(&loaded.variables()[&name]), "{name}");
+    }
+}
