@@ -34,6 +34,7 @@ for k, v in rows.items():
     print(f"{k:<14}{v['eps']:>14.6f}{med[k]:>16.3e}")
 print()
 print(f"RDP speed-up vs Google dp_accounting: {med['google_rdp'] / med['dpaudit_rdp']:.1f}x (target >= 10x)")
+print(f"RDP speed-up vs Google's get_epsilon alone on an already composed curve: {med['google_rdp_conversion_only'] / med['dpaudit_rdp']:.1f}x")
 print(f"RDP speed-up vs Opacus:              {med['opacus_rdp'] / med['dpaudit_rdp']:.1f}x")
 print(f"PLD speed-up vs Google dp_accounting: {med['google_pld'] / med['dpaudit_pld']:.1f}x (target >= 3x)")
 print(f"PLD epsilon vs Google: {100 * (rows['dpaudit_pld']['eps'] / rows['google_pld']['eps'] - 1):+.3f}% (bar: -0.5% .. +1%)")

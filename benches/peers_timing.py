@@ -1,5 +1,6 @@
 # Times the peers' accountants on one mechanism, for benches/compare_accountants.sh.
-# Prints one JSON line: epsilon and median seconds per call for Google's dp_accounting RDP and PLD
+# Prints one JSON line: epsilon and median seconds per call for Google's dp_accounting RDP (compose +
+# get_epsilon, and get_epsilon alone on an already composed curve) and PLD
 # (value_discretization_interval=1e-4, as in ../shared/anchors/peer_epsilon.py) and Opacus' RDP.
 # Usage: python peers_timing.py Q SIGMA STEPS DELTA REPEATS
 import json, statistics, sys, time, warnings
@@ -14,6 +15,10 @@ ev = dp_event.SelfComposedDpEvent(dp_event.PoissonSampledDpEvent(q, dp_event.Gau
 
 def google_rdp():
     acc = rdp.RdpAccountant(); acc.compose(ev); return acc.get_epsilon(d)
+_composed = rdp.RdpAccountant(); _composed.compose(ev)
+def google_rdp_conversion_only():
+    # get_epsilon on an accountant whose RDP curve is already composed: the conversion alone.
+    return _composed.get_epsilon(d)
 def google_pld():
     acc = pld.PLDAccountant(value_discretization_interval=1e-4); acc.compose(ev); return acc.get_epsilon(d)
 def opacus_rdp():
@@ -30,7 +35,7 @@ def timed(f, inner):
     return eps, statistics.median(t)
 
 out = {"q": q, "sigma": s, "steps": T, "delta": d}
-for name, f, inner in [("google_rdp", google_rdp, 20), ("opacus_rdp", opacus_rdp, 20), ("google_pld", google_pld, 1)]:
+for name, f, inner in [("google_rdp", google_rdp, 20), ("google_rdp_conversion_only", google_rdp_conversion_only, 200), ("opacus_rdp", opacus_rdp, 20), ("google_pld", google_pld, 1)]:
     eps, sec = timed(f, inner)
     out[name] = {"epsilon": eps, "seconds": sec}
 print(json.dumps(out))

@@ -7,6 +7,12 @@
 //! After criterion's sequential groups, an interleaved comparison (modes alternate within each
 //! round, median over rounds, as the Opacus anchor script does) prints samples/s per mode and the
 //! private/non-private ratio: on a shared machine the sequential figures drift with other load.
+//!
+//! The private step allocates tens of MB of short-lived buffers (conv patches, per-example
+//! gradients); with glibc's default malloc these go back to the kernel each step and are faulted in
+//! again, which costs more than the arithmetic. Run with
+//! `MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TRIM_THRESHOLD_=4000000000` (or jemalloc/tcmalloc,
+//! as PyTorch recommends for CPU training) to measure the engine rather than the allocator.
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use dpaudit::train::models;
 use dpaudit::train::per_example::{clip_and_sum, nonprivate_gradient, ClipConfig, NormMethod};

@@ -35,6 +35,56 @@ enum Command {
     /// epsilon after all the epochs is at most the target. --resume continues an interrupted run
     /// and its ledger.
     Train(Box<TrainArgs>),
+    /// Make an Ed25519 key pair for signing certificates (secret key file mode 0600).
+    Keygen {
+        /// Folder for dpaudit-cert.key (secret) and dpaudit-cert.pub (public); created if missing.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Signed privacy certificates: sign a run's release, verify a certificate.
+    #[command(subcommand)]
+    Cert(CertCommand),
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Certify a private training run: epsilons are recomputed from its ledger (RDP, PLD and the
+    /// MPFR oracle), hashes of the data, the ledger and each released file are recorded, and the
+    /// certificate is signed (Ed25519 over "dpaudit-cert-v1\0" + RFC 8785 canonical JSON).
+    /// Refuses runs with an injected fault, non-Poisson steps, non-private runs, violated audits.
+    Sign {
+        /// The run folder (written by `dpaudit train`).
+        #[arg(long)]
+        run: PathBuf,
+        /// The secret key file (from `dpaudit keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the certificate (refuses to overwrite).
+        #[arg(long)]
+        out: PathBuf,
+        /// Delta of the certified epsilons.
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+    },
+    /// Verify a certificate. Exit codes: 0 valid; 2 unreadable input; 3 bad signature or wrong
+    /// key; 4 claim does not reproduce (or a violated audit); 5 artifact missing or mismatched.
+    Verify {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The signer's public key file.
+        #[arg(long)]
+        pubkey: PathBuf,
+        /// The folder holding the released files: check their SHA-256.
+        #[arg(long)]
+        artifacts: Option<PathBuf>,
+        /// Re-derive epsilon from the recorded mechanism with the MPFR oracle and refuse a claim
+        /// below it.
+        #[arg(long)]
+        recompute: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Args)]
@@ -292,6 +342,35 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Fetch { dataset, dir, json }) => data_fetch(dataset, dir, json),
         Command::Data(DataCommand::Info { path, json }) => data_info(&path, json),
         Command::Train(args) => train(&args),
+        Command::Keygen { out } => {
+            let k = dpaudit::cert::keys::generate_keypair(&out).with_context(|| format!("writing keys into {}", out.display()))?;
+            println!("key id {}\n  public key: {}\n  secret key: {} (mode 0600; keep it private)", k.key_id, k.public_key_path.display(), k.secret_key_path.display());
+            Ok(())
+        }
+        Command::Cert(CertCommand::Sign { run, key, out, delta }) => {
+            let opts = dpaudit::cert::sign::CertifyOptions::model(delta);
+            let signed = dpaudit::cert::sign::sign_run(&run, &opts, &key, &out).with_context(|| format!("certifying {}", run.display()))?;
+            println!("signed {} with key {}", out.display(), signed.signature.key_id);
+            Ok(())
+        }
+        Command::Cert(CertCommand::Verify { cert, pubkey, artifacts, recompute, json }) => {
+            match dpaudit::cert::verify::verify(&cert, &pubkey, artifacts.as_deref(), recompute) {
+                Ok(report) => {
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&json!({"valid": true, "key_id": report.key_id,
+                            "artifacts_checked": report.artifacts_checked, "recomputed_epsilon": report.recomputed_epsilon}))?);
+                    } else {
+                        println!("valid: signature by key {}; {} artifact(s) checked{}", report.key_id, report.artifacts_checked.len(),
+                            if recompute { "; epsilon re-derived with the MPFR oracle and not below the claim" } else { "" });
+                    }
+                    Ok(())
+                }
+                Err(failure) => {
+                    eprintln!("invalid certificate: {failure}");
+                    std::process::exit(failure.exit_code());
+                }
+            }
+        }
     }
 }
 

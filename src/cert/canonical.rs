@@ -224,7 +224,7 @@ pub fn es_number_to_string(x: f64) -> Result<String> {
             s.push_str(&digits[1..]);
         }
         s.push('e');
-        s.push(if n - 1 >= 0 { '+' } else { '-' });
+        s.push(if n > 0 { '+' } else { '-' });
         s.push_str(&(n - 1).abs().to_string());
     }
     Ok(s)
@@ -249,10 +249,10 @@ fn closest_even(x: f64, digits: String, p: i32) -> String {
     let target = Integer::from(m) << (e + a as i32) as u32;
     let target = target * Integer::from(Integer::u_pow_u(10, b));
     let dist = |c: u64| -> Integer {
-        let v = Integer::from(c) * Integer::from(Integer::u_pow_u(10, (p + b as i32) as u32)) << a;
+        let v = (Integer::from(c) * Integer::from(Integer::u_pow_u(10, (p + b as i32) as u32))) << a;
         (v - &target).abs()
     };
-    let round_trips = |c: u64| -> bool { format!("{c}e{p}").parse::<f64>().map_or(false, |y| y == x) };
+    let round_trips = |c: u64| -> bool { format!("{c}e{p}").parse::<f64>() == Ok(x) };
     let mut best = d;
     let mut best_dist = dist(d);
     for c in [d.wrapping_sub(1), d + 1] {

@@ -20,8 +20,8 @@ use std::path::{Component, Path, PathBuf};
 pub const SIGNATURE_DOMAIN: &[u8] = b"dpaudit-cert-v1\0";
 /// `signature.algorithm` of a signed certificate.
 pub const SIGNATURE_ALGORITHM: &str = "ed25519";
-/// The ledger's file name in a run folder.
-pub const LEDGER_FILE: &str = "ledger.jsonl";
+/// The ledger's file name in a run folder (the trainer's).
+pub const LEDGER_FILE: &str = crate::train::dpsgd::LEDGER_FILE;
 /// The metrics file in a run folder.
 pub const METRICS_FILE: &str = "metrics.json";
 /// The model file in a run folder (the default artifact).
@@ -188,7 +188,8 @@ pub(crate) fn check_audits(audits: &[AuditRecord], certified: Epsilon) -> std::r
         if a.verdict == Verdict::Violated {
             return Err(format!("audit {:?} has verdict `violated` (lower bound {} at confidence {}): the privacy claim is false", a.name, a.epsilon_lower_bound, a.confidence));
         }
-        if !(a.epsilon_lower_bound.is_finite() && a.epsilon_lower_bound >= 0.0) || !(a.confidence > 0.0 && a.confidence < 1.0) {
+        let well_formed = a.epsilon_lower_bound.is_finite() && a.epsilon_lower_bound >= 0.0 && a.confidence > 0.0 && a.confidence < 1.0;
+        if !well_formed {
             return Err(format!("audit {:?}: lower bound must be finite and >= 0, confidence in (0, 1)", a.name));
         }
         if a.epsilon_lower_bound > certified.value() {

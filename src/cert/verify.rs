@@ -1,5 +1,6 @@
 //! Verifying a signed certificate: format, signature, claims, artifacts. Each kind of failure
 //! has its own exit code ([`VerifyFailure::exit_code`]).
+use crate::accounting::ledger::LedgerEntry;
 use crate::accounting::pld::PldAccountant;
 use crate::accounting::{exact, rdp, Phase};
 use crate::cert::canonical::{check_canonical_numbers, parse_strict};
@@ -149,8 +150,18 @@ const PLD_REPRODUCTION_SLACK: f64 = 1e-9;
 fn recompute_claims(cert: &Certificate, artifacts_dir: Option<&Path>) -> Result<Epsilon, VerifyFailure> {
     let fail = VerifyFailure::ClaimNotReproduced;
     if let (Some(dir), Some(_)) = (artifacts_dir, &cert.ledger) {
-        let ledger = crate::accounting::ledger::Ledger::open(dir.join(crate::cert::sign::LEDGER_FILE)).map_err(|e| fail(format!("ledger: {e}")))?;
-        if mechanism_of(ledger.entries()) != cert.mechanism {
+        // Read-only (Ledger::open would repair a torn line in place; the hash was checked above).
+        let path = dir.join(crate::cert::sign::LEDGER_FILE);
+        let bytes = std::fs::read(&path).map_err(|e| VerifyFailure::ArtifactMismatch { path: path.clone(), reason: e.to_string() })?;
+        let entries: Vec<LedgerEntry> = bytes
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(serde_json::from_slice)
+            .collect::<Result<_, _>>()
+            .map_err(|e| fail(format!("ledger: {e}")))?;
+        let in_sequence = entries.iter().enumerate().all(|(i, e)| e.step == i as u64 + 1);
+        let poisson = crate::accounting::ledger::phases_of(&entries).is_ok();
+        if !in_sequence || !poisson || mechanism_of(&entries) != cert.mechanism {
             return Err(fail("the ledger's steps are not the mechanism the certificate states".into()));
         }
     }

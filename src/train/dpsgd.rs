@@ -174,6 +174,19 @@ impl DpSgd {
     /// # Errors
     /// Invalid configuration; I/O errors creating the folder or the ledger.
     pub fn new(config: TrainConfig, dataset_size: usize, run_dir: &Path, seed: RunSeed, device: Device) -> Result<Self> {
+        Self::start(config, dataset_size, run_dir, seed, device, false)
+    }
+
+    /// Starts the run in `run_dir` from scratch but continues the ledger already there (a run
+    /// that crashed before its first checkpoint): the steps it recorded stay counted.
+    ///
+    /// # Errors
+    /// As [`DpSgd::new`], and a missing or corrupt ledger.
+    pub fn restart_keeping_ledger(config: TrainConfig, dataset_size: usize, run_dir: &Path, seed: RunSeed, device: Device) -> Result<Self> {
+        Self::start(config, dataset_size, run_dir, seed, device, true)
+    }
+
+    fn start(config: TrainConfig, dataset_size: usize, run_dir: &Path, seed: RunSeed, device: Device, keep_ledger: bool) -> Result<Self> {
         let q = validate(&config, dataset_size)?;
         std::fs::create_dir_all(run_dir).map_err(|e| Error::io(format!("creating {}", run_dir.display()), e))?;
         let seed = seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit);
@@ -188,7 +201,11 @@ impl DpSgd {
         let optimizer = Optimizer::new(config.optimizer, config.lr, config.schedule, &params)?;
         let sampler = PoissonSampler::new(dataset_size, q, seed.to_bytes(0))?;
         let noise_rng = ChaCha20Rng::from_seed(seed.to_bytes(1));
-        let ledger = if config.private { Some(Ledger::create(run_dir.join(LEDGER_FILE))?) } else { None };
+        let ledger = match (config.private, keep_ledger) {
+            (false, _) => None,
+            (true, false) => Some(Ledger::create(run_dir.join(LEDGER_FILE))?),
+            (true, true) => Some(Ledger::open(run_dir.join(LEDGER_FILE))?),
+        };
         Ok(DpSgd { config, vs, model, params, optimizer, sampler, noise_rng, ledger, run_dir: run_dir.to_path_buf(), steps: 0, dataset_size })
     }
 

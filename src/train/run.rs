@@ -113,10 +113,14 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
     }
     let examples = Examples::from_dataset(train, device)?;
     let test_examples = Examples::from_dataset(test, device)?;
+    let has_ledger = out.join(crate::train::dpsgd::LEDGER_FILE).exists();
     let mut run = if spec.resume && out.join(CHECKPOINT_POINTER).exists() {
         DpSgd::resume(out, n, device)?
+    } else if spec.resume && has_ledger {
+        // Crashed before its first checkpoint: start over, keeping every step already recorded.
+        DpSgd::restart_keeping_ledger(config.clone(), n, out, spec.seed, device)?
     } else {
-        if out.join(crate::train::dpsgd::LEDGER_FILE).exists() {
+        if has_ledger {
             return Err(Error::invalid("output folder", out.display(), "already holds a run (ledger.jsonl); use --resume or another --out"));
         }
         DpSgd::new(config.clone(), n, out, spec.seed, device)?
