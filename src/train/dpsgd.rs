@@ -25,6 +25,11 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
 
+/// Relative slack on the sensitivity: in f32, rounding can make a clipped contribution exceed C by
+/// about 1e-7 relative (`proofs/train/clip_and_sum.md`), so the noise is scaled for
+/// C (1 + CLIP_ROUNDING_SLACK); the effective noise multiplier is then at least the recorded one.
+pub const CLIP_ROUNDING_SLACK: f64 = 1e-6;
+
 /// The label of a DP-SGD step in the ledger.
 pub const LEDGER_LABEL: &str = "dpsgd";
 /// The ledger's file name inside a run folder.
@@ -273,7 +278,7 @@ impl DpSgd {
                 loss_sum += batch.loss_sum;
                 clipped += i64::try_from(batch.clip_factors.f_lt(1.0)?.f_sum(Kind::Int64)?)? as usize;
             }
-            let std = self.config.noise_multiplier * self.config.max_grad_norm;
+            let std = self.config.noise_multiplier * self.config.max_grad_norm * (1.0 + CLIP_ROUNDING_SLACK);
             let expected = self.sampler.expected_lot_size();
             let mut noisy = Vec::with_capacity(sums.len());
             for s in &sums {
