@@ -32,14 +32,14 @@ if ((${#need[@]})); then
 fi
 
 # 2. PyTorch in a project-local environment.
-if ! .venv/bin/python -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+if ! .venv/bin/python -W ignore -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
   say "creating .venv with torch==$TORCH_VERSION from PyPI (about 5 GB, a few minutes)"
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
 fi
 
 # 3. The libtorch link that .cargo/config.toml names.
-torch_dir=$(.venv/bin/python -c 'import torch, os; print(os.path.dirname(torch.__file__))')
+torch_dir=$(.venv/bin/python -W ignore -c 'import torch, os; print(os.path.dirname(torch.__file__))')
 if [ "$(readlink .libtorch 2>/dev/null)" != "$torch_dir" ]; then
   ln -sfn "$torch_dir" .libtorch
   say "linked .libtorch -> $torch_dir"

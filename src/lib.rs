@@ -11,6 +11,7 @@
 pub mod accounting;
 pub mod cert;
 pub mod data;
+pub mod durable;
 pub mod error;
 pub mod train;
 

@@ -263,17 +263,7 @@ pub struct RdpBounds {
     pub upper: f64,
 }
 
-fn validate_order(order: f64) -> Result<()> {
-    if order > 1.0 && order.is_finite() {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            "Rényi order alpha",
-            order,
-            "must be a finite number > 1",
-        ))
-    }
-}
+use crate::accounting::rdp::validate_order;
 
 /// An enclosure of the per-step RDP of the Poisson-subsampled Gaussian at one order.
 ///

@@ -45,7 +45,7 @@ pub fn default_orders() -> Vec<f64> {
     orders
 }
 
-fn validate_order(order: f64) -> Result<()> {
+pub(crate) fn validate_order(order: f64) -> Result<()> {
     if order > 1.0 && order.is_finite() {
         Ok(())
     } else {

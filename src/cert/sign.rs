@@ -13,7 +13,6 @@ use crate::error::{Error, Result};
 use ed25519_dalek::Signer;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::io::Write;
 use std::path::{Component, Path, PathBuf};
 
 /// Domain separator prefixed to the canonical JSON before signing.
@@ -343,25 +342,7 @@ pub fn write_signed(path: &Path, signed: &SignedCertificate) -> Result<()> {
     }
     let value = serde_json::to_value(signed).map_err(|e| Error::invalid("certificate", "", e.to_string()))?;
     let bytes = crate::cert::canonical::canonical_json_pretty(&value)?.into_bytes();
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("certificate");
-    let tmp = dir.join(format!(".{name}.tmp-{}-{:016x}", std::process::id(), rand::random::<u64>()));
-    let ctx = || format!("writing certificate {}", path.display());
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp).map_err(|e| Error::io(ctx(), e))?;
-        f.write_all(&bytes).map_err(|e| Error::io(ctx(), e))?;
-        f.sync_all().map_err(|e| Error::io(ctx(), e))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(ctx(), e))?;
-        std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(format!("syncing folder {}", dir.display()), e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
+    crate::durable::write_atomically(path, &bytes)
 }
 
 /// One call for `dpaudit cert sign`: loads the secret key, certifies the run, signs, and writes

@@ -329,36 +329,7 @@ pub fn write_idx(path: &Path, array: &IdxArray, gzip: bool) -> Result<()> {
     write_atomically(path, &encode_idx(array, gzip)?)
 }
 
-/// Writes `bytes` to `path` atomically: temporary file in the same directory, `fsync`, rename, then
-/// a best-effort sync of the directory. On failure the temporary file is removed.
-///
-/// # Errors
-/// [`Error::Io`] naming the file if any step fails.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid("output path", path.display(), "must name a file"))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        drop(f);
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = result {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(format!("writing {}", path.display()), e));
-    }
-    if let Ok(d) = fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
+pub use crate::durable::write_atomically;
 
 #[cfg(test)]
 mod tests {
