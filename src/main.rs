@@ -189,7 +189,8 @@ enum AccountCommand {
     /// (never below the true epsilon). --verify re-derives an upper bound with the 256-bit MPFR
     /// oracle and directed rounding.
     Epsilon(EpsilonArgs),
-    /// The smallest noise multiplier that keeps epsilon at or below a target.
+    /// The smallest noise multiplier that keeps epsilon at or below a target for --steps, or (with
+    /// --noise-multiplier) the most steps that do.
     Calibrate(CalibrateArgs),
 }
 
@@ -235,9 +236,12 @@ struct CalibrateArgs {
     /// Poisson sampling rate q, in (0, 1].
     #[arg(long, short = 'q')]
     sampling_rate: f64,
-    /// Number of steps.
-    #[arg(long, short = 't')]
-    steps: u64,
+    /// Number of steps: find the noise multiplier for them.
+    #[arg(long, short = 't', required_unless_present = "noise_multiplier", conflicts_with = "noise_multiplier")]
+    steps: Option<u64>,
+    /// Noise multiplier: find instead the most steps the budget allows with it.
+    #[arg(long, short = 's')]
+    noise_multiplier: Option<f64>,
     /// Target delta, in (0, 1).
     #[arg(long, short = 'd')]
     delta: f64,
@@ -430,19 +434,36 @@ fn account_calibrate(args: &CalibrateArgs) -> Result<()> {
         SingleAccountant::Rdp => &rdp_accountant,
         SingleAccountant::Pld => &pld_accountant,
     };
-    let cal = calibration::noise_multiplier_for_epsilon(args.target_epsilon, args.sampling_rate, args.steps, args.delta, accountant)
+    let name = accountant.name();
+    let (Some(steps), None) = (args.steps, args.noise_multiplier) else {
+        let sigma = args.noise_multiplier.unwrap_or(f64::NAN);
+        let steps = calibration::max_steps_for_epsilon(args.target_epsilon, args.sampling_rate, sigma, args.delta, accountant)
+            .context("finding the steps the budget allows")?;
+        let achieved = if steps == 0 { 0.0 } else { accountant.epsilon_of(&[Phase::new(args.sampling_rate, sigma, steps)?], args.delta)? };
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&json!({
+                "accountant": name, "sampling": "poisson", "target_epsilon": args.target_epsilon,
+                "sampling_rate": args.sampling_rate, "noise_multiplier": sigma, "delta": args.delta,
+                "max_steps": steps, "epsilon": achieved,
+            }))?);
+        } else {
+            println!("at most {steps} steps keep epsilon = {achieved:.6} <= {} ({name} accountant, Poisson sampling, q = {}, sigma = {sigma}, delta = {:e})",
+                args.target_epsilon, args.sampling_rate, args.delta);
+        }
+        return Ok(());
+    };
+    let cal = calibration::noise_multiplier_for_epsilon(args.target_epsilon, args.sampling_rate, steps, args.delta, accountant)
         .context("calibrating the noise multiplier")?;
     let (sigma, achieved) = (cal.noise_multiplier, cal.epsilon);
-    let name = match args.accountant { SingleAccountant::Rdp => "rdp", SingleAccountant::Pld => "pld" };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&json!({
             "accountant": name, "sampling": "poisson", "target_epsilon": args.target_epsilon,
-            "sampling_rate": args.sampling_rate, "steps": args.steps, "delta": args.delta,
+            "sampling_rate": args.sampling_rate, "steps": steps, "delta": args.delta,
             "noise_multiplier": sigma, "epsilon": achieved,
         }))?);
     } else {
-        println!("noise multiplier sigma = {sigma:.6} gives epsilon = {achieved:.6} <= {} ({name} accountant, Poisson sampling, q = {}, {} steps, delta = {:e})",
-            args.target_epsilon, args.sampling_rate, args.steps, args.delta);
+        println!("noise multiplier sigma = {sigma:.6} gives epsilon = {achieved:.6} <= {} ({name} accountant, Poisson sampling, q = {}, {steps} steps, delta = {:e})",
+            args.target_epsilon, args.sampling_rate, args.delta);
     }
     Ok(())
 }

@@ -40,6 +40,12 @@ fn phases_compose_and_calibration_meets_its_target() {
     let eps = cal["epsilon"].as_f64().unwrap();
     assert!(eps <= 2.0 && eps > 1.99, "calibrated epsilon {eps}");
     assert_eq!(cal["accountant"], "rdp");
+    let budget = json(&["account", "calibrate", "--target-epsilon", "2", "-q", "0.01", "-s", "1.0", "-d", "1e-5", "--json"]);
+    let steps = budget["max_steps"].as_u64().unwrap();
+    assert!(budget["epsilon"].as_f64().unwrap() <= 2.0);
+    // One more step breaks the budget.
+    let over = json(&["account", "epsilon", "-q", "0.01", "-s", "1.0", "-t", &(steps + 1).to_string(), "-d", "1e-5", "--accountant", "rdp", "--json"]);
+    assert!(over["rdp"]["epsilon"].as_f64().unwrap() > 2.0, "{steps} + 1 steps still within budget");
 }
 
 #[test]
