@@ -22,9 +22,9 @@ echo
 echo "== 2b. dpaudit account calibrate (sigma for epsilon <= 3 over the same 60 epochs)"
 "$bin" account calibrate --target-epsilon 3 --sampling-rate 0.0042666667 --steps 14062 --delta 1e-5
 echo
-echo "== 3. dpaudit train (tanh-cnn on the built-in data, epsilon <= 3, 5 epochs)"
-"$bin" train --dataset fixture --model tanh-cnn --epochs 5 --lot-size 100 --target-epsilon 3 \
-  --max-grad-norm 1 --lr 0.5 --delta 1e-5 --seed 1 --out "$out/run"
+echo "== 3. dpaudit train (tanh-cnn on the 2,000 built-in images, epsilon <= 3, 10 epochs)"
+"$bin" train --dataset fixture --model tanh-cnn --epochs 10 --lot-size 100 --target-epsilon 3 \
+  --max-grad-norm 0.1 --optimizer sgd --lr 4 --delta 1e-5 --seed 1 --out "$out/run"
 echo
 echo "== 4. dpaudit keygen / cert sign / cert verify --recompute"
 "$bin" keygen --out "$out/keys"
