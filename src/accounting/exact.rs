@@ -263,7 +263,7 @@ pub struct RdpBounds {
     pub upper: f64,
 }
 
-use crate::accounting::rdp::validate_order;
+use crate::accounting::rdp::validate_mechanism;
 
 /// An enclosure of the per-step RDP of the Poisson-subsampled Gaussian at one order.
 ///
@@ -276,13 +276,7 @@ use crate::accounting::rdp::validate_order;
 /// [`Error::InvalidParameter`] for invalid q, sigma or order; [`Error::Numerical`] if an
 /// enclosure cannot be resolved (never seen for the documented parameter ranges).
 pub fn rdp_enclosure(q: f64, sigma: f64, order: f64) -> Result<Enclosure> {
-    Phase {
-        sampling_rate: q,
-        noise_multiplier: sigma,
-        steps: 1,
-    }
-    .validate()?;
-    validate_order(order)?;
+    validate_mechanism(q, sigma, order)?;
     let alpha = Enclosure::exact(order);
     let alpha_minus_1 = alpha.sub(&Enclosure::exact(1.0));
     let sig = Enclosure::exact(sigma);

@@ -83,14 +83,14 @@ pub(crate) fn validate_order(order: f64) -> Result<()> {
 /// assert_eq!(rdp_subsampled_gaussian(1.0, 2.0, 8.0).unwrap(), 1.0);
 /// ```
 pub fn rdp_subsampled_gaussian(q: f64, sigma: f64, order: f64) -> Result<f64> {
-    Phase {
-        sampling_rate: q,
-        noise_multiplier: sigma,
-        steps: 1,
-    }
-    .validate()?;
-    validate_order(order)?;
+    validate_mechanism(q, sigma, order)?;
     rdp_unchecked(q, sigma, order)
+}
+
+/// Checks one step's parameters and a Rényi order (shared with the MPFR oracle).
+pub(crate) fn validate_mechanism(q: f64, sigma: f64, order: f64) -> Result<()> {
+    Phase { sampling_rate: q, noise_multiplier: sigma, steps: 1 }.validate()?;
+    validate_order(order)
 }
 
 /// [`rdp_subsampled_gaussian`] without validation.
