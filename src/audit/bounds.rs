@@ -1,0 +1,163 @@
+//! From attack outcomes to an empirical epsilon lower bound (Jagielski et al. 2020; Nasr et al.
+//! 2021): if a mechanism is (epsilon, delta)-DP, every test that tells "canary in" from "canary
+//! out" has FPR and FNR with `1 - delta - FNR <= e^epsilon FPR` (and the mirror), so
+//!
+//! epsilon >= ln((1 - delta - FNR) / FPR)  and  epsilon >= ln((1 - delta - FPR) / FNR).
+//!
+//! Rates measured from finitely many runs are replaced by their Clopper–Pearson upper bounds,
+//! each at confidence `1 - alpha/2`, so both hold together with probability at least `1 - alpha`
+//! (union bound), and the bound is valid at confidence `1 - alpha`.
+//! Derivation: `proofs/audit/bounds.md`.
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use statrs::distribution::{Beta, ContinuousCDF};
+
+/// Outcomes of a threshold test on the runs of each side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Outcomes {
+    /// Runs on D' (canary in) whose score fell below the threshold: false negatives.
+    pub false_negatives: u64,
+    /// Runs on D' in total.
+    pub positives: u64,
+    /// Runs on D (canary out) whose score reached the threshold: false positives.
+    pub false_positives: u64,
+    /// Runs on D in total.
+    pub negatives: u64,
+}
+
+/// A lower bound on epsilon with how it was obtained.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpsilonLowerBound {
+    /// The bound (0 when the outcomes are consistent with epsilon = 0).
+    pub epsilon_lower: f64,
+    /// Confidence 1 - alpha with which it holds.
+    pub confidence: f64,
+    /// Clopper–Pearson upper bound on the false positive rate (confidence 1 - alpha/2).
+    pub fpr_upper: f64,
+    /// Clopper–Pearson upper bound on the false negative rate (confidence 1 - alpha/2).
+    pub fnr_upper: f64,
+}
+
+/// The one-sided Clopper–Pearson upper bound on a binomial rate from `k` successes in `n`
+/// trials, at confidence `1 - alpha`: the `1 - alpha` quantile of Beta(k + 1, n - k), and 1 when
+/// k = n.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for n = 0, k > n or alpha outside (0, 1).
+pub fn clopper_pearson_upper(k: u64, n: u64, alpha: f64) -> Result<f64> {
+    if n == 0 || k > n {
+        return Err(Error::invalid("binomial counts", format!("{k} of {n}"), "need n >= 1 and k <= n"));
+    }
+    if !(alpha > 0.0 && alpha < 1.0) {
+        return Err(Error::invalid("alpha", alpha, "must be in (0, 1)"));
+    }
+    if k == n {
+        return Ok(1.0);
+    }
+    if k == 0 {
+        // Closed form: P(X = 0) = (1 - p)^n = alpha.
+        return Ok(1.0 - alpha.powf(1.0 / n as f64));
+    }
+    let beta = Beta::new((k + 1) as f64, (n - k) as f64).map_err(|e| Error::numerical("Clopper-Pearson", e.to_string()))?;
+    Ok(beta.inverse_cdf(1.0 - alpha))
+}
+
+/// The rigorous epsilon lower bound for one threshold test, at confidence `1 - alpha`.
+///
+/// # Proof definition
+/// If the mechanism is (epsilon, delta)-DP, then with probability at least `1 - alpha` over the
+/// runs, `epsilon >= epsilon_lower` (`proofs/audit/bounds.md`).
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for empty sides, counts above totals, delta outside [0, 1), alpha
+/// outside (0, 1).
+pub fn epsilon_lower_bound(o: &Outcomes, delta: f64, alpha: f64) -> Result<EpsilonLowerBound> {
+    if !(0.0..1.0).contains(&delta) {
+        return Err(Error::invalid("delta", delta, "must be in [0, 1)"));
+    }
+    let fpr_upper = clopper_pearson_upper(o.false_positives, o.negatives, alpha / 2.0)?;
+    let fnr_upper = clopper_pearson_upper(o.false_negatives, o.positives, alpha / 2.0)?;
+    let side = |num: f64, den: f64| if num > 0.0 && den > 0.0 { (num / den).ln() } else { 0.0 };
+    let epsilon_lower = side(1.0 - delta - fnr_upper, fpr_upper).max(side(1.0 - delta - fpr_upper, fnr_upper)).max(0.0);
+    Ok(EpsilonLowerBound { epsilon_lower, confidence: 1.0 - alpha, fpr_upper, fnr_upper })
+}
+
+/// The best bound over every threshold between the observed scores, with a Bonferroni
+/// correction for the number of thresholds tried (each test at `alpha / m`), so the maximum is
+/// still valid at confidence `1 - alpha`. Larger scores mean "canary in". Returns the bound and
+/// the threshold (a run is called "in" when its score is >= the threshold).
+///
+/// # Errors
+/// As [`epsilon_lower_bound`]; [`Error::InvalidParameter`] for an empty side or NaN scores.
+pub fn best_threshold_bonferroni(in_scores: &[f64], out_scores: &[f64], delta: f64, alpha: f64) -> Result<(EpsilonLowerBound, f64)> {
+    if in_scores.is_empty() || out_scores.is_empty() {
+        return Err(Error::invalid("scores", "an empty side", "need runs with and without the canary"));
+    }
+    if in_scores.iter().chain(out_scores).any(|s| s.is_nan()) {
+        return Err(Error::invalid("scores", "NaN", "every score must be a number"));
+    }
+    let mut thresholds: Vec<f64> = in_scores.iter().chain(out_scores).copied().collect();
+    thresholds.sort_by(f64::total_cmp);
+    thresholds.dedup();
+    let m = thresholds.len() as f64;
+    let mut best: Option<(EpsilonLowerBound, f64)> = None;
+    for &t in &thresholds {
+        let o = Outcomes {
+            false_negatives: in_scores.iter().filter(|&&s| s < t).count() as u64,
+            positives: in_scores.len() as u64,
+            false_positives: out_scores.iter().filter(|&&s| s >= t).count() as u64,
+            negatives: out_scores.len() as u64,
+        };
+        let b = epsilon_lower_bound(&o, delta, alpha / m)?;
+        if best.map_or(true, |(x, _)| b.epsilon_lower > x.epsilon_lower) {
+            best = Some((EpsilonLowerBound { confidence: 1.0 - alpha, ..b }, t));
+        }
+    }
+    Ok(best.expect("at least one threshold"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clopper_pearson_matches_closed_forms() {
+        // k = 0: 1 - alpha^(1/n).
+        let u = clopper_pearson_upper(0, 1000, 0.025).unwrap();
+        assert!((u - (1.0 - 0.025f64.powf(1e-3))).abs() < 1e-15);
+        // k = n - 1: the Beta(n, 1) quantile at 1 - alpha is (1 - alpha)^(1/n).
+        let u = clopper_pearson_upper(9, 10, 0.05).unwrap();
+        assert!((u - 0.95f64.powf(0.1)).abs() < 1e-9, "{u}");
+        assert_eq!(clopper_pearson_upper(10, 10, 0.05).unwrap(), 1.0);
+        assert!(clopper_pearson_upper(3, 2, 0.05).is_err());
+        assert!(clopper_pearson_upper(0, 0, 0.05).is_err());
+    }
+
+    #[test]
+    fn a_perfect_distinguisher_gives_a_finite_bound() {
+        // 1000 runs per side, no errors, 95% confidence: FPR_u = FNR_u = 1 - 0.025^(1/1000).
+        let o = Outcomes { false_negatives: 0, positives: 1000, false_positives: 0, negatives: 1000 };
+        let b = epsilon_lower_bound(&o, 1e-5, 0.05).unwrap();
+        let u = 1.0 - 0.025f64.powf(1e-3);
+        assert!((b.epsilon_lower - ((1.0 - 1e-5 - u) / u).ln()).abs() < 1e-12);
+        assert!((5.5..5.7).contains(&b.epsilon_lower), "{}", b.epsilon_lower);
+    }
+
+    #[test]
+    fn an_uninformative_test_gives_zero() {
+        let o = Outcomes { false_negatives: 500, positives: 1000, false_positives: 500, negatives: 1000 };
+        assert_eq!(epsilon_lower_bound(&o, 1e-5, 0.05).unwrap().epsilon_lower, 0.0);
+    }
+
+    #[test]
+    fn bonferroni_search_finds_the_separating_threshold() {
+        let out: Vec<f64> = (0..200).map(|i| i as f64 / 200.0).collect();
+        let inn: Vec<f64> = (0..200).map(|i| 2.0 + i as f64 / 200.0).collect();
+        let (b, t) = best_threshold_bonferroni(&inn, &out, 0.0, 0.05).unwrap();
+        assert_eq!(t, 2.0);
+        // Corrected for 400 thresholds: weaker than the single-threshold bound, still large.
+        let single = epsilon_lower_bound(&Outcomes { false_negatives: 0, positives: 200, false_positives: 0, negatives: 200 }, 0.0, 0.05).unwrap();
+        assert!(b.epsilon_lower < single.epsilon_lower && b.epsilon_lower > 3.0, "{b:?}");
+        assert!(best_threshold_bonferroni(&[f64::NAN], &[0.0], 0.0, 0.05).is_err());
+    }
+}
