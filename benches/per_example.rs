@@ -15,7 +15,7 @@
 //! as PyTorch recommends for CPU training) to measure the engine rather than the allocator.
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use dpaudit::train::models;
-use dpaudit::train::per_example::{clip_and_sum, nonprivate_gradient, ClipConfig, NormMethod};
+use dpaudit::train::per_example::{clip_and_sum, nonprivate_gradient, ClipConfig, NormMethod, Sequential};
 use std::time::Duration;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -23,13 +23,19 @@ const LOT: i64 = 256;
 const THREADS: i32 = 2;
 const SEED: i64 = 0;
 
-fn per_example(c: &mut Criterion) {
+/// The benchmark's fixed workload: tanh-cnn and one random lot, same seed for every mode.
+fn setup() -> (nn::VarStore, Sequential, Tensor, Tensor) {
     tch::set_num_threads(THREADS);
     tch::manual_seed(SEED);
     let vs = nn::VarStore::new(Device::Cpu);
     let model = models::build("tanh-cnn", &vs.root()).expect("tanh-cnn builds");
     let inputs = Tensor::rand([LOT, 1, 28, 28], (Kind::Float, Device::Cpu));
     let labels = Tensor::randint(10, [LOT], (Kind::Int64, Device::Cpu));
+    (vs, model, inputs, labels)
+}
+
+fn per_example(c: &mut Criterion) {
+    let (_vs, model, inputs, labels) = setup();
 
     let mut group = c.benchmark_group("tanh-cnn-lot256");
     group.throughput(Throughput::Elements(LOT as u64));
@@ -71,12 +77,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn interleaved() {
-    tch::set_num_threads(THREADS);
-    tch::manual_seed(SEED);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let model = models::build("tanh-cnn", &vs.root()).expect("tanh-cnn builds");
-    let inputs = Tensor::rand([LOT, 1, 28, 28], (Kind::Float, Device::Cpu));
-    let labels = Tensor::randint(10, [LOT], (Kind::Int64, Device::Cpu));
+    let (_vs, model, inputs, labels) = setup();
     let config = ClipConfig::new(1.0);
     let time = |f: &dyn Fn()| {
         f(); // warm-up

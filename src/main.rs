@@ -435,35 +435,40 @@ fn account_calibrate(args: &CalibrateArgs) -> Result<()> {
         SingleAccountant::Pld => &pld_accountant,
     };
     let name = accountant.name();
-    let (Some(steps), None) = (args.steps, args.noise_multiplier) else {
+    let mut out = json!({
+        "accountant": name, "sampling": "poisson", "target_epsilon": args.target_epsilon,
+        "sampling_rate": args.sampling_rate, "delta": args.delta,
+    });
+    let sentence = if let (Some(steps), None) = (args.steps, args.noise_multiplier) {
+        let cal = calibration::noise_multiplier_for_epsilon(args.target_epsilon, args.sampling_rate, steps, args.delta, accountant)
+            .context("calibrating the noise multiplier")?;
+        out["steps"] = json!(steps);
+        out["noise_multiplier"] = json!(cal.noise_multiplier);
+        out["epsilon"] = json!(cal.epsilon);
+        format!("noise multiplier sigma = {:.6} gives epsilon = {:.6}", cal.noise_multiplier, cal.epsilon)
+    } else {
         let sigma = args.noise_multiplier.unwrap_or(f64::NAN);
         let steps = calibration::max_steps_for_epsilon(args.target_epsilon, args.sampling_rate, sigma, args.delta, accountant)
             .context("finding the steps the budget allows")?;
         let achieved = if steps == 0 { 0.0 } else { accountant.epsilon_of(&[Phase::new(args.sampling_rate, sigma, steps)?], args.delta)? };
-        if args.json {
-            println!("{}", serde_json::to_string_pretty(&json!({
-                "accountant": name, "sampling": "poisson", "target_epsilon": args.target_epsilon,
-                "sampling_rate": args.sampling_rate, "noise_multiplier": sigma, "delta": args.delta,
-                "max_steps": steps, "epsilon": achieved,
-            }))?);
-        } else {
-            println!("at most {steps} steps keep epsilon = {achieved:.6} <= {} ({name} accountant, Poisson sampling, q = {}, sigma = {sigma}, delta = {:e})",
-                args.target_epsilon, args.sampling_rate, args.delta);
-        }
-        return Ok(());
+        out["noise_multiplier"] = json!(sigma);
+        out["max_steps"] = json!(steps);
+        out["epsilon"] = json!(achieved);
+        format!("at most {steps} steps keep epsilon = {achieved:.6}")
     };
-    let cal = calibration::noise_multiplier_for_epsilon(args.target_epsilon, args.sampling_rate, steps, args.delta, accountant)
-        .context("calibrating the noise multiplier")?;
-    let (sigma, achieved) = (cal.noise_multiplier, cal.epsilon);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&json!({
-            "accountant": name, "sampling": "poisson", "target_epsilon": args.target_epsilon,
-            "sampling_rate": args.sampling_rate, "steps": steps, "delta": args.delta,
-            "noise_multiplier": sigma, "epsilon": achieved,
-        }))?);
+        println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        println!("noise multiplier sigma = {sigma:.6} gives epsilon = {achieved:.6} <= {} ({name} accountant, Poisson sampling, q = {}, {steps} steps, delta = {:e})",
-            args.target_epsilon, args.sampling_rate, args.delta);
+        println!(
+            "{sentence} <= {} ({name} accountant, Poisson sampling, q = {}, {}delta = {:e})",
+            args.target_epsilon,
+            args.sampling_rate,
+            match (args.steps, args.noise_multiplier) {
+                (Some(t), None) => format!("{t} steps, "),
+                (_, s) => format!("sigma = {}, ", s.unwrap_or(f64::NAN)),
+            },
+            args.delta
+        );
     }
     Ok(())
 }

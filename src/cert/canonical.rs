@@ -73,8 +73,7 @@ fn write_pretty(value: &Value, depth: usize, out: &mut String) -> Result<()> {
             out.push(']');
         }
         Value::Object(map) if !map.is_empty() => {
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            let members = sorted_members(map);
             out.push('{');
             for (i, (k, v)) in members.into_iter().enumerate() {
                 if i > 0 {
@@ -147,8 +146,7 @@ fn write_value(value: &Value, out: &mut String) -> Result<()> {
             out.push(']');
         }
         Value::Object(map) => {
-            let mut members: Vec<(&String, &Value)> = map.iter().collect();
-            members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+            let members = sorted_members(map);
             out.push('{');
             for (i, (k, v)) in members.into_iter().enumerate() {
                 if i > 0 {
@@ -354,6 +352,13 @@ impl<'de> Visitor<'de> for StrictVisitor {
         }
         Ok(StrictValue(Value::Object(out)))
     }
+}
+
+/// An object's members in RFC 8785 order: keys compared as UTF-16 code units.
+fn sorted_members(map: &serde_json::Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut members: Vec<(&String, &Value)> = map.iter().collect();
+    members.sort_by(|a, b| a.0.encode_utf16().cmp(b.0.encode_utf16()));
+    members
 }
 
 #[cfg(test)]
