@@ -11,6 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
+mod cli;
+
 #[derive(Parser)]
 #[command(name = "dpaudit", version, about = "Train with differential privacy, then prove and test what the privacy is worth.", long_about = None)]
 struct Cli {

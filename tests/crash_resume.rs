@@ -27,29 +27,55 @@ fn checkpoint_steps(out: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+fn ledger_lines(out: &Path) -> usize {
+    std::fs::read_to_string(out.join("ledger.jsonl")).map(|t| t.lines().count()).unwrap_or(0)
+}
+
+/// Kills the child (SIGKILL) once the ledger holds at least `at_step` lines, or after `deadline`;
+/// returns whether it was still running when killed. Waiting on the ledger rather than on a clock
+/// makes the kill land mid-run on a fast machine and a slow one alike.
+fn kill_when(child: &mut std::process::Child, out: &Path, at_step: usize, deadline: Duration) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < deadline {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        if ledger_lines(out) >= at_step {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let killed = child.try_wait().unwrap().is_none();
+    if killed {
+        child.kill().unwrap(); // SIGKILL
+    }
+    child.wait().unwrap();
+    killed
+}
+
 #[test]
 fn kill_9_at_random_moments_never_undercounts() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let mut rng = rand::rngs::StdRng::seed_from_u64(20261122);
     let mut kills = 0;
+    let mut target = 0;
     for round in 0..6 {
         let mut child = train_cmd(&out, round > 0).spawn().unwrap();
-        // The first kill comes early (before the first checkpoint at step 7, often before any
-        // step); later ones at random moments of the run.
-        let wait = if round == 0 { rng.gen_range(300..700) } else { rng.gen_range(400..1500) };
-        std::thread::sleep(Duration::from_millis(wait));
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
+        // Round 0 is killed at start-up, before any step (step 0 is reached at once); later rounds
+        // when the ledger has grown by a random 1..12 steps, so kills land before, on and after
+        // checkpoints (every 7 steps), ending well before the run's 80 steps.
+        target += if round == 0 { 0 } else { rng.gen_range(1..12) };
+        if kill_when(&mut child, &out, target, Duration::from_secs(120)) {
             kills += 1;
         }
-        child.wait().unwrap();
         if out.join("ledger.jsonl").exists() {
             let ledger = Ledger::open(out.join("ledger.jsonl")).expect("the ledger must survive kill -9");
             assert!(ledger.steps() >= checkpoint_steps(&out), "ledger {} < checkpoint {}", ledger.steps(), checkpoint_steps(&out));
+            target = target.max(ledger.steps() as usize);
         }
     }
-    assert!(kills > 0, "no run was killed: the test did not test anything");
+    assert!(kills >= 4, "only {kills} of 6 runs were killed mid-run: the test did not test enough");
     let status = train_cmd(&out, true).status().unwrap();
     assert!(status.success());
     let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
