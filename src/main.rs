@@ -46,6 +46,10 @@ enum Command {
     /// Signed privacy certificates: sign a run's release, verify a certificate.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Audits: try to refute a privacy claim by experiment (replays on adjacent datasets with a
+    /// canary), giving an epsilon lower bound with its confidence and a verdict.
+    #[command(subcommand)]
+    Audit(cli::audit::AuditCommand),
 }
 
 #[derive(Subcommand)]
@@ -101,6 +105,11 @@ struct TrainArgs {
     /// Model: logreg, mlp, tanh-cnn, seed-cnn.
     #[arg(long, default_value = "tanh-cnn")]
     model: String,
+    /// Inject a deliberate bug, to test that audits catch it: no-clip, noise-on-mean, skip-noise:K
+    /// (no noise every K-th step) or ledger-undercount (half the steps recorded). The run records
+    /// the fault and `dpaudit cert sign` refuses to certify it.
+    #[arg(long, value_name = "FAULT")]
+    inject_fault: Option<dpaudit::train::fault::Fault>,
     /// Epochs (steps = epochs / q).
     #[arg(long, default_value_t = 1.0)]
     epochs: f64,
@@ -348,6 +357,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Fetch { dataset, dir, json }) => data_fetch(dataset, dir, json),
         Command::Data(DataCommand::Info { path, json }) => data_info(&path, json),
         Command::Train(args) => train(&args),
+        Command::Audit(cmd) => {
+            let code = cli::audit::run(cmd)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
         Command::Keygen { out } => {
             let k = dpaudit::cert::keys::generate_keypair(&out).with_context(|| format!("writing keys into {}", out.display()))?;
             println!("key id {}\n  public key: {}\n  secret key: {} (mode 0600; keep it private)", k.key_id, k.public_key_path.display(), k.secret_key_path.display());
@@ -582,6 +598,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         seed: if args.secure_noise { None } else { Some(args.seed.unwrap_or(0)) },
         checkpoint_every: args.checkpoint_every,
         resume: args.resume,
+        inject_fault: args.inject_fault,
     };
     let bar = ProgressBar::new(total);
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed}<{eta}] {msg}").expect("valid template"));

@@ -27,11 +27,12 @@ pub struct LedgerEntry {
     pub label: String,
 }
 
-/// An open, append-only ledger file.
+/// An open, append-only ledger file (or, for audit replays, a ledger kept in memory).
 #[derive(Debug)]
 pub struct Ledger {
     path: PathBuf,
-    file: File,
+    /// `None` for [`Ledger::in_memory`].
+    file: Option<File>,
     entries: Vec<LedgerEntry>,
     repaired_bytes: u64,
 }
@@ -50,7 +51,14 @@ impl Ledger {
             .open(&path)
             .map_err(|e| Error::io(format!("creating ledger {}", path.display()), e))?;
         sync_parent_dir(&path)?;
-        Ok(Ledger { path, file, entries: Vec::new(), repaired_bytes: 0 })
+        Ok(Ledger { path, file: Some(file), entries: Vec::new(), repaired_bytes: 0 })
+    }
+
+    /// A ledger that lives only in memory: for audit replays, which train thousands of throwaway
+    /// models whose epsilon is never certified. Nothing survives a crash, so never use it for a
+    /// run whose privacy is reported; [`crate::train::dpsgd::DpSgd::new`] always uses a file.
+    pub fn in_memory() -> Self {
+        Ledger { path: PathBuf::from("<memory>"), file: None, entries: Vec::new(), repaired_bytes: 0 }
     }
 
     /// Opens an existing ledger to continue it (resume after a checkpoint or a crash).
@@ -89,7 +97,7 @@ impl Ledger {
             file.sync_all().map_err(|e| Error::io(format!("syncing ledger {}", path.display()), e))?;
         }
         file.seek(SeekFrom::End(0)).map_err(|e| Error::io(format!("seeking ledger {}", path.display()), e))?;
-        Ok(Ledger { path, file, entries, repaired_bytes })
+        Ok(Ledger { path, file: Some(file), entries, repaired_bytes })
     }
 
     /// Appends one step and makes it durable (write, then `fsync`) before returning. Call it
@@ -111,10 +119,12 @@ impl Ledger {
             clipping_norm,
             label: label.to_owned(),
         };
-        let mut line = serde_json::to_vec(&entry).map_err(|e| Error::data(&self.path, e.to_string()))?;
-        line.push(b'\n');
-        self.file.write_all(&line).map_err(|e| Error::io(format!("appending to ledger {}", self.path.display()), e))?;
-        self.file.sync_data().map_err(|e| Error::io(format!("syncing ledger {}", self.path.display()), e))?;
+        if let Some(file) = self.file.as_mut() {
+            let mut line = serde_json::to_vec(&entry).map_err(|e| Error::data(&self.path, e.to_string()))?;
+            line.push(b'\n');
+            file.write_all(&line).map_err(|e| Error::io(format!("appending to ledger {}", self.path.display()), e))?;
+            file.sync_data().map_err(|e| Error::io(format!("syncing ledger {}", self.path.display()), e))?;
+        }
         self.entries.push(entry);
         Ok(self.entries.last().expect("just pushed"))
     }

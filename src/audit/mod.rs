@@ -1,4 +1,14 @@
 //! Audits: experiments that try to refute a privacy claim and report an empirical epsilon lower
-//! bound with its confidence. So far: [`bounds`], the statistics that turn attack outcomes into a
-//! rigorous lower bound. (Replay, canaries and the attacks are still to come.)
+//! bound with its confidence.
+//!
+//! - [`spec`]: the audit specification (`audits/*.toml`);
+//! - [`replay`]: one training run on D or D' (the canary in), scored by the attack's statistic;
+//! - [`engine`]: all runs on all cores, resumable and sharded, and the analysis into `audit.json`;
+//! - [`bounds`]: Clopper–Pearson lower bounds from attack outcomes;
+//! - [`gaussian`]: the Gaussian mechanism's exact curve: the ideal bound, thresholds fixed from
+//!   the claim, and the Gaussian-DP estimate.
 pub mod bounds;
+pub mod engine;
+pub mod gaussian;
+pub mod replay;
+pub mod spec;

@@ -14,6 +14,7 @@ use crate::accounting::ledger::Ledger;
 use crate::accounting::SamplingScheme;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::train::fault::Fault;
 use crate::train::models;
 use crate::train::noise::{self, NoiseSeed};
 use crate::train::optim::{LrSchedule, Optimizer, OptimizerKind};
@@ -29,6 +30,9 @@ use tch::{nn, Device, Kind, Tensor};
 /// about 1e-7 relative (`proofs/train/clip_and_sum.md`), so the noise is scaled for
 /// C (1 + CLIP_ROUNDING_SLACK); the effective noise multiplier is then at least the recorded one.
 pub const CLIP_ROUNDING_SLACK: f64 = 1e-6;
+
+/// The clipping norm that the `no-clip` fault uses: large enough to clip nothing, finite in f32.
+const NO_CLIP_NORM: f64 = 1e30;
 
 /// The label of a DP-SGD step in the ledger.
 pub const LEDGER_LABEL: &str = "dpsgd";
@@ -127,6 +131,9 @@ struct CheckpointState {
     noise_seed: [u8; 32],
     noise_word_pos: u128,
     folder: String,
+    /// An injected fault (`--inject-fault`), kept across resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fault: Option<Fault>,
 }
 
 /// A DP-SGD run in a folder: the model, the optimiser, the sampler, the noise stream, the ledger.
@@ -142,7 +149,16 @@ pub struct DpSgd {
     run_dir: PathBuf,
     steps: u64,
     dataset_size: usize,
+    fault: Option<Fault>,
+    canary: Option<Vec<Tensor>>,
+    /// No folder: the ledger is in memory and checkpoints are refused (audit replays).
+    ephemeral: bool,
 }
+
+/// `tch::manual_seed` seeds one process-wide generator: hold this while seeding and building a
+/// model, so that runs started on several threads at once (audit replays) each get the
+/// initialisation their seed implies.
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 impl std::fmt::Debug for DpSgd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -182,6 +198,16 @@ impl DpSgd {
         Self::start(config, dataset_size, run_dir, seed, device, false)
     }
 
+    /// A run with no folder: the ledger is kept in memory ([`Ledger::in_memory`]) and
+    /// [`DpSgd::checkpoint`] / [`DpSgd::save_model`] are refused. For audit replays, which train
+    /// thousands of throwaway models from explicit seeds; never for a run whose privacy is reported.
+    ///
+    /// # Errors
+    /// Invalid configuration.
+    pub fn ephemeral(config: TrainConfig, dataset_size: usize, seed: u64, device: Device) -> Result<Self> {
+        Self::start(config, dataset_size, Path::new(""), Some(seed), device, false)
+    }
+
     /// Starts the run in `run_dir` from scratch but continues the ledger already there (a run
     /// that crashed before its first checkpoint): the steps it recorded stay counted.
     ///
@@ -193,12 +219,19 @@ impl DpSgd {
 
     fn start(config: TrainConfig, dataset_size: usize, run_dir: &Path, seed: RunSeed, device: Device, keep_ledger: bool) -> Result<Self> {
         let q = validate(&config, dataset_size)?;
-        std::fs::create_dir_all(run_dir).map_err(|e| Error::io(format!("creating {}", run_dir.display()), e))?;
+        let ephemeral = run_dir.as_os_str().is_empty();
+        if !ephemeral {
+            std::fs::create_dir_all(run_dir).map_err(|e| Error::io(format!("creating {}", run_dir.display()), e))?;
+        }
         let seed = seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit);
         let init = seed.to_bytes(2);
-        tch::manual_seed(i64::from_le_bytes(init[..8].try_into().expect("8 bytes")));
-        let vs = nn::VarStore::new(device);
-        let model = models::build(&config.model, &vs.root())?;
+        let (vs, model) = {
+            let _lock = INIT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            tch::manual_seed(i64::from_le_bytes(init[..8].try_into().expect("8 bytes")));
+            let vs = nn::VarStore::new(device);
+            let model = models::build(&config.model, &vs.root())?;
+            (vs, model)
+        };
         if config.private {
             model.check_private()?;
         }
@@ -208,10 +241,11 @@ impl DpSgd {
         let noise_rng = ChaCha20Rng::from_seed(seed.to_bytes(1));
         let ledger = match (config.private, keep_ledger) {
             (false, _) => None,
+            (true, _) if ephemeral => Some(Ledger::in_memory()),
             (true, false) => Some(Ledger::create(run_dir.join(LEDGER_FILE))?),
             (true, true) => Some(Ledger::open(run_dir.join(LEDGER_FILE))?),
         };
-        Ok(DpSgd { config, vs, model, params, optimizer, sampler, noise_rng, ledger, run_dir: run_dir.to_path_buf(), steps: 0, dataset_size })
+        Ok(DpSgd { config, vs, model, params, optimizer, sampler, noise_rng, ledger, run_dir: run_dir.to_path_buf(), steps: 0, dataset_size, fault: None, canary: None, ephemeral })
     }
 
     /// Resumes the run in `run_dir` from its latest checkpoint, continuing the same ledger,
@@ -251,7 +285,22 @@ impl DpSgd {
         } else {
             None
         };
-        Ok(DpSgd { config: state.config, vs, model, params, optimizer, sampler, noise_rng, ledger, run_dir: run_dir.to_path_buf(), steps: state.steps, dataset_size })
+        Ok(DpSgd {
+            config: state.config,
+            vs,
+            model,
+            params,
+            optimizer,
+            sampler,
+            noise_rng,
+            ledger,
+            run_dir: run_dir.to_path_buf(),
+            steps: state.steps,
+            dataset_size,
+            fault: state.fault,
+            canary: None,
+            ephemeral: false,
+        })
     }
 
     /// One DP-SGD step (or a non-private step in baseline mode) on `data`.
@@ -263,11 +312,19 @@ impl DpSgd {
         if data.len() != self.dataset_size {
             return Err(Error::invalid("training set", data.len(), format!("expected {} examples", self.dataset_size)));
         }
-        let lot = self.sampler.next_lot();
+        let mut lot = self.sampler.next_lot();
+        // Index `dataset_size` is the gradient canary (if any), sampled like every other example.
+        let canary_in_lot = lot.last() == Some(&self.dataset_size);
+        if canary_in_lot {
+            lot.pop();
+        }
         let mut loss_sum = 0.0;
         let mut clipped = 0usize;
+        let step = self.steps + 1;
         let grads = if self.config.private {
-            let clip = ClipConfig::new(self.config.max_grad_norm);
+            // no-clip: clipping at a norm of 1e30 (finite in f32) leaves every gradient as it is.
+            let clip_norm = if self.fault == Some(Fault::NoClip) { NO_CLIP_NORM } else { self.config.max_grad_norm };
+            let clip = ClipConfig::new(clip_norm);
             let mut sums: Vec<Tensor> = self.params.iter().map(|p| p.f_zeros_like()).collect::<std::result::Result<_, _>>()?;
             for chunk in lot.chunks(self.config.physical_batch) {
                 let (x, y) = data.select(chunk)?;
@@ -278,20 +335,40 @@ impl DpSgd {
                 loss_sum += batch.loss_sum;
                 clipped += i64::try_from(batch.clip_factors.f_lt(1.0)?.f_sum(Kind::Int64)?)? as usize;
             }
-            let std = self.config.noise_multiplier * self.config.max_grad_norm * (1.0 + CLIP_ROUNDING_SLACK);
+            if let (true, Some(canary)) = (canary_in_lot, self.canary.as_ref()) {
+                let mut sq = 0.0;
+                for g in canary {
+                    sq += f64::try_from(g.f_square()?.f_sum(Kind::Double)?)?;
+                }
+                let factor = (clip_norm / sq.sqrt()).min(1.0);
+                for (s, g) in sums.iter_mut().zip(canary) {
+                    let _ = s.f_add_(&g.f_mul_scalar(factor)?)?;
+                }
+            }
             let expected = self.sampler.expected_lot_size();
+            let mut std = self.config.noise_multiplier * self.config.max_grad_norm * (1.0 + CLIP_ROUNDING_SLACK);
+            if self.fault == Some(Fault::NoiseOnMean) {
+                std /= expected;
+            }
+            let skip_noise = self.fault.is_some_and(|f| f.skips_noise(step));
             let mut noisy = Vec::with_capacity(sums.len());
             for s in &sums {
+                if skip_noise {
+                    noisy.push(s.f_div_scalar(expected)?);
+                    continue;
+                }
                 let mut z = vec![0f32; s.numel()];
                 noise::gaussian(&mut self.noise_rng, std, &mut z)?;
                 let z = Tensor::f_from_slice(&z)?.f_view(s.size().as_slice())?.f_to(s.device())?;
                 noisy.push(s.f_add(&z)?.f_div_scalar(expected)?);
             }
             // The privacy cost is durable before the noisy update can influence anything.
-            self.ledger
-                .as_mut()
-                .ok_or_else(|| Error::invalid("ledger", "none", "a private run must have a ledger"))?
-                .record(SamplingScheme::Poisson, self.sampler.sampling_rate(), self.config.noise_multiplier, self.config.max_grad_norm, LEDGER_LABEL)?;
+            if self.fault.is_none_or(|f| f.records(step)) {
+                self.ledger
+                    .as_mut()
+                    .ok_or_else(|| Error::invalid("ledger", "none", "a private run must have a ledger"))?
+                    .record(SamplingScheme::Poisson, self.sampler.sampling_rate(), self.config.noise_multiplier, self.config.max_grad_norm, LEDGER_LABEL)?;
+            }
             noisy
         } else {
             let mut sums: Vec<Tensor> = self.params.iter().map(|p| p.f_zeros_like()).collect::<std::result::Result<_, _>>()?;
@@ -325,6 +402,7 @@ impl DpSgd {
     /// # Errors
     /// I/O and libtorch errors.
     pub fn checkpoint(&self) -> Result<()> {
+        self.refuse_if_ephemeral("checkpoint")?;
         let name = format!("checkpoint-{}", self.steps);
         let folder = self.run_dir.join(&name);
         let _ = std::fs::remove_dir_all(&folder);
@@ -346,6 +424,7 @@ impl DpSgd {
             noise_seed: self.noise_rng.get_seed(),
             noise_word_pos: self.noise_rng.get_word_pos(),
             folder: name.clone(),
+            fault: self.fault,
         };
         let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::data(&folder, e.to_string()))?;
         write_atomically(&self.run_dir.join(CHECKPOINT_POINTER), &json)?;
@@ -360,6 +439,7 @@ impl DpSgd {
     /// # Errors
     /// I/O and libtorch errors.
     pub fn save_model(&self) -> Result<PathBuf> {
+        self.refuse_if_ephemeral("save the model of")?;
         let path = self.run_dir.join("model.safetensors");
         let tmp = self.run_dir.join(".model.safetensors.tmp.safetensors");
         self.vs.save(&tmp)?;
@@ -408,6 +488,59 @@ impl DpSgd {
     /// The network.
     pub fn model(&self) -> &Sequential {
         &self.model
+    }
+
+    /// The trainable tensors, in [`Sequential::parameters`] order (white-box audits read the
+    /// iterates from them).
+    pub fn parameters(&self) -> &[Tensor] {
+        &self.params
+    }
+
+    /// The injected fault, if any.
+    pub fn fault(&self) -> Option<Fault> {
+        self.fault
+    }
+
+    /// Injects a deliberate bug (see [`Fault`]) from the next step on. For testing audits only:
+    /// the run records it and certificates refuse it.
+    pub fn inject_fault(&mut self, fault: Fault) {
+        self.fault = Some(fault);
+    }
+
+    /// Adds a gradient-space canary (Nasr et al. 2021, 2023): one more "example" whose gradient
+    /// is always `gradient` (one tensor per parameter), whatever the model. It is Poisson-sampled
+    /// with the same rate q as the real examples, then clipped and noised like them, so the run is
+    /// DP-SGD on the dataset plus one record. Must be called before the first step.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] after the first step, for a second canary, shapes that do not
+    /// match the parameters, or a non-finite gradient.
+    pub fn add_gradient_canary(&mut self, gradient: Vec<Tensor>) -> Result<()> {
+        if self.steps > 0 || self.canary.is_some() {
+            return Err(Error::invalid("gradient canary", "late or repeated", "add one canary before the first step"));
+        }
+        if gradient.len() != self.params.len() {
+            return Err(Error::invalid("gradient canary", gradient.len(), format!("needs one tensor per parameter ({})", self.params.len())));
+        }
+        for (g, p) in gradient.iter().zip(&self.params) {
+            if g.size() != p.size() {
+                return Err(Error::invalid("gradient canary shape", format!("{:?}", g.size()), format!("expected {:?}", p.size())));
+            }
+            if !bool::try_from(g.f_isfinite()?.f_all()?)? {
+                return Err(Error::invalid("gradient canary", "NaN or infinity", "must be finite"));
+            }
+        }
+        let canary = gradient.iter().map(|g| g.f_to_kind(Kind::Float)?.f_to(self.params[0].device())).collect::<std::result::Result<Vec<_>, _>>()?;
+        self.sampler.add_examples(1);
+        self.canary = Some(canary);
+        Ok(())
+    }
+
+    fn refuse_if_ephemeral(&self, what: &str) -> Result<()> {
+        if self.ephemeral {
+            return Err(Error::invalid("run", "ephemeral (audit replay)", format!("has no folder; cannot {what} it")));
+        }
+        Ok(())
     }
 }
 

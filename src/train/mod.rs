@@ -1,6 +1,7 @@
 //! Training with differential privacy: per-example gradients and clipping, models, noise, lot
 //! sampling and DP-PCA.
 pub mod dpsgd;
+pub mod fault;
 pub mod models;
 pub mod optim;
 pub mod noise;

@@ -7,6 +7,7 @@ use crate::accounting::rdp::{self, RdpAccountant};
 use crate::accounting::Phase;
 use crate::data::{sha256_file, Dataset};
 use crate::error::{Error, Result};
+use crate::train::fault::Fault;
 use crate::train::dpsgd::{write_atomically, DpSgd, Examples, StepReport, TrainConfig, CHECKPOINT_POINTER};
 use serde::Serialize;
 use std::path::Path;
@@ -30,6 +31,9 @@ pub struct RunSpec {
     pub checkpoint_every: u64,
     /// Continue the run already in the folder.
     pub resume: bool,
+    /// A deliberate bug for testing audits (`--inject-fault`); recorded in metrics.json, refused
+    /// by certificates.
+    pub inject_fault: Option<Fault>,
 }
 
 /// One accountant's epsilon, named.
@@ -78,6 +82,8 @@ pub struct Metrics {
     pub train_dataset: String,
     /// Training examples.
     pub train_examples: usize,
+    /// The injected fault, if any (`dpaudit cert sign` refuses such runs).
+    pub inject_fault: Option<Fault>,
     /// SHA-256 of the training data's content (pixels and labels).
     pub train_data_sha256: String,
     /// SHA-256 of `model.safetensors`.
@@ -125,6 +131,12 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
         }
         DpSgd::new(config.clone(), n, out, spec.seed, device)?
     };
+    if let Some(f) = spec.inject_fault {
+        if run.fault().is_some_and(|g| g != f) {
+            return Err(Error::invalid("--inject-fault", f, format!("the run being resumed has another fault ({})", run.fault().expect("checked"))));
+        }
+        run.inject_fault(f);
+    }
     while run.steps() < total_steps {
         let report = run.step(&examples)?;
         let eps = match run.ledger() {
@@ -168,6 +180,7 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
         wall_seconds: start.elapsed().as_secs_f64(),
         train_dataset: train.name().to_owned(),
         train_examples: n,
+        inject_fault: run.fault(),
         train_data_sha256: train.content_sha256(),
         model_sha256: sha256_file(&model_path)?,
     };

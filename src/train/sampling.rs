@@ -12,6 +12,9 @@ use serde::{Deserialize, Serialize};
 pub struct PoissonSampler {
     n: usize,
     q: f64,
+    /// q times the dataset size given at construction: the public normaliser of the noisy sum
+    /// (unchanged by [`PoissonSampler::add_examples`]).
+    expected: f64,
     rng: ChaCha20Rng,
 }
 
@@ -36,7 +39,7 @@ impl PoissonSampler {
         if !(q > 0.0 && q <= 1.0) {
             return Err(Error::invalid("sampling rate q", q, "must be in (0, 1]"));
         }
-        Ok(PoissonSampler { n, q, rng: ChaCha20Rng::from_seed(seed) })
+        Ok(PoissonSampler { n, q, expected: q * n as f64, rng: ChaCha20Rng::from_seed(seed) })
     }
 
     /// Restores a sampler from a checkpointed state.
@@ -54,6 +57,12 @@ impl PoissonSampler {
         SamplerState { seed: self.rng.get_seed(), word_pos: self.rng.get_word_pos() }
     }
 
+    /// Adds `extra` examples at indices `n..n + extra`, sampled with the same rate q (an audit's
+    /// canary: the adjacent dataset has one more record, included with the same probability).
+    pub fn add_examples(&mut self, extra: usize) {
+        self.n += extra;
+    }
+
     /// The sampling rate q.
     pub fn sampling_rate(&self) -> f64 {
         self.q
@@ -61,7 +70,7 @@ impl PoissonSampler {
 
     /// Expected lot size q * N (the divisor of the noisy clipped sum).
     pub fn expected_lot_size(&self) -> f64 {
-        self.q * self.n as f64
+        self.expected
     }
 
     /// The next lot: the sorted indices of the examples that joined it (possibly none).

@@ -1,0 +1,571 @@
+//! The audit engine: runs a spec's replays on all cores, keeps every finished run (one fsynced
+//! line each in `runs.jsonl`, so an interrupted audit resumes without losing or redoing any),
+//! splits the work into shards for batch systems (`--shard i/N`, then [`merge`]), and turns the
+//! scores into `audit.json` ([`analyse`]).
+use crate::accounting::calibration::EpsilonAccountant;
+use crate::accounting::pld::PldAccountant;
+use crate::accounting::rdp::RdpAccountant;
+use crate::accounting::Phase;
+use crate::audit::bounds::{best_threshold_bonferroni, epsilon_lower_bound, EpsilonLowerBound, Outcomes};
+use crate::audit::gaussian::{epsilon_for_mu, ideal_lower_bound, ideal_lower_bound_mu, mu_for_epsilon};
+use crate::audit::replay::{ReplayContext, RunRecord, Side, Worker};
+use crate::audit::spec::{AuditSpec, ClaimedEpsilon, ThresholdChoice};
+use crate::durable::write_atomically;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// The file of finished runs in an audit folder.
+pub const RUNS_FILE: &str = "runs.jsonl";
+/// The copy of the spec in an audit folder (with its digest), checked on resume and merge.
+pub const SPEC_FILE: &str = "spec.json";
+/// The result.
+pub const AUDIT_FILE: &str = "audit.json";
+
+/// One shard of the work: runs whose global number `2 * index + side` is `i` modulo `n`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// This shard, 0-based.
+    pub index: u32,
+    /// Number of shards.
+    pub count: u32,
+}
+
+impl Shard {
+    /// The whole audit.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// Parses `i/N`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless `0 <= i < N`.
+    pub fn parse(s: &str) -> Result<Self> {
+        let bad = || Error::invalid("shard", s, "expected i/N with 0 <= i < N, e.g. 3/16");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u32, u32) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+
+    fn owns(self, side: Side, index: u64) -> bool {
+        (2 * index + u64::from(side == Side::With)) % u64::from(self.count) == u64::from(self.index)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct SpecFile {
+    digest: String,
+    spec: AuditSpec,
+}
+
+/// Reads the finished runs of an audit folder (a torn last line, from a crash, is ignored).
+///
+/// # Errors
+/// I/O errors; [`Error::Data`] for a corrupt complete line.
+pub fn read_runs(dir: &Path) -> Result<Vec<RunRecord>> {
+    let path = dir.join(RUNS_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
+    };
+    let complete = text.rfind('\n').map_or(0, |i| i + 1);
+    text[..complete]
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::data(&path, format!("line {}: {e}", i + 1))))
+        .collect()
+}
+
+fn check_or_write_spec(dir: &Path, spec: &AuditSpec) -> Result<()> {
+    let path = dir.join(SPEC_FILE);
+    let digest = spec.digest();
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let old: SpecFile = serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))?;
+            if old.digest != digest {
+                return Err(Error::invalid(
+                    "audit folder",
+                    dir.display(),
+                    format!("holds runs of another spec (digest {} vs {digest}); use a new --out", &old.digest[..12]),
+                ));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let json = serde_json::to_vec_pretty(&SpecFile { digest, spec: spec.clone() }).map_err(|e| Error::data(&path, e.to_string()))?;
+            write_atomically(&path, &json)
+        }
+        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
+    }
+}
+
+/// Progress of [`run_audit`]: (runs done in this shard, runs in this shard).
+pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
+
+/// Runs (or resumes) the shard's replays of `ctx`'s spec into `dir` on `threads` threads. Runs
+/// already in `runs.jsonl` are skipped; each new run is appended and fsynced as it finishes. If
+/// `stop` becomes true the workers finish their current run and return.
+///
+/// # Errors
+/// A folder holding another spec's runs; trainer and I/O errors (runs finished before the error
+/// are kept).
+pub fn run_audit(ctx: &ReplayContext, dir: &Path, shard: Shard, threads: usize, progress: Progress<'_>, stop: &AtomicBool) -> Result<Vec<RunRecord>> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    check_or_write_spec(dir, ctx.spec())?;
+    let done: std::collections::HashSet<(Side, u64)> = read_runs(dir)?.iter().map(|r| (r.side, r.index)).collect();
+    let k = ctx.spec().attack.runs_per_side;
+    let mine: Vec<(Side, u64)> = (0..k).flat_map(|i| [(Side::Without, i), (Side::With, i)]).filter(|&(s, i)| shard.owns(s, i)).collect();
+    let todo: Vec<(Side, u64)> = mine.iter().copied().filter(|x| !done.contains(x)).collect();
+    let total = mine.len() as u64;
+    let finished = std::sync::atomic::AtomicU64::new(total - todo.len() as u64);
+    progress(finished.load(Ordering::Relaxed), total);
+    // Repair a torn last line before appending after it.
+    let path = dir.join(RUNS_FILE);
+    if let Ok(text) = std::fs::read(&path) {
+        let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if complete < text.len() {
+            let f = OpenOptions::new().write(true).open(&path).map_err(|e| Error::io(format!("repairing {}", path.display()), e))?;
+            f.set_len(complete as u64).map_err(|e| Error::io(format!("repairing {}", path.display()), e))?;
+        }
+    }
+    let file = Mutex::new(OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let first_error: Mutex<Option<Error>> = Mutex::new(None);
+    let threads = threads.clamp(1, todo.len().max(1));
+    // One libtorch thread per worker: the workers are the parallelism.
+    tch::set_num_threads(1);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                let worker = match Worker::new(ctx) {
+                    Ok(w) => w,
+                    Err(e) => {
+                        first_error.lock().expect("lock").get_or_insert(e);
+                        return;
+                    }
+                };
+                loop {
+                    if stop.load(Ordering::Relaxed) || first_error.lock().expect("lock").is_some() {
+                        return;
+                    }
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(&(side, index)) = todo.get(i) else { return };
+                    let result = worker.run(side, index).and_then(|rec| {
+                        let mut line = serde_json::to_vec(&rec).map_err(|e| Error::data(&path, e.to_string()))?;
+                        line.push(b'\n');
+                        let mut f = file.lock().expect("lock");
+                        f.write_all(&line).and_then(|()| f.sync_data()).map_err(|e| Error::io(format!("appending to {}", path.display()), e))
+                    });
+                    if let Err(e) = result {
+                        first_error.lock().expect("lock").get_or_insert(e);
+                        return;
+                    }
+                    progress(finished.fetch_add(1, Ordering::Relaxed) + 1, total);
+                }
+            });
+        }
+    });
+    if let Some(e) = first_error.into_inner().expect("lock") {
+        return Err(e);
+    }
+    read_runs(dir)
+}
+
+/// Gathers the runs of several shard folders into `out` (which gets the spec and every run once).
+///
+/// # Errors
+/// Folders of different specs, corrupt files, I/O errors.
+pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<(AuditSpec, Vec<RunRecord>)> {
+    let mut spec: Option<AuditSpec> = None;
+    let mut runs: BTreeMap<(Side, u64), RunRecord> = BTreeMap::new();
+    for d in dirs {
+        let path = d.join(SPEC_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        let sf: SpecFile = serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))?;
+        if sf.spec.digest() != sf.digest {
+            return Err(Error::data(&path, "the spec does not match its digest"));
+        }
+        if let Some(s) = &spec {
+            if s.digest() != sf.digest {
+                return Err(Error::invalid("shard folder", d.display(), "holds runs of another spec"));
+            }
+        }
+        spec.get_or_insert(sf.spec);
+        for r in read_runs(d)? {
+            runs.entry((r.side, r.index)).or_insert(r);
+        }
+    }
+    let spec = spec.ok_or_else(|| Error::invalid("shard folders", 0, "give at least one"))?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
+    check_or_write_spec(out, &spec)?;
+    let mut bytes = Vec::new();
+    for r in runs.values() {
+        bytes.extend(serde_json::to_vec(r).map_err(|e| Error::data(out, e.to_string()))?);
+        bytes.push(b'\n');
+    }
+    write_atomically(&out.join(RUNS_FILE), &bytes)?;
+    Ok((spec, runs.into_values().collect()))
+}
+
+/// The claim an audit tests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimReport {
+    /// Claimed epsilon.
+    pub epsilon: f64,
+    /// Claimed delta.
+    pub delta: f64,
+    /// Where it comes from: `explicit`, or the accountant, sampling scheme and ledger phases.
+    pub source: String,
+}
+
+/// The Gaussian-DP fit to the scores (Nasr et al. 2023). An estimate, not a bound.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GdpEstimate {
+    /// (mean in - mean out) / pooled standard deviation.
+    pub mu: f64,
+    /// The epsilon of mu-GDP at the claim's delta.
+    pub epsilon: f64,
+    /// Always "estimate, not a bound".
+    pub label: String,
+}
+
+/// White-box bookkeeping check: noisy updates the attacker saw against the steps the ledger holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerCheck {
+    /// Most noisy updates applied by a run.
+    pub applied_steps: u64,
+    /// Fewest steps a run's ledger recorded.
+    pub ledger_steps: u64,
+    /// Whether every run's ledger counts every applied update.
+    pub ok: bool,
+}
+
+/// A point of the ROC curve.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RocPoint {
+    /// False positive rate.
+    pub fpr: f64,
+    /// True positive rate.
+    pub tpr: f64,
+}
+
+/// `audit.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditReport {
+    /// dpaudit's version.
+    pub tool_version: String,
+    /// The spec's name.
+    pub spec_name: String,
+    /// SHA-256 of the spec's canonical JSON.
+    pub spec_digest: String,
+    /// The spec.
+    pub spec: AuditSpec,
+    /// The claim tested.
+    pub claim: ClaimReport,
+    /// `white-box` or `black-box`.
+    pub threat_model: String,
+    /// The canary.
+    pub canary: serde_json::Value,
+    /// The statistic.
+    pub attack: String,
+    /// Runs per side counted in the bound.
+    pub runs_per_side: u64,
+    /// Runs per side spent choosing the threshold (held-out).
+    pub selection_runs_per_side: u64,
+    /// Confidence of the bound.
+    pub confidence: f64,
+    /// How the threshold was chosen, in words.
+    pub threshold_selection: String,
+    /// The threshold (a run is called "canary in" when its score is at least this).
+    pub threshold: f64,
+    /// The rigorous lower bound on epsilon.
+    pub epsilon_lower: f64,
+    /// Clopper–Pearson upper bounds behind it.
+    pub bound: EpsilonLowerBound,
+    /// The bound a perfect test of a Gaussian mechanism with the claimed epsilon would reach
+    /// from the same number of runs.
+    pub ideal_epsilon_lower: f64,
+    /// epsilon_lower / ideal_epsilon_lower.
+    pub fraction_of_ideal: f64,
+    /// `consistent` or `violated`.
+    pub verdict: String,
+    /// Why.
+    pub verdict_reason: String,
+    /// White-box: the ledger against the updates observed.
+    pub ledger_check: Option<LedgerCheck>,
+    /// The ROC of the statistic over all runs.
+    pub roc: Vec<RocPoint>,
+    /// TPR at FPR 1%, 0.1%, 0.01% (keys "0.01", "0.001", "0.0001").
+    pub tpr_at_fpr: BTreeMap<String, f64>,
+    /// The Gaussian-DP estimate.
+    pub gdp_estimate: GdpEstimate,
+    /// Every run.
+    pub runs: Vec<RunRecord>,
+    /// Sum of the runs' wall times.
+    pub run_seconds: f64,
+    /// Wall time of the audit command (0 after a merge).
+    pub wall_seconds: f64,
+}
+
+fn claim_of(spec: &AuditSpec, runs: &[RunRecord]) -> Result<ClaimReport> {
+    let delta = spec.claim.delta;
+    match spec.claim.epsilon {
+        ClaimedEpsilon::Explicit(e) => Ok(ClaimReport { epsilon: e, delta, source: "explicit (from the spec)".into() }),
+        ClaimedEpsilon::Accountant(_) => {
+            // The smallest ledger any run kept: the claim the recipe would have certified.
+            let r = runs.iter().min_by_key(|r| r.ledger_steps).ok_or_else(|| Error::invalid("runs", 0, "no runs"))?;
+            let phases: Vec<Phase> = r.ledger_phases.iter().map(|&(q, s, t)| Phase::new(q, s, t)).collect::<Result<_>>()?;
+            let (eps, name) = if spec.claim.accountant == "rdp" {
+                (RdpAccountant::default().epsilon_of(&phases, delta)?, "rdp")
+            } else {
+                (PldAccountant::default().epsilon_of(&phases, delta)?, "pld")
+            };
+            let desc: Vec<String> = phases.iter().map(|p| format!("q = {}, sigma = {}, {} steps", p.sampling_rate, p.noise_multiplier, p.steps)).collect();
+            Ok(ClaimReport { epsilon: eps, delta, source: format!("accountant: {name} on the replays' ledger (Poisson; {})", desc.join("; ")) })
+        }
+    }
+}
+
+fn outcomes(with: &[f64], without: &[f64], t: f64) -> Outcomes {
+    Outcomes {
+        false_negatives: with.iter().filter(|&&s| s < t).count() as u64,
+        positives: with.len() as u64,
+        false_positives: without.iter().filter(|&&s| s >= t).count() as u64,
+        negatives: without.len() as u64,
+    }
+}
+
+fn roc(with: &[f64], without: &[f64]) -> Vec<RocPoint> {
+    let mut all: Vec<(f64, bool)> = with.iter().map(|&s| (s, true)).chain(without.iter().map(|&s| (s, false))).collect();
+    all.sort_by(|a, b| b.0.total_cmp(&a.0));
+    let (p, n) = (with.len() as f64, without.len() as f64);
+    let (mut tp, mut fp) = (0.0, 0.0);
+    let mut pts = vec![RocPoint { fpr: 0.0, tpr: 0.0 }];
+    let mut i = 0;
+    while i < all.len() {
+        let s = all[i].0;
+        while i < all.len() && all[i].0 == s {
+            if all[i].1 {
+                tp += 1.0;
+            } else {
+                fp += 1.0;
+            }
+            i += 1;
+        }
+        pts.push(RocPoint { fpr: fp / n, tpr: tp / p });
+    }
+    pts
+}
+
+fn mean_sd(x: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let m = x.iter().sum::<f64>() / n;
+    let v = x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    (m, v.sqrt())
+}
+
+/// Turns a complete set of runs into the audit's result.
+///
+/// # Errors
+/// Missing runs (the message says how many), invalid numbers.
+pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Result<AuditReport> {
+    let k = spec.attack.runs_per_side;
+    let mut by_side: BTreeMap<Side, Vec<&RunRecord>> = BTreeMap::new();
+    for r in runs.iter().filter(|r| r.index < k) {
+        by_side.entry(r.side).or_default().push(r);
+    }
+    let (with, without) = (by_side.remove(&Side::With).unwrap_or_default(), by_side.remove(&Side::Without).unwrap_or_default());
+    if with.len() as u64 != k || without.len() as u64 != k {
+        return Err(Error::invalid(
+            "audit runs",
+            format!("{} with and {} without the canary", with.len(), without.len()),
+            format!("need {k} of each; resume the audit or merge the missing shards"),
+        ));
+    }
+    let claim = claim_of(spec, runs)?;
+    let alpha = 1.0 - spec.attack.confidence;
+    let delta = spec.claim.delta;
+    let score = |v: &[&RunRecord], sel: &dyn Fn(u64) -> bool| -> Vec<f64> { v.iter().filter(|r| sel(r.index)).map(|r| r.score).collect() };
+    let all = |_: u64| true;
+    let (sw, so) = (score(&with, &all), score(&without, &all));
+    let (threshold, bound, counted, selection, how) = match spec.attack.threshold {
+        ThresholdChoice::FromClaim => {
+            let mu = mu_for_epsilon(claim.epsilon, delta)?;
+            let t = ideal_lower_bound_mu(mu, delta, k, alpha)?.threshold;
+            let b = epsilon_lower_bound(&outcomes(&sw, &so, t), delta, alpha)?;
+            (t, b, k, 0, format!("fixed before the runs from the claim: the threshold that maximises the ideal bound of mu-GDP with mu = {mu:.4} (the claimed epsilon), t = {t:.4}"))
+        }
+        ThresholdChoice::HeldOut => {
+            let h = ((k as f64 * spec.attack.held_out_fraction).round() as u64).clamp(1, k - 1);
+            let sel = |i: u64| i < h;
+            let eval = |i: u64| i >= h;
+            let (_, t) = best_threshold_bonferroni(&score(&with, &sel), &score(&without, &sel), delta, alpha)?;
+            let b = epsilon_lower_bound(&outcomes(&score(&with, &eval), &score(&without, &eval), t), delta, alpha)?;
+            (t, b, k - h, h, format!("chosen on the first {h} runs per side (the best Bonferroni bound there), evaluated on the other {}", k - h))
+        }
+        ThresholdChoice::Bonferroni => {
+            let (b, t) = best_threshold_bonferroni(&sw, &so, delta, alpha)?;
+            (t, b, k, 0, format!("the best of all {} thresholds between the scores, each tested at alpha / {}", sw.len() + so.len(), sw.len() + so.len()))
+        }
+    };
+    let ideal = ideal_lower_bound(claim.epsilon, delta, counted, alpha)?.epsilon_lower;
+    let ledger_check = (spec.attack.threat_model == crate::audit::spec::ThreatModel::WhiteBox).then(|| {
+        let applied = runs.iter().map(|r| r.applied_steps).max().unwrap_or(0);
+        let ledger = runs.iter().map(|r| r.ledger_steps).min().unwrap_or(0);
+        LedgerCheck { applied_steps: applied, ledger_steps: ledger, ok: runs.iter().all(|r| r.ledger_steps >= r.applied_steps) }
+    });
+    let mut reasons = Vec::new();
+    if bound.epsilon_lower > claim.epsilon {
+        reasons.push(format!(
+            "the lower bound {:.4} exceeds the claimed epsilon {:.4} at {:.0}% confidence",
+            bound.epsilon_lower,
+            claim.epsilon,
+            100.0 * spec.attack.confidence
+        ));
+    }
+    if let Some(c) = ledger_check.as_ref().filter(|c| !c.ok) {
+        reasons.push(format!("white-box: the runs applied {} noisy updates but a ledger recorded only {}, so the claim under-counts the mechanism", c.applied_steps, c.ledger_steps));
+    }
+    let (verdict, verdict_reason) = if reasons.is_empty() {
+        ("consistent".to_string(), format!("the lower bound {:.4} does not exceed the claimed epsilon {:.4}; this does not prove the claim", bound.epsilon_lower, claim.epsilon))
+    } else {
+        ("violated".to_string(), reasons.join("; "))
+    };
+    let roc_points = roc(&sw, &so);
+    let mut tpr_at_fpr = BTreeMap::new();
+    for (key, f) in [("0.01", 0.01), ("0.001", 0.001), ("0.0001", 0.0001)] {
+        let tpr = roc_points.iter().filter(|p| p.fpr <= f).map(|p| p.tpr).fold(0.0, f64::max);
+        tpr_at_fpr.insert(key.to_string(), tpr);
+    }
+    let ((mw, sdw), (mo, sdo)) = (mean_sd(&sw), mean_sd(&so));
+    let pooled = ((sdw * sdw + sdo * sdo) / 2.0).sqrt();
+    let mu = if pooled > 0.0 { ((mw - mo) / pooled).max(0.0) } else { f64::INFINITY };
+    let gdp_eps = if mu.is_finite() { epsilon_for_mu(mu.min(1e3), delta).unwrap_or(f64::INFINITY) } else { f64::INFINITY };
+    let mut sorted_runs: Vec<RunRecord> = with.iter().chain(&without).map(|r| (*r).clone()).collect();
+    sorted_runs.sort_by_key(|r| (r.side, r.index));
+    Ok(AuditReport {
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        spec_name: spec.name.clone(),
+        spec_digest: spec.digest(),
+        spec: spec.clone(),
+        claim,
+        threat_model: match spec.attack.threat_model {
+            crate::audit::spec::ThreatModel::WhiteBox => "white-box",
+            crate::audit::spec::ThreatModel::BlackBox => "black-box",
+        }
+        .into(),
+        canary: serde_json::to_value(&spec.canary).unwrap_or_default(),
+        attack: match spec.attack.threat_model {
+            crate::audit::spec::ThreatModel::WhiteBox => "update-projection (noise-weighted, all iterates)",
+            crate::audit::spec::ThreatModel::BlackBox => "canary-loss (final model)",
+        }
+        .into(),
+        runs_per_side: counted,
+        selection_runs_per_side: selection,
+        confidence: spec.attack.confidence,
+        threshold_selection: how,
+        threshold,
+        epsilon_lower: bound.epsilon_lower,
+        bound,
+        ideal_epsilon_lower: ideal,
+        fraction_of_ideal: if ideal > 0.0 { bound.epsilon_lower / ideal } else { f64::NAN },
+        verdict,
+        verdict_reason,
+        ledger_check,
+        roc: roc_points,
+        tpr_at_fpr,
+        gdp_estimate: GdpEstimate { mu: if mu.is_finite() { mu } else { 1e300 }, epsilon: if gdp_eps.is_finite() { gdp_eps } else { 1e300 }, label: "estimate, not a bound".into() },
+        run_seconds: sorted_runs.iter().map(|r| r.seconds).sum(),
+        runs: sorted_runs,
+        wall_seconds,
+    })
+}
+
+/// Writes `audit.json` atomically.
+///
+/// # Errors
+/// I/O errors.
+pub fn write_report(dir: &Path, report: &AuditReport) -> Result<PathBuf> {
+    let path = dir.join(AUDIT_FILE);
+    let json = serde_json::to_vec_pretty(report).map_err(|e| Error::data(&path, e.to_string()))?;
+    write_atomically(&path, &json)?;
+    Ok(path)
+}
+
+/// The data folder a spec's `target.dataset` names: `fixture` (the bundled MNIST subset,
+/// `fixtures/mnist-small`), `mnist` (`data/mnist`), `fashion-mnist` (`data/fashion-mnist`), or a path.
+pub fn dataset_dir(dataset: &str) -> PathBuf {
+    match dataset {
+        "fixture" => PathBuf::from("fixtures/mnist-small"),
+        "mnist" => PathBuf::from("data/mnist"),
+        "fashion-mnist" => PathBuf::from("data/fashion-mnist"),
+        other => PathBuf::from(other),
+    }
+}
+
+/// Loads the spec's data (cut to `train_examples`) and prepares its runs.
+///
+/// # Errors
+/// Missing or corrupt data; a canary that does not fit the model or data.
+pub fn prepare(spec: &AuditSpec) -> Result<ReplayContext> {
+    use crate::data::{load_mnist_dir, Dataset, Split};
+    let dir = dataset_dir(&spec.target.dataset);
+    let train = load_mnist_dir(&dir, Split::Train, 10)?;
+    let test = load_mnist_dir(&dir, Split::Test, 10)?;
+    let train = match spec.target.train_examples {
+        Some(n) if n < train.len() => {
+            let per = train.shape().pixels().unwrap_or(0);
+            Dataset::new(format!("{} (first {n})", train.name()), train.shape(), train.classes(), train.pixels()[..n * per].to_vec(), train.labels()[..n].to_vec())?
+        }
+        Some(n) if n > train.len() => {
+            return Err(Error::invalid("target.train_examples", n, format!("the training set has only {} examples", train.len())));
+        }
+        _ => train,
+    };
+    if spec.target.lot_size > train.len() as f64 {
+        return Err(Error::invalid("target.lot_size", spec.target.lot_size, format!("exceeds the {} training examples", train.len())));
+    }
+    ReplayContext::new(spec, train, &test)
+}
+
+/// Wall-clock helper for the CLI.
+pub fn now() -> Instant {
+    Instant::now()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_partition_the_runs() {
+        for n in 1..6 {
+            for i in 0..40 {
+                for side in [Side::With, Side::Without] {
+                    let owners = (0..n).filter(|&s| Shard { index: s, count: n }.owns(side, i)).count();
+                    assert_eq!(owners, 1);
+                }
+            }
+        }
+        assert!(Shard::parse("3/2").is_err() && Shard::parse("x").is_err() && Shard::parse("0/0").is_err());
+        assert_eq!(Shard::parse("1/4").unwrap(), Shard { index: 1, count: 4 });
+    }
+
+    #[test]
+    fn roc_runs_from_origin_to_one() {
+        let r = roc(&[3.0, 2.0], &[1.0, 2.0]);
+        assert_eq!(r.first().unwrap().fpr, 0.0);
+        let last = r.last().unwrap();
+        assert_eq!((last.fpr, last.tpr), (1.0, 1.0));
+    }
+}

@@ -1,0 +1,344 @@
+//! Replay: train the target recipe on D (canary out) or D' (canary in) from a run seed, and score
+//! the run with the attack's statistic. Each run is the real trainer ([`DpSgd`]), with its ledger
+//! kept in memory ([`DpSgd::ephemeral`]).
+//!
+//! **White-box statistic** (gradient canaries, plain SGD): the attacker reads every iterate, so
+//! it recovers each step's noisy clipped sum, `g_t = (theta_{t-1} - theta_t) L / lr`, in units of
+//! C. It projects `g_t` on the canary direction `u` (`p_t`), and estimates the step's noise scale
+//! `s_t` as the root mean square of `g_t` over *null coordinates*: weights that no real example
+//! moves (an always-zero pixel's weights in the first layer), so they carry only noise. The
+//! score is the likelihood-ratio statistic for a mean shift under Gaussian noise of those scales,
+//!
+//! score = sum_t p_t / s_t^2 / sqrt(sum_t 1 / s_t^2),
+//!
+//! which for correct DP-SGD at q = 1 is N(0, 1) without the canary and N(sqrt(T)/sigma, 1) with
+//! it: the normalisation that makes a threshold fixed from the claim meaningful. A step that adds
+//! no noise (a planted `skip-noise` bug) gets a tiny `s_t` and dominates the score.
+//!
+//! **Black-box statistic** (input canaries): minus the canary's cross-entropy loss on the final
+//! model (Jagielski et al. 2020).
+use crate::audit::spec::{AuditSpec, CanaryKind, ThreatModel};
+use crate::data::{Dataset, ImageShape};
+use crate::error::{Error, Result};
+use crate::train::dpsgd::{DpSgd, Examples, TrainConfig};
+use crate::train::optim::{LrSchedule, OptimizerKind};
+use crate::train::per_example::per_example_cross_entropy;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// Which dataset a run trains on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Side {
+    /// D': the canary is in.
+    With,
+    /// D: the canary is out.
+    Without,
+}
+
+/// The outcome of one replay.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Canary in or out.
+    pub side: Side,
+    /// Index of the run within its side (0-based).
+    pub index: u64,
+    /// The run's seed (model initialisation, sampling and noise all derive from it).
+    pub seed: u64,
+    /// The attack's statistic (larger means "canary in").
+    pub score: f64,
+    /// Wall time of the run.
+    pub seconds: f64,
+    /// Noisy updates the trainer applied.
+    pub applied_steps: u64,
+    /// Steps its ledger recorded.
+    pub ledger_steps: u64,
+    /// The ledger's phases as (q, sigma, steps), for the claim.
+    pub ledger_phases: Vec<(f64, f64, u64)>,
+}
+
+/// The seed of run `index` on `side`: SplitMix64 of the audit seed, the side and the index.
+pub fn run_seed(audit_seed: u64, side: Side, index: u64) -> u64 {
+    let mut z = audit_seed
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .wrapping_add(index.wrapping_mul(2).wrapping_add(u64::from(side == Side::With)))
+        .wrapping_add(0x2545_F491_4F6C_DD1D);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Everything the runs share, in plain memory (shared by worker threads; each worker makes its
+/// own tensors with [`Worker::new`]).
+#[derive(Debug, Clone)]
+pub struct ReplayContext {
+    spec: AuditSpec,
+    train: Dataset,
+    /// Input canary: (pixels in [0, 1], label).
+    input_canary: Option<(Vec<f32>, i64)>,
+    /// Gradient canary: the unit direction, one flat vector per parameter.
+    direction: Option<Vec<Vec<f32>>>,
+    /// Null coordinates: (parameter 0's flat indices), for the noise estimate.
+    null_coords: Vec<i64>,
+    /// The parameters' shapes.
+    shapes: Vec<Vec<i64>>,
+}
+
+/// Input pixels that are zero in every training example.
+fn always_zero_pixels(train: &Dataset) -> Vec<usize> {
+    let per = train.shape().pixels().unwrap_or(0);
+    let mut nonzero = vec![false; per];
+    for i in 0..train.len() {
+        for (flag, &p) in nonzero.iter_mut().zip(train.image(i)) {
+            *flag |= p != 0;
+        }
+    }
+    nonzero.iter().enumerate().filter(|(_, &nz)| !nz).map(|(i, _)| i).collect()
+}
+
+impl ReplayContext {
+    /// Prepares the runs of `spec` on `train` (already cut to `train_examples`); `test` supplies
+    /// the mislabelled canary.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when the canary cannot be built for this model or data (a
+    /// Dirac canary needs a first layer `Linear(pixels -> h)` and an always-zero pixel).
+    pub fn new(spec: &AuditSpec, train: Dataset, test: &Dataset) -> Result<Self> {
+        let shape = train.shape();
+        let pixels = shape.pixels().ok_or_else(|| Error::invalid("image shape", format!("{shape:?}"), "too large"))?;
+        let specs = crate::train::models::specs(&spec.target.model)?;
+        let first_linear = specs.iter().find_map(|l| match l {
+            crate::train::per_example::LayerSpec::Linear { in_features, out_features, .. } => Some((*in_features, *out_features)),
+            _ => None,
+        });
+        let dense_first = matches!(specs.first(), Some(crate::train::per_example::LayerSpec::Flatten))
+            && first_linear.is_some_and(|(i, _)| i as usize == pixels);
+        let zero = always_zero_pixels(&train);
+        let mut null_coords = Vec::new();
+        if dense_first {
+            let (inputs, outputs) = first_linear.expect("checked");
+            'rows: for r in 0..outputs {
+                for &z in &zero {
+                    null_coords.push(r * inputs + z as i64);
+                    if null_coords.len() > 2000 {
+                        break 'rows;
+                    }
+                }
+            }
+        }
+        let mut rng = ChaCha20Rng::seed_from_u64(spec.attack.seed ^ 0xC0FFEE);
+        let mut input_canary = None;
+        let mut direction = None;
+        let vs = tch::nn::VarStore::new(Device::Cpu);
+        let model = crate::train::models::build(&spec.target.model, &vs.root())?;
+        let shapes: Vec<Vec<i64>> = model.parameters().iter().map(|(_, t)| t.size()).collect();
+        match spec.canary.kind {
+            CanaryKind::Dirac => {
+                if !dense_first || null_coords.len() < 2 {
+                    return Err(Error::invalid(
+                        "canary.kind",
+                        "dirac",
+                        format!("needs a model whose first layer is Linear on the {pixels} pixels (logreg, mlp) and a pixel that is zero in every training example"),
+                    ));
+                }
+                // The canary's coordinate is the first null coordinate; the rest estimate the noise.
+                let at = null_coords.remove(0);
+                let mut d: Vec<Vec<f32>> = shapes.iter().map(|s| vec![0.0; s.iter().product::<i64>() as usize]).collect();
+                d[0][at as usize] = 1.0;
+                direction = Some(d);
+            }
+            CanaryKind::RandomDirection => {
+                let mut d: Vec<Vec<f32>> = shapes.iter().map(|s| (0..s.iter().product::<i64>()).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect()).collect();
+                let norm = d.iter().flatten().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
+                d.iter_mut().flatten().for_each(|x| *x = (f64::from(*x) / norm) as f32);
+                direction = Some(d);
+            }
+            CanaryKind::Blank => input_canary = Some((vec![0.0; pixels], i64::from(spec.canary.label))),
+            CanaryKind::OutOfDistribution => {
+                input_canary = Some(((0..pixels).map(|_| rng.gen::<f32>()).collect(), i64::from(spec.canary.label)));
+            }
+            CanaryKind::Mislabelled => {
+                if test.is_empty() || test.shape() != shape {
+                    return Err(Error::invalid("test set", test.len(), "the mislabelled canary needs a test image of the training shape"));
+                }
+                let true_label = test.label(0);
+                let label = if spec.canary.label == true_label { (true_label + 1) % train.classes() as u8 } else { spec.canary.label };
+                input_canary = Some((test.image(0).iter().map(|&p| f32::from(p) / 255.0).collect(), i64::from(label)));
+            }
+        }
+        Ok(ReplayContext { spec: spec.clone(), train, input_canary, direction, null_coords, shapes })
+    }
+
+    /// The spec.
+    pub fn spec(&self) -> &AuditSpec {
+        &self.spec
+    }
+
+    /// Training examples per run on D.
+    pub fn train_examples(&self) -> usize {
+        self.train.len()
+    }
+
+    /// Null coordinates available for the white-box noise estimate.
+    pub fn null_coordinates(&self) -> usize {
+        self.null_coords.len()
+    }
+}
+
+/// One worker's tensors (libtorch tensors cannot be shared between threads).
+#[derive(Debug)]
+pub struct Worker<'a> {
+    ctx: &'a ReplayContext,
+    without: Examples,
+    with: Option<Examples>,
+    canary_x: Option<(Tensor, Tensor)>,
+    direction: Option<Vec<Tensor>>,
+    null_idx: Tensor,
+}
+
+impl<'a> Worker<'a> {
+    /// Builds the worker's tensors.
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn new(ctx: &'a ReplayContext) -> Result<Self> {
+        let without = Examples::from_dataset(&ctx.train, Device::Cpu)?;
+        let shape: ImageShape = ctx.train.shape();
+        let dims = [1i64, shape.channels as i64, shape.height as i64, shape.width as i64];
+        let (with, canary_x) = match &ctx.input_canary {
+            Some((px, label)) => {
+                let x = Tensor::f_from_slice(px)?.f_view(dims)?;
+                let y = Tensor::f_from_slice(&[*label])?;
+                let with = Examples { images: Tensor::f_cat(&[&without.images, &x], 0)?, labels: Tensor::f_cat(&[&without.labels, &y], 0)? };
+                (Some(with), Some((x, y)))
+            }
+            None => (None, None),
+        };
+        let direction = match &ctx.direction {
+            Some(d) => Some(d.iter().zip(&ctx.shapes).map(|(v, s)| Tensor::f_from_slice(v)?.f_view(s.as_slice())).collect::<std::result::Result<Vec<_>, _>>()?),
+            None => None,
+        };
+        let null_idx = Tensor::f_from_slice(&ctx.null_coords)?;
+        Ok(Worker { ctx, without, with, canary_x, direction, null_idx })
+    }
+
+    /// Trains one run and scores it.
+    ///
+    /// # Errors
+    /// Trainer errors (including NaN in training).
+    pub fn run(&self, side: Side, index: u64) -> Result<RunRecord> {
+        let start = Instant::now();
+        let spec = &self.ctx.spec;
+        let t = &spec.target;
+        let seed = run_seed(spec.attack.seed, side, index);
+        let data = match (side, &self.with) {
+            (Side::With, Some(w)) => w,
+            _ => &self.without,
+        };
+        let n = data.len();
+        // The same sampling rate q = L / N on D and D' (N counts D's examples).
+        let q = (t.lot_size / self.without.len() as f64).min(1.0);
+        let optimizer = match t.optimizer.as_str() {
+            "momentum" => OptimizerKind::Momentum { momentum: 0.9 },
+            "adam" => OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            _ => OptimizerKind::Sgd,
+        };
+        let config = TrainConfig {
+            model: t.model.clone(),
+            lot_size: q * n as f64,
+            noise_multiplier: t.noise_multiplier,
+            max_grad_norm: t.max_grad_norm,
+            physical_batch: t.physical_batch,
+            optimizer,
+            lr: t.lr,
+            schedule: LrSchedule::Constant,
+            private: true,
+        };
+        let mut run = DpSgd::ephemeral(config, n, seed, Device::Cpu)?;
+        if let Some(f) = t.inject_fault {
+            run.inject_fault(f);
+        }
+        if let (Side::With, Some(dir)) = (side, &self.direction) {
+            let scale = spec.canary.norm * t.max_grad_norm;
+            run.add_gradient_canary(dir.iter().map(|d| d.f_mul_scalar(scale)).collect::<std::result::Result<Vec<_>, _>>()?)?;
+        }
+        // Recovering g_t from the iterates: theta_{t-1} - theta_t = lr g_t / L.
+        let to_units = q * self.without.len() as f64 / (t.lr * t.max_grad_norm);
+        let white = spec.attack.threat_model == ThreatModel::WhiteBox;
+        let (mut num, mut den) = (0.0f64, 0.0f64);
+        for _ in 0..t.steps {
+            let before = if white { Some(self.snapshot(&run)?) } else { None };
+            run.step(data)?;
+            if let Some((p0, n0)) = before {
+                let (p1, n1) = self.snapshot(&run)?;
+                let p = (p0 - p1) * to_units;
+                let s2 = if n0.numel() > 0 {
+                    let d = n0.f_sub(&n1)?.f_mul_scalar(to_units)?;
+                    f64::try_from(d.f_square()?.f_mean(Kind::Double)?)?
+                } else {
+                    (t.noise_multiplier * t.noise_multiplier).max(f64::MIN_POSITIVE)
+                };
+                // A floor far below any real noise level keeps a noiseless step finite.
+                let s2 = s2.max(1e-30);
+                num += p / s2;
+                den += 1.0 / s2;
+            }
+        }
+        let score = if white {
+            num / den.sqrt()
+        } else {
+            let (x, y) = self.canary_x.as_ref().ok_or_else(|| Error::invalid("canary", "none", "black-box audits need an input canary"))?;
+            let _g = tch::no_grad_guard();
+            let loss = per_example_cross_entropy(&run.model().forward(x)?, y)?;
+            -f64::try_from(loss.f_sum(Kind::Double)?)?
+        };
+        if !score.is_finite() {
+            return Err(Error::numerical("audit score", format!("run {index} ({side:?}) scored {score}")));
+        }
+        let ledger = run.ledger().ok_or_else(|| Error::invalid("ledger", "none", "a private run must have one"))?;
+        let ledger_phases = ledger.phases()?.iter().map(|p| (p.sampling_rate, p.noise_multiplier, p.steps)).collect();
+        Ok(RunRecord {
+            side,
+            index,
+            seed,
+            score,
+            seconds: start.elapsed().as_secs_f64(),
+            applied_steps: run.steps(),
+            ledger_steps: ledger.steps(),
+            ledger_phases,
+        })
+    }
+
+    /// The projection of the parameters on the canary direction, and the null coordinates.
+    fn snapshot(&self, run: &DpSgd) -> Result<(f64, Tensor)> {
+        let _g = tch::no_grad_guard();
+        let params = run.parameters();
+        let mut proj = 0.0;
+        if let Some(dir) = &self.direction {
+            for (p, d) in params.iter().zip(dir) {
+                proj += f64::try_from(p.f_to_kind(Kind::Double)?.f_view(-1)?.f_dot(&d.f_to_kind(Kind::Double)?.f_view(-1)?)?)?;
+            }
+        }
+        let nulls = if self.null_idx.numel() > 0 { params[0].f_view(-1)?.f_index_select(0, &self.null_idx)?.f_to_kind(Kind::Double)? } else { Tensor::f_zeros([0], (Kind::Double, Device::Cpu))? };
+        Ok((proj, nulls))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_seeds_differ_by_side_and_index() {
+        let mut seen = std::collections::HashSet::new();
+        for side in [Side::With, Side::Without] {
+            for i in 0..1000 {
+                assert!(seen.insert(run_seed(7, side, i)));
+            }
+        }
+        assert_ne!(run_seed(7, Side::With, 0), run_seed(8, Side::With, 0));
+    }
+}

@@ -1,0 +1,366 @@
+//! Audit specifications: the TOML files in `audits/`. A spec names the training recipe (the
+//! target), the privacy claim, the canary, the attack and how many runs to make; everything an
+//! audit does follows from it and from the run seeds it derives.
+//!
+//! ```toml
+//! name = "dirac-eps2"
+//! [target]                 # the recipe, with the options of `dpaudit train`
+//! dataset = "fixture"      # fixture | mnist | fashion-mnist | a path to an MNIST-format folder
+//! train_examples = 500     # the first N training examples (default: all)
+//! model = "logreg"
+//! lot_size = 500           # q = lot_size / train_examples
+//! steps = 10
+//! noise_multiplier = 6.3
+//! max_grad_norm = 1.0
+//! optimizer = "sgd"        # sgd | momentum | adam
+//! lr = 1.0
+//! inject_fault = "no-clip" # optional: a deliberate bug (see dpaudit::train::fault)
+//! [claim]
+//! epsilon = "accountant"   # or a number
+//! accountant = "pld"       # pld | rdp, when epsilon = "accountant": computed from the replays' ledgers
+//! delta = 1e-5
+//! [canary]
+//! kind = "dirac"           # dirac | random-direction (gradient space); blank | mislabelled | out-of-distribution (input space)
+//! norm = 1.0               # gradient canaries: the norm before clipping, in units of max_grad_norm
+//! [attack]
+//! threat_model = "white-box"    # white-box (all iterates) | black-box (final model)
+//! runs_per_side = 1000
+//! confidence = 0.95
+//! threshold = "from-claim"      # from-claim | held-out | bonferroni
+//! seed = 1
+//! ```
+use crate::error::{Error, Result};
+use crate::train::fault::Fault;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// A whole audit specification.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSpec {
+    /// Short name (used in reports).
+    pub name: String,
+    /// What the audit is for, in words.
+    #[serde(default)]
+    pub description: String,
+    /// The training recipe under audit.
+    pub target: Target,
+    /// The privacy claim the audit tries to refute.
+    pub claim: Claim,
+    /// The canary: the record that D' has and D lacks.
+    pub canary: Canary,
+    /// The attack and the statistics.
+    pub attack: Attack,
+}
+
+/// The training recipe (the options of `dpaudit train`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Target {
+    /// `fixture`, `mnist`, `fashion-mnist`, or a path to an MNIST-format folder.
+    pub dataset: String,
+    /// Use only the first N training examples.
+    #[serde(default)]
+    pub train_examples: Option<usize>,
+    /// Model name (`logreg`, `mlp`, ...).
+    pub model: String,
+    /// Expected lot size L (q = L / N).
+    pub lot_size: f64,
+    /// Training steps per run.
+    pub steps: u64,
+    /// Noise multiplier sigma.
+    pub noise_multiplier: f64,
+    /// Clipping norm C.
+    pub max_grad_norm: f64,
+    /// `sgd`, `momentum` or `adam`.
+    #[serde(default = "default_optimizer")]
+    pub optimizer: String,
+    /// Learning rate.
+    pub lr: f64,
+    /// Largest physical batch (memory only; does not change results).
+    #[serde(default = "default_physical_batch")]
+    pub physical_batch: usize,
+    /// A deliberate bug to plant (planted audits).
+    #[serde(default)]
+    pub inject_fault: Option<Fault>,
+}
+
+fn default_optimizer() -> String {
+    "sgd".into()
+}
+fn default_physical_batch() -> usize {
+    1024
+}
+
+/// The claim's epsilon: a number, or `"accountant"` (computed from the replays' ledgers).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum ClaimedEpsilon {
+    /// An explicit epsilon.
+    Explicit(f64),
+    /// The string `"accountant"`.
+    Accountant(AccountantWord),
+}
+
+/// The word `accountant` (so the TOML can say `epsilon = "accountant"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccountantWord {
+    /// Use the accountant.
+    Accountant,
+}
+
+/// The privacy claim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Claim {
+    /// Explicit epsilon or `"accountant"`.
+    pub epsilon: ClaimedEpsilon,
+    /// Which accountant (`pld` or `rdp`) when the epsilon comes from the ledger.
+    #[serde(default = "default_accountant")]
+    pub accountant: String,
+    /// The claim's delta.
+    pub delta: f64,
+}
+
+fn default_accountant() -> String {
+    "pld".into()
+}
+
+/// The kinds of canary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CanaryKind {
+    /// Gradient space: one coordinate (of a weight that no real example moves) set to the norm.
+    Dirac,
+    /// Gradient space: a seeded random unit direction over all parameters, times the norm.
+    RandomDirection,
+    /// Input space: an all-zero image with the given label.
+    Blank,
+    /// Input space: a test-set image given a wrong label.
+    Mislabelled,
+    /// Input space: a seeded random-noise image with the given label.
+    OutOfDistribution,
+}
+
+impl CanaryKind {
+    /// Whether the canary lives in gradient space (added to the clipped sum by the trainer).
+    pub fn is_gradient(self) -> bool {
+        matches!(self, CanaryKind::Dirac | CanaryKind::RandomDirection)
+    }
+}
+
+/// The canary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Canary {
+    /// Which kind.
+    pub kind: CanaryKind,
+    /// Gradient canaries: norm before clipping, in units of the clipping norm.
+    #[serde(default = "one")]
+    pub norm: f64,
+    /// Input canaries: the label given to the canary image.
+    #[serde(default)]
+    pub label: u8,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// What the attacker sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThreatModel {
+    /// Every iterate of training (the statistic: the updates' projections on the canary).
+    WhiteBox,
+    /// Only the final model (the statistic: minus the canary's loss).
+    BlackBox,
+}
+
+/// How the decision threshold is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ThresholdChoice {
+    /// Fixed before any run, from the claim: the threshold that maximises the ideal bound of the
+    /// claimed Gaussian mechanism (white-box gradient canaries, whose scores are in N(0, 1) units).
+    FromClaim,
+    /// Chosen on a first part of the runs (`held_out_fraction`), evaluated on the rest.
+    HeldOut,
+    /// The best of all thresholds, each test at alpha / (number of thresholds).
+    Bonferroni,
+}
+
+/// The attack and its statistics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attack {
+    /// White-box or black-box.
+    pub threat_model: ThreatModel,
+    /// Runs on D and on D' each.
+    pub runs_per_side: u64,
+    /// Confidence of the lower bound (e.g. 0.95).
+    #[serde(default = "default_confidence")]
+    pub confidence: f64,
+    /// How the threshold is chosen.
+    #[serde(default = "default_threshold")]
+    pub threshold: ThresholdChoice,
+    /// With `held-out`: the share of runs (per side) used to choose the threshold.
+    #[serde(default = "half")]
+    pub held_out_fraction: f64,
+    /// The seed every run seed derives from.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_confidence() -> f64 {
+    0.95
+}
+fn default_threshold() -> ThresholdChoice {
+    ThresholdChoice::HeldOut
+}
+fn half() -> f64 {
+    0.5
+}
+
+impl AuditSpec {
+    /// Parses and validates a spec from TOML text; `origin` names it in errors.
+    ///
+    /// # Errors
+    /// [`Error::Data`] for TOML that does not parse or has unknown fields; [`Error::InvalidParameter`]
+    /// for impossible values.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
+        let spec: AuditSpec = toml::from_str(text).map_err(|e| Error::data(origin, e.to_string()))?;
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Reads and validates a spec file.
+    ///
+    /// # Errors
+    /// As [`AuditSpec::from_toml`], and I/O errors.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading audit spec {}", path.display()), e))?;
+        Self::from_toml(&text, path)
+    }
+
+    /// SHA-256 of the spec's canonical JSON: shards and resumed audits must agree on it.
+    pub fn digest(&self) -> String {
+        let json = serde_json::to_vec(self).expect("a spec always serialises");
+        hex::encode(Sha256::digest(&json))
+    }
+
+    /// Checks every value.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let t = &self.target;
+        let pos = |name: &'static str, v: f64| -> Result<()> {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(Error::invalid(name, v, "must be a finite number > 0"))
+            }
+        };
+        pos("target.lot_size", t.lot_size)?;
+        pos("target.noise_multiplier", t.noise_multiplier)?;
+        pos("target.max_grad_norm", t.max_grad_norm)?;
+        pos("target.lr", t.lr)?;
+        pos("canary.norm", self.canary.norm)?;
+        if t.steps == 0 {
+            return Err(Error::invalid("target.steps", 0, "must be at least 1"));
+        }
+        if t.train_examples == Some(0) {
+            return Err(Error::invalid("target.train_examples", 0, "must be at least 1"));
+        }
+        if !["sgd", "momentum", "adam"].contains(&t.optimizer.as_str()) {
+            return Err(Error::invalid("target.optimizer", &t.optimizer, "must be sgd, momentum or adam"));
+        }
+        crate::train::models::specs(&t.model)?;
+        if let ClaimedEpsilon::Explicit(e) = self.claim.epsilon {
+            if !(e >= 0.0 && e.is_finite()) {
+                return Err(Error::invalid("claim.epsilon", e, "must be a finite number >= 0 or \"accountant\""));
+            }
+        }
+        if !["pld", "rdp"].contains(&self.claim.accountant.as_str()) {
+            return Err(Error::invalid("claim.accountant", &self.claim.accountant, "must be pld or rdp"));
+        }
+        crate::accounting::validate_delta(self.claim.delta)?;
+        let a = &self.attack;
+        if a.runs_per_side < 2 {
+            return Err(Error::invalid("attack.runs_per_side", a.runs_per_side, "must be at least 2"));
+        }
+        if !(a.confidence > 0.0 && a.confidence < 1.0) {
+            return Err(Error::invalid("attack.confidence", a.confidence, "must be in (0, 1)"));
+        }
+        if !(a.held_out_fraction > 0.0 && a.held_out_fraction < 1.0) {
+            return Err(Error::invalid("attack.held_out_fraction", a.held_out_fraction, "must be in (0, 1)"));
+        }
+        if self.canary.kind.is_gradient() != (a.threat_model == ThreatModel::WhiteBox) {
+            return Err(Error::invalid(
+                "canary.kind",
+                format!("{:?} with a {:?} attack", self.canary.kind, a.threat_model),
+                "gradient canaries (dirac, random-direction) go with white-box audits, input canaries with black-box ones",
+            ));
+        }
+        if a.threat_model == ThreatModel::WhiteBox && t.optimizer != "sgd" {
+            return Err(Error::invalid("target.optimizer", &t.optimizer, "white-box audits read the gradients back from the iterates, which needs plain sgd"));
+        }
+        if a.threshold == ThresholdChoice::FromClaim && a.threat_model != ThreatModel::WhiteBox {
+            return Err(Error::invalid("attack.threshold", "from-claim", "needs a white-box gradient canary (scores in N(0, 1) units)"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+name = "t"
+[target]
+dataset = "fixture"
+train_examples = 100
+model = "logreg"
+lot_size = 100
+steps = 3
+noise_multiplier = 2.0
+max_grad_norm = 1.0
+lr = 1.0
+[claim]
+epsilon = "accountant"
+delta = 1e-5
+[canary]
+kind = "dirac"
+[attack]
+threat_model = "white-box"
+runs_per_side = 10
+threshold = "from-claim"
+"#;
+
+    #[test]
+    fn parses_and_rejects() {
+        let s = AuditSpec::from_toml(GOOD, Path::new("t.toml")).unwrap();
+        assert_eq!(s.claim.epsilon, ClaimedEpsilon::Accountant(AccountantWord::Accountant));
+        assert_eq!(s.canary.norm, 1.0);
+        let explicit = GOOD.replace("epsilon = \"accountant\"", "epsilon = 2.5");
+        assert_eq!(AuditSpec::from_toml(&explicit, Path::new("t")).unwrap().claim.epsilon, ClaimedEpsilon::Explicit(2.5));
+        for (from, to) in [
+            ("steps = 3", "steps = 0"),
+            ("noise_multiplier = 2.0", "noise_multiplier = -1.0"),
+            ("kind = \"dirac\"", "kind = \"blank\""),
+            ("model = \"logreg\"", "model = \"resnet\""),
+            ("epsilon = \"accountant\"", "epsilon = \"whatever\""),
+            ("runs_per_side = 10", "runs_per_side = 10\nbogus = 1"),
+            ("lr = 1.0", "lr = 1.0\noptimizer = \"adam\""),
+        ] {
+            let bad = GOOD.replace(from, to);
+            assert!(AuditSpec::from_toml(&bad, Path::new("t")).is_err(), "{to}");
+        }
+        let f = GOOD.replace("lr = 1.0", "lr = 1.0\ninject_fault = \"skip-noise:2\"");
+        assert_eq!(AuditSpec::from_toml(&f, Path::new("t")).unwrap().target.inject_fault, Some(Fault::SkipNoise(2)));
+    }
+}

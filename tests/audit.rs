@@ -1,0 +1,177 @@
+//! The audit engine end to end on the MNIST fixture: planted bugs are caught, the correct trainer
+//! is not accused, runs survive interruption, shards merge into the same result.
+use dpaudit::audit::engine::{self, read_runs, run_audit, Shard, RUNS_FILE};
+use dpaudit::audit::spec::AuditSpec;
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+
+/// A small white-box Dirac audit: logreg on 100 fixture examples, q = 1, 4 steps, sigma = 4
+/// (true mu = sqrt(4) / 4 = 0.5: epsilon about 2 at delta 1e-5), an explicit claim `claim`.
+fn spec(fault: Option<&str>, claim: &str, runs: u64, threshold: &str, norm: f64) -> AuditSpec {
+    let fault = fault.map_or(String::new(), |f| format!("inject_fault = \"{f}\""));
+    let text = format!(
+        r#"
+name = "test"
+[target]
+dataset = "fixture"
+train_examples = 100
+model = "logreg"
+lot_size = 100
+steps = 4
+noise_multiplier = 4.0
+max_grad_norm = 1.0
+lr = 1.0
+{fault}
+[claim]
+epsilon = {claim}
+delta = 1e-5
+[canary]
+kind = "dirac"
+norm = {norm}
+[attack]
+threat_model = "white-box"
+runs_per_side = {runs}
+threshold = "{threshold}"
+seed = 11
+"#
+    );
+    AuditSpec::from_toml(&text, Path::new("test.toml")).unwrap()
+}
+
+fn audit(s: &AuditSpec, dir: &Path) -> engine::AuditReport {
+    let ctx = engine::prepare(s).unwrap();
+    let runs = run_audit(&ctx, dir, Shard::ALL, 2, &|_, _| {}, &AtomicBool::new(false)).unwrap();
+    engine::analyse(s, &runs, 0.0).unwrap()
+}
+
+#[test]
+fn planted_bugs_are_violated_and_the_correct_trainer_is_consistent() {
+    // 40 runs per side, threshold on the first 20: a perfect separation gives
+    // ln((1 - 1e-5 - u) / u) with u = 1 - 0.025^(1/20), about 0.99 at 95% confidence; claim 0.5.
+    for (fault, norm) in [("no-clip", 100.0), ("noise-on-mean", 1.0), ("skip-noise:2", 1.0)] {
+        let dir = tempfile::tempdir().unwrap();
+        let r = audit(&spec(Some(fault), "0.5", 40, "held-out", norm), dir.path());
+        assert_eq!(r.verdict, "violated", "{fault}: {} ({})", r.epsilon_lower, r.verdict_reason);
+        assert!(r.epsilon_lower > 0.9, "{fault}: {}", r.epsilon_lower);
+        // The same spec with the bug removed: the canary is clipped and noised as it should be.
+        let dir = tempfile::tempdir().unwrap();
+        let r = audit(&spec(None, "0.5", 40, "held-out", norm), dir.path());
+        assert_eq!(r.verdict, "consistent", "no fault ({fault}'s spec): {}", r.epsilon_lower);
+        assert!(r.ledger_check.as_ref().unwrap().ok);
+    }
+}
+
+#[test]
+fn a_ledger_that_undercounts_is_caught_by_the_white_box_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let r = audit(&spec(Some("ledger-undercount"), "\"accountant\"", 5, "held-out", 1.0), dir.path());
+    let check = r.ledger_check.as_ref().unwrap();
+    assert_eq!((check.applied_steps, check.ledger_steps, check.ok), (4, 2, false));
+    assert_eq!(r.verdict, "violated");
+    assert!(r.claim.source.contains("2 steps"), "{}", r.claim.source);
+}
+
+#[test]
+fn the_scores_follow_the_gaussian_model_of_correct_dp_sgd() {
+    // Correct trainer: score ~ N(0, 1) without the canary and N(mu, 1) with it, mu = 0.5. With
+    // 150 runs per side the mean difference has standard error sqrt(2/150) = 0.115: |diff - 0.5|
+    // < 0.6 fails with probability < 1e-6; a missing canary (diff 0) or unclipped one (diff 50)
+    // would fail it.
+    let dir = tempfile::tempdir().unwrap();
+    let r = audit(&spec(None, "2.0", 150, "from-claim", 1.0), dir.path());
+    let mean = |side: &str| {
+        let v: Vec<f64> = r.runs.iter().filter(|x| serde_json::to_value(x.side).unwrap() == side).map(|x| x.score).collect();
+        v.iter().sum::<f64>() / v.len() as f64
+    };
+    let diff = mean("with") - mean("without");
+    assert!((diff - 0.5).abs() < 0.6, "mean shift {diff}");
+    assert_eq!(r.verdict, "consistent");
+    assert!(r.ideal_epsilon_lower > 0.0 && r.ideal_epsilon_lower < 2.0);
+    assert_eq!(r.roc.first().map(|p| (p.fpr, p.tpr)), Some((0.0, 0.0)));
+}
+
+#[test]
+fn an_interrupted_audit_resumes_without_losing_or_redoing_runs() {
+    let s = spec(None, "2.0", 6, "held-out", 1.0);
+    let full = tempfile::tempdir().unwrap();
+    let reference = audit(&s, full.path());
+    // Keep 5 finished runs and half of a sixth (a crash mid-write), then resume.
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(full.path().join(RUNS_FILE)).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut kept = lines[..5].join("\n");
+    kept.push('\n');
+    kept.push_str(&lines[5][..lines[5].len() / 2]);
+    std::fs::create_dir_all(dir.path()).unwrap();
+    std::fs::copy(full.path().join(engine::SPEC_FILE), dir.path().join(engine::SPEC_FILE)).unwrap();
+    std::fs::write(dir.path().join(RUNS_FILE), kept).unwrap();
+    let before = read_runs(dir.path()).unwrap();
+    assert_eq!(before.len(), 5);
+    let resumed = audit(&s, dir.path());
+    assert_eq!(resumed.runs.len(), 12);
+    for b in &before {
+        let r = resumed.runs.iter().find(|r| r.side == b.side && r.index == b.index).unwrap();
+        assert_eq!(r.seconds, b.seconds, "a finished run was redone");
+    }
+    // Same seeds, same scores: the resumed audit is the uninterrupted one.
+    let scores = |r: &engine::AuditReport| r.runs.iter().map(|x| x.score).collect::<Vec<_>>();
+    assert_eq!(scores(&resumed), scores(&reference));
+    assert_eq!(resumed.epsilon_lower, reference.epsilon_lower);
+    // Another spec in the same folder is refused.
+    let other = spec(None, "3.0", 6, "held-out", 1.0);
+    let ctx = engine::prepare(&other).unwrap();
+    assert!(run_audit(&ctx, dir.path(), Shard::ALL, 1, &|_, _| {}, &AtomicBool::new(false)).is_err());
+}
+
+#[test]
+fn shards_merge_into_the_single_run_result() {
+    let s = spec(None, "2.0", 5, "bonferroni", 1.0);
+    let whole = tempfile::tempdir().unwrap();
+    let reference = audit(&s, whole.path());
+    let ctx = engine::prepare(&s).unwrap();
+    let parts: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    for (i, p) in parts.iter().enumerate() {
+        let runs = run_audit(&ctx, p.path(), Shard { index: i as u32, count: 3 }, 1, &|_, _| {}, &AtomicBool::new(false)).unwrap();
+        assert!(runs.len() < 10);
+        assert!(engine::analyse(&s, &runs, 0.0).is_err(), "a lone shard is incomplete");
+    }
+    let out = tempfile::tempdir().unwrap();
+    let dirs: Vec<_> = parts.iter().map(|p| p.path().to_path_buf()).collect();
+    let (merged_spec, runs) = engine::merge(&dirs, out.path()).unwrap();
+    assert_eq!(merged_spec, s);
+    let merged = engine::analyse(&s, &runs, 0.0).unwrap();
+    let scores = |r: &engine::AuditReport| r.runs.iter().map(|x| (x.side, x.index, x.score)).collect::<Vec<_>>();
+    assert_eq!(scores(&merged), scores(&reference));
+    assert_eq!(merged.epsilon_lower, reference.epsilon_lower);
+}
+
+#[test]
+fn the_cli_exits_10_on_a_violated_audit_and_writes_audit_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("s.toml");
+    let text = toml_of(&spec(Some("noise-on-mean"), "0.5", 20, "held-out", 1.0));
+    std::fs::write(&spec_path, text).unwrap();
+    let out = dir.path().join("audit");
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_dpaudit"))
+        .args(["audit", "run"])
+        .arg(&spec_path)
+        .arg("--out")
+        .arg(&out)
+        .args(["--threads", "2", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(status.status.code(), Some(10), "{}", String::from_utf8_lossy(&status.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("audit.json")).unwrap()).unwrap();
+    assert_eq!(v["verdict"], "violated");
+    let printed: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(printed["epsilon_lower"], v["epsilon_lower"]);
+    // A spec with a typo is a clear error (exit 1), not a silent default.
+    std::fs::write(&spec_path, toml_of(&spec(None, "0.5", 20, "held-out", 1.0)).replace("steps = 4", "stepz = 4")).unwrap();
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_dpaudit")).args(["audit", "run"]).arg(&spec_path).arg("--out").arg(dir.path().join("b")).output().unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("stepz"), "{}", String::from_utf8_lossy(&bad.stderr));
+}
+
+fn toml_of(s: &AuditSpec) -> String {
+    toml::to_string(s).unwrap()
+}
