@@ -175,3 +175,51 @@ fn the_cli_exits_10_on_a_violated_audit_and_writes_audit_json() {
 fn toml_of(s: &AuditSpec) -> String {
     toml::to_string(s).unwrap()
 }
+
+#[test]
+fn the_one_run_audit_bounds_epsilon_from_a_single_training() {
+    // 300 Dirac canaries, 60 guesses, q = 1, 4 steps, sigma = 1: mu = 2 per canary (true epsilon
+    // about 10 at delta 1e-5). A correct trainer gives a positive bound below the claim; the
+    // noise-on-mean bug makes the canaries obvious and the bound (about 2.96 for 60 right of 60) exceeds a claim of 2.
+    let text = |fault: &str, claim: &str| {
+        format!(
+            r#"
+name = "one-run-test"
+[target]
+dataset = "fixture"
+train_examples = 500
+model = "logreg"
+lot_size = 500
+steps = 4
+noise_multiplier = 1.0
+max_grad_norm = 1.0
+lr = 1.0
+{fault}
+[claim]
+epsilon = {claim}
+delta = 1e-5
+[canary]
+kind = "dirac"
+[attack]
+threat_model = "white-box"
+mode = "one-run"
+canaries = 300
+guesses = 60
+runs_per_side = 2
+seed = 3
+"#
+        )
+    };
+    let correct = AuditSpec::from_toml(&text("", "\"accountant\""), Path::new("t")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let r = audit(&correct, dir.path());
+    let o = r.one_run.as_ref().unwrap();
+    assert_eq!((o.canaries, o.guesses), (300, 60));
+    assert_eq!(r.verdict, "consistent", "{}", r.verdict_reason);
+    assert!(r.epsilon_lower > 0.5 && r.epsilon_lower < r.claim.epsilon, "{} vs claim {}", r.epsilon_lower, r.claim.epsilon);
+    let faulty = AuditSpec::from_toml(&text("inject_fault = \"noise-on-mean\"", "2.0"), Path::new("t")).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let r = audit(&faulty, dir.path());
+    assert_eq!(r.one_run.as_ref().unwrap().correct, 60, "the bug makes every guess right");
+    assert_eq!(r.verdict, "violated", "{}", r.epsilon_lower);
+}

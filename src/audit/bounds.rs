@@ -10,7 +10,7 @@
 //! Derivation: `proofs/audit/bounds.md`.
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{Beta, ContinuousCDF};
+use statrs::distribution::{Beta, Binomial, ContinuousCDF, Discrete, DiscreteCDF};
 
 /// Outcomes of a threshold test on the runs of each side.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,6 +116,72 @@ pub fn best_threshold_bonferroni(in_scores: &[f64], out_scores: &[f64], delta: f
     Ok(best.expect("at least one threshold"))
 }
 
+/// The p-value of the one-run audit (Steinke, Nasr & Jagielski 2023, "Privacy Auditing with One
+/// (1) Training Run", Theorem 3.1 and Appendix D): the probability, under (epsilon, delta)-DP, that
+/// an auditor who guesses the membership of `r` of `m` canaries (each included independently with
+/// probability 1/2) gets at least `v` right:
+///
+/// P[Bin(r, p) >= v] + 2 m delta max_{1 <= i <= v} P[v - i <= Bin(r, p) < v] / i,  p = e^eps / (1 + e^eps).
+///
+/// # Errors
+/// [`Error::InvalidParameter`] unless `v <= r <= m`, `epsilon >= 0` and `delta` in [0, 1].
+pub fn one_run_p_value(m: u64, r: u64, v: u64, epsilon: f64, delta: f64) -> Result<f64> {
+    if !(v <= r && r <= m) {
+        return Err(Error::invalid("one-run counts", format!("v = {v}, r = {r}, m = {m}"), "need v <= r <= m"));
+    }
+    if !(epsilon >= 0.0 && epsilon.is_finite()) || !(0.0..=1.0).contains(&delta) {
+        return Err(Error::invalid("(epsilon, delta)", format!("({epsilon}, {delta})"), "need epsilon >= 0 finite and delta in [0, 1]"));
+    }
+    if r == 0 || v == 0 {
+        return Ok(1.0);
+    }
+    let p = 1.0 / (1.0 + (-epsilon).exp());
+    let bin = Binomial::new(p, r).map_err(|e| Error::numerical("binomial", e.to_string()))?;
+    // P[Bin >= v] = 1 - P[Bin <= v - 1].
+    let beta = bin.sf(v - 1);
+    let mut alpha: f64 = 0.0;
+    let mut sum = 0.0;
+    if delta > 0.0 {
+        for i in 1..=v {
+            sum += bin.pmf(v - i);
+            alpha = alpha.max(sum / i as f64);
+        }
+    }
+    Ok((beta + alpha * delta * 2.0 * m as f64).min(1.0))
+}
+
+/// The one-run audit's lower bound: the largest epsilon (to 1e-6, at most 100) whose p-value
+/// [`one_run_p_value`] is still below `alpha`; 0 when even epsilon = 0 is not rejected.
+///
+/// # Proof definition
+/// If the mechanism is (epsilon, delta)-DP, the returned bound exceeds epsilon with probability at
+/// most `alpha` (`proofs/audit/one_run.md`).
+///
+/// # Errors
+/// As [`one_run_p_value`]; alpha outside (0, 1).
+pub fn one_run_epsilon_lower(m: u64, r: u64, v: u64, delta: f64, alpha: f64) -> Result<f64> {
+    if !(alpha > 0.0 && alpha < 1.0) {
+        return Err(Error::invalid("alpha", alpha, "must be in (0, 1)"));
+    }
+    if one_run_p_value(m, r, v, 0.0, delta)? >= alpha {
+        return Ok(0.0);
+    }
+    let (mut lo, mut hi) = (0.0, 100.0);
+    if one_run_p_value(m, r, v, hi, delta)? < alpha {
+        return Ok(hi);
+    }
+    // The p-value grows with epsilon; keep p(lo) < alpha <= p(hi).
+    while hi - lo > 1e-6 {
+        let mid = 0.5 * (lo + hi);
+        if one_run_p_value(m, r, v, mid, delta)? < alpha {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,6 +207,21 @@ mod tests {
         let u = 1.0 - 0.025f64.powf(1e-3);
         assert!((b.epsilon_lower - ((1.0 - 1e-5 - u) / u).ln()).abs() < 1e-12);
         assert!((5.5..5.7).contains(&b.epsilon_lower), "{}", b.epsilon_lower);
+    }
+
+    #[test]
+    fn one_run_bound_matches_its_definition() {
+        // delta = 0: the bound is where P[Bin(r, p(eps)) >= v] crosses alpha.
+        let (m, r, v) = (1000, 100, 90);
+        let e = one_run_epsilon_lower(m, r, v, 0.0, 0.05).unwrap();
+        assert!(one_run_p_value(m, r, v, e, 0.0).unwrap() < 0.05);
+        assert!(one_run_p_value(m, r, v, e + 1e-5, 0.0).unwrap() >= 0.05);
+        // 90 of 100 right: p_hat = 0.9, ln(0.9/0.1) = 2.2; the 95% bound must sit below it.
+        assert!(e > 1.0 && e < 2.2, "{e}");
+        // Chance-level guessing proves nothing; delta only loosens.
+        assert_eq!(one_run_epsilon_lower(m, r, 50, 0.0, 0.05).unwrap(), 0.0);
+        assert!(one_run_epsilon_lower(m, r, v, 1e-5, 0.05).unwrap() <= e);
+        assert!(one_run_p_value(10, 20, 5, 1.0, 0.0).is_err());
     }
 
     #[test]

@@ -6,10 +6,10 @@ use crate::accounting::calibration::EpsilonAccountant;
 use crate::accounting::pld::PldAccountant;
 use crate::accounting::rdp::RdpAccountant;
 use crate::accounting::Phase;
-use crate::audit::bounds::{best_threshold_bonferroni, epsilon_lower_bound, EpsilonLowerBound, Outcomes};
+use crate::audit::bounds::{best_threshold_bonferroni, epsilon_lower_bound, one_run_epsilon_lower, EpsilonLowerBound, Outcomes};
 use crate::audit::gaussian::{epsilon_for_mu, ideal_lower_bound, ideal_lower_bound_mu, mu_for_epsilon};
 use crate::audit::replay::{ReplayContext, RunRecord, Side, Worker};
-use crate::audit::spec::{AuditSpec, ClaimedEpsilon, ThresholdChoice};
+use crate::audit::spec::{AuditMode, AuditSpec, ClaimedEpsilon, ThresholdChoice};
 use crate::durable::write_atomically;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -122,6 +122,25 @@ pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 pub fn run_audit(ctx: &ReplayContext, dir: &Path, shard: Shard, threads: usize, progress: Progress<'_>, stop: &AtomicBool) -> Result<Vec<RunRecord>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     check_or_write_spec(dir, ctx.spec())?;
+    if ctx.spec().attack.mode == AuditMode::OneRun {
+        // One training run: its canaries' records are written together, atomically.
+        let existing = read_runs(dir)?;
+        if !existing.is_empty() || shard.index != 0 {
+            progress(1, 1);
+            return Ok(existing);
+        }
+        progress(0, 1);
+        tch::set_num_threads(threads.max(1) as i32);
+        let records = Worker::new(ctx)?.one_run()?;
+        let mut bytes = Vec::new();
+        for r in &records {
+            bytes.extend(serde_json::to_vec(r).map_err(|e| Error::data(dir, e.to_string()))?);
+            bytes.push(b'\n');
+        }
+        write_atomically(&dir.join(RUNS_FILE), &bytes)?;
+        progress(1, 1);
+        return Ok(records);
+    }
     let done: std::collections::HashSet<(Side, u64)> = read_runs(dir)?.iter().map(|r| (r.side, r.index)).collect();
     let k = ctx.spec().attack.runs_per_side;
     let mine: Vec<(Side, u64)> = (0..k).flat_map(|i| [(Side::Without, i), (Side::With, i)]).filter(|&(s, i)| shard.owns(s, i)).collect();
@@ -250,6 +269,19 @@ pub struct LedgerCheck {
     pub ok: bool,
 }
 
+/// The one-run audit's counts (Steinke, Nasr & Jagielski 2023).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OneRunSummary {
+    /// Canaries m (each included with probability 1/2).
+    pub canaries: u64,
+    /// Canaries included.
+    pub included: u64,
+    /// Guesses r (half "in" from the top scores, half "out" from the bottom).
+    pub guesses: u64,
+    /// Correct guesses v.
+    pub correct: u64,
+}
+
 /// A point of the ROC curve.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RocPoint {
@@ -290,13 +322,15 @@ pub struct AuditReport {
     pub threshold: f64,
     /// The rigorous lower bound on epsilon.
     pub epsilon_lower: f64,
-    /// Clopper–Pearson upper bounds behind it.
-    pub bound: EpsilonLowerBound,
+    /// Clopper–Pearson upper bounds behind it (replay audits).
+    pub bound: Option<EpsilonLowerBound>,
+    /// The one-run audit's counts (one-run audits).
+    pub one_run: Option<OneRunSummary>,
     /// The bound a perfect test of a Gaussian mechanism with the claimed epsilon would reach
     /// from the same number of runs.
     pub ideal_epsilon_lower: f64,
-    /// epsilon_lower / ideal_epsilon_lower.
-    pub fraction_of_ideal: f64,
+    /// epsilon_lower / ideal_epsilon_lower (none when the ideal is 0 or not defined).
+    pub fraction_of_ideal: Option<f64>,
     /// `consistent` or `violated`.
     pub verdict: String,
     /// Why.
@@ -379,13 +413,18 @@ fn mean_sd(x: &[f64]) -> (f64, f64) {
 /// # Errors
 /// Missing runs (the message says how many), invalid numbers.
 pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Result<AuditReport> {
-    let k = spec.attack.runs_per_side;
+    let one_run_mode = spec.attack.mode == AuditMode::OneRun;
+    let k = if one_run_mode { spec.attack.canaries } else { spec.attack.runs_per_side };
     let mut by_side: BTreeMap<Side, Vec<&RunRecord>> = BTreeMap::new();
     for r in runs.iter().filter(|r| r.index < k) {
         by_side.entry(r.side).or_default().push(r);
     }
     let (with, without) = (by_side.remove(&Side::With).unwrap_or_default(), by_side.remove(&Side::Without).unwrap_or_default());
-    if with.len() as u64 != k || without.len() as u64 != k {
+    if one_run_mode {
+        if (with.len() + without.len()) as u64 != k || with.is_empty() || without.is_empty() {
+            return Err(Error::invalid("one-run records", with.len() + without.len(), format!("need {k} canaries, some in and some out")));
+        }
+    } else if with.len() as u64 != k || without.len() as u64 != k {
         return Err(Error::invalid(
             "audit runs",
             format!("{} with and {} without the canary", with.len(), without.len()),
@@ -398,14 +437,34 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
     let score = |v: &[&RunRecord], sel: &dyn Fn(u64) -> bool| -> Vec<f64> { v.iter().filter(|r| sel(r.index)).map(|r| r.score).collect() };
     let all = |_: u64| true;
     let (sw, so) = (score(&with, &all), score(&without, &all));
-    let (threshold, bound, counted, selection, how) = match spec.attack.threshold {
-        ThresholdChoice::FromClaim => {
+    let mut one_run = None;
+    let (threshold, bound, counted, selection, how) = match (spec.attack.mode, spec.attack.threshold) {
+        (AuditMode::OneRun, _) => {
+            let m = spec.attack.canaries;
+            let mut ranked: Vec<&RunRecord> = with.iter().chain(&without).copied().collect();
+            ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+            let half = spec.attack.guesses / 2;
+            let k_in = half.max(1) as usize;
+            let k_out = (spec.attack.guesses - half) as usize;
+            let correct = ranked[..k_in].iter().filter(|r| r.side == Side::With).count() + ranked[ranked.len() - k_out..].iter().filter(|r| r.side == Side::Without).count();
+            let eps = one_run_epsilon_lower(m, (k_in + k_out) as u64, correct as u64, delta, alpha)?;
+            one_run = Some(OneRunSummary { canaries: m, included: with.len() as u64, guesses: (k_in + k_out) as u64, correct: correct as u64 });
+            let t = ranked[k_in - 1].score;
+            (
+                t,
+                EpsilonLowerBound { epsilon_lower: eps, confidence: spec.attack.confidence, fpr_upper: f64::NAN, fnr_upper: f64::NAN },
+                1,
+                0,
+                format!("one run, {m} canaries: the top {k_in} scores guessed in, the bottom {k_out} out (fixed in the spec); Steinke et al. 2023, Theorem 3.1"),
+            )
+        }
+        (_, ThresholdChoice::FromClaim) => {
             let mu = mu_for_epsilon(claim.epsilon, delta)?;
             let t = ideal_lower_bound_mu(mu, delta, k, alpha)?.threshold;
             let b = epsilon_lower_bound(&outcomes(&sw, &so, t), delta, alpha)?;
             (t, b, k, 0, format!("fixed before the runs from the claim: the threshold that maximises the ideal bound of mu-GDP with mu = {mu:.4} (the claimed epsilon), t = {t:.4}"))
         }
-        ThresholdChoice::HeldOut => {
+        (_, ThresholdChoice::HeldOut) => {
             let h = ((k as f64 * spec.attack.held_out_fraction).round() as u64).clamp(1, k - 1);
             let sel = |i: u64| i < h;
             let eval = |i: u64| i >= h;
@@ -413,12 +472,12 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
             let b = epsilon_lower_bound(&outcomes(&score(&with, &eval), &score(&without, &eval), t), delta, alpha)?;
             (t, b, k - h, h, format!("chosen on the first {h} runs per side (the best Bonferroni bound there), evaluated on the other {}", k - h))
         }
-        ThresholdChoice::Bonferroni => {
+        (_, ThresholdChoice::Bonferroni) => {
             let (b, t) = best_threshold_bonferroni(&sw, &so, delta, alpha)?;
             (t, b, k, 0, format!("the best of all {} thresholds between the scores, each tested at alpha / {}", sw.len() + so.len(), sw.len() + so.len()))
         }
     };
-    let ideal = ideal_lower_bound(claim.epsilon, delta, counted, alpha)?.epsilon_lower;
+    let ideal = if one_run.is_some() { 0.0 } else { ideal_lower_bound(claim.epsilon, delta, counted, alpha)?.epsilon_lower };
     let ledger_check = (spec.attack.threat_model == crate::audit::spec::ThreatModel::WhiteBox).then(|| {
         let applied = runs.iter().map(|r| r.applied_steps).max().unwrap_or(0);
         let ledger = runs.iter().map(|r| r.ledger_steps).min().unwrap_or(0);
@@ -476,9 +535,10 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
         threshold_selection: how,
         threshold,
         epsilon_lower: bound.epsilon_lower,
-        bound,
+        bound: one_run.is_none().then_some(bound),
+        one_run,
         ideal_epsilon_lower: ideal,
-        fraction_of_ideal: if ideal > 0.0 { bound.epsilon_lower / ideal } else { f64::NAN },
+        fraction_of_ideal: (ideal > 0.0).then(|| bound.epsilon_lower / ideal),
         verdict,
         verdict_reason,
         ledger_check,

@@ -312,6 +312,93 @@ impl<'a> Worker<'a> {
         })
     }
 
+    /// The one-run audit (Steinke, Nasr & Jagielski 2023): one training on D plus each of m Dirac
+    /// canaries (on m null coordinates) included with probability 1/2 (seeded); every canary is
+    /// scored with the white-box statistic on its own coordinate, the noise estimated on the
+    /// remaining null coordinates. Returns one record per canary: side `with` if it was included.
+    ///
+    /// # Errors
+    /// Too few null coordinates for m canaries plus 50 for the noise estimate; trainer errors.
+    pub fn one_run(&self) -> Result<Vec<RunRecord>> {
+        let start = Instant::now();
+        let spec = &self.ctx.spec;
+        let t = &spec.target;
+        let m = spec.attack.canaries as usize;
+        // The Dirac canary's own coordinate was taken out of null_coords; give it back.
+        let dir0 = self.direction.as_ref().ok_or_else(|| Error::invalid("canary", "none", "one-run audits need Dirac canaries"))?;
+        let first = i64::try_from(dir0[0].f_view(-1)?.f_argmax(0, false)?)?;
+        let mut coords = vec![first];
+        coords.extend(self.ctx.null_coords.iter().copied());
+        if coords.len() < m + 50 {
+            return Err(Error::invalid("attack.canaries", m, format!("this model and data have {} null coordinates; m canaries need m + 50", coords.len())));
+        }
+        let (canary_coords, noise_coords) = coords.split_at(m);
+        let seed = run_seed(spec.attack.seed, Side::With, 0);
+        let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x0E_0E_0E);
+        let included: Vec<bool> = (0..m).map(|_| rng.gen::<bool>()).collect();
+        let n = self.without.len();
+        let config = TrainConfig {
+            model: t.model.clone(),
+            lot_size: t.lot_size,
+            noise_multiplier: t.noise_multiplier,
+            max_grad_norm: t.max_grad_norm,
+            physical_batch: t.physical_batch,
+            optimizer: OptimizerKind::Sgd,
+            lr: t.lr,
+            schedule: LrSchedule::Constant,
+            private: true,
+        };
+        let mut run = DpSgd::ephemeral(config, n, seed, Device::Cpu)?;
+        if let Some(f) = t.inject_fault {
+            run.inject_fault(f);
+        }
+        let scale = spec.canary.norm * t.max_grad_norm;
+        let mut grads = Vec::new();
+        for (&c, _) in canary_coords.iter().zip(&included).filter(|(_, &inc)| inc) {
+            let g: Vec<Tensor> = run.parameters().iter().map(|p| p.f_zeros_like()).collect::<std::result::Result<_, _>>()?;
+            let _ = g[0].f_view(-1)?.f_narrow(0, c, 1)?.f_fill_(scale)?;
+            grads.push(g);
+        }
+        run.add_gradient_canaries(grads)?;
+        let to_units = t.lot_size / (t.lr * t.max_grad_norm);
+        let cidx = Tensor::f_from_slice(canary_coords)?;
+        let nidx = Tensor::f_from_slice(noise_coords)?;
+        let read = |run: &DpSgd| -> Result<(Tensor, Tensor)> {
+            let _g = tch::no_grad_guard();
+            let w = run.parameters()[0].f_view(-1)?;
+            Ok((w.f_index_select(0, &cidx)?.f_to_kind(Kind::Double)?, w.f_index_select(0, &nidx)?.f_to_kind(Kind::Double)?))
+        };
+        let mut num = Tensor::f_zeros([m as i64], (Kind::Double, Device::Cpu))?;
+        let mut den = 0.0;
+        for _ in 0..t.steps {
+            let (c0, n0) = read(&run)?;
+            run.step(&self.without)?;
+            let (c1, n1) = read(&run)?;
+            let s2 = f64::try_from(n0.f_sub(&n1)?.f_mul_scalar(to_units)?.f_square()?.f_mean(Kind::Double)?)?.max(1e-30);
+            num = num.f_add(&c0.f_sub(&c1)?.f_mul_scalar(to_units / s2)?)?;
+            den += 1.0 / s2;
+        }
+        let scores: Vec<f64> = Vec::<f64>::try_from(num.f_div_scalar(den.sqrt())?)?;
+        let ledger = run.ledger().ok_or_else(|| Error::invalid("ledger", "none", "a private run must have one"))?;
+        let ledger_phases: Vec<(f64, f64, u64)> = ledger.phases()?.iter().map(|p| (p.sampling_rate, p.noise_multiplier, p.steps)).collect();
+        let seconds = start.elapsed().as_secs_f64();
+        Ok(scores
+            .iter()
+            .zip(&included)
+            .enumerate()
+            .map(|(i, (&score, &inc))| RunRecord {
+                side: if inc { Side::With } else { Side::Without },
+                index: i as u64,
+                seed,
+                score,
+                seconds: if i == 0 { seconds } else { 0.0 },
+                applied_steps: run.steps(),
+                ledger_steps: ledger.steps(),
+                ledger_phases: ledger_phases.clone(),
+            })
+            .collect())
+    }
+
     /// The projection of the parameters on the canary direction, and the null coordinates.
     fn snapshot(&self, run: &DpSgd) -> Result<(f64, Tensor)> {
         let _g = tch::no_grad_guard();

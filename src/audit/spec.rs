@@ -212,6 +212,28 @@ pub struct Attack {
     /// The seed every run seed derives from.
     #[serde(default)]
     pub seed: u64,
+    /// `replay` (K runs per side) or `one-run` (Steinke, Nasr & Jagielski 2023: one training run
+    /// with `canaries` gradient canaries, each included with probability 1/2).
+    #[serde(default)]
+    pub mode: AuditMode,
+    /// One-run: the number of canaries m.
+    #[serde(default)]
+    pub canaries: u64,
+    /// One-run: how many canaries the auditor guesses (half "in" from the top scores, half "out"
+    /// from the bottom); fixed in advance.
+    #[serde(default)]
+    pub guesses: u64,
+}
+
+/// How the audit gathers its evidence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AuditMode {
+    /// K independent trainings per side.
+    #[default]
+    Replay,
+    /// One training with many canaries.
+    OneRun,
 }
 
 fn default_confidence() -> f64 {
@@ -307,6 +329,14 @@ impl AuditSpec {
         }
         if a.threat_model == ThreatModel::WhiteBox && t.optimizer != "sgd" {
             return Err(Error::invalid("target.optimizer", &t.optimizer, "white-box audits read the gradients back from the iterates, which needs plain sgd"));
+        }
+        if a.mode == AuditMode::OneRun {
+            if self.canary.kind != CanaryKind::Dirac {
+                return Err(Error::invalid("attack.mode", "one-run", "needs Dirac gradient canaries (one null coordinate each)"));
+            }
+            if a.canaries < 2 || a.guesses < 2 || a.guesses > a.canaries {
+                return Err(Error::invalid("attack.canaries / attack.guesses", format!("{} / {}", a.canaries, a.guesses), "need 2 <= guesses <= canaries"));
+            }
         }
         if a.threshold == ThresholdChoice::FromClaim && a.threat_model != ThreatModel::WhiteBox {
             return Err(Error::invalid("attack.threshold", "from-claim", "needs a white-box gradient canary (scores in N(0, 1) units)"));

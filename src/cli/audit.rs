@@ -74,14 +74,25 @@ fn summarise(r: &engine::AuditReport, json: bool) -> Result<i32> {
         println!("audit {}: {}", r.spec_name, r.verdict.to_uppercase());
         println!("  {}", r.verdict_reason);
         println!("  claim: epsilon = {:.4}, delta = {:e} ({})", r.claim.epsilon, r.claim.delta, r.claim.source);
-        println!(
-            "  epsilon lower bound: {:.4} at {:.0}% confidence ({} runs per side; ideal for this K: {:.4}, achieved {:.0}% of it)",
-            r.epsilon_lower,
-            100.0 * r.confidence,
-            r.runs_per_side,
-            r.ideal_epsilon_lower,
-            100.0 * r.fraction_of_ideal
-        );
+        match (&r.one_run, r.fraction_of_ideal) {
+            (Some(o), _) => println!(
+                "  epsilon lower bound: {:.4} at {:.0}% confidence (one run: {} of {} guesses right, {} canaries, {} included)",
+                r.epsilon_lower,
+                100.0 * r.confidence,
+                o.correct,
+                o.guesses,
+                o.canaries,
+                o.included
+            ),
+            (None, f) => println!(
+                "  epsilon lower bound: {:.4} at {:.0}% confidence ({} runs per side; a perfect test of a Gaussian mechanism at the claimed epsilon would reach {:.4} with this K{})",
+                r.epsilon_lower,
+                100.0 * r.confidence,
+                r.runs_per_side,
+                r.ideal_epsilon_lower,
+                f.map_or(String::new(), |f| format!(": achieved {:.0}% of it", 100.0 * f))
+            ),
+        }
         println!("  threshold: {}", r.threshold_selection);
         println!("  TPR at FPR 1% / 0.1% / 0.01%: {:.4} / {:.4} / {:.4}", r.tpr_at_fpr["0.01"], r.tpr_at_fpr["0.001"], r.tpr_at_fpr["0.0001"]);
         println!("  Gaussian-DP fit (an estimate, not a bound): mu = {:.4}, epsilon = {:.4}", r.gdp_estimate.mu, r.gdp_estimate.epsilon);

@@ -150,7 +150,7 @@ pub struct DpSgd {
     steps: u64,
     dataset_size: usize,
     fault: Option<Fault>,
-    canary: Option<Vec<Tensor>>,
+    canaries: Vec<Vec<Tensor>>,
     /// No folder: the ledger is in memory and checkpoints are refused (audit replays).
     ephemeral: bool,
 }
@@ -245,7 +245,7 @@ impl DpSgd {
             (true, false) => Some(Ledger::create(run_dir.join(LEDGER_FILE))?),
             (true, true) => Some(Ledger::open(run_dir.join(LEDGER_FILE))?),
         };
-        Ok(DpSgd { config, vs, model, params, optimizer, sampler, noise_rng, ledger, run_dir: run_dir.to_path_buf(), steps: 0, dataset_size, fault: None, canary: None, ephemeral })
+        Ok(DpSgd { config, vs, model, params, optimizer, sampler, noise_rng, ledger, run_dir: run_dir.to_path_buf(), steps: 0, dataset_size, fault: None, canaries: Vec::new(), ephemeral })
     }
 
     /// Resumes the run in `run_dir` from its latest checkpoint, continuing the same ledger,
@@ -298,7 +298,7 @@ impl DpSgd {
             steps: state.steps,
             dataset_size,
             fault: state.fault,
-            canary: None,
+            canaries: Vec::new(),
             ephemeral: false,
         })
     }
@@ -313,11 +313,10 @@ impl DpSgd {
             return Err(Error::invalid("training set", data.len(), format!("expected {} examples", self.dataset_size)));
         }
         let mut lot = self.sampler.next_lot();
-        // Index `dataset_size` is the gradient canary (if any), sampled like every other example.
-        let canary_in_lot = lot.last() == Some(&self.dataset_size);
-        if canary_in_lot {
-            lot.pop();
-        }
+        // Indices from `dataset_size` on are the gradient canaries (if any), sampled like every
+        // other example; the lot is sorted, so they come last.
+        let first_canary = lot.partition_point(|&i| i < self.dataset_size);
+        let canaries_in_lot: Vec<usize> = lot.split_off(first_canary).into_iter().map(|i| i - self.dataset_size).collect();
         let mut loss_sum = 0.0;
         let mut clipped = 0usize;
         let step = self.steps + 1;
@@ -335,7 +334,7 @@ impl DpSgd {
                 loss_sum += batch.loss_sum;
                 clipped += i64::try_from(batch.clip_factors.f_lt(1.0)?.f_sum(Kind::Int64)?)? as usize;
             }
-            if let (true, Some(canary)) = (canary_in_lot, self.canary.as_ref()) {
+            for canary in canaries_in_lot.iter().filter_map(|&c| self.canaries.get(c)) {
                 let mut sq = 0.0;
                 for g in canary {
                     sq += f64::try_from(g.f_square()?.f_sum(Kind::Double)?)?;
@@ -516,9 +515,31 @@ impl DpSgd {
     /// [`Error::InvalidParameter`] after the first step, for a second canary, shapes that do not
     /// match the parameters, or a non-finite gradient.
     pub fn add_gradient_canary(&mut self, gradient: Vec<Tensor>) -> Result<()> {
-        if self.steps > 0 || self.canary.is_some() {
-            return Err(Error::invalid("gradient canary", "late or repeated", "add one canary before the first step"));
+        if !self.canaries.is_empty() {
+            return Err(Error::invalid("gradient canary", "repeated", "add one canary, or all of them with add_gradient_canaries"));
         }
+        self.add_gradient_canaries(vec![gradient])
+    }
+
+    /// Adds several gradient canaries at once (the one-run audit of Steinke et al. 2023): each
+    /// is one more record, Poisson-sampled on its own like every example.
+    ///
+    /// # Errors
+    /// As [`DpSgd::add_gradient_canary`].
+    pub fn add_gradient_canaries(&mut self, gradients: Vec<Vec<Tensor>>) -> Result<()> {
+        if self.steps > 0 || !self.canaries.is_empty() {
+            return Err(Error::invalid("gradient canaries", "late or repeated", "add them once, before the first step"));
+        }
+        let mut all = Vec::with_capacity(gradients.len());
+        for gradient in gradients {
+            all.push(self.check_canary(gradient)?);
+        }
+        self.sampler.add_examples(all.len());
+        self.canaries = all;
+        Ok(())
+    }
+
+    fn check_canary(&self, gradient: Vec<Tensor>) -> Result<Vec<Tensor>> {
         if gradient.len() != self.params.len() {
             return Err(Error::invalid("gradient canary", gradient.len(), format!("needs one tensor per parameter ({})", self.params.len())));
         }
@@ -530,10 +551,7 @@ impl DpSgd {
                 return Err(Error::invalid("gradient canary", "NaN or infinity", "must be finite"));
             }
         }
-        let canary = gradient.iter().map(|g| g.f_to_kind(Kind::Float)?.f_to(self.params[0].device())).collect::<std::result::Result<Vec<_>, _>>()?;
-        self.sampler.add_examples(1);
-        self.canary = Some(canary);
-        Ok(())
+        Ok(gradient.iter().map(|g| g.f_to_kind(Kind::Float)?.f_to(self.params[0].device())).collect::<std::result::Result<Vec<_>, _>>()?)
     }
 
     fn refuse_if_ephemeral(&self, what: &str) -> Result<()> {
