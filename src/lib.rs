@@ -15,6 +15,7 @@ pub mod cert;
 pub mod data;
 pub mod durable;
 pub mod error;
+pub mod testing;
 pub mod train;
 
 pub use error::{Error, Result};
