@@ -71,6 +71,10 @@ enum CertCommand {
         /// Delta of the certified epsilons.
         #[arg(long, default_value_t = 1e-5)]
         delta: f64,
+        /// An audit folder (from `dpaudit audit run`) of this run's recipe, recorded in the
+        /// certificate (repeatable). A violated audit, or one of another recipe, is refused.
+        #[arg(long = "audit", value_name = "DIR")]
+        audits: Vec<PathBuf>,
     },
     /// Verify a certificate. Exit codes: 0 valid; 2 unreadable input; 3 bad signature or wrong
     /// key; 4 claim does not reproduce (or a violated audit); 5 artifact missing or mismatched.
@@ -369,8 +373,18 @@ fn run(cli: Cli) -> Result<()> {
             println!("key id {}\n  public key: {}\n  secret key: {} (mode 0600; keep it private)", k.key_id, k.public_key_path.display(), k.secret_key_path.display());
             Ok(())
         }
-        Command::Cert(CertCommand::Sign { run, key, out, delta }) => {
-            let opts = dpaudit::cert::sign::CertifyOptions::model(delta);
+        Command::Cert(CertCommand::Sign { run, key, out, delta, audits }) => {
+            let mut opts = dpaudit::cert::sign::CertifyOptions::model(delta);
+            if !audits.is_empty() {
+                let metrics_path = run.join("metrics.json");
+                let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metrics_path).with_context(|| format!("reading {}", metrics_path.display()))?)
+                    .with_context(|| format!("parsing {}", metrics_path.display()))?;
+                let config: TrainConfig = serde_json::from_value(metrics["config"].clone()).with_context(|| format!("the config in {}", metrics_path.display()))?;
+                for dir in &audits {
+                    let report = dpaudit::audit::engine::read_report(dir).with_context(|| format!("reading the audit in {}", dir.display()))?;
+                    opts.audits.push(report.cert_record_for(&config).with_context(|| format!("recording the audit in {}", dir.display()))?);
+                }
+            }
             let signed = dpaudit::cert::sign::sign_run(&run, &opts, &key, &out).with_context(|| format!("certifying {}", run.display()))?;
             println!("signed {} with key {}", out.display(), signed.signature.key_id);
             Ok(())

@@ -223,3 +223,39 @@ seed = 3
     assert_eq!(r.one_run.as_ref().unwrap().correct, 60, "the bug makes every guess right");
     assert_eq!(r.verdict, "violated", "{}", r.epsilon_lower);
 }
+
+#[test]
+fn a_certificate_records_an_audit_of_the_runs_recipe_and_refuses_another_recipes() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_dpaudit");
+    let run = |args: &[&str]| {
+        let o = std::process::Command::new(bin).args(args).output().unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+    };
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    let (code, out) = run(&["train", "--dataset", "fixture", "--model", "logreg", "--noise-multiplier", "4.0", "--max-grad-norm", "1.0", "--epochs", "1", "--lot-size", "200", "--seed", "1", "--out", &p("run")]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(run(&["keygen", "--out", &p("keys")]).0, Some(0));
+    // An audit of the same recipe (logreg, sigma 4, C 1).
+    let s = spec(None, "\"accountant\"", 10, "held-out", 1.0);
+    std::fs::write(p("spec.toml"), toml_of(&s)).unwrap();
+    let (code, out) = run(&["audit", "run", &p("spec.toml"), "--out", &p("audit")]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = run(&["cert", "sign", "--run", &p("run"), "--key", &p("keys/dpaudit-cert.key"), "--out", &p("cert.json"), "--audit", &p("audit")]);
+    assert_eq!(code, Some(0), "{out}");
+    let cert: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("cert.json")).unwrap()).unwrap();
+    let audits = cert["certificate"]["audits"].as_array().unwrap();
+    assert_eq!(audits.len(), 1);
+    assert_eq!(audits[0]["verdict"], "consistent");
+    assert_eq!(audits[0]["threat_model"], "white-box");
+    let (code, out) = run(&["cert", "verify", &p("cert.json"), "--pubkey", &p("keys/dpaudit-cert.pub")]);
+    assert_eq!(code, Some(0), "{out}");
+    // An audit of another recipe (sigma 2) is refused, and no certificate is written.
+    let other = toml_of(&s).replace("noise_multiplier = 4.0", "noise_multiplier = 2.0");
+    std::fs::write(p("other.toml"), other).unwrap();
+    assert_eq!(run(&["audit", "run", &p("other.toml"), "--out", &p("audit2")]).0, Some(0));
+    let (code, out) = run(&["cert", "sign", "--run", &p("run"), "--key", &p("keys/dpaudit-cert.key"), "--out", &p("cert2.json"), "--audit", &p("audit2")]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("certifies only the recipe it ran"), "{out}");
+    assert!(!dir.path().join("cert2.json").exists());
+}

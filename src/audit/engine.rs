@@ -551,6 +551,49 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
     })
 }
 
+/// Reads an audit folder's `audit.json`.
+///
+/// # Errors
+/// I/O errors; [`Error::Data`] for a file that is not an audit report.
+pub fn read_report(dir: &Path) -> Result<AuditReport> {
+    let path = dir.join(AUDIT_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))
+}
+
+impl AuditReport {
+    /// The certificate's record of this audit, after checking that it audited the recipe of the
+    /// run being certified (same model, noise multiplier and clipping norm as its `metrics.json`).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when the audited recipe differs from the run's.
+    pub fn cert_record_for(&self, run_config: &crate::train::dpsgd::TrainConfig) -> Result<crate::cert::schema::AuditRecord> {
+        let t = &self.spec.target;
+        if t.model != run_config.model || t.noise_multiplier != run_config.noise_multiplier || t.max_grad_norm != run_config.max_grad_norm {
+            return Err(Error::invalid(
+                "audit",
+                &self.spec_name,
+                format!(
+                    "audited {} with sigma = {}, C = {}, but the run trained {} with sigma = {}, C = {}: an audit certifies only the recipe it ran",
+                    t.model, t.noise_multiplier, t.max_grad_norm, run_config.model, run_config.noise_multiplier, run_config.max_grad_norm
+                ),
+            ));
+        }
+        use crate::cert::schema::Verdict;
+        let how = match &self.one_run {
+            Some(o) => format!("one-run audit ({} canaries, {} guesses)", o.canaries, o.guesses),
+            None => format!("replay audit ({} runs per side)", self.runs_per_side),
+        };
+        Ok(crate::cert::schema::AuditRecord {
+            name: format!("{}: {how} of the recipe, {} canary, {}", self.spec_name, serde_json::to_value(self.spec.canary.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), self.attack),
+            threat_model: self.threat_model.clone(),
+            epsilon_lower_bound: self.epsilon_lower,
+            confidence: self.confidence,
+            verdict: if self.verdict == "violated" { Verdict::Violated } else { Verdict::Consistent },
+        })
+    }
+}
+
 /// Writes `audit.json` atomically.
 ///
 /// # Errors
