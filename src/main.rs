@@ -114,6 +114,16 @@ struct TrainArgs {
     /// the fault and `dpaudit cert sign` refuses to certify it.
     #[arg(long, value_name = "FAULT")]
     inject_fault: Option<dpaudit::train::fault::Fault>,
+    /// Adversarial training (DP + robust): train on PGD examples within this L-infinity radius
+    /// (pixels in [0, 1], e.g. 0.1); robust test accuracy is reported too.
+    #[arg(long, value_name = "RADIUS")]
+    pgd_epsilon: Option<f64>,
+    /// PGD steps.
+    #[arg(long, default_value_t = 10, requires = "pgd_epsilon")]
+    pgd_steps: u32,
+    /// PGD step size (default: 2.5 radius / steps).
+    #[arg(long, requires = "pgd_epsilon")]
+    pgd_step_size: Option<f64>,
     /// Epochs (steps = epochs / q).
     #[arg(long, default_value_t = 1.0)]
     epochs: f64,
@@ -613,6 +623,10 @@ fn train(args: &TrainArgs) -> Result<()> {
         checkpoint_every: args.checkpoint_every,
         resume: args.resume,
         inject_fault: args.inject_fault,
+        adversarial: match args.pgd_epsilon {
+            Some(r) => Some(dpaudit::train::adversarial::PgdConfig::new(r, args.pgd_steps, args.pgd_step_size.unwrap_or(2.5 * r / f64::from(args.pgd_steps.max(1))))?),
+            None => None,
+        },
     };
     let bar = ProgressBar::new(total);
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed}<{eta}] {msg}").expect("valid template"));
@@ -629,6 +643,9 @@ fn train(args: &TrainArgs) -> Result<()> {
         return Ok(());
     }
     println!("{} on {} ({} examples): test accuracy {:.4} after {} steps, {:.1} s", metrics.config.model, metrics.train_dataset, metrics.train_examples, metrics.test_accuracy, metrics.steps, metrics.wall_seconds);
+    if let (Some(r), Some(cfg)) = (metrics.robust_test_accuracy, metrics.adversarial) {
+        println!("  robust test accuracy {r:.4} (PGD, L-infinity radius {}, {} steps of {})", cfg.epsilon, cfg.steps, cfg.step_size);
+    }
     for e in &metrics.epsilons {
         println!("  {} accountant: epsilon = {:.4} at delta = {:e} (Poisson sampling, q = {:.6}, sigma = {}, C = {})", e.accountant, e.epsilon, e.delta, metrics.sampling_rate, metrics.config.noise_multiplier, metrics.config.max_grad_norm);
     }

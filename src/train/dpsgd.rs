@@ -14,6 +14,7 @@ use crate::accounting::ledger::Ledger;
 use crate::accounting::SamplingScheme;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::train::adversarial::{pgd, PgdConfig};
 use crate::train::fault::Fault;
 use crate::train::models;
 use crate::train::noise::{self, NoiseSeed};
@@ -134,6 +135,9 @@ struct CheckpointState {
     /// An injected fault (`--inject-fault`), kept across resumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     fault: Option<Fault>,
+    /// Adversarial training, kept across resumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    adversarial: Option<PgdConfig>,
 }
 
 /// A DP-SGD run in a folder: the model, the optimiser, the sampler, the noise stream, the ledger.
@@ -150,6 +154,7 @@ pub struct DpSgd {
     steps: u64,
     dataset_size: usize,
     fault: Option<Fault>,
+    adversarial: Option<PgdConfig>,
     canaries: Vec<Vec<Tensor>>,
     /// No folder: the ledger is in memory and checkpoints are refused (audit replays).
     ephemeral: bool,
@@ -245,7 +250,7 @@ impl DpSgd {
             (true, false) => Some(Ledger::create(run_dir.join(LEDGER_FILE))?),
             (true, true) => Some(Ledger::open(run_dir.join(LEDGER_FILE))?),
         };
-        Ok(DpSgd { config, vs, model, params, optimizer, sampler, noise_rng, ledger, run_dir: run_dir.to_path_buf(), steps: 0, dataset_size, fault: None, canaries: Vec::new(), ephemeral })
+        Ok(DpSgd { config, vs, model, params, optimizer, sampler, noise_rng, ledger, run_dir: run_dir.to_path_buf(), steps: 0, dataset_size, fault: None, adversarial: None, canaries: Vec::new(), ephemeral })
     }
 
     /// Resumes the run in `run_dir` from its latest checkpoint, continuing the same ledger,
@@ -298,6 +303,7 @@ impl DpSgd {
             steps: state.steps,
             dataset_size,
             fault: state.fault,
+            adversarial: state.adversarial,
             canaries: Vec::new(),
             ephemeral: false,
         })
@@ -327,6 +333,10 @@ impl DpSgd {
             let mut sums: Vec<Tensor> = self.params.iter().map(|p| p.f_zeros_like()).collect::<std::result::Result<_, _>>()?;
             for chunk in lot.chunks(self.config.physical_batch) {
                 let (x, y) = data.select(chunk)?;
+                let x = match &self.adversarial {
+                    Some(cfg) => pgd(&self.model, &x, &y, cfg)?,
+                    None => x,
+                };
                 let batch = clip_and_sum(&self.model, &x, &y, &clip)?;
                 for (s, c) in sums.iter_mut().zip(&batch.clipped_sum) {
                     let _ = s.f_add_(c)?;
@@ -373,6 +383,10 @@ impl DpSgd {
             let mut sums: Vec<Tensor> = self.params.iter().map(|p| p.f_zeros_like()).collect::<std::result::Result<_, _>>()?;
             for chunk in lot.chunks(self.config.physical_batch) {
                 let (x, y) = data.select(chunk)?;
+                let x = match &self.adversarial {
+                    Some(cfg) => pgd(&self.model, &x, &y, cfg)?,
+                    None => x,
+                };
                 let g = nonprivate_gradient(&self.model, &x, &y)?;
                 let w = chunk.len() as f64 / lot.len() as f64;
                 for (s, gi) in sums.iter_mut().zip(&g.gradients) {
@@ -424,6 +438,7 @@ impl DpSgd {
             noise_word_pos: self.noise_rng.get_word_pos(),
             folder: name.clone(),
             fault: self.fault,
+            adversarial: self.adversarial,
         };
         let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::data(&folder, e.to_string()))?;
         write_atomically(&self.run_dir.join(CHECKPOINT_POINTER), &json)?;
@@ -462,6 +477,34 @@ impl DpSgd {
             correct += i64::try_from(pred.f_eq_tensor(&y)?.f_sum(Kind::Int64)?)?;
         }
         Ok(if n == 0 { f64::NAN } else { correct as f64 / n as f64 })
+    }
+
+    /// Accuracy on PGD adversarial versions of `data` (robust accuracy).
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn robust_accuracy(&self, data: &Examples, cfg: &PgdConfig) -> Result<f64> {
+        let mut correct = 0i64;
+        let n = data.len();
+        let all: Vec<usize> = (0..n).collect();
+        for chunk in all.chunks(self.config.physical_batch.max(256)) {
+            let (x, y) = data.select(chunk)?;
+            let adv = pgd(&self.model, &x, &y, cfg)?;
+            let _guard = tch::no_grad_guard();
+            let pred = self.model.forward(&adv)?.f_argmax(-1, false)?;
+            correct += i64::try_from(pred.f_eq_tensor(&y)?.f_sum(Kind::Int64)?)?;
+        }
+        Ok(if n == 0 { f64::NAN } else { correct as f64 / n as f64 })
+    }
+
+    /// Trains on PGD adversarial examples from the next step on (DP + robust).
+    pub fn set_adversarial(&mut self, cfg: PgdConfig) {
+        self.adversarial = Some(cfg);
+    }
+
+    /// The adversarial-training configuration, if any.
+    pub fn adversarial(&self) -> Option<PgdConfig> {
+        self.adversarial
     }
 
     /// Steps taken (updates applied) so far.

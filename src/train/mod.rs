@@ -1,5 +1,6 @@
 //! Training with differential privacy: per-example gradients and clipping, models, noise, lot
 //! sampling and DP-PCA.
+pub mod adversarial;
 pub mod dpsgd;
 pub mod fault;
 pub mod models;

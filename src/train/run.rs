@@ -7,6 +7,7 @@ use crate::accounting::rdp::{self, RdpAccountant};
 use crate::accounting::Phase;
 use crate::data::{sha256_file, Dataset};
 use crate::error::{Error, Result};
+use crate::train::adversarial::PgdConfig;
 use crate::train::fault::Fault;
 use crate::train::dpsgd::{write_atomically, DpSgd, Examples, StepReport, TrainConfig, CHECKPOINT_POINTER};
 use serde::Serialize;
@@ -34,6 +35,8 @@ pub struct RunSpec {
     /// A deliberate bug for testing audits (`--inject-fault`); recorded in metrics.json, refused
     /// by certificates.
     pub inject_fault: Option<Fault>,
+    /// Adversarial (PGD) training; robust test accuracy is then reported too.
+    pub adversarial: Option<PgdConfig>,
 }
 
 /// One accountant's epsilon, named.
@@ -84,6 +87,10 @@ pub struct Metrics {
     pub train_examples: usize,
     /// The injected fault, if any (`dpaudit cert sign` refuses such runs).
     pub inject_fault: Option<Fault>,
+    /// Adversarial training's PGD parameters (also used to measure robust accuracy).
+    pub adversarial: Option<PgdConfig>,
+    /// Test accuracy on PGD adversarial examples (adversarial runs).
+    pub robust_test_accuracy: Option<f64>,
     /// SHA-256 of the training data's content (pixels and labels).
     pub train_data_sha256: String,
     /// SHA-256 of `model.safetensors`.
@@ -137,6 +144,9 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
         }
         run.inject_fault(f);
     }
+    if let Some(cfg) = spec.adversarial {
+        run.set_adversarial(cfg);
+    }
     while run.steps() < total_steps {
         let report = run.step(&examples)?;
         let eps = match run.ledger() {
@@ -151,6 +161,10 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
     run.checkpoint()?;
     let model_path = run.save_model()?;
     let test_accuracy = run.accuracy(&test_examples)?;
+    let robust_test_accuracy = match run.adversarial() {
+        Some(cfg) => Some(run.robust_accuracy(&test_examples, &cfg)?),
+        None => None,
+    };
     let (phases, epsilons) = match run.ledger() {
         Some(l) => {
             let phases = l.phases()?;
@@ -181,6 +195,8 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
         train_dataset: train.name().to_owned(),
         train_examples: n,
         inject_fault: run.fault(),
+        adversarial: run.adversarial(),
+        robust_test_accuracy,
         train_data_sha256: train.content_sha256(),
         model_sha256: sha256_file(&model_path)?,
     };
