@@ -4,12 +4,14 @@
 //! worth. The command-line tool `dpaudit` is a thin layer over this library.
 //!
 //! - [`accounting`]: RDP and PLD accountants, cross-checked against an MPFR oracle.
+//! - [`attack`]: membership inference (loss threshold, LiRA) and nearest-neighbour attacks.
 //! - [`audit`]: empirical epsilon lower bounds from attack outcomes (Clopper–Pearson).
 //! - [`data`]: IDX (MNIST-format) reading and dataset fetching.
 //! - [`train`]: DP-SGD's per-example gradients and clipping, models, noise, sampling.
 #![warn(missing_docs)]
 
 pub mod accounting;
+pub mod attack;
 pub mod audit;
 pub mod cert;
 pub mod data;

@@ -1,0 +1,9 @@
+//! Attacks on what a training run releases: membership inference against trained models
+//! ([`mia`]) and nearest-neighbour attacks on released synthetic data. Their figures are *evidence* about one recipe on one dataset, never a
+//! privacy guarantee; a DP guarantee caps them (`TPR <= e^epsilon FPR + delta`), see
+//! `proofs/attack/`.
+//!
+//! - [`metrics`]: ROC, AUC, TPR at low FPR;
+//! - [`mia`]: the loss-threshold attack and LiRA's per-example Gaussian scores;
+pub mod metrics;
+pub mod mia;
