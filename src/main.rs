@@ -124,6 +124,14 @@ struct TrainArgs {
     /// PGD step size (default: 2.5 radius / steps).
     #[arg(long, requires = "pgd_epsilon")]
     pgd_step_size: Option<f64>,
+    /// Public data for public-data BatchNorm (models ending in -pn, e.g. seed-cnn-pn): an
+    /// MNIST-format folder whose first --public-norm-size training images give the normalisation
+    /// statistics (e.g. data/fashion-mnist for private MNIST). It must really be public.
+    #[arg(long, value_name = "DIR")]
+    public_norm_data: Option<PathBuf>,
+    /// Public images used for the statistics.
+    #[arg(long, default_value_t = 128)]
+    public_norm_size: usize,
     /// Epochs (steps = epochs / q).
     #[arg(long, default_value_t = 1.0)]
     epochs: f64,
@@ -589,6 +597,9 @@ fn train(args: &TrainArgs) -> Result<()> {
     let train_set = data::load_mnist_dir(&data_dir, Split::Train, 10).with_context(|| format!("loading the training set from {}{hint}", data_dir.display()))?;
     let test_set = data::load_mnist_dir(&data_dir, Split::Test, 10).with_context(|| format!("loading the test set from {}{hint}", data_dir.display()))?;
     let private = !args.no_privacy;
+    if args.public_norm_data.is_none() && dpaudit::train::models::specs(&args.model).is_ok_and(|s| s.iter().any(|l| matches!(l, dpaudit::train::per_example::LayerSpec::PublicBatchNorm2d { .. }))) {
+        bail!("model {} normalises with public-data statistics: give --public-norm-data DIR (an MNIST-format folder of public images, e.g. data/fashion-mnist from `dpaudit data fetch fashion-mnist`)", args.model);
+    }
     if private && args.noise_multiplier.is_none() && args.target_epsilon.is_none() {
         bail!("give --noise-multiplier S or --target-epsilon E (or --no-privacy for the baseline)");
     }
@@ -623,6 +634,15 @@ fn train(args: &TrainArgs) -> Result<()> {
         checkpoint_every: args.checkpoint_every,
         resume: args.resume,
         inject_fault: args.inject_fault,
+        public_batch: match &args.public_norm_data {
+            Some(dir) => {
+                let d = data::load_mnist_dir(dir, Split::Train, 10).with_context(|| format!("loading the public normalisation data from {}", dir.display()))?;
+                let n = args.public_norm_size.min(d.len());
+                let per = d.shape().pixels().unwrap_or(0);
+                Some(data::Dataset::new(format!("{} (first {n}, public)", d.name()), d.shape(), d.classes(), d.pixels()[..n * per].to_vec(), d.labels()[..n].to_vec())?)
+            }
+            None => None,
+        },
         adversarial: match args.pgd_epsilon {
             Some(r) => Some(dpaudit::train::adversarial::PgdConfig::new(r, args.pgd_steps, args.pgd_step_size.unwrap_or(2.5 * r / f64::from(args.pgd_steps.max(1))))?),
             None => None,

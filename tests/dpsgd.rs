@@ -86,3 +86,48 @@ fn baseline_records_nothing_and_bad_configs_are_refused() {
     bad.noise_multiplier = f64::NAN;
     assert!(DpSgd::new(bad, train.len(), tempfile::tempdir().unwrap().path(), Some(1), Device::Cpu).is_err());
 }
+
+#[test]
+fn public_batchnorm_needs_a_public_batch_and_then_trains_privately() {
+    tch::set_num_threads(1);
+    let (train, test) = fixture();
+    // The public batch: 64 test images stand in for public data here (Fashion-MNIST in practice).
+    let public = test.images.narrow(0, 0, 64);
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig { model: "seed-cnn-pn".into(), lot_size: 50.0, ..config(true) };
+    let mut run = DpSgd::new(cfg, train.len(), dir.path(), Some(3), Device::Cpu).unwrap();
+    let err = run.step(&train).unwrap_err().to_string();
+    assert!(err.contains("public"), "{err}");
+    assert_eq!(run.ledger().unwrap().steps(), 0, "nothing recorded for a refused step");
+    run.set_public_batch(public.shallow_clone()).unwrap();
+    for _ in 0..3 {
+        run.step(&train).unwrap();
+    }
+    assert_eq!(run.ledger().unwrap().steps(), 3);
+    assert!(run.accuracy(&test).unwrap().is_finite());
+    // A model without public-norm layers refuses a public batch.
+    let dir = tempfile::tempdir().unwrap();
+    let mut plain = DpSgd::new(config(true), train.len(), dir.path(), Some(3), Device::Cpu).unwrap();
+    assert!(plain.set_public_batch(public).is_err());
+}
+
+#[test]
+fn adversarial_training_keeps_the_ledger_and_reports_robust_accuracy() {
+    tch::set_num_threads(1);
+    let (train, test) = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let mut run = DpSgd::new(config(true), train.len(), dir.path(), Some(4), Device::Cpu).unwrap();
+    let pgd = dpaudit::train::adversarial::PgdConfig::new(0.1, 3, 0.05).unwrap();
+    run.set_adversarial(pgd);
+    for _ in 0..20 {
+        run.step(&train).unwrap();
+    }
+    assert_eq!(run.ledger().unwrap().steps(), 20);
+    let clean = run.accuracy(&test).unwrap();
+    let robust = run.robust_accuracy(&test, &pgd).unwrap();
+    assert!(robust <= clean, "robust {robust} > clean {clean}");
+    // The setting survives a checkpoint and resume.
+    run.checkpoint().unwrap();
+    let resumed = DpSgd::resume(dir.path(), train.len(), Device::Cpu).unwrap();
+    assert_eq!(resumed.adversarial(), Some(pgd));
+}

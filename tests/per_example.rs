@@ -343,6 +343,26 @@ fn batchnorm_refused_in_private_mode() {
     assert!(nonprivate_gradient(&net.model, &inputs, &labels).is_ok());
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 16, ..ProptestConfig::default() })]
+
+    /// Public-data BatchNorm (Davody et al. 2020): with statistics from a public batch, the
+    /// per-example gradients equal the one-example loop's, and clipping holds.
+    #[test]
+    fn public_batchnorm_matches_the_loop(seed in any::<u64>(), batch in 1i64..6, public in 2i64..9, clip_scale in 0.3f64..2.0) {
+        let net = tiny_image_net(LayerSpec::PublicBatchNorm2d { channels: 2 });
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        // Without statistics the layer refuses to run.
+        let x0 = random_tensor(&[batch, 1, 6, 6], &mut rng);
+        prop_assert!(net.model.forward(&x0).is_err());
+        let public_x = random_tensor(&[public, 1, 6, 6], &mut rng);
+        net.model.set_public_batch(&public_x).unwrap();
+        prop_assert!(net.model.needs_public_batch());
+        let labels = random_indices(&[batch], 3, &mut rng);
+        check_against_loop(&net.model, &x0, &labels, clip_scale)?;
+    }
+}
+
 #[test]
 fn nonfinite_inputs_and_bad_arguments_are_refused() {
     let net = tiny_image_net(LayerSpec::Relu);

@@ -155,6 +155,8 @@ pub struct DpSgd {
     dataset_size: usize,
     fault: Option<Fault>,
     adversarial: Option<PgdConfig>,
+    /// Public examples whose statistics feed the model's public-data BatchNorm layers.
+    public_batch: Option<Tensor>,
     canaries: Vec<Vec<Tensor>>,
     /// No folder: the ledger is in memory and checkpoints are refused (audit replays).
     ephemeral: bool,
@@ -250,7 +252,7 @@ impl DpSgd {
             (true, false) => Some(Ledger::create(run_dir.join(LEDGER_FILE))?),
             (true, true) => Some(Ledger::open(run_dir.join(LEDGER_FILE))?),
         };
-        Ok(DpSgd { config, vs, model, params, optimizer, sampler, noise_rng, ledger, run_dir: run_dir.to_path_buf(), steps: 0, dataset_size, fault: None, adversarial: None, canaries: Vec::new(), ephemeral })
+        Ok(DpSgd { config, vs, model, params, optimizer, sampler, noise_rng, ledger, run_dir: run_dir.to_path_buf(), steps: 0, dataset_size, fault: None, adversarial: None, public_batch: None, canaries: Vec::new(), ephemeral })
     }
 
     /// Resumes the run in `run_dir` from its latest checkpoint, continuing the same ledger,
@@ -304,6 +306,7 @@ impl DpSgd {
             dataset_size,
             fault: state.fault,
             adversarial: state.adversarial,
+            public_batch: None,
             canaries: Vec::new(),
             ephemeral: false,
         })
@@ -318,6 +321,7 @@ impl DpSgd {
         if data.len() != self.dataset_size {
             return Err(Error::invalid("training set", data.len(), format!("expected {} examples", self.dataset_size)));
         }
+        self.refresh_public_statistics()?;
         let mut lot = self.sampler.next_lot();
         // Indices from `dataset_size` on are the gradient canaries (if any), sampled like every
         // other example; the lot is sorted, so they come last.
@@ -467,6 +471,7 @@ impl DpSgd {
     /// # Errors
     /// libtorch errors.
     pub fn accuracy(&self, data: &Examples) -> Result<f64> {
+        self.refresh_public_statistics()?;
         let _guard = tch::no_grad_guard();
         let mut correct = 0i64;
         let n = data.len();
@@ -484,6 +489,7 @@ impl DpSgd {
     /// # Errors
     /// libtorch errors.
     pub fn robust_accuracy(&self, data: &Examples, cfg: &PgdConfig) -> Result<f64> {
+        self.refresh_public_statistics()?;
         let mut correct = 0i64;
         let n = data.len();
         let all: Vec<usize> = (0..n).collect();
@@ -495,6 +501,30 @@ impl DpSgd {
             correct += i64::try_from(pred.f_eq_tensor(&y)?.f_sum(Kind::Int64)?)?;
         }
         Ok(if n == 0 { f64::NAN } else { correct as f64 / n as f64 })
+    }
+
+    /// Gives the public examples (images as for [`Examples`], e.g. 128 Fashion-MNIST images for
+    /// private MNIST) whose statistics the model's public-data BatchNorm layers use; they are
+    /// recomputed from the current model before every step. Needed (and only allowed) for models
+    /// with such layers; not kept in checkpoints (give it again after a resume).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a model without public-norm layers or a batch below 2.
+    pub fn set_public_batch(&mut self, images: Tensor) -> Result<()> {
+        if !self.model.needs_public_batch() {
+            return Err(Error::invalid("public batch", self.config.model.as_str(), "this model has no public-data normalisation layers"));
+        }
+        self.model.set_public_batch(&images)?;
+        self.public_batch = Some(images);
+        Ok(())
+    }
+
+    fn refresh_public_statistics(&self) -> Result<()> {
+        match (&self.public_batch, self.model.needs_public_batch()) {
+            (Some(x), _) => self.model.set_public_batch(x),
+            (None, true) => Err(Error::invalid("public batch", "none", format!("model {} normalises with public-data statistics: give a public batch", self.config.model))),
+            (None, false) => Ok(()),
+        }
     }
 
     /// Trains on PGD adversarial examples from the next step on (DP + robust).

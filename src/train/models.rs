@@ -5,7 +5,7 @@ use crate::train::per_example::{LayerSpec, Sequential};
 use tch::nn;
 
 /// The model names [`build`] accepts.
-pub const MODEL_NAMES: [&str; 4] = ["logreg", "mlp", "tanh-cnn", "seed-cnn"];
+pub const MODEL_NAMES: [&str; 5] = ["logreg", "mlp", "tanh-cnn", "seed-cnn", "seed-cnn-pn"];
 
 /// Side of the square input images.
 pub const IMAGE_SIDE: i64 = 28;
@@ -53,6 +53,8 @@ pub fn mlp_specs(inputs: i64, hidden: i64, classes: i64) -> Vec<LayerSpec> {
 ///   (the model of `opacus_throughput.py`).
 /// - `seed-cnn`: two blocks of (conv 5x5 padding 2, ReLU, maxpool 2 stride 2) with 16 and 32
 ///   channels, flatten, linear 1568 -> 32, ReLU, linear 32 -> 10.
+/// - `seed-cnn-pn`: `seed-cnn` with a public-data BatchNorm after each conv (Davody et al. 2020;
+///   needs a public batch, e.g. `dpaudit train --public-norm-data`).
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] for an unknown name (the message lists [`MODEL_NAMES`]).
@@ -77,6 +79,20 @@ pub fn specs(name: &str) -> Result<Vec<LayerSpec>> {
             LayerSpec::Flatten,
             linear(32 * 4 * 4, 32),
             LayerSpec::Tanh,
+            linear(32, CLASSES),
+        ],
+        "seed-cnn-pn" => vec![
+            conv(1, 16, 5, 1, 2),
+            LayerSpec::PublicBatchNorm2d { channels: 16 },
+            LayerSpec::Relu,
+            LayerSpec::MaxPool2d { kernel: 2, stride: 2 },
+            conv(16, 32, 5, 1, 2),
+            LayerSpec::PublicBatchNorm2d { channels: 32 },
+            LayerSpec::Relu,
+            LayerSpec::MaxPool2d { kernel: 2, stride: 2 },
+            LayerSpec::Flatten,
+            linear(32 * 7 * 7, 32),
+            LayerSpec::Relu,
             linear(32, CLASSES),
         ],
         "seed-cnn" => vec![

@@ -37,6 +37,8 @@ pub struct RunSpec {
     pub inject_fault: Option<Fault>,
     /// Adversarial (PGD) training; robust test accuracy is then reported too.
     pub adversarial: Option<PgdConfig>,
+    /// Public images for public-data BatchNorm (models such as `seed-cnn-pn`).
+    pub public_batch: Option<Dataset>,
 }
 
 /// One accountant's epsilon, named.
@@ -91,6 +93,8 @@ pub struct Metrics {
     pub adversarial: Option<PgdConfig>,
     /// Test accuracy on PGD adversarial examples (adversarial runs).
     pub robust_test_accuracy: Option<f64>,
+    /// The public batch behind public-data BatchNorm: name, size and content SHA-256.
+    pub public_norm_data: Option<String>,
     /// SHA-256 of the training data's content (pixels and labels).
     pub train_data_sha256: String,
     /// SHA-256 of `model.safetensors`.
@@ -147,6 +151,9 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
     if let Some(cfg) = spec.adversarial {
         run.set_adversarial(cfg);
     }
+    if let Some(public) = &spec.public_batch {
+        run.set_public_batch(Examples::from_dataset(public, device)?.images)?;
+    }
     while run.steps() < total_steps {
         let report = run.step(&examples)?;
         let eps = match run.ledger() {
@@ -197,6 +204,7 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
         inject_fault: run.fault(),
         adversarial: run.adversarial(),
         robust_test_accuracy,
+        public_norm_data: spec.public_batch.as_ref().map(|d| format!("{} ({} examples, sha256 {})", d.name(), d.len(), d.content_sha256())),
         train_data_sha256: train.content_sha256(),
         model_sha256: sha256_file(&model_path)?,
     };

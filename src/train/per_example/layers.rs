@@ -63,6 +63,14 @@ pub enum LayerSpec {
         /// Channels C.
         channels: i64,
     },
+    /// Batch normalisation with *public-data* statistics (Davody et al. 2020): the per-channel mean
+    /// and variance come from a batch of public examples ([`Sequential::set_public_batch`]), not
+    /// from the private batch, and are constants for the gradient, so private examples never
+    /// affect one another. Allowed in private mode; per-channel affine parameters as in GroupNorm.
+    PublicBatchNorm2d {
+        /// Channels C.
+        channels: i64,
+    },
     /// Elementwise tanh.
     Tanh,
     /// Elementwise max(0, x).
@@ -98,6 +106,7 @@ impl LayerSpec {
                 | LayerSpec::LayerNorm { .. }
                 | LayerSpec::Embedding { .. }
                 | LayerSpec::BatchNorm2d { .. }
+                | LayerSpec::PublicBatchNorm2d { .. }
         )
     }
 
@@ -174,7 +183,7 @@ impl LayerSpec {
                 positive("embedding vocabulary", *vocabulary)?;
                 positive("embedding dim", *dim)
             }
-            LayerSpec::BatchNorm2d { channels } => positive("batch norm channels", *channels),
+            LayerSpec::BatchNorm2d { channels } | LayerSpec::PublicBatchNorm2d { channels } => positive("batch norm channels", *channels),
             LayerSpec::MaxPool2d { kernel, stride } | LayerSpec::AvgPool2d { kernel, stride } => {
                 positive("pool kernel", *kernel)?;
                 positive("pool stride", *stride)
@@ -191,6 +200,8 @@ pub(crate) struct Layer {
     /// In order: weight, then bias when present.
     pub(crate) params: Vec<Tensor>,
     pub(crate) names: Vec<String>,
+    /// PublicBatchNorm2d: the public batch's (mean, variance) per channel, shaped (1, C, 1, 1).
+    pub(crate) public_stats: std::sync::Mutex<Option<(Tensor, Tensor)>>,
 }
 
 /// What the forward pass records for one parameterised layer.
@@ -280,7 +291,7 @@ impl Sequential {
                         add("bias", p.f_var("bias", &[*out_channels], uniform(bound))?);
                     }
                 }
-                LayerSpec::GroupNorm { channels, .. } | LayerSpec::BatchNorm2d { channels } => {
+                LayerSpec::GroupNorm { channels, .. } | LayerSpec::BatchNorm2d { channels } | LayerSpec::PublicBatchNorm2d { channels } => {
                     add(
                         "weight",
                         p.f_var("weight", &[*channels], nn::Init::Const(1.0))?,
@@ -310,6 +321,7 @@ impl Sequential {
                 spec: spec.clone(),
                 params,
                 names,
+                public_stats: std::sync::Mutex::new(None),
             });
         }
         Ok(Sequential { layers })
@@ -352,6 +364,56 @@ impl Sequential {
             }
         }
         Ok(())
+    }
+
+    /// Whether the network has [`LayerSpec::PublicBatchNorm2d`] layers (which need
+    /// [`Sequential::set_public_batch`]).
+    pub fn needs_public_batch(&self) -> bool {
+        self.layers.iter().any(|l| matches!(l.spec, LayerSpec::PublicBatchNorm2d { .. }))
+    }
+
+    /// Runs the public batch `x` through the network (no gradient) and stores, at each
+    /// [`LayerSpec::PublicBatchNorm2d`], the per-channel mean and variance of the public
+    /// activations arriving there (each layer normalised by its own new statistics). Call it
+    /// whenever the parameters change (every step): the statistics depend on the model, never on
+    /// private data.
+    ///
+    /// # Errors
+    /// [`Error::Torch`] on shape mismatches; [`Error::InvalidParameter`] for an empty batch.
+    pub fn set_public_batch(&self, x: &Tensor) -> Result<()> {
+        if x.size().first().copied().unwrap_or(0) < 2 {
+            return Err(Error::invalid("public batch", x.size().first().copied().unwrap_or(0), "needs at least 2 examples"));
+        }
+        let _guard = tch::no_grad_guard();
+        // Clear every layer first, then fill them in order (a layer's statistics depend on the
+        // layers before it, normalised with their new statistics).
+        for l in &self.layers {
+            *l.public_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+        }
+        let mut h = x.shallow_clone();
+        for (i, l) in self.layers.iter().enumerate() {
+            if let LayerSpec::PublicBatchNorm2d { .. } = l.spec {
+                let mean = h.f_mean_dim(&[0i64, 2, 3][..], true, None::<Kind>)?;
+                let var = h.f_sub(&mean)?.f_square()?.f_mean_dim(&[0i64, 2, 3][..], true, None::<Kind>)?;
+                *l.public_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((mean.f_detach()?, var.f_detach()?));
+            }
+            h = self.forward_layer(i, &h)?;
+        }
+        Ok(())
+    }
+
+    fn forward_layer(&self, i: usize, h: &Tensor) -> Result<Tensor> {
+        // Reuse forward_impl's per-layer code through a one-layer view.
+        let l = &self.layers[i];
+        let view = Sequential {
+            layers: vec![Layer {
+                spec: l.spec.clone(),
+                params: l.params.iter().map(Tensor::shallow_clone).collect(),
+                names: l.names.clone(),
+                public_stats: std::sync::Mutex::new(l.public_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|(m, v)| (m.shallow_clone(), v.shallow_clone()))),
+            }],
+        };
+        Ok(view.forward_impl(h, false)?.0)
     }
 
     /// The network's output for `x` (train-mode semantics: BatchNorm uses batch statistics).
@@ -404,6 +466,15 @@ impl Sequential {
                 LayerSpec::Embedding { .. } => {
                     let z = Tensor::f_embedding(&l.params[0], &h, -1, false, false)?;
                     (h, z)
+                }
+                LayerSpec::PublicBatchNorm2d { .. } => {
+                    let stats = l.public_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let (mean, var) = stats.as_ref().ok_or_else(|| {
+                        Error::invalid("public batch norm", i, "has no public statistics; call Sequential::set_public_batch first")
+                    })?;
+                    let xhat = h.f_sub(mean)?.f_div(&var.f_add_scalar(NORM_EPS)?.f_sqrt()?)?;
+                    let z = affine_channels(&xhat, &l.params[0], &l.params[1])?;
+                    (xhat, z)
                 }
                 LayerSpec::BatchNorm2d { .. } => {
                     let z = h.f_batch_norm(

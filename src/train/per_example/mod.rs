@@ -245,7 +245,9 @@ fn prepare(
                 has_bias,
                 norm_method,
             )?,
-            LayerSpec::GroupNorm { .. } => norm::prepare_group(a, b)?,
+            // Public-statistics BatchNorm is, per example, a fixed normalisation followed by a
+            // per-channel affine map: GroupNorm's rule applies to its recorded x_hat.
+            LayerSpec::GroupNorm { .. } | LayerSpec::PublicBatchNorm2d { .. } => norm::prepare_group(a, b)?,
             LayerSpec::LayerNorm { shape } => norm::prepare_layer(a, b, shape.len())?,
             LayerSpec::Embedding { vocabulary, .. } => embedding::prepare(a, b, *vocabulary)?,
             other => {
