@@ -50,6 +50,10 @@ enum Command {
     /// canary), giving an epsilon lower bound with its confidence and a verdict.
     #[command(subcommand)]
     Audit(cli::audit::AuditCommand),
+    /// Attacks: membership inference against a training recipe (loss threshold, LiRA with shadow
+    /// models) and nearest-neighbour attacks on released synthetic data. Evidence, not bounds.
+    #[command(subcommand)]
+    Attack(cli::attack::AttackCommand),
 }
 
 #[derive(Subcommand)]
@@ -379,6 +383,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Fetch { dataset, dir, json }) => data_fetch(dataset, dir, json),
         Command::Data(DataCommand::Info { path, json }) => data_info(&path, json),
         Command::Train(args) => train(&args),
+        Command::Attack(cmd) => cli::attack::run(cmd),
         Command::Audit(cmd) => {
             let code = cli::audit::run(cmd)?;
             if code != 0 {

@@ -5,5 +5,10 @@
 //!
 //! - [`metrics`]: ROC, AUC, TPR at low FPR;
 //! - [`mia`]: the loss-threshold attack and LiRA's per-example Gaussian scores;
+//! - [`shadows`]: the membership experiment: target and shadow models trained on random halves of
+//!   a population, in parallel, resumable and sharded, analysed into `mia.json`;
+//! - [`plot`]: the log-log ROC as SVG.
 pub mod metrics;
 pub mod mia;
+pub mod plot;
+pub mod shadows;
