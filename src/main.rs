@@ -102,7 +102,13 @@ enum CertCommand {
 }
 
 #[derive(Args)]
+#[command(args_override_self = true)]
 struct TrainArgs {
+    /// A TOML file of options: `key = value` per line, keys as the long options without `--`
+    /// (`model = "tanh-cnn"`, `epochs = 10`, `no_privacy = true`). Options given on the command
+    /// line override the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Which data: mnist, fashion-mnist (MNIST-format folders) or fixture (the built-in 2,000/500
     /// MNIST subset in fixtures/mnist-small).
     #[arg(long, value_enum, default_value_t = TrainDataset::Fixture)]
@@ -369,11 +375,46 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let args = match expand_train_config(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::exit(2);
+        }
+    };
+    let cli = Cli::parse_from(args);
     if let Err(err) = run(cli) {
         eprintln!("error: {err:#}");
         std::process::exit(1);
     }
+}
+
+/// `dpaudit train --config FILE ...`: the file's options go first, so the command line overrides
+/// them (TrainArgs lets a later occurrence of an option replace an earlier one).
+fn expand_train_config(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>> {
+    if args.get(1).and_then(|a| a.to_str()) != Some("train") {
+        return Ok(args);
+    }
+    let Some(pos) = args.iter().position(|a| a == "--config") else { return Ok(args) };
+    let path = PathBuf::from(args.get(pos + 1).context("--config needs a file")?);
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading the config {}", path.display()))?;
+    let table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing the config {}", path.display()))?;
+    let mut from_file: Vec<std::ffi::OsString> = Vec::new();
+    for (key, value) in table {
+        let flag = format!("--{}", key.replace('_', "-"));
+        match value {
+            toml::Value::Boolean(true) => from_file.push(flag.into()),
+            toml::Value::Boolean(false) => {}
+            toml::Value::String(v) => from_file.extend([flag.into(), v.into()]),
+            toml::Value::Integer(v) => from_file.extend([flag.into(), v.to_string().into()]),
+            toml::Value::Float(v) => from_file.extend([flag.into(), v.to_string().into()]),
+            other => bail!("{}: option {key} has an unsupported value {other} (use a string, number or boolean)", path.display()),
+        }
+    }
+    let mut out: Vec<std::ffi::OsString> = args[..2].to_vec();
+    out.extend(from_file);
+    out.extend(args[2..].iter().cloned());
+    Ok(out)
 }
 
 fn run(cli: Cli) -> Result<()> {

@@ -74,3 +74,21 @@ fn data_info_describes_the_fixture() {
     assert_eq!(v[1]["examples"], 500);
     assert_eq!(v[0]["height"], 28);
 }
+
+#[test]
+fn train_reads_a_toml_config_and_the_command_line_overrides_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("run.toml");
+    std::fs::write(&cfg, "model = \"logreg\"\nepochs = 0.5\nlot_size = 200\nnoise_multiplier = 1.5\nseed = 3\noptimizer = \"sgd\"\n").unwrap();
+    let out = dir.path().join("run");
+    let v = json(&["train", "--config", cfg.to_str().unwrap(), "--epochs", "1", "--json", "--out", out.to_str().unwrap()]);
+    assert_eq!(v["config"]["model"], "logreg");
+    assert_eq!(v["epochs"], 1.0, "the command line overrides the file");
+    assert_eq!(v["steps"], 10, "q = 200 / 2000, 1 epoch");
+    assert_eq!(v["config"]["noise_multiplier"], 1.5);
+    // An unknown key is an error naming it.
+    std::fs::write(&cfg, "model = \"logreg\"\nnoise_multplier = 1.5\n").unwrap();
+    let bad = dpaudit(&["train", "--config", cfg.to_str().unwrap(), "--out", dir.path().join("b").to_str().unwrap()]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("noise-multplier"));
+}
