@@ -1,5 +1,6 @@
 //! Attacks on what a training run releases: membership inference against trained models
-//! ([`mia`]) and nearest-neighbour attacks on released synthetic data. Their figures are *evidence* about one recipe on one dataset, never a
+//! ([`mia`], [`shadows`]) and nearest-neighbour attacks on released synthetic data
+//! ([`nearest_neighbour`]). Their figures are *evidence* about one recipe on one dataset, never a
 //! privacy guarantee; a DP guarantee caps them (`TPR <= e^epsilon FPR + delta`), see
 //! `proofs/attack/`.
 //!
@@ -7,8 +8,11 @@
 //! - [`mia`]: the loss-threshold attack and LiRA's per-example Gaussian scores;
 //! - [`shadows`]: the membership experiment: target and shadow models trained on random halves of
 //!   a population, in parallel, resumable and sharded, analysed into `mia.json`;
+//! - [`nearest_neighbour`]: distances to closest records (a heuristic) and a GAN-Leaks-style
+//!   membership attack (evidence), kept apart;
 //! - [`plot`]: the log-log ROC as SVG.
 pub mod metrics;
 pub mod mia;
+pub mod nearest_neighbour;
 pub mod plot;
 pub mod shadows;

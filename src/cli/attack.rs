@@ -38,6 +38,33 @@ pub enum AttackCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Nearest-neighbour analyses of released synthetic images: distances to closest records
+    /// (DCR synthetic->train against synthetic->holdout, the share closer to train, exact copies,
+    /// NNDR: heuristics, not a privacy guarantee) and the GAN-Leaks membership attack (score:
+    /// minus the distance to the nearest synthetic image; AUC, TPR at low FPR: evidence). Each
+    /// folder is MNIST-format: its train-images-idx3-ubyte[.gz], or its t10k-images file when it
+    /// has none; when --holdout names the same folder as --train, its t10k-images file.
+    /// Exit status: 0, or 11 when a heuristic flag is raised.
+    NearestNeighbour {
+        /// The released synthetic images.
+        #[arg(long)]
+        synthetic: PathBuf,
+        /// The generator's training images.
+        #[arg(long)]
+        train: PathBuf,
+        /// Images of the same distribution the generator never saw.
+        #[arg(long)]
+        holdout: PathBuf,
+        /// Use at most the first N images of each set (distances cost N x N).
+        #[arg(long, default_value_t = 10_000)]
+        max_examples: usize,
+        /// Also write the report to this file (JSON, atomically).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Gather the shard folders of `attack mia --shard` into one and analyse them.
     Merge {
         /// Shard folders.
@@ -51,6 +78,9 @@ pub enum AttackCommand {
         json: bool,
     },
 }
+
+/// Exit status of `attack nearest-neighbour` when a heuristic flag is raised.
+pub const EXIT_FLAGGED: i32 = 11;
 
 fn finish(ctx: &shadows::MiaContext, records: &[shadows::ModelRecord], out: &Path, wall: f64, json: bool) -> Result<()> {
     let report = shadows::analyse(ctx, records, wall)?;
@@ -136,6 +166,40 @@ pub fn run(cmd: AttackCommand) -> Result<()> {
                 return Ok(());
             }
             finish(&ctx, &records, &out, start.elapsed().as_secs_f64(), json)
+        }
+        AttackCommand::NearestNeighbour { synthetic, train, holdout, max_examples, out, json } => {
+            use dpaudit::attack::nearest_neighbour::{analyse, load_images};
+            let same = train.canonicalize().ok().is_some_and(|t| holdout.canonicalize().ok() == Some(t));
+            let s = load_images(&synthetic, false).context("reading the synthetic images")?.truncate(max_examples);
+            let t = load_images(&train, false).context("reading the training images")?.truncate(max_examples);
+            let h = load_images(&holdout, same).context("reading the holdout images")?.truncate(max_examples);
+            if same && h.path == t.path {
+                anyhow::bail!("--train and --holdout name the same folder, which has no t10k-images file to hold out");
+            }
+            let r = analyse(&s, &t, &h)?;
+            if let Some(path) = &out {
+                write_atomically(path, &serde_json::to_vec_pretty(&r)?).with_context(|| format!("writing {}", path.display()))?;
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                let d = &r.distances;
+                println!("nearest neighbours: {} synthetic, {} train, {} holdout images ({})", r.sizes.synthetic, r.sizes.train, r.sizes.holdout, r.distance);
+                println!("distances (a heuristic, NOT a privacy guarantee; {} train and {} holdout records compared):", d.compared, d.compared);
+                println!("  DCR synthetic->train   median {:.4}, 5th percentile {:.4}, min {:.4}", d.dcr_synthetic_to_train.median, d.dcr_synthetic_to_train.p5, d.dcr_synthetic_to_train.min);
+                println!("  DCR synthetic->holdout median {:.4}, 5th percentile {:.4}, min {:.4}", d.dcr_synthetic_to_holdout.median, d.dcr_synthetic_to_holdout.p5, d.dcr_synthetic_to_holdout.min);
+                println!("  closer to train than to holdout: {:.1}% (one-sided binomial p = {:.2e} against 50%)", 100.0 * d.share_closer_to_train, d.share_p_value);
+                println!("  exact copies of training images: {}; NNDR median {:.3}, below {}: {:.1}%", d.exact_copies_of_train, d.nndr.median, dpaudit::attack::nearest_neighbour::NNDR_LOW, 100.0 * d.share_nndr_below_half);
+                for f in &d.flags {
+                    println!("  FLAG: {f}");
+                }
+                let m = &r.attack.metrics;
+                println!("membership attack (GAN-Leaks; evidence, not a bound): AUC {:.4}, TPR at FPR 1% / 0.1% / 0.01%: {:.4} / {:.4} / {:.4} ({} members, {} non-members)", m.auc, m.tpr_at_fpr["0.01"].tpr, m.tpr_at_fpr["0.001"].tpr, m.tpr_at_fpr["0.0001"].tpr, m.members, m.non_members);
+            }
+            if !r.distances.flags.is_empty() {
+                std::process::exit(EXIT_FLAGGED);
+            }
+            Ok(())
         }
         AttackCommand::Merge { shards, out, json } => {
             let (spec, records) = shadows::merge(&shards, &out)?;
