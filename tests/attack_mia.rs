@@ -123,3 +123,80 @@ fn lira_recovers_per_example_difficulty_on_synthetic_scores() {
     assert!(e.contains("IN"), "{e}");
     assert!(mia::lira_scores(&target[..10], &shadow_phi, &shadow_in, VarianceMode::Auto).is_err());
 }
+
+fn write_spec(dir: &Path, extra: &str) -> std::path::PathBuf {
+    let p = dir.join("spec.toml");
+    std::fs::write(
+        &p,
+        format!(
+            "name = \"cli-test\"\n[data]\ndataset = \"{}\"\npopulation = 200\n[target]\nmodel = \"logreg\"\nlot_size = 25\nepochs = 2\nprivate = false\noptimizer = \"momentum\"\nlr = 0.1\n{extra}[attack]\nshadows = 4\ntargets = 2\nseed = 3\n",
+            std::env::current_dir().unwrap().join("fixtures/mnist-small").display()
+        ),
+    )
+    .unwrap();
+    p
+}
+
+/// The CLI end to end on the fixture: mia.json and roc.svg; re-running resumes without training
+/// again; three shards merged give the very same report as one run.
+#[test]
+fn cli_runs_resumes_and_merges_shards() {
+    let bin = env!("CARGO_BIN_EXE_dpaudit");
+    let root = tempfile::tempdir().unwrap();
+    let spec = write_spec(root.path(), "");
+    let whole = root.path().join("whole");
+    let run = |args: &[&str]| std::process::Command::new(bin).args(args).output().unwrap();
+    let s = spec.to_str().unwrap();
+    let o = run(&["attack", "mia", "--target-config", s, "--out", whole.to_str().unwrap(), "--threads", "2", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let names: Vec<&str> = report["attacks"].as_array().unwrap().iter().map(|a| a["attack"].as_str().unwrap()).collect();
+    assert_eq!(names, ["loss", "lira-offline", "lira-online"]);
+    assert!(std::fs::read_to_string(whole.join("roc.svg")).unwrap().starts_with("<svg"));
+    let lines = std::fs::read_to_string(whole.join("runs.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 5);
+    // Resume: nothing is trained again (the file is unchanged).
+    let o = run(&["attack", "mia", "--target-config", s, "--out", whole.to_str().unwrap()]);
+    assert!(o.status.success());
+    assert_eq!(std::fs::read_to_string(whole.join("runs.jsonl")).unwrap(), lines);
+    let mut shards = Vec::new();
+    for i in 0..3 {
+        let d = root.path().join(format!("shard{i}"));
+        let o = run(&["attack", "mia", "--target-config", s, "--out", d.to_str().unwrap(), "--shard", &format!("{i}/3")]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        shards.push(d.to_str().unwrap().to_owned());
+    }
+    let merged = root.path().join("merged");
+    let mut args = vec!["attack", "merge"];
+    args.extend(shards[..2].iter().map(String::as_str));
+    args.extend(["--out", merged.to_str().unwrap()]);
+    let o = run(&args);
+    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("missing"), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut args = vec!["attack", "merge"];
+    args.extend(shards.iter().map(String::as_str));
+    args.extend(["--out", merged.to_str().unwrap(), "--json"]);
+    let o = run(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(m["attacks"], report["attacks"]);
+}
+
+#[test]
+fn cli_refuses_bad_specs_and_missing_data() {
+    let bin = env!("CARGO_BIN_EXE_dpaudit");
+    let root = tempfile::tempdir().unwrap();
+    let run = |spec: &Path| std::process::Command::new(bin).args(["attack", "mia", "--target-config"]).arg(spec).arg("--out").arg(root.path().join("out")).output().unwrap();
+    let bad_key = write_spec(root.path(), "colour = \"blue\"\n");
+    let e = String::from_utf8_lossy(&run(&bad_key).stderr).into_owned();
+    assert!(e.contains("colour"), "{e}");
+    let p = root.path().join("missing.toml");
+    std::fs::write(&p, "name = \"m\"\n[data]\ndataset = \"/nonexistent/mnist\"\n[target]\nmodel = \"logreg\"\nlot_size = 10\nepochs = 1\nprivate = false\nlr = 0.1\n").unwrap();
+    let o = run(&p);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/mnist"), "{}", String::from_utf8_lossy(&o.stderr));
+    let e = String::from_utf8_lossy(&run(&root.path().join("no-such-spec.toml")).stderr).into_owned();
+    assert!(e.contains("no-such-spec.toml"), "{e}");
+    // Too few shadows for LiRA, and a private recipe without its noise.
+    std::fs::write(&p, "name = \"m\"\n[data]\ndataset = \"fixture\"\n[target]\nmodel = \"logreg\"\nlot_size = 10\nepochs = 1\nlr = 0.1\n").unwrap();
+    assert!(String::from_utf8_lossy(&run(&p).stderr).contains("noise_multiplier or target_epsilon"));
+}
