@@ -7,6 +7,7 @@
 //! - [`attack`]: membership inference (loss threshold, LiRA) and nearest-neighbour attacks.
 //! - [`audit`]: empirical epsilon lower bounds from attack outcomes (Clopper–Pearson).
 //! - [`data`]: IDX (MNIST-format) reading and dataset fetching.
+//! - [`gan`]: the private GAN (DP-GAN) for synthetic data releases, and their evaluation.
 //! - [`train`]: DP-SGD's per-example gradients and clipping, models, noise, sampling.
 #![warn(missing_docs)]
 
@@ -17,6 +18,7 @@ pub mod cert;
 pub mod data;
 pub mod durable;
 pub mod error;
+pub mod gan;
 pub mod testing;
 pub mod train;
 

@@ -50,6 +50,12 @@ enum Command {
     /// canary), giving an epsilon lower bound with its confidence and a verdict.
     #[command(subcommand)]
     Audit(cli::audit::AuditCommand),
+    /// Private GANs (DP-GAN): train one, sample a labelled synthetic release with its provenance.
+    #[command(subcommand)]
+    Gan(cli::gan::GanCommand),
+    /// Utility of released synthetic data (CAS, fid_mnist_classifier, real-vs-fake accuracy).
+    #[command(subcommand)]
+    Evaluate(cli::gan::EvaluateCommand),
     /// Attacks: membership inference against a training recipe (loss threshold, LiRA with shadow
     /// models) and nearest-neighbour attacks on released synthetic data. Evidence, not bounds.
     #[command(subcommand)]
@@ -425,6 +431,8 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Info { path, json }) => data_info(&path, json),
         Command::Train(args) => train(&args),
         Command::Attack(cmd) => cli::attack::run(cmd),
+        Command::Gan(cmd) => cli::gan::run(cmd),
+        Command::Evaluate(cmd) => cli::gan::run_evaluate(cmd),
         Command::Audit(cmd) => {
             let code = cli::audit::run(cmd)?;
             if code != 0 {

@@ -2,3 +2,4 @@
 //! parse, call the library, print (human text or `--json`); errors get context with `anyhow`.
 pub mod attack;
 pub mod audit;
+pub mod gan;

@@ -15,10 +15,12 @@
 //! Everything runs on the device of the model and inputs (CPU or CUDA alike).
 pub mod conv;
 pub mod embedding;
+pub mod grouped;
 pub mod layers;
 pub mod linear;
 pub mod norm;
 
+pub use grouped::clip_and_sum_grouped;
 pub use layers::{per_example_cross_entropy, LayerSpec, Sequential, NORM_EPS};
 
 use crate::error::{Error, Result};

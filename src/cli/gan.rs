@@ -1,0 +1,300 @@
+//! `dpaudit gan ...` (train a private GAN, sample a synthetic release) and `dpaudit evaluate
+//! synthetic` (CAS, fid_mnist_classifier, real-vs-fake accuracy).
+use anyhow::{bail, Context, Result};
+use clap::{Subcommand, ValueEnum};
+use dpaudit::data::{self, Split};
+use dpaudit::gan::dpgan::{Design, GanConfig};
+use dpaudit::gan::evaluation::{evaluate_synthetic, EvalConfig};
+use dpaudit::gan::release::sample_release;
+use dpaudit::gan::run::{train_gan, GanRunSpec};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use tch::Device;
+
+/// Which training data.
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum GanDataset {
+    /// fixtures/mnist-small (2000 MNIST training images).
+    Fixture,
+    /// data/mnist (`dpaudit data fetch mnist`).
+    Mnist,
+    /// data/fashion-mnist (`dpaudit data fetch fashion-mnist`).
+    FashionMnist,
+}
+
+/// The privacy design.
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum DesignChoice {
+    /// (a) clip and noise only the real-data term; the fake-data gradient is added without noise.
+    RealOnly,
+    /// (b) clip each (real, fake) pair's joint gradient, then noise (Bie et al. 2023).
+    Joint,
+    /// Triastcyn & Faltings 2018's Gaussian noise layer; its epsilon is only claimed.
+    NoiseLayer,
+}
+
+/// GAN subcommands.
+#[derive(Subcommand)]
+pub enum GanCommand {
+    /// Train a conditional DP-GAN. Only the discriminator touches private data: each of its steps
+    /// is a Poisson-subsampled Gaussian step, recorded (fsynced) in ledger.jsonl before its update,
+    /// n_critic per generator step. Writes generator.safetensors, discriminator.safetensors,
+    /// gan.json, metrics.json (per-epoch generator / discriminator-real / discriminator-fake
+    /// losses, epsilon per accountant with delta), samples-epoch-NNN.png per epoch and
+    /// nearest_training_images.png (samples beside their nearest training image; shows private
+    /// images, never release it).
+    Train(Box<GanTrainArgs>),
+    /// Sample a labelled synthetic dataset from a trained generator: MNIST-format IDX files, grid.png
+    /// and release.json (generator SHA-256, ledger summary, epsilon per accountant, design, SHA-256
+    /// of every file). Written to a temporary folder renamed into place: no partial output.
+    Sample {
+        /// The run folder (from `dpaudit gan train`).
+        #[arg(long)]
+        run: PathBuf,
+        /// Number of images (labels cycle 0..9).
+        #[arg(long)]
+        count: usize,
+        /// The release folder (refused if it exists, unless --force).
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the latents (default: from the OS CSPRNG; recorded in release.json).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Replace an existing release folder.
+        #[arg(long)]
+        force: bool,
+        /// Print release.json.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `dpaudit gan train` options.
+#[derive(clap::Args)]
+pub struct GanTrainArgs {
+    /// Training data.
+    #[arg(long, value_enum, default_value = "fixture")]
+    dataset: GanDataset,
+    /// MNIST-format folder (default: fixtures/mnist-small, data/mnist or data/fashion-mnist).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Privacy design.
+    #[arg(long, value_enum, default_value = "joint")]
+    design: DesignChoice,
+    /// Calibrate sigma up front (RDP accountant) so the epsilon after all steps is at most E.
+    #[arg(long, conflicts_with = "noise_multiplier")]
+    target_epsilon: Option<f64>,
+    /// Noise multiplier sigma.
+    #[arg(long)]
+    noise_multiplier: Option<f64>,
+    /// Delta of the reported epsilons.
+    #[arg(long, default_value_t = 1e-5)]
+    delta: f64,
+    /// Epochs (discriminator steps = epochs / q, rounded up to a multiple of --n-critic).
+    #[arg(long, default_value_t = 1.0)]
+    epochs: f64,
+    /// Expected lot size L of a discriminator step (q = L / N).
+    #[arg(long, default_value_t = 128.0)]
+    lot_size: f64,
+    /// Clipping norm C (per example for real-only, per pair for joint, of the activations for
+    /// noise-layer).
+    #[arg(long, default_value_t = 1.0)]
+    max_grad_norm: f64,
+    /// Discriminator steps per generator step (each one is recorded in the ledger).
+    #[arg(long, default_value_t = 1)]
+    n_critic: u32,
+    /// Discriminator learning rate (Adam, betas 0.5 / 0.999).
+    #[arg(long, default_value_t = 2e-4)]
+    d_lr: f64,
+    /// Generator learning rate (Adam, betas 0.5 / 0.999).
+    #[arg(long, default_value_t = 2e-4)]
+    g_lr: f64,
+    /// Latent dimension.
+    #[arg(long, default_value_t = 64)]
+    z_dim: i64,
+    /// Generator width.
+    #[arg(long, default_value_t = 32)]
+    g_width: i64,
+    /// Discriminator width.
+    #[arg(long, default_value_t = 32)]
+    d_width: i64,
+    /// Largest number of examples (pairs) through the discriminator at once.
+    #[arg(long, default_value_t = 512)]
+    physical_batch: usize,
+    /// The run folder (refused if it exists and is not empty, unless --force).
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed of everything (sampling, noise, initialisation, latents); default: OS CSPRNG.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Replace an existing run folder.
+    #[arg(long)]
+    force: bool,
+    /// libtorch threads.
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Print metrics.json.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Evaluation subcommands.
+#[derive(Subcommand)]
+pub enum EvaluateCommand {
+    /// Utility of a synthetic MNIST-format dataset: CAS (classifier trained on synthetic only,
+    /// epoch selected on a validation split of the real training data, tested on the real test
+    /// set), fid_mnist_classifier (not Inception-FID) and real-vs-fake accuracy (0.5 is perfect).
+    Synthetic {
+        /// The synthetic folder (from `dpaudit gan sample`).
+        #[arg(long)]
+        synthetic: PathBuf,
+        /// The real MNIST-format folder (train and t10k splits).
+        #[arg(long)]
+        real: PathBuf,
+        /// CAS classifier epochs (best on validation kept).
+        #[arg(long, default_value_t = 10)]
+        cas_epochs: u32,
+        /// Real training examples carved off (from the end) for CAS's epoch selection.
+        #[arg(long, default_value_t = 5000)]
+        validation_size: usize,
+        /// Epochs of the FID feature classifier on real data.
+        #[arg(long, default_value_t = 2)]
+        fid_epochs: u32,
+        /// Epochs of the real-vs-fake classifier.
+        #[arg(long, default_value_t = 3)]
+        real_vs_fake_epochs: u32,
+        /// Seed of the classifiers.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// libtorch threads.
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn train(a: &GanTrainArgs) -> Result<()> {
+    if let Some(t) = a.threads {
+        tch::set_num_threads(t as i32);
+    }
+    let dir = a.data_dir.clone().unwrap_or_else(|| match a.dataset {
+        GanDataset::Fixture => PathBuf::from("fixtures/mnist-small"),
+        GanDataset::Mnist => PathBuf::from("data/mnist"),
+        GanDataset::FashionMnist => PathBuf::from("data/fashion-mnist"),
+    });
+    let hint = match a.dataset {
+        GanDataset::Mnist => " (get it with `dpaudit data fetch mnist`)",
+        GanDataset::FashionMnist => " (get it with `dpaudit data fetch fashion-mnist`)",
+        GanDataset::Fixture => "",
+    };
+    let train_set = data::load_mnist_dir(&dir, Split::Train, 10).with_context(|| format!("loading the training set from {}{hint}", dir.display()))?;
+    if a.noise_multiplier.is_none() && a.target_epsilon.is_none() {
+        bail!("give --noise-multiplier S or --target-epsilon E");
+    }
+    let design = match a.design {
+        DesignChoice::RealOnly => Design::RealOnly,
+        DesignChoice::Joint => Design::Joint,
+        DesignChoice::NoiseLayer => Design::NoiseLayer,
+    };
+    let spec = GanRunSpec {
+        config: GanConfig {
+            design,
+            lot_size: a.lot_size,
+            noise_multiplier: a.noise_multiplier.unwrap_or(f64::NAN),
+            max_grad_norm: a.max_grad_norm,
+            n_critic: a.n_critic,
+            d_lr: a.d_lr,
+            g_lr: a.g_lr,
+            z_dim: a.z_dim,
+            g_width: a.g_width,
+            d_width: a.d_width,
+            physical_batch: a.physical_batch,
+        },
+        epochs: a.epochs,
+        delta: a.delta,
+        target_epsilon: a.target_epsilon,
+        seed: a.seed,
+        force: a.force,
+    };
+    let bar = ProgressBar::new(0);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} discriminator steps  {msg}  [{elapsed} < {eta}]").expect("valid template"));
+    let mut progress = |done: u64, total: u64, eps: f64| {
+        bar.set_length(total);
+        bar.set_position(done);
+        bar.set_message(format!("epsilon (RDP) {eps:.3}"));
+    };
+    let m = train_gan(&spec, &train_set, &a.out, Device::cuda_if_available(), &mut progress).with_context(|| format!("training the GAN into {}", a.out.display()))?;
+    bar.finish_and_clear();
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+        return Ok(());
+    }
+    println!("design {} ({}), {} discriminator steps (all in the ledger), {} generator steps, q = {:.6}, {:.0} s", m.design, m.epsilon_status, m.discriminator_steps, m.generator_steps, m.sampling_rate, m.wall_seconds);
+    for e in &m.epsilons {
+        println!("  epsilon {:.4} at delta {:e} ({} accountant, Poisson sampling)", e.epsilon, e.delta, e.accountant);
+    }
+    println!("  {}", m.noise_multiplier_source);
+    for e in &m.per_epoch {
+        println!("  epoch {:>3}: G loss {:.4}  D real {:.4}  D fake {:.4}  clipped {:.2}  {}", e.epoch, e.generator_loss, e.discriminator_real_loss, e.discriminator_fake_loss, e.clipped_fraction, e.grid);
+    }
+    println!("wrote {} (generator sha256 {})", a.out.display(), m.generator_sha256);
+    Ok(())
+}
+
+/// Runs a `gan` subcommand.
+///
+/// # Errors
+/// Whatever the library reports, with context.
+pub fn run(cmd: GanCommand) -> Result<()> {
+    match cmd {
+        GanCommand::Train(a) => train(&a),
+        GanCommand::Sample { run, count, out, seed, force, json } => {
+            let r = sample_release(&run, &out, count, seed, force, Device::cuda_if_available()).with_context(|| format!("sampling {count} images from {} into {}", run.display(), out.display()))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("wrote {} images to {} (design {}, {}; seed {})", r.count, out.display(), r.design, r.epsilon_status, r.seed);
+                for e in &r.epsilons {
+                    println!("  epsilon {:.4} at delta {:e} ({} accountant, {} ledger steps)", e.epsilon, e.delta, e.accountant, r.ledger.steps);
+                }
+                for (f, h) in &r.files {
+                    println!("  {f:<28} {h}");
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Runs an `evaluate` subcommand.
+///
+/// # Errors
+/// Whatever the library reports, with context.
+pub fn run_evaluate(cmd: EvaluateCommand) -> Result<()> {
+    match cmd {
+        EvaluateCommand::Synthetic { synthetic, real, cas_epochs, validation_size, fid_epochs, real_vs_fake_epochs, seed, threads, json } => {
+            if let Some(t) = threads {
+                tch::set_num_threads(t as i32);
+            }
+            let syn = data::load_mnist_dir(&synthetic, Split::Train, 10).with_context(|| format!("loading the synthetic set from {}", synthetic.display()))?;
+            let train = data::load_mnist_dir(&real, Split::Train, 10).with_context(|| format!("loading the real training set from {}", real.display()))?;
+            let test = data::load_mnist_dir(&real, Split::Test, 10).with_context(|| format!("loading the real test set from {}", real.display()))?;
+            let config = EvalConfig { cas_epochs, validation_size, fid_epochs, real_vs_fake_epochs, seed, ..EvalConfig::default() };
+            let spinner = ProgressBar::new_spinner();
+            spinner.enable_steady_tick(std::time::Duration::from_millis(200));
+            let mut stage = |s: &str| spinner.set_message(s.to_owned());
+            let r = evaluate_synthetic(&syn, &train, &test, &config, Device::cuda_if_available(), &mut stage).context("evaluating the synthetic set")?;
+            spinner.finish_and_clear();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("CAS {:.4} (epoch {} selected on validation)\n  {}", r.cas.test_accuracy, r.cas.selected_epoch, r.cas.protocol);
+                println!("fid_mnist_classifier {:.3}\n  {}", r.fid_mnist_classifier, r.fid_protocol);
+                println!("real-vs-fake accuracy {:.4} (0.5 is perfect)\n  {}", r.real_vs_fake_accuracy, r.real_vs_fake_protocol);
+            }
+            Ok(())
+        }
+    }
+}

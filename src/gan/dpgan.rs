@@ -1,0 +1,611 @@
+//! The private GAN trainer: only the discriminator touches private data, and each of its steps on
+//! real data is one Poisson-subsampled Gaussian step, recorded (fsynced) in the ledger before its
+//! update is applied. Generator steps only read the discriminator: post-processing, free.
+//!
+//! One discriminator step (designs (a) and (b)):
+//! 1. lot = Poisson(q) sample of the training set (its size varies, it may be empty);
+//! 2. fakes `G(z, y)` with `z` from a seeded ChaCha20 stream and labels `y` uniform on 0..10 (never
+//!    the private label distribution), detached from the generator;
+//! 3. [`Design::RealOnly`] (a): the real examples' gradients of `CE(D(x, y), real)` are clipped per
+//!    example to C and summed, noise N(0, sigma^2 C^2) is added, the sum is divided by the expected
+//!    lot size `q N`; the gradient of the mean `CE(D(G(z), y), fake)` over a FIXED number
+//!    `round(q N)` of fakes is added without noise (the seed report's fix, Opacus issue #418);
+//!    [`Design::Joint`] (b): one fake per real example; each pair's joint gradient of
+//!    `CE(D(x_i), real) + CE(D(G(z_i)), fake)` is clipped to C ([`clip_and_sum_grouped`]), summed,
+//!    noised and divided by `q N` (Bie et al. 2023);
+//! 4. the ledger records (Poisson, q, sigma, C) and fsyncs; only then
+//! 5. the discriminator's optimiser applies the gradient.
+//!
+//! Every discriminator step is recorded, `n_critic` of them per generator step. Why (a) and (b)
+//! are (epsilon, delta)-DP under the ledger's accounting: `proofs/gan/design_a_real_term.md` and
+//! `proofs/gan/design_b_joint_clipping.md`.
+use super::networks::{condition, Discriminator, Generator, CLASSES, FAKE, REAL};
+use super::noise_layer::{NoiseLayerDiscriminator, CLAIMED_LABEL, NOISE_LAYER_LEDGER_LABEL};
+use crate::accounting::ledger::Ledger;
+use crate::accounting::SamplingScheme;
+use crate::error::{Error, Result};
+use crate::train::dpsgd::{Examples, CLIP_ROUNDING_SLACK};
+use crate::train::noise::{self, NoiseSeed};
+use crate::train::optim::{LrSchedule, Optimizer, OptimizerKind};
+use crate::train::per_example::{clip_and_sum, clip_and_sum_grouped, nonprivate_gradient, per_example_cross_entropy, ClipConfig, Sequential};
+use crate::train::sampling::PoissonSampler;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+/// Ledger label of a design (a) discriminator step.
+pub const LEDGER_LABEL_REAL_ONLY: &str = "gan-discriminator-a-real-term";
+/// Ledger label of a design (b) discriminator step.
+pub const LEDGER_LABEL_JOINT: &str = "gan-discriminator-b-joint";
+
+/// How the discriminator is made private.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Design {
+    /// (a) clip and noise only the real-data term; the fake-data gradient is added without noise.
+    RealOnly,
+    /// (b) clip each (real, fake) pair's joint gradient, then noise (Bie et al. 2023).
+    Joint,
+    /// Triastcyn & Faltings 2018: a Gaussian noise layer inside the discriminator; its epsilon is
+    /// [`CLAIMED_LABEL`].
+    NoiseLayer,
+}
+
+impl Design {
+    /// The ledger label of this design's discriminator steps.
+    pub fn ledger_label(self) -> &'static str {
+        match self {
+            Design::RealOnly => LEDGER_LABEL_REAL_ONLY,
+            Design::Joint => LEDGER_LABEL_JOINT,
+            Design::NoiseLayer => NOISE_LAYER_LEDGER_LABEL,
+        }
+    }
+
+    /// What the reported epsilon of this design is.
+    pub fn epsilon_status(self) -> &'static str {
+        match self {
+            Design::RealOnly => "proven: proofs/gan/design_a_real_term.md (Poisson-subsampled Gaussian per discriminator step, composed by the accountant)",
+            Design::Joint => "proven: proofs/gan/design_b_joint_clipping.md (Poisson-subsampled Gaussian per discriminator step, composed by the accountant)",
+            Design::NoiseLayer => CLAIMED_LABEL,
+        }
+    }
+}
+
+impl std::fmt::Display for Design {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Design::RealOnly => "real-only",
+            Design::Joint => "joint",
+            Design::NoiseLayer => "noise-layer",
+        })
+    }
+}
+
+/// Everything that defines a GAN run (saved as `gan.json` beside the networks).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GanConfig {
+    /// The privacy design.
+    pub design: Design,
+    /// Expected lot size L of a discriminator step; q = L / N.
+    pub lot_size: f64,
+    /// Noise multiplier sigma (of the noise layer for [`Design::NoiseLayer`]).
+    pub noise_multiplier: f64,
+    /// Clipping norm C of the per-example (or per-pair) gradients; for [`Design::NoiseLayer`], of
+    /// the noise layer's activations.
+    pub max_grad_norm: f64,
+    /// Discriminator steps per generator step.
+    pub n_critic: u32,
+    /// Discriminator learning rate (Adam, betas 0.5 / 0.999).
+    pub d_lr: f64,
+    /// Generator learning rate (Adam, betas 0.5 / 0.999).
+    pub g_lr: f64,
+    /// Latent dimension.
+    pub z_dim: i64,
+    /// Generator width (channels of its last hidden layer).
+    pub g_width: i64,
+    /// Discriminator width (channels of its first conv).
+    pub d_width: i64,
+    /// Largest number of examples (or pairs) pushed through the discriminator at once.
+    pub physical_batch: usize,
+}
+
+impl Default for GanConfig {
+    fn default() -> Self {
+        GanConfig {
+            design: Design::Joint,
+            lot_size: 128.0,
+            noise_multiplier: 1.0,
+            max_grad_norm: 1.0,
+            n_critic: 1,
+            d_lr: 2e-4,
+            g_lr: 2e-4,
+            z_dim: 64,
+            g_width: 32,
+            d_width: 32,
+            physical_batch: 512,
+        }
+    }
+}
+
+fn adam() -> OptimizerKind {
+    OptimizerKind::Adam { beta1: 0.5, beta2: 0.999, eps: 1e-8 }
+}
+
+/// Checks a configuration against a training-set size; returns q.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] naming the bad parameter.
+pub fn validate(config: &GanConfig, n: usize) -> Result<f64> {
+    if n == 0 {
+        return Err(Error::invalid("training set", 0, "has no examples"));
+    }
+    let q = config.lot_size / n as f64;
+    if !(q > 0.0 && q <= 1.0) {
+        return Err(Error::invalid("lot size", config.lot_size, format!("must be in (0, {n}] (the training set size)")));
+    }
+    if !(config.noise_multiplier > 0.0 && config.noise_multiplier.is_finite()) {
+        return Err(Error::invalid("noise multiplier", config.noise_multiplier, "must be a finite number > 0"));
+    }
+    if !(config.max_grad_norm > 0.0 && config.max_grad_norm.is_finite()) {
+        return Err(Error::invalid("clipping norm", config.max_grad_norm, "must be a finite number > 0"));
+    }
+    if config.n_critic == 0 {
+        return Err(Error::invalid("n_critic", 0, "must be at least 1"));
+    }
+    if config.physical_batch == 0 {
+        return Err(Error::invalid("physical batch", 0, "must be at least 1"));
+    }
+    if config.z_dim < 1 || config.g_width < 1 || config.d_width < 4 {
+        return Err(Error::invalid("network sizes", format!("z {} g {} d {}", config.z_dim, config.g_width, config.d_width), "need z_dim, g_width >= 1 and d_width >= 4"));
+    }
+    Ok(q)
+}
+
+/// A private discriminator gradient, before the update.
+#[derive(Debug)]
+pub struct DiscriminatorGradient {
+    /// `(noisy clipped sum) / (q N)` (+ the fake term for (a)), per variable in
+    /// [`Sequential::parameters`] order.
+    pub gradients: Vec<Tensor>,
+    /// Sum of `CE(D(x), real)` over the real examples.
+    pub real_loss_sum: f64,
+    /// Sum of `CE(D(G(z)), fake)` over the fakes.
+    pub fake_loss_sum: f64,
+    /// Number of real examples in the lot.
+    pub real_count: usize,
+    /// Number of fakes.
+    pub fake_count: usize,
+    /// Fraction of clipping units (examples or pairs) whose gradient was clipped.
+    pub clipped_fraction: f64,
+}
+
+fn zeros_like_params(d: &Sequential) -> Result<Vec<Tensor>> {
+    Ok(d.parameters().iter().map(|(_, p)| p.f_zeros_like()).collect::<std::result::Result<_, _>>()?)
+}
+
+fn loss_sum(d: &Sequential, x: &Tensor, y: &Tensor, target: i64) -> Result<f64> {
+    let _g = tch::no_grad_guard();
+    let t = Tensor::f_full([y.size()[0]], target, (Kind::Int64, y.device()))?;
+    per_example_cross_entropy(&d.forward(&condition(x, y)?)?, &t)?.f_sum(Kind::Double)?.f_double_value(&[])
+        .map_err(Error::from)
+}
+
+/// One private discriminator gradient for designs (a) and (b): the lot's real images `real_x`
+/// (B, 1, 28, 28) in [0, 1] with labels `real_y` (B,), generated images `fake_x` with labels
+/// `fake_y`, clipping norm `clip.max_norm`, noise N(0, (sigma C (1 + CLIP_ROUNDING_SLACK))^2) per
+/// coordinate from `rng`, divided by `expected_lot` = q N.
+///
+/// - [`Design::RealOnly`]: any number of fakes (the caller must use a number that does not
+///   depend on the private data); returns `(sum_i clip(g_real_i) + noise) / (q N) + mean_j g_fake_j`.
+/// - [`Design::Joint`]: exactly one fake per real example (pair i = (real i, fake i)); returns
+///   `(sum_i clip(g_real_i + g_fake_i) + noise) / (q N)`.
+///
+/// # Proof definition
+/// Given the discriminator's current parameters and the fakes (both functions of earlier
+/// releases and of randomness independent of the data), the noisy sum is a Gaussian mechanism of
+/// L2 sensitivity C under add/remove of one training example; with Poisson sampling each call is
+/// one Poisson-subsampled Gaussian step with noise multiplier sigma. See
+/// `proofs/gan/design_a_real_term.md`, `proofs/gan/design_b_joint_clipping.md`; checked against a
+/// one-example-at-a-time reference in `tests/gan.rs` (`private_step_equals_one_at_a_time_reference`).
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for [`Design::NoiseLayer`], for (b) with unequal counts, for a
+/// noise multiplier or expected lot that is not finite and > 0; numerical and libtorch errors
+/// (no gradient is returned).
+#[allow(clippy::too_many_arguments)]
+pub fn private_discriminator_gradient(
+    d: &Sequential,
+    design: Design,
+    real_x: &Tensor,
+    real_y: &Tensor,
+    fake_x: &Tensor,
+    fake_y: &Tensor,
+    clip: &ClipConfig,
+    noise_multiplier: f64,
+    expected_lot: f64,
+    physical_batch: usize,
+    rng: &mut ChaCha20Rng,
+) -> Result<DiscriminatorGradient> {
+    if !(noise_multiplier > 0.0 && noise_multiplier.is_finite()) {
+        return Err(Error::invalid("noise multiplier", noise_multiplier, "must be a finite number > 0"));
+    }
+    if !(expected_lot > 0.0 && expected_lot.is_finite()) {
+        return Err(Error::invalid("expected lot size", expected_lot, "must be a finite number > 0"));
+    }
+    let physical = physical_batch.max(1) as i64;
+    let b = real_x.size()[0];
+    let f = fake_x.size()[0];
+    let mut sums = zeros_like_params(d)?;
+    let mut real_loss_sum = 0.0;
+    let mut fake_loss_sum = 0.0;
+    let mut clipped = 0i64;
+    let add = |sums: &mut Vec<Tensor>, part: &[Tensor]| -> Result<()> {
+        for (s, c) in sums.iter_mut().zip(part) {
+            let _ = s.f_add_(c)?;
+        }
+        Ok(())
+    };
+    let mut fake_mean: Option<Vec<Tensor>> = None;
+    match design {
+        Design::RealOnly => {
+            let mut start = 0;
+            while start < b {
+                let len = physical.min(b - start);
+                let x = condition(&real_x.f_narrow(0, start, len)?, &real_y.f_narrow(0, start, len)?)?;
+                let t = Tensor::f_full([len], REAL, (Kind::Int64, real_x.device()))?;
+                let batch = clip_and_sum(d, &x, &t, clip)?;
+                add(&mut sums, &batch.clipped_sum)?;
+                real_loss_sum += batch.loss_sum;
+                clipped += i64::try_from(batch.clip_factors.f_lt(1.0)?.f_sum(Kind::Int64)?)?;
+                start += len;
+            }
+            if f > 0 {
+                let t = Tensor::f_full([f], FAKE, (Kind::Int64, fake_x.device()))?;
+                let g = nonprivate_gradient(d, &condition(fake_x, fake_y)?, &t)?;
+                fake_loss_sum = g.loss_mean * f as f64;
+                fake_mean = Some(g.gradients);
+            }
+        }
+        Design::Joint => {
+            if f != b {
+                return Err(Error::invalid("fakes", f, format!("design (b) pairs one fake with each of the {b} real examples")));
+            }
+            let mut start = 0;
+            while start < b {
+                let len = physical.min(b - start);
+                let xr = condition(&real_x.f_narrow(0, start, len)?, &real_y.f_narrow(0, start, len)?)?;
+                let xf = condition(&fake_x.f_narrow(0, start, len)?, &fake_y.f_narrow(0, start, len)?)?;
+                // Rows 2i (real) and 2i + 1 (fake) form pair i.
+                let rest = xr.size()[1..].to_vec();
+                let mut shape = vec![2 * len];
+                shape.extend_from_slice(&rest);
+                let x = Tensor::f_stack(&[xr, xf.shallow_clone()], 1)?.f_reshape(shape.as_slice())?;
+                let t = Tensor::f_from_slice(&[REAL, FAKE])?.f_to(real_x.device())?.f_repeat([len])?;
+                let batch = clip_and_sum_grouped(d, &x, &t, 2, clip)?;
+                add(&mut sums, &batch.clipped_sum)?;
+                let fl = loss_sum(d, &fake_x.f_narrow(0, start, len)?, &fake_y.f_narrow(0, start, len)?, FAKE)?;
+                fake_loss_sum += fl;
+                real_loss_sum += batch.loss_sum - fl;
+                clipped += i64::try_from(batch.clip_factors.f_lt(1.0)?.f_sum(Kind::Int64)?)?;
+                start += len;
+            }
+        }
+        Design::NoiseLayer => {
+            return Err(Error::invalid("design", "noise-layer", "has no clipped gradient; see gan::noise_layer"));
+        }
+    }
+    let std = noise_multiplier * clip.max_norm * (1.0 + CLIP_ROUNDING_SLACK);
+    let mut gradients = Vec::with_capacity(sums.len());
+    for (i, s) in sums.iter().enumerate() {
+        let mut z = vec![0f32; s.numel()];
+        noise::gaussian(rng, std, &mut z)?;
+        let z = Tensor::f_from_slice(&z)?.f_view(s.size().as_slice())?.f_to_kind(s.f_kind()?)?.f_to(s.device())?;
+        let mut g = s.f_add(&z)?.f_div_scalar(expected_lot)?;
+        if let Some(fm) = &fake_mean {
+            g = g.f_add(&fm[i])?;
+        }
+        gradients.push(g);
+    }
+    Ok(DiscriminatorGradient {
+        gradients,
+        real_loss_sum,
+        fake_loss_sum,
+        real_count: b as usize,
+        fake_count: f as usize,
+        clipped_fraction: if b == 0 { 0.0 } else { clipped as f64 / b as f64 },
+    })
+}
+
+/// The discriminator of a run.
+#[derive(Debug)]
+pub enum AnyDiscriminator {
+    /// Designs (a) and (b).
+    Private(Discriminator),
+    /// The noise-layer design.
+    NoiseLayer(NoiseLayerDiscriminator),
+}
+
+impl AnyDiscriminator {
+    /// Its `VarStore`.
+    pub fn var_store(&self) -> &tch::nn::VarStore {
+        match self {
+            AnyDiscriminator::Private(d) => &d.vs,
+            AnyDiscriminator::NoiseLayer(d) => &d.vs,
+        }
+    }
+
+    /// Its `VarStore`, mutably.
+    pub fn var_store_mut(&mut self) -> &mut tch::nn::VarStore {
+        match self {
+            AnyDiscriminator::Private(d) => &mut d.vs,
+            AnyDiscriminator::NoiseLayer(d) => &mut d.vs,
+        }
+    }
+
+    fn parameters(&self) -> Vec<Tensor> {
+        match self {
+            AnyDiscriminator::Private(d) => d.net.parameters().into_iter().map(|(_, t)| t).collect(),
+            AnyDiscriminator::NoiseLayer(d) => d.parameters(),
+        }
+    }
+}
+
+/// What one discriminator step did.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct DiscriminatorReport {
+    /// Mean `CE(D(x), real)` over the lot's real examples (NaN for an empty lot).
+    pub real_loss: f64,
+    /// Mean `CE(D(G(z)), fake)` over the fakes (NaN if none).
+    pub fake_loss: f64,
+    /// Real examples in the lot.
+    pub lot_size: usize,
+    /// Fraction clipped.
+    pub clipped_fraction: f64,
+}
+
+/// Stream numbers of the run's ChaCha20 generators (from one seed).
+mod stream {
+    pub const SAMPLER: u64 = 0;
+    pub const NOISE: u64 = 1;
+    pub const INIT: u64 = 2;
+    pub const LATENT: u64 = 3;
+    pub const NOISE_LAYER: u64 = 4;
+}
+
+/// `tch::manual_seed` seeds one process-wide generator: held while seeding and building.
+static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A private GAN in training.
+#[derive(Debug)]
+pub struct DpGan {
+    config: GanConfig,
+    q: f64,
+    expected_lot: f64,
+    generator: Generator,
+    discriminator: AnyDiscriminator,
+    d_params: Vec<Tensor>,
+    g_params: Vec<Tensor>,
+    d_opt: Optimizer,
+    g_opt: Optimizer,
+    sampler: PoissonSampler,
+    noise_rng: ChaCha20Rng,
+    latent_rng: ChaCha20Rng,
+    noise_layer_rng: ChaCha20Rng,
+    ledger: Ledger,
+    d_steps: u64,
+    g_steps: u64,
+    dataset_size: usize,
+}
+
+impl DpGan {
+    /// A new run over a training set of `dataset_size` examples, recording into `ledger` (a file
+    /// for a run whose privacy is reported; [`Ledger::in_memory`] for tests and audit replays).
+    /// Every random choice comes from `seed` ([`NoiseSeed::Secure`]: the OS CSPRNG).
+    ///
+    /// # Errors
+    /// Invalid configuration; libtorch errors.
+    pub fn new(config: GanConfig, dataset_size: usize, ledger: Ledger, seed: NoiseSeed, device: Device) -> Result<Self> {
+        let q = validate(&config, dataset_size)?;
+        let init = seed.to_bytes(stream::INIT);
+        let (generator, discriminator) = {
+            let _lock = INIT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            tch::manual_seed(i64::from_le_bytes(init[..8].try_into().expect("8 bytes")));
+            let g = Generator::new(device, config.z_dim, config.g_width)?;
+            let d = match config.design {
+                Design::NoiseLayer => AnyDiscriminator::NoiseLayer(NoiseLayerDiscriminator::new(device, config.d_width, config.max_grad_norm, config.noise_multiplier)?),
+                _ => AnyDiscriminator::Private(Discriminator::new(device, config.d_width)?),
+            };
+            (g, d)
+        };
+        if let AnyDiscriminator::Private(d) = &discriminator {
+            d.net.check_private()?;
+        }
+        let d_params = discriminator.parameters();
+        let g_params = generator.parameters();
+        let d_opt = Optimizer::new(adam(), config.d_lr, LrSchedule::Constant, &d_params)?;
+        let g_opt = Optimizer::new(adam(), config.g_lr, LrSchedule::Constant, &g_params)?;
+        let sampler = PoissonSampler::new(dataset_size, q, seed.to_bytes(stream::SAMPLER))?;
+        Ok(DpGan {
+            expected_lot: sampler.expected_lot_size(),
+            config,
+            q,
+            generator,
+            discriminator,
+            d_params,
+            g_params,
+            d_opt,
+            g_opt,
+            sampler,
+            noise_rng: ChaCha20Rng::from_seed(seed.to_bytes(stream::NOISE)),
+            latent_rng: ChaCha20Rng::from_seed(seed.to_bytes(stream::LATENT)),
+            noise_layer_rng: ChaCha20Rng::from_seed(seed.to_bytes(stream::NOISE_LAYER)),
+            ledger,
+            d_steps: 0,
+            g_steps: 0,
+            dataset_size,
+        })
+    }
+
+    /// Number of fakes per step for design (a) and per generator step: `round(q N)`, at least 1
+    /// (public: it depends on q and N only).
+    pub fn fixed_fake_count(&self) -> i64 {
+        (self.expected_lot.round() as i64).max(1)
+    }
+
+    /// `n` latents and uniform labels from the run's latent stream.
+    fn latents(&mut self, n: i64) -> Result<(Tensor, Tensor)> {
+        latents(&mut self.latent_rng, n, self.config.z_dim, self.d_params[0].device())
+    }
+
+    /// One discriminator step on `data` (recorded in the ledger before its update).
+    ///
+    /// # Errors
+    /// Data of the wrong size; numerical errors (nothing recorded or applied); ledger I/O errors
+    /// (nothing applied).
+    pub fn discriminator_step(&mut self, data: &Examples) -> Result<DiscriminatorReport> {
+        if data.len() != self.dataset_size {
+            return Err(Error::invalid("training set", data.len(), format!("expected {} examples", self.dataset_size)));
+        }
+        let lot = self.sampler.next_lot();
+        let idx: Vec<i64> = lot.iter().map(|&i| i as i64).collect();
+        let device = self.d_params[0].device();
+        let idx = Tensor::f_from_slice(&idx)?.f_to(device)?;
+        let real_x = data.images.f_index_select(0, &idx)?;
+        let real_y = data.labels.f_index_select(0, &idx)?;
+        let fakes = match self.config.design {
+            Design::Joint => lot.len() as i64,
+            _ => self.fixed_fake_count(),
+        };
+        let (z, fake_y) = self.latents(fakes)?;
+        let fake_x = {
+            let _g = tch::no_grad_guard();
+            self.generator.forward(&z, &fake_y, true)?.f_detach()?
+        };
+        let (grads, report) = match &self.discriminator {
+            AnyDiscriminator::Private(d) => {
+                let clip = ClipConfig::new(self.config.max_grad_norm);
+                let g = private_discriminator_gradient(&d.net, self.config.design, &real_x, &real_y, &fake_x, &fake_y, &clip, self.config.noise_multiplier, self.expected_lot, self.config.physical_batch, &mut self.noise_rng)?;
+                let report = DiscriminatorReport {
+                    real_loss: if g.real_count == 0 { f64::NAN } else { g.real_loss_sum / g.real_count as f64 },
+                    fake_loss: if g.fake_count == 0 { f64::NAN } else { g.fake_loss_sum / g.fake_count as f64 },
+                    lot_size: g.real_count,
+                    clipped_fraction: g.clipped_fraction,
+                };
+                (g.gradients, report)
+            }
+            AnyDiscriminator::NoiseLayer(d) => {
+                // The paper's training: ordinary gradients of the mean losses, through the noise layer.
+                let xr = condition(&real_x, &real_y)?;
+                let xf = condition(&fake_x, &fake_y)?;
+                let lr = d.logits(&xr, &mut self.noise_layer_rng)?;
+                let lf = d.logits(&xf, &mut self.noise_layer_rng)?;
+                let tr = Tensor::f_full([xr.size()[0]], REAL, (Kind::Int64, device))?;
+                let tf = Tensor::f_full([xf.size()[0]], FAKE, (Kind::Int64, device))?;
+                let real_losses = per_example_cross_entropy(&lr, &tr)?;
+                let fake_losses = per_example_cross_entropy(&lf, &tf)?;
+                let real_sum = real_losses.f_sum(Kind::Float)?;
+                let fake_mean = fake_losses.f_mean(Kind::Float)?;
+                // The real term is divided by the expected lot size, as in the private designs.
+                let loss = real_sum.f_div_scalar(self.expected_lot)?.f_add(&fake_mean)?;
+                let rs = real_sum.f_double_value(&[])?;
+                let fm = fake_mean.f_double_value(&[])?;
+                if !(rs.is_finite() && fm.is_finite()) {
+                    return Err(Error::numerical("discriminator loss", "not finite; no update made"));
+                }
+                let grads = Tensor::f_run_backward(&[&loss], &self.d_params, false, false)?;
+                let n = lot.len();
+                (grads, DiscriminatorReport { real_loss: if n == 0 { f64::NAN } else { rs / n as f64 }, fake_loss: fm, lot_size: n, clipped_fraction: f64::NAN })
+            }
+        };
+        // The privacy cost is durable before the update can influence anything.
+        self.ledger.record(SamplingScheme::Poisson, self.q, self.config.noise_multiplier, self.config.max_grad_norm, self.config.design.ledger_label())?;
+        self.d_opt.step(&self.d_params, &grads)?;
+        self.d_steps += 1;
+        Ok(report)
+    }
+
+    /// One generator step (post-processing of the discriminator: no ledger entry): the
+    /// non-saturating loss `mean CE(D(G(z, y), y), real)` over `round(q N)` fakes.
+    ///
+    /// # Errors
+    /// Numerical and libtorch errors (no update made).
+    pub fn generator_step(&mut self) -> Result<f64> {
+        let n = self.fixed_fake_count();
+        let (z, y) = self.latents(n)?;
+        let x = condition(&self.generator.forward(&z, &y, true)?, &y)?;
+        let logits = match &self.discriminator {
+            AnyDiscriminator::Private(d) => d.net.forward(&x)?,
+            AnyDiscriminator::NoiseLayer(d) => d.logits(&x, &mut self.noise_layer_rng)?,
+        };
+        let t = Tensor::f_full([n], REAL, (Kind::Int64, x.device()))?;
+        let loss = per_example_cross_entropy(&logits, &t)?.f_mean(Kind::Float)?;
+        let value = loss.f_double_value(&[])?;
+        if !value.is_finite() {
+            return Err(Error::numerical("generator loss", "not finite; no update made"));
+        }
+        let grads = Tensor::f_run_backward(&[&loss], &self.g_params, false, false)?;
+        self.g_opt.step(&self.g_params, &grads)?;
+        self.g_steps += 1;
+        Ok(value)
+    }
+
+    /// `n_critic` discriminator steps, then one generator step. Returns the discriminator
+    /// reports and the generator loss.
+    ///
+    /// # Errors
+    /// As [`DpGan::discriminator_step`] and [`DpGan::generator_step`].
+    pub fn round(&mut self, data: &Examples) -> Result<(Vec<DiscriminatorReport>, f64)> {
+        let mut reports = Vec::with_capacity(self.config.n_critic as usize);
+        for _ in 0..self.config.n_critic {
+            reports.push(self.discriminator_step(data)?);
+        }
+        Ok((reports, self.generator_step()?))
+    }
+
+    /// The generator.
+    pub fn generator(&self) -> &Generator {
+        &self.generator
+    }
+
+    /// The discriminator.
+    pub fn discriminator(&self) -> &AnyDiscriminator {
+        &self.discriminator
+    }
+
+    /// The ledger.
+    pub fn ledger(&self) -> &Ledger {
+        &self.ledger
+    }
+
+    /// Discriminator steps taken (each one recorded in the ledger).
+    pub fn discriminator_steps(&self) -> u64 {
+        self.d_steps
+    }
+
+    /// Generator steps taken.
+    pub fn generator_steps(&self) -> u64 {
+        self.g_steps
+    }
+
+    /// The sampling rate q.
+    pub fn sampling_rate(&self) -> f64 {
+        self.q
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &GanConfig {
+        &self.config
+    }
+}
+
+/// `n` latents N(0, I) of size `z_dim` and labels uniform on 0..10, from `rng`.
+///
+/// # Errors
+/// libtorch errors.
+pub fn latents(rng: &mut ChaCha20Rng, n: i64, z_dim: i64, device: Device) -> Result<(Tensor, Tensor)> {
+    let mut z = vec![0f32; (n * z_dim) as usize];
+    noise::gaussian(rng, 1.0, &mut z)?;
+    let labels: Vec<i64> = (0..n).map(|_| rng.gen_range(0..CLASSES)).collect();
+    Ok((Tensor::f_from_slice(&z)?.f_view([n, z_dim])?.f_to(device)?, Tensor::f_from_slice(&labels)?.f_to(device)?))
+}

@@ -1,0 +1,211 @@
+//! The conditional DCGAN-style networks for 28x28 one-channel images with 10 labels.
+//!
+//! - [`Generator`]: `(z, one-hot label)` -> linear -> 128 x 7 x 7 -> BatchNorm, ReLU ->
+//!   transposed conv to 64 x 14 x 14 -> BatchNorm, ReLU -> transposed conv to 1 x 28 x 28 ->
+//!   sigmoid (pixels in [0, 1], like [`crate::train::dpsgd::Examples`]). It never sees private
+//!   data, so BatchNorm is allowed. Its own `VarStore`.
+//! - The discriminator is a [`Sequential`] (so the per-example engine can clip it), conditioned by
+//!   concatenating 10 one-hot label planes to the image: (B, 11, 28, 28) -> 2 logits (index
+//!   [`REAL`] = real, [`FAKE`] = fake). A 2-logit cross-entropy is the binary cross-entropy of the
+//!   logit difference, so the engine's cross-entropy loss is the GAN loss. No BatchNorm (GroupNorm),
+//!   its own `VarStore`.
+use crate::error::{Error, Result};
+use crate::train::per_example::{LayerSpec, Sequential};
+use tch::{nn, Device, Kind, Tensor};
+
+/// Label classes.
+pub const CLASSES: i64 = 10;
+/// Image side.
+pub const SIDE: i64 = 28;
+/// The discriminator's class index for real data.
+pub const REAL: i64 = 1;
+/// The discriminator's class index for generated data.
+pub const FAKE: i64 = 0;
+/// Input channels of the discriminator: the image plus one plane per label.
+pub const D_INPUT_CHANNELS: i64 = 1 + CLASSES;
+/// BatchNorm's epsilon and running-statistics momentum in the generator (PyTorch's defaults).
+const BN_EPS: f64 = 1e-5;
+const BN_MOMENTUM: f64 = 0.1;
+
+fn conv(i: i64, o: i64) -> LayerSpec {
+    LayerSpec::Conv2d { in_channels: i, out_channels: o, kernel: 4, stride: 2, padding: 1, bias: true }
+}
+
+/// The discriminator's layers before the noise layer of the `noise-layer` design (and the first
+/// block of the private discriminator): conv 11 -> `width`, 4x4 stride 2 (28 -> 14), tanh.
+pub fn discriminator_head(width: i64) -> Vec<LayerSpec> {
+    vec![conv(D_INPUT_CHANNELS, width), LayerSpec::Tanh]
+}
+
+/// The rest: conv `width` -> 2 `width` 4x4 stride 2 (14 -> 7), GroupNorm (8 groups), tanh,
+/// flatten, linear to 2 logits.
+pub fn discriminator_tail(width: i64) -> Vec<LayerSpec> {
+    vec![
+        conv(width, 2 * width),
+        LayerSpec::GroupNorm { groups: 8.min(2 * width), channels: 2 * width },
+        LayerSpec::Tanh,
+        LayerSpec::Flatten,
+        LayerSpec::Linear { in_features: 2 * width * 7 * 7, out_features: 2, bias: true },
+    ]
+}
+
+/// The whole private discriminator: [`discriminator_head`] then [`discriminator_tail`].
+pub fn discriminator_specs(width: i64) -> Vec<LayerSpec> {
+    let mut s = discriminator_head(width);
+    s.extend(discriminator_tail(width));
+    s
+}
+
+/// One-hot rows (B, 10) of `labels` (B,) int64, in `kind` on the labels' device.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for labels outside 0..10; libtorch errors.
+pub fn one_hot(labels: &Tensor, kind: Kind) -> Result<Tensor> {
+    if labels.numel() > 0 {
+        let (lo, hi) = (labels.f_min()?.f_int64_value(&[])?, labels.f_max()?.f_int64_value(&[])?);
+        if lo < 0 || hi >= CLASSES {
+            return Err(Error::invalid("labels", format!("range [{lo}, {hi}]"), "must lie in 0..10"));
+        }
+    }
+    Ok(labels.f_one_hot(CLASSES)?.f_to_kind(kind)?)
+}
+
+/// The discriminator's input: images (B, 1, 28, 28) with 10 label planes appended (plane y is all
+/// ones for label y, the others zero): (B, 11, 28, 28).
+///
+/// # Errors
+/// Shape or label errors.
+pub fn condition(images: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    let b = images.size()[0];
+    let planes = one_hot(labels, images.f_kind()?)?.f_reshape([b, CLASSES, 1, 1])?.f_expand([b, CLASSES, SIDE, SIDE], false)?;
+    Ok(Tensor::f_cat(&[images.shallow_clone(), planes], 1)?)
+}
+
+/// The conditional generator, with its own `VarStore`.
+#[derive(Debug)]
+pub struct Generator {
+    vs: nn::VarStore,
+    z_dim: i64,
+    width: i64,
+    fc_w: Tensor,
+    fc_b: Tensor,
+    bn: [(Tensor, Tensor, Tensor, Tensor); 2],
+    ct1_w: Tensor,
+    ct1_b: Tensor,
+    ct2_w: Tensor,
+    ct2_b: Tensor,
+}
+
+impl Generator {
+    /// A freshly initialised generator (libtorch's global generator draws the initial weights;
+    /// seed it with `tch::manual_seed` first for a reproducible run) with latent size `z_dim` and
+    /// `width` channels in its last hidden layer (twice that in the first).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for non-positive sizes; libtorch errors.
+    pub fn new(device: Device, z_dim: i64, width: i64) -> Result<Self> {
+        if z_dim < 1 || width < 1 {
+            return Err(Error::invalid("generator size", format!("z_dim {z_dim}, width {width}"), "must be positive"));
+        }
+        let vs = nn::VarStore::new(device);
+        let p = vs.root();
+        let w2 = 2 * width;
+        let input = z_dim + CLASSES;
+        let u = |fan_in: i64| {
+            let bound = 1.0 / (fan_in as f64).sqrt();
+            nn::Init::Uniform { lo: -bound, up: bound }
+        };
+        let fc_w = (&p / "fc").f_var("weight", &[w2 * 49, input], u(input))?;
+        let fc_b = (&p / "fc").f_var("bias", &[w2 * 49], u(input))?;
+        let bn_layer = |name: &str, c: i64| -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+            Ok((
+                (&p / name).f_var("weight", &[c], nn::Init::Const(1.0))?,
+                (&p / name).f_var("bias", &[c], nn::Init::Const(0.0))?,
+                (&p / name).f_zeros_no_train("running_mean", &[c])?,
+                (&p / name).f_ones_no_train("running_var", &[c])?,
+            ))
+        };
+        let bn = [bn_layer("bn0", w2)?, bn_layer("bn1", width)?];
+        // Transposed convolutions: weight (in, out, k, k); PyTorch's fan-in is out * k * k.
+        let ct1_w = (&p / "ct1").f_var("weight", &[w2, width, 4, 4], u(width * 16))?;
+        let ct1_b = (&p / "ct1").f_var("bias", &[width], u(width * 16))?;
+        let ct2_w = (&p / "ct2").f_var("weight", &[width, 1, 4, 4], u(16))?;
+        let ct2_b = (&p / "ct2").f_var("bias", &[1], u(16))?;
+        Ok(Generator { vs, z_dim, width, fc_w, fc_b, bn, ct1_w, ct1_b, ct2_w, ct2_b })
+    }
+
+    /// Latent dimension.
+    pub fn z_dim(&self) -> i64 {
+        self.z_dim
+    }
+
+    /// Width parameter.
+    pub fn width(&self) -> i64 {
+        self.width
+    }
+
+    /// The `VarStore` (save, load).
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    /// The `VarStore`, mutably (load).
+    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
+
+    /// The trainable tensors (in a fixed order).
+    pub fn parameters(&self) -> Vec<Tensor> {
+        let mut v = vec![self.fc_w.shallow_clone(), self.fc_b.shallow_clone()];
+        for (w, b, _, _) in &self.bn {
+            v.push(w.shallow_clone());
+            v.push(b.shallow_clone());
+        }
+        v.extend([self.ct1_w.shallow_clone(), self.ct1_b.shallow_clone(), self.ct2_w.shallow_clone(), self.ct2_b.shallow_clone()]);
+        v
+    }
+
+    /// Images (B, 1, 28, 28) in [0, 1] for latents `z` (B, z_dim) and labels (B,). `train`: batch
+    /// statistics in BatchNorm (and running statistics updated); otherwise the running ones.
+    ///
+    /// # Errors
+    /// Shape or label errors.
+    pub fn forward(&self, z: &Tensor, labels: &Tensor, train: bool) -> Result<Tensor> {
+        let b = z.size()[0];
+        if z.size() != [b, self.z_dim] {
+            return Err(Error::invalid("latent batch", format!("{:?}", z.size()), format!("must be (B, {})", self.z_dim)));
+        }
+        let x = Tensor::f_cat(&[z.shallow_clone(), one_hot(labels, z.f_kind()?)?], 1)?;
+        let h = x.f_linear(&self.fc_w, Some(&self.fc_b))?.f_reshape([b, 2 * self.width, 7, 7])?;
+        let bn = |h: &Tensor, i: usize| -> Result<Tensor> {
+            let (w, bias, m, v) = &self.bn[i];
+            Ok(h.f_batch_norm(Some(w), Some(bias), Some(m), Some(v), train, BN_MOMENTUM, BN_EPS, false)?.f_relu()?)
+        };
+        let h = bn(&h, 0)?;
+        let h = h.f_conv_transpose2d(&self.ct1_w, Some(&self.ct1_b), [2, 2], [1, 1], [0, 0], 1, [1, 1])?;
+        let h = bn(&h, 1)?;
+        let h = h.f_conv_transpose2d(&self.ct2_w, Some(&self.ct2_b), [2, 2], [1, 1], [0, 0], 1, [1, 1])?;
+        Ok(h.f_sigmoid()?)
+    }
+}
+
+/// A discriminator built from `specs` in its own `VarStore`.
+#[derive(Debug)]
+pub struct Discriminator {
+    /// Its variables.
+    pub vs: nn::VarStore,
+    /// The network.
+    pub net: Sequential,
+}
+
+impl Discriminator {
+    /// Builds [`discriminator_specs`]`(width)` on `device`.
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn new(device: Device, width: i64) -> Result<Self> {
+        let vs = nn::VarStore::new(device);
+        let net = Sequential::new(&vs.root(), &discriminator_specs(width))?;
+        Ok(Discriminator { vs, net })
+    }
+}

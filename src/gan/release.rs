@@ -1,0 +1,201 @@
+//! `dpaudit gan sample`: a labelled synthetic dataset from a trained generator, in the MNIST
+//! format (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`), with `grid.png` and a
+//! `release.json` that carries its provenance: the generator's SHA-256, the ledger summary, the
+//! epsilon per accountant (labelled "claimed" for the noise-layer design), the design, and the
+//! SHA-256 of every released file.
+//!
+//! Everything is written into a temporary sibling folder that is renamed into place at the end,
+//! so a failure leaves no partial output; an existing output is replaced only with `force`.
+use super::dpgan::{latents, Design};
+use super::image::write_grid_png;
+use super::networks::{Generator, CLASSES};
+use super::run::{epsilons_of, read_run_info, to_u8, GENERATOR_FILE};
+use crate::accounting::ledger::Ledger;
+use crate::accounting::Phase;
+use crate::data::{sha256_file, write_mnist_dir, Dataset, ImageShape, Split};
+use crate::durable::write_atomically;
+use crate::error::{Error, Result};
+use crate::train::dpsgd::LEDGER_FILE;
+use crate::train::run::AccountedEpsilon;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use tch::{Device, Tensor};
+
+/// The largest `--count` accepted (10 million images, 7.8 GB of pixels).
+pub const MAX_COUNT: usize = 10_000_000;
+/// Images generated per forward pass.
+const SAMPLE_BATCH: usize = 1000;
+/// Stream of the release's latents.
+const RELEASE_STREAM: u64 = 7;
+
+/// The ledger as a release states it.
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerSummary {
+    /// Recorded steps (every discriminator step).
+    pub steps: u64,
+    /// Run-length phases (q, sigma, steps).
+    pub phases: Vec<Phase>,
+    /// The labels of the recorded steps, with counts.
+    pub labels: BTreeMap<String, u64>,
+    /// SHA-256 of `ledger.jsonl`.
+    pub sha256: String,
+}
+
+/// The contents of `release.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Release {
+    /// `dpaudit` version.
+    pub tool_version: &'static str,
+    /// The design of the private GAN.
+    pub design: Design,
+    /// "proven: ..." or the claimed label.
+    pub epsilon_status: &'static str,
+    /// Epsilon per accountant (from the ledger), at the run's delta.
+    pub epsilons: Vec<AccountedEpsilon>,
+    /// Sampling scheme of the ledger's steps.
+    pub sampling: &'static str,
+    /// The ledger.
+    pub ledger: LedgerSummary,
+    /// SHA-256 of the generator checkpoint the images come from.
+    pub generator_sha256: String,
+    /// The run folder.
+    pub run: String,
+    /// Images released.
+    pub count: usize,
+    /// Images per label (labels cycle 0..9: the label distribution is public, not learned).
+    pub class_counts: Vec<usize>,
+    /// Seed of the latents (drawn from the OS CSPRNG when not given, recorded here).
+    pub seed: u64,
+    /// SHA-256 of each released file (release.json itself excluded).
+    pub files: BTreeMap<String, String>,
+}
+
+/// Checks `count` (1..=[`MAX_COUNT`]).
+///
+/// # Errors
+/// [`Error::InvalidParameter`] otherwise.
+pub fn validate_count(count: usize) -> Result<()> {
+    if count == 0 || count > MAX_COUNT {
+        return Err(Error::invalid("--count", count, format!("must be between 1 and {MAX_COUNT}")));
+    }
+    Ok(())
+}
+
+/// Loads the generator of a run folder.
+///
+/// # Errors
+/// [`Error::Data`] naming the file for a missing folder, description or a corrupt checkpoint.
+pub fn load_generator(run: &Path, device: Device) -> Result<(Generator, super::run::GanRunInfo)> {
+    if !run.is_dir() {
+        return Err(Error::data(run, "no such run folder (train one with `dpaudit gan train --out DIR`)"));
+    }
+    let info = read_run_info(run)?;
+    let mut g = Generator::new(device, info.config.z_dim, info.config.g_width)?;
+    let path = run.join(GENERATOR_FILE);
+    if !path.is_file() {
+        return Err(Error::data(&path, "missing generator checkpoint (did training finish?)"));
+    }
+    g.var_store_mut().load(&path).map_err(|e| Error::data(&path, format!("corrupt or incompatible generator checkpoint: {e}")))?;
+    Ok((g, info))
+}
+
+/// `count` images from the generator of `run` with latents from `seed`: labels cycle 0..9.
+///
+/// # Errors
+/// libtorch errors.
+pub fn generate(g: &Generator, count: usize, seed: u64) -> Result<Dataset> {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    rng.set_stream(RELEASE_STREAM);
+    let device = g.var_store().device();
+    let mut pixels = Vec::with_capacity(count * 784);
+    let labels: Vec<u8> = (0..count).map(|i| (i % CLASSES as usize) as u8).collect();
+    let _guard = tch::no_grad_guard();
+    for start in (0..count).step_by(SAMPLE_BATCH) {
+        let len = SAMPLE_BATCH.min(count - start);
+        let (z, _) = latents(&mut rng, len as i64, g.z_dim(), device)?;
+        let y: Vec<i64> = labels[start..start + len].iter().map(|&l| i64::from(l)).collect();
+        let y = Tensor::f_from_slice(&y)?.f_to(device)?;
+        pixels.extend(to_u8(&g.forward(&z, &y, false)?)?);
+    }
+    Dataset::new("synthetic", ImageShape { channels: 1, height: 28, width: 28 }, CLASSES as usize, pixels, labels)
+}
+
+fn temp_sibling(out: &Path) -> Result<PathBuf> {
+    let name = out.file_name().ok_or_else(|| Error::invalid("--out", out.display(), "must name a folder"))?;
+    let parent = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&parent).map_err(|e| Error::io(format!("creating {}", parent.display()), e))?;
+    Ok(parent.join(format!(".{}.tmp-{}-{:016x}", name.to_string_lossy(), std::process::id(), rand::random::<u64>())))
+}
+
+fn write_release(g: &Generator, info: &super::run::GanRunInfo, run: &Path, dir: &Path, count: usize, seed: u64) -> Result<Release> {
+    let ledger = Ledger::open(run.join(LEDGER_FILE))?;
+    let phases = ledger.phases()?;
+    let mut labels = BTreeMap::new();
+    for e in ledger.entries() {
+        *labels.entry(e.label.clone()).or_insert(0u64) += 1;
+    }
+    let data = generate(g, count, seed)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let (img, lbl) = write_mnist_dir(dir, Split::Train, &data)?;
+    // Grid: the first 10 images of each label, one label per row.
+    let mut grid: Vec<&[u8]> = Vec::new();
+    for label in 0..CLASSES as u8 {
+        grid.extend((0..count).filter(|&i| data.label(i) == label).take(10).map(|i| data.image(i)));
+    }
+    let grid_path = dir.join("grid.png");
+    write_grid_png(&grid_path, &grid, 28, 10)?;
+    let mut files = BTreeMap::new();
+    for p in [&img, &lbl, &grid_path] {
+        files.insert(p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), sha256_file(p)?);
+    }
+    let release = Release {
+        tool_version: env!("CARGO_PKG_VERSION"),
+        design: info.config.design,
+        epsilon_status: info.config.design.epsilon_status(),
+        epsilons: epsilons_of(&phases, info.delta)?,
+        sampling: "poisson",
+        ledger: LedgerSummary { steps: ledger.steps(), phases, labels, sha256: sha256_file(ledger.path())? },
+        generator_sha256: sha256_file(&run.join(GENERATOR_FILE))?,
+        run: run.display().to_string(),
+        count,
+        class_counts: data.class_counts(),
+        seed,
+        files,
+    };
+    write_atomically(&dir.join("release.json"), &serde_json::to_vec_pretty(&release).map_err(|e| Error::data(dir, e.to_string()))?)?;
+    Ok(release)
+}
+
+/// Samples `count` labelled images from the generator of `run` into the folder `out` (see the
+/// module documentation). `seed = None` draws one from the OS CSPRNG (recorded in release.json).
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a bad count or an existing output without `force`;
+/// [`Error::Data`] for a missing run folder, description, ledger or a corrupt checkpoint. On any
+/// error nothing is left at `out` (and an existing `out` is untouched).
+pub fn sample_release(run: &Path, out: &Path, count: usize, seed: Option<u64>, force: bool, device: Device) -> Result<Release> {
+    validate_count(count)?;
+    if out.exists() && !force {
+        return Err(Error::invalid("--out", out.display(), "already exists; choose another folder or give --force to replace it"));
+    }
+    let (g, info) = load_generator(run, device)?;
+    let seed = seed.unwrap_or_else(|| rand::rngs::OsRng.next_u64());
+    let tmp = temp_sibling(out)?;
+    let result = write_release(&g, &info, run, &tmp, count, seed).and_then(|r| {
+        if out.exists() {
+            std::fs::remove_dir_all(out).map_err(|e| Error::io(format!("removing {}", out.display()), e))?;
+        }
+        std::fs::rename(&tmp, out).map_err(|e| Error::io(format!("renaming {} to {}", tmp.display(), out.display()), e))?;
+        Ok(r)
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    result
+}

@@ -1,0 +1,290 @@
+//! The private GAN (`dpaudit::gan`): the discriminator's private step against a one-example-at-a-
+//! time reference, the ledger's count of discriminator steps, deterministic sampling, and clear
+//! errors with no partial output. Tiny networks and the MNIST fixture: seconds.
+use dpaudit::accounting::ledger::Ledger;
+use dpaudit::data::{load_mnist_dir, sha256_file, Dataset, Split};
+use dpaudit::gan::dpgan::{private_discriminator_gradient, Design, DpGan, GanConfig};
+use dpaudit::gan::networks::{condition, D_INPUT_CHANNELS, FAKE, REAL};
+use dpaudit::gan::release::sample_release;
+use dpaudit::gan::run::{train_gan, GanRunSpec, GENERATOR_FILE};
+use dpaudit::train::dpsgd::{Examples, CLIP_ROUNDING_SLACK};
+use dpaudit::train::noise::{self, NoiseSeed};
+use dpaudit::train::per_example::{clip_and_sum_grouped, per_example_cross_entropy, ClipConfig, LayerSpec, NormMethod, Sequential};
+use rand::{Rng, SeedableRng};
+use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
+use std::path::Path;
+use tch::{nn, Device, Kind, Tensor};
+
+/// Relative agreement between the engine and the one-at-a-time loop (f64; observed ~1e-14).
+const RELATIVE_TOLERANCE: f64 = 1e-6;
+/// Absolute floor for quantities that are exactly zero.
+const ABSOLUTE_TOLERANCE: f64 = 1e-10;
+
+fn assert_close(engine: &Tensor, reference: &Tensor, what: &str) {
+    let diff = (engine - reference).norm().double_value(&[]);
+    let scale = reference.norm().double_value(&[]);
+    assert!(diff <= RELATIVE_TOLERANCE * scale + ABSOLUTE_TOLERANCE, "{what}: |engine - reference| = {diff:e}, |reference| = {scale:e}");
+}
+
+/// A tiny conditional discriminator in f64 with random weights: conv 11 -> 3 (4x4, stride 4) to
+/// 7x7, GroupNorm, tanh, flatten, linear to 2 logits.
+fn tiny_discriminator(seed: u64) -> (nn::VarStore, Sequential) {
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let specs = [
+        LayerSpec::Conv2d { in_channels: D_INPUT_CHANNELS, out_channels: 3, kernel: 4, stride: 4, padding: 0, bias: true },
+        LayerSpec::GroupNorm { groups: 1, channels: 3 },
+        LayerSpec::Tanh,
+        LayerSpec::Flatten,
+        LayerSpec::Linear { in_features: 3 * 7 * 7, out_features: 2, bias: true },
+    ];
+    let model = Sequential::new(&vs.root(), &specs).unwrap();
+    vs.set_kind(Kind::Double);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    tch::no_grad(|| {
+        for (_, mut p) in model.parameters() {
+            let v: Vec<f64> = (0..p.numel()).map(|_| rng.gen_range(-0.5..0.5)).collect();
+            p.copy_(&Tensor::from_slice(&v).reshape(p.size()));
+        }
+    });
+    (vs, model)
+}
+
+fn random_images(n: i64, rng: &mut ChaCha8Rng) -> (Tensor, Tensor) {
+    let v: Vec<f64> = (0..n * 784).map(|_| rng.gen_range(0.0..1.0)).collect();
+    let y: Vec<i64> = (0..n).map(|_| rng.gen_range(0..10)).collect();
+    (Tensor::from_slice(&v).reshape([n, 1, 28, 28]), Tensor::from_slice(&y))
+}
+
+/// The gradient of `loss` (a scalar) with respect to every parameter, flattened into one vector.
+fn flat_gradient(model: &Sequential, loss: &Tensor) -> Tensor {
+    let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, t)| t).collect();
+    let g = Tensor::run_backward(&[loss], &params, false, false);
+    Tensor::cat(&g.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0)
+}
+
+/// CE of one conditioned example against `target`, as a scalar.
+fn one_loss(model: &Sequential, x: &Tensor, y: &Tensor, target: i64) -> Tensor {
+    let logits = model.forward(&condition(x, y).unwrap()).unwrap();
+    per_example_cross_entropy(&logits, &Tensor::from_slice(&[target])).unwrap().sum(Kind::Double)
+}
+
+fn clip(g: &Tensor, c: f64) -> Tensor {
+    let norm = g.norm().double_value(&[]);
+    g * (c / (norm + 1e-6)).min(1.0)
+}
+
+fn flatten(ts: &[Tensor]) -> Tensor {
+    Tensor::cat(&ts.iter().map(|t| t.reshape([-1])).collect::<Vec<_>>(), 0)
+}
+
+/// The noise the step draws: per parameter in order, `numel` f32 draws of N(0, std^2).
+fn reference_noise(model: &Sequential, std: f64, seed: u64) -> Tensor {
+    let mut rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(1));
+    let mut parts = Vec::new();
+    for (_, p) in model.parameters() {
+        let mut z = vec![0f32; p.numel()];
+        noise::gaussian(&mut rng, std, &mut z).unwrap();
+        parts.push(Tensor::from_slice(&z).to_kind(Kind::Double));
+    }
+    Tensor::cat(&parts, 0)
+}
+
+#[test]
+fn grouped_clip_and_sum_equals_one_pair_at_a_time() {
+    for (seed, method) in [(1u64, NormMethod::Auto), (2, NormMethod::Ghost), (3, NormMethod::Materialise)] {
+        let (_vs, d) = tiny_discriminator(seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed + 100);
+        let b = 5;
+        let (xr, yr) = random_images(b, &mut rng);
+        let (xf, yf) = random_images(b, &mut rng);
+        let c = 0.05;
+        let rows = Tensor::stack(&[condition(&xr, &yr).unwrap(), condition(&xf, &yf).unwrap()], 1).reshape([2 * b, D_INPUT_CHANNELS, 28, 28]);
+        let targets = Tensor::from_slice(&[REAL, FAKE]).repeat([b]);
+        let out = clip_and_sum_grouped(&d, &rows, &targets, 2, &ClipConfig { max_norm: c, norm_method: method }).unwrap();
+        let mut reference = None::<Tensor>;
+        for i in 0..b {
+            let loss = one_loss(&d, &xr.narrow(0, i, 1), &yr.narrow(0, i, 1), REAL) + one_loss(&d, &xf.narrow(0, i, 1), &yf.narrow(0, i, 1), FAKE);
+            let g = flat_gradient(&d, &loss);
+            let norm = g.norm().double_value(&[]);
+            assert!((out.norms.double_value(&[i]) - norm).abs() <= RELATIVE_TOLERANCE * norm, "pair {i}: norm {} vs {norm}", out.norms.double_value(&[i]));
+            let g = clip(&g, c);
+            reference = Some(match reference { Some(r) => r + g, None => g });
+        }
+        assert_close(&flatten(&out.clipped_sum), &reference.unwrap(), &format!("grouped clipped sum ({method:?})"));
+    }
+}
+
+#[test]
+fn private_step_equals_one_at_a_time_reference() {
+    let (sigma, c, expected_lot, seed) = (0.7, 0.05, 6.0, 9u64);
+    for design in [Design::RealOnly, Design::Joint] {
+        let (_vs, d) = tiny_discriminator(4);
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let b = 5;
+        let (xr, yr) = random_images(b, &mut rng);
+        let fakes = if design == Design::Joint { b } else { 6 };
+        let (xf, yf) = random_images(fakes, &mut rng);
+        let mut noise_rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(1));
+        // physical batch 2: the lot is split, which must not change the result.
+        let out = private_discriminator_gradient(&d, design, &xr, &yr, &xf, &yf, &ClipConfig::new(c), sigma, expected_lot, 2, &mut noise_rng).unwrap();
+        let noise = reference_noise(&d, sigma * c * (1.0 + CLIP_ROUNDING_SLACK), seed);
+        let mut sum = noise.zeros_like();
+        for i in 0..b {
+            let mut loss = one_loss(&d, &xr.narrow(0, i, 1), &yr.narrow(0, i, 1), REAL);
+            if design == Design::Joint {
+                loss = loss + one_loss(&d, &xf.narrow(0, i, 1), &yf.narrow(0, i, 1), FAKE);
+            }
+            sum += clip(&flat_gradient(&d, &loss), c);
+        }
+        let mut reference = (sum + noise) / expected_lot;
+        if design == Design::RealOnly {
+            let mut fake = reference.zeros_like();
+            for j in 0..fakes {
+                fake += flat_gradient(&d, &one_loss(&d, &xf.narrow(0, j, 1), &yf.narrow(0, j, 1), FAKE));
+            }
+            reference += fake / fakes as f64;
+        }
+        assert_close(&flatten(&out.gradients), &reference, &format!("private discriminator gradient, design {design}"));
+        assert_eq!((out.real_count, out.fake_count), (b as usize, fakes as usize));
+    }
+}
+
+#[test]
+fn joint_design_refuses_unpaired_fakes_and_noise_layer_has_no_clipped_step() {
+    let (_vs, d) = tiny_discriminator(1);
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    let (xr, yr) = random_images(3, &mut rng);
+    let (xf, yf) = random_images(4, &mut rng);
+    let mut n = ChaCha20Rng::seed_from_u64(0);
+    assert!(private_discriminator_gradient(&d, Design::Joint, &xr, &yr, &xf, &yf, &ClipConfig::new(1.0), 1.0, 3.0, 8, &mut n).is_err());
+    assert!(private_discriminator_gradient(&d, Design::NoiseLayer, &xr, &yr, &xf, &yf, &ClipConfig::new(1.0), 1.0, 3.0, 8, &mut n).is_err());
+    assert!(private_discriminator_gradient(&d, Design::RealOnly, &xr, &yr, &xf, &yf, &ClipConfig::new(1.0), 0.0, 3.0, 8, &mut n).is_err());
+}
+
+fn fixture_subset(n: usize) -> Dataset {
+    let d = load_mnist_dir(Path::new("fixtures/mnist-small"), Split::Train, 10).unwrap();
+    Dataset::new("fixture-subset", d.shape(), 10, d.pixels()[..n * 784].to_vec(), d.labels()[..n].to_vec()).unwrap()
+}
+
+fn tiny_config(design: Design) -> GanConfig {
+    GanConfig { design, lot_size: 16.0, noise_multiplier: 1.0, max_grad_norm: 1.0, n_critic: 3, z_dim: 8, g_width: 4, d_width: 4, physical_batch: 64, ..GanConfig::default() }
+}
+
+#[test]
+fn ledger_counts_every_discriminator_step() {
+    let data = fixture_subset(160);
+    let examples = Examples::from_dataset(&data, Device::Cpu).unwrap();
+    for design in [Design::RealOnly, Design::Joint, Design::NoiseLayer] {
+        let mut gan = DpGan::new(tiny_config(design), data.len(), Ledger::in_memory(), NoiseSeed::Explicit(3), Device::Cpu).unwrap();
+        for _ in 0..2 {
+            let (reports, g) = gan.round(&examples).unwrap();
+            assert_eq!(reports.len(), 3);
+            assert!(g.is_finite());
+        }
+        gan.discriminator_step(&examples).unwrap();
+        assert_eq!((gan.discriminator_steps(), gan.generator_steps()), (7, 2), "design {design}");
+        let l = gan.ledger();
+        assert_eq!(l.steps(), 7, "every discriminator step, n_critic included, is in the ledger (design {design})");
+        assert!(l.entries().iter().all(|e| e.label == design.ledger_label() && e.sampling_rate == 0.1 && e.noise_multiplier == 1.0));
+        assert_eq!(l.phases().unwrap()[0].steps, 7);
+    }
+}
+
+fn train_tiny(out: &Path, design: Design, seed: u64) -> dpaudit::gan::run::GanMetrics {
+    let spec = GanRunSpec { config: tiny_config(design), epochs: 0.3, delta: 1e-5, target_epsilon: None, seed: Some(seed), force: false };
+    train_gan(&spec, &fixture_subset(160), out, Device::Cpu, &mut |_, _, _| {}).unwrap()
+}
+
+#[test]
+fn training_replays_under_a_seed_and_sampling_is_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let m1 = train_tiny(&dir.path().join("g1"), Design::NoiseLayer, 11);
+    let m2 = train_tiny(&dir.path().join("g2"), Design::NoiseLayer, 11);
+    // 0.3 epochs / q 0.1 = 3 steps, a multiple of n_critic = 3.
+    assert_eq!((m1.discriminator_steps, m1.ledger_steps, m1.generator_steps), (3, 3, 1));
+    assert_eq!(m1.generator_sha256, m2.generator_sha256, "a seeded noise-layer run replays exactly (auditable)");
+    assert!(m1.epsilon_status.contains("claimed by the method's authors; not proven by dpaudit"));
+    let run = dir.path().join("g1");
+    let a = sample_release(&run, &dir.path().join("a"), 50, Some(5), false, Device::Cpu).unwrap();
+    let b = sample_release(&run, &dir.path().join("b"), 50, Some(5), false, Device::Cpu).unwrap();
+    let c = sample_release(&run, &dir.path().join("c"), 50, Some(6), false, Device::Cpu).unwrap();
+    assert_eq!(a.files, b.files, "same seed, same release");
+    assert_ne!(a.files["train-images-idx3-ubyte.gz"], c.files["train-images-idx3-ubyte.gz"], "another seed, other images");
+    assert_eq!(a.generator_sha256, m1.generator_sha256);
+    assert_eq!(a.ledger.steps, 3);
+    assert!(a.epsilon_status.contains("claimed"));
+    let released = load_mnist_dir(&dir.path().join("a"), Split::Train, 10).unwrap();
+    assert_eq!((released.len(), released.class_counts()), (50, vec![5; 10]));
+    for (name, hash) in &a.files {
+        assert_eq!(&sha256_file(&dir.path().join("a").join(name)).unwrap(), hash);
+    }
+    // An existing output is refused without --force, replaced with it.
+    assert!(sample_release(&run, &dir.path().join("a"), 50, Some(7), false, Device::Cpu).is_err());
+    assert_eq!(sha256_file(&dir.path().join("a/train-images-idx3-ubyte.gz")).unwrap(), a.files["train-images-idx3-ubyte.gz"]);
+    sample_release(&run, &dir.path().join("a"), 50, Some(6), true, Device::Cpu).unwrap();
+    assert_eq!(sha256_file(&dir.path().join("a/train-images-idx3-ubyte.gz")).unwrap(), c.files["train-images-idx3-ubyte.gz"]);
+}
+
+/// Names in `dir`, sorted (to check that nothing, not even a temporary folder, was left).
+fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn bad_count_missing_run_and_corrupt_checkpoint_are_clear_errors_with_no_partial_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train_tiny(&run, Design::Joint, 1);
+    let before = listing(dir.path());
+    let out = dir.path().join("synth");
+    for count in [0usize, 10_000_001] {
+        let e = sample_release(&run, &out, count, Some(1), false, Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("--count"), "{e}");
+    }
+    let e = sample_release(&dir.path().join("nope"), &out, 10, Some(1), false, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("no such run folder"), "{e}");
+    let g = run.join(GENERATOR_FILE);
+    let bytes = std::fs::read(&g).unwrap();
+    std::fs::write(&g, &bytes[..bytes.len() / 2]).unwrap();
+    let e = sample_release(&run, &out, 10, Some(1), false, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("corrupt or incompatible generator checkpoint"), "{e}");
+    std::fs::write(&g, b"not a safetensors file").unwrap();
+    assert!(sample_release(&run, &out, 10, Some(1), false, Device::Cpu).is_err());
+    assert_eq!(listing(dir.path()), before, "no output and no temporary folder left behind");
+    // Training refuses to overwrite a run.
+    let spec = GanRunSpec { config: tiny_config(Design::Joint), epochs: 0.3, delta: 1e-5, target_epsilon: None, seed: Some(1), force: false };
+    let e = train_gan(&spec, &fixture_subset(160), &run, Device::Cpu, &mut |_, _, _| {}).unwrap_err().to_string();
+    assert!(e.contains("--force"), "{e}");
+}
+
+#[test]
+fn cli_trains_samples_and_refuses_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_dpaudit");
+    let run = dir.path().join("g");
+    let st = std::process::Command::new(bin)
+        .args(["gan", "train", "--dataset", "fixture", "--target-epsilon", "8", "--epochs", "0.06", "--lot-size", "40", "--n-critic", "2", "--z-dim", "8", "--g-width", "4", "--d-width", "4", "--seed", "2", "--json", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "{}", String::from_utf8_lossy(&st.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    // 0.06 epochs / q 0.02 = 3 steps, rounded up to 4 (a multiple of n_critic).
+    assert_eq!(m["ledger_steps"], 4);
+    assert!(m["epsilons"][0]["epsilon"].as_f64().unwrap() <= 8.0);
+    assert_eq!(m["sampling"], "poisson");
+    assert!(run.join("samples-epoch-001.png").is_file());
+    let out = dir.path().join("s");
+    let bad = std::process::Command::new(bin).args(["gan", "sample", "--count", "0", "--run"]).arg(&run).arg("--out").arg(&out).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--count"));
+    assert!(!out.exists());
+    let ok = std::process::Command::new(bin).args(["gan", "sample", "--count", "30", "--seed", "1", "--json", "--run"]).arg(&run).arg("--out").arg(&out).output().unwrap();
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
+    assert_eq!(r["design"], "joint");
+    assert_eq!(r["ledger"]["steps"], 4);
+    assert!(out.join("grid.png").is_file() && out.join("release.json").is_file());
+}
