@@ -238,8 +238,8 @@ impl MiaSpec {
         if a.targets > 1 && a.shadows == 0 {
             return Err(Error::invalid("attack.targets", a.targets, "several targets need shadow models"));
         }
-        if self.data.population == Some(0) || self.data.population == Some(1) {
-            return Err(Error::invalid("data.population", 0, "needs at least 2 examples"));
+        if let Some(n @ (0 | 1)) = self.data.population {
+            return Err(Error::invalid("data.population", n, "needs at least 2 examples"));
         }
         Ok(())
     }
