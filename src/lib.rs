@@ -8,6 +8,7 @@
 //! - [`audit`]: empirical epsilon lower bounds from attack outcomes (Clopper–Pearson).
 //! - [`data`]: IDX (MNIST-format) reading and dataset fetching.
 //! - [`gan`]: the private GAN (DP-GAN) for synthetic data releases, and their evaluation.
+//! - [`report`]: the compliance report (HTML, Markdown, JSON) of a run, its audits and certificate.
 //! - [`train`]: DP-SGD's per-example gradients and clipping, models, noise, sampling.
 #![warn(missing_docs)]
 
@@ -19,6 +20,7 @@ pub mod data;
 pub mod durable;
 pub mod error;
 pub mod gan;
+pub mod report;
 pub mod testing;
 pub mod train;
 

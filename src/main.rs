@@ -56,6 +56,11 @@ enum Command {
     /// Utility of released synthetic data (CAS, fid_mnist_classifier, real-vs-fake accuracy).
     #[command(subcommand)]
     Evaluate(cli::gan::EvaluateCommand),
+    /// The compliance report of a release: the claim in words, the audits' verdict, the
+    /// certificate's key id, how epsilon was computed, epsilon over training, utility, audit ROCs,
+    /// limitations and how to reproduce. One self-contained HTML file (or --format markdown|json),
+    /// written atomically; refuses to overwrite without --force.
+    Report(Box<cli::report::ReportArgs>),
     /// Attacks: membership inference against a training recipe (loss threshold, LiRA with shadow
     /// models) and nearest-neighbour attacks on released synthetic data. Evidence, not bounds.
     #[command(subcommand)]
@@ -433,6 +438,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Attack(cmd) => cli::attack::run(cmd),
         Command::Gan(cmd) => cli::gan::run(cmd),
         Command::Evaluate(cmd) => cli::gan::run_evaluate(cmd),
+        Command::Report(args) => cli::report::run(&args),
         Command::Audit(cmd) => {
             let code = cli::audit::run(cmd)?;
             if code != 0 {

@@ -3,3 +3,4 @@
 pub mod attack;
 pub mod audit;
 pub mod gan;
+pub mod report;

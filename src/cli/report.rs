@@ -1,0 +1,93 @@
+//! `dpaudit report`: the compliance report of a run, its audits and its certificate.
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use dpaudit::report::{self, Format, ReportOptions};
+use std::path::PathBuf;
+
+/// Output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum FormatChoice {
+    /// One self-contained HTML file (inline SVG plots, no network).
+    Html,
+    /// Markdown (plot data as tables).
+    Markdown,
+    /// JSON (the report's data structure).
+    Json,
+}
+
+/// Arguments of `dpaudit report`.
+#[derive(Args, Debug)]
+pub struct ReportArgs {
+    /// A run folder written by `dpaudit train`. Repeat it to add runs to the privacy–utility
+    /// curve; the first one is the release the report is about.
+    #[arg(long = "run", value_name = "DIR", required = true)]
+    pub runs: Vec<PathBuf>,
+    /// An audit folder holding audit.json (from `dpaudit audit run`); repeatable.
+    #[arg(long = "audit", value_name = "DIR")]
+    pub audits: Vec<PathBuf>,
+    /// The release's certificate (from `dpaudit cert sign`): its key id goes on the first screen.
+    #[arg(long, value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The signer's public key: verify the certificate (signature and file hashes) against it.
+    #[arg(long, value_name = "FILE", requires = "cert")]
+    pub pubkey: Option<PathBuf>,
+    /// Delta of the claim (default: the run's).
+    #[arg(long)]
+    pub delta: Option<f64>,
+    /// Where to write the report.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = FormatChoice::Html)]
+    pub format: FormatChoice,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Builds, renders and writes the report.
+///
+/// # Errors
+/// Unreadable inputs, an existing --out without --force, I/O errors.
+pub fn run(args: &ReportArgs) -> Result<()> {
+    let options = ReportOptions {
+        runs: args.runs.clone(),
+        audits: args.audits.clone(),
+        certificate: args.cert.clone(),
+        public_key: args.pubkey.clone(),
+        delta: args.delta,
+        epsilon_points: report::DEFAULT_EPSILON_POINTS,
+        command_line: Some(command_line()),
+    };
+    if !args.force && args.out.exists() {
+        anyhow::bail!("{} already exists; give --force to replace it", args.out.display());
+    }
+    let rep = report::build(&options).with_context(|| format!("building the report of {}", args.runs[0].display()))?;
+    let format = match args.format {
+        FormatChoice::Html => Format::Html,
+        FormatChoice::Markdown => Format::Markdown,
+        FormatChoice::Json => Format::Json,
+    };
+    let text = report::render(&rep, format).context("rendering the report")?;
+    report::write_report(&args.out, &text, args.force).with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {} ({} bytes)", args.out.display(), text.len());
+    println!("  {}", rep.claim.statement);
+    println!("  audits: {}", rep.verdict.statement);
+    if let Some(c) = &rep.certificate {
+        println!("  certificate key id {}", c.key_id);
+    }
+    for w in &rep.warnings {
+        println!("  warning: {w}");
+    }
+    Ok(())
+}
+
+/// This invocation as a shell command line (arguments quoted for a POSIX shell).
+fn command_line() -> String {
+    let mut args = std::env::args();
+    let _ = args.next();
+    std::iter::once("dpaudit".to_owned())
+        .chain(args.map(|a| report::inputs::shell_quote(&a)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}

@@ -1,0 +1,673 @@
+//! Reading what a report is built from: the run folder (`metrics.json`, `ledger.jsonl`,
+//! `model.safetensors`), audit folders (`audit.json`) and a certificate; then [`build`].
+//!
+//! The run folder is only read, never changed: a torn last ledger line (a crash mid-append) is
+//! reported, not repaired. `audit.json` is read leniently, since older files lack fields; only
+//! `epsilon_lower` and `verdict` are required.
+use super::*;
+use crate::accounting::ledger::{phases_of, LedgerEntry};
+use crate::accounting::pld::PldAccountant;
+use crate::accounting::{rdp, validate_delta, Phase};
+use crate::cert::schema::rfc3339_utc;
+use crate::cert::sign::{mechanism_of, privacy_of, SignedCertificate};
+use crate::data::sha256_file;
+use serde::de::IgnoredAny;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+/// The fields of `metrics.json` a report uses, all optional (a report can be made from an older
+/// or a hand-made run folder).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct RunMetrics {
+    /// dpaudit version that trained the run.
+    pub tool_version: Option<String>,
+    /// Test accuracy.
+    pub test_accuracy: Option<f64>,
+    /// Robust test accuracy (adversarial runs).
+    pub robust_test_accuracy: Option<f64>,
+    /// Whether the run was private.
+    pub private: Option<bool>,
+    /// The epsilons the run reported (only their delta is used).
+    pub epsilons: Vec<Value>,
+    /// Steps the run applied.
+    pub steps: Option<u64>,
+    /// How sigma was chosen.
+    pub noise_multiplier_source: Option<String>,
+    /// The trainer's configuration.
+    pub config: Value,
+    /// Epochs asked for.
+    pub epochs: Option<f64>,
+    /// Seed (null: OS CSPRNG).
+    pub seed: Option<u64>,
+    /// Training set name.
+    pub train_dataset: Option<String>,
+    /// Training examples.
+    pub train_examples: Option<u64>,
+    /// The injected fault (null for a sound run).
+    pub inject_fault: Value,
+    /// PGD parameters (adversarial runs).
+    pub adversarial: Value,
+    /// Public normalisation data, if any.
+    pub public_norm_data: Option<String>,
+    /// Content hash of the training data.
+    pub train_data_sha256: Option<String>,
+    /// Hash of `model.safetensors` when the run wrote it.
+    pub model_sha256: Option<String>,
+}
+
+/// A run folder, read.
+#[derive(Debug, Clone)]
+pub struct RunFolder {
+    /// The folder.
+    pub dir: PathBuf,
+    /// Its name (last path component).
+    pub name: String,
+    /// `metrics.json`.
+    pub metrics: RunMetrics,
+    /// SHA-256 of `metrics.json`.
+    pub metrics_sha256: String,
+    /// The ledger's complete lines.
+    pub entries: Vec<LedgerEntry>,
+    /// SHA-256 of `ledger.jsonl` (`None`: no ledger).
+    pub ledger_sha256: Option<String>,
+    /// Bytes of a torn last ledger line (not counted, not repaired).
+    pub torn_ledger_bytes: usize,
+    /// SHA-256 of `model.safetensors` (`None`: no model file).
+    pub model_sha256: Option<String>,
+}
+
+impl RunFolder {
+    /// Whether the run claims privacy: `private` in `metrics.json` (or its config); a run that
+    /// does not say is taken as private exactly when its ledger has steps.
+    pub fn private(&self) -> bool {
+        self.metrics.private.or_else(|| self.metrics.config.get("private").and_then(Value::as_bool)).unwrap_or(!self.entries.is_empty())
+    }
+
+    /// The injected fault, if the run had one.
+    pub fn fault(&self) -> Option<String> {
+        [&self.metrics.inject_fault, self.metrics.config.get("inject_fault").unwrap_or(&Value::Null)]
+            .into_iter()
+            .find(|f| !f.is_null())
+            .map(|f| f.as_str().map_or_else(|| f.to_string(), str::to_owned))
+    }
+
+    /// A string field of the trainer's configuration.
+    fn config_str(&self, key: &str) -> Option<String> {
+        self.metrics.config.get(key).and_then(Value::as_str).map(str::to_owned)
+    }
+
+    /// A number of the trainer's configuration.
+    fn config_f64(&self, key: &str) -> Option<f64> {
+        self.metrics.config.get(key).and_then(Value::as_f64)
+    }
+}
+
+/// Reads a run folder without changing it.
+///
+/// # Errors
+/// A missing or unparsable `metrics.json`; an unreadable or corrupt ledger (a complete line that
+/// does not parse, or steps out of sequence).
+pub fn read_run(dir: &Path) -> Result<RunFolder> {
+    let metrics_path = dir.join(crate::cert::sign::METRICS_FILE);
+    let bytes = std::fs::read(&metrics_path).map_err(|e| Error::io(format!("reading {}", metrics_path.display()), e))?;
+    let metrics: RunMetrics = serde_json::from_slice(&bytes).map_err(|e| Error::data(&metrics_path, format!("not a run's metrics.json: {e}")))?;
+    let metrics_sha256 = hex::encode(Sha256::digest(&bytes));
+    let ledger_path = dir.join(crate::cert::sign::LEDGER_FILE);
+    let (entries, ledger_sha256, torn_ledger_bytes) = if ledger_path.exists() {
+        let bytes = std::fs::read(&ledger_path).map_err(|e| Error::io(format!("reading {}", ledger_path.display()), e))?;
+        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let mut entries: Vec<LedgerEntry> = Vec::new();
+        for (i, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
+            if line.is_empty() {
+                continue;
+            }
+            let e: LedgerEntry = serde_json::from_slice(line).map_err(|err| Error::data(&ledger_path, format!("line {}: not a ledger entry: {err}", i + 1)))?;
+            if e.step != entries.len() as u64 + 1 {
+                return Err(Error::data(&ledger_path, format!("line {}: step {} out of sequence (expected {})", i + 1, e.step, entries.len() + 1)));
+            }
+            entries.push(e);
+        }
+        (entries, Some(hex::encode(Sha256::digest(&bytes))), bytes.len() - complete)
+    } else {
+        (Vec::new(), None, 0)
+    };
+    let model_path = dir.join(crate::cert::sign::MODEL_FILE);
+    let model_sha256 = if model_path.exists() { Some(sha256_file(&model_path)?) } else { None };
+    let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
+    Ok(RunFolder { dir: dir.to_path_buf(), name, metrics, metrics_sha256, entries, ledger_sha256, torn_ledger_bytes, model_sha256 })
+}
+
+/// `audit.json` as written by `dpaudit audit run`, every field optional but two.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct AuditFile {
+    spec_name: Option<String>,
+    spec: Option<Value>,
+    claim: Option<AuditClaimFile>,
+    threat_model: Option<String>,
+    canary: Option<Value>,
+    attack: Option<String>,
+    runs_per_side: Option<u64>,
+    confidence: Option<f64>,
+    threshold_selection: Option<String>,
+    epsilon_lower: Option<f64>,
+    ideal_epsilon_lower: Option<f64>,
+    verdict: Option<String>,
+    verdict_reason: Option<String>,
+    roc: Option<Vec<RocPoint>>,
+    tpr_at_fpr: Option<BTreeMap<String, f64>>,
+    gdp_estimate: Option<GdpSummary>,
+    one_run: Option<Value>,
+    runs: Option<Vec<IgnoredAny>>,
+    wall_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+struct AuditClaimFile {
+    epsilon: Option<f64>,
+    delta: Option<f64>,
+    source: Option<String>,
+}
+
+/// Reads an audit: `dir/audit.json`, or `dir` itself when it is a file. `run` (the release) is
+/// used to say whether the audit tested the same recipe, and `claimed_epsilon` (the report's) to
+/// say whether the audit refutes it.
+///
+/// # Errors
+/// An unreadable file, JSON that is not an audit, a missing `epsilon_lower` or `verdict`.
+pub fn read_audit(dir: &Path, run: Option<&RunFolder>, claimed_epsilon: f64) -> Result<AuditSummary> {
+    let path = if dir.is_file() { dir.to_path_buf() } else { dir.join("audit.json") };
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let a: AuditFile = serde_json::from_slice(&bytes).map_err(|e| Error::data(&path, format!("not an audit.json: {e}")))?;
+    let epsilon_lower = a.epsilon_lower.filter(|x| x.is_finite() && *x >= 0.0).ok_or_else(|| Error::data(&path, "no `epsilon_lower` (a finite number >= 0)"))?;
+    let verdict = a.verdict.clone().ok_or_else(|| Error::data(&path, "no `verdict`"))?;
+    let target = a.spec.as_ref().and_then(|s| s.get("target"));
+    let recipe = target.map(|t| {
+        let num = |k: &str| t.get(k).and_then(Value::as_f64).map_or_else(|| "?".to_owned(), |x| x.to_string());
+        format!(
+            "{} on {}, sigma = {}, C = {}, lot {}, {} steps",
+            t.get("model").and_then(Value::as_str).unwrap_or("?"),
+            t.get("dataset").and_then(Value::as_str).unwrap_or("?"),
+            num("noise_multiplier"),
+            num("max_grad_norm"),
+            num("lot_size"),
+            num("steps")
+        )
+    });
+    let same_recipe_as_run = match (target, run) {
+        (Some(t), Some(r)) => {
+            let pairs = [
+                (t.get("model").and_then(Value::as_str).map(str::to_owned).map(Value::from), r.config_str("model").map(Value::from)),
+                (t.get("noise_multiplier").and_then(Value::as_f64).map(Value::from), r.config_f64("noise_multiplier").map(Value::from)),
+                (t.get("max_grad_norm").and_then(Value::as_f64).map(Value::from), r.config_f64("max_grad_norm").map(Value::from)),
+            ];
+            if pairs.iter().all(|(x, y)| x.is_some() && y.is_some()) {
+                Some(pairs.iter().all(|(x, y)| x == y))
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    let mut roc = a.roc.clone().unwrap_or_default();
+    roc.retain(|p| p.fpr.is_finite() && p.tpr.is_finite());
+    roc.sort_by(|x, y| x.fpr.total_cmp(&y.fpr).then(x.tpr.total_cmp(&y.tpr)));
+    // The upper staircase: for each FPR, only the highest TPR.
+    let mut staircase: Vec<RocPoint> = Vec::new();
+    for p in roc {
+        match staircase.last_mut() {
+            Some(last) if last.fpr == p.fpr => last.tpr = last.tpr.max(p.tpr),
+            _ => staircase.push(p),
+        }
+    }
+    let canary = match &a.canary {
+        Some(Value::Object(m)) => m.get("kind").and_then(Value::as_str).unwrap_or("unknown").to_owned(),
+        Some(Value::String(s)) => s.clone(),
+        _ => "unknown".into(),
+    };
+    Ok(AuditSummary {
+        folder: dir.display().to_string(),
+        file: path.display().to_string(),
+        name: a.spec_name.clone().unwrap_or_else(|| dir.file_name().map_or_else(|| "audit".into(), |n| n.to_string_lossy().into_owned())),
+        threat_model: a.threat_model.clone().unwrap_or_else(|| "unknown".into()),
+        attack: a.attack.clone().unwrap_or_else(|| "unknown".into()),
+        canary,
+        recipe,
+        same_recipe_as_run,
+        claimed_epsilon: a.claim.as_ref().and_then(|c| c.epsilon),
+        claimed_delta: a.claim.as_ref().and_then(|c| c.delta),
+        claim_source: a.claim.as_ref().and_then(|c| c.source.clone()),
+        runs_per_side: a.runs_per_side,
+        confidence: a.confidence,
+        threshold_selection: a.threshold_selection.clone(),
+        epsilon_lower,
+        ideal_epsilon_lower: a.ideal_epsilon_lower,
+        verdict,
+        verdict_reason: a.verdict_reason.clone().unwrap_or_default(),
+        // An audit of another recipe says nothing about this run's epsilon.
+        refutes_report_claim: epsilon_lower > claimed_epsilon && same_recipe_as_run != Some(false),
+        tpr_at_fpr: a.tpr_at_fpr.clone().unwrap_or_default(),
+        gdp_estimate: a.gdp_estimate,
+        one_run: a.one_run.clone().filter(|v| !v.is_null()),
+        roc: staircase,
+        runs_recorded: a.runs.as_ref().map_or(0, |r| r.len() as u64),
+        wall_seconds: a.wall_seconds,
+        sha256: hex::encode(Sha256::digest(&bytes)),
+    })
+}
+
+/// The RDP and PLD epsilons of a run's ledger (`None` when it has no noisy steps).
+fn accountant_epsilons(entries: &[LedgerEntry], delta: f64) -> Result<Option<(f64, f64)>> {
+    if entries.is_empty() {
+        return Ok(None);
+    }
+    let phases = phases_of(entries)?;
+    Ok(Some((rdp::epsilon(&phases, delta)?.epsilon, PldAccountant::default().epsilon(&phases, delta)?.epsilon)))
+}
+
+/// The delta of the run's own epsilons in `metrics.json`.
+fn run_delta(run: &RunFolder) -> Option<f64> {
+    run.metrics.epsilons.iter().find_map(|e| e.get("delta").and_then(Value::as_f64))
+}
+
+/// Epsilon (RDP) after up to `points` evenly spaced prefixes of the ledger.
+///
+/// # Errors
+/// As the RDP accountant; non-Poisson steps.
+pub fn epsilon_over_steps(entries: &[LedgerEntry], delta: f64, points: usize) -> Result<Vec<EpsilonPoint>> {
+    let n = entries.len();
+    let points = points.min(n);
+    let mut out = Vec::with_capacity(points);
+    for i in 1..=points {
+        let k = (i * n).div_ceil(points);
+        if out.last().is_some_and(|p: &EpsilonPoint| p.step == k as u64) {
+            continue;
+        }
+        let phases: Vec<Phase> = phases_of(&entries[..k])?;
+        out.push(EpsilonPoint { step: k as u64, epsilon: rdp::epsilon(&phases, delta)?.epsilon });
+    }
+    Ok(out)
+}
+
+fn tool_git_commit() -> String {
+    if let Some(c) = option_env!("DPAUDIT_GIT_COMMIT") {
+        return c.to_owned();
+    }
+    std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map(|s| s.trim().to_owned())
+        .filter(|s| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A word for a POSIX shell: as it is when it holds only safe characters, else single-quoted.
+pub fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=,:+@".contains(c)) {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+fn sq(p: &Path) -> String {
+    shell_quote(&p.display().to_string())
+}
+
+fn finite(x: f64) -> Result<Epsilon> {
+    Epsilon::from_f64(x).ok_or_else(|| Error::numerical("report epsilon", "NaN"))
+}
+
+fn method_rdp(detail: &Value) -> String {
+    let order = detail.get("order").map_or_else(|| "?".into(), Value::to_string);
+    let conversion = match detail.get("conversion").and_then(Value::as_str) {
+        Some("improved") => "the improved conversion (Balle et al. 2020)",
+        Some("classic") => "the classic conversion (Mironov 2017)",
+        _ => "an RDP-to-DP conversion",
+    };
+    format!("Rényi DP of the Poisson-subsampled Gaussian composed over the ledger's steps, best order alpha = {order} of the default grid, converted to (epsilon, delta) with {conversion}")
+}
+
+/// The report's claim sentence.
+fn claim_statement(private: bool, fault: Option<&str>, epsilon: Epsilon, delta: f64, subject: &str) -> String {
+    if !private {
+        return format!("This {subject} was NOT trained with differential privacy: no privacy guarantee is claimed (epsilon is infinite).");
+    }
+    let eps = format_epsilon(epsilon);
+    let base = format!("This {subject} was trained with (ε = {eps}, δ = {})-differential privacy, per record", format_delta(delta));
+    if let Some(f) = fault {
+        return format!("{base}, ACCORDING TO ITS LEDGER ONLY: the run was trained with a deliberately injected fault ({f}), so this number does not describe what was run and is not a valid guarantee.");
+    }
+    let factor = format_upper(epsilon.value().exp());
+    format!("{base}: adding or removing any one training example changes the probability of any outcome by at most a factor of e^ε ≈ {factor}, except with probability at most δ = {}.", format_delta(delta))
+}
+
+fn overall_verdict(audits: &[AuditSummary], claim: &Claim) -> OverallVerdict {
+    if audits.is_empty() {
+        return OverallVerdict { status: VerdictStatus::NotAudited, statement: "No empirical audit was supplied: the claim rests on the accountants' proofs alone.".into() };
+    }
+    // Audits of another recipe (model, sigma or C) are shown, but do not decide this verdict.
+    let (relevant, other): (Vec<&AuditSummary>, Vec<&AuditSummary>) = audits.iter().partition(|a| a.same_recipe_as_run != Some(false));
+    let other_note = match other.len() {
+        0 => String::new(),
+        k => {
+            let violated = other.iter().filter(|a| a.verdict == "violated").count();
+            format!(
+                " {k} audit{} tested another recipe than this run's and {} not counted here{}.",
+                if k == 1 { "" } else { "s" },
+                if k == 1 { "is" } else { "are" },
+                if violated > 0 { format!(" ({violated} of them violated its own claim)") } else { String::new() }
+            )
+        }
+    };
+    if relevant.is_empty() {
+        return OverallVerdict { status: VerdictStatus::NotAudited, statement: format!("No audit of this run's recipe was supplied: the claim rests on the accountants' proofs alone.{other_note}") };
+    }
+    let violated: Vec<&&AuditSummary> = relevant.iter().filter(|a| a.verdict == "violated" || (claim.private && a.refutes_report_claim)).collect();
+    if let Some(first) = violated.first() {
+        let conf = first.confidence.map_or_else(String::new, |c| format!(" with {}% confidence", c * 100.0));
+        return OverallVerdict {
+            status: VerdictStatus::Violated,
+            statement: format!(
+                "REFUTED: {} of {} audits of this recipe contradict the privacy claim. Audit {} shows ε ≥ {}{conf}, which {}.{other_note}",
+                violated.len(),
+                relevant.len(),
+                first.name,
+                format_lower(first.epsilon_lower),
+                if first.refutes_report_claim { format!("exceeds this report's ε = {}", format_epsilon(claim.epsilon)) } else { "exceeds the epsilon that audit tested".to_owned() }
+            ),
+        };
+    }
+    let best = relevant.iter().max_by(|a, b| a.epsilon_lower.total_cmp(&b.epsilon_lower)).expect("not empty");
+    let ideal = best.ideal_epsilon_lower.map_or_else(String::new, |i| format!(" (a perfect audit of the same size could show at most {})", format_lower(i)));
+    let conf = best.confidence.map_or_else(String::new, |c| format!(" at {}% confidence", c * 100.0));
+    OverallVerdict {
+        status: VerdictStatus::Consistent,
+        statement: format!(
+            "Consistent: {} audit{} of this recipe found nothing that contradicts the claim. The largest lower bound is ε ≥ {}{conf}{ideal}. An audit can refute a claim but never prove it.{other_note}",
+            relevant.len(),
+            if relevant.len() == 1 { "" } else { "s" },
+            format_lower(best.epsilon_lower)
+        ),
+    }
+}
+
+fn summarise_certificate(path: &Path, public_key: Option<&Path>, run: &RunFolder) -> Result<CertificateSummary> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let signed: SignedCertificate = serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not a dpaudit certificate: {e}")))?;
+    let c = &signed.certificate;
+    let covers_this_model = run.model_sha256.as_ref().is_some_and(|m| c.artifact.files.iter().any(|f| &f.sha256 == m));
+    let ledger_matches = c.ledger.as_ref().map(|l| run.ledger_sha256.as_deref() == Some(l.sha256.as_str()));
+    let (signature_verified, signature) = match public_key {
+        Some(key) => match crate::cert::verify::verify(path, key, Some(&run.dir), false) {
+            Ok(v) => (Some(true), format!("verified: Ed25519 signature by key {} checked with {}, and the SHA-256 of {} file(s) in {} match", v.key_id, key.display(), v.artifacts_checked.len(), run.dir.display())),
+            Err(f) => (Some(false), format!("VERIFICATION FAILED (exit code {} of `dpaudit cert verify`): {f}", f.exit_code())),
+        },
+        None => (None, format!("not checked by this report; run `dpaudit cert verify {} --pubkey KEY.pub --artifacts {} --recompute`", sq(path), sq(&run.dir))),
+    };
+    Ok(CertificateSummary {
+        path: path.display().to_string(),
+        key_id: signed.signature.key_id.clone(),
+        issued_at: c.issued_at.clone(),
+        status: serde_json::to_value(c.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+        tool: ToolInfo { name: c.tool.name.clone(), version: c.tool.version.clone(), git_commit: c.tool.git_commit.clone() },
+        verified_epsilon: c.privacy.verified_epsilon.epsilon,
+        delta: c.privacy.delta,
+        covers_this_model,
+        ledger_matches,
+        signature_verified,
+        signature,
+    })
+}
+
+/// `dpaudit train` flags that reproduce a run, from its `metrics.json` (best effort).
+fn train_command(run: &RunFolder) -> String {
+    let m = &run.metrics;
+    let mut cmd = vec!["dpaudit train".to_owned()];
+    match m.train_dataset.as_deref().map(|d| d.split('/').next().unwrap_or(d)) {
+        Some("mnist-small") => cmd.push("--dataset fixture".into()),
+        Some(d @ ("mnist" | "fashion-mnist")) => cmd.push(format!("--dataset {d}")),
+        Some(_) => cmd.push("--data-dir DATA".into()),
+        None => {}
+    }
+    if let Some(model) = run.config_str("model") {
+        cmd.push(format!("--model {}", shell_quote(&model)));
+    }
+    if let Some(e) = m.epochs {
+        cmd.push(format!("--epochs {e}"));
+    }
+    if let Some(l) = run.config_f64("lot_size") {
+        cmd.push(format!("--lot-size {l}"));
+    }
+    if run.private() {
+        if let Some(s) = run.config_f64("noise_multiplier") {
+            cmd.push(format!("--noise-multiplier {s}"));
+        }
+        if let Some(c) = run.config_f64("max_grad_norm") {
+            cmd.push(format!("--max-grad-norm {c}"));
+        }
+    } else {
+        cmd.push("--no-privacy".into());
+    }
+    if let Some(d) = run_delta(run) {
+        cmd.push(format!("--delta {d}"));
+    }
+    if let Some(lr) = run.config_f64("lr") {
+        cmd.push(format!("--lr {lr}"));
+    }
+    if let Some(opt) = run.metrics.config.get("optimizer") {
+        if let Some(kind) = opt.get("kind").and_then(Value::as_str) {
+            cmd.push(format!("--optimizer {}", shell_quote(kind)));
+        }
+        if let Some(mo) = opt.get("momentum").and_then(Value::as_f64) {
+            cmd.push(format!("--momentum {mo}"));
+        }
+    }
+    if let Some(kind) = run.metrics.config.get("schedule").and_then(|s| s.get("kind")).and_then(Value::as_str) {
+        cmd.push(format!("--schedule {}", shell_quote(kind)));
+    }
+    match m.seed {
+        Some(s) => cmd.push(format!("--seed {s}")),
+        None => cmd.push("--secure-noise".into()),
+    }
+    if let Some(f) = run.fault() {
+        cmd.push(format!("--inject-fault {}", shell_quote(&f)));
+    }
+    cmd.push(format!("--out {}", sq(&run.dir)));
+    cmd.join(" ")
+}
+
+/// Builds the report.
+///
+/// # Errors
+/// No run given; missing or corrupt run files; a private run without ledger steps; non-Poisson
+/// ledger steps; an unreadable audit or certificate; an invalid delta.
+pub fn build(options: &ReportOptions) -> Result<Report> {
+    let first = options.runs.first().ok_or_else(|| Error::invalid("runs", 0, "give at least one run folder"))?;
+    let run = read_run(first)?;
+    let others: Vec<RunFolder> = options.runs[1..].iter().map(|d| read_run(d)).collect::<Result<_>>()?;
+    let delta = validate_delta(options.delta.or_else(|| run_delta(&run)).unwrap_or(DEFAULT_DELTA))?;
+    let private = run.private();
+    let fault = run.fault();
+    let mut warnings = Vec::new();
+    if run.torn_ledger_bytes > 0 {
+        warnings.push(format!("ledger.jsonl ends with a torn line of {} bytes (a crash while recording a step whose update was then never applied); it is not counted, and the file was left as it is", run.torn_ledger_bytes));
+    }
+    if let (Some(recorded), Some(actual)) = (&run.metrics.model_sha256, &run.model_sha256) {
+        if recorded != actual {
+            warnings.push(format!("model.safetensors has SHA-256 {actual}, but the training run recorded {recorded}: the model file is not the one that was trained"));
+        }
+    }
+    if run.model_sha256.is_none() {
+        warnings.push("the run folder has no model.safetensors".into());
+    }
+    if let Some(steps) = run.metrics.steps {
+        if private && (run.entries.len() as u64) < steps {
+            warnings.push(format!("the ledger records {} steps but metrics.json reports {steps}: epsilon is computed from the ledger", run.entries.len()));
+        }
+    }
+    if let Some(f) = &fault {
+        warnings.push(format!("the run was trained with an injected fault ({f}); `dpaudit cert sign` refuses such runs"));
+    }
+    if private && run.entries.is_empty() {
+        return Err(Error::data(run.dir.join(crate::cert::sign::LEDGER_FILE), "a private run must have a ledger with at least one noisy step"));
+    }
+
+    // How epsilon was computed, and the claim.
+    let mechanism_steps = mechanism_of(&run.entries);
+    let (epsilons, claim_epsilon, claim_accountant) = if private {
+        let phases = phases_of(&run.entries)?;
+        let p = privacy_of(&phases, delta)?;
+        let mut rows = Vec::new();
+        for e in &p.epsilons {
+            let method = match e.accountant.as_str() {
+                "rdp" => method_rdp(&e.method),
+                "pld" => format!(
+                    "privacy loss distribution of the same composition, discretised with h = {}, tail mass {}, pessimistic (never below the true epsilon), worse direction: {}",
+                    e.method.get("discretization").map_or_else(|| "?".into(), Value::to_string),
+                    e.method.get("tail_mass").map_or_else(|| "?".into(), Value::to_string),
+                    e.method.get("worse_direction").and_then(Value::as_str).unwrap_or("?")
+                ),
+                _ => e.method.to_string(),
+            };
+            rows.push(AccountantRow { accountant: e.accountant.clone(), epsilon: e.epsilon, method });
+        }
+        let v = &p.verified_epsilon;
+        rows.push(AccountantRow {
+            accountant: "mpfr oracle".into(),
+            epsilon: v.epsilon,
+            method: format!(
+                "the RDP bound re-derived with 256-bit MPFR arithmetic, every rounding directed upward (order {}, {} conversion): the rigorous upper bound a certificate holds the RDP claim to",
+                v.order.map_or_else(|| "?".into(), |o| o.to_string()),
+                v.conversion.and_then(|c| serde_json::to_value(c).ok()).and_then(|c| c.as_str().map(str::to_owned)).unwrap_or_default()
+            ),
+        });
+        let best = rows.iter().min_by(|a, b| a.epsilon.value().total_cmp(&b.epsilon.value())).expect("three rows");
+        let others: Vec<String> = rows.iter().filter(|r| r.accountant != best.accountant).map(|r| format!("{} {}", r.accountant, format_epsilon(r.epsilon))).collect();
+        let accountant = format!("{} accountant, the smallest of the upper bounds computed from the ledger (also: {})", best.accountant, others.join(", "));
+        (rows.clone(), best.epsilon, accountant)
+    } else {
+        (Vec::new(), Epsilon::Infinity, "none (not private)".to_owned())
+    };
+    let subject = "model";
+    let claim = Claim {
+        private,
+        subject: subject.into(),
+        epsilon: claim_epsilon,
+        delta,
+        accountant: claim_accountant,
+        adjacency: "per record: datasets that differ by adding or removing one training example".into(),
+        statement: claim_statement(private, fault.as_deref(), claim_epsilon, delta, subject),
+    };
+    let mechanism = MechanismSection {
+        sampling: mechanism_steps.sampling.clone(),
+        adjacency: mechanism_steps.adjacency.clone(),
+        steps: mechanism_steps.steps,
+        phases: mechanism_steps.phases.clone(),
+        noise_multiplier_source: run.metrics.noise_multiplier_source.clone().unwrap_or_else(|| "not recorded".into()),
+        delta,
+        epsilons,
+    };
+    let epsilon_over_steps = if private { epsilon_over_steps(&run.entries, delta, options.epsilon_points)? } else { Vec::new() };
+
+    // Utility: the release, then the comparison runs.
+    let mut utility_runs = vec![UtilityPoint { run: run.name.clone(), released: true, epsilon: claim_epsilon, test_accuracy: run.metrics.test_accuracy.unwrap_or(f64::NAN) }];
+    for o in &others {
+        let eps = match (o.private(), accountant_epsilons(&o.entries, delta)?) {
+            (true, Some((r, p))) => finite(r.min(p))?,
+            _ => Epsilon::Infinity,
+        };
+        utility_runs.push(UtilityPoint { run: o.name.clone(), released: false, epsilon: eps, test_accuracy: o.metrics.test_accuracy.unwrap_or(f64::NAN) });
+    }
+    let utility = Utility {
+        model: run.config_str("model").unwrap_or_else(|| "unknown".into()),
+        train_dataset: run.metrics.train_dataset.clone().unwrap_or_else(|| "unknown".into()),
+        train_examples: run.metrics.train_examples.unwrap_or(0),
+        test_accuracy: run.metrics.test_accuracy.unwrap_or(f64::NAN),
+        robust_test_accuracy: run.metrics.robust_test_accuracy,
+        runs: utility_runs,
+    };
+    if run.metrics.test_accuracy.is_none() {
+        warnings.push("metrics.json has no test_accuracy".into());
+    }
+
+    let audits: Vec<AuditSummary> = options.audits.iter().map(|d| read_audit(d, Some(&run), claim_epsilon.value())).collect::<Result<_>>()?;
+    let verdict = overall_verdict(&audits, &claim);
+    let certificate = match &options.certificate {
+        Some(p) => Some(summarise_certificate(p, options.public_key.as_deref(), &run)?),
+        None => None,
+    };
+    if let Some(c) = &certificate {
+        if !c.covers_this_model {
+            warnings.push(format!("the certificate {} names no file with this run's model hash: it certifies another release", c.path));
+        }
+        if c.ledger_matches == Some(false) {
+            warnings.push(format!("the certificate {} was made from another ledger than this run's", c.path));
+        }
+    }
+
+    let mut limitations = Vec::new();
+    if !private {
+        limitations.push("The model was trained without differential privacy. Nothing below limits what it reveals about its training data.".to_owned());
+    }
+    limitations.extend(crate::cert::schema::standard_limitations());
+    limitations.push("An audit trains the same recipe many times on the audit's own data with a planted canary; it tests the recipe and the code, not this particular run. A consistent audit cannot prove the claim; only a violated one is conclusive.".into());
+    limitations.push("Nearest-neighbour and distance-to-closest-record (DCR) checks of synthetic data are diagnostics, not a privacy guarantee: a large distance does not mean a record is protected. Only the differential-privacy bound limits what can be learnt.".into());
+    limitations.push("Test accuracy is measured on the dataset's test split; hyper-parameters chosen after looking at it make it an optimistic estimate.".into());
+
+    // How to reproduce.
+    let mut commands = vec![ReproduceCommand { purpose: "train the model again (reconstructed from metrics.json)".into(), command: train_command(&run) }];
+    if private {
+        let phases: Vec<String> = phases_of(&run.entries)?.iter().map(|p| format!("--phase {},{},{}", p.sampling_rate, p.noise_multiplier, p.steps)).collect();
+        commands.push(ReproduceCommand { purpose: "recompute epsilon from the ledger's mechanism with every accountant and the MPFR oracle".into(), command: format!("dpaudit account epsilon {} --delta {delta} --accountant all --verify", phases.join(" ")) });
+    }
+    commands.push(ReproduceCommand { purpose: "check the files' hashes against the table below".into(), command: format!("sha256sum {} {} {}", sq(&run.dir.join("ledger.jsonl")), sq(&run.dir.join("model.safetensors")), sq(&run.dir.join("metrics.json"))) });
+    if let Some(c) = &certificate {
+        commands.push(ReproduceCommand { purpose: "verify the certificate: signature, file hashes, and epsilon recomputed with the MPFR oracle".into(), command: format!("dpaudit cert verify {} --pubkey KEY.pub --artifacts {} --recompute", shell_quote(&c.path), sq(&run.dir)) });
+    }
+    for a in &audits {
+        commands.push(ReproduceCommand { purpose: format!("run audit {} again (its full spec is inside {}/audit.json)", a.name, a.folder), command: format!("dpaudit audit run {} --out {}", shell_quote(&format!("audits/{}.toml", a.name)), shell_quote(&a.folder)) });
+    }
+    if let Some(c) = &options.command_line {
+        commands.push(ReproduceCommand { purpose: "write this report again".into(), command: c.clone() });
+    }
+    let mut hashes = Vec::new();
+    if let Some(h) = &run.metrics.train_data_sha256 {
+        hashes.push(FileHash { what: format!("training data ({})", run.metrics.train_dataset.as_deref().unwrap_or("?")), path: "content hash of pixels and labels, recorded by the training run".into(), sha256: h.clone() });
+    }
+    if let Some(h) = &run.ledger_sha256 {
+        hashes.push(FileHash { what: "privacy ledger".into(), path: run.dir.join(crate::cert::sign::LEDGER_FILE).display().to_string(), sha256: h.clone() });
+    }
+    if let Some(h) = &run.model_sha256 {
+        hashes.push(FileHash { what: "model".into(), path: run.dir.join(crate::cert::sign::MODEL_FILE).display().to_string(), sha256: h.clone() });
+    }
+    hashes.push(FileHash { what: "training metrics".into(), path: run.dir.join(crate::cert::sign::METRICS_FILE).display().to_string(), sha256: run.metrics_sha256.clone() });
+    for a in &audits {
+        hashes.push(FileHash { what: format!("audit {}", a.name), path: a.file.clone(), sha256: a.sha256.clone() });
+    }
+    if let Some(p) = &options.certificate {
+        hashes.push(FileHash { what: "certificate".into(), path: p.display().to_string(), sha256: sha256_file(p)? });
+    }
+
+    Ok(Report {
+        format: FORMAT.into(),
+        generated_by: ToolInfo { name: "dpaudit".into(), version: env!("CARGO_PKG_VERSION").into(), git_commit: tool_git_commit() },
+        generated_at: rfc3339_utc(std::time::SystemTime::now()),
+        claim,
+        verdict,
+        certificate,
+        mechanism,
+        epsilon_over_steps,
+        utility,
+        audits,
+        synthetic_data: None,
+        limitations,
+        reproduce: Reproduce { commands, training_tool_version: run.metrics.tool_version.clone().unwrap_or_else(|| "unknown".into()), hashes },
+        warnings,
+    })
+}

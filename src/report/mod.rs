@@ -1,0 +1,485 @@
+//! The compliance report: one page that a data office's disclosure panel can read, built from a
+//! training run folder, its audits and its certificate (`dpaudit report`).
+//!
+//! [`build`] gathers everything into a [`Report`] (the JSON format is that struct, serialised);
+//! [`render`] writes it as one self-contained HTML file (inline SVG plots from `plotters`, no
+//! network, no script), as Markdown, or as JSON; [`write_report`] writes atomically and refuses to
+//! overwrite unless asked to.
+//!
+//! Nothing in `metrics.json` is trusted for privacy: every epsilon is recomputed from
+//! `ledger.jsonl` (RDP, PLD and the MPFR oracle, as `dpaudit cert sign` does), and every hash from
+//! the files. Numbers are shown rounded in the safe direction: upper bounds up, lower bounds down.
+//!
+//! - [`inputs`]: reading the run folder, `audit.json` files (leniently: older files lack fields)
+//!   and certificates.
+//! - [`plots`]: the SVG plots.
+//! - [`html`], [`markdown`]: the two text renderings.
+pub mod html;
+pub mod inputs;
+pub mod markdown;
+pub mod plots;
+
+use crate::audit::engine::RocPoint;
+use crate::cert::schema::{Epsilon, MechanismPhase};
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// `format` of a report in JSON.
+pub const FORMAT: &str = "dpaudit-report-v1";
+/// Points of the epsilon-over-steps curve (fewer when the run has fewer steps).
+pub const DEFAULT_EPSILON_POINTS: usize = 50;
+/// Delta used when neither the caller nor the run's `metrics.json` gives one.
+pub const DEFAULT_DELTA: f64 = 1e-5;
+
+/// How to write the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// One self-contained HTML file.
+    Html,
+    /// Markdown (plots are left out; their data is in tables).
+    Markdown,
+    /// The [`Report`] as JSON.
+    Json,
+}
+
+/// What to build a report from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportOptions {
+    /// Run folders written by `dpaudit train`. The first is the release the report is about; the
+    /// others only add points to the privacy–utility curve.
+    pub runs: Vec<PathBuf>,
+    /// Audit folders holding `audit.json`.
+    pub audits: Vec<PathBuf>,
+    /// A certificate (`dpaudit cert sign`) of the release.
+    pub certificate: Option<PathBuf>,
+    /// The signer's public key: when given, the certificate is verified against it and the run
+    /// folder (signature and file hashes).
+    pub public_key: Option<PathBuf>,
+    /// Delta of the claim; `None`: the run's (from `metrics.json`), else [`DEFAULT_DELTA`].
+    pub delta: Option<f64>,
+    /// Points of the epsilon-over-steps curve.
+    pub epsilon_points: usize,
+    /// The command line that made the report, shown under "how to reproduce".
+    pub command_line: Option<String>,
+}
+
+impl ReportOptions {
+    /// A report on one run, nothing else.
+    pub fn for_run(run: impl Into<PathBuf>) -> Self {
+        ReportOptions { runs: vec![run.into()], audits: Vec::new(), certificate: None, public_key: None, delta: None, epsilon_points: DEFAULT_EPSILON_POINTS, command_line: None }
+    }
+}
+
+/// The whole report. Serialised, this is `--format json`; the HTML and Markdown renderings show
+/// the same content.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// The tool that wrote the report.
+    pub generated_by: ToolInfo,
+    /// When, RFC 3339 UTC.
+    pub generated_at: String,
+    /// The privacy claim, in numbers and in words.
+    pub claim: Claim,
+    /// What the audits say about the claim.
+    pub verdict: OverallVerdict,
+    /// The certificate, when one was given.
+    pub certificate: Option<CertificateSummary>,
+    /// The mechanism and how epsilon was computed.
+    pub mechanism: MechanismSection,
+    /// Epsilon (RDP accountant) after each of up to [`DEFAULT_EPSILON_POINTS`] steps.
+    pub epsilon_over_steps: Vec<EpsilonPoint>,
+    /// Test accuracy, and the privacy–utility curve when several runs were given.
+    pub utility: Utility,
+    /// One entry per audit folder.
+    pub audits: Vec<AuditSummary>,
+    /// For a synthetic-data release (`release.json` from `dpaudit gan sample`): nearest-neighbour
+    /// results and a sample grid. `None` for a model release.
+    pub synthetic_data: Option<SyntheticData>,
+    /// What the claim does not cover, in plain words.
+    pub limitations: Vec<String>,
+    /// Commands, versions and hashes to reproduce and check everything.
+    pub reproduce: Reproduce,
+    /// Anything odd found while building the report (a hash that differs, a torn ledger).
+    pub warnings: Vec<String>,
+}
+
+/// A tool, its version and the git commit it was built from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ToolInfo {
+    /// `dpaudit`.
+    pub name: String,
+    /// Crate version.
+    pub version: String,
+    /// Git commit, or `unknown`.
+    pub git_commit: String,
+}
+
+/// The privacy claim of the release.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Claim {
+    /// Whether the run was trained with DP at all.
+    pub private: bool,
+    /// `model` (or `synthetic dataset`).
+    pub subject: String,
+    /// The claimed epsilon: the smallest of the accountants' upper bounds (each is valid, so the
+    /// smallest is too); `"infinity"` without privacy.
+    pub epsilon: Epsilon,
+    /// The delta.
+    pub delta: f64,
+    /// Which accountant gave `epsilon`.
+    pub accountant: String,
+    /// The unit of privacy in words.
+    pub adjacency: String,
+    /// The claim as a sentence (epsilon rounded up).
+    pub statement: String,
+}
+
+/// The audits' overall verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerdictStatus {
+    /// No audit was given.
+    NotAudited,
+    /// No audit contradicts the claim.
+    Consistent,
+    /// An audit's lower bound exceeds a claim (its own, or this report's).
+    Violated,
+}
+
+/// The audits' verdict, in words.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OverallVerdict {
+    /// The status.
+    pub status: VerdictStatus,
+    /// One or two sentences for the first screen.
+    pub statement: String,
+}
+
+/// What a certificate says, and whether it matches the run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CertificateSummary {
+    /// The certificate file as given.
+    pub path: String,
+    /// The signer's key id.
+    pub key_id: String,
+    /// Time of issue.
+    pub issued_at: String,
+    /// `certified` or `uncertified_claim`.
+    pub status: String,
+    /// The tool that issued it.
+    pub tool: ToolInfo,
+    /// Its MPFR-verified epsilon.
+    pub verified_epsilon: Epsilon,
+    /// Its delta.
+    pub delta: f64,
+    /// Whether one of its artifacts has the SHA-256 of this run's `model.safetensors`.
+    pub covers_this_model: bool,
+    /// Whether its ledger hash equals that of this run's `ledger.jsonl` (`None`: no ledger).
+    pub ledger_matches: Option<bool>,
+    /// `Some(true)`: signature and file hashes verified with the given public key;
+    /// `Some(false)`: verification failed (see `signature`); `None`: no key given.
+    pub signature_verified: Option<bool>,
+    /// The verification outcome in words.
+    pub signature: String,
+}
+
+/// The mechanism and the accountants.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MechanismSection {
+    /// Sampling scheme of every step (`poisson`).
+    pub sampling: String,
+    /// Neighbouring datasets (`add_remove_one`).
+    pub adjacency: String,
+    /// Noisy steps in the ledger.
+    pub steps: u64,
+    /// Phases: consecutive steps with equal label, q, sigma and C.
+    pub phases: Vec<MechanismPhase>,
+    /// How sigma was chosen (from `metrics.json`).
+    pub noise_multiplier_source: String,
+    /// The delta of every epsilon.
+    pub delta: f64,
+    /// One row per accountant, recomputed from the ledger.
+    pub epsilons: Vec<AccountantRow>,
+}
+
+/// One accountant's epsilon.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AccountantRow {
+    /// `rdp`, `pld` or `mpfr oracle (rdp)`.
+    pub accountant: String,
+    /// The epsilon (an upper bound).
+    pub epsilon: Epsilon,
+    /// How it was obtained, in words.
+    pub method: String,
+}
+
+/// Epsilon after `step` steps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EpsilonPoint {
+    /// Steps so far.
+    pub step: u64,
+    /// RDP epsilon of those steps at the report's delta.
+    pub epsilon: f64,
+}
+
+/// Utility of the release, and of any comparison runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Utility {
+    /// The model's architecture.
+    pub model: String,
+    /// The training set.
+    pub train_dataset: String,
+    /// Training examples.
+    pub train_examples: u64,
+    /// Test accuracy of the release.
+    pub test_accuracy: f64,
+    /// Test accuracy on PGD adversarial examples (adversarial runs).
+    pub robust_test_accuracy: Option<f64>,
+    /// Every run given (the release first): the privacy–utility curve.
+    pub runs: Vec<UtilityPoint>,
+}
+
+/// One run on the privacy–utility curve.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UtilityPoint {
+    /// The run folder's name.
+    pub run: String,
+    /// Whether it is the release.
+    pub released: bool,
+    /// Its epsilon (smallest accountant bound; `"infinity"` without privacy).
+    pub epsilon: Epsilon,
+    /// Its test accuracy.
+    pub test_accuracy: f64,
+}
+
+/// One audit, as read from its `audit.json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditSummary {
+    /// The audit folder as given.
+    pub folder: String,
+    /// The `audit.json` read.
+    pub file: String,
+    /// The spec's name.
+    pub name: String,
+    /// `white-box` or `black-box`.
+    pub threat_model: String,
+    /// The statistic.
+    pub attack: String,
+    /// The canary's kind.
+    pub canary: String,
+    /// The recipe audited (model, sigma, C), when the spec says.
+    pub recipe: Option<String>,
+    /// Whether that recipe is this run's (model, sigma and C equal); `None` when unknown.
+    pub same_recipe_as_run: Option<bool>,
+    /// The claim the audit tested.
+    pub claimed_epsilon: Option<f64>,
+    /// Its delta.
+    pub claimed_delta: Option<f64>,
+    /// Where the audit's claim came from.
+    pub claim_source: Option<String>,
+    /// Runs per side (replay audits).
+    pub runs_per_side: Option<u64>,
+    /// Confidence of the lower bound.
+    pub confidence: Option<f64>,
+    /// How the threshold was chosen.
+    pub threshold_selection: Option<String>,
+    /// The rigorous lower bound on epsilon.
+    pub epsilon_lower: f64,
+    /// The most a perfect audit of this size could show against the claim.
+    pub ideal_epsilon_lower: Option<f64>,
+    /// `consistent`, `violated` (or whatever the file says).
+    pub verdict: String,
+    /// Why.
+    pub verdict_reason: String,
+    /// Whether this audit contradicts the report's claim: its lower bound is above it, and it did
+    /// not audit another recipe.
+    pub refutes_report_claim: bool,
+    /// TPR at FPR (keys are the FPRs).
+    pub tpr_at_fpr: BTreeMap<String, f64>,
+    /// The Gaussian-DP fit: an estimate, not a bound.
+    pub gdp_estimate: Option<GdpSummary>,
+    /// The one-run audit's counts, as in the file.
+    pub one_run: Option<serde_json::Value>,
+    /// The ROC's upper staircase (for each FPR, the highest TPR).
+    pub roc: Vec<RocPoint>,
+    /// Runs recorded in the file.
+    pub runs_recorded: u64,
+    /// Wall time of the audit, seconds.
+    pub wall_seconds: Option<f64>,
+    /// SHA-256 of `audit.json`.
+    pub sha256: String,
+}
+
+/// The Gaussian-DP estimate of an audit.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct GdpSummary {
+    /// mu.
+    pub mu: f64,
+    /// The epsilon of mu-GDP at the claim's delta.
+    pub epsilon: f64,
+}
+
+/// A synthetic-data release (DP-GAN): what an attacker holding the released records can learn.
+/// Filled from `release.json` once `dpaudit gan sample` writes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyntheticData {
+    /// The release folder.
+    pub release: String,
+    /// Records released.
+    pub records: u64,
+    /// Nearest-neighbour (distance to closest record) results: diagnostics, not guarantees.
+    pub nearest_neighbour: Vec<NearestNeighbourResult>,
+    /// A grid of released samples, as inline SVG.
+    pub sample_grid_svg: Option<String>,
+}
+
+/// One nearest-neighbour statistic.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NearestNeighbourResult {
+    /// What was measured.
+    pub metric: String,
+    /// The value.
+    pub value: f64,
+    /// How to read it.
+    pub note: String,
+}
+
+/// How to reproduce and check the report's content.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Reproduce {
+    /// The commands, each with what it does.
+    pub commands: Vec<ReproduceCommand>,
+    /// The tool that wrote the training run (from `metrics.json`).
+    pub training_tool_version: String,
+    /// The files, with their SHA-256.
+    pub hashes: Vec<FileHash>,
+}
+
+/// One command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ReproduceCommand {
+    /// What it is for.
+    pub purpose: String,
+    /// The command line.
+    pub command: String,
+}
+
+/// A file (or data content) and its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileHash {
+    /// What it is.
+    pub what: String,
+    /// Its path (or how the hash was taken).
+    pub path: String,
+    /// SHA-256, lowercase hex.
+    pub sha256: String,
+}
+
+/// Builds the report (see [`inputs::build`]).
+///
+/// # Errors
+/// Missing or corrupt run files, an unreadable audit or certificate, a ledger the accountants
+/// refuse (non-Poisson steps).
+pub fn build(options: &ReportOptions) -> Result<Report> {
+    inputs::build(options)
+}
+
+/// Renders a report in `format`.
+///
+/// # Errors
+/// A plot that cannot be drawn; JSON serialisation errors.
+pub fn render(report: &Report, format: Format) -> Result<String> {
+    match format {
+        Format::Html => html::render(report),
+        Format::Markdown => Ok(markdown::render(report)),
+        Format::Json => {
+            let mut s = serde_json::to_string_pretty(report).map_err(|e| Error::numerical("report JSON", e.to_string()))?;
+            s.push('\n');
+            Ok(s)
+        }
+    }
+}
+
+/// Writes a rendered report atomically ([`crate::durable::write_atomically`]). Refuses to replace
+/// an existing file unless `force`.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] when `path` exists and `force` is false; I/O errors.
+pub fn write_report(path: &Path, content: &str, force: bool) -> Result<()> {
+    if !force && std::fs::symlink_metadata(path).is_ok() {
+        return Err(Error::invalid("output", path.display(), "already exists; give --force to replace it"));
+    }
+    crate::durable::write_atomically(path, content.as_bytes())
+}
+
+/// An upper bound shown to about three significant digits, rounded up (never shown below the
+/// number). `infinity` for an infinite epsilon.
+pub fn format_upper(x: f64) -> String {
+    format_directed(x, true)
+}
+
+/// A lower bound shown to about three significant digits, rounded down (never shown above the
+/// number).
+pub fn format_lower(x: f64) -> String {
+    format_directed(x, false)
+}
+
+fn format_directed(x: f64, up: bool) -> String {
+    if x.is_nan() {
+        return "NaN".into();
+    }
+    if x.is_infinite() {
+        return if x > 0.0 { "infinity".into() } else { "-infinity".into() };
+    }
+    if x == 0.0 {
+        return "0".into();
+    }
+    let decimals = (2 - x.abs().log10().floor() as i32).clamp(0, 8);
+    let scale = 10f64.powi(decimals);
+    // The nearest decimal first (so that 0.3 prints as 0.300), then the directed one if the
+    // nearest lies on the wrong side.
+    let nearest = (x * scale).round() / scale;
+    let shown = match (up, nearest >= x, nearest <= x) {
+        (true, true, _) | (false, _, true) => nearest,
+        (true, false, _) => (x * scale).ceil() / scale,
+        (false, _, false) => (x * scale).floor() / scale,
+    };
+    format!("{shown:.prec$}", prec = decimals as usize)
+}
+
+/// Delta in short scientific form (`1e-5`).
+pub fn format_delta(delta: f64) -> String {
+    format!("{delta:e}")
+}
+
+/// An epsilon upper bound for display.
+pub fn format_epsilon(e: Epsilon) -> String {
+    format_upper(e.value())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn directed_formatting_never_crosses_the_number() {
+        assert_eq!(format_upper(1.999_999_033), "2.00");
+        assert_eq!(format_upper(1.673_955_5), "1.68");
+        assert_eq!(format_lower(1.673_955_5), "1.67");
+        assert_eq!(format_upper(0.3), "0.300");
+        assert_eq!(format_lower(0.268_228), "0.268");
+        assert_eq!(format_upper(0.268_228), "0.269");
+        assert_eq!(format_upper(123.4), "124");
+        assert_eq!(format_upper(f64::INFINITY), "infinity");
+        assert_eq!(format_delta(1e-5), "1e-5");
+        for &x in &[0.001_234_5, 0.5, 2.0, 7.999_999, 9.990_1, 42.42, 1e-9, 3.0e4] {
+            assert!(format_upper(x).parse::<f64>().unwrap() >= x, "{x}");
+            assert!(format_lower(x).parse::<f64>().unwrap() <= x, "{x}");
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! `dpaudit report` end to end on a real (tiny) training run: the first screen's claim, verdict and
+//! key id; the sections; HTML and Markdown escaping; the same content in the three formats;
+//! refusal to overwrite; lenient reading of older audit files; runs without privacy; a torn
+//! ledger left untouched. The audits are the hand-made examples in `fixtures/report/`.
+use dpaudit::accounting::ledger::phases_of;
+use dpaudit::accounting::pld::PldAccountant;
+use dpaudit::accounting::rdp;
+use dpaudit::cert::sign::{sign_run, CertifyOptions};
+use dpaudit::report::{self, format_upper, Format, ReportOptions, VerdictStatus};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+/// The recipe of `fixtures/report/audit*.json`: logreg, q = 100 / 2000, sigma = 1.2, C = 1, 20 steps.
+const RECIPE: [&str; 14] = ["--dataset", "fixture", "--model", "logreg", "--epochs", "1", "--lot-size", "100", "--max-grad-norm", "1", "--threads", "1", "--checkpoint-every", "0"];
+
+fn dpaudit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_dpaudit")).current_dir(ROOT).args(args).output().unwrap()
+}
+
+fn train(out: &Path, extra: &[&str]) {
+    let mut args: Vec<&str> = vec!["train"];
+    args.extend(RECIPE);
+    args.extend(extra);
+    let out_s = out.to_str().unwrap();
+    args.extend(["--out", out_s]);
+    let o = dpaudit(&args);
+    assert!(o.status.success(), "dpaudit {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+/// One private run (sigma = 1.2, seed 1), with a key pair and a signed certificate, shared by the
+/// tests of this file (trained once).
+struct Shared {
+    _dir: tempfile::TempDir,
+    run: PathBuf,
+    cert: PathBuf,
+    pubkey: PathBuf,
+    key_id: String,
+}
+
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("logreg-sigma1.2");
+        train(&run, &["--noise-multiplier", "1.2", "--seed", "1"]);
+        let keys = dpaudit::cert::keys::generate_keypair(&dir.path().join("keys")).unwrap();
+        let cert = dir.path().join("cert.json");
+        sign_run(&run, &CertifyOptions::model(1e-5), &keys.secret_key_path, &cert).unwrap();
+        Shared { run, cert, pubkey: keys.public_key_path, key_id: keys.key_id, _dir: dir }
+    })
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(ROOT).join("fixtures/report").join(name)
+}
+
+fn options(s: &Shared, audits: &[PathBuf]) -> ReportOptions {
+    let mut o = ReportOptions::for_run(&s.run);
+    o.audits = audits.to_vec();
+    o.certificate = Some(s.cert.clone());
+    o.public_key = Some(s.pubkey.clone());
+    o
+}
+
+/// The claim's epsilon, recomputed here independently of the report: the smaller of RDP and PLD.
+fn expected_epsilon(run: &Path) -> f64 {
+    let text = std::fs::read_to_string(run.join("ledger.jsonl")).unwrap();
+    let entries: Vec<dpaudit::accounting::ledger::LedgerEntry> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let phases = phases_of(&entries).unwrap();
+    rdp::epsilon(&phases, 1e-5).unwrap().epsilon.min(PldAccountant::default().epsilon(&phases, 1e-5).unwrap().epsilon)
+}
+
+#[test]
+fn html_report_has_the_claim_verdict_key_id_and_every_section() {
+    let s = shared();
+    let rep = report::build(&options(s, &[fixture("audit.json")])).unwrap();
+    let html = report::render(&rep, Format::Html).unwrap();
+    let eps = format_upper(expected_epsilon(&s.run));
+    // First screen: the claim in words, the verdict, the key id, in that order.
+    let claim = format!("This model was trained with (ε = {eps}, δ = 1e-5)-differential privacy, per record");
+    let at = |needle: &str| html.find(needle).unwrap_or_else(|| panic!("missing {needle:?}"));
+    assert!(at("id=\"claim\"") < at(&claim));
+    assert!(at(&claim) < at("id=\"verdict\""));
+    assert!(at("data-status=\"consistent\"") < at(&format!("<code id=\"key-id\">{}</code>", s.key_id)));
+    assert_eq!(rep.verdict.status, VerdictStatus::Consistent);
+    assert_eq!(rep.certificate.as_ref().unwrap().signature_verified, Some(true), "{:?}", rep.certificate);
+    assert!(rep.certificate.as_ref().unwrap().covers_this_model);
+    assert!(rep.warnings.is_empty(), "{:?}", rep.warnings);
+    for id in ["parameters", "phases", "accountants", "epsilon-over-steps", "plot-epsilon", "utility", "test-accuracy", "audits", "plot-bounds", "audit-1", "roc-1", "limitations", "reproduce", "hashes"] {
+        assert!(html.contains(&format!("id=\"{id}\"")), "no element with id {id}");
+    }
+    // Parameters: q, sigma, C, steps; every accountant; the reproduce section's hashes.
+    assert!(html.contains("<td class=\"num\">0.05</td><td class=\"num\">1.2</td><td class=\"num\">1</td><td class=\"num\">20</td>"));
+    for acc in ["rdp", "pld", "mpfr oracle"] {
+        assert!(html.contains(&format!("<tr><td>{acc}</td>")), "{acc}");
+    }
+    let model_sha = dpaudit::data::sha256_file(&s.run.join("model.safetensors")).unwrap();
+    let ledger_sha = dpaudit::data::sha256_file(&s.run.join("ledger.jsonl")).unwrap();
+    assert!(html.contains(&model_sha) && html.contains(&ledger_sha));
+    assert!(html.contains("dpaudit account epsilon --phase 0.05,1.2,20 --delta 0.00001 --accountant all --verify"));
+    assert!(html.contains("floating point") && html.contains("label privacy") && html.contains("Black-box audits"));
+    // Self-contained: inline SVG from plotters, no script, nothing fetched.
+    assert!(html.matches("<svg").count() >= 3);
+    assert!(!html.contains("<script") && !html.contains(" src=") && !html.contains("url("));
+    for (i, _) in html.match_indices("://") {
+        let url: String = html[i.saturating_sub(4)..].chars().take(30).collect();
+        assert!(url.starts_with("http://www.w3.org/2000/svg") || url.starts_with("http://www.w3.org/1999/xlink"), "external reference {url:?}");
+    }
+}
+
+#[test]
+fn epsilon_curve_ends_at_the_ledgers_epsilon_and_never_decreases() {
+    let s = shared();
+    let rep = report::build(&ReportOptions::for_run(&s.run)).unwrap();
+    let pts = &rep.epsilon_over_steps;
+    assert_eq!(pts.len(), 20, "a point per step when there are fewer than 50 steps");
+    assert_eq!(pts.last().unwrap().step, 20);
+    let text = std::fs::read_to_string(s.run.join("ledger.jsonl")).unwrap();
+    let entries: Vec<_> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(pts.last().unwrap().epsilon, rdp::epsilon(&phases_of(&entries).unwrap(), 1e-5).unwrap().epsilon);
+    assert!(pts.windows(2).all(|w| w[0].epsilon <= w[1].epsilon && w[0].step < w[1].step));
+    assert_eq!(rep.verdict.status, VerdictStatus::NotAudited);
+    let few = report::inputs::epsilon_over_steps(&entries, 1e-5, 7).unwrap();
+    assert_eq!(few.iter().map(|p| p.step).collect::<Vec<_>>(), vec![3, 6, 9, 12, 15, 18, 20]);
+}
+
+#[test]
+fn a_violated_audit_of_this_recipe_refutes_the_claim_and_other_recipes_do_not_count() {
+    let s = shared();
+    let rep = report::build(&options(s, &[fixture("audit.json"), fixture("audit-violated.json")])).unwrap();
+    assert_eq!(rep.verdict.status, VerdictStatus::Violated);
+    assert!(rep.verdict.statement.starts_with("REFUTED"), "{}", rep.verdict.statement);
+    assert!(rep.audits[1].refutes_report_claim && !rep.audits[0].refutes_report_claim);
+    let html = report::render(&rep, Format::Html).unwrap();
+    assert!(html.contains("data-status=\"violated\""));
+
+    // The same violated audit, but of another noise multiplier: shown, not counted.
+    let dir = tempfile::tempdir().unwrap();
+    let mut v: Value = serde_json::from_slice(&std::fs::read(fixture("audit-violated.json")).unwrap()).unwrap();
+    v["spec"]["target"]["noise_multiplier"] = 6.305.into();
+    std::fs::write(dir.path().join("audit.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+    let rep = report::build(&options(s, &[fixture("audit.json"), dir.path().to_path_buf()])).unwrap();
+    assert_eq!(rep.verdict.status, VerdictStatus::Consistent, "{}", rep.verdict.statement);
+    assert_eq!(rep.audits[1].same_recipe_as_run, Some(false));
+    assert!(!rep.audits[1].refutes_report_claim);
+    assert!(rep.verdict.statement.contains("1 audit tested another recipe") && rep.verdict.statement.contains("violated its own claim"), "{}", rep.verdict.statement);
+}
+
+#[test]
+fn audit_files_are_read_leniently_but_need_a_bound_and_a_verdict() {
+    let s = shared();
+    // The example is a real engine output in shape: the engine's own strict reader accepts it.
+    dpaudit::audit::engine::read_report(&fixture("")).unwrap();
+    let rep = report::build(&options(s, &[fixture("audit-minimal.json")])).unwrap();
+    let a = &rep.audits[0];
+    assert_eq!((a.name.as_str(), a.epsilon_lower, a.same_recipe_as_run, a.claimed_epsilon), ("old-blackbox", 0.05, None, None));
+    assert_eq!(a.roc.len(), 4);
+    report::render(&rep, Format::Html).unwrap();
+    report::render(&rep, Format::Markdown);
+    let dir = tempfile::tempdir().unwrap();
+    for (bad, why) in [(r#"{"verdict": "consistent"}"#, "epsilon_lower"), (r#"{"epsilon_lower": 0.1}"#, "verdict"), ("[1, 2]", "not an audit"), (r#"{"epsilon_lower": -1, "verdict": "x"}"#, "epsilon_lower")] {
+        let p = dir.path().join("audit.json");
+        std::fs::write(&p, bad).unwrap();
+        let err = report::build(&options(s, &[p])).unwrap_err().to_string();
+        assert!(err.contains(why), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn text_from_the_inputs_is_escaped_in_html_and_markdown() {
+    let s = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let evil = "<script>alert('x')</script> & \"q\" | *b* [l](javascript:x)";
+    let mut v: Value = serde_json::from_slice(&std::fs::read(fixture("audit.json")).unwrap()).unwrap();
+    v["spec_name"] = evil.into();
+    v["attack"] = "<img src=x onerror=alert(1)>".into();
+    v["verdict_reason"] = "a </td></tr></table><h1>x</h1>".into();
+    std::fs::write(dir.path().join("audit.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+    let rep = report::build(&options(s, &[dir.path().to_path_buf()])).unwrap();
+    let html = report::render(&rep, Format::Html).unwrap();
+    assert!(!html.contains("<script") && !html.contains("<img") && !html.contains("</table><h1>"));
+    assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"));
+    assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+    let md = report::render(&rep, Format::Markdown).unwrap();
+    // Outside code blocks (whose content Markdown shows literally), no markup from the inputs.
+    let mut in_code = false;
+    let prose: Vec<&str> = md
+        .lines()
+        .filter(|l| {
+            if l.starts_with("```") {
+                in_code = !in_code;
+                return false;
+            }
+            !in_code
+        })
+        .collect();
+    for bad in ["<script", "<img", "[l](javascript", "</td>"] {
+        assert!(!prose.iter().any(|l| l.contains(bad)), "markdown holds {bad:?}:\n{}", prose.iter().filter(|l| l.contains(bad)).copied().collect::<Vec<_>>().join("\n"));
+    }
+    // Commands are shell-quoted: pasting one runs no second command.
+    assert!(md.contains("dpaudit audit run 'audits/<script>alert('\\''x'\\'')</script> & \"q\" | *b* [l](javascript:x).toml' --out "), "{md}");
+    assert!(md.contains("### &lt;script&gt;alert('x')&lt;/script&gt; &amp; \"q\" \\| \\*b\\* \\[l\\](javascript:x)"), "{md}");
+    // Every table row still has its two cells: no `|` from the inputs escaped the escaping.
+    for line in md.lines().filter(|l| l.starts_with("| attack")) {
+        assert_eq!(line.matches(" | ").count(), 1, "{line}");
+    }
+}
+
+#[test]
+fn markdown_and_json_carry_the_same_content_as_html() {
+    let s = shared();
+    let rep = report::build(&options(s, &[fixture("audit.json")])).unwrap();
+    let html = report::render(&rep, Format::Html).unwrap();
+    let md = report::render(&rep, Format::Markdown).unwrap();
+    let json: Value = serde_json::from_str(&report::render(&rep, Format::Json).unwrap()).unwrap();
+    assert_eq!(json["format"], "dpaudit-report-v1");
+    assert_eq!(json["claim"]["statement"], rep.claim.statement.as_str());
+    assert_eq!(json["verdict"]["status"], "consistent");
+    assert_eq!(json["certificate"]["key_id"], s.key_id.as_str());
+    assert_eq!(json["audits"][0]["epsilon_lower"], 0.1731);
+    assert_eq!(json["epsilon_over_steps"].as_array().unwrap().len(), 20);
+    assert_eq!(json["mechanism"]["phases"][0]["noise_multiplier"], 1.2);
+    let md_esc = dpaudit::report::markdown::escape;
+    let html_esc = dpaudit::report::html::escape;
+    let mut items: Vec<String> = vec![rep.claim.statement.clone(), rep.verdict.statement.clone(), s.key_id.clone()];
+    items.extend(rep.limitations.iter().cloned());
+    items.extend(rep.reproduce.hashes.iter().map(|h| h.sha256.clone()));
+    items.extend(rep.mechanism.epsilons.iter().map(|e| e.method.clone()));
+    items.extend(rep.audits.iter().map(|a| a.verdict_reason.clone()));
+    for item in &items {
+        assert!(md.contains(&md_esc(item)), "markdown lacks {item:?}");
+        assert!(html.contains(&html_esc(item)), "html lacks {item:?}");
+    }
+    for c in &rep.reproduce.commands {
+        assert!(md.contains(&c.command) && html.contains(&html_esc(&c.command)), "{}", c.command);
+    }
+    for p in &rep.epsilon_over_steps {
+        assert!(md.contains(&format!("| {} | {} |", p.step, format_upper(p.epsilon))));
+    }
+}
+
+#[test]
+fn the_cli_writes_atomically_and_refuses_to_overwrite_without_force() {
+    let s = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report.html");
+    let (run, cert, key, audit) = (s.run.to_str().unwrap(), s.cert.to_str().unwrap(), s.pubkey.to_str().unwrap(), fixture("audit.json"));
+    let args = ["report", "--run", run, "--audit", audit.to_str().unwrap(), "--cert", cert, "--pubkey", key, "--out", out.to_str().unwrap()];
+    let o = dpaudit(&args);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains(&s.key_id) && stdout.contains("differential privacy"), "{stdout}");
+    let first = std::fs::read(&out).unwrap();
+    assert!(first.starts_with(b"<!DOCTYPE html>"));
+    let o = dpaudit(&args);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists; give --force"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(std::fs::read(&out).unwrap(), first, "a refused run must leave the file as it was");
+    let mut forced = args.to_vec();
+    forced.extend(["--force", "--format", "json"]);
+    let o = dpaudit(&forced);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert!(v["reproduce"]["commands"].as_array().unwrap().iter().any(|c| c["command"].as_str().unwrap().starts_with("dpaudit report --run")));
+    let md = dir.path().join("report.md");
+    let o = dpaudit(&["report", "--run", run, "--format", "markdown", "--out", md.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(std::fs::read_to_string(&md).unwrap().starts_with("# Privacy report: model logreg-sigma1.2"));
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no temporary files left behind");
+    // The library refuses too.
+    assert!(report::write_report(&md, "x", false).is_err());
+    report::write_report(&md, "x", true).unwrap();
+    assert_eq!(std::fs::read_to_string(&md).unwrap(), "x");
+}
+
+#[test]
+fn runs_without_privacy_claim_nothing_and_a_sweep_draws_the_privacy_utility_curve() {
+    let s = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = dir.path().join("baseline");
+    train(&baseline, &["--no-privacy", "--seed", "1"]);
+    let noisier = dir.path().join("sigma4");
+    train(&noisier, &["--noise-multiplier", "4", "--seed", "1"]);
+    let rep = report::build(&ReportOptions::for_run(&baseline)).unwrap();
+    assert!(!rep.claim.private && rep.claim.statement.contains("NOT trained with differential privacy"), "{}", rep.claim.statement);
+    assert!(rep.epsilon_over_steps.is_empty());
+    let json: Value = serde_json::from_str(&report::render(&rep, Format::Json).unwrap()).unwrap();
+    assert_eq!(json["claim"]["epsilon"], "infinity");
+    report::render(&rep, Format::Html).unwrap();
+
+    let mut o = ReportOptions::for_run(&s.run);
+    o.runs.extend([noisier.clone(), baseline.clone()]);
+    let rep = report::build(&o).unwrap();
+    let u = &rep.utility.runs;
+    assert_eq!(u.len(), 3);
+    assert!(u[0].released && !u[1].released && u[1].epsilon.value() < u[0].epsilon.value(), "{u:?}");
+    assert!(u[2].epsilon.value().is_infinite());
+    let html = report::render(&rep, Format::Html).unwrap();
+    assert!(html.contains("id=\"plot-utility\"") && html.contains("no privacy:"));
+}
+
+#[test]
+fn a_torn_ledger_is_reported_and_left_untouched_and_a_wrong_certificate_is_flagged() {
+    let s = shared();
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    for f in ["metrics.json", "ledger.jsonl", "model.safetensors"] {
+        std::fs::copy(s.run.join(f), run.join(f)).unwrap();
+    }
+    let mut ledger = std::fs::read(run.join("ledger.jsonl")).unwrap();
+    ledger.extend_from_slice(b"{\"step\":21,\"sampl");
+    std::fs::write(run.join("ledger.jsonl"), &ledger).unwrap();
+    let mut o = ReportOptions::for_run(&run);
+    o.certificate = Some(s.cert.clone());
+    o.public_key = Some(s.pubkey.clone());
+    let rep = report::build(&o).unwrap();
+    assert_eq!(std::fs::read(run.join("ledger.jsonl")).unwrap(), ledger, "the report must not repair the ledger");
+    assert_eq!(rep.mechanism.steps, 20);
+    assert!(rep.warnings.iter().any(|w| w.contains("torn line of 17 bytes")), "{:?}", rep.warnings);
+    let c = rep.certificate.as_ref().unwrap();
+    assert_eq!(c.ledger_matches, Some(false));
+    assert_eq!(c.signature_verified, Some(false), "the ledger's hash differs, so verification against this folder fails");
+    assert!(rep.warnings.iter().any(|w| w.contains("another ledger")), "{:?}", rep.warnings);
+}
