@@ -261,6 +261,7 @@ pub fn memberships(seed: u64, population: usize, models: usize) -> Vec<Vec<bool>
     let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x4D49_415F_4B45_4550);
     let mut keep = vec![vec![false; population]; models];
     let mut order: Vec<usize> = (0..models).collect();
+    #[allow(clippy::needless_range_loop)] // i indexes the inner vectors of keep[m], for several m
     for i in 0..population {
         order.shuffle(&mut rng);
         let extra = models % 2 == 1 && rng.gen::<bool>();
@@ -721,9 +722,9 @@ pub fn analyse(ctx: &MiaContext, records: &[ModelRecord], wall_seconds: f64) -> 
             let keeps: Vec<Vec<bool>> = others.iter().map(|&j| ctx.keep[j as usize].clone()).collect();
             let s = lira_scores(&target.phi, &phis, &keeps, spec.attack.variance)?;
             per_example = Some(s.per_example_variance);
-            for i in 0..n {
-                if keep[i] { &mut online.0 } else { &mut online.1 }.push(s.online[i]);
-                if keep[i] { &mut offline.0 } else { &mut offline.1 }.push(s.offline[i]);
+            for ((&member, &on), &off) in keep.iter().zip(&s.online).zip(&s.offline) {
+                if member { &mut online.0 } else { &mut online.1 }.push(on);
+                if member { &mut offline.0 } else { &mut offline.1 }.push(off);
             }
         }
     }
@@ -819,6 +820,7 @@ mod tests {
     fn every_example_is_in_half_the_models() {
         for models in [1usize, 2, 5, 17] {
             let keep = memberships(3, 400, models);
+            #[allow(clippy::needless_range_loop)]
             for i in 0..400 {
                 let k = (0..models).filter(|&m| keep[m][i]).count();
                 assert!(k == models / 2 || (models % 2 == 1 && k == models / 2 + 1), "{models} models: example {i} in {k}");
