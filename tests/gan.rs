@@ -288,3 +288,34 @@ fn cli_trains_samples_and_refuses_bad_input() {
     assert_eq!(r["ledger"]["steps"], 4);
     assert!(out.join("grid.png").is_file() && out.join("release.json").is_file());
 }
+
+#[test]
+fn frechet_distance_of_a_shifted_copy_is_the_squared_shift() {
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let v: Vec<f64> = (0..400 * 5).map(|_| rng.gen_range(-1.0..1.0)).collect();
+    let f = Tensor::from_slice(&v).reshape([400, 5]);
+    let shift = Tensor::from_slice(&[1.0f64, -2.0, 0.5, 0.0, 3.0]);
+    let d0 = dpaudit::gan::evaluation::frechet_distance(&f, &f).unwrap();
+    let d1 = dpaudit::gan::evaluation::frechet_distance(&f, &(&f + &shift)).unwrap();
+    // Same covariance: tr(S) + tr(S) - 2 tr(S) = 0 up to the eigen-solver's rounding.
+    assert!(d0.abs() < 1e-8, "{d0}");
+    assert!((d1 - 14.25).abs() < 1e-8, "{d1}");
+}
+
+#[test]
+fn evaluate_synthetic_reports_numbers_with_their_protocol() {
+    use dpaudit::gan::evaluation::{evaluate_synthetic, EvalConfig};
+    let train = load_mnist_dir(Path::new("fixtures/mnist-small"), Split::Train, 10).unwrap();
+    let test = load_mnist_dir(Path::new("fixtures/mnist-small"), Split::Test, 10).unwrap();
+    // Real images standing in for synthetic ones: CAS must be far above chance.
+    let synthetic = fixture_subset(1000);
+    let config = EvalConfig { cas_epochs: 2, validation_size: 500, fid_epochs: 1, real_vs_fake_epochs: 1, ..EvalConfig::default() };
+    let r = evaluate_synthetic(&synthetic, &train, &test, &config, Device::Cpu, &mut |_| {}).unwrap();
+    assert!(r.cas.test_accuracy > 0.5 && r.cas.test_accuracy <= 1.0, "{}", r.cas.test_accuracy);
+    assert_eq!(r.cas.validation_accuracy.len(), 2);
+    assert!(r.cas.protocol.contains("validation split of the last 500 real training examples"));
+    assert!(r.fid_mnist_classifier.is_finite() && r.fid_protocol.contains("NOT Inception-FID"));
+    assert!((0.0..=1.0).contains(&r.real_vs_fake_accuracy));
+    let bad = EvalConfig { validation_size: train.len(), ..config };
+    assert!(evaluate_synthetic(&synthetic, &train, &test, &bad, Device::Cpu, &mut |_| {}).is_err());
+}

@@ -480,7 +480,12 @@ impl DpGan {
         let (z, fake_y) = self.latents(fakes)?;
         let fake_x = {
             let _g = tch::no_grad_guard();
-            self.generator.forward(&z, &fake_y, true)?.f_detach()?
+            // Design (b): each fake must be a function of its own latent alone (its pair is the
+            // unit of privacy), so BatchNorm uses its running statistics, not the statistics of a
+            // batch whose size is the private lot size. Design (a) and the noise layer use a
+            // fixed number of fakes, so batch statistics are fine.
+            let batch_statistics = self.config.design != Design::Joint;
+            self.generator.forward(&z, &fake_y, batch_statistics)?.f_detach()?
         };
         let (grads, report) = match &self.discriminator {
             AnyDiscriminator::Private(d) => {

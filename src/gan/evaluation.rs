@@ -84,14 +84,14 @@ pub struct SyntheticEvaluation {
 
 fn cnn_features() -> Vec<LayerSpec> {
     vec![
-        LayerSpec::Conv2d { in_channels: 1, out_channels: 32, kernel: 5, stride: 1, padding: 2, bias: true },
+        LayerSpec::Conv2d { in_channels: 1, out_channels: 16, kernel: 5, stride: 1, padding: 2, bias: true },
         LayerSpec::Relu,
         LayerSpec::MaxPool2d { kernel: 2, stride: 2 },
-        LayerSpec::Conv2d { in_channels: 32, out_channels: 64, kernel: 5, stride: 1, padding: 2, bias: true },
+        LayerSpec::Conv2d { in_channels: 16, out_channels: 32, kernel: 5, stride: 1, padding: 2, bias: true },
         LayerSpec::Relu,
         LayerSpec::MaxPool2d { kernel: 2, stride: 2 },
         LayerSpec::Flatten,
-        LayerSpec::Linear { in_features: 64 * 7 * 7, out_features: 128, bias: true },
+        LayerSpec::Linear { in_features: 32 * 7 * 7, out_features: 128, bias: true },
         LayerSpec::Relu,
     ]
 }
@@ -270,7 +270,7 @@ pub fn evaluate_synthetic(synthetic: &Dataset, train: &Dataset, test: &Dataset, 
         selected_epoch,
         validation_accuracy: val_acc,
         protocol: format!(
-            "CNN (conv32-conv64-fc128, ReLU) trained only on the {} synthetic examples for {} epochs (Adam lr {}, batch {}, seed {}); epoch selected by accuracy on a validation split of the last {} real training examples; accuracy of that epoch on the {} real test examples (DPImageBench 2025 protocol)",
+            "CNN (conv16-conv32 5x5 with max-pooling, fc128, ReLU) trained only on the {} synthetic examples for {} epochs (Adam lr {}, batch {}, seed {}); epoch selected by accuracy on a validation split of the last {} real training examples; accuracy of that epoch on the {} real test examples (DPImageBench 2025 protocol)",
             synthetic.len(), config.cas_epochs, config.lr, config.batch_size, config.seed, v, test.len()
         ),
     };
