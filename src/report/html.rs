@@ -33,7 +33,7 @@ code,pre{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:.88re
 pre{background:#f6f6f6;padding:.6rem;overflow-x:auto;white-space:pre-wrap;word-break:break-all}
 table{border-collapse:collapse;margin:.6rem 0;font-size:.92rem}th,td{border:1px solid #ccc;padding:.25rem .5rem;text-align:left;vertical-align:top}
 th{background:#f0f0f0}td.num{text-align:right;font-variant-numeric:tabular-nums}
-figure.plot{margin:1rem 0}figure.plot svg{max-width:100%;height:auto;display:block}figcaption{font-size:.9rem;color:#444}
+figure.plot{margin:1rem 0}figure.plot svg{width:100%;max-width:52rem;height:auto;display:block}figcaption{font-size:.9rem;color:#444}
 nav ol{columns:2;font-size:.95rem}.hash{word-break:break-all}footer{margin-top:3rem;color:#666;font-size:.85rem}
 "#;
 
@@ -103,7 +103,7 @@ pub fn render(r: &Report) -> Result<String> {
     // Parameters.
     let m = &r.mechanism;
     o.push_str("<section id=\"parameters\">\n<h2>Parameters and how ε was computed</h2>\n");
-    let _ = writeln!(o, "<p>{}</p>", escape(&format!("The claim is per record ({}). The accountant used for it: {}.", r.claim.adjacency, r.claim.accountant)));
+    let _ = writeln!(o, "<p>{}</p>", escape(&format!("The claim is per record: {}. The accountant used for it: {}.", r.claim.adjacency, r.claim.accountant)));
     o.push_str("<table id=\"mechanism\">\n");
     row(&mut o, "mechanism", "DP-SGD: per-example gradients clipped to norm C, summed, Gaussian noise of standard deviation sigma·C added (the subsampled Gaussian mechanism)");
     row(&mut o, "sampling scheme", &format!("{} (each example joins each step's lot independently with probability q)", m.sampling));

@@ -228,7 +228,7 @@ pub fn read_audit(dir: &Path, run: Option<&RunFolder>, claimed_epsilon: f64) -> 
         _ => "unknown".into(),
     };
     Ok(AuditSummary {
-        folder: dir.display().to_string(),
+        folder: if dir.is_file() { dir.parent().unwrap_or(Path::new(".")).display().to_string() } else { dir.display().to_string() },
         file: path.display().to_string(),
         name: a.spec_name.clone().unwrap_or_else(|| dir.file_name().map_or_else(|| "audit".into(), |n| n.to_string_lossy().into_owned())),
         threat_model: a.threat_model.clone().unwrap_or_else(|| "unknown".into()),
@@ -383,15 +383,21 @@ fn overall_verdict(audits: &[AuditSummary], claim: &Claim) -> OverallVerdict {
             ),
         };
     }
+    let unknown = relevant.iter().filter(|a| a.same_recipe_as_run.is_none()).count();
+    let n = relevant.len();
+    let plural = if n == 1 { "" } else { "s" };
+    let subject = match unknown {
+        0 => format!("{n} audit{plural} of this recipe"),
+        k if k == n => format!("{n} audit{plural} that do{} not record the recipe tested", if n == 1 { "es" } else { "" }),
+        k => format!("{n} audits ({k} of them not recording the recipe tested)"),
+    };
     let best = relevant.iter().max_by(|a, b| a.epsilon_lower.total_cmp(&b.epsilon_lower)).expect("not empty");
     let ideal = best.ideal_epsilon_lower.map_or_else(String::new, |i| format!(" (a perfect audit of the same size could show at most {})", format_lower(i)));
     let conf = best.confidence.map_or_else(String::new, |c| format!(" at {}% confidence", c * 100.0));
     OverallVerdict {
         status: VerdictStatus::Consistent,
         statement: format!(
-            "Consistent: {} audit{} of this recipe found nothing that contradicts the claim. The largest lower bound is ε ≥ {}{conf}{ideal}. An audit can refute a claim but never prove it.{other_note}",
-            relevant.len(),
-            if relevant.len() == 1 { "" } else { "s" },
+            "Consistent: {subject} found nothing that contradicts the claim. The largest lower bound is ε ≥ {}{conf}{ideal}. An audit can refute a claim but never prove it.{other_note}",
             format_lower(best.epsilon_lower)
         ),
     }
@@ -561,7 +567,7 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
         epsilon: claim_epsilon,
         delta,
         accountant: claim_accountant,
-        adjacency: "per record: datasets that differ by adding or removing one training example".into(),
+        adjacency: "neighbouring datasets differ by adding or removing one training example".into(),
         statement: claim_statement(private, fault.as_deref(), claim_epsilon, delta, subject),
     };
     let mechanism = MechanismSection {
@@ -631,7 +637,7 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
         commands.push(ReproduceCommand { purpose: "verify the certificate: signature, file hashes, and epsilon recomputed with the MPFR oracle".into(), command: format!("dpaudit cert verify {} --pubkey KEY.pub --artifacts {} --recompute", shell_quote(&c.path), sq(&run.dir)) });
     }
     for a in &audits {
-        commands.push(ReproduceCommand { purpose: format!("run audit {} again (its full spec is inside {}/audit.json)", a.name, a.folder), command: format!("dpaudit audit run {} --out {}", shell_quote(&format!("audits/{}.toml", a.name)), shell_quote(&a.folder)) });
+        commands.push(ReproduceCommand { purpose: format!("run audit {} again (its full spec is inside {})", a.name, a.file), command: format!("dpaudit audit run {} --out {}", shell_quote(&format!("audits/{}.toml", a.name)), shell_quote(&a.folder)) });
     }
     if let Some(c) = &options.command_line {
         commands.push(ReproduceCommand { purpose: "write this report again".into(), command: c.clone() });

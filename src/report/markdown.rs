@@ -64,7 +64,7 @@ pub fn render(r: &Report) -> String {
 
     let m = &r.mechanism;
     o.push_str("## Parameters and how ε was computed\n\n");
-    let _ = writeln!(o, "The claim is per record ({}). The accountant used for it: {}.\n", escape(&r.claim.adjacency), escape(&r.claim.accountant));
+    let _ = writeln!(o, "The claim is per record: {}. The accountant used for it: {}.\n", escape(&r.claim.adjacency), escape(&r.claim.accountant));
     o.push_str("| parameter | value |\n|---|---|\n");
     for (k, v) in [
         ("sampling scheme", m.sampling.clone()),

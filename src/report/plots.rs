@@ -37,7 +37,7 @@ pub fn epsilon_over_steps_svg(points: &[EpsilonPoint], finals: &[(String, f64)],
             .y_label_area_size(56)
             .build_cartesian_2d(0.0..x_max * 1.02, 0.0..(max_eps * 1.12).max(1e-3))
             .map_err(draw_err)?;
-        chart.configure_mesh().x_desc("training steps").y_desc("ε (upper bound)").draw().map_err(draw_err)?;
+        chart.configure_mesh().x_desc("training steps").y_desc("ε (upper bound)").x_label_formatter(&|v| format!("{v:.0}")).draw().map_err(draw_err)?;
         let mut curve: Vec<(f64, f64)> = vec![(0.0, 0.0)];
         curve.extend(points.iter().map(|p| (p.step as f64, p.epsilon)));
         chart
@@ -139,7 +139,7 @@ pub fn bounds_svg(audits: &[AuditSummary], claim_epsilon: f64) -> Result<String>
         .filter(|x| x.is_finite())
         .fold(0.0f64, f64::max)
         .max(0.1)
-        * 1.15;
+        * 1.6; // room above the bars for the legend
     let names: Vec<String> = audits.iter().map(|a| a.name.clone()).collect();
     let mut svg = String::new();
     {
@@ -181,10 +181,18 @@ pub fn bounds_svg(audits: &[AuditSummary], claim_epsilon: f64) -> Result<String>
             .label("ε_lb found (at the audit's confidence)")
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], BLUE.filled()));
         chart
-            .draw_series(audits.iter().enumerate().filter_map(|(i, a)| a.claimed_epsilon.map(|c| Text::new(format!("tested ε = {}", format_upper(c)), (i as f64 - 0.3, c), (FONT, 12).into_font().color(&BLACK)))))
+            .draw_series(audits.iter().enumerate().filter_map(|(i, a)| a.claimed_epsilon.map(|c| PathElement::new(vec![(i as f64 - 0.35, c), (i as f64 + 0.35, c)], BLACK.stroke_width(2)))))
+            .map_err(draw_err)?
+            .label("ε the audit tested")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
+        chart
+            .draw_series(audits.iter().enumerate().filter_map(|(i, a)| a.claimed_epsilon.map(|c| Text::new(format!("tested {}", format_upper(c)), (i as f64 - 0.33, c + top * 0.035), (FONT, 12).into_font().color(&BLACK)))))
             .map_err(draw_err)?;
         chart
-            .draw_series(audits.iter().enumerate().map(|(i, a)| Text::new(format!("ε_lb {}", format_lower(a.epsilon_lower)), (i as f64 - 0.18, a.epsilon_lower + top * 0.02), (FONT, 12).into_font().color(&BLACK))))
+            .draw_series(audits.iter().enumerate().map(|(i, a)| {
+                let y = a.epsilon_lower.max(a.ideal_epsilon_lower.unwrap_or(0.0));
+                Text::new(format!("ε_lb {}", format_lower(a.epsilon_lower)), (i as f64 - 0.33, y + top * 0.035), (FONT, 12).into_font().color(&BLACK))
+            }))
             .map_err(draw_err)?;
         if claim_epsilon.is_finite() {
             chart
