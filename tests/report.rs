@@ -87,7 +87,7 @@ fn html_report_has_the_claim_verdict_key_id_and_every_section() {
     assert!(at("data-status=\"consistent\"") < at(&format!("<code id=\"key-id\">{}</code>", s.key_id)));
     assert_eq!(rep.verdict.status, VerdictStatus::Consistent);
     assert_eq!(rep.certificate.as_ref().unwrap().signature_verified, Some(true), "{:?}", rep.certificate);
-    assert!(rep.certificate.as_ref().unwrap().covers_this_model);
+    assert!(rep.certificate.as_ref().unwrap().covers_this_release);
     assert!(rep.warnings.is_empty(), "{:?}", rep.warnings);
     for id in ["parameters", "phases", "accountants", "epsilon-over-steps", "plot-epsilon", "utility", "test-accuracy", "audits", "plot-bounds", "audit-1", "roc-1", "limitations", "reproduce", "hashes"] {
         assert!(html.contains(&format!("id=\"{id}\"")), "no element with id {id}");
@@ -325,4 +325,41 @@ fn a_torn_ledger_is_reported_and_left_untouched_and_a_wrong_certificate_is_flagg
     assert_eq!(c.ledger_matches, Some(false));
     assert_eq!(c.signature_verified, Some(false), "the ledger's hash differs, so verification against this folder fails");
     assert!(rep.warnings.iter().any(|w| w.contains("another ledger")), "{:?}", rep.warnings);
+}
+
+#[test]
+fn a_synthetic_data_release_gets_its_own_claim_sample_grid_and_nearest_neighbour_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let (gan, rel, nn) = (dir.path().join("gan"), dir.path().join("release"), dir.path().join("nn.json"));
+    for args in [
+        vec!["gan", "train", "--dataset", "fixture", "--epochs", "1", "--lot-size", "100", "--noise-multiplier", "1", "--z-dim", "16", "--g-width", "16", "--d-width", "16", "--seed", "1", "--threads", "1", "--out", gan.to_str().unwrap()],
+        vec!["gan", "sample", "--run", gan.to_str().unwrap(), "--count", "100", "--seed", "1", "--out", rel.to_str().unwrap()],
+        vec!["attack", "nearest-neighbour", "--synthetic", rel.to_str().unwrap(), "--train", "fixtures/mnist-small", "--holdout", "fixtures/mnist-small", "--max-examples", "200", "--out", nn.to_str().unwrap()],
+    ] {
+        let o = dpaudit(&args);
+        assert!(o.status.success() || args[0] == "attack" && o.status.code() == Some(11), "dpaudit {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let mut o = ReportOptions::for_run(&gan);
+    o.release = Some(rel.clone());
+    o.nearest_neighbour = Some(nn.clone());
+    let rep = report::build(&o).unwrap();
+    assert!(rep.claim.statement.starts_with("This synthetic dataset was produced with (ε = "), "{}", rep.claim.statement);
+    assert!(rep.warnings.is_empty(), "{:?}", rep.warnings);
+    let s = rep.synthetic_data.as_ref().unwrap();
+    assert!(s.epsilon_proven && s.records == 100);
+    assert_eq!(s.nearest_neighbour.len(), 8, "{:?}", s.nearest_neighbour);
+    let html = report::render(&rep, Format::Html).unwrap();
+    assert!(html.contains("id=\"synthetic-data\"") && html.contains("id=\"sample-grid\""));
+    assert!(html.contains("src=\"data:image/png;base64,iVBORw0KGgo"), "the grid is embedded, not linked");
+    assert!(rep.reproduce.hashes.iter().any(|h| h.what == "released file grid.png"));
+    let md = report::render(&rep, Format::Markdown).unwrap();
+    assert!(md.contains("## Synthetic data") && md.contains("GAN-Leaks"));
+    // A released file changed after release.json was written is flagged.
+    let mut grid = std::fs::read(rel.join("grid.png")).unwrap();
+    grid.push(0);
+    std::fs::write(rel.join("grid.png"), grid).unwrap();
+    let rep = report::build(&o).unwrap();
+    assert!(rep.warnings.iter().any(|w| w.contains("grid.png") && w.contains("not the one released")), "{:?}", rep.warnings);
+    assert_eq!(dpaudit::report::inputs::base64(b"any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw==");
+    assert_eq!(dpaudit::report::inputs::base64(b"ab"), "YWI=");
 }

@@ -31,6 +31,13 @@ pub struct ReportArgs {
     /// The signer's public key: verify the certificate (signature and file hashes) against it.
     #[arg(long, value_name = "FILE", requires = "cert")]
     pub pubkey: Option<PathBuf>,
+    /// A synthetic-data release made from the (first) run (`dpaudit gan sample --out DIR`): the
+    /// report is then about that dataset, with its sample grid.
+    #[arg(long, value_name = "DIR")]
+    pub release: Option<PathBuf>,
+    /// Nearest-neighbour results on that release (`dpaudit attack nearest-neighbour --out FILE`).
+    #[arg(long, value_name = "FILE", requires = "release")]
+    pub nearest_neighbour: Option<PathBuf>,
     /// Delta of the claim (default: the run's).
     #[arg(long)]
     pub delta: Option<f64>,
@@ -58,6 +65,8 @@ pub fn run(args: &ReportArgs) -> Result<()> {
         delta: args.delta,
         epsilon_points: report::DEFAULT_EPSILON_POINTS,
         command_line: Some(command_line()),
+        release: args.release.clone(),
+        nearest_neighbour: args.nearest_neighbour.clone(),
     };
     if !args.force && args.out.exists() {
         anyhow::bail!("{} already exists; give --force to replace it", args.out.display());

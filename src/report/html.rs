@@ -224,16 +224,19 @@ pub fn render(r: &Report) -> Result<String> {
     // Synthetic data.
     if let Some(s) = &r.synthetic_data {
         o.push_str("<section id=\"synthetic-data\">\n<h2>Synthetic data</h2>\n");
-        let _ = writeln!(o, "<p>{} records released from {}.</p>", s.records, escape(&s.release));
+        let _ = writeln!(o, "<p>{} records released from {} by a private GAN of design {}; its epsilon is {}. Generator SHA-256 <code>{}</code>.</p>", s.records, escape(&s.release), escape(&s.design), escape(&s.epsilon_status), escape(&s.generator_sha256));
+        for f in &s.nearest_neighbour_flags {
+            let _ = writeln!(o, "<p class=\"warnings\">Flag: {}</p>", escape(f));
+        }
         if !s.nearest_neighbour.is_empty() {
             o.push_str("<table id=\"nearest-neighbour\"><tr><th>measure</th><th>value</th><th>how to read it</th></tr>\n");
             for n in &s.nearest_neighbour {
-                let _ = writeln!(o, "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>", escape(&n.metric), n.value, escape(&n.note));
+                let _ = writeln!(o, "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>", escape(&n.metric), format_value(n.value), escape(&n.note));
             }
             o.push_str("</table>\n");
         }
-        if let Some(svg) = &s.sample_grid_svg {
-            figure(&mut o, "sample-grid", svg, "Released samples.");
+        if let Some(png) = &s.sample_grid_png_base64 {
+            let _ = writeln!(o, "<figure class=\"plot\" id=\"sample-grid\"><img alt=\"released samples\" style=\"image-rendering:pixelated;width:100%;max-width:32rem\" src=\"data:image/png;base64,{}\"><figcaption>Released samples (the release's grid.png: the first ten of each label, one label per row).</figcaption></figure>", escape(png));
         }
         o.push_str("</section>\n");
     }

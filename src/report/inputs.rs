@@ -319,6 +319,99 @@ fn sq(p: &Path) -> String {
     shell_quote(&p.display().to_string())
 }
 
+/// Standard base64 (RFC 4648, with padding).
+pub fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A synthetic-data release folder, read: the report's section, the SHA-256 of each released
+/// file (as found, and as `release.json` states it), and the ledger hash it names.
+struct ReleaseFolder {
+    section: SyntheticData,
+    files: Vec<(String, String, Option<String>)>,
+    ledger_sha256: Option<String>,
+    release_json_sha256: String,
+}
+
+fn read_release(dir: &Path, nearest: Option<&Path>) -> Result<ReleaseFolder> {
+    let path = dir.join("release.json");
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| Error::data(&path, format!("not JSON: {e}")))?;
+    if !v.is_object() {
+        return Err(Error::data(&path, "not a release.json (expected an object)"));
+    }
+    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+    let epsilon_status = text("epsilon_status").unwrap_or_else(|| "not stated".into());
+    let mut files = Vec::new();
+    if let Some(Value::Object(listed)) = v.get("files") {
+        for (name, sha) in listed {
+            let actual = if dir.join(name).is_file() { Some(sha256_file(&dir.join(name))?) } else { None };
+            files.push((name.clone(), sha.as_str().unwrap_or_default().to_owned(), actual));
+        }
+    }
+    let grid = dir.join("grid.png");
+    let sample_grid_png_base64 = if grid.is_file() { Some(base64(&std::fs::read(&grid).map_err(|e| Error::io(format!("reading {}", grid.display()), e))?)) } else { None };
+    let (nearest_neighbour, nearest_neighbour_flags) = match nearest {
+        Some(p) => nearest_neighbour_rows(p)?,
+        None => (Vec::new(), Vec::new()),
+    };
+    Ok(ReleaseFolder {
+        section: SyntheticData {
+            release: dir.display().to_string(),
+            records: v.get("count").and_then(Value::as_u64).unwrap_or(0),
+            design: v.get("design").map_or_else(|| "not stated".into(), |d| d.as_str().map_or_else(|| d.to_string(), str::to_owned)),
+            epsilon_proven: epsilon_status.starts_with("proven"),
+            epsilon_status,
+            generator_sha256: text("generator_sha256").unwrap_or_else(|| "not recorded".into()),
+            nearest_neighbour,
+            nearest_neighbour_flags,
+            sample_grid_png_base64,
+        },
+        files,
+        ledger_sha256: v.get("ledger").and_then(|l| l.get("sha256")).and_then(Value::as_str).map(str::to_owned),
+        release_json_sha256: hex::encode(Sha256::digest(&bytes)),
+    })
+}
+
+/// The rows of the nearest-neighbour section, from `dpaudit attack nearest-neighbour --out`.
+fn nearest_neighbour_rows(path: &Path) -> Result<(Vec<NearestNeighbourResult>, Vec<String>)> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not JSON: {e}")))?;
+    let d = v.get("distances").ok_or_else(|| Error::data(path, "no `distances`: not the output of `dpaudit attack nearest-neighbour --out`"))?;
+    let num = |x: Option<&Value>| x.and_then(Value::as_f64);
+    let mut rows = Vec::new();
+    let mut push = |metric: &str, value: Option<f64>, note: &str| {
+        if let Some(value) = value {
+            rows.push(NearestNeighbourResult { metric: metric.into(), value, note: note.into() });
+        }
+    };
+    let dist = v.get("distance").and_then(Value::as_str).unwrap_or("distance");
+    push(&format!("median distance to the closest training record ({dist})"), num(d.get("dcr_synthetic_to_train").and_then(|x| x.get("median"))), "compare with the next row: similar values mean the generator is no closer to the training data than to unseen data");
+    push(&format!("median distance to the closest holdout record ({dist})"), num(d.get("dcr_synthetic_to_holdout").and_then(|x| x.get("median"))), "records of the same distribution the generator never saw");
+    push("smallest distance to a training record", num(d.get("dcr_synthetic_to_train").and_then(|x| x.get("min"))), "0 would mean a released record copies a training record");
+    push("share of released records closer to a training record than to any holdout record", num(d.get("share_closer_to_train")), "about 0.5 when nothing is memorised");
+    push("one-sided p-value of that share against 0.5", num(d.get("share_p_value")), "approximate (treats released records as independent)");
+    push("released records that copy a training record byte for byte", num(d.get("exact_copies_of_train")), "should be 0");
+    push("median NNDR (nearest over second-nearest training record)", num(d.get("nndr").and_then(|x| x.get("median"))), "low values mean a released record sits unusually close to one training record");
+    let metrics = v.get("attack").and_then(|a| a.get("metrics"));
+    push("GAN-Leaks membership attack: AUC (training against holdout records)", num(metrics.and_then(|m| m.get("auc"))), "0.5 is chance; evidence, not a bound");
+    let flags = d.get("flags").and_then(Value::as_array).map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+    Ok((rows, flags))
+}
+
 fn finite(x: f64) -> Result<Epsilon> {
     Epsilon::from_f64(x).ok_or_else(|| Error::numerical("report epsilon", "NaN"))
 }
@@ -339,7 +432,8 @@ fn claim_statement(private: bool, fault: Option<&str>, epsilon: Epsilon, delta: 
         return format!("This {subject} was NOT trained with differential privacy: no privacy guarantee is claimed (epsilon is infinite).");
     }
     let eps = format_epsilon(epsilon);
-    let base = format!("This {subject} was trained with (ε = {eps}, δ = {})-differential privacy, per record", format_delta(delta));
+    let verb = if subject == "model" { "trained" } else { "produced" };
+    let base = format!("This {subject} was {verb} with (ε = {eps}, δ = {})-differential privacy, per record", format_delta(delta));
     if let Some(f) = fault {
         return format!("{base}, ACCORDING TO ITS LEDGER ONLY: the run was trained with a deliberately injected fault ({f}), so this number does not describe what was run and is not a valid guarantee.");
     }
@@ -403,11 +497,11 @@ fn overall_verdict(audits: &[AuditSummary], claim: &Claim) -> OverallVerdict {
     }
 }
 
-fn summarise_certificate(path: &Path, public_key: Option<&Path>, run: &RunFolder) -> Result<CertificateSummary> {
+fn summarise_certificate(path: &Path, public_key: Option<&Path>, run: &RunFolder, released: &[String]) -> Result<CertificateSummary> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let signed: SignedCertificate = serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not a dpaudit certificate: {e}")))?;
     let c = &signed.certificate;
-    let covers_this_model = run.model_sha256.as_ref().is_some_and(|m| c.artifact.files.iter().any(|f| &f.sha256 == m));
+    let covers_this_release = c.artifact.files.iter().any(|f| released.contains(&f.sha256));
     let ledger_matches = c.ledger.as_ref().map(|l| run.ledger_sha256.as_deref() == Some(l.sha256.as_str()));
     let (signature_verified, signature) = match public_key {
         Some(key) => match crate::cert::verify::verify(path, key, Some(&run.dir), false) {
@@ -424,7 +518,7 @@ fn summarise_certificate(path: &Path, public_key: Option<&Path>, run: &RunFolder
         tool: ToolInfo { name: c.tool.name.clone(), version: c.tool.version.clone(), git_commit: c.tool.git_commit.clone() },
         verified_epsilon: c.privacy.verified_epsilon.epsilon,
         delta: c.privacy.delta,
-        covers_this_model,
+        covers_this_release,
         ledger_matches,
         signature_verified,
         signature,
@@ -501,6 +595,30 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
     let private = run.private();
     let fault = run.fault();
     let mut warnings = Vec::new();
+    let release = match &options.release {
+        Some(dir) => Some(read_release(dir, options.nearest_neighbour.as_deref())?),
+        None => {
+            if options.nearest_neighbour.is_some() {
+                return Err(Error::invalid("nearest-neighbour results", "given", "need the release they are about (--release DIR)"));
+            }
+            None
+        }
+    };
+    if let Some(r) = &release {
+        for (name, stated, actual) in &r.files {
+            match actual {
+                None => warnings.push(format!("{name}, listed in release.json, is missing from {}", r.section.release)),
+                Some(a) if a != stated => warnings.push(format!("{name} in {} has SHA-256 {a}, but release.json states {stated}: the file is not the one released", r.section.release)),
+                _ => {}
+            }
+        }
+        if r.ledger_sha256.is_some() && r.ledger_sha256 != run.ledger_sha256 {
+            warnings.push(format!("release.json names another ledger (SHA-256 {}) than {}'s: the release was not made from this run", r.ledger_sha256.as_deref().unwrap_or(""), run.dir.display()));
+        }
+        if !r.section.epsilon_proven {
+            warnings.push(format!("the release's epsilon is not proven: {}", r.section.epsilon_status));
+        }
+    }
     if run.torn_ledger_bytes > 0 {
         warnings.push(format!("ledger.jsonl ends with a torn line of {} bytes (a crash while recording a step whose update was then never applied); it is not counted, and the file was left as it is", run.torn_ledger_bytes));
     }
@@ -509,7 +627,7 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
             warnings.push(format!("model.safetensors has SHA-256 {actual}, but the training run recorded {recorded}: the model file is not the one that was trained"));
         }
     }
-    if run.model_sha256.is_none() {
+    if run.model_sha256.is_none() && release.is_none() {
         warnings.push("the run folder has no model.safetensors".into());
     }
     if let Some(steps) = run.metrics.steps {
@@ -560,7 +678,7 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
     } else {
         (Vec::new(), Epsilon::Infinity, "none (not private)".to_owned())
     };
-    let subject = "model";
+    let subject = if release.is_some() { "synthetic dataset" } else { "model" };
     let claim = Claim {
         private,
         subject: subject.into(),
@@ -568,7 +686,15 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
         delta,
         accountant: claim_accountant,
         adjacency: "neighbouring datasets differ by adding or removing one training example".into(),
-        statement: claim_statement(private, fault.as_deref(), claim_epsilon, delta, subject),
+        statement: match &release {
+            Some(r) if private && !r.section.epsilon_proven => format!(
+                "This synthetic dataset comes with a CLAIMED, NOT PROVEN (ε = {}, δ = {}): {}. No differential-privacy guarantee is established for it.",
+                format_epsilon(claim_epsilon),
+                format_delta(delta),
+                r.section.epsilon_status
+            ),
+            _ => claim_statement(private, fault.as_deref(), claim_epsilon, delta, subject),
+        },
     };
     let mechanism = MechanismSection {
         sampling: mechanism_steps.sampling.clone(),
@@ -598,19 +724,25 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
         robust_test_accuracy: run.metrics.robust_test_accuracy,
         runs: utility_runs,
     };
-    if run.metrics.test_accuracy.is_none() {
+    if run.metrics.test_accuracy.is_none() && release.is_none() {
         warnings.push("metrics.json has no test_accuracy".into());
     }
 
     let audits: Vec<AuditSummary> = options.audits.iter().map(|d| read_audit(d, Some(&run), claim_epsilon.value())).collect::<Result<_>>()?;
     let verdict = overall_verdict(&audits, &claim);
     let certificate = match &options.certificate {
-        Some(p) => Some(summarise_certificate(p, options.public_key.as_deref(), &run)?),
+        Some(p) => {
+            let released: Vec<String> = match &release {
+                Some(r) => r.files.iter().filter_map(|f| f.2.clone()).collect(),
+                None => run.model_sha256.iter().cloned().collect(),
+            };
+            Some(summarise_certificate(p, options.public_key.as_deref(), &run, &released)?)
+        }
         None => None,
     };
     if let Some(c) = &certificate {
-        if !c.covers_this_model {
-            warnings.push(format!("the certificate {} names no file with this run's model hash: it certifies another release", c.path));
+        if !c.covers_this_release {
+            warnings.push(format!("the certificate {} names no file of this release (by SHA-256): it certifies another release", c.path));
         }
         if c.ledger_matches == Some(false) {
             warnings.push(format!("the certificate {} was made from another ledger than this run's", c.path));
@@ -656,6 +788,12 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
     for a in &audits {
         hashes.push(FileHash { what: format!("audit {}", a.name), path: a.file.clone(), sha256: a.sha256.clone() });
     }
+    if let Some(r) = &release {
+        for (name, stated, _) in &r.files {
+            hashes.push(FileHash { what: format!("released file {name}"), path: Path::new(&r.section.release).join(name).display().to_string(), sha256: stated.clone() });
+        }
+        hashes.push(FileHash { what: "release description".into(), path: Path::new(&r.section.release).join("release.json").display().to_string(), sha256: r.release_json_sha256.clone() });
+    }
     if let Some(p) = &options.certificate {
         hashes.push(FileHash { what: "certificate".into(), path: p.display().to_string(), sha256: sha256_file(p)? });
     }
@@ -671,7 +809,7 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
         epsilon_over_steps,
         utility,
         audits,
-        synthetic_data: None,
+        synthetic_data: release.map(|r| r.section),
         limitations,
         reproduce: Reproduce { commands, training_tool_version: run.metrics.tool_version.clone().unwrap_or_else(|| "unknown".into()), hashes },
         warnings,

@@ -154,11 +154,17 @@ pub fn render(r: &Report) -> String {
 
     if let Some(s) = &r.synthetic_data {
         o.push_str("## Synthetic data\n\n");
-        let _ = writeln!(o, "{} records released from {}.\n", s.records, escape(&s.release));
+        let _ = writeln!(o, "{} records released from {} by a private GAN of design {}; its epsilon is {}. Generator SHA-256 `{}`.\n", s.records, escape(&s.release), escape(&s.design), escape(&s.epsilon_status), s.generator_sha256.replace('`', ""));
+        for f in &s.nearest_neighbour_flags {
+            let _ = writeln!(o, "- Flag: {}", escape(f));
+        }
+        if !s.nearest_neighbour_flags.is_empty() {
+            o.push('\n');
+        }
         if !s.nearest_neighbour.is_empty() {
             o.push_str("| measure | value | how to read it |\n|---|---|---|\n");
             for n in &s.nearest_neighbour {
-                let _ = writeln!(o, "| {} | {} | {} |", escape(&n.metric), n.value, escape(&n.note));
+                let _ = writeln!(o, "| {} | {} | {} |", escape(&n.metric), format_value(n.value), escape(&n.note));
             }
             o.push('\n');
         }

@@ -64,12 +64,17 @@ pub struct ReportOptions {
     pub epsilon_points: usize,
     /// The command line that made the report, shown under "how to reproduce".
     pub command_line: Option<String>,
+    /// A synthetic-data release folder (`dpaudit gan sample`: `release.json`, IDX files,
+    /// `grid.png`) made from the first run: the report is then about that dataset.
+    pub release: Option<PathBuf>,
+    /// The JSON of `dpaudit attack nearest-neighbour --out FILE` on that release.
+    pub nearest_neighbour: Option<PathBuf>,
 }
 
 impl ReportOptions {
     /// A report on one run, nothing else.
     pub fn for_run(run: impl Into<PathBuf>) -> Self {
-        ReportOptions { runs: vec![run.into()], audits: Vec::new(), certificate: None, public_key: None, delta: None, epsilon_points: DEFAULT_EPSILON_POINTS, command_line: None }
+        ReportOptions { runs: vec![run.into()], audits: Vec::new(), certificate: None, public_key: None, delta: None, epsilon_points: DEFAULT_EPSILON_POINTS, command_line: None, release: None, nearest_neighbour: None }
     }
 }
 
@@ -177,8 +182,9 @@ pub struct CertificateSummary {
     pub verified_epsilon: Epsilon,
     /// Its delta.
     pub delta: f64,
-    /// Whether one of its artifacts has the SHA-256 of this run's `model.safetensors`.
-    pub covers_this_model: bool,
+    /// Whether one of its artifacts has the SHA-256 of a released file (this run's
+    /// `model.safetensors`, or a file of the synthetic-data release).
+    pub covers_this_release: bool,
     /// Whether its ledger hash equals that of this run's `ledger.jsonl` (`None`: no ledger).
     pub ledger_matches: Option<bool>,
     /// `Some(true)`: signature and file hashes verified with the given public key;
@@ -324,18 +330,28 @@ pub struct GdpSummary {
     pub epsilon: f64,
 }
 
-/// A synthetic-data release (DP-GAN): what an attacker holding the released records can learn.
-/// Filled from `release.json` once `dpaudit gan sample` writes it.
+/// A synthetic-data release (DP-GAN), from its `release.json`, with the nearest-neighbour
+/// results when given.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SyntheticData {
     /// The release folder.
     pub release: String,
     /// Records released.
     pub records: u64,
+    /// The private GAN's design.
+    pub design: String,
+    /// Whether its epsilon is proven or only claimed (the noise-layer design), in words.
+    pub epsilon_status: String,
+    /// Whether `epsilon_status` says the epsilon is proven.
+    pub epsilon_proven: bool,
+    /// SHA-256 of the generator the records come from.
+    pub generator_sha256: String,
     /// Nearest-neighbour (distance to closest record) results: diagnostics, not guarantees.
     pub nearest_neighbour: Vec<NearestNeighbourResult>,
-    /// A grid of released samples, as inline SVG.
-    pub sample_grid_svg: Option<String>,
+    /// Heuristic flags raised by the nearest-neighbour analysis.
+    pub nearest_neighbour_flags: Vec<String>,
+    /// The release's `grid.png` (samples, one label per row), base64.
+    pub sample_grid_png_base64: Option<String>,
 }
 
 /// One nearest-neighbour statistic.
@@ -450,6 +466,18 @@ fn format_directed(x: f64, up: bool) -> String {
         (false, _, false) => (x * scale).floor() / scale,
     };
     format!("{shown:.prec$}", prec = decimals as usize)
+}
+
+/// A measurement (not a bound) to four significant digits; integers as they are.
+pub fn format_value(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 1e15 {
+        format!("{x:.0}")
+    } else if x != 0.0 && (x.abs() >= 1e5 || x.abs() < 1e-3) {
+        format!("{x:.3e}")
+    } else {
+        let decimals = (3 - x.abs().log10().floor() as i32).clamp(0, 6) as usize;
+        format!("{x:.decimals$}")
+    }
 }
 
 /// Delta in short scientific form (`1e-5`).
