@@ -352,6 +352,7 @@ fn a_synthetic_data_release_gets_its_own_claim_sample_grid_and_nearest_neighbour
     assert!(html.contains("id=\"synthetic-data\"") && html.contains("id=\"sample-grid\""));
     assert!(html.contains("src=\"data:image/png;base64,iVBORw0KGgo"), "the grid is embedded, not linked");
     assert!(rep.reproduce.hashes.iter().any(|h| h.what == "released file grid.png"));
+    assert!(rep.reproduce.commands[0].command.starts_with("cat ") && rep.reproduce.commands[0].command.ends_with("gan.json"), "{:?}", rep.reproduce.commands[0]);
     let md = report::render(&rep, Format::Markdown).unwrap();
     assert!(md.contains("## Synthetic data") && md.contains("GAN-Leaks"));
     // A released file changed after release.json was written is flagged.

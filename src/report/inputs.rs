@@ -759,7 +759,12 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
     limitations.push("Test accuracy is measured on the dataset's test split; hyper-parameters chosen after looking at it make it an optimistic estimate.".into());
 
     // How to reproduce.
-    let mut commands = vec![ReproduceCommand { purpose: "train the model again (reconstructed from metrics.json)".into(), command: train_command(&run) }];
+    let mut commands = if run.dir.join(crate::gan::run::GAN_FILE).is_file() {
+        // A DP-GAN run: its `dpaudit gan train` command is not reconstructed yet.
+        vec![ReproduceCommand { purpose: "the DP-GAN's recorded training configuration (give the same values to `dpaudit gan train`)".into(), command: format!("cat {}", sq(&run.dir.join(crate::gan::run::GAN_FILE))) }]
+    } else {
+        vec![ReproduceCommand { purpose: "train the model again (reconstructed from metrics.json)".into(), command: train_command(&run) }]
+    };
     if private {
         let phases: Vec<String> = phases_of(&run.entries)?.iter().map(|p| format!("--phase {},{},{}", p.sampling_rate, p.noise_multiplier, p.steps)).collect();
         commands.push(ReproduceCommand { purpose: "recompute epsilon from the ledger's mechanism with every accountant and the MPFR oracle".into(), command: format!("dpaudit account epsilon {} --delta {delta} --accountant all --verify", phases.join(" ")) });
