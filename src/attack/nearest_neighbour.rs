@@ -5,8 +5,9 @@
 //!
 //! - **Distances (a heuristic).** Distance to closest record (DCR) from each synthetic image to
 //!   the training set and to the holdout set, the share of synthetic images closer to a training
-//!   record than to any holdout record (about 1/2 when the generator learned the distribution
-//!   rather than the records, with equal-size sets), exact copies of training images, and the
+//!   record than to any holdout record (1/2 on average when the generator learned the
+//!   distribution rather than the records, with equal-size exchangeable sets, but with a spread
+//!   far wider than a binomial's: a crude screen), exact copies of training images, and the
 //!   nearest-neighbour distance ratio (NNDR: nearest over second-nearest training record; near 0
 //!   means the synthetic image sits on one training record). These flag blatant copying; they
 //!   are **not a privacy guarantee**: a large DCR does not mean the release is private, and DP
@@ -168,8 +169,9 @@ pub struct DistanceHeuristics {
     /// Share of synthetic images strictly closer to a training record than to any holdout record
     /// (ties count one half).
     pub share_closer_to_train: f64,
-    /// One-sided binomial p-value of that share under 1/2 (treating the synthetic images as
-    /// independent, which is approximate).
+    /// One-sided binomial p-value of that share under 1/2, treating the synthetic images as
+    /// independent. They are not (they share the train and holdout records), so this p-value is
+    /// far too small: a crude screen, not a calibrated test (`proofs/attack/nearest_neighbour.md`).
     pub share_p_value: f64,
     /// Synthetic images that are byte-for-byte copies of a training image (all training images
     /// given, not only the compared ones).
@@ -271,7 +273,7 @@ pub fn analyse(synthetic: &ImageSet, train: &ImageSet, holdout: &ImageSet) -> Re
     }
     if p_value < CLOSER_TO_TRAIN_ALPHA {
         flags.push(format!(
-            "{:.1}% of synthetic images are closer to a training record than to any holdout record (1/2 expected without memorisation; one-sided binomial p = {p_value:.2e} < {CLOSER_TO_TRAIN_ALPHA})",
+            "{:.1}% of synthetic images are closer to a training record than to any holdout record (1/2 expected without memorisation; one-sided binomial p = {p_value:.2e} < {CLOSER_TO_TRAIN_ALPHA}, independence assumed: a crude screen, see proofs/attack/nearest_neighbour.md)",
             100.0 * share
         ));
     }
@@ -286,7 +288,7 @@ pub fn analyse(synthetic: &ImageSet, train: &ImageSet, holdout: &ImageSet) -> Re
         sizes: SetSizes { synthetic: synthetic.len as u64, train: train.len as u64, holdout: holdout.len as u64 },
         distance: "Euclidean, pixels scaled to [0, 1], f64".into(),
         distances: DistanceHeuristics {
-            note: "Heuristics, not a privacy guarantee: they flag blatant copying only. A large distance to closest record does not make a release private, and differential privacy makes no statement about it.".into(),
+            note: "Heuristics, not a privacy guarantee: they flag blatant copying only. A large distance to closest record does not make a release private, and differential privacy makes no statement about it. The share closer to train is compared with 1/2, which holds only when the holdout records are drawn like the training records (e.g. unused records of the same split); a holdout from another split (MNIST's test set was written by other writers) shifts it without any memorisation.".into(),
             compared: compared as u64,
             dcr_synthetic_to_train: summary(&d_train),
             dcr_synthetic_to_holdout: summary(&d_hold),

@@ -43,7 +43,9 @@ pub enum AttackCommand {
     /// NNDR: heuristics, not a privacy guarantee) and the GAN-Leaks membership attack (score:
     /// minus the distance to the nearest synthetic image; AUC, TPR at low FPR: evidence). Each
     /// folder is MNIST-format: its train-images-idx3-ubyte[.gz], or its t10k-images file when it
-    /// has none; when --holdout names the same folder as --train, its t10k-images file.
+    /// has none; when --holdout names the same folder as --train, its t10k-images file. The
+    /// holdout should be drawn like the training records (unused records of the same split):
+    /// the comparisons with 1/2 and with chance assume it.
     /// Exit status: 0, or 11 when a heuristic flag is raised.
     NearestNeighbour {
         /// The released synthetic images.
