@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# DP-GAN on real MNIST (design (b), joint clipping), then CAS / fid_mnist_classifier / real-vs-fake
+# on 60,000 synthetic images, on the fixed protocol of `dpaudit evaluate synthetic`.
+#
+#   benches/reproduce/gan_mnist.sh EPSILON EPOCHS [OUT]
+#
+# delta = 1e-5; sigma is calibrated up front with the RDP accountant for EPSILON after all the
+# discriminator steps. Needs data/mnist (`dpaudit data fetch mnist`, or a copy). Writes
+# OUT/run (the GAN), OUT/synth (the release) and OUT/eval.json; prints wall times.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+EPS=${1:?epsilon}
+EPOCHS=${2:?epochs}
+OUT=${3:-runs/gan-mnist-eps$EPS}
+DATA=${DATA:-data/mnist}
+THREADS=${THREADS:-2}
+cargo build --release --quiet
+BIN=target/release/dpaudit
+mkdir -p "$OUT"
+t0=$(date +%s)
+$BIN gan train --dataset mnist --data-dir "$DATA" --design joint --target-epsilon "$EPS" --delta 1e-5 \
+    --epochs "$EPOCHS" --lot-size 128 --max-grad-norm 1 --n-critic 1 --d-lr 4e-4 --g-lr 4e-4 \
+    --seed 1 --threads "$THREADS" --force --out "$OUT/run"
+t1=$(date +%s)
+$BIN gan sample --run "$OUT/run" --count 60000 --seed 1 --force --out "$OUT/synth"
+t2=$(date +%s)
+$BIN evaluate synthetic --synthetic "$OUT/synth" --real "$DATA" --cas-epochs "${CAS_EPOCHS:-5}" \
+    --threads "$THREADS" --json > "$OUT/eval.json"
+t3=$(date +%s)
+echo "train $((t1 - t0)) s, sample $((t2 - t1)) s, evaluate $((t3 - t2)) s"
+python3 -c "import json,sys; e=json.load(open('$OUT/eval.json')); print('CAS', e['cas']['test_accuracy'], 'fid_mnist_classifier', e['fid_mnist_classifier'], 'real-vs-fake', e['real_vs_fake_accuracy'])"
