@@ -127,9 +127,21 @@ struct TrainArgs {
     /// The data folder (default: data/<dataset>, or fixtures/mnist-small for `fixture`).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Model: logreg, mlp, tanh-cnn, seed-cnn.
+    /// Model: logreg, mlp, tanh-cnn, seed-cnn, seed-cnn-pn, abadi-pca (Abadi et al. 2016: DP-PCA
+    /// to --pca-dims dimensions, then 1000 ReLU units).
     #[arg(long, default_value = "tanh-cnn")]
     model: String,
+    /// abadi-pca: dimension of the DP-PCA projection (default 60).
+    #[arg(long, value_name = "K")]
+    pca_dims: Option<usize>,
+    /// abadi-pca: DP-PCA's noise multiplier sigma_p (one Gaussian release of the noisy A^T A,
+    /// recorded in the ledger as (q = 1, sigma_p, 1 step) before training; Abadi et al. used 4 and 7).
+    #[arg(long, value_name = "SIGMA_P", default_value_t = 7.0)]
+    pca_noise_multiplier: f64,
+    /// Hold out the last N training examples as a validation set (tune on it, not on the test
+    /// set); privacy is accounted over the remaining examples. metrics.json: validation_accuracy.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    validation: usize,
     /// Inject a deliberate bug, to test that audits catch it: no-clip, noise-on-mean, skip-noise:K
     /// (no noise every K-th step) or ledger-undercount (half the steps recorded). The run records
     /// the fault and `dpaudit cert sign` refuses to certify it.
@@ -668,7 +680,14 @@ fn train(args: &TrainArgs) -> Result<()> {
         OptimizerChoice::Momentum => OptimizerKind::Momentum { momentum: args.momentum },
         OptimizerChoice::Adam => OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
     };
-    let q = args.lot_size / train_set.len() as f64;
+    let model = match (dpaudit::train::models::pca_dims(&args.model), args.pca_dims) {
+        (Some(_), Some(k)) => dpaudit::train::models::abadi_pca_name(k),
+        (Some(_), None) => args.model.clone(),
+        (None, Some(_)) => bail!("--pca-dims is for the abadi-pca model, not {}", args.model),
+        (None, None) => args.model.clone(),
+    };
+    let pca_noise_multiplier = dpaudit::train::models::pca_dims(&model).map(|_| args.pca_noise_multiplier);
+    let q = args.lot_size / train_set.len().saturating_sub(args.validation).max(1) as f64;
     let total = (args.epochs / q).ceil() as u64;
     let schedule = match args.schedule {
         ScheduleChoice::Constant => LrSchedule::Constant,
@@ -677,7 +696,7 @@ fn train(args: &TrainArgs) -> Result<()> {
     };
     let spec = RunSpec {
         config: TrainConfig {
-            model: args.model.clone(),
+            model,
             lot_size: args.lot_size,
             noise_multiplier: args.noise_multiplier.unwrap_or(f64::NAN),
             max_grad_norm: args.max_grad_norm,
@@ -707,6 +726,8 @@ fn train(args: &TrainArgs) -> Result<()> {
             Some(r) => Some(dpaudit::train::adversarial::PgdConfig::new(r, args.pgd_steps, args.pgd_step_size.unwrap_or(2.5 * r / f64::from(args.pgd_steps.max(1))))?),
             None => None,
         },
+        pca_noise_multiplier,
+        validation: args.validation,
     };
     let bar = ProgressBar::new(total);
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed}<{eta}] {msg}").expect("valid template"));
@@ -723,6 +744,12 @@ fn train(args: &TrainArgs) -> Result<()> {
         return Ok(());
     }
     println!("{} on {} ({} examples): test accuracy {:.4} after {} steps, {:.1} s", metrics.config.model, metrics.train_dataset, metrics.train_examples, metrics.test_accuracy, metrics.steps, metrics.wall_seconds);
+    if let Some(v) = metrics.validation_accuracy {
+        println!("  validation accuracy {v:.4} ({} held-out training examples)", metrics.validation_examples);
+    }
+    if let Some(p) = &metrics.pca {
+        println!("  DP-PCA: {} dimensions, sigma_p = {} ({}; the ledger's phase q = 1, 1 step)", p.dims, p.noise_multiplier, p.source);
+    }
     if let (Some(r), Some(cfg)) = (metrics.robust_test_accuracy, metrics.adversarial) {
         println!("  robust test accuracy {r:.4} (PGD, L-infinity radius {}, {} steps of {})", cfg.epsilon, cfg.steps, cfg.step_size);
     }

@@ -82,21 +82,50 @@ pub fn noise_multiplier_for_epsilon(
     delta: f64,
     accountant: &dyn EpsilonAccountant,
 ) -> Result<Calibration> {
+    noise_multiplier_for_epsilon_after(&[], target_eps, q, steps, delta, accountant)
+}
+
+/// As [`noise_multiplier_for_epsilon`], for training that comes after fixed `earlier` phases
+/// (e.g. DP-PCA's): the epsilon of `earlier` composed with the training phase is at most
+/// `target_eps`.
+///
+/// # Proof definition
+/// Returns `sigma` such that `accountant` computed `epsilon(earlier + (q, sigma, steps)) <=
+/// target_eps`; or an error.
+///
+/// # Errors
+/// As [`noise_multiplier_for_epsilon`]; [`Error::Numerical`] when `earlier` alone uses the budget.
+pub fn noise_multiplier_for_epsilon_after(
+    earlier: &[Phase],
+    target_eps: f64,
+    q: f64,
+    steps: u64,
+    delta: f64,
+    accountant: &dyn EpsilonAccountant,
+) -> Result<Calibration> {
     validate_target(target_eps)?;
     validate_delta(delta)?;
     if steps == 0 {
         return Err(Error::invalid("steps", steps, "must be >= 1"));
     }
     Phase::new(q, 1.0, steps)?;
+    if !earlier.is_empty() {
+        let spent = accountant.epsilon_of(earlier, delta)?;
+        if !(spent < target_eps) {
+            return Err(Error::numerical(
+                "noise calibration",
+                format!("the earlier phases alone have epsilon {spent} >= the target {target_eps}"),
+            ));
+        }
+    }
     let eps = |sigma: f64| {
-        accountant.epsilon_of(
-            &[Phase {
-                sampling_rate: q,
-                noise_multiplier: sigma,
-                steps,
-            }],
-            delta,
-        )
+        let mut phases = earlier.to_vec();
+        phases.push(Phase {
+            sampling_rate: q,
+            noise_multiplier: sigma,
+            steps,
+        });
+        accountant.epsilon_of(&phases, delta)
     };
     // Invariant: eps(hi) <= target (hi is always a valid answer); eps(lo) > target.
     let mut hi = 1.0;

@@ -547,6 +547,12 @@ impl DpSgd {
         self.ledger.as_ref()
     }
 
+    /// The ledger, to record a mechanism that runs before training on the same data (DP-PCA,
+    /// [`crate::train::pca::dp_pca`]); `None` without privacy.
+    pub fn ledger_mut(&mut self) -> Option<&mut Ledger> {
+        self.ledger.as_mut()
+    }
+
     /// The sampling rate q = L / N.
     pub fn sampling_rate(&self) -> f64 {
         self.sampler.sampling_rate()

@@ -1,11 +1,47 @@
 //! The models dpaudit trains, built by name. Inputs are (B, 1, 28, 28) floats in [0, 1]
-//! (MNIST-format images); outputs are 10 logits.
+//! (MNIST-format images), except for `abadi-pca`, whose inputs are (B, k) DP-PCA projections
+//! (see [`pca_dims`]); outputs are 10 logits.
 use crate::error::{Error, Result};
 use crate::train::per_example::{LayerSpec, Sequential};
 use tch::nn;
 
 /// The model names [`build`] accepts.
-pub const MODEL_NAMES: [&str; 5] = ["logreg", "mlp", "tanh-cnn", "seed-cnn", "seed-cnn-pn"];
+pub const MODEL_NAMES: [&str; 6] = ["logreg", "mlp", "tanh-cnn", "seed-cnn", "seed-cnn-pn", "abadi-pca"];
+
+/// The DP-PCA dimension of `abadi-pca` (Abadi et al. 2016: 60).
+pub const ABADI_PCA_DIMS: usize = 60;
+
+/// The input dimension of a model that trains on a DP-PCA projection rather than on images:
+/// `abadi-pca` (60) and `abadi-pca-K` (K >= 1); `None` for the image models.
+///
+/// # Examples
+/// ```
+/// use dpaudit::train::models::pca_dims;
+/// assert_eq!((pca_dims("abadi-pca"), pca_dims("abadi-pca-20"), pca_dims("mlp")), (Some(60), Some(20), None));
+/// assert_eq!(pca_dims("abadi-pca-0"), None);
+/// ```
+pub fn pca_dims(name: &str) -> Option<usize> {
+    match name.strip_prefix("abadi-pca") {
+        Some("") => Some(ABADI_PCA_DIMS),
+        Some(rest) => {
+            let digits = rest.strip_prefix('-')?;
+            if digits.is_empty() || digits.starts_with('0') || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            digits.parse().ok()
+        }
+        None => None,
+    }
+}
+
+/// The name of the `abadi-pca` model on a `k`-dimensional projection (`abadi-pca` for 60).
+pub fn abadi_pca_name(k: usize) -> String {
+    if k == ABADI_PCA_DIMS {
+        "abadi-pca".to_owned()
+    } else {
+        format!("abadi-pca-{k}")
+    }
+}
 
 /// Side of the square input images.
 pub const IMAGE_SIDE: i64 = 28;
@@ -55,6 +91,9 @@ pub fn mlp_specs(inputs: i64, hidden: i64, classes: i64) -> Vec<LayerSpec> {
 ///   channels, flatten, linear 1568 -> 32, ReLU, linear 32 -> 10.
 /// - `seed-cnn-pn`: `seed-cnn` with a public-data BatchNorm after each conv (Davody et al. 2020;
 ///   needs a public batch, e.g. `dpaudit train --public-norm-data`).
+/// - `abadi-pca` (Abadi et al. 2016): linear 60 -> 1000, ReLU, linear 1000 -> 10 on the 60-dimensional
+///   DP-PCA projection of the images (`abadi-pca-K`: on a K-dimensional one); `dpaudit train`
+///   computes the projection (`crate::train::pca`) and records its cost first.
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] for an unknown name (the message lists [`MODEL_NAMES`]).
@@ -113,11 +152,15 @@ pub fn specs(name: &str) -> Result<Vec<LayerSpec>> {
             LayerSpec::Relu,
             linear(32, CLASSES),
         ],
+        other if pca_dims(other).is_some() => {
+            let k = pca_dims(other).expect("checked") as i64;
+            mlp_specs(k, MLP_HIDDEN, CLASSES)
+        }
         other => {
             return Err(Error::invalid(
                 "model",
                 other,
-                format!("must be one of {}", MODEL_NAMES.join(", ")),
+                format!("must be one of {} (or abadi-pca-K for a K-dimensional DP-PCA)", MODEL_NAMES.join(", ")),
             ));
         }
     })

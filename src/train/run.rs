@@ -1,7 +1,12 @@
 //! A whole training run, as `dpaudit train` does it: epochs to steps, optional calibration of the
 //! noise multiplier to a target epsilon (done up front, before any step), the step loop with
 //! checkpoints, then `model.safetensors`, `metrics.json` and the ledger in the run folder.
-use crate::accounting::calibration::noise_multiplier_for_epsilon;
+//!
+//! For `abadi-pca` (Abadi et al. 2016), DP-PCA of the training images runs first: its phase
+//! (q = 1, sigma_p, 1 step) is the ledger's first entry, the calibration of sigma counts it, and
+//! the projection is kept as `pca.safetensors` so that a resume loads it instead of paying again.
+use crate::accounting::calibration::noise_multiplier_for_epsilon_after;
+use crate::accounting::ledger::Ledger;
 use crate::accounting::pld::PldAccountant;
 use crate::accounting::rdp::{self, RdpAccountant};
 use crate::accounting::Phase;
@@ -10,10 +15,16 @@ use crate::error::{Error, Result};
 use crate::train::adversarial::PgdConfig;
 use crate::train::fault::Fault;
 use crate::train::dpsgd::{write_atomically, DpSgd, Examples, StepReport, TrainConfig, CHECKPOINT_POINTER};
+use crate::train::models;
+use crate::train::noise::NoiseSeed;
+use crate::train::pca::{self, DpPca};
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::path::Path;
 use std::time::Instant;
-use tch::Device;
+use tch::{Device, Kind, Tensor};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -39,6 +50,28 @@ pub struct RunSpec {
     pub adversarial: Option<PgdConfig>,
     /// Public images for public-data BatchNorm (models such as `seed-cnn-pn`).
     pub public_batch: Option<Dataset>,
+    /// DP-PCA's noise multiplier sigma_p, for the models on a projection (`abadi-pca`; see
+    /// [`models::pca_dims`]); required for them, refused for the others.
+    pub pca_noise_multiplier: Option<f64>,
+    /// Hold out the last this many training examples as a validation set (0: none). They are
+    /// never trained on; the privacy accounting is over the remaining examples.
+    pub validation: usize,
+}
+
+/// The file of the DP-PCA projection inside a run folder.
+pub const PCA_FILE: &str = "pca.safetensors";
+
+/// What `metrics.json` says about the DP-PCA projection of an `abadi-pca` run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PcaReport {
+    /// Projection dimension k.
+    pub dims: usize,
+    /// sigma_p of the (q = 1, sigma_p, 1 step) phase.
+    pub noise_multiplier: f64,
+    /// `computed` in this invocation, or `loaded` from `pca.safetensors` (a resume).
+    pub source: &'static str,
+    /// SHA-256 of `pca.safetensors`.
+    pub sha256: String,
 }
 
 /// One accountant's epsilon, named.
@@ -61,6 +94,13 @@ pub struct Metrics {
     pub tool_version: &'static str,
     /// Accuracy on the test set.
     pub test_accuracy: f64,
+    /// Accuracy on the validation examples held out of the training set (`--validation N`), the
+    /// number to tune hyper-parameters on.
+    pub validation_accuracy: Option<f64>,
+    /// Validation examples held out (the last ones of the training set).
+    pub validation_examples: usize,
+    /// The DP-PCA projection (abadi-pca).
+    pub pca: Option<PcaReport>,
     /// Epsilon from each accountant, computed from the ledger (empty without privacy).
     pub epsilons: Vec<AccountedEpsilon>,
     /// Whether the run was private.
@@ -85,7 +125,7 @@ pub struct Metrics {
     pub wall_seconds: f64,
     /// Training set name and size.
     pub train_dataset: String,
-    /// Training examples.
+    /// Training examples (after the validation examples were held out).
     pub train_examples: usize,
     /// The injected fault, if any (`dpaudit cert sign` refuses such runs).
     pub inject_fault: Option<Fault>,
@@ -108,9 +148,22 @@ pub struct Metrics {
 /// Invalid parameters, data, ledger or I/O errors, NaN in training (no update is applied).
 pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, device: Device, on_step: &mut dyn FnMut(&StepReport, u64, Option<f64>)) -> Result<Metrics> {
     let start = Instant::now();
+    let (train, validation) = hold_out_last(train, spec.validation)?;
+    let train: &Dataset = &train;
     let n = train.len();
     if n == 0 {
         return Err(Error::invalid("training set", 0, "has no examples"));
+    }
+    let pca_dims = models::pca_dims(&spec.config.model);
+    let pca_sigma = match (pca_dims, spec.pca_noise_multiplier) {
+        (Some(_), Some(s)) if s > 0.0 && s.is_finite() => Some(s),
+        (Some(_), Some(s)) => return Err(Error::invalid("PCA noise multiplier", s, "must be a finite number > 0")),
+        (Some(_), None) => return Err(Error::invalid("PCA noise multiplier", "none", format!("model {} trains on a DP-PCA projection: give its noise multiplier", spec.config.model))),
+        (None, Some(_)) => return Err(Error::invalid("PCA noise multiplier", spec.config.model.as_str(), "only the abadi-pca models use DP-PCA")),
+        (None, None) => None,
+    };
+    if pca_dims.is_some() && (spec.adversarial.is_some() || spec.public_batch.is_some()) {
+        return Err(Error::invalid("model", spec.config.model.as_str(), "trains on DP-PCA projections; adversarial training and public-data normalisation work on images"));
     }
     crate::accounting::validate_delta(spec.delta)?;
     if !(spec.epochs > 0.0 && spec.epochs.is_finite()) {
@@ -120,16 +173,26 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
     let total_steps = (spec.epochs / q).ceil() as u64;
     let mut config = spec.config.clone();
     let mut sigma_source = format!("given: {}", config.noise_multiplier);
+    // DP-PCA's phase comes first; calibration composes the training phase after it.
+    let earlier: Vec<Phase> = match pca_sigma {
+        Some(s) => vec![Phase::new(1.0, s, 1)?],
+        None => Vec::new(),
+    };
     if let (true, Some(target)) = (config.private, spec.target_epsilon) {
-        let cal = noise_multiplier_for_epsilon(target, q, total_steps, spec.delta, &RdpAccountant::default())?;
+        let cal = noise_multiplier_for_epsilon_after(&earlier, target, q, total_steps, spec.delta, &RdpAccountant::default())?;
         config.noise_multiplier = cal.noise_multiplier;
+        let after = if earlier.is_empty() { String::new() } else { format!(", after the DP-PCA phase (q = 1, sigma_p = {}, 1 step)", earlier[0].noise_multiplier) };
         sigma_source = format!(
-            "calibrated up front (RDP accountant, Poisson, q = {q}, {total_steps} steps, delta = {}) for target epsilon {target}: sigma = {}",
+            "calibrated up front (RDP accountant, Poisson, q = {q}, {total_steps} steps{after}, delta = {}) for target epsilon {target}: sigma = {}",
             spec.delta, cal.noise_multiplier
         );
     }
-    let examples = Examples::from_dataset(train, device)?;
-    let test_examples = Examples::from_dataset(test, device)?;
+    let mut examples = Examples::from_dataset(train, device)?;
+    let mut test_examples = Examples::from_dataset(test, device)?;
+    let mut validation_examples = match &validation {
+        Some(v) => Some(Examples::from_dataset(v, device)?),
+        None => None,
+    };
     let has_ledger = out.join(crate::train::dpsgd::LEDGER_FILE).exists();
     let mut run = if spec.resume && out.join(CHECKPOINT_POINTER).exists() {
         DpSgd::resume(out, n, device)?
@@ -141,6 +204,19 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
             return Err(Error::invalid("output folder", out.display(), "already holds a run (ledger.jsonl); use --resume or another --out"));
         }
         DpSgd::new(config.clone(), n, out, spec.seed, device)?
+    };
+    // Before any step: the projection (computed and recorded now, or loaded on a resume).
+    let pca_report = match (pca_dims, pca_sigma) {
+        (Some(k), Some(sigma_p)) => {
+            let (projection, source) = pca_projection(&mut run, &examples, k, sigma_p, spec.seed, out)?;
+            examples.images = projection.project(&examples.images)?;
+            test_examples.images = projection.project(&test_examples.images)?;
+            if let Some(v) = validation_examples.as_mut() {
+                v.images = projection.project(&v.images)?;
+            }
+            Some(PcaReport { dims: k, noise_multiplier: sigma_p, source, sha256: sha256_file(&out.join(PCA_FILE))? })
+        }
+        _ => None,
     };
     if let Some(f) = spec.inject_fault {
         if run.fault().is_some_and(|g| g != f) {
@@ -168,6 +244,10 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
     run.checkpoint()?;
     let model_path = run.save_model()?;
     let test_accuracy = run.accuracy(&test_examples)?;
+    let validation_accuracy = match &validation_examples {
+        Some(v) => Some(run.accuracy(v)?),
+        None => None,
+    };
     let robust_test_accuracy = match run.adversarial() {
         Some(cfg) => Some(run.robust_accuracy(&test_examples, &cfg)?),
         None => None,
@@ -188,6 +268,9 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
     let metrics = Metrics {
         tool_version: env!("CARGO_PKG_VERSION"),
         test_accuracy,
+        validation_accuracy,
+        validation_examples: spec.validation,
+        pca: pca_report,
         epsilons,
         private: run.config().private,
         sampling: "poisson",
@@ -212,3 +295,69 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
     write_atomically(&out.join("metrics.json"), &json)?;
     Ok(metrics)
 }
+
+/// Splits off the last `count` examples of `data` as a validation set (`None` for 0).
+///
+/// # Errors
+/// [`Error::InvalidParameter`] when `count` leaves no training example.
+pub fn hold_out_last(data: &Dataset, count: usize) -> Result<(Cow<'_, Dataset>, Option<Dataset>)> {
+    if count == 0 {
+        return Ok((Cow::Borrowed(data), None));
+    }
+    if count >= data.len() {
+        return Err(Error::invalid("validation examples", count, format!("must leave training examples (the training set has {})", data.len())));
+    }
+    let keep = data.len() - count;
+    let per = data.shape().pixels().unwrap_or(0);
+    let part = |name: String, from: usize, to: usize| Dataset::new(name, data.shape(), data.classes(), data.pixels()[from * per..to * per].to_vec(), data.labels()[from..to].to_vec());
+    let train = part(format!("{} (first {keep})", data.name()), 0, keep)?;
+    let validation = part(format!("{} (last {count}, validation)", data.name()), keep, data.len())?;
+    Ok((Cow::Owned(train), Some(validation)))
+}
+
+/// The DP-PCA projection of an abadi-pca run: loaded from `pca.safetensors` when the folder has
+/// one (a resume: nothing is recorded again), otherwise computed on `examples` with its phase
+/// recorded in the run's ledger (a non-private baseline uses a throwaway in-memory ledger), then
+/// saved atomically before any training step.
+///
+/// A crash after the phase was recorded but before the file was written makes the next resume
+/// compute (and record) DP-PCA again: an over-count, which is safe.
+fn pca_projection(run: &mut DpSgd, examples: &Examples, k: usize, sigma_p: f64, seed: Option<u64>, out: &Path) -> Result<(DpPca, &'static str)> {
+    let path = out.join(PCA_FILE);
+    if path.exists() {
+        if let Some(ledger) = run.ledger() {
+            match ledger.entries().iter().find(|e| e.label == pca::LEDGER_LABEL) {
+                None => return Err(Error::data(&path, "the run folder has a DP-PCA projection but its ledger does not record DP-PCA; refusing to use it")),
+                Some(e) if e.noise_multiplier != sigma_p => {
+                    return Err(Error::invalid("PCA noise multiplier", sigma_p, format!("the projection in {} was made with sigma_p = {}; resume with that", path.display(), e.noise_multiplier)));
+                }
+                Some(_) => {}
+            }
+        }
+        let tensors = Tensor::read_safetensors(&path)?;
+        let components = tensors
+            .into_iter()
+            .find_map(|(name, t)| (name == "components").then_some(t))
+            .ok_or_else(|| Error::data(&path, "has no `components` tensor"))?;
+        let d = examples.images.f_flatten(1, -1)?.size()[1];
+        if components.size() != [d, k as i64] {
+            return Err(Error::data(&path, format!("components have shape {:?}, expected [{d}, {k}]", components.size())));
+        }
+        let components = components.f_to_kind(Kind::Float)?.f_to(examples.images.device())?;
+        return Ok((DpPca { components, eigenvalues: Vec::new() }, "loaded"));
+    }
+    let mut rng = ChaCha20Rng::from_seed(seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit).to_bytes(PCA_NOISE_STREAM));
+    let projection = match run.ledger_mut() {
+        Some(ledger) => pca::dp_pca(&examples.images, k, sigma_p, &mut rng, ledger)?,
+        None => pca::dp_pca(&examples.images, k, sigma_p, &mut rng, &mut Ledger::in_memory())?,
+    };
+    let eigenvalues = Tensor::f_from_slice(&projection.eigenvalues)?;
+    let tmp = out.join(".pca.safetensors.tmp.safetensors");
+    Tensor::write_safetensors(&[("components", &projection.components), ("eigenvalues", &eigenvalues)], &tmp)?;
+    crate::durable::sync_file(&tmp)?;
+    std::fs::rename(&tmp, &path).map_err(|e| Error::io(format!("renaming to {}", path.display()), e))?;
+    Ok((projection, "computed"))
+}
+
+/// The ChaCha20 stream of DP-PCA's noise (0 to 2 are sampling, DP-SGD noise and initialisation).
+const PCA_NOISE_STREAM: u64 = 3;

@@ -1,0 +1,183 @@
+//! `abadi-pca` end to end on the MNIST fixture (issue 3): DP-PCA runs first and is the ledger's
+//! first entry (q = 1, sigma_p, 1 step), every accountant's epsilon composes it with the DP-SGD
+//! steps, `--target-epsilon` calibration counts it, a resume loads `pca.safetensors` instead of
+//! paying for DP-PCA again, and `--validation N` holds out the last N training examples.
+use dpaudit::accounting::calibration::{noise_multiplier_for_epsilon, noise_multiplier_for_epsilon_after};
+use dpaudit::accounting::ledger::Ledger;
+use dpaudit::accounting::pld::PldAccountant;
+use dpaudit::accounting::rdp::{self, RdpAccountant};
+use dpaudit::accounting::Phase;
+use dpaudit::data::{load_mnist_dir, Dataset, Split};
+use dpaudit::train::dpsgd::{TrainConfig, LEDGER_FILE};
+use dpaudit::train::models;
+use dpaudit::train::optim::{LrSchedule, OptimizerKind};
+use dpaudit::train::per_example::{clip_and_sum, ClipConfig};
+use dpaudit::train::run::{hold_out_last, train_run, Metrics, RunSpec, PCA_FILE};
+use std::path::Path;
+use tch::{nn, Device, Kind, Tensor};
+
+const SIGMA_P: f64 = 4.0;
+
+fn fixture() -> (Dataset, Dataset) {
+    let dir = Path::new("fixtures/mnist-small");
+    (load_mnist_dir(dir, Split::Train, 10).unwrap(), load_mnist_dir(dir, Split::Test, 10).unwrap())
+}
+
+fn spec(model: &str, epochs: f64) -> RunSpec {
+    RunSpec {
+        config: TrainConfig {
+            model: model.into(),
+            lot_size: 200.0,
+            noise_multiplier: 1.0,
+            max_grad_norm: 4.0,
+            physical_batch: 256,
+            optimizer: OptimizerKind::Momentum { momentum: 0.9 },
+            lr: 0.05,
+            schedule: LrSchedule::Constant,
+            private: true,
+        },
+        epochs,
+        delta: 1e-5,
+        target_epsilon: None,
+        seed: Some(3),
+        checkpoint_every: 5,
+        resume: false,
+        inject_fault: None,
+        adversarial: None,
+        public_batch: None,
+        pca_noise_multiplier: Some(SIGMA_P),
+        validation: 200,
+    }
+}
+
+fn run(spec: &RunSpec, out: &Path) -> Metrics {
+    let (train, test) = fixture();
+    train_run(spec, &train, &test, out, Device::Cpu, &mut |_, _, _| {}).unwrap()
+}
+
+fn pca_entries(out: &Path) -> usize {
+    let ledger = Ledger::open(out.join(LEDGER_FILE)).unwrap();
+    ledger.entries().iter().filter(|e| e.label == dpaudit::train::pca::LEDGER_LABEL).count()
+}
+
+#[test]
+fn abadi_pca_model_takes_projections() {
+    for (name, k) in [("abadi-pca", 60), ("abadi-pca-20", 20)] {
+        assert_eq!(models::pca_dims(name), Some(k));
+        let vs = nn::VarStore::new(Device::Cpu);
+        let model = models::build(name, &vs.root()).unwrap();
+        let inputs = Tensor::rand([3, k as i64], (Kind::Float, Device::Cpu));
+        assert_eq!(model.forward(&inputs).unwrap().size(), [3, 10], "{name}");
+        let out = clip_and_sum(&model, &inputs, &Tensor::from_slice(&[0i64, 5, 9]), &ClipConfig::new(1.0)).unwrap();
+        assert_eq!(out.clipped_sum.len(), 4);
+    }
+    for bad in ["abadi-pca-0", "abadi-pca-", "abadi-pca-+5", "abadi-pca-07", "abadi-pcax"] {
+        assert!(models::specs(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn dp_pca_is_the_first_phase_and_every_epsilon_includes_it() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let m = run(&spec("abadi-pca", 2.0), dir.path());
+    // The ledger: DP-PCA first (q = 1, sigma_p, one step), then the DP-SGD steps.
+    let ledger = Ledger::open(dir.path().join(LEDGER_FILE)).unwrap();
+    let first = &ledger.entries()[0];
+    assert_eq!((first.label.as_str(), first.sampling_rate, first.noise_multiplier), ("dp-pca", 1.0, SIGMA_P));
+    assert_eq!(ledger.steps(), m.steps + 1);
+    assert_eq!(m.phases[0], Phase::new(1.0, SIGMA_P, 1).unwrap());
+    assert_eq!(m.phases[1], Phase::new(200.0 / 1800.0, 1.0, m.steps).unwrap());
+    // Each accountant's epsilon exceeds that of the DP-SGD steps alone.
+    let sgd_only = rdp::epsilon(&m.phases[1..], 1e-5).unwrap().epsilon;
+    let sgd_only_pld = PldAccountant::default().epsilon(&m.phases[1..], 1e-5).unwrap().epsilon;
+    let rdp_eps = m.epsilons.iter().find(|e| e.accountant == "rdp").unwrap().epsilon;
+    let pld_eps = m.epsilons.iter().find(|e| e.accountant == "pld").unwrap().epsilon;
+    assert!(rdp_eps > sgd_only && pld_eps > sgd_only_pld, "rdp {rdp_eps} vs {sgd_only}, pld {pld_eps} vs {sgd_only_pld} (SGD phases alone)");
+    assert_eq!(rdp_eps, rdp::epsilon(&m.phases, 1e-5).unwrap().epsilon);
+    // The projection is saved, the validation examples held out before accounting (q = L / 1800).
+    let pca = m.pca.as_ref().unwrap();
+    assert_eq!((pca.dims, pca.noise_multiplier, pca.source), (60, SIGMA_P, "computed"));
+    assert!(dir.path().join(PCA_FILE).exists());
+    assert_eq!((m.train_examples, m.validation_examples), (1800, 200));
+    assert_eq!(m.sampling_rate, 200.0 / 1800.0);
+    // 18 noisy steps of the MLP on 60 DP-PCA dimensions: far above chance (0.1) on both sets.
+    let v = m.validation_accuracy.unwrap();
+    assert!(m.test_accuracy > 0.5 && v > 0.5, "test {}, validation {v}", m.test_accuracy);
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("metrics.json")).unwrap()).unwrap();
+    assert!(json["validation_accuracy"].is_number() && json["pca"]["dims"] == 60);
+    // A certificate lists the DP-PCA phase in its mechanism.
+    let key_dir = tempfile::tempdir().unwrap();
+    dpaudit::cert::keys::generate_keypair(key_dir.path()).unwrap();
+    let key = dpaudit::cert::keys::load_secret_key(&key_dir.path().join("dpaudit-cert.key")).unwrap();
+    let cert = dpaudit::cert::sign::certify_run(dir.path(), &dpaudit::cert::sign::CertifyOptions::model(1e-5), &key).unwrap();
+    assert_eq!(cert.mechanism.labels, ["dp-pca", "dpsgd"]);
+    let p = &cert.mechanism.phases[0];
+    assert_eq!((p.label.as_str(), p.sampling_rate, p.noise_multiplier, p.steps), ("dp-pca", 1.0, SIGMA_P, 1));
+}
+
+#[test]
+fn resume_loads_the_projection_and_never_records_dp_pca_twice() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let first = run(&spec("abadi-pca", 1.0), dir.path());
+    let projection = std::fs::read(dir.path().join(PCA_FILE)).unwrap();
+    let mut more = spec("abadi-pca", 2.0);
+    more.resume = true;
+    let second = run(&more, dir.path());
+    assert_eq!(second.pca.as_ref().unwrap().source, "loaded");
+    assert!(second.steps > first.steps);
+    assert_eq!(pca_entries(dir.path()), 1);
+    assert_eq!(Ledger::open(dir.path().join(LEDGER_FILE)).unwrap().steps(), second.steps + 1);
+    assert_eq!(std::fs::read(dir.path().join(PCA_FILE)).unwrap(), projection);
+    // A crash before the first checkpoint (no checkpoint.json): the restart keeps the ledger and
+    // still loads the projection.
+    std::fs::remove_file(dir.path().join("checkpoint.json")).unwrap();
+    let third = run(&more, dir.path());
+    assert_eq!(third.pca.as_ref().unwrap().source, "loaded");
+    assert_eq!(pca_entries(dir.path()), 1);
+    // Resuming with another sigma_p is refused: the projection was paid for with the first.
+    let mut other = more.clone();
+    other.pca_noise_multiplier = Some(2.0 * SIGMA_P);
+    let (train, test) = fixture();
+    assert!(train_run(&other, &train, &test, dir.path(), Device::Cpu, &mut |_, _, _| {}).is_err());
+}
+
+#[test]
+fn target_epsilon_calibration_counts_the_pca_phase() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec("abadi-pca", 1.0);
+    s.target_epsilon = Some(3.0);
+    let m = run(&s, dir.path());
+    let q = 200.0 / 1800.0;
+    let without = noise_multiplier_for_epsilon(3.0, q, m.steps, 1e-5, &RdpAccountant::default()).unwrap();
+    assert!(m.config.noise_multiplier > without.noise_multiplier, "{} vs {}", m.config.noise_multiplier, without.noise_multiplier);
+    let eps = m.epsilons.iter().find(|e| e.accountant == "rdp").unwrap().epsilon;
+    assert!(eps <= 3.0 && eps > 0.99 * 3.0, "RDP epsilon {eps} with the DP-PCA phase");
+    // Earlier phases that already spend the budget are refused.
+    let pca = [Phase::new(1.0, 0.5, 1).unwrap()];
+    assert!(noise_multiplier_for_epsilon_after(&pca, 3.0, q, 10, 1e-5, &RdpAccountant::default()).is_err());
+}
+
+#[test]
+fn validation_is_the_last_examples_and_bad_settings_are_refused() {
+    let (train, test) = fixture();
+    let (kept, held) = hold_out_last(&train, 300).unwrap();
+    let held = held.unwrap();
+    assert_eq!((kept.len(), held.len()), (1700, 300));
+    assert_eq!(held.image(0), train.image(1700));
+    assert_eq!(held.labels(), &train.labels()[1700..]);
+    assert!(hold_out_last(&train, 0).unwrap().1.is_none());
+    assert!(hold_out_last(&train, 2000).is_err());
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec("abadi-pca", 1.0);
+    s.pca_noise_multiplier = None;
+    assert!(train_run(&s, &train, &test, dir.path(), Device::Cpu, &mut |_, _, _| {}).is_err());
+    let mut s = spec("logreg", 1.0);
+    assert!(train_run(&s, &train, &test, dir.path(), Device::Cpu, &mut |_, _, _| {}).is_err(), "sigma_p without DP-PCA");
+    s.pca_noise_multiplier = None;
+    s.validation = 2000;
+    assert!(train_run(&s, &train, &test, dir.path(), Device::Cpu, &mut |_, _, _| {}).is_err());
+    assert!(!dir.path().join(LEDGER_FILE).exists(), "nothing recorded for refused settings");
+}
