@@ -114,6 +114,9 @@ fn dp_pca_is_the_first_phase_and_every_epsilon_includes_it() {
     assert_eq!(cert.mechanism.labels, ["dp-pca", "dpsgd"]);
     let p = &cert.mechanism.phases[0];
     assert_eq!((p.label.as_str(), p.sampling_rate, p.noise_multiplier, p.steps), ("dp-pca", 1.0, SIGMA_P, 1));
+    // The released files are the model and the projection it is applied to.
+    let files: Vec<&str> = cert.artifact.files.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(files, ["model.safetensors", PCA_FILE]);
 }
 
 #[test]

@@ -146,7 +146,14 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
     };
 
     // Released files.
-    let wanted: Vec<PathBuf> = if options.artifacts.is_empty() { vec![PathBuf::from(MODEL_FILE)] } else { options.artifacts.clone() };
+    // An abadi-pca model is applied to the DP-PCA projection: both are the release.
+    let wanted: Vec<PathBuf> = if !options.artifacts.is_empty() {
+        options.artifacts.clone()
+    } else if run_dir.join(crate::train::run::PCA_FILE).exists() {
+        vec![PathBuf::from(MODEL_FILE), PathBuf::from(crate::train::run::PCA_FILE)]
+    } else {
+        vec![PathBuf::from(MODEL_FILE)]
+    };
     let mut files = Vec::new();
     for rel in &wanted {
         let path = relative_path_string(rel)?;
