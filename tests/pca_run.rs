@@ -184,3 +184,28 @@ fn validation_is_the_last_examples_and_bad_settings_are_refused() {
     assert!(train_run(&s, &train, &test, dir.path(), Device::Cpu, &mut |_, _, _| {}).is_err());
     assert!(!dir.path().join(LEDGER_FILE).exists(), "nothing recorded for refused settings");
 }
+
+#[test]
+fn cli_trains_abadi_pca_with_pca_dims_and_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let args = [
+        "train", "--dataset", "fixture", "--model", "abadi-pca", "--pca-dims", "20", "--pca-noise-multiplier", "5", "--validation", "300", "--epochs", "1",
+        "--lot-size", "170", "--noise-multiplier", "1", "--max-grad-norm", "4", "--lr", "0.05", "--threads", "1", "--json", "--out",
+    ];
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_dpaudit")).args(args).arg(&out).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let m: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(m["config"]["model"], "abadi-pca-20");
+    assert_eq!((m["train_examples"].as_u64(), m["validation_examples"].as_u64()), (Some(1700), Some(300)));
+    assert_eq!(m["sampling_rate"].as_f64(), Some(0.1));
+    assert_eq!(m["phases"][0]["noise_multiplier"].as_f64(), Some(5.0));
+    assert!(m["validation_accuracy"].as_f64().is_some());
+    // --pca-dims belongs to abadi-pca.
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_dpaudit"))
+        .args(["train", "--dataset", "fixture", "--model", "logreg", "--pca-dims", "20", "--noise-multiplier", "1", "--out"])
+        .arg(dir.path().join("bad"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}
