@@ -430,6 +430,13 @@ fn named_models_build_and_clip() {
         let model = models::build(name, &vs.root()).unwrap();
         let inputs = Tensor::rand([3, 1, 28, 28], (Kind::Float, Device::Cpu));
         let labels = Tensor::from_slice(&[0i64, 5, 9]);
+        if model.needs_public_batch() {
+            // Public-data normalisation refuses to run before it has public
+            // statistics; that refusal is part of what this checks.
+            assert!(model.forward(&inputs).is_err(), "{name}");
+            let public = Tensor::rand([8, 1, 28, 28], (Kind::Float, Device::Cpu));
+            model.set_public_batch(&public).unwrap();
+        }
         assert_eq!(model.forward(&inputs).unwrap().size(), [3, 10], "{name}");
         let out = clip_and_sum(&model, &inputs, &labels, &ClipConfig::new(1.0)).unwrap();
         assert_eq!(out.clipped_sum.len(), model.parameters().len());
