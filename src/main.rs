@@ -61,6 +61,12 @@ enum Command {
     /// limitations and how to reproduce. One self-contained HTML file (or --format markdown|json),
     /// written atomically; refuses to overwrite without --force.
     Report(Box<cli::report::ReportArgs>),
+    /// The whole pre-release audit in one command, on the bundled data (or real MNIST with
+    /// --full): DP-SGD to a target epsilon; every accountant from the ledger; a white-box replay
+    /// audit and a loss-threshold membership inference; a DP-GAN and a synthetic release with its
+    /// nearest-neighbour screen; a signed, verified certificate per release; the HTML compliance
+    /// reports. Prints where everything is; demo.json lists every path and number.
+    Demo(Box<cli::demo::DemoArgs>),
     /// Attacks: membership inference against a training recipe (loss threshold, LiRA with shadow
     /// models) and nearest-neighbour attacks on released synthetic data. Evidence, not bounds.
     #[command(subcommand)]
@@ -74,9 +80,15 @@ enum CertCommand {
     /// certificate is signed (Ed25519 over "dpaudit-cert-v1\0" + RFC 8785 canonical JSON).
     /// Refuses runs with an injected fault, non-Poisson steps, non-private runs, violated audits.
     Sign {
-        /// The run folder (written by `dpaudit train`).
-        #[arg(long)]
-        run: PathBuf,
+        /// The run folder (written by `dpaudit train`, or with --release the `dpaudit gan train`
+        /// folder the release was sampled from; default then: the run release.json names).
+        #[arg(long, required_unless_present = "release")]
+        run: Option<PathBuf>,
+        /// Certify a synthetic dataset released by `dpaudit gan sample` (its folder) instead of a
+        /// model: every released file and release.json are hashed; verify with
+        /// `cert verify --artifacts RELEASE_DIR`. The noise-layer design is refused.
+        #[arg(long, value_name = "DIR")]
+        release: Option<PathBuf>,
         /// The secret key file (from `dpaudit keygen`).
         #[arg(long)]
         key: PathBuf,
@@ -451,6 +463,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Gan(cmd) => cli::gan::run(cmd),
         Command::Evaluate(cmd) => cli::gan::run_evaluate(cmd),
         Command::Report(args) => cli::report::run(&args),
+        Command::Demo(args) => cli::demo::run(&args),
         Command::Audit(cmd) => {
             let code = cli::audit::run(cmd)?;
             if code != 0 {
@@ -463,7 +476,22 @@ fn run(cli: Cli) -> Result<()> {
             println!("key id {}\n  public key: {}\n  secret key: {} (mode 0600; keep it private)", k.key_id, k.public_key_path.display(), k.secret_key_path.display());
             Ok(())
         }
-        Command::Cert(CertCommand::Sign { run, key, out, delta, audits }) => {
+        Command::Cert(CertCommand::Sign { run, release: Some(release), key, out, delta, audits }) => {
+            if !audits.is_empty() {
+                bail!("--audit is for model runs; audits of a synthetic-data release are not recorded in its certificate yet");
+            }
+            let run = match run {
+                Some(r) => r,
+                None => dpaudit::gan::release::release_run_dir(&release).with_context(|| format!("finding the GAN run of {}", release.display()))?,
+            };
+            let mut opts = dpaudit::cert::sign::CertifyOptions::model(delta);
+            opts.kind = dpaudit::cert::schema::ArtifactKind::SyntheticDataset;
+            let signed = dpaudit::cert::sign::sign_release(&release, &run, &opts, &key, &out).with_context(|| format!("certifying the release {} of {}", release.display(), run.display()))?;
+            println!("signed {} with key {} (synthetic dataset {}, {} files)", out.display(), signed.signature.key_id, release.display(), signed.certificate.artifact.files.len());
+            Ok(())
+        }
+        Command::Cert(CertCommand::Sign { run, release: None, key, out, delta, audits }) => {
+            let run = run.context("--run is required")?;
             let mut opts = dpaudit::cert::sign::CertifyOptions::model(delta);
             if !audits.is_empty() {
                 let metrics_path = run.join("metrics.json");

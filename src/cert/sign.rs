@@ -116,18 +116,8 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
         .ok_or_else(|| Error::data(&metrics_path, "no `train_data_sha256` (64 lowercase hex digits)"))?
         .to_owned();
 
-    // The ledger: read-only checks first (Ledger::open would repair a torn line in place).
     let ledger_path = run_dir.join(LEDGER_FILE);
-    let (ledger, entries) = if ledger_path.exists() {
-        let bytes = std::fs::read(&ledger_path).map_err(|e| Error::io(format!("reading {}", ledger_path.display()), e))?;
-        if !bytes.is_empty() && bytes.last() != Some(&b'\n') {
-            return Err(Error::data(&ledger_path, "ends with a torn line: the run did not finish cleanly; refusing to certify it"));
-        }
-        let opened = Ledger::open(&ledger_path)?;
-        (Some(FileDigest { path: LEDGER_FILE.into(), sha256: hex::encode(Sha256::digest(&bytes)) }), opened.entries().to_vec())
-    } else {
-        (None, Vec::new())
-    };
+    let (ledger, entries) = read_ledger(run_dir)?;
     let phases: Vec<Phase> = crate::accounting::ledger::phases_of(&entries)?; // refuses non-Poisson steps
     if let Some(steps) = metrics.get("steps").and_then(serde_json::Value::as_u64) {
         if private && (entries.len() as u64) < steps {
@@ -185,6 +175,126 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
         limitations: standard_limitations(),
     };
     Ok(cert)
+}
+
+/// The ledger of a run folder, read-only (Ledger::open would repair a torn line in place, so the
+/// bytes are checked first): its digest and entries; `(None, [])` when there is none.
+fn read_ledger(run_dir: &Path) -> Result<(Option<FileDigest>, Vec<crate::accounting::ledger::LedgerEntry>)> {
+    let ledger_path = run_dir.join(LEDGER_FILE);
+    if !ledger_path.exists() {
+        return Ok((None, Vec::new()));
+    }
+    let bytes = std::fs::read(&ledger_path).map_err(|e| Error::io(format!("reading {}", ledger_path.display()), e))?;
+    if !bytes.is_empty() && bytes.last() != Some(&b'\n') {
+        return Err(Error::data(&ledger_path, "ends with a torn line: the run did not finish cleanly; refusing to certify it"));
+    }
+    let opened = Ledger::open(&ledger_path)?;
+    Ok((Some(FileDigest { path: LEDGER_FILE.into(), sha256: hex::encode(Sha256::digest(&bytes)) }), opened.entries().to_vec()))
+}
+
+/// Builds the certificate of a synthetic dataset released by `dpaudit gan sample` (unsigned).
+///
+/// `release_dir` holds `release.json` and the released files; `gan_run_dir` is the DP-GAN run
+/// it was sampled from (its ledger and `metrics.json`). The certified files are every file
+/// `release.json` lists plus `release.json` itself, hashed as found and checked against the
+/// hashes `release.json` states; verify with `dpaudit cert verify --artifacts RELEASE_DIR`.
+/// Sampling a trained generator is post-processing, so the release has the epsilon of the
+/// discriminator's ledger (proofs/gan/).
+///
+/// # Proof definition
+/// As [`certify_run`]: `privacy.verified_epsilon` is an upper bound on the epsilon at `delta` of
+/// the composition of the GAN run's ledger steps, or an error.
+///
+/// # Errors
+/// Refuses the noise-layer design (its epsilon is claimed, not proven) unless
+/// `allow_uncertified`, in which case the certificate is an uncertified claim with an infinite
+/// epsilon; a release whose generator hash or ledger hash is not the run's; a released file whose
+/// hash differs from `release.json`; non-Poisson or torn ledgers; violated audits.
+pub fn certify_release(release_dir: &Path, gan_run_dir: &Path, options: &CertifyOptions, key: &SecretKey) -> Result<Certificate> {
+    validate_delta(options.delta)?;
+    let read_json = |path: &Path| -> Result<serde_json::Value> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not JSON: {e}")))
+    };
+    let release_path = release_dir.join("release.json");
+    let release = read_json(&release_path)?;
+    let metrics_path = gan_run_dir.join(METRICS_FILE);
+    let metrics = read_json(&metrics_path)?;
+    let design = release.get("design").and_then(serde_json::Value::as_str).ok_or_else(|| Error::data(&release_path, "no `design`"))?;
+    let run_design = metrics.get("design").and_then(serde_json::Value::as_str).ok_or_else(|| Error::data(&metrics_path, "no `design`: not a DP-GAN run folder"))?;
+    if design != run_design {
+        return Err(Error::invalid("release", release_dir.display(), format!("was made by design {design}, but {} is a {run_design} run", gan_run_dir.display())));
+    }
+    let proven = matches!(design, "real-only" | "joint");
+    if !proven && !options.allow_uncertified {
+        return Err(Error::invalid("release", release_dir.display(), format!("comes from the {design} design, whose epsilon is claimed, not proven; refusing to certify it (it can only be signed as an uncertified claim)")));
+    }
+    let generator = gan_run_dir.join(crate::gan::run::GENERATOR_FILE);
+    let generator_sha256 = sha256_file(&generator)?;
+    for (what, v) in [("release.json", release.get("generator_sha256")), ("metrics.json", metrics.get("generator_sha256"))] {
+        if v.and_then(serde_json::Value::as_str) != Some(generator_sha256.as_str()) {
+            return Err(Error::data(&generator, format!("differs from the generator {what} recorded; refusing to certify")));
+        }
+    }
+    let training_data_sha256 = metrics
+        .get("train_data_sha256")
+        .and_then(serde_json::Value::as_str)
+        .filter(|s| is_sha256_hex(s))
+        .ok_or_else(|| Error::data(&metrics_path, "no `train_data_sha256` (64 lowercase hex digits)"))?
+        .to_owned();
+    let (ledger, entries) = read_ledger(gan_run_dir)?;
+    let stated_ledger = release.get("ledger").and_then(|l| l.get("sha256")).and_then(serde_json::Value::as_str);
+    if stated_ledger != ledger.as_ref().map(|l| l.sha256.as_str()) {
+        return Err(Error::data(gan_run_dir.join(LEDGER_FILE), "is not the ledger release.json names (by SHA-256): the release was not made from this run"));
+    }
+    if entries.is_empty() {
+        return Err(Error::data(gan_run_dir.join(LEDGER_FILE), "a private GAN run must have a ledger with at least one noisy step"));
+    }
+    let phases: Vec<Phase> = crate::accounting::ledger::phases_of(&entries)?;
+    let mechanism = mechanism_of(&entries);
+    let (status, privacy) = if proven {
+        (ClaimStatus::Certified, privacy_of(&phases, options.delta)?)
+    } else {
+        (ClaimStatus::UncertifiedClaim, uncertified_privacy(options.delta))
+    };
+    let stated = release.get("files").and_then(serde_json::Value::as_object).ok_or_else(|| Error::data(&release_path, "no `files` object"))?;
+    let mut files = Vec::new();
+    for (name, want) in stated {
+        let path = relative_path_string(Path::new(name))?;
+        let sha256 = sha256_file(&release_dir.join(name))?;
+        if want.as_str() != Some(sha256.as_str()) {
+            return Err(Error::data(release_dir.join(name), "differs from the hash release.json states: not the file released; refusing to certify"));
+        }
+        files.push(FileDigest { path, sha256 });
+    }
+    files.push(FileDigest { path: "release.json".into(), sha256: sha256_file(&release_path)? });
+    check_audits(&options.audits, privacy.verified_epsilon.epsilon).map_err(|reason| Error::invalid("audit", "", reason))?;
+    Ok(Certificate {
+        format: FORMAT.into(),
+        tool: Tool { name: "dpaudit".into(), version: env!("CARGO_PKG_VERSION").into(), git_commit: options.git_commit.clone().unwrap_or_else(tool_git_commit) },
+        issued_at: rfc3339_utc(std::time::SystemTime::now()),
+        signer_key_id: key.key_id().to_owned(),
+        status,
+        artifact: Artifact { kind: ArtifactKind::SyntheticDataset, files },
+        training_data_sha256,
+        ledger,
+        mechanism,
+        privacy,
+        audits: options.audits.clone(),
+        limitations: standard_limitations(),
+    })
+}
+
+/// One call for `dpaudit cert sign --release`: as [`sign_run`], for [`certify_release`].
+///
+/// # Errors
+/// As [`certify_release`], [`sign`] and [`write_signed`].
+pub fn sign_release(release_dir: &Path, gan_run_dir: &Path, options: &CertifyOptions, secret_key_path: &Path, out: &Path) -> Result<SignedCertificate> {
+    let key = load_secret_key(secret_key_path)?;
+    let cert = certify_release(release_dir, gan_run_dir, options, &key)?;
+    let signed = sign(&cert, &key)?;
+    write_signed(out, &signed)?;
+    Ok(signed)
 }
 
 /// Refuses audits whose verdict is `violated`, or whose lower bound exceeds the certified upper

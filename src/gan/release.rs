@@ -1,5 +1,6 @@
 //! `dpaudit gan sample`: a labelled synthetic dataset from a trained generator, in the MNIST
-//! format (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`), with `grid.png` and a
+//! format (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`), with `grid.png`, a copy
+//! of the run's `ledger.jsonl` (so the release's epsilon can be re-derived from the release) and a
 //! `release.json` that carries its provenance: the generator's SHA-256, the ledger summary, the
 //! epsilon per accountant (labelled "claimed" for the noise-layer design), the design, and the
 //! SHA-256 of every released file.
@@ -150,6 +151,11 @@ fn write_release(g: &Generator, info: &super::run::GanRunInfo, run: &Path, dir: 
     }
     let grid_path = dir.join("grid.png");
     write_grid_png(&grid_path, &grid, 28, 10)?;
+    // The ledger travels with the release (it holds only q, sigma and C per step, no data), so a
+    // certificate of the release can be verified, epsilon re-derived, from the release alone.
+    let ledger_copy = dir.join(LEDGER_FILE);
+    std::fs::copy(ledger.path(), &ledger_copy).map_err(|e| Error::io(format!("copying the ledger to {}", ledger_copy.display()), e))?;
+    crate::durable::sync_file(&ledger_copy)?;
     let mut files = BTreeMap::new();
     for p in [&img, &lbl, &grid_path] {
         files.insert(p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), sha256_file(p)?);
@@ -198,4 +204,16 @@ pub fn sample_release(run: &Path, out: &Path, count: usize, seed: Option<u64>, f
         let _ = std::fs::remove_dir_all(&tmp);
     }
     result
+}
+
+/// The GAN run folder a release was sampled from, as its `release.json` names it (relative
+/// paths are as given to `gan sample`, i.e. relative to the working folder then).
+///
+/// # Errors
+/// [`Error::Io`] / [`Error::Data`] for a missing or malformed `release.json`.
+pub fn release_run_dir(release_dir: &Path) -> Result<std::path::PathBuf> {
+    let path = release_dir.join("release.json");
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::data(&path, format!("not JSON: {e}")))?;
+    v.get("run").and_then(serde_json::Value::as_str).map(std::path::PathBuf::from).ok_or_else(|| Error::data(&path, "no `run` field naming the GAN run folder"))
 }

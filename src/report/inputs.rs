@@ -497,18 +497,18 @@ fn overall_verdict(audits: &[AuditSummary], claim: &Claim) -> OverallVerdict {
     }
 }
 
-fn summarise_certificate(path: &Path, public_key: Option<&Path>, run: &RunFolder, released: &[String]) -> Result<CertificateSummary> {
+fn summarise_certificate(path: &Path, public_key: Option<&Path>, run: &RunFolder, released: &[String], artifacts_dir: &Path) -> Result<CertificateSummary> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let signed: SignedCertificate = serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not a dpaudit certificate: {e}")))?;
     let c = &signed.certificate;
     let covers_this_release = c.artifact.files.iter().any(|f| released.contains(&f.sha256));
     let ledger_matches = c.ledger.as_ref().map(|l| run.ledger_sha256.as_deref() == Some(l.sha256.as_str()));
     let (signature_verified, signature) = match public_key {
-        Some(key) => match crate::cert::verify::verify(path, key, Some(&run.dir), false) {
-            Ok(v) => (Some(true), format!("verified: Ed25519 signature by key {} checked with {}, and the SHA-256 of {} file(s) in {} match", v.key_id, key.display(), v.artifacts_checked.len(), run.dir.display())),
+        Some(key) => match crate::cert::verify::verify(path, key, Some(artifacts_dir), false) {
+            Ok(v) => (Some(true), format!("verified: Ed25519 signature by key {} checked with {}, and the SHA-256 of {} file(s) in {} match", v.key_id, key.display(), v.artifacts_checked.len(), artifacts_dir.display())),
             Err(f) => (Some(false), format!("VERIFICATION FAILED (exit code {} of `dpaudit cert verify`): {f}", f.exit_code())),
         },
-        None => (None, format!("not checked by this report; run `dpaudit cert verify {} --pubkey KEY.pub --artifacts {} --recompute`", sq(path), sq(&run.dir))),
+        None => (None, format!("not checked by this report; run `dpaudit cert verify {} --pubkey KEY.pub --artifacts {} --recompute`", sq(path), sq(artifacts_dir))),
     };
     Ok(CertificateSummary {
         path: path.display().to_string(),
@@ -736,7 +736,8 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
                 Some(r) => r.files.iter().filter_map(|f| f.2.clone()).collect(),
                 None => run.model_sha256.iter().cloned().collect(),
             };
-            Some(summarise_certificate(p, options.public_key.as_deref(), &run, &released)?)
+            let artifacts_dir = options.release.clone().unwrap_or_else(|| run.dir.clone());
+            Some(summarise_certificate(p, options.public_key.as_deref(), &run, &released, &artifacts_dir)?)
         }
         None => None,
     };
