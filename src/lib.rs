@@ -17,6 +17,7 @@ pub mod attack;
 pub mod audit;
 pub mod cert;
 pub mod data;
+pub mod demo;
 pub mod durable;
 pub mod error;
 pub mod gan;

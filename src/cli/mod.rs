@@ -2,5 +2,6 @@
 //! parse, call the library, print (human text or `--json`); errors get context with `anyhow`.
 pub mod attack;
 pub mod audit;
+pub mod demo;
 pub mod gan;
 pub mod report;

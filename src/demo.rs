@@ -1,0 +1,479 @@
+//! The one-command pre-release audit (`dpaudit demo`): every part of dpaudit on one dataset, in
+//! the order a data office would run them before a release.
+//!
+//! 1. train a DP-SGD model to a target epsilon (sigma calibrated up front by the RDP accountant);
+//! 2. account for it with every accountant, from its ledger (RDP, PLD and the MPFR oracle);
+//! 3. audit the recipe: a white-box replay audit (K trainings without and K with a Dirac
+//!    gradient canary, threshold fixed from the claim) and a loss-threshold membership-inference
+//!    attack on a target trained on half the data;
+//! 4. train a small DP-GAN (design (b), joint clipping) on three quarters of the training split
+//!    and release a synthetic set from it, with the nearest-neighbour screen of the release
+//!    against the last quarter as holdout;
+//! 5. sign a certificate for each release (the model, with the audit recorded; the synthetic
+//!    set) and verify both, epsilon re-derived by the MPFR oracle;
+//! 6. write the compliance reports (HTML) of both releases.
+//!
+//! Everything lands in one folder, with `demo.json` listing every file and number. The library
+//! function [`run_demo`] does the work; the command-line tool only draws the progress bars.
+//! Nothing here is a shortcut: each step calls the same library functions as its own command,
+//! and each certificate and report is the one those commands would write.
+use crate::accounting::{exact, rdp, Phase};
+use crate::attack::{nearest_neighbour, shadows};
+use crate::audit::{engine, spec::AuditSpec};
+use crate::data::{self, Dataset, Split};
+use crate::error::{Error, Result};
+use crate::gan::dpgan::{Design, GanConfig};
+use crate::gan::release::sample_release;
+use crate::gan::run::{train_gan, GanRunSpec};
+use crate::train::dpsgd::TrainConfig;
+use crate::train::optim::{LrSchedule, OptimizerKind};
+use crate::train::run::{train_run, RunSpec};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+use tch::Device;
+
+/// The demo's settings. [`DemoConfig::fixture`] is what `dpaudit demo` runs on the bundled
+/// data, [`DemoConfig::full`] what `dpaudit demo --full` runs on real MNIST, and
+/// [`DemoConfig::tiny`] what the test suite runs.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoConfig {
+    /// An MNIST-format folder (train and t10k splits).
+    pub data_dir: PathBuf,
+    /// Use only the first N training examples (None: all).
+    pub train_examples: Option<usize>,
+    /// The DP-SGD model (`logreg` or `mlp`: the white-box audit needs a dense first layer; each
+    /// replay of `mlp` costs about 30 times one of `logreg`).
+    pub model: String,
+    /// Expected lot size L (Poisson sampling, q = L / N).
+    pub lot_size: f64,
+    /// Epochs of DP-SGD.
+    pub epochs: f64,
+    /// Clipping norm C.
+    pub max_grad_norm: f64,
+    /// Learning rate (plain SGD: the white-box audit reads gradients back from the iterates).
+    pub lr: f64,
+    /// The model's target epsilon (sigma calibrated up front, RDP accountant).
+    pub target_epsilon: f64,
+    /// Delta of every epsilon.
+    pub delta: f64,
+    /// Runs per side of the white-box replay audit.
+    pub audit_runs_per_side: u64,
+    /// DP-GAN epochs.
+    pub gan_epochs: f64,
+    /// DP-GAN expected lot size.
+    pub gan_lot_size: f64,
+    /// DP-GAN target epsilon.
+    pub gan_target_epsilon: f64,
+    /// Synthetic images released.
+    pub release_count: usize,
+    /// Seed of everything (the audit derives one seed per run from it).
+    pub seed: u64,
+    /// Worker threads for the audit and the membership-inference models.
+    pub threads: usize,
+}
+
+impl DemoConfig {
+    /// The bundled fixture (2,000 MNIST training and 500 test images): a few minutes on 2 cores.
+    pub fn fixture() -> Self {
+        DemoConfig {
+            data_dir: PathBuf::from("fixtures/mnist-small"),
+            train_examples: None,
+            model: "logreg".into(),
+            lot_size: 100.0,
+            epochs: 15.0,
+            max_grad_norm: 1.0,
+            lr: 0.5,
+            target_epsilon: 3.0,
+            delta: 1e-5,
+            audit_runs_per_side: 500,
+            gan_epochs: 10.0,
+            gan_lot_size: 100.0,
+            gan_target_epsilon: 10.0,
+            release_count: 2000,
+            seed: 1,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    /// Real MNIST (60,000 training images) in `data_dir` (`dpaudit data fetch mnist`).
+    pub fn full(data_dir: PathBuf) -> Self {
+        DemoConfig { data_dir, lot_size: 600.0, epochs: 10.0, audit_runs_per_side: 100, gan_epochs: 3.0, gan_lot_size: 600.0, release_count: 10_000, ..DemoConfig::fixture() }
+    }
+
+    /// The smallest setting that still runs every step (tests): seconds.
+    pub fn tiny(data_dir: PathBuf) -> Self {
+        DemoConfig {
+            data_dir,
+            train_examples: Some(300),
+            model: "logreg".into(),
+            lot_size: 60.0,
+            epochs: 2.0,
+            audit_runs_per_side: 8,
+            gan_epochs: 1.0,
+            gan_lot_size: 60.0,
+            release_count: 100,
+            threads: 1,
+            ..DemoConfig::fixture()
+        }
+    }
+}
+
+/// Where the demo is, for progress display.
+pub trait DemoObserver: Sync {
+    /// Stage `index` (1-based) of `total` begins.
+    fn stage(&self, index: usize, total: usize, title: &str);
+    /// Progress within the stage.
+    fn progress(&self, done: u64, total: u64, message: &str);
+    /// A finished result, one line.
+    fn note(&self, line: &str);
+}
+
+/// Observes nothing.
+impl DemoObserver for () {
+    fn stage(&self, _: usize, _: usize, _: &str) {}
+    fn progress(&self, _: u64, _: u64, _: &str) {}
+    fn note(&self, _: &str) {}
+}
+
+/// One accountant's epsilon of the model, from its ledger.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoEpsilon {
+    /// `rdp`, `pld` or `mpfr-oracle`.
+    pub accountant: String,
+    /// Epsilon at the demo's delta.
+    pub epsilon: f64,
+}
+
+/// What the demo wrote and found (`demo.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoSummary {
+    /// `dpaudit` version.
+    pub tool_version: &'static str,
+    /// The settings.
+    pub config: DemoConfig,
+    /// The output folder.
+    pub out: PathBuf,
+    /// The DP-SGD run folder.
+    pub model_run: PathBuf,
+    /// Test accuracy of the model.
+    pub test_accuracy: f64,
+    /// The calibrated noise multiplier, and how it was chosen.
+    pub noise_multiplier: String,
+    /// The model's mechanism: Poisson sampling, q, sigma, steps.
+    pub phases: Vec<Phase>,
+    /// The model's epsilon per accountant, at `config.delta`.
+    pub epsilons: Vec<DemoEpsilon>,
+    /// The replay audit folder.
+    pub audit: PathBuf,
+    /// Its lower bound, the ideal bound for the same K, and its verdict.
+    pub audit_epsilon_lower: f64,
+    /// The most any audit of this size could show against the claim.
+    pub audit_ideal_epsilon_lower: f64,
+    /// `consistent` or `violated`.
+    pub audit_verdict: String,
+    /// The membership-inference folder.
+    pub membership_inference: PathBuf,
+    /// Loss-threshold attack: AUC and TPR at 1% FPR.
+    pub mia_auc: f64,
+    /// TPR at 1% FPR.
+    pub mia_tpr_at_1pct: f64,
+    /// The DP-GAN run folder.
+    pub gan_run: PathBuf,
+    /// The synthetic release folder.
+    pub release: PathBuf,
+    /// The DP-GAN's epsilon (RDP, then PLD).
+    pub gan_epsilons: Vec<DemoEpsilon>,
+    /// Flags raised by the nearest-neighbour screen (empty: none; a crude screen, see
+    /// proofs/attack/nearest_neighbour.md).
+    pub nearest_neighbour_flags: Vec<String>,
+    /// The GAN-Leaks membership attack's AUC on the release (0.5: no signal).
+    pub gan_leaks_auc: f64,
+    /// The key pair folder.
+    pub keys: PathBuf,
+    /// The model's certificate.
+    pub model_certificate: PathBuf,
+    /// The synthetic set's certificate.
+    pub release_certificate: PathBuf,
+    /// The compliance report of the model.
+    pub model_report: PathBuf,
+    /// The compliance report of the synthetic set.
+    pub release_report: PathBuf,
+    /// Wall time, seconds.
+    pub wall_seconds: f64,
+}
+
+const STAGES: usize = 6;
+
+fn subset(d: &Dataset, n: Option<usize>) -> Result<Dataset> {
+    let Some(n) = n.filter(|&n| n < d.len()) else { return Ok(d.clone()) };
+    let per = d.shape().pixels().unwrap_or(0);
+    Dataset::new(format!("{} (first {n})", d.name()), d.shape(), d.classes(), d.pixels()[..n * per].to_vec(), d.labels()[..n].to_vec())
+}
+
+/// The last `n` examples of `d`.
+fn tail(d: &Dataset, n: usize, name: &str) -> Result<Dataset> {
+    let per = d.shape().pixels().unwrap_or(0);
+    let from = d.len().saturating_sub(n);
+    Dataset::new(name.to_owned(), d.shape(), d.classes(), d.pixels()[from * per..].to_vec(), d.labels()[from..].to_vec())
+}
+
+fn write_text(path: &Path, text: &str) -> Result<()> {
+    crate::durable::write_atomically(path, text.as_bytes())
+}
+
+/// Runs the whole pre-release audit into `out`, which must not exist or be empty.
+///
+/// # Errors
+/// Bad settings or data, a non-empty `out`, and any error of the steps (each names its step).
+pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) -> Result<DemoSummary> {
+    let start = Instant::now();
+    if out.exists() && std::fs::read_dir(out).map_err(|e| Error::io(format!("reading {}", out.display()), e))?.next().is_some() {
+        return Err(Error::invalid("demo output folder", out.display(), "exists and is not empty; choose another (or remove it)"));
+    }
+    std::fs::create_dir_all(out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
+    let train_full = data::load_mnist_dir(&config.data_dir, Split::Train, 10)?;
+    let train = subset(&train_full, config.train_examples)?;
+    let test = data::load_mnist_dir(&config.data_dir, Split::Test, 10)?;
+    let n = train.len();
+    // The subset as an MNIST-format folder, so that the audit, the attack, the GAN and the reports
+    // all read exactly the records the model was trained on.
+    let data_dir = if config.train_examples.is_some_and(|k| k < train_full.len()) {
+        let dir = out.join("data");
+        data::write_mnist_dir(&dir, Split::Train, &train)?;
+        data::write_mnist_dir(&dir, Split::Test, &test)?;
+        dir
+    } else {
+        config.data_dir.clone()
+    };
+
+    // 1. DP-SGD to a target epsilon.
+    observer.stage(1, STAGES, &format!("DP-SGD: {} on {n} examples to epsilon {} (delta {:e})", config.model, config.target_epsilon, config.delta));
+    let model_run = out.join("model");
+    let train_config = TrainConfig {
+        model: config.model.clone(),
+        lot_size: config.lot_size,
+        noise_multiplier: f64::NAN,
+        max_grad_norm: config.max_grad_norm,
+        physical_batch: 512,
+        optimizer: OptimizerKind::Sgd,
+        lr: config.lr,
+        schedule: LrSchedule::Constant,
+        private: true,
+    };
+    let spec = RunSpec {
+        config: train_config,
+        epochs: config.epochs,
+        delta: config.delta,
+        target_epsilon: Some(config.target_epsilon),
+        seed: Some(config.seed),
+        checkpoint_every: 0,
+        resume: false,
+        inject_fault: None,
+        adversarial: None,
+        public_batch: None,
+        pca_noise_multiplier: None,
+        validation: 0,
+    };
+    let mut on_step = |r: &crate::train::dpsgd::StepReport, total: u64, eps: Option<f64>| {
+        observer.progress(r.step, total, &format!("loss {:.3}, epsilon {:.3} (RDP)", r.loss, eps.unwrap_or(f64::NAN)));
+    };
+    let metrics = train_run(&spec, &train, &test, &model_run, Device::Cpu, &mut on_step)?;
+    observer.note(&format!("model: test accuracy {:.4} after {} steps; {}", metrics.test_accuracy, metrics.steps, metrics.noise_multiplier_source));
+
+    // 2. Accountants, from the ledger.
+    observer.stage(2, STAGES, "accountants: RDP, PLD and the MPFR oracle, from the ledger");
+    let mut epsilons: Vec<DemoEpsilon> = metrics.epsilons.iter().map(|e| DemoEpsilon { accountant: e.accountant.into(), epsilon: e.epsilon }).collect();
+    let verified = exact::verified_epsilon(&metrics.phases, config.delta, &rdp::default_orders())?;
+    epsilons.push(DemoEpsilon { accountant: "mpfr-oracle".into(), epsilon: verified.epsilon });
+    for e in &epsilons {
+        observer.note(&format!("  {:<12} epsilon = {:.4} at delta {:e} (Poisson sampling, q = {:.4}, sigma = {:.4}, {} steps)", e.accountant, e.epsilon, config.delta, metrics.sampling_rate, metrics.config.noise_multiplier, metrics.steps));
+    }
+
+    // 3a. White-box replay audit of the same recipe.
+    let sigma = metrics.config.noise_multiplier;
+    observer.stage(3, STAGES, &format!("audit: white-box replay, {} trainings per side, Dirac canary; loss-threshold membership inference", config.audit_runs_per_side));
+    let audit_toml = format!(
+        "name = \"demo-white-box\"\ndescription = \"\"\"\nThe demo's DP-SGD recipe replayed {k} times without and {k} times with a Dirac gradient canary\n(a weight no real example moves); the attacker sees every iterate; the threshold is fixed from\nthe claim (the PLD accountant's epsilon) before any run.\"\"\"\n\n[target]\ndataset = {ds:?}\ntrain_examples = {n}\nmodel = {model:?}\nlot_size = {lot}\nsteps = {steps}\nnoise_multiplier = {sigma}\nmax_grad_norm = {c}\noptimizer = \"sgd\"\nlr = {lr}\n\n[claim]\nepsilon = \"accountant\"\naccountant = \"pld\"\ndelta = {delta:e}\n\n[canary]\nkind = \"dirac\"\nnorm = 1.0\n\n[attack]\nthreat_model = \"white-box\"\nruns_per_side = {k}\nconfidence = 0.95\nthreshold = \"from-claim\"\nseed = {seed}\n",
+        k = config.audit_runs_per_side,
+        ds = data_dir.display().to_string(),
+        model = config.model,
+        lot = config.lot_size,
+        steps = metrics.steps,
+        c = config.max_grad_norm,
+        lr = config.lr,
+        delta = config.delta,
+        seed = config.seed,
+    );
+    let audit_spec_path = out.join("audit-white-box.toml");
+    write_text(&audit_spec_path, &audit_toml)?;
+    let audit_spec = AuditSpec::load(&audit_spec_path)?;
+    let audit_dir = out.join("audit");
+    let audit_start = engine::now();
+    let ctx = engine::prepare(&audit_spec)?;
+    let stop = AtomicBool::new(false);
+    let audit_progress = |done: u64, total: u64| observer.progress(done, total, "replays");
+    let runs = engine::run_audit(&ctx, &audit_dir, engine::Shard::ALL, config.threads.max(1), &audit_progress, &stop)?;
+    let audit = engine::analyse(&audit_spec, &runs, audit_start.elapsed().as_secs_f64())?;
+    engine::write_report(&audit_dir, &audit)?;
+    observer.note(&format!(
+        "audit: {} (epsilon >= {:.4} at 95% confidence; the ideal test of K = {} could show at most {:.4} against the claim {:.4})",
+        audit.verdict.to_uppercase(),
+        audit.epsilon_lower,
+        audit.runs_per_side,
+        audit.ideal_epsilon_lower,
+        audit.claim.epsilon
+    ));
+
+    // 3b. Loss-threshold membership inference on a target trained on a random half.
+    let mia_toml = format!(
+        "name = \"demo-loss-threshold\"\ndescription = \"Loss-threshold membership inference against the demo's recipe: one target trained on a random half of the {n} examples, the other half as non-members.\"\n\n[data]\ndataset = {ds:?}\npopulation = {n}\n\n[target]\nmodel = {model:?}\nlot_size = {lot}\nepochs = {epochs}\ntarget_epsilon = {eps}\nmax_grad_norm = {c}\ndelta = {delta:e}\noptimizer = \"sgd\"\nlr = {lr}\n\n[attack]\nshadows = 0\ntargets = 1\nseed = {seed}\n",
+        ds = data_dir.display().to_string(),
+        model = config.model,
+        lot = (config.lot_size / 2.0).max(1.0),
+        epochs = config.epochs,
+        eps = config.target_epsilon,
+        c = config.max_grad_norm,
+        delta = config.delta,
+        lr = config.lr,
+        seed = config.seed,
+    );
+    let mia_spec_path = out.join("mia-loss-threshold.toml");
+    write_text(&mia_spec_path, &mia_toml)?;
+    let mia_spec = shadows::MiaSpec::load(&mia_spec_path)?;
+    let mia_dir = out.join("membership-inference");
+    let mia_start = Instant::now();
+    let mia_ctx = shadows::prepare(&mia_spec)?;
+    let mia_progress = |done: u64, total: u64| observer.progress(done, total, "target model");
+    let records = shadows::run_models(&mia_ctx, &mia_dir, engine::Shard::ALL, 1, &mia_progress, &stop)?;
+    let mia = shadows::analyse(&mia_ctx, &records, mia_start.elapsed().as_secs_f64())?;
+    shadows::write_report(&mia_dir, &mia)?;
+    let loss = mia.attacks.first().ok_or_else(|| Error::numerical("membership inference", "no attack result"))?;
+    let mia_tpr = loss.metrics.tpr_at_fpr.get("0.01").map_or(f64::NAN, |t| t.tpr);
+    observer.note(&format!("membership inference ({}): AUC {:.4}, TPR at 1% FPR {:.4} (evidence about the recipe, not a bound)", loss.attack, loss.metrics.auc, mia_tpr));
+
+    // 4. DP-GAN and a synthetic release.
+    observer.stage(4, STAGES, &format!("DP-GAN (design b, joint clipping) to epsilon {}, then {} synthetic images", config.gan_target_epsilon, config.release_count));
+    let gan_run = out.join("gan");
+    let gan_spec = GanRunSpec {
+        config: GanConfig { design: Design::Joint, lot_size: config.gan_lot_size, noise_multiplier: f64::NAN, ..GanConfig::default() },
+        epochs: config.gan_epochs,
+        delta: config.delta,
+        target_epsilon: Some(config.gan_target_epsilon),
+        seed: Some(config.seed),
+        force: false,
+    };
+    let mut gan_progress = |done: u64, total: u64, eps: f64| observer.progress(done, total, &format!("discriminator steps, epsilon {eps:.3} (RDP)"));
+    // The GAN trains on the first three quarters of the training split; the last quarter is the
+    // holdout of the nearest-neighbour screen, drawn like the training records (the test split was
+    // written by other people and would shift the screen without any memorisation).
+    let holdout_n = n / 4;
+    let gan_train = subset(&train, Some(n - holdout_n))?;
+    let holdout = tail(&train, holdout_n, &format!("{} (last {holdout_n}, holdout)", train.name()))?;
+    let gan_data = out.join("gan-data");
+    data::write_mnist_dir(&gan_data, Split::Train, &gan_train)?;
+    data::write_mnist_dir(&gan_data, Split::Test, &holdout)?;
+    let gan = train_gan(&gan_spec, &gan_train, &gan_run, Device::Cpu, &mut gan_progress)?;
+    let release = out.join("synthetic");
+    let rel = sample_release(&gan_run, &release, config.release_count, Some(config.seed), false, Device::Cpu)?;
+    let gan_epsilons: Vec<DemoEpsilon> = rel.epsilons.iter().map(|e| DemoEpsilon { accountant: e.accountant.into(), epsilon: e.epsilon }).collect();
+    observer.note(&format!(
+        "DP-GAN: {} discriminator steps, epsilon {}; released {} images",
+        gan.discriminator_steps,
+        gan_epsilons.iter().map(|e| format!("{} {:.4}", e.accountant, e.epsilon)).collect::<Vec<_>>().join(", "),
+        rel.count
+    ));
+    let s = nearest_neighbour::load_images(&release, false)?.truncate(10_000);
+    let t = nearest_neighbour::load_images(&gan_data, false)?.truncate(10_000);
+    let h = nearest_neighbour::load_images(&gan_data, true)?.truncate(10_000);
+    let nn = nearest_neighbour::analyse(&s, &t, &h)?;
+    let nn_path = out.join("nearest-neighbour.json");
+    crate::durable::write_atomically(&nn_path, &serde_json::to_vec_pretty(&nn).map_err(|e| Error::data(&nn_path, e.to_string()))?)?;
+    observer.note(&format!(
+        "nearest neighbours: {} exact copies of training images, {:.1}% closer to train than to holdout, GAN-Leaks membership AUC {:.4}{}",
+        nn.distances.exact_copies_of_train,
+        100.0 * nn.distances.share_closer_to_train,
+        nn.attack.metrics.auc,
+        if nn.distances.flags.is_empty() { String::new() } else { format!("; flags: {}", nn.distances.flags.join("; ")) }
+    ));
+
+    // 5. Certificates.
+    observer.stage(5, STAGES, "certificates: Ed25519 key pair, one certificate per release, verified");
+    let keys = out.join("keys");
+    let k = crate::cert::keys::generate_keypair(&keys)?;
+    let mut model_opts = crate::cert::sign::CertifyOptions::model(config.delta);
+    model_opts.audits.push(audit.cert_record_for(&metrics.config)?);
+    let model_cert = out.join("model-certificate.json");
+    crate::cert::sign::sign_run(&model_run, &model_opts, &k.secret_key_path, &model_cert)?;
+    let mut release_opts = crate::cert::sign::CertifyOptions::model(config.delta);
+    release_opts.kind = crate::cert::schema::ArtifactKind::SyntheticDataset;
+    let release_cert = out.join("synthetic-certificate.json");
+    crate::cert::sign::sign_release(&release, &gan_run, &release_opts, &k.secret_key_path, &release_cert)?;
+    for (cert, artifacts) in [(&model_cert, &model_run), (&release_cert, &release)] {
+        crate::cert::verify::verify(cert, &k.public_key_path, Some(artifacts), true).map_err(|f| Error::invalid("certificate", cert.display(), format!("does not verify: {f}")))?;
+    }
+    observer.note(&format!("certificates signed by key {} and verified (signature, file hashes, epsilon re-derived by the MPFR oracle)", k.key_id));
+
+    // 6. Reports.
+    observer.stage(6, STAGES, "compliance reports (HTML)");
+    let command_line = Some("dpaudit demo".to_owned());
+    let model_report = out.join("model-report.html");
+    let rep = crate::report::build(&crate::report::ReportOptions {
+        runs: vec![model_run.clone()],
+        audits: vec![audit_dir.clone()],
+        certificate: Some(model_cert.clone()),
+        public_key: Some(k.public_key_path.clone()),
+        delta: Some(config.delta),
+        epsilon_points: crate::report::DEFAULT_EPSILON_POINTS,
+        command_line: command_line.clone(),
+        release: None,
+        nearest_neighbour: None,
+    })?;
+    crate::report::write_report(&model_report, &crate::report::render(&rep, crate::report::Format::Html)?, false)?;
+    let release_report = out.join("synthetic-report.html");
+    let rep = crate::report::build(&crate::report::ReportOptions {
+        runs: vec![gan_run.clone()],
+        audits: Vec::new(),
+        certificate: Some(release_cert.clone()),
+        public_key: Some(k.public_key_path.clone()),
+        delta: Some(config.delta),
+        epsilon_points: crate::report::DEFAULT_EPSILON_POINTS,
+        command_line,
+        release: Some(release.clone()),
+        nearest_neighbour: Some(nn_path.clone()),
+    })?;
+    crate::report::write_report(&release_report, &crate::report::render(&rep, crate::report::Format::Html)?, false)?;
+
+    let summary = DemoSummary {
+        tool_version: env!("CARGO_PKG_VERSION"),
+        config: config.clone(),
+        out: out.to_path_buf(),
+        model_run,
+        test_accuracy: metrics.test_accuracy,
+        noise_multiplier: metrics.noise_multiplier_source.clone(),
+        phases: metrics.phases.clone(),
+        epsilons,
+        audit: audit_dir,
+        audit_epsilon_lower: audit.epsilon_lower,
+        audit_ideal_epsilon_lower: audit.ideal_epsilon_lower,
+        audit_verdict: audit.verdict.clone(),
+        membership_inference: mia_dir,
+        mia_auc: loss.metrics.auc,
+        mia_tpr_at_1pct: mia_tpr,
+        gan_run,
+        release,
+        gan_epsilons,
+        nearest_neighbour_flags: nn.distances.flags.clone(),
+        gan_leaks_auc: nn.attack.metrics.auc,
+        keys,
+        model_certificate: model_cert,
+        release_certificate: release_cert,
+        model_report,
+        release_report,
+        wall_seconds: start.elapsed().as_secs_f64(),
+    };
+    let path = out.join("demo.json");
+    crate::durable::write_atomically(&path, &serde_json::to_vec_pretty(&summary).map_err(|e| Error::data(&path, e.to_string()))?)?;
+    Ok(summary)
+}
