@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Abadi et al. 2016 reproduction (issue 3, section 5): the abadi-pca model (DP-PCA of the
+# images to 60 dimensions, then 1000 ReLU units) on real MNIST at epsilon <= 8, delta = 1e-5.
+# Bar: test accuracy >= 0.97. DP-PCA (sigma_p = 4, Abadi et al.'s small-noise setting) is the
+# ledger's first phase (q = 1, one step); sigma of the DP-SGD steps is calibrated up front with the
+# RDP accountant so that the composition of both is at most 8. The last 5,000 training images are
+# held out (--validation): the settings below were chosen on their accuracy, never on the test
+# set, and the privacy accounting is over the other 55,000. Validation accuracy of the 13
+# settings tried (all at target epsilon 8, sigma_p 4 unless said, seed 1, lot 600, C = 4, plain
+# SGD at a constant rate unless said): 100 epochs lr 0.1: 0.9684; the same with a linear decay to
+# 0: 0.9576; 50 epochs lr 0.1: 0.9560; 100 epochs lr 0.2: 0.9724 (chosen); 200 epochs lr 0.1:
+# 0.9712; lot 2400 lr 0.4: 0.9692; momentum 0.9 lr 0.02: 0.9714; lr 0.4: 0.9660; 200 epochs lr
+# 0.2: 0.9676; C = 2 lr 0.4: 0.9722; lr 0.3 cosine: 0.9708; 150 epochs lr 0.2: 0.9716; sigma_p 7
+# lr 0.2: 0.9718. Abadi et al. used lot 600, C = 4, lr 0.1 decayed to 0.052, sigma 2 / sigma_p 4.
+#
+# Usage: benches/reproduce/abadi_pca.sh [OUT_DIR] [THREADS]
+#   DATA=path/to/mnist overrides the data folder (default: ../shared/data/mnist when present,
+#   else data/mnist, fetched with `dpaudit data fetch mnist`).
+OUT=${1:-runs/abadi-pca}
+THREADS=${2:-1}
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+if [[ -z "${DATA:-}" ]]; then
+    if [[ -d ../shared/data/mnist ]]; then DATA=$(cd ../shared/data/mnist && pwd); else DATA=data/mnist; fi
+fi
+cargo build --release --quiet
+BIN=target/release/dpaudit
+[[ -e "$DATA/train-images-idx3-ubyte.gz" || -e "$DATA/train-images-idx3-ubyte" ]] || "$BIN" data fetch mnist --dir "$DATA"
+# Re-running continues the run in OUT (--resume); delete OUT to start over.
+RESUME=()
+[[ -e "$OUT/ledger.jsonl" ]] && RESUME=(--resume)
+start=$(date +%s)
+"$BIN" train --dataset mnist --data-dir "$DATA" --model abadi-pca --pca-dims 60 --pca-noise-multiplier 4 \
+    --validation 5000 --target-epsilon 8 --delta 1e-5 \
+    --epochs 100 --lot-size 600 --max-grad-norm 4 --optimizer sgd --lr 0.2 \
+    --seed 1 --threads "$THREADS" --out "$OUT" "${RESUME[@]}"
+wall=$(( $(date +%s) - start ))
+python3 benches/reproduce/summarise_train.py 0.97 8 "$OUT" "$wall"
