@@ -111,7 +111,8 @@ pub fn noise_multiplier_for_epsilon_after(
     Phase::new(q, 1.0, steps)?;
     if !earlier.is_empty() {
         let spent = accountant.epsilon_of(earlier, delta)?;
-        if !(spent < target_eps) {
+        // NaN counts as spent.
+        if spent.partial_cmp(&target_eps) != Some(std::cmp::Ordering::Less) {
             return Err(Error::numerical(
                 "noise calibration",
                 format!("the earlier phases alone have epsilon {spent} >= the target {target_eps}"),
