@@ -150,6 +150,10 @@ struct TrainArgs {
     /// recorded in the ledger as (q = 1, sigma_p, 1 step) before training; Abadi et al. used 4 and 7).
     #[arg(long, value_name = "SIGMA_P", default_value_t = 7.0)]
     pca_noise_multiplier: f64,
+    /// mlp and abadi-pca: hidden units of the one hidden layer (default 1000; the run's model
+    /// name gets a -hN suffix, e.g. mlp-h500).
+    #[arg(long, value_name = "N")]
+    hidden: Option<usize>,
     /// Hold out the last N training examples as a validation set (tune on it, not on the test
     /// set); privacy is accounted over the remaining examples. metrics.json: validation_accuracy.
     #[arg(long, value_name = "N", default_value_t = 0)]
@@ -713,6 +717,10 @@ fn train(args: &TrainArgs) -> Result<()> {
         (Some(_), None) => args.model.clone(),
         (None, Some(_)) => bail!("--pca-dims is for the abadi-pca model, not {}", args.model),
         (None, None) => args.model.clone(),
+    };
+    let model = match args.hidden {
+        Some(h) => dpaudit::train::models::with_hidden(&model, h)?,
+        None => model,
     };
     let pca_noise_multiplier = dpaudit::train::models::pca_dims(&model).map(|_| args.pca_noise_multiplier);
     let q = args.lot_size / train_set.len().saturating_sub(args.validation).max(1) as f64;

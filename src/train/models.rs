@@ -21,6 +21,7 @@ pub const ABADI_PCA_DIMS: usize = 60;
 /// assert_eq!(pca_dims("abadi-pca-0"), None);
 /// ```
 pub fn pca_dims(name: &str) -> Option<usize> {
+    let (name, _) = split_hidden(name);
     match name.strip_prefix("abadi-pca") {
         Some("") => Some(ABADI_PCA_DIMS),
         Some(rest) => {
@@ -41,6 +42,45 @@ pub fn abadi_pca_name(k: usize) -> String {
     } else {
         format!("abadi-pca-{k}")
     }
+}
+
+/// Splits a trailing hidden-width suffix `-hN` (N >= 1, no leading zero) off a model name:
+/// `mlp-h500` is `mlp` with 500 hidden units, `abadi-pca-20-h500` is `abadi-pca-20` with 500.
+/// Returns the name unchanged and `None` when there is no such suffix.
+///
+/// # Examples
+/// ```
+/// use dpaudit::train::models::split_hidden;
+/// assert_eq!(split_hidden("mlp-h500"), ("mlp", Some(500)));
+/// assert_eq!(split_hidden("abadi-pca-20-h64"), ("abadi-pca-20", Some(64)));
+/// assert_eq!(split_hidden("mlp"), ("mlp", None));
+/// assert_eq!(split_hidden("mlp-h0"), ("mlp-h0", None));
+/// ```
+pub fn split_hidden(name: &str) -> (&str, Option<i64>) {
+    if let Some((base, digits)) = name.rsplit_once("-h") {
+        if !digits.is_empty() && !digits.starts_with('0') && digits.bytes().all(|b| b.is_ascii_digit()) {
+            if let Ok(h) = digits.parse::<i64>() {
+                return (base, Some(h));
+            }
+        }
+    }
+    (name, None)
+}
+
+/// The name of `model` (`mlp`, `abadi-pca` or `abadi-pca-K`) with `hidden` hidden units
+/// (`mlp-h500`); the plain name for the default width [`MLP_HIDDEN`].
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a model without a single hidden layer, a name that already
+/// carries a width, or `hidden` = 0.
+pub fn with_hidden(model: &str, hidden: usize) -> Result<String> {
+    if hidden == 0 {
+        return Err(Error::invalid("hidden units", hidden, "must be at least 1"));
+    }
+    if split_hidden(model).1.is_some() || !(model == "mlp" || pca_dims(model).is_some()) {
+        return Err(Error::invalid("model", model, "hidden units can be set for mlp and abadi-pca only"));
+    }
+    Ok(if hidden as i64 == MLP_HIDDEN { model.to_owned() } else { format!("{model}-h{hidden}") })
 }
 
 /// Side of the square input images.
@@ -83,7 +123,7 @@ pub fn mlp_specs(inputs: i64, hidden: i64, classes: i64) -> Vec<LayerSpec> {
 /// The layer list of a named model.
 ///
 /// - `logreg`: flatten, linear 784 -> 10.
-/// - `mlp`: flatten, linear 784 -> 1000, ReLU, linear 1000 -> 10.
+/// - `mlp`: flatten, linear 784 -> 1000, ReLU, linear 1000 -> 10 (`mlp-hN`: N hidden units).
 /// - `tanh-cnn` (Papernot et al. 2021): conv 16 8x8 stride 2 padding 3, tanh, maxpool 2 stride 1,
 ///   conv 32 4x4 stride 2, tanh, maxpool 2 stride 1, flatten, linear 512 -> 32, tanh, linear 32 -> 10
 ///   (the model of `opacus_throughput.py`).
@@ -92,13 +132,22 @@ pub fn mlp_specs(inputs: i64, hidden: i64, classes: i64) -> Vec<LayerSpec> {
 /// - `seed-cnn-pn`: `seed-cnn` with a public-data BatchNorm after each conv (Davody et al. 2020;
 ///   needs a public batch, e.g. `dpaudit train --public-norm-data`).
 /// - `abadi-pca` (Abadi et al. 2016): linear 60 -> 1000, ReLU, linear 1000 -> 10 on the 60-dimensional
-///   DP-PCA projection of the images (`abadi-pca-K`: on a K-dimensional one); `dpaudit train`
+///   DP-PCA projection of the images (`abadi-pca-K`: on a K-dimensional one; a `-hN` suffix sets
+///   N hidden units, see [`split_hidden`]); `dpaudit train`
 ///   computes the projection (`crate::train::pca`) and records its cost first.
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] for an unknown name (the message lists [`MODEL_NAMES`]).
 pub fn specs(name: &str) -> Result<Vec<LayerSpec>> {
     let pixels = IMAGE_SIDE * IMAGE_SIDE;
+    if let (base, Some(hidden)) = split_hidden(name) {
+        if base == "mlp" {
+            return Ok(mlp_specs(pixels, hidden, CLASSES));
+        }
+        if let Some(k) = pca_dims(base) {
+            return Ok(mlp_specs(k as i64, hidden, CLASSES));
+        }
+    }
     Ok(match name {
         "logreg" => vec![LayerSpec::Flatten, linear(pixels, CLASSES)],
         "mlp" => mlp_specs(pixels, MLP_HIDDEN, CLASSES),
@@ -160,7 +209,7 @@ pub fn specs(name: &str) -> Result<Vec<LayerSpec>> {
             return Err(Error::invalid(
                 "model",
                 other,
-                format!("must be one of {} (or abadi-pca-K for a K-dimensional DP-PCA)", MODEL_NAMES.join(", ")),
+                format!("must be one of {} (or abadi-pca-K for a K-dimensional DP-PCA; mlp and abadi-pca take a -hN suffix for N hidden units)", MODEL_NAMES.join(", ")),
             ));
         }
     })
@@ -180,4 +229,38 @@ pub fn specs(name: &str) -> Result<Vec<LayerSpec>> {
 /// ```
 pub fn build(name: &str, path: &nn::Path) -> Result<Sequential> {
     Sequential::new(path, &specs(name)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn widths(name: &str) -> Vec<(i64, i64)> {
+        specs(name)
+            .unwrap()
+            .iter()
+            .filter_map(|l| match l {
+                LayerSpec::Linear { in_features, out_features, .. } => Some((*in_features, *out_features)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn hidden_suffix_sets_the_hidden_width_of_mlp_and_abadi_pca_only() {
+        assert_eq!(widths("mlp"), vec![(784, 1000), (1000, 10)]);
+        assert_eq!(widths("mlp-h64"), vec![(784, 64), (64, 10)]);
+        assert_eq!(widths("abadi-pca-h250"), vec![(60, 250), (250, 10)]);
+        assert_eq!(widths("abadi-pca-20-h8"), vec![(20, 8), (8, 10)]);
+        assert_eq!(pca_dims("abadi-pca-20-h8"), Some(20));
+        assert_eq!(pca_dims("abadi-pca-h8"), Some(60));
+        for bad in ["tanh-cnn-h5", "logreg-h5", "mlp-h0", "mlp-h", "mlp-h05", "seed-cnn-h3"] {
+            assert!(specs(bad).is_err(), "{bad}");
+        }
+        assert_eq!(with_hidden("mlp", 64).unwrap(), "mlp-h64");
+        assert_eq!(with_hidden("abadi-pca-20", 1000).unwrap(), "abadi-pca-20");
+        assert!(with_hidden("tanh-cnn", 64).is_err());
+        assert!(with_hidden("mlp-h64", 32).is_err());
+        assert!(with_hidden("mlp", 0).is_err());
+    }
 }
