@@ -29,6 +29,9 @@ use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
+/// Reference noise images a GAN audit's out-of-distribution canary is compared with.
+const GAN_REFERENCES: i64 = 32;
+
 /// Which dataset a run trains on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -109,6 +112,25 @@ impl ReplayContext {
     pub fn new(spec: &AuditSpec, train: Dataset, test: &Dataset) -> Result<Self> {
         let shape = train.shape();
         let pixels = shape.pixels().ok_or_else(|| Error::invalid("image shape", format!("{shape:?}"), "too large"))?;
+        if spec.target.gan.is_some() {
+            // A DP-GAN target: an input canary, scored on the trained discriminator.
+            let mut rng = ChaCha20Rng::seed_from_u64(spec.attack.seed ^ 0xC0FFEE);
+            let label = i64::from(spec.canary.label);
+            let input_canary = match spec.canary.kind {
+                CanaryKind::Blank => (vec![0.0; pixels], label),
+                CanaryKind::OutOfDistribution => ((0..pixels).map(|_| rng.gen::<f32>()).collect(), label),
+                CanaryKind::Mislabelled => {
+                    if test.is_empty() || test.shape() != shape {
+                        return Err(Error::invalid("test set", test.len(), "the mislabelled canary needs a test image of the training shape"));
+                    }
+                    let true_label = test.label(0);
+                    let l = if spec.canary.label == true_label { (true_label + 1) % train.classes() as u8 } else { spec.canary.label };
+                    (test.image(0).iter().map(|&p| f32::from(p) / 255.0).collect(), i64::from(l))
+                }
+                k => return Err(Error::invalid("canary.kind", format!("{k:?}"), "GAN audits need an input canary")),
+            };
+            return Ok(ReplayContext { spec: spec.clone(), train, input_canary: Some(input_canary), direction: None, null_coords: Vec::new(), shapes: Vec::new() });
+        }
         let specs = crate::train::models::specs(&spec.target.model)?;
         let first_linear = specs.iter().find_map(|l| match l {
             crate::train::per_example::LayerSpec::Linear { in_features, out_features, .. } => Some((*in_features, *out_features)),
@@ -241,6 +263,9 @@ impl<'a> Worker<'a> {
         let n = data.len();
         // The same sampling rate q = L / N on D and D' (N counts D's examples).
         let q = (t.lot_size / self.without.len() as f64).min(1.0);
+        if let Some(g) = &t.gan {
+            return self.run_gan(g, data, q, side, index, seed, start);
+        }
         let optimizer = match t.optimizer.as_str() {
             "momentum" => OptimizerKind::Momentum { momentum: 0.9 },
             "adam" => OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
@@ -309,6 +334,90 @@ impl<'a> Worker<'a> {
             applied_steps: run.steps(),
             ledger_steps: ledger.steps(),
             ledger_phases,
+        })
+    }
+
+    /// A DP-GAN replay: `t.steps` discriminator steps (rounds of `n_critic` plus a generator
+    /// step) on `data`, scored by the discriminator's real margin on the canary.
+    #[allow(clippy::too_many_arguments)]
+    fn run_gan(&self, g: &crate::audit::spec::GanTarget, data: &Examples, q: f64, side: Side, index: u64, seed: u64, start: Instant) -> Result<RunRecord> {
+        use crate::gan::dpgan::{DpGan, GanConfig};
+        let t = &self.ctx.spec.target;
+        let n = data.len();
+        let config = GanConfig {
+            design: g.design,
+            lot_size: q * n as f64,
+            noise_multiplier: t.noise_multiplier,
+            max_grad_norm: t.max_grad_norm,
+            n_critic: g.n_critic,
+            d_lr: t.lr,
+            g_lr: g.g_lr,
+            z_dim: g.z_dim,
+            g_width: g.g_width,
+            d_width: g.d_width,
+            physical_batch: t.physical_batch,
+        };
+        use crate::train::noise::NoiseSeed;
+        let init = if g.fixed_initialisation { NoiseSeed::Explicit(self.ctx.spec.attack.seed ^ 0x1417) } else { NoiseSeed::Explicit(seed) };
+        let mut gan = DpGan::with_initialisation(config, n, crate::accounting::ledger::Ledger::in_memory(), NoiseSeed::Explicit(seed), init, Device::Cpu)?;
+        let (x, y) = self.canary_x.as_ref().ok_or_else(|| Error::invalid("canary", "none", "GAN audits need an input canary"))?;
+        let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x0005_C04E);
+        if self.ctx.spec.attack.threat_model == ThreatModel::WhiteBox {
+            // The attacker reads every iterate of the discriminator: each round's weight change is
+            // projected on the direction in which training on the canary as a real record would
+            // move the weights at that round (unit vector); the score sums the projections.
+            let mut score = 0.0f64;
+            while gan.discriminator_steps() < t.steps {
+                let before: Vec<Tensor> = gan.discriminator().parameters().iter().map(|p| p.f_detach().and_then(|t| t.f_mul_scalar(1.0))).collect::<std::result::Result<_, _>>()?;
+                let direction = gan.margin_gradient(x, y, g.score_draws, &mut rng)?;
+                gan.round(data)?;
+                let (mut dot, mut norm2) = (0.0f64, 0.0f64);
+                for ((p, p0), d) in gan.discriminator().parameters().iter().zip(&before).zip(&direction) {
+                    let delta = p.f_detach()?.f_sub(p0)?;
+                    dot += f64::try_from(delta.f_mul(d)?.f_sum(Kind::Double)?)?;
+                    norm2 += f64::try_from(d.f_square()?.f_sum(Kind::Double)?)?;
+                }
+                score += dot / norm2.sqrt().max(1e-30);
+            }
+            return self.gan_record(&gan, score, side, index, seed, start);
+        }
+        while gan.discriminator_steps() < t.steps {
+            gan.round(data)?;
+        }
+        let mut score = f64::try_from(gan.real_margin(x, y, g.score_draws, &mut rng)?.f_sum(Kind::Double)?)?;
+        if self.ctx.spec.canary.kind == CanaryKind::OutOfDistribution {
+            // Calibrate out the run's general attitude to noise images (its initialisation and
+            // training move it far more than one record does): subtract the mean margin of
+            // GAN_REFERENCES other noise images of the canary's label, the same in every run and
+            // never trained on.
+            let mut refs_rng = ChaCha20Rng::seed_from_u64(self.ctx.spec.attack.seed ^ 0x2EF5);
+            let dims = x.size();
+            let per: i64 = dims[1..].iter().product();
+            let px: Vec<f32> = (0..GAN_REFERENCES * per).map(|_| refs_rng.gen::<f32>()).collect();
+            let mut shape = dims.clone();
+            shape[0] = GAN_REFERENCES;
+            let rx = Tensor::f_from_slice(&px)?.f_view(shape.as_slice())?;
+            let ry = y.f_expand([GAN_REFERENCES], false)?.f_contiguous()?;
+            let reference = f64::try_from(gan.real_margin(&rx, &ry, g.score_draws, &mut rng)?.f_mean(Kind::Double)?)?;
+            score -= reference;
+        }
+        self.gan_record(&gan, score, side, index, seed, start)
+    }
+
+    fn gan_record(&self, gan: &crate::gan::dpgan::DpGan, score: f64, side: Side, index: u64, seed: u64, start: Instant) -> Result<RunRecord> {
+        if !score.is_finite() {
+            return Err(Error::numerical("audit score", format!("run {index} ({side:?}) scored {score}")));
+        }
+        let ledger = gan.ledger();
+        Ok(RunRecord {
+            side,
+            index,
+            seed,
+            score,
+            seconds: start.elapsed().as_secs_f64(),
+            applied_steps: gan.discriminator_steps(),
+            ledger_steps: ledger.steps(),
+            ledger_phases: ledger.phases()?.iter().map(|p| (p.sampling_rate, p.noise_multiplier, p.steps)).collect(),
         })
     }
 

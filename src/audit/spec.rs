@@ -84,6 +84,58 @@ pub struct Target {
     /// A deliberate bug to plant (planted audits).
     #[serde(default)]
     pub inject_fault: Option<Fault>,
+    /// A DP-GAN instead of a classifier (`model = "dpgan"`): `steps` are discriminator steps,
+    /// `lot_size`, `noise_multiplier` and `max_grad_norm` are the discriminator's (for the
+    /// noise-layer design: the noise layer's clip and sigma), `lr` the discriminator's Adam rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gan: Option<GanTarget>,
+}
+
+/// The DP-GAN of a GAN audit (the options of `dpaudit gan train` that `[target]` does not cover).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GanTarget {
+    /// `real-only`, `joint` or `noise-layer`.
+    pub design: crate::gan::dpgan::Design,
+    /// Discriminator steps per generator step.
+    #[serde(default = "one_u32")]
+    pub n_critic: u32,
+    /// Generator learning rate (Adam).
+    #[serde(default = "default_gan_lr")]
+    pub g_lr: f64,
+    /// Latent dimension.
+    #[serde(default = "default_z_dim")]
+    pub z_dim: i64,
+    /// Generator width.
+    #[serde(default = "default_width")]
+    pub g_width: i64,
+    /// Discriminator width.
+    #[serde(default = "default_width")]
+    pub d_width: i64,
+    /// Noise-layer design: noise draws averaged in the discriminator's margin on the canary.
+    #[serde(default = "default_draws")]
+    pub score_draws: usize,
+    /// Start every replay from the same initial weights (drawn from `attack.seed`); sampling,
+    /// noise and latents still differ per run. Valid because DP must hold for any fixed
+    /// initialisation; it removes variance that would otherwise hide one record.
+    #[serde(default)]
+    pub fixed_initialisation: bool,
+}
+
+fn one_u32() -> u32 {
+    1
+}
+fn default_gan_lr() -> f64 {
+    2e-4
+}
+fn default_z_dim() -> i64 {
+    64
+}
+fn default_width() -> i64 {
+    32
+}
+fn default_draws() -> usize {
+    64
 }
 
 fn default_optimizer() -> String {
@@ -300,7 +352,34 @@ impl AuditSpec {
         if !["sgd", "momentum", "adam"].contains(&t.optimizer.as_str()) {
             return Err(Error::invalid("target.optimizer", &t.optimizer, "must be sgd, momentum or adam"));
         }
-        crate::train::models::specs(&t.model)?;
+        match &t.gan {
+            Some(g) => {
+                if t.model != "dpgan" {
+                    return Err(Error::invalid("target.model", &t.model, "must be \"dpgan\" with a [target.gan] section"));
+                }
+                if self.canary.kind.is_gradient() {
+                    return Err(Error::invalid("canary.kind", format!("{:?}", self.canary.kind), "GAN audits use an input canary (scored by the discriminator's margin on it, black-box, or by the discriminator's weight change along the canary's direction, white-box)"));
+                }
+                if self.attack.threshold == ThresholdChoice::FromClaim {
+                    return Err(Error::invalid("attack.threshold", "from-claim", "GAN scores are not in N(0, 1) units: use held-out or bonferroni"));
+                }
+                if g.n_critic == 0 || t.steps % u64::from(g.n_critic) != 0 {
+                    return Err(Error::invalid("target.steps", t.steps, format!("must be a positive multiple of gan.n_critic = {}", g.n_critic)));
+                }
+                if g.score_draws == 0 || !(g.g_lr > 0.0 && g.g_lr.is_finite()) || g.z_dim < 1 || g.g_width < 1 || g.d_width < 1 {
+                    return Err(Error::invalid("target.gan", format!("{g:?}"), "score_draws, g_lr, z_dim and widths must be positive"));
+                }
+                if self.attack.mode != AuditMode::Replay {
+                    return Err(Error::invalid("attack.mode", "one-run", "GAN audits replay K trainings per side"));
+                }
+            }
+            None => {
+                crate::train::models::specs(&t.model)?;
+                if t.model.starts_with("abadi-pca") {
+                    return Err(Error::invalid("target.model", &t.model, "audits replay DP-SGD on the images and do not run its DP-PCA phase; audit the network on the raw pixels (e.g. mlp) instead"));
+                }
+            }
+        }
         if let ClaimedEpsilon::Explicit(e) = self.claim.epsilon {
             if !(e >= 0.0 && e.is_finite()) {
                 return Err(Error::invalid("claim.epsilon", e, "must be a finite number >= 0 or \"accountant\""));
@@ -320,14 +399,14 @@ impl AuditSpec {
         if !(a.held_out_fraction > 0.0 && a.held_out_fraction < 1.0) {
             return Err(Error::invalid("attack.held_out_fraction", a.held_out_fraction, "must be in (0, 1)"));
         }
-        if self.canary.kind.is_gradient() != (a.threat_model == ThreatModel::WhiteBox) {
+        if t.gan.is_none() && self.canary.kind.is_gradient() != (a.threat_model == ThreatModel::WhiteBox) {
             return Err(Error::invalid(
                 "canary.kind",
                 format!("{:?} with a {:?} attack", self.canary.kind, a.threat_model),
                 "gradient canaries (dirac, random-direction) go with white-box audits, input canaries with black-box ones",
             ));
         }
-        if a.threat_model == ThreatModel::WhiteBox && t.optimizer != "sgd" {
+        if t.gan.is_none() && a.threat_model == ThreatModel::WhiteBox && t.optimizer != "sgd" {
             return Err(Error::invalid("target.optimizer", &t.optimizer, "white-box audits read the gradients back from the iterates, which needs plain sgd"));
         }
         if a.mode == AuditMode::OneRun {
@@ -383,6 +462,7 @@ threshold = "from-claim"
             ("noise_multiplier = 2.0", "noise_multiplier = -1.0"),
             ("kind = \"dirac\"", "kind = \"blank\""),
             ("model = \"logreg\"", "model = \"resnet\""),
+            ("model = \"logreg\"", "model = \"abadi-pca\""),
             ("epsilon = \"accountant\"", "epsilon = \"whatever\""),
             ("runs_per_side = 10", "runs_per_side = 10\nbogus = 1"),
             ("lr = 1.0", "lr = 1.0\noptimizer = \"adam\""),

@@ -343,7 +343,8 @@ impl AnyDiscriminator {
         }
     }
 
-    fn parameters(&self) -> Vec<Tensor> {
+    /// Every trainable tensor, in a fixed order.
+    pub fn parameters(&self) -> Vec<Tensor> {
         match self {
             AnyDiscriminator::Private(d) => d.net.parameters().into_iter().map(|(_, t)| t).collect(),
             AnyDiscriminator::NoiseLayer(d) => d.parameters(),
@@ -406,8 +407,18 @@ impl DpGan {
     /// # Errors
     /// Invalid configuration; libtorch errors.
     pub fn new(config: GanConfig, dataset_size: usize, ledger: Ledger, seed: NoiseSeed, device: Device) -> Result<Self> {
+        Self::with_initialisation(config, dataset_size, ledger, seed, seed, device)
+    }
+
+    /// As [`DpGan::new`], with the networks' initial weights drawn from `init` instead of `seed`
+    /// (audits fix the initialisation across replays: the privacy guarantee holds for every
+    /// initialisation, and a fixed one removes variance that would hide the canary).
+    ///
+    /// # Errors
+    /// As [`DpGan::new`].
+    pub fn with_initialisation(config: GanConfig, dataset_size: usize, ledger: Ledger, seed: NoiseSeed, init: NoiseSeed, device: Device) -> Result<Self> {
         let q = validate(&config, dataset_size)?;
-        let init = seed.to_bytes(stream::INIT);
+        let init = init.to_bytes(stream::INIT);
         let (generator, discriminator) = {
             let _lock = INIT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             tch::manual_seed(i64::from_le_bytes(init[..8].try_into().expect("8 bytes")));
@@ -553,6 +564,58 @@ impl DpGan {
         self.g_opt.step(&self.g_params, &grads)?;
         self.g_steps += 1;
         Ok(value)
+    }
+
+    /// The discriminator's "real" margin `logit[REAL] - logit[FAKE]` on images `x` with labels
+    /// `y`, per example, without gradients. For the noise-layer design the noise layer is drawn
+    /// `draws` times from `rng` and the margins averaged (any function of the trained
+    /// discriminator is post-processing of the training, so this is a fair audit statistic).
+    ///
+    /// # Errors
+    /// libtorch errors; `draws == 0`.
+    pub fn real_margin(&self, x: &Tensor, y: &Tensor, draws: usize, rng: &mut ChaCha20Rng) -> Result<Tensor> {
+        let _g = tch::no_grad_guard();
+        let xc = condition(x, y)?;
+        let margin = |logits: Tensor| -> Result<Tensor> { Ok(logits.f_select(1, REAL)?.f_sub(&logits.f_select(1, FAKE)?)?) };
+        match &self.discriminator {
+            AnyDiscriminator::Private(d) => margin(d.net.forward(&xc)?),
+            AnyDiscriminator::NoiseLayer(d) => {
+                if draws == 0 {
+                    return Err(Error::invalid("noise draws", 0, "must be at least 1"));
+                }
+                let mut sum = margin(d.logits(&xc, rng)?)?;
+                for _ in 1..draws {
+                    sum = sum.f_add(&margin(d.logits(&xc, rng)?)?)?;
+                }
+                Ok(sum.f_div_scalar(draws as f64)?)
+            }
+        }
+    }
+
+    /// The gradient, with respect to the discriminator's parameters (in
+    /// [`AnyDiscriminator::parameters`] order), of the mean real margin on `x, y` (averaged over
+    /// `draws` noise-layer draws for that design): the direction in which training on `x` as a
+    /// real record would move the discriminator.
+    ///
+    /// # Errors
+    /// libtorch errors; `draws == 0`.
+    pub fn margin_gradient(&self, x: &Tensor, y: &Tensor, draws: usize, rng: &mut ChaCha20Rng) -> Result<Vec<Tensor>> {
+        if draws == 0 {
+            return Err(Error::invalid("noise draws", 0, "must be at least 1"));
+        }
+        let xc = condition(x, y)?;
+        let margin = |logits: Tensor| -> Result<Tensor> { Ok(logits.f_select(1, REAL)?.f_sub(&logits.f_select(1, FAKE)?)?.f_mean(Kind::Float)?) };
+        let total = match &self.discriminator {
+            AnyDiscriminator::Private(d) => margin(d.net.forward(&xc)?)?,
+            AnyDiscriminator::NoiseLayer(d) => {
+                let mut sum = margin(d.logits(&xc, rng)?)?;
+                for _ in 1..draws {
+                    sum = sum.f_add(&margin(d.logits(&xc, rng)?)?)?;
+                }
+                sum.f_div_scalar(draws as f64)?
+            }
+        };
+        Ok(Tensor::f_run_backward(&[&total], &self.d_params, false, false)?)
     }
 
     /// `n_critic` discriminator steps, then one generator step. Returns the discriminator
