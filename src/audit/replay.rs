@@ -74,6 +74,41 @@ pub fn run_seed(audit_seed: u64, side: Side, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// A finished run's record; refuses a non-finite score.
+fn record(side: Side, index: u64, seed: u64, score: f64, start: Instant, applied_steps: u64, ledger: &crate::accounting::ledger::Ledger) -> Result<RunRecord> {
+    if !score.is_finite() {
+        return Err(Error::numerical("audit score", format!("run {index} ({side:?}) scored {score}")));
+    }
+    Ok(RunRecord {
+        side,
+        index,
+        seed,
+        score,
+        seconds: start.elapsed().as_secs_f64(),
+        applied_steps,
+        ledger_steps: ledger.steps(),
+        ledger_phases: ledger.phases()?.iter().map(|p| (p.sampling_rate, p.noise_multiplier, p.steps)).collect(),
+    })
+}
+
+/// The input canary of `kind` (pixels in [0, 1], label), or `None` for a gradient canary.
+fn input_canary(spec: &AuditSpec, pixels: usize, train: &Dataset, test: &Dataset, rng: &mut ChaCha20Rng) -> Result<Option<(Vec<f32>, i64)>> {
+    let label = i64::from(spec.canary.label);
+    Ok(match spec.canary.kind {
+        CanaryKind::Blank => Some((vec![0.0; pixels], label)),
+        CanaryKind::OutOfDistribution => Some(((0..pixels).map(|_| rng.gen::<f32>()).collect(), label)),
+        CanaryKind::Mislabelled => {
+            if test.is_empty() || test.shape() != train.shape() {
+                return Err(Error::invalid("test set", test.len(), "the mislabelled canary needs a test image of the training shape"));
+            }
+            let true_label = test.label(0);
+            let l = if spec.canary.label == true_label { (true_label + 1) % train.classes() as u8 } else { spec.canary.label };
+            Some((test.image(0).iter().map(|&p| f32::from(p) / 255.0).collect(), i64::from(l)))
+        }
+        CanaryKind::Dirac | CanaryKind::RandomDirection => None,
+    })
+}
+
 /// Everything the runs share, in plain memory (shared by worker threads; each worker makes its
 /// own tensors with [`Worker::new`]).
 #[derive(Debug, Clone)]
@@ -115,21 +150,11 @@ impl ReplayContext {
         if spec.target.gan.is_some() {
             // A DP-GAN target: an input canary, scored on the trained discriminator.
             let mut rng = ChaCha20Rng::seed_from_u64(spec.attack.seed ^ 0xC0FFEE);
-            let label = i64::from(spec.canary.label);
-            let input_canary = match spec.canary.kind {
-                CanaryKind::Blank => (vec![0.0; pixels], label),
-                CanaryKind::OutOfDistribution => ((0..pixels).map(|_| rng.gen::<f32>()).collect(), label),
-                CanaryKind::Mislabelled => {
-                    if test.is_empty() || test.shape() != shape {
-                        return Err(Error::invalid("test set", test.len(), "the mislabelled canary needs a test image of the training shape"));
-                    }
-                    let true_label = test.label(0);
-                    let l = if spec.canary.label == true_label { (true_label + 1) % train.classes() as u8 } else { spec.canary.label };
-                    (test.image(0).iter().map(|&p| f32::from(p) / 255.0).collect(), i64::from(l))
-                }
-                k => return Err(Error::invalid("canary.kind", format!("{k:?}"), "GAN audits need an input canary")),
-            };
-            return Ok(ReplayContext { spec: spec.clone(), train, input_canary: Some(input_canary), direction: None, null_coords: Vec::new(), shapes: Vec::new() });
+            let input_canary = input_canary(spec, pixels, &train, test, &mut rng)?;
+            if input_canary.is_none() {
+                return Err(Error::invalid("canary.kind", format!("{:?}", spec.canary.kind), "GAN audits need an input canary"));
+            }
+            return Ok(ReplayContext { spec: spec.clone(), train, input_canary, direction: None, null_coords: Vec::new(), shapes: Vec::new() });
         }
         let specs = crate::train::models::specs(&spec.target.model)?;
         let first_linear = specs.iter().find_map(|l| match l {
@@ -178,18 +203,7 @@ impl ReplayContext {
                 d.iter_mut().flatten().for_each(|x| *x = (f64::from(*x) / norm) as f32);
                 direction = Some(d);
             }
-            CanaryKind::Blank => input_canary = Some((vec![0.0; pixels], i64::from(spec.canary.label))),
-            CanaryKind::OutOfDistribution => {
-                input_canary = Some(((0..pixels).map(|_| rng.gen::<f32>()).collect(), i64::from(spec.canary.label)));
-            }
-            CanaryKind::Mislabelled => {
-                if test.is_empty() || test.shape() != shape {
-                    return Err(Error::invalid("test set", test.len(), "the mislabelled canary needs a test image of the training shape"));
-                }
-                let true_label = test.label(0);
-                let label = if spec.canary.label == true_label { (true_label + 1) % train.classes() as u8 } else { spec.canary.label };
-                input_canary = Some((test.image(0).iter().map(|&p| f32::from(p) / 255.0).collect(), i64::from(label)));
-            }
+            CanaryKind::Blank | CanaryKind::OutOfDistribution | CanaryKind::Mislabelled => input_canary = self::input_canary(spec, pixels, &train, test, &mut rng)?,
         }
         Ok(ReplayContext { spec: spec.clone(), train, input_canary, direction, null_coords, shapes })
     }
@@ -320,21 +334,8 @@ impl<'a> Worker<'a> {
             let loss = per_example_cross_entropy(&run.model().forward(x)?, y)?;
             -f64::try_from(loss.f_sum(Kind::Double)?)?
         };
-        if !score.is_finite() {
-            return Err(Error::numerical("audit score", format!("run {index} ({side:?}) scored {score}")));
-        }
         let ledger = run.ledger().ok_or_else(|| Error::invalid("ledger", "none", "a private run must have one"))?;
-        let ledger_phases = ledger.phases()?.iter().map(|p| (p.sampling_rate, p.noise_multiplier, p.steps)).collect();
-        Ok(RunRecord {
-            side,
-            index,
-            seed,
-            score,
-            seconds: start.elapsed().as_secs_f64(),
-            applied_steps: run.steps(),
-            ledger_steps: ledger.steps(),
-            ledger_phases,
-        })
+        record(side, index, seed, score, start, run.steps(), ledger)
     }
 
     /// A DP-GAN replay: `t.steps` discriminator steps (rounds of `n_critic` plus a generator
@@ -379,7 +380,7 @@ impl<'a> Worker<'a> {
                 }
                 score += dot / norm2.sqrt().max(1e-30);
             }
-            return self.gan_record(&gan, score, side, index, seed, start);
+            return record(side, index, seed, score, start, gan.discriminator_steps(), gan.ledger());
         }
         while gan.discriminator_steps() < t.steps {
             gan.round(data)?;
@@ -401,24 +402,7 @@ impl<'a> Worker<'a> {
             let reference = f64::try_from(gan.real_margin(&rx, &ry, g.score_draws, &mut rng)?.f_mean(Kind::Double)?)?;
             score -= reference;
         }
-        self.gan_record(&gan, score, side, index, seed, start)
-    }
-
-    fn gan_record(&self, gan: &crate::gan::dpgan::DpGan, score: f64, side: Side, index: u64, seed: u64, start: Instant) -> Result<RunRecord> {
-        if !score.is_finite() {
-            return Err(Error::numerical("audit score", format!("run {index} ({side:?}) scored {score}")));
-        }
-        let ledger = gan.ledger();
-        Ok(RunRecord {
-            side,
-            index,
-            seed,
-            score,
-            seconds: start.elapsed().as_secs_f64(),
-            applied_steps: gan.discriminator_steps(),
-            ledger_steps: ledger.steps(),
-            ledger_phases: ledger.phases()?.iter().map(|p| (p.sampling_rate, p.noise_multiplier, p.steps)).collect(),
-        })
+        record(side, index, seed, score, start, gan.discriminator_steps(), gan.ledger())
     }
 
     /// The one-run audit (Steinke, Nasr & Jagielski 2023): one training on D plus each of m Dirac

@@ -109,12 +109,7 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
     if !private && !options.allow_uncertified {
         return Err(Error::invalid("run", run_dir.display(), "is not differentially private; refusing to certify it (it can only be signed as an uncertified claim)"));
     }
-    let training_data_sha256 = metrics
-        .get("train_data_sha256")
-        .and_then(serde_json::Value::as_str)
-        .filter(|s| is_sha256_hex(s))
-        .ok_or_else(|| Error::data(&metrics_path, "no `train_data_sha256` (64 lowercase hex digits)"))?
-        .to_owned();
+    let training_data_sha256 = recorded_data_hash(&metrics, &metrics_path)?;
 
     let ledger_path = run_dir.join(LEDGER_FILE);
     let (ledger, entries) = read_ledger(run_dir)?;
@@ -177,6 +172,16 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
     Ok(cert)
 }
 
+/// The training data's SHA-256 that a run's `metrics.json` recorded.
+fn recorded_data_hash(metrics: &serde_json::Value, metrics_path: &Path) -> Result<String> {
+    metrics
+        .get("train_data_sha256")
+        .and_then(serde_json::Value::as_str)
+        .filter(|s| is_sha256_hex(s))
+        .map(str::to_owned)
+        .ok_or_else(|| Error::data(metrics_path, "no `train_data_sha256` (64 lowercase hex digits)"))
+}
+
 /// The ledger of a run folder, read-only (Ledger::open would repair a torn line in place, so the
 /// bytes are checked first): its digest and entries; `(None, [])` when there is none.
 fn read_ledger(run_dir: &Path) -> Result<(Option<FileDigest>, Vec<crate::accounting::ledger::LedgerEntry>)> {
@@ -236,12 +241,7 @@ pub fn certify_release(release_dir: &Path, gan_run_dir: &Path, options: &Certify
             return Err(Error::data(&generator, format!("differs from the generator {what} recorded; refusing to certify")));
         }
     }
-    let training_data_sha256 = metrics
-        .get("train_data_sha256")
-        .and_then(serde_json::Value::as_str)
-        .filter(|s| is_sha256_hex(s))
-        .ok_or_else(|| Error::data(&metrics_path, "no `train_data_sha256` (64 lowercase hex digits)"))?
-        .to_owned();
+    let training_data_sha256 = recorded_data_hash(&metrics, &metrics_path)?;
     let (ledger, entries) = read_ledger(gan_run_dir)?;
     let stated_ledger = release.get("ledger").and_then(|l| l.get("sha256")).and_then(serde_json::Value::as_str);
     if stated_ledger != ledger.as_ref().map(|l| l.sha256.as_str()) {
