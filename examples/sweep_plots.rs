@@ -134,7 +134,9 @@ where
     if baseline.is_some() {
         entries.push(("baseline (dashed)".to_owned(), BLACK.mix(0.5).stroke_width(1)));
     }
-    entries.push(("bars: seeds' min-max".to_owned(), BLACK.mix(0.5).stroke_width(1)));
+    if series.iter().any(|s| s.2.iter().any(|p| p.3 > p.2)) {
+        entries.push(("bars: seeds' min-max".to_owned(), BLACK.mix(0.5).stroke_width(1)));
+    }
     for (i, (label, style)) in entries.iter().enumerate() {
         let y = 40 + 22 * i as i32;
         legend.draw(&PathElement::new(vec![(4, y), (24, y)], *style)).map_err(|e| err(&e))?;
