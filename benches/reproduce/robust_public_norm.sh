@@ -62,7 +62,7 @@ wall=$(( $(date +%s) - start ))
 python3 - "$OUT" "$SIGMAS" <<'EOF'
 import json, sys
 out, sigmas = sys.argv[1], sys.argv[2].split()
-print("| noise multiplier | epsilon RDP / PLD | model | public normalisation | validation accuracy | clean test accuracy | robust test accuracy (PGD) | steps | train wall |")
+print("| noise multiplier | epsilon RDP / PLD | model | public normalisation | validation accuracy | clean test accuracy | robust test accuracy (PGD) | steps | wall, training + evaluation |")
 print("|---|---|---|---|---|---|---|---|---|")
 for sigma in sigmas:
     for model in ("seed-cnn", "seed-cnn-pn"):
