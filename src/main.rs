@@ -551,15 +551,15 @@ fn account_epsilon(args: &EpsilonArgs) -> Result<()> {
     });
     if args.accountant != AccountantChoice::Pld {
         let r = rdp::epsilon(&phases, args.delta).context("RDP accountant")?;
-        out["rdp"] = serde_json::to_value(&r)?;
+        out["rdp"] = serde_json::to_value(r)?;
     }
     if args.accountant != AccountantChoice::Rdp {
         let p = PldAccountant::default().epsilon(&phases, args.delta).context("PLD accountant")?;
-        out["pld"] = serde_json::to_value(&p)?;
+        out["pld"] = serde_json::to_value(p)?;
     }
     if args.verify {
         let v = exact::verified_epsilon(&phases, args.delta, &rdp::default_orders()).context("MPFR oracle")?;
-        out["verified"] = serde_json::to_value(&v)?;
+        out["verified"] = serde_json::to_value(v)?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);

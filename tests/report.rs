@@ -159,7 +159,7 @@ fn audit_files_are_read_leniently_but_need_a_bound_and_a_verdict() {
     assert_eq!((a.name.as_str(), a.epsilon_lower, a.same_recipe_as_run, a.claimed_epsilon), ("old-blackbox", 0.05, None, None));
     assert_eq!(a.roc.len(), 4);
     report::render(&rep, Format::Html).unwrap();
-    report::render(&rep, Format::Markdown);
+    report::render(&rep, Format::Markdown).unwrap();
     let dir = tempfile::tempdir().unwrap();
     for (bad, why) in [(r#"{"verdict": "consistent"}"#, "epsilon_lower"), (r#"{"epsilon_lower": 0.1}"#, "verdict"), ("[1, 2]", "not an audit"), (r#"{"epsilon_lower": -1, "verdict": "x"}"#, "epsilon_lower")] {
         let p = dir.path().join("audit.json");

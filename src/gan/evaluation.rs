@@ -171,7 +171,7 @@ impl Classifier {
     fn restore(&self, saved: &[Tensor]) -> Result<()> {
         let _g = tch::no_grad_guard();
         for (p, s) in self.params.iter().zip(saved) {
-            let _ = p.shallow_clone().f_copy_(s)?;
+            p.shallow_clone().f_copy_(s)?;
         }
         Ok(())
     }

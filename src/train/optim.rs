@@ -185,7 +185,7 @@ impl Optimizer {
                 if src.1.size() != buf.size() {
                     return Err(Error::invalid("optimizer checkpoint", &key, format!("shape {:?}, expected {:?}", src.1.size(), buf.size())));
                 }
-                let _ = buf.f_copy_(&src.1)?;
+                buf.f_copy_(&src.1)?;
             }
         }
         self.steps = steps;
