@@ -2,7 +2,8 @@
 //! is `B_i` (O x L), and example i's weight gradient is `G_i = B_i A_i` (O x D).
 //!
 //! - materialised: one batched product (L O D per example), then `|G_i|^2` and the clipped sum
-//!   `c^T G` (O D each); memory B O D;
+//!   `c^T G` (O D each); memory B O D, plus the patches of one slice of the batch at a time
+//!   ([`PATCH_CHUNK_BYTES`]);
 //! - ghost: `|G_i|^2 = <A_i A_i^T, B_i^T B_i>` with two L x L Gram matrices (L^2 (O + D)), then the
 //!   clipped sum as one product over all (example, position) pairs (L O D); memory B L^2.
 //!
@@ -19,6 +20,10 @@ use tch::Tensor;
 
 /// The most memory [`NormMethod::Auto`] lets one layer's materialised per-example gradients take.
 pub const MATERIALISE_BUDGET_BYTES: i64 = 1 << 30;
+
+/// The most memory one slice of unfolded patches takes on the materialised route (the batch is
+/// unfolded in slices of this size; at least one example per slice).
+pub const PATCH_CHUNK_BYTES: i64 = 4 << 20;
 
 /// The patches of `a` (B, C, H, W) for a square `kernel`, as (B, L, C k k) with L = H_out W_out,
 /// ordered like a (O, C, k, k) weight flattened to (O, C k k).
@@ -69,16 +74,18 @@ pub(crate) fn prepare(
 ) -> Result<(Tensor, Vec<ParamSum>)> {
     let batch = a.size()[0];
     let (o, k) = (weight_shape[0], weight_shape[2]);
-    let cols = patches(a, k, stride, padding)?; // (B, L, D)
     let bm = b.f_reshape([batch, o, -1])?; // (B, O, L)
-    let (l, dd) = (cols.size()[1], cols.size()[2]);
+    let l = bm.size()[2];
+    let dd = weight_shape[1] * k * k;
+    let element_bytes = a.f_kind()?.elt_size_in_bytes() as i64;
     let ghost = match norm_method {
         NormMethod::Ghost => true,
         NormMethod::Materialise => false,
-        NormMethod::Auto => prefer_ghost(batch, l, o, dd, a.f_kind()?.elt_size_in_bytes() as i64),
+        NormMethod::Auto => prefer_ghost(batch, l, o, dd, element_bytes),
     };
     let mut sums = Vec::with_capacity(2);
     let mut sq = if ghost {
+        let cols = patches(a, k, stride, padding)?; // (B, L, D)
         let ga = cols.f_bmm(&cols.f_transpose(1, 2)?)?; // (B, L, L)
         let gb = bm.f_transpose(1, 2)?.f_bmm(&bm)?;
         let sq = ga
@@ -91,10 +98,24 @@ pub(crate) fn prepare(
         });
         sq
     } else {
-        let g = bm.f_bmm(&cols)?; // (B, O, D)
+        // The patches are the step's largest buffer (L D per example, often several times the
+        // gradient's O D): unfold them a slice of the batch at a time, each slice's gradients
+        // written straight into G, so only one slice's patches exist at once.
+        let rows = (PATCH_CHUNK_BYTES / (l * dd * element_bytes).max(1)).clamp(1, batch);
+        let g = Tensor::f_empty([batch, o, dd], (a.f_kind()?, a.device()))?; // (B, O, D)
+        let mut start = 0;
+        while start < batch {
+            let n = rows.min(batch - start);
+            let cols = patches(&a.f_narrow(0, start, n)?, k, stride, padding)?; // (n, L, D)
+            let _slice_of_g = bm
+                .f_narrow(0, start, n)?
+                .f_bmm_out(&g.f_narrow(0, start, n)?, &cols)?;
+            start += n;
+        }
+        // |G_i|^2 by a reduction, without a squared copy of G.
         let sq = g
-            .f_square()?
-            .f_sum_dim_intlist([1i64, 2].as_slice(), false, None)?;
+            .f_norm_scalaropt_dim(2, [1i64, 2].as_slice(), false)?
+            .f_square()?;
         let mut shape = vec![batch];
         shape.extend_from_slice(weight_shape);
         sums.push(ParamSum::PerExample(g.f_reshape(shape.as_slice())?));
@@ -131,6 +152,26 @@ mod tests {
                 ours.equal(&theirs),
                 "kernel {kernel} stride {stride} padding {padding}"
             );
+        }
+    }
+
+    #[test]
+    fn sliced_materialisation_equals_the_ghost_route() {
+        // 2,304 KiB of patches per example: the materialised route unfolds one example at a time.
+        let (batch, channels, out) = (5, 64, 3);
+        let a = Tensor::randn([batch, channels, 32, 32], (Kind::Double, Device::Cpu));
+        let b = Tensor::randn([batch, out, 32, 32], (Kind::Double, Device::Cpu));
+        let shape = [out, channels, 3, 3];
+        assert!(PATCH_CHUNK_BYTES / (1024 * channels * 9 * 8) < batch);
+        let (sq_m, sums_m) = prepare(&a, &b, &shape, 1, 1, true, NormMethod::Materialise).unwrap();
+        let (sq_g, sums_g) = prepare(&a, &b, &shape, 1, 1, true, NormMethod::Ghost).unwrap();
+        assert!(sq_m.allclose(&sq_g, 1e-10, 1e-10, false));
+        let c = Tensor::rand([batch], (Kind::Double, Device::Cpu));
+        for (m, g) in sums_m.iter().zip(&sums_g) {
+            let (pm, pg) = (m.per_example().unwrap(), g.per_example().unwrap());
+            assert!(pm.allclose(&pg, 1e-10, 1e-10, false));
+            let (m, g) = (m.clipped_sum(&c).unwrap(), g.clipped_sum(&c).unwrap());
+            assert!(m.allclose(&g, 1e-10, 1e-10, false));
         }
     }
 

@@ -228,11 +228,19 @@ fn prepare(
     }
     let zs: Vec<&Tensor> = records.iter().map(|r| &r.z).collect();
     let backprops = Tensor::f_run_backward(&[&loss], &zs, false, false)?;
+    drop(zs);
     let _guard = tch::no_grad_guard();
     let mut square_norms = Tensor::f_zeros([batch], (logits.f_kind()?, logits.device()))?;
+    // The graph, the logits and the layer outputs are no longer needed: free them before the
+    // per-layer work, and each layer's input and backprop as soon as its rule has used them
+    // (what a rule keeps for the clipped sum it holds itself), so the step's peak memory is the
+    // activations plus one layer's work buffers.
+    drop((loss, logits));
     let mut sums = Vec::new();
-    for (Record { layer, a, .. }, b) in records.iter().zip(&backprops) {
-        let l = &model.layers[*layer];
+    for (Record { layer, a, z }, b) in records.into_iter().zip(backprops) {
+        drop(z);
+        let (a, b) = (&a, &b);
+        let l = &model.layers[layer];
         let has_bias = l.params.len() > 1;
         let (sq, s) = match &l.spec {
             LayerSpec::Linear { .. } => linear::prepare(a, b, has_bias, norm_method)?,
