@@ -23,7 +23,7 @@ pub const MATERIALISE_BUDGET_BYTES: i64 = 1 << 30;
 
 /// The most memory one slice of unfolded patches takes on the materialised route (the batch is
 /// unfolded in slices of this size; at least one example per slice).
-pub const PATCH_CHUNK_BYTES: i64 = 4 << 20;
+pub const PATCH_CHUNK_BYTES: i64 = 2 << 20;
 
 /// The patches of `a` (B, C, H, W) for a square `kernel`, as (B, L, C k k) with L = H_out W_out,
 /// ordered like a (O, C, k, k) weight flattened to (O, C k k).
