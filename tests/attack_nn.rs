@@ -63,6 +63,31 @@ fn fresh_or_holdout_draws_are_not_flagged() {
 }
 
 #[test]
+fn many_samples_on_one_record_are_not_flagged_by_chance() {
+    // A mode-collapsed generator: 400 copies of one fresh image (not a training record). Every
+    // synthetic image has the same nearest record, so the share closer to train is 0 or 1 by the
+    // luck of which half that record fell in; a binomial test treating the 400 as independent
+    // would call a share of 1 significant at p = 2^-400. The permutation test re-splits the
+    // pooled records and sees that half of all splits give the same share.
+    let train_split = fixture(Split::Train);
+    let test_split = fixture(Split::Test);
+    let (train, holdout) = (images(&train_split, 0, 500, "train"), images(&train_split, 500, 1000, "holdout"));
+    let per = test_split.shape().pixels().unwrap();
+    let mut seen = (false, false);
+    for i in 0..20 {
+        let one = &test_split.pixels()[i * per..(i + 1) * per];
+        let collapsed = ImageSet::from_bytes("collapsed", per, one.repeat(400)).unwrap();
+        let d = analyse(&collapsed, &train, &holdout).unwrap().distances;
+        assert!(d.share_closer_to_train == 0.0 || d.share_closer_to_train == 1.0, "{d:?}");
+        assert!(d.share_p_value > 0.3, "image {i}: {d:?}");
+        assert!(d.flags.is_empty(), "image {i}: {:?}", d.flags);
+        if d.share_closer_to_train == 1.0 { seen.0 = true } else { seen.1 = true }
+    }
+    // Both cases occurred among the 20 images (fixed data: deterministic).
+    assert!(seen.0 && seen.1, "{seen:?}");
+}
+
+#[test]
 fn bad_input_gives_clear_errors() {
     let train_split = fixture(Split::Train);
     let train = images(&train_split, 0, 50, "train");

@@ -6,8 +6,9 @@
 //! - **Distances (a heuristic).** Distance to closest record (DCR) from each synthetic image to
 //!   the training set and to the holdout set, the share of synthetic images closer to a training
 //!   record than to any holdout record (1/2 on average when the generator learned the
-//!   distribution rather than the records, with equal-size exchangeable sets, but with a spread
-//!   far wider than a binomial's: a crude screen), exact copies of training images, and the
+//!   distribution rather than the records, with equal-size exchangeable sets; tested by
+//!   re-splitting the pooled records at random, which accounts for many synthetic images sharing
+//!   one nearest record), exact copies of training images, and the
 //!   nearest-neighbour distance ratio (NNDR: nearest over second-nearest training record; near 0
 //!   means the synthetic image sits on one training record). These flag blatant copying; they
 //!   are **not a privacy guarantee**: a large DCR does not mean the release is private, and DP
@@ -23,15 +24,21 @@ use crate::attack::metrics::{attack_metrics, thin_roc, AttackMetrics};
 use crate::data::idx::read_idx;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
-use statrs::distribution::{Binomial, DiscreteCDF};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 /// Queries per distance block (memory: block x reference-set x 8 bytes).
 const BLOCK: i64 = 256;
-/// The significance level of the one-sided binomial test on the share closer to train.
+/// The significance level of the one-sided permutation test on the share closer to train.
 pub const CLOSER_TO_TRAIN_ALPHA: f64 = 1e-3;
+/// Random re-splits of the pooled train and holdout records in that test (its smallest p-value is
+/// 1 / (PERMUTATIONS + 1) = 1e-4, below [`CLOSER_TO_TRAIN_ALPHA`]).
+pub const PERMUTATIONS: usize = 9_999;
+/// Seed of the re-splits: the report of a given release is reproducible.
+const PERMUTATION_SEED: u64 = 0x6e6e_7065_726d;
 /// NNDR below this counts as "sits on one training record".
 pub const NNDR_LOW: f64 = 0.5;
 
@@ -109,8 +116,8 @@ fn to_tensor(s: &ImageSet) -> Result<Tensor> {
 }
 
 /// The distances from each query row to its nearest and second-nearest reference row (the
-/// second is `f64::INFINITY` with a single reference).
-fn nearest_two(queries: &Tensor, refs: &Tensor) -> Result<Vec<(f64, f64)>> {
+/// second is `f64::INFINITY` with a single reference), and the nearest row's index.
+fn nearest_two(queries: &Tensor, refs: &Tensor) -> Result<Vec<(f64, f64, usize)>> {
     let _g = tch::no_grad_guard();
     let q = queries.size()[0];
     let r = refs.size()[0];
@@ -124,10 +131,11 @@ fn nearest_two(queries: &Tensor, refs: &Tensor) -> Result<Vec<(f64, f64)>> {
         let xn = x.f_square()?.f_sum_dim_intlist(&[1i64][..], true, Kind::Double)?;
         // |x - y|^2 = |x|^2 + |y|^2 - 2 x.y, clamped at 0 against rounding.
         let d2 = xn.f_add(&rn.f_unsqueeze(0)?)?.f_sub(&x.f_matmul(&refs.f_transpose(0, 1)?)?.f_mul_scalar(2.0)?)?.f_clamp_min(0.0)?;
-        let (vals, _) = d2.f_topk(k, 1, false, true)?;
+        let (vals, idx) = d2.f_topk(k, 1, false, true)?;
         let vals = Vec::<f64>::try_from(vals.f_sqrt()?.f_contiguous()?.f_view(-1)?)?;
-        for row in vals.chunks(k as usize) {
-            out.push((row[0], row.get(1).copied().unwrap_or(f64::INFINITY)));
+        let idx = Vec::<i64>::try_from(idx.f_contiguous()?.f_view(-1)?)?;
+        for (row, i) in vals.chunks(k as usize).zip(idx.chunks(k as usize)) {
+            out.push((row[0], row.get(1).copied().unwrap_or(f64::INFINITY), i[0] as usize));
         }
         start += len;
     }
@@ -169,10 +177,15 @@ pub struct DistanceHeuristics {
     /// Share of synthetic images strictly closer to a training record than to any holdout record
     /// (ties count one half).
     pub share_closer_to_train: f64,
-    /// One-sided binomial p-value of that share under 1/2, treating the synthetic images as
-    /// independent. They are not (they share the train and holdout records), so this p-value is
-    /// far too small: a crude screen, not a calibrated test (`proofs/attack/nearest_neighbour.md`).
+    /// One-sided permutation p-value of that share: the `compared` training and `compared`
+    /// holdout records are pooled and re-split at random into two halves [`PERMUTATIONS`] times;
+    /// p = (1 + #{re-splits whose share is at least the observed one}) / (1 + PERMUTATIONS).
+    /// Exact (up to Monte Carlo) when the generator's output does not depend on which pooled
+    /// records were the training ones, however many synthetic images share a nearest record
+    /// (`proofs/attack/nearest_neighbour.md`).
     pub share_p_value: f64,
+    /// How that p-value was computed.
+    pub share_test: String,
     /// Synthetic images that are byte-for-byte copies of a training image (all training images
     /// given, not only the compared ones).
     pub exact_copies_of_train: u64,
@@ -252,20 +265,28 @@ pub fn analyse(synthetic: &ImageSet, train: &ImageSet, holdout: &ImageSet) -> Re
     let to_train_all = if compared == train.len { to_train.clone() } else { nearest_two(&ss, &ts)? };
     let d_train: Vec<f64> = to_train.iter().map(|d| d.0).collect();
     let d_hold: Vec<f64> = to_holdout.iter().map(|d| d.0).collect();
-    let closer: f64 = d_train.iter().zip(&d_hold).map(|(a, b)| if a < b { 1.0 } else if a == b { 0.5 } else { 0.0 }).sum();
+    // Each synthetic image's nearest pooled record (training records 0..compared, holdout records
+    // compared..2 compared) gets weight 1 (a tie: 1/2 to each of the two).
+    let mut weights = vec![0.0f64; 2 * compared];
+    for (t, h) in to_train.iter().zip(&to_holdout) {
+        if t.0 < h.0 {
+            weights[t.2] += 1.0;
+        } else if h.0 < t.0 {
+            weights[compared + h.2] += 1.0;
+        } else {
+            weights[t.2] += 0.5;
+            weights[compared + h.2] += 0.5;
+        }
+    }
+    let closer: f64 = weights[..compared].iter().sum();
     let n = synthetic.len as f64;
     let share = closer / n;
-    let k = closer.floor() as u64;
-    let p_value = if k == 0 {
-        1.0
-    } else {
-        Binomial::new(0.5, synthetic.len as u64).map_err(|e| Error::numerical("binomial", e.to_string()))?.sf(k - 1)
-    };
+    let p_value = permutation_p_value(&weights, compared, closer, PERMUTATIONS, PERMUTATION_SEED);
     let train_set: HashSet<&[u8]> = (0..train.len).map(|i| train.image(i)).collect();
     let copies = (0..synthetic.len).filter(|&i| train_set.contains(synthetic.image(i))).count() as u64;
     // NNDR with all training records; two identical nearest records give 0 / 0: count as 1
     // (not isolated).
-    let nndr: Vec<f64> = to_train_all.iter().map(|&(a, b)| if b > 0.0 { a / b } else { 1.0 }).collect();
+    let nndr: Vec<f64> = to_train_all.iter().map(|&(a, b, _)| if b > 0.0 { a / b } else { 1.0 }).collect();
     let low_nndr = nndr.iter().filter(|&&r| r < NNDR_LOW).count() as f64 / n;
     let mut flags = Vec::new();
     if copies > 0 {
@@ -273,7 +294,7 @@ pub fn analyse(synthetic: &ImageSet, train: &ImageSet, holdout: &ImageSet) -> Re
     }
     if p_value < CLOSER_TO_TRAIN_ALPHA {
         flags.push(format!(
-            "{:.1}% of synthetic images are closer to a training record than to any holdout record (1/2 expected without memorisation; one-sided binomial p = {p_value:.2e} < {CLOSER_TO_TRAIN_ALPHA}, independence assumed: a crude screen, see proofs/attack/nearest_neighbour.md)",
+            "{:.1}% of synthetic images are closer to a training record than to any holdout record (1/2 expected without memorisation; one-sided permutation p = {p_value:.1e} < {CLOSER_TO_TRAIN_ALPHA} over {PERMUTATIONS} random re-splits of the pooled records; a heuristic, see proofs/attack/nearest_neighbour.md)",
             100.0 * share
         ));
     }
@@ -294,6 +315,7 @@ pub fn analyse(synthetic: &ImageSet, train: &ImageSet, holdout: &ImageSet) -> Re
             dcr_synthetic_to_holdout: summary(&d_hold),
             share_closer_to_train: share,
             share_p_value: p_value,
+            share_test: format!("one-sided permutation test: the {compared} training and {compared} holdout records compared, pooled and re-split into halves at random {PERMUTATIONS} times (fixed seed); p = (1 + #{{re-splits with a share at least the observed}}) / {}", PERMUTATIONS + 1),
             exact_copies_of_train: copies,
             nndr: summary(&nndr),
             share_nndr_below_half: low_nndr,
@@ -307,9 +329,52 @@ pub fn analyse(synthetic: &ImageSet, train: &ImageSet, holdout: &ImageSet) -> Re
     })
 }
 
+/// One-sided permutation p-value of `observed` = the weight of records `0..k` among `weights`
+/// (2k records): the share of `permutations` random k-subsets (and the identity) whose weight is
+/// at least `observed`.
+fn permutation_p_value(weights: &[f64], k: usize, observed: f64, permutations: usize, seed: u64) -> f64 {
+    // Only records that are someone's nearest neighbour matter: draw each re-split by a partial
+    // Fisher-Yates shuffle of all 2k positions, then sum the weights landing in the first k.
+    let mut order: Vec<usize> = (0..weights.len()).collect();
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
+    // Rounding slack: sums of halves and ones are exact in f64 up to 2^52.
+    let at_least = observed - 1e-9;
+    let mut count = 0usize;
+    for _ in 0..permutations {
+        let mut sum = 0.0;
+        for i in 0..k {
+            let j = rng.gen_range(i..order.len());
+            order.swap(i, j);
+            sum += weights[order[i]];
+        }
+        if sum >= at_least {
+            count += 1;
+        }
+    }
+    (1 + count) as f64 / (1 + permutations) as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn permutation_test_is_calibrated_for_spread_and_for_hub_weights() {
+        // Spread weights, all on the first half: the most extreme split, p = 1 / (P + 1).
+        let mut w = vec![0.0; 200];
+        w[..100].iter_mut().for_each(|x| *x = 1.0);
+        assert_eq!(permutation_p_value(&w, 100, 100.0, 999, 1), 1.0 / 1000.0);
+        // Every synthetic image on one hub record in the first half: half of all re-splits put
+        // the hub there too, so the share of 1 is unremarkable (p about 1/2).
+        let mut hub = vec![0.0; 200];
+        hub[3] = 500.0;
+        let p = permutation_p_value(&hub, 100, 500.0, 999, 1);
+        assert!((p - 0.5).abs() < 0.06, "{p}");
+        // Weights balanced between the halves: p about 1/2 or more.
+        let even: Vec<f64> = (0..200).map(|i| (i % 2) as f64).collect();
+        let p = permutation_p_value(&even, 100, 50.0, 999, 1);
+        assert!(p > 0.4, "{p}");
+    }
 
     #[test]
     fn nearest_two_matches_brute_force() {
@@ -317,8 +382,8 @@ mod tests {
         let r = Tensor::from_slice(&[0.0f64, 1.0, 3.0, 0.0, 1.0, 1.0]).view([3, 2]);
         let d = nearest_two(&q, &r).unwrap();
         // (0,0): distances 1, 3, sqrt 2; (1,1): 1, sqrt 5, 0.
-        assert!((d[0].0 - 1.0).abs() < 1e-12 && (d[0].1 - 2f64.sqrt()).abs() < 1e-12, "{d:?}");
-        assert!(d[1].0.abs() < 1e-7 && (d[1].1 - 1.0).abs() < 1e-12, "{d:?}");
+        assert!((d[0].0 - 1.0).abs() < 1e-12 && (d[0].1 - 2f64.sqrt()).abs() < 1e-12 && d[0].2 == 0, "{d:?}");
+        assert!(d[1].0.abs() < 1e-7 && (d[1].1 - 1.0).abs() < 1e-12 && d[1].2 == 2, "{d:?}");
         let one = Tensor::from_slice(&[0.0f64, 1.0]).view([1, 2]);
         assert_eq!(nearest_two(&q, &one).unwrap()[0].1, f64::INFINITY);
     }

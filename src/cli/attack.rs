@@ -190,7 +190,7 @@ pub fn run(cmd: AttackCommand) -> Result<()> {
                 println!("distances (a heuristic, NOT a privacy guarantee; {} train and {} holdout records compared):", d.compared, d.compared);
                 println!("  DCR synthetic->train   median {:.4}, 5th percentile {:.4}, min {:.4}", d.dcr_synthetic_to_train.median, d.dcr_synthetic_to_train.p5, d.dcr_synthetic_to_train.min);
                 println!("  DCR synthetic->holdout median {:.4}, 5th percentile {:.4}, min {:.4}", d.dcr_synthetic_to_holdout.median, d.dcr_synthetic_to_holdout.p5, d.dcr_synthetic_to_holdout.min);
-                println!("  closer to train than to holdout: {:.1}% (one-sided binomial p = {:.2e} against 50%)", 100.0 * d.share_closer_to_train, d.share_p_value);
+                println!("  closer to train than to holdout: {:.1}% (one-sided permutation p = {:.1e} against re-splits of the pooled records)", 100.0 * d.share_closer_to_train, d.share_p_value);
                 println!("  exact copies of training images: {}; NNDR median {:.3}, below {}: {:.1}%", d.exact_copies_of_train, d.nndr.median, dpaudit::attack::nearest_neighbour::NNDR_LOW, 100.0 * d.share_nndr_below_half);
                 for f in &d.flags {
                     println!("  FLAG: {f}");

@@ -403,7 +403,7 @@ fn nearest_neighbour_rows(path: &Path) -> Result<(Vec<NearestNeighbourResult>, V
     push(&format!("median distance to the closest holdout record ({dist})"), num(d.get("dcr_synthetic_to_holdout").and_then(|x| x.get("median"))), "records of the same distribution the generator never saw");
     push("smallest distance to a training record", num(d.get("dcr_synthetic_to_train").and_then(|x| x.get("min"))), "0 would mean a released record copies a training record");
     push("share of released records closer to a training record than to any holdout record", num(d.get("share_closer_to_train")), "about 0.5 when nothing is memorised");
-    push("one-sided p-value of that share against 0.5", num(d.get("share_p_value")), "approximate (treats released records as independent)");
+    push("one-sided p-value of that share (permutation test: random re-splits of the pooled training and holdout records)", num(d.get("share_p_value")), "small means closer to the training records than chance re-splits give");
     push("released records that copy a training record byte for byte", num(d.get("exact_copies_of_train")), "should be 0");
     push("median NNDR (nearest over second-nearest training record)", num(d.get("nndr").and_then(|x| x.get("median"))), "low values mean a released record sits unusually close to one training record");
     let metrics = v.get("attack").and_then(|a| a.get("metrics"));
