@@ -3,6 +3,7 @@
 # trained the same way on the same records, so that what the attack sees can be compared.
 #
 #   benches/reproduce/nn_attack_gans.sh [OUT] [EPOCHS]     (defaults runs/nn-attack-gans, 60)
+#   NAMES="non-private dp-joint" ... runs only those (noise-layer needs dp-joint's sigma: run both)
 #
 # Data: the bundled fixture's 2,000 MNIST training images, split as the demo does: the first 1,500
 # train the GANs, the last 500 (never seen by any GAN, drawn like the training records) are the
@@ -50,7 +51,7 @@ common=(--dataset mnist --data-dir "$OUT/data/train" --epochs "$EPOCHS" --lot-si
         --d-lr 2e-4 --g-lr 2e-4 --delta 1e-5 --seed 1 --threads "$THREADS" --force)
 sigma_of() { python3 -c "import json; print(json.load(open('$1/gan.json'))['config']['noise_multiplier'])"; }
 printf 'gan\tepsilon (RDP / PLD)\tstatus\texact copies\tshare closer to train\tpermutation p\tDCR train median\tDCR holdout median\tGAN-Leaks AUC\tTPR at 1%% FPR\ttrain s\n' > "$OUT/summary.tsv"
-for name in non-private dp-joint dp-real-only noise-layer; do
+for name in ${NAMES:-non-private dp-joint dp-real-only noise-layer}; do
   mkdir -p "$OUT/$name"
   start=$(date +%s)
   case $name in
