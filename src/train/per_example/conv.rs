@@ -157,7 +157,7 @@ mod tests {
 
     #[test]
     fn sliced_materialisation_equals_the_ghost_route() {
-        // 2,304 KiB of patches per example: the materialised route unfolds one example at a time.
+        // 4,608 KiB of f64 patches per example: the materialised route unfolds one example at a time.
         let (batch, channels, out) = (5, 64, 3);
         let a = Tensor::randn([batch, channels, 32, 32], (Kind::Double, Device::Cpu));
         let b = Tensor::randn([batch, out, 32, 32], (Kind::Double, Device::Cpu));
