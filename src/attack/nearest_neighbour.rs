@@ -333,8 +333,8 @@ pub fn analyse(synthetic: &ImageSet, train: &ImageSet, holdout: &ImageSet) -> Re
 /// (2k records): the share of `permutations` random k-subsets (and the identity) whose weight is
 /// at least `observed`.
 fn permutation_p_value(weights: &[f64], k: usize, observed: f64, permutations: usize, seed: u64) -> f64 {
-    // Only records that are someone's nearest neighbour matter: draw each re-split by a partial
-    // Fisher-Yates shuffle of all 2k positions, then sum the weights landing in the first k.
+    // Each re-split: a partial Fisher-Yates shuffle of the 2k positions (uniform over k-subsets
+    // whatever order the previous re-split left), then the weight landing in the first k.
     let mut order: Vec<usize> = (0..weights.len()).collect();
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     // Rounding slack: sums of halves and ones are exact in f64 up to 2^52.
