@@ -19,20 +19,6 @@
 OUT=${1:-runs/abadi-pca}
 THREADS=${2:-1}
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-if [[ -z "${DATA:-}" ]]; then
-    if [[ -d ../shared/data/mnist ]]; then DATA=$(cd ../shared/data/mnist && pwd); else DATA=data/mnist; fi
-fi
-cargo build --release --quiet
-BIN=target/release/dpaudit
-[[ -e "$DATA/train-images-idx3-ubyte.gz" || -e "$DATA/train-images-idx3-ubyte" ]] || "$BIN" data fetch mnist --dir "$DATA"
-# Re-running continues the run in OUT (--resume); delete OUT to start over.
-RESUME=()
-[[ -e "$OUT/ledger.jsonl" ]] && RESUME=(--resume)
-start=$(date +%s)
-"$BIN" train --dataset mnist --data-dir "$DATA" --model abadi-pca --pca-dims 60 --pca-noise-multiplier 4 \
-    --validation 5000 --target-epsilon 8 --delta 1e-5 \
-    --epochs 100 --lot-size 600 --max-grad-norm 4 --optimizer sgd --lr 0.2 \
-    --seed 1 --threads "$THREADS" --out "$OUT" "${RESUME[@]}"
-wall=$(( $(date +%s) - start ))
-python3 benches/reproduce/summarise_train.py 0.97 8 "$OUT" "$wall"
+source "$(dirname "$0")/train_common.sh"
+reproduce_training mnist 0.97 8 "$OUT" "$THREADS" -- \
+    --model abadi-pca --pca-dims 60 --pca-noise-multiplier 4 --epochs 100 --lot-size 600 --max-grad-norm 4 --optimizer sgd --lr 0.2

@@ -12,20 +12,6 @@
 OUT=${1:-runs/fashion-eps3}
 THREADS=${2:-2}
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-if [[ -z "${DATA:-}" ]]; then
-    if [[ -d ../shared/data/fashion-mnist ]]; then DATA=$(cd ../shared/data/fashion-mnist && pwd); else DATA=data/fashion-mnist; fi
-fi
-cargo build --release --quiet
-BIN=target/release/dpaudit
-[[ -e "$DATA/train-images-idx3-ubyte.gz" || -e "$DATA/train-images-idx3-ubyte" ]] || "$BIN" data fetch fashion-mnist --dir "$DATA"
-# Re-running continues the run in OUT (--resume); delete OUT to start over.
-RESUME=()
-[[ -e "$OUT/ledger.jsonl" ]] && RESUME=(--resume)
-start=$(date +%s)
-"$BIN" train --dataset fashion-mnist --data-dir "$DATA" --model tanh-cnn \
-    --validation 5000 --target-epsilon 3 --delta 1e-5 \
-    --epochs 40 --lot-size 2048 --max-grad-norm 0.12 --optimizer sgd --lr 4 \
-    --seed 1 --threads "$THREADS" --out "$OUT" "${RESUME[@]}"
-wall=$(( $(date +%s) - start ))
-python3 benches/reproduce/summarise_train.py 0.88 3 "$OUT" "$wall"
+source "$(dirname "$0")/train_common.sh"
+reproduce_training fashion-mnist 0.88 3 "$OUT" "$THREADS" -- \
+    --model tanh-cnn --epochs 40 --lot-size 2048 --max-grad-norm 0.12 --optimizer sgd --lr 4

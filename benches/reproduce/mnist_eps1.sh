@@ -11,20 +11,6 @@
 OUT=${1:-runs/mnist-eps1}
 THREADS=${2:-2}
 set -euo pipefail
-cd "$(dirname "$0")/../.."
-if [[ -z "${DATA:-}" ]]; then
-    if [[ -d ../shared/data/mnist ]]; then DATA=$(cd ../shared/data/mnist && pwd); else DATA=data/mnist; fi
-fi
-cargo build --release --quiet
-BIN=target/release/dpaudit
-[[ -e "$DATA/train-images-idx3-ubyte.gz" || -e "$DATA/train-images-idx3-ubyte" ]] || "$BIN" data fetch mnist --dir "$DATA"
-# Re-running continues the run in OUT (--resume); delete OUT to start over.
-RESUME=()
-[[ -e "$OUT/ledger.jsonl" ]] && RESUME=(--resume)
-start=$(date +%s)
-"$BIN" train --dataset mnist --data-dir "$DATA" --model tanh-cnn \
-    --validation 5000 --target-epsilon 1 --delta 1e-5 \
-    --epochs 20 --lot-size 1024 --max-grad-norm 0.1 --optimizer sgd --lr 4 \
-    --seed 1 --threads "$THREADS" --out "$OUT" "${RESUME[@]}"
-wall=$(( $(date +%s) - start ))
-python3 benches/reproduce/summarise_train.py 0.97 1 "$OUT" "$wall"
+source "$(dirname "$0")/train_common.sh"
+reproduce_training mnist 0.97 1 "$OUT" "$THREADS" -- \
+    --model tanh-cnn --epochs 20 --lot-size 1024 --max-grad-norm 0.1 --optimizer sgd --lr 4
