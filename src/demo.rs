@@ -185,8 +185,8 @@ pub struct DemoSummary {
     pub release: PathBuf,
     /// The DP-GAN's epsilon (RDP, then PLD).
     pub gan_epsilons: Vec<DemoEpsilon>,
-    /// Flags raised by the nearest-neighbour screen (empty: none; a crude screen, see
-    /// proofs/attack/nearest_neighbour.md).
+    /// Flags raised by the nearest-neighbour heuristics (empty: none; exact copies, and the share
+    /// closer to train by a permutation test: proofs/attack/nearest_neighbour.md).
     pub nearest_neighbour_flags: Vec<String>,
     /// The GAN-Leaks membership attack's AUC on the release (0.5: no signal).
     pub gan_leaks_auc: f64,
