@@ -94,8 +94,7 @@ impl CertifyOptions {
 pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) -> Result<Certificate> {
     validate_delta(options.delta)?;
     let metrics_path = run_dir.join(METRICS_FILE);
-    let metrics_bytes = std::fs::read(&metrics_path).map_err(|e| Error::io(format!("reading {}", metrics_path.display()), e))?;
-    let metrics: serde_json::Value = serde_json::from_slice(&metrics_bytes).map_err(|e| Error::data(&metrics_path, format!("not JSON: {e}")))?;
+    let metrics = read_json(&metrics_path)?;
     for fault in [metrics.get("inject_fault"), metrics.get("config").and_then(|c| c.get("inject_fault"))].into_iter().flatten() {
         if !fault.is_null() {
             return Err(Error::invalid("run", run_dir.display(), format!("was trained with an injected fault ({fault}); refusing to certify it")));
@@ -122,13 +121,6 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
     if private && entries.is_empty() {
         return Err(Error::data(&ledger_path, "a private run must have a ledger with at least one noisy step"));
     }
-    let mechanism = mechanism_of(&entries);
-
-    let (status, privacy) = if private {
-        (ClaimStatus::Certified, privacy_of(&phases, options.delta)?)
-    } else {
-        (ClaimStatus::UncertifiedClaim, uncertified_privacy(options.delta))
-    };
 
     // Released files.
     // An abadi-pca model is applied to the DP-PCA projection: both are the release.
@@ -152,24 +144,49 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
         }
         files.push(FileDigest { path, sha256 });
     }
+    assemble(key, options, private, Artifact { kind: options.kind, files }, training_data_sha256, ledger, &entries, &phases)
+}
 
+/// A JSON file, read and parsed.
+fn read_json(path: &Path) -> Result<serde_json::Value> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not JSON: {e}")))
+}
+
+/// The certificate of checked inputs, shared by [`certify_run`] and [`certify_release`]: the
+/// privacy claim from the ledger's `phases` (certified when `proven`, else an uncertified claim
+/// with an infinite epsilon), the audits checked against it, and the tool's fixed parts.
+#[allow(clippy::too_many_arguments)]
+fn assemble(
+    key: &SecretKey,
+    options: &CertifyOptions,
+    proven: bool,
+    artifact: Artifact,
+    training_data_sha256: String,
+    ledger: Option<FileDigest>,
+    entries: &[crate::accounting::ledger::LedgerEntry],
+    phases: &[Phase],
+) -> Result<Certificate> {
+    let (status, privacy) = if proven {
+        (ClaimStatus::Certified, privacy_of(phases, options.delta)?)
+    } else {
+        (ClaimStatus::UncertifiedClaim, uncertified_privacy(options.delta))
+    };
     check_audits(&options.audits, privacy.verified_epsilon.epsilon).map_err(|reason| Error::invalid("audit", "", reason))?;
-
-    let cert = Certificate {
+    Ok(Certificate {
         format: FORMAT.into(),
         tool: Tool { name: "dpaudit".into(), version: env!("CARGO_PKG_VERSION").into(), git_commit: options.git_commit.clone().unwrap_or_else(tool_git_commit) },
         issued_at: rfc3339_utc(std::time::SystemTime::now()),
         signer_key_id: key.key_id().to_owned(),
         status,
-        artifact: Artifact { kind: options.kind, files },
+        artifact,
         training_data_sha256,
         ledger,
-        mechanism,
+        mechanism: mechanism_of(entries),
         privacy,
         audits: options.audits.clone(),
         limitations: standard_limitations(),
-    };
-    Ok(cert)
+    })
 }
 
 /// The training data's SHA-256 that a run's `metrics.json` recorded.
@@ -217,10 +234,6 @@ fn read_ledger(run_dir: &Path) -> Result<(Option<FileDigest>, Vec<crate::account
 /// hash differs from `release.json`; non-Poisson or torn ledgers; violated audits.
 pub fn certify_release(release_dir: &Path, gan_run_dir: &Path, options: &CertifyOptions, key: &SecretKey) -> Result<Certificate> {
     validate_delta(options.delta)?;
-    let read_json = |path: &Path| -> Result<serde_json::Value> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not JSON: {e}")))
-    };
     let release_path = release_dir.join("release.json");
     let release = read_json(&release_path)?;
     let metrics_path = gan_run_dir.join(METRICS_FILE);
@@ -251,12 +264,6 @@ pub fn certify_release(release_dir: &Path, gan_run_dir: &Path, options: &Certify
         return Err(Error::data(gan_run_dir.join(LEDGER_FILE), "a private GAN run must have a ledger with at least one noisy step"));
     }
     let phases: Vec<Phase> = crate::accounting::ledger::phases_of(&entries)?;
-    let mechanism = mechanism_of(&entries);
-    let (status, privacy) = if proven {
-        (ClaimStatus::Certified, privacy_of(&phases, options.delta)?)
-    } else {
-        (ClaimStatus::UncertifiedClaim, uncertified_privacy(options.delta))
-    };
     let stated = release.get("files").and_then(serde_json::Value::as_object).ok_or_else(|| Error::data(&release_path, "no `files` object"))?;
     let mut files = Vec::new();
     for (name, want) in stated {
@@ -268,21 +275,7 @@ pub fn certify_release(release_dir: &Path, gan_run_dir: &Path, options: &Certify
         files.push(FileDigest { path, sha256 });
     }
     files.push(FileDigest { path: "release.json".into(), sha256: sha256_file(&release_path)? });
-    check_audits(&options.audits, privacy.verified_epsilon.epsilon).map_err(|reason| Error::invalid("audit", "", reason))?;
-    Ok(Certificate {
-        format: FORMAT.into(),
-        tool: Tool { name: "dpaudit".into(), version: env!("CARGO_PKG_VERSION").into(), git_commit: options.git_commit.clone().unwrap_or_else(tool_git_commit) },
-        issued_at: rfc3339_utc(std::time::SystemTime::now()),
-        signer_key_id: key.key_id().to_owned(),
-        status,
-        artifact: Artifact { kind: ArtifactKind::SyntheticDataset, files },
-        training_data_sha256,
-        ledger,
-        mechanism,
-        privacy,
-        audits: options.audits.clone(),
-        limitations: standard_limitations(),
-    })
+    assemble(key, options, proven, Artifact { kind: ArtifactKind::SyntheticDataset, files }, training_data_sha256, ledger, &entries, &phases)
 }
 
 /// One call for `dpaudit cert sign --release`: as [`sign_run`], for [`certify_release`].
