@@ -275,6 +275,7 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
         public_batch: None,
         pca_noise_multiplier: None,
         validation: 0,
+        parameter_averaging: None,
     };
     let mut on_step = |r: &crate::train::dpsgd::StepReport, total: u64, eps: Option<f64>| {
         observer.progress(r.step, total, &format!("loss {:.3}, epsilon {:.3} (RDP)", r.loss, eps.unwrap_or(f64::NAN)));

@@ -158,6 +158,11 @@ struct TrainArgs {
     /// set); privacy is accounted over the remaining examples. metrics.json: validation_accuracy.
     #[arg(long, value_name = "N", default_value_t = 0)]
     validation: usize,
+    /// Evaluate and save an exponential moving average of the parameters with this decay (e.g.
+    /// 0.999; De et al. 2022) instead of the last iterate. Post-processing of the noisy updates: no
+    /// privacy cost. metrics.json: parameter_averaging.
+    #[arg(long, value_name = "DECAY")]
+    ema: Option<f64>,
     /// Inject a deliberate bug, to test that audits catch it: no-clip, noise-on-mean, skip-noise:K
     /// (no noise every K-th step) or ledger-undercount (half the steps recorded). The run records
     /// the fault and `dpaudit cert sign` refuses to certify it.
@@ -764,9 +769,13 @@ fn train(args: &TrainArgs) -> Result<()> {
         },
         pca_noise_multiplier,
         validation: args.validation,
+        parameter_averaging: args.ema,
     };
     let bar = ProgressBar::new(total);
     bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed}<{eta}] {msg}").expect("valid template"));
+    if dpaudit::train::models::uses_scattering(&spec.config.model) {
+        bar.set_message(format!("computing the scattering coefficients of {} images before the first step", train_set.len() + test_set.len()));
+    }
     let mut on_step = |r: &dpaudit::train::dpsgd::StepReport, _total: u64, eps: Option<f64>| {
         bar.set_position(r.step);
         let eps = eps.map_or("no privacy".to_string(), |e| format!("epsilon {e:.3} (RDP, delta {:e})", args.delta));
@@ -785,6 +794,12 @@ fn train(args: &TrainArgs) -> Result<()> {
     }
     if let Some(p) = &metrics.pca {
         println!("  DP-PCA: {} dimensions, sigma_p = {} ({}; the ledger's phase q = 1, 1 step)", p.dims, p.noise_multiplier, p.source);
+    }
+    if let Some(f) = &metrics.features {
+        println!("  features: {f}");
+    }
+    if let Some(d) = metrics.parameter_averaging {
+        println!("  evaluated and saved: the exponential moving average of the parameters (decay {d}; post-processing, no privacy cost)");
     }
     if let (Some(r), Some(cfg)) = (metrics.robust_test_accuracy, metrics.adversarial) {
         println!("  robust test accuracy {r:.4} (PGD, L-infinity radius {}, {} steps of {})", cfg.epsilon, cfg.steps, cfg.step_size);

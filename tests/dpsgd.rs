@@ -131,3 +131,51 @@ fn adversarial_training_keeps_the_ledger_and_reports_robust_accuracy() {
     let resumed = DpSgd::resume(dir.path(), train.len(), Device::Cpu).unwrap();
     assert_eq!(resumed.adversarial(), Some(pgd));
 }
+
+#[test]
+fn parameter_average_is_the_warmed_up_ema_and_survives_a_resume() {
+    tch::set_num_threads(1);
+    let (train, _) = fixture();
+    let flat = |r: &DpSgd| tch::Tensor::cat(&r.parameters().iter().map(|p| p.detach().flatten(0, -1)).collect::<Vec<_>>(), 0);
+    // Reference: the average computed by hand from the iterates of an uninterrupted run.
+    let ref_dir = tempfile::tempdir().unwrap();
+    let mut r = DpSgd::new(config(true), train.len(), ref_dir.path(), Some(3), Device::Cpu).unwrap();
+    let decay: f64 = 0.8;
+    let mut avg = flat(&r);
+    for t in 1..=12u32 {
+        r.step(&train).unwrap();
+        let d = decay.min((1.0 + f64::from(t)) / (10.0 + f64::from(t)));
+        avg = avg * d + flat(&r) * (1.0 - d);
+    }
+    let last = flat(&r);
+    // The same run with averaging on, interrupted by a checkpoint and a resume at step 5.
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = DpSgd::new(config(true), train.len(), dir.path(), Some(3), Device::Cpu).unwrap();
+    assert!(a.set_parameter_averaging(1.0).is_err() && a.set_parameter_averaging(0.0).is_err());
+    a.set_parameter_averaging(decay).unwrap();
+    for _ in 0..5 {
+        a.step(&train).unwrap();
+    }
+    a.checkpoint().unwrap();
+    drop(a);
+    let mut b = DpSgd::resume(dir.path(), train.len(), Device::Cpu).unwrap();
+    assert_eq!(b.parameter_averaging(), Some(decay));
+    assert!(b.set_parameter_averaging(0.9).is_err(), "a resume must not change the decay");
+    b.set_parameter_averaging(decay).unwrap();
+    for _ in 0..7 {
+        b.step(&train).unwrap();
+    }
+    // Averaging does not change the iterates (nor the ledger) ...
+    assert!(f64::try_from((flat(&b) - &last).abs().max()).unwrap() < 1e-6);
+    assert_eq!(b.ledger().unwrap().steps(), 12);
+    // ... and use_average puts the hand-computed average in the model.
+    b.use_average().unwrap();
+    let got = flat(&b);
+    assert!(f64::try_from((&got - &avg).abs().max()).unwrap() < 1e-5);
+    assert!(f64::try_from((&got - &last).abs().max()).unwrap() > 1e-3, "the average must differ from the last iterate");
+    // A run that took steps without averaging cannot start averaging mid-way.
+    let c_dir = tempfile::tempdir().unwrap();
+    let mut c = DpSgd::new(config(true), train.len(), c_dir.path(), Some(3), Device::Cpu).unwrap();
+    c.step(&train).unwrap();
+    assert!(c.set_parameter_averaging(decay).is_err());
+}

@@ -47,6 +47,7 @@ fn spec(model: &str, epochs: f64) -> RunSpec {
         public_batch: None,
         pca_noise_multiplier: Some(SIGMA_P),
         validation: 200,
+        parameter_averaging: None,
     }
 }
 

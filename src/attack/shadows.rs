@@ -203,8 +203,8 @@ impl MiaSpec {
     pub fn validate(&self) -> Result<()> {
         let t = &self.target;
         crate::train::models::specs(&t.model)?;
-        if t.model.starts_with("abadi-pca") {
-            return Err(Error::invalid("target.model", &t.model, "membership inference trains on the images and does not run abadi-pca's DP-PCA phase; use a model on the raw pixels (e.g. mlp)"));
+        if !crate::train::models::trains_on_pixels(&t.model) {
+            return Err(Error::invalid("target.model", &t.model, "membership inference trains on the raw pixels and does not run the model's DP-PCA or scattering front end; use a model on the raw pixels (e.g. mlp)"));
         }
         if !(t.lot_size >= 1.0 && t.lot_size.is_finite()) {
             return Err(Error::invalid("target.lot_size", t.lot_size, "must be a finite number >= 1"));

@@ -375,8 +375,8 @@ impl AuditSpec {
             }
             None => {
                 crate::train::models::specs(&t.model)?;
-                if t.model.starts_with("abadi-pca") {
-                    return Err(Error::invalid("target.model", &t.model, "audits replay DP-SGD on the images and do not run its DP-PCA phase; audit the network on the raw pixels (e.g. mlp) instead"));
+                if !crate::train::models::trains_on_pixels(&t.model) {
+                    return Err(Error::invalid("target.model", &t.model, "audits replay DP-SGD on the raw pixels and do not run the model's DP-PCA or scattering front end; audit a network on the raw pixels (e.g. mlp) instead"));
                 }
             }
         }

@@ -138,7 +138,23 @@ struct CheckpointState {
     /// Adversarial training, kept across resumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     adversarial: Option<PgdConfig>,
+    /// The decay of the parameter average, kept across resumes (its tensors are
+    /// `average.safetensors` in the checkpoint folder).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    average_decay: Option<f64>,
 }
+
+/// An exponential moving average of the parameters (Polyak averaging; De et al. 2022 use it for
+/// DP-SGD). It is computed from the noisy iterates only, so it is post-processing and costs no
+/// privacy.
+#[derive(Debug)]
+struct ParameterAverage {
+    decay: f64,
+    params: Vec<Tensor>,
+}
+
+/// File of the parameter average inside a checkpoint folder.
+const AVERAGE_FILE: &str = "average.safetensors";
 
 /// A DP-SGD run in a folder: the model, the optimiser, the sampler, the noise stream, the ledger.
 pub struct DpSgd {
@@ -160,6 +176,7 @@ pub struct DpSgd {
     canaries: Vec<Vec<Tensor>>,
     /// No folder: the ledger is in memory and checkpoints are refused (audit replays).
     ephemeral: bool,
+    average: Option<ParameterAverage>,
 }
 
 /// `tch::manual_seed` seeds one process-wide generator: hold this while seeding and building a
@@ -252,7 +269,7 @@ impl DpSgd {
             (true, false) => Some(Ledger::create(run_dir.join(LEDGER_FILE))?),
             (true, true) => Some(Ledger::open(run_dir.join(LEDGER_FILE))?),
         };
-        Ok(DpSgd { config, vs, model, params, optimizer, sampler, noise_rng, ledger, run_dir: run_dir.to_path_buf(), steps: 0, dataset_size, fault: None, adversarial: None, public_batch: None, canaries: Vec::new(), ephemeral })
+        Ok(DpSgd { config, vs, model, params, optimizer, sampler, noise_rng, ledger, run_dir: run_dir.to_path_buf(), steps: 0, dataset_size, fault: None, adversarial: None, public_batch: None, canaries: Vec::new(), ephemeral, average: None })
     }
 
     /// Resumes the run in `run_dir` from its latest checkpoint, continuing the same ledger,
@@ -283,6 +300,25 @@ impl DpSgd {
         let sampler = PoissonSampler::resume(dataset_size, q, state.sampler)?;
         let mut noise_rng = ChaCha20Rng::from_seed(state.noise_seed);
         noise_rng.set_word_pos(state.noise_word_pos);
+        let average = match state.average_decay {
+            Some(decay) => {
+                let path = folder.join(AVERAGE_FILE);
+                let saved = Tensor::read_safetensors(&path)?;
+                let mut avg = Vec::with_capacity(params.len());
+                for (i, p) in params.iter().enumerate() {
+                    let t = saved
+                        .iter()
+                        .find_map(|(n, t)| (*n == i.to_string()).then(|| t.shallow_clone()))
+                        .ok_or_else(|| Error::data(&path, format!("has no tensor {i}")))?;
+                    if t.size() != p.size() {
+                        return Err(Error::data(&path, format!("tensor {i} has shape {:?}, the parameter {:?}", t.size(), p.size())));
+                    }
+                    avg.push(t.f_to_kind(p.kind())?.f_to(device)?);
+                }
+                Some(ParameterAverage { decay, params: avg })
+            }
+            None => None,
+        };
         let ledger = if state.config.private {
             let l = Ledger::open(run_dir.join(LEDGER_FILE))?;
             if l.steps() < state.steps {
@@ -309,6 +345,7 @@ impl DpSgd {
             public_batch: None,
             canaries: Vec::new(),
             ephemeral: false,
+            average,
         })
     }
 
@@ -402,6 +439,15 @@ impl DpSgd {
         };
         self.optimizer.step(&self.params, &grads)?;
         self.steps += 1;
+        if let Some(avg) = &mut self.average {
+            // De et al. 2022's warm-up: early iterates (far from the end point) fade fast.
+            let t = self.steps as f64;
+            let d = avg.decay.min((1.0 + t) / (10.0 + t));
+            let _guard = tch::no_grad_guard();
+            for (a, p) in avg.params.iter_mut().zip(&self.params) {
+                let _ = a.f_mul_scalar_(d)?.f_add_(&p.f_mul_scalar(1.0 - d)?)?;
+            }
+        }
         let n = lot.len();
         Ok(StepReport {
             step: self.steps,
@@ -429,6 +475,11 @@ impl DpSgd {
         for f in ["model.safetensors", "optimizer.safetensors"] {
             sync_file(&folder.join(f))?;
         }
+        if let Some(avg) = &self.average {
+            let named: Vec<(String, &Tensor)> = avg.params.iter().enumerate().map(|(i, t)| (i.to_string(), t)).collect();
+            Tensor::write_safetensors(&named, folder.join(AVERAGE_FILE))?;
+            sync_file(&folder.join(AVERAGE_FILE))?;
+        }
         let previous = std::fs::read_to_string(self.run_dir.join(CHECKPOINT_POINTER))
             .ok()
             .and_then(|t| serde_json::from_str::<CheckpointState>(&t).ok())
@@ -443,11 +494,54 @@ impl DpSgd {
             folder: name.clone(),
             fault: self.fault,
             adversarial: self.adversarial,
+            average_decay: self.average.as_ref().map(|a| a.decay),
         };
         let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::data(&folder, e.to_string()))?;
         write_atomically(&self.run_dir.join(CHECKPOINT_POINTER), &json)?;
         if let Some(old) = previous.filter(|o| *o != name) {
             let _ = std::fs::remove_dir_all(self.run_dir.join(old));
+        }
+        Ok(())
+    }
+
+    /// Keeps an exponential moving average of the parameters with this decay (for example
+    /// 0.999), from the next step on; [`DpSgd::use_average`] puts it in the model. A resumed run
+    /// keeps the average it had; asking again with the same decay does nothing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a decay outside (0, 1), or one that differs from the decay
+    /// of the run being resumed, or for a run that has taken steps without averaging.
+    pub fn set_parameter_averaging(&mut self, decay: f64) -> Result<()> {
+        if !(decay > 0.0 && decay < 1.0) {
+            return Err(Error::invalid("parameter-average decay", decay, "must be in (0, 1)"));
+        }
+        match &self.average {
+            Some(a) if a.decay == decay => return Ok(()),
+            Some(a) => return Err(Error::invalid("parameter-average decay", decay, format!("the run being resumed averages with decay {}", a.decay))),
+            None if self.steps > 0 => return Err(Error::invalid("parameter-average decay", decay, "the run being resumed was trained without averaging")),
+            None => {}
+        }
+        let params = self.params.iter().map(|p| p.f_detach_copy()).collect::<std::result::Result<Vec<_>, _>>()?;
+        self.average = Some(ParameterAverage { decay, params });
+        Ok(())
+    }
+
+    /// The decay of the parameter average, if the run keeps one.
+    pub fn parameter_averaging(&self) -> Option<f64> {
+        self.average.as_ref().map(|a| a.decay)
+    }
+
+    /// Copies the parameter average into the model (no-op without averaging). Call it after the
+    /// last step and checkpoint: a checkpoint keeps both the last iterate and the average.
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn use_average(&mut self) -> Result<()> {
+        if let Some(avg) = &self.average {
+            let _guard = tch::no_grad_guard();
+            for (p, a) in self.params.iter_mut().zip(&avg.params) {
+                let _ = p.f_copy_(a)?;
+            }
         }
         Ok(())
     }

@@ -10,3 +10,4 @@ pub mod pca;
 pub mod per_example;
 pub mod run;
 pub mod sampling;
+pub mod scattering;

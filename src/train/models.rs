@@ -1,12 +1,29 @@
 //! The models dpaudit trains, built by name. Inputs are (B, 1, 28, 28) floats in [0, 1]
 //! (MNIST-format images), except for `abadi-pca`, whose inputs are (B, k) DP-PCA projections
-//! (see [`pca_dims`]); outputs are 10 logits.
+//! (see [`pca_dims`]), and the `scatter-` models, whose inputs are the images' (B, 81, 7, 7)
+//! scattering coefficients (see [`uses_scattering`]); outputs are 10 logits.
 use crate::error::{Error, Result};
 use crate::train::per_example::{LayerSpec, Sequential};
 use tch::nn;
 
 /// The model names [`build`] accepts.
-pub const MODEL_NAMES: [&str; 6] = ["logreg", "mlp", "tanh-cnn", "seed-cnn", "seed-cnn-pn", "abadi-pca"];
+pub const MODEL_NAMES: [&str; 8] = ["logreg", "mlp", "tanh-cnn", "seed-cnn", "seed-cnn-pn", "abadi-pca", "scatter-linear", "scatter-cnn"];
+
+/// Whether the model trains on the images' scattering coefficients
+/// ([`crate::train::scattering`], computed by `dpaudit train` before training) rather than on
+/// pixels: `scatter-linear` and `scatter-cnn`.
+pub fn uses_scattering(name: &str) -> bool {
+    matches!(name, "scatter-linear" | "scatter-cnn")
+}
+
+/// Whether the model's input is the raw (B, 1, 28, 28) image, as audits and attacks that replay
+/// training need: every model but the DP-PCA (`abadi-pca`) and scattering (`scatter-`) ones.
+pub fn trains_on_pixels(name: &str) -> bool {
+    pca_dims(name).is_none() && !uses_scattering(name)
+}
+
+/// GroupNorm groups over the 81 scattering channels (Tramèr & Boneh 2021: 27).
+pub const SCATTER_GROUPS: i64 = 27;
 
 /// The DP-PCA dimension of `abadi-pca` (Abadi et al. 2016: 60).
 pub const ABADI_PCA_DIMS: usize = 60;
@@ -135,6 +152,11 @@ pub fn mlp_specs(inputs: i64, hidden: i64, classes: i64) -> Vec<LayerSpec> {
 ///   DP-PCA projection of the images (`abadi-pca-K`: on a K-dimensional one; a `-hN` suffix sets
 ///   N hidden units, see [`split_hidden`]); `dpaudit train`
 ///   computes the projection (`crate::train::pca`) and records its cost first.
+/// - `scatter-linear` (Tramèr & Boneh 2021): GroupNorm (27 groups) of the 81 x 7 x 7 scattering
+///   coefficients, flatten, linear 3969 -> 10.
+/// - `scatter-cnn` (Tramèr & Boneh 2021's MNIST ScatterNet+CNN): GroupNorm (27 groups), conv 16
+///   3x3 stride 2 padding 1, tanh, conv 32 3x3 padding 1, tanh, flatten, linear 512 -> 32, tanh,
+///   linear 32 -> 10.
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] for an unknown name (the message lists [`MODEL_NAMES`]).
@@ -199,6 +221,21 @@ pub fn specs(name: &str) -> Result<Vec<LayerSpec>> {
             LayerSpec::Flatten,
             linear(32 * 7 * 7, 32),
             LayerSpec::Relu,
+            linear(32, CLASSES),
+        ],
+        "scatter-linear" => {
+            let (c, side) = (crate::train::scattering::CHANNELS, crate::train::scattering::OUTPUT_SIDE);
+            vec![LayerSpec::GroupNorm { groups: SCATTER_GROUPS, channels: c }, LayerSpec::Flatten, linear(c * side * side, CLASSES)]
+        }
+        "scatter-cnn" => vec![
+            LayerSpec::GroupNorm { groups: SCATTER_GROUPS, channels: crate::train::scattering::CHANNELS },
+            conv(crate::train::scattering::CHANNELS, 16, 3, 2, 1),
+            LayerSpec::Tanh,
+            conv(16, 32, 3, 1, 1),
+            LayerSpec::Tanh,
+            LayerSpec::Flatten,
+            linear(32 * 4 * 4, 32),
+            LayerSpec::Tanh,
             linear(32, CLASSES),
         ],
         other if pca_dims(other).is_some() => {

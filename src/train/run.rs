@@ -56,6 +56,9 @@ pub struct RunSpec {
     /// Hold out the last this many training examples as a validation set (0: none). They are
     /// never trained on; the privacy accounting is over the remaining examples.
     pub validation: usize,
+    /// Evaluate and save an exponential moving average of the parameters with this decay
+    /// (post-processing, no privacy cost); `None`: the last iterate.
+    pub parameter_averaging: Option<f64>,
 }
 
 /// The file of the DP-PCA projection inside a run folder.
@@ -101,6 +104,13 @@ pub struct Metrics {
     pub validation_examples: usize,
     /// The DP-PCA projection (abadi-pca).
     pub pca: Option<PcaReport>,
+    /// The fixed feature map in front of the model, if any (the `scatter-` models): what it is and
+    /// why it costs no privacy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub features: Option<String>,
+    /// The decay of the exponential moving average of the parameters that was evaluated and saved
+    /// (`None`: the last iterate). Post-processing of the noisy iterates: no privacy cost.
+    pub parameter_averaging: Option<f64>,
     /// Epsilon from each accountant, computed from the ledger (empty without privacy).
     pub epsilons: Vec<AccountedEpsilon>,
     /// Whether the run was private.
@@ -162,8 +172,8 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
         (None, Some(_)) => return Err(Error::invalid("PCA noise multiplier", spec.config.model.as_str(), "only the abadi-pca models use DP-PCA")),
         (None, None) => None,
     };
-    if pca_dims.is_some() && (spec.adversarial.is_some() || spec.public_batch.is_some()) {
-        return Err(Error::invalid("model", spec.config.model.as_str(), "trains on DP-PCA projections; adversarial training and public-data normalisation work on images"));
+    if !models::trains_on_pixels(&spec.config.model) && (spec.adversarial.is_some() || spec.public_batch.is_some()) {
+        return Err(Error::invalid("model", spec.config.model.as_str(), "trains on DP-PCA projections or scattering coefficients; adversarial training and public-data normalisation work on images"));
     }
     crate::accounting::validate_delta(spec.delta)?;
     if !(spec.epochs > 0.0 && spec.epochs.is_finite()) {
@@ -218,6 +228,21 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
         }
         _ => None,
     };
+    let features = if models::uses_scattering(&spec.config.model) {
+        let sc = crate::train::scattering::Scattering::new(device)?;
+        examples.images = sc.transform(&examples.images)?;
+        test_examples.images = sc.transform(&test_examples.images)?;
+        if let Some(v) = validation_examples.as_mut() {
+            v.images = sc.transform(&v.images)?;
+        }
+        Some(format!(
+            "scattering transform (J = {}, L = {}, Kymatio's filters): 81 x 7 x 7 coefficients per image, computed from each image alone with data-independent filters, so no privacy cost (proofs/train/scattering.md)",
+            crate::train::scattering::J,
+            crate::train::scattering::L
+        ))
+    } else {
+        None
+    };
     if let Some(f) = spec.inject_fault {
         if run.fault().is_some_and(|g| g != f) {
             return Err(Error::invalid("--inject-fault", f, format!("the run being resumed has another fault ({})", run.fault().expect("checked"))));
@@ -226,6 +251,9 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
     }
     if let Some(cfg) = spec.adversarial {
         run.set_adversarial(cfg);
+    }
+    if let Some(decay) = spec.parameter_averaging {
+        run.set_parameter_averaging(decay)?;
     }
     if let Some(public) = &spec.public_batch {
         run.set_public_batch(Examples::from_dataset(public, device)?.images)?;
@@ -242,6 +270,7 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
         }
     }
     run.checkpoint()?;
+    run.use_average()?;
     let model_path = run.save_model()?;
     let test_accuracy = run.accuracy(&test_examples)?;
     let validation_accuracy = match &validation_examples {
@@ -271,6 +300,8 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
         validation_accuracy,
         validation_examples: spec.validation,
         pca: pca_report,
+        features,
+        parameter_averaging: run.parameter_averaging(),
         epsilons,
         private: run.config().private,
         sampling: "poisson",
