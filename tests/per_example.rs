@@ -428,7 +428,12 @@ fn named_models_build_and_clip() {
         }
         let vs = nn::VarStore::new(Device::Cpu);
         let model = models::build(name, &vs.root()).unwrap();
-        let inputs = Tensor::rand([3, 1, 28, 28], (Kind::Float, Device::Cpu));
+        // The scatter- models take (B, 81, 7, 7) scattering coefficients (tests/scattering.rs).
+        let inputs = if models::uses_scattering(name) {
+            Tensor::rand([3, 81, 7, 7], (Kind::Float, Device::Cpu))
+        } else {
+            Tensor::rand([3, 1, 28, 28], (Kind::Float, Device::Cpu))
+        };
         let labels = Tensor::from_slice(&[0i64, 5, 9]);
         if model.needs_public_batch() {
             // Public-data normalisation refuses to run before it has public

@@ -540,7 +540,7 @@ impl DpSgd {
         if let Some(avg) = &self.average {
             let _guard = tch::no_grad_guard();
             for (p, a) in self.params.iter_mut().zip(&avg.params) {
-                let _ = p.f_copy_(a)?;
+                p.f_copy_(a)?;
             }
         }
         Ok(())

@@ -71,7 +71,9 @@ fn gabor_2d(m: usize, sigma: f64, theta: f64, xi: f64, slant: f64) -> Vec<(f64, 
             }
         }
     }
-    let norm = 2.0 * 3.1415 * sigma * sigma / slant; // Kymatio's constant, kept for agreement
+    // Kymatio divides by 2 * 3.1415 (not pi) sigma^2 / slant; kept so the coefficients agree.
+    #[allow(clippy::approx_constant)]
+    let norm = 2.0 * 3.1415 * sigma * sigma / slant;
     out.iter_mut().for_each(|v| {
         v.0 /= norm;
         v.1 /= norm;
