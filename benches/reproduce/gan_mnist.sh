@@ -7,7 +7,8 @@
 # delta = 1e-5; sigma is calibrated up front with the RDP accountant for EPSILON after all the
 # discriminator steps. N_CRITIC (default 10: Bie et al. 2023 find that several discriminator steps
 # per generator step restore the balance DP noise upsets), LOT (128), D_LR and G_LR (Adam, 2e-4)
-# override the training settings. Needs data/mnist (`dpaudit data fetch mnist`, or a copy). Writes
+# override the training settings; DATASET=fashion-mnist (with DATA=data/fashion-mnist) trains on
+# Fashion-MNIST instead. Needs data/mnist (`dpaudit data fetch mnist`, or a copy). Writes
 # OUT/run (the GAN), OUT/synth (the release) and OUT/eval.json; prints wall times.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -20,7 +21,7 @@ cargo build --release --quiet
 BIN=target/release/dpaudit
 mkdir -p "$OUT"
 t0=$(date +%s)
-$BIN gan train --dataset mnist --data-dir "$DATA" --design joint --target-epsilon "$EPS" --delta 1e-5 \
+$BIN gan train --dataset "${DATASET:-mnist}" --data-dir "$DATA" --design joint --target-epsilon "$EPS" --delta 1e-5 \
     --epochs "$EPOCHS" --lot-size "${LOT:-128}" --max-grad-norm 1 --n-critic "${N_CRITIC:-10}" --d-lr "${D_LR:-2e-4}" --g-lr "${G_LR:-2e-4}" \
     --seed 1 --threads "$THREADS" --force --out "$OUT/run"
 t1=$(date +%s)
