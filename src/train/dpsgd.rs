@@ -445,7 +445,7 @@ impl DpSgd {
             let d = avg.decay.min((1.0 + t) / (10.0 + t));
             let _guard = tch::no_grad_guard();
             for (a, p) in avg.params.iter_mut().zip(&self.params) {
-                let _ = a.f_mul_scalar_(d)?.f_add_(&p.f_mul_scalar(1.0 - d)?)?;
+                let _ = a.f_lerp_(p, 1.0 - d)?; // a = d a + (1 - d) p
             }
         }
         let n = lot.len();

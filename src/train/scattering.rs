@@ -92,39 +92,13 @@ fn morlet_2d(m: usize, sigma: f64, theta: f64, xi: f64, slant: f64) -> Vec<(f64,
     wv.iter().zip(&env).map(|(w, e)| (w.0 - (k.0 * e.0 - k.1 * e.1), w.1 - (k.0 * e.1 + k.1 * e.0))).collect()
 }
 
-/// The real part of the 2-D DFT of an M x M complex signal (direct sum; M = 36 is small).
-fn dft_real(m: usize, x: &[(f64, f64)]) -> Vec<f64> {
-    let tw: Vec<(f64, f64)> = (0..m).map(|t| {
-        let a = -2.0 * std::f64::consts::PI * t as f64 / m as f64;
-        (a.cos(), a.sin())
-    }).collect();
-    // rows then columns
-    let mut rows = vec![(0.0, 0.0); m * m];
-    for i in 0..m {
-        for u in 0..m {
-            let mut acc = (0.0, 0.0);
-            for k in 0..m {
-                let w = tw[(u * k) % m];
-                let v = x[i * m + k];
-                acc.0 += v.0 * w.0 - v.1 * w.1;
-                acc.1 += v.0 * w.1 + v.1 * w.0;
-            }
-            rows[i * m + u] = acc;
-        }
-    }
-    let mut out = vec![0.0; m * m];
-    for v in 0..m {
-        for u in 0..m {
-            let mut re = 0.0;
-            for i in 0..m {
-                let w = tw[(v * i) % m];
-                let r = rows[i * m + u];
-                re += r.0 * w.0 - r.1 * w.1;
-            }
-            out[v * m + u] = re;
-        }
-    }
-    out
+/// The real part of the 2-D FFT of an M x M complex signal (in double precision).
+fn dft_real(m: usize, x: &[(f64, f64)]) -> Result<Vec<f64>> {
+    let side = m as i64;
+    let re = Tensor::f_from_slice(&x.iter().map(|v| v.0).collect::<Vec<_>>())?.f_view([side, side])?;
+    let im = Tensor::f_from_slice(&x.iter().map(|v| v.1).collect::<Vec<_>>())?.f_view([side, side])?;
+    let f = Tensor::f_complex(&re, &im)?.f_fft_fft2(None::<&[i64]>, &[-2, -1][..], "backward")?.f_real()?;
+    Ok(Vec::<f64>::try_from(f.f_contiguous()?.f_view([-1])?)?)
 }
 
 /// Kymatio's `periodize_filter_fft`: zero the frequencies that would alias, then fold the M x M
@@ -174,11 +148,11 @@ impl Scattering {
                 let angle = ((L - L / 2 - 1) as f64 - theta as f64) * std::f64::consts::PI / L as f64;
                 let sigma = 0.8 * 2f64.powi(j as i32);
                 let xi = 3.0 / 4.0 * std::f64::consts::PI / 2f64.powi(j as i32);
-                let f = dft_real(m, &morlet_2d(m, sigma, angle, xi, 4.0 / L as f64));
+                let f = dft_real(m, &morlet_2d(m, sigma, angle, xi, 4.0 / L as f64))?;
                 psi.extend(f.iter().map(|&v| v as f32));
             }
         }
-        let phi_full = dft_real(m, &gabor_2d(m, 0.8 * 2f64.powi(J as i32 - 1), 0.0, 0.0, 1.0));
+        let phi_full = dft_real(m, &gabor_2d(m, 0.8 * 2f64.powi(J as i32 - 1), 0.0, 0.0, 1.0))?;
         let level = |res: u32| -> Result<Tensor> {
             let p: Vec<f32> = periodize(m, &phi_full, res).iter().map(|&v| v as f32).collect();
             let side = (m >> res) as i64;
