@@ -274,6 +274,7 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
         adversarial: None,
         public_batch: None,
         pca_noise_multiplier: None,
+        pca_whiten: false,
         validation: 0,
         parameter_averaging: None,
     };

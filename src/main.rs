@@ -150,6 +150,10 @@ struct TrainArgs {
     /// recorded in the ledger as (q = 1, sigma_p, 1 step) before training; Abadi et al. used 4 and 7).
     #[arg(long, value_name = "SIGMA_P", default_value_t = 7.0)]
     pca_noise_multiplier: f64,
+    /// abadi-pca: whiten the projection, scaling each component to the same energy using the
+    /// released noisy eigenvalues (post-processing, no privacy cost; metrics.json: pca.whitened).
+    #[arg(long)]
+    pca_whiten: bool,
     /// mlp and abadi-pca: hidden units of the one hidden layer (default 1000; the run's model
     /// name gets a -hN suffix, e.g. mlp-h500).
     #[arg(long, value_name = "N")]
@@ -768,6 +772,7 @@ fn train(args: &TrainArgs) -> Result<()> {
             None => None,
         },
         pca_noise_multiplier,
+        pca_whiten: args.pca_whiten,
         validation: args.validation,
         parameter_averaging: args.ema,
     };
@@ -793,7 +798,8 @@ fn train(args: &TrainArgs) -> Result<()> {
         println!("  validation accuracy {v:.4} ({} held-out training examples)", metrics.validation_examples);
     }
     if let Some(p) = &metrics.pca {
-        println!("  DP-PCA: {} dimensions, sigma_p = {} ({}; the ledger's phase q = 1, 1 step)", p.dims, p.noise_multiplier, p.source);
+        let whitened = if p.whitened { ", whitened" } else { "" };
+        println!("  DP-PCA: {} dimensions, sigma_p = {} ({}{whitened}; the ledger's phase q = 1, 1 step)", p.dims, p.noise_multiplier, p.source);
     }
     if let Some(f) = &metrics.features {
         println!("  features: {f}");

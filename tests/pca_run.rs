@@ -46,6 +46,7 @@ fn spec(model: &str, epochs: f64) -> RunSpec {
         adversarial: None,
         public_batch: None,
         pca_noise_multiplier: Some(SIGMA_P),
+        pca_whiten: false,
         validation: 200,
         parameter_averaging: None,
     }
@@ -145,6 +146,48 @@ fn resume_loads_the_projection_and_never_records_dp_pca_twice() {
     other.pca_noise_multiplier = Some(2.0 * SIGMA_P);
     let (train, test) = fixture();
     assert!(train_run(&other, &train, &test, dir.path(), Device::Cpu, &mut |_, _, _| {}).is_err());
+}
+
+#[test]
+fn whitened_projection_is_saved_as_used_and_a_resume_must_match_it() {
+    tch::set_num_threads(1);
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = spec("abadi-pca", 1.0);
+    s.pca_whiten = true;
+    let first = run(&s, dir.path());
+    assert!(first.pca.as_ref().unwrap().whitened);
+    // The file holds the whitened components (what the model was trained on) and the scale: the
+    // components divided by the scale are orthonormal eigenvectors, and the scale follows the
+    // saved eigenvalues as DpPca::whiten defines it.
+    let tensors: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(dir.path().join(PCA_FILE)).unwrap().into_iter().collect();
+    let scale = Vec::<f64>::try_from(tensors["whitening"].to_kind(Kind::Double)).unwrap();
+    let eig = Vec::<f64>::try_from(tensors["eigenvalues"].to_kind(Kind::Double)).unwrap();
+    assert_eq!((scale.len(), eig.len()), (60, 60));
+    let floor = dpaudit::train::pca::WHITENING_FLOOR * eig[0];
+    let c2 = eig.iter().map(|l| l.max(floor)).sum::<f64>() / 60.0;
+    for (s, l) in scale.iter().zip(&eig) {
+        assert!((s - (c2 / l.max(floor)).sqrt()).abs() < 1e-9 * s, "scale {s} for eigenvalue {l}");
+    }
+    let v = tensors["components"].to_kind(Kind::Double) / Tensor::from_slice(&scale).view([1, 60]);
+    let gram = v.transpose(0, 1).matmul(&v);
+    assert!(f64::try_from((gram - Tensor::eye(60, (Kind::Double, Device::Cpu))).abs().max()).unwrap() < 1e-5);
+    assert!(scale.iter().any(|&s| (s - scale[0]).abs() > 0.1 * scale[0]), "whitening changed nothing: {scale:?}");
+    // Resuming without --pca-whiten is refused; with it, the projection is loaded as saved.
+    let (train, test) = fixture();
+    let mut plain = spec("abadi-pca", 2.0);
+    plain.resume = true;
+    let err = train_run(&plain, &train, &test, dir.path(), Device::Cpu, &mut |_, _, _| {}).unwrap_err();
+    assert!(err.to_string().contains("with --pca-whiten"), "{err}");
+    let mut more = plain.clone();
+    more.pca_whiten = true;
+    let second = run(&more, dir.path());
+    assert_eq!((second.pca.as_ref().unwrap().source, second.pca.as_ref().unwrap().whitened), ("loaded", true));
+    assert_eq!(pca_entries(dir.path()), 1);
+    // Whitening is refused for a model without DP-PCA.
+    let mut lr = spec("logreg", 1.0);
+    (lr.pca_noise_multiplier, lr.pca_whiten) = (None, true);
+    let other = tempfile::tempdir().unwrap();
+    assert!(train_run(&lr, &train, &test, other.path(), Device::Cpu, &mut |_, _, _| {}).is_err());
 }
 
 #[test]

@@ -59,6 +59,7 @@ fn scatter_linear_trains_on_the_features_and_pays_only_for_dp_sgd() {
         adversarial: None,
         public_batch: None,
         pca_noise_multiplier: pca,
+        pca_whiten: false,
         validation: 0,
         parameter_averaging: None,
     };

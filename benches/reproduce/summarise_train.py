@@ -22,7 +22,7 @@ for name in ("rdp", "pld"):
 print(f"  sigma {m['config']['noise_multiplier']:.4f}, q {m['sampling_rate']:.6f}, {m['steps']} DP-SGD steps, phases {[(p['sampling_rate'], p['noise_multiplier'], p['steps']) for p in m['phases']]}")
 if m.get("pca"):
     p = m["pca"]
-    print(f"  DP-PCA: {p['dims']} dimensions, sigma_p {p['noise_multiplier']} ({p['source']})")
+    print(f"  DP-PCA: {p['dims']} dimensions, sigma_p {p['noise_multiplier']} ({p['source']}{', whitened' if p.get('whitened') else ''})")
 print(f"  wall: {m['wall_seconds']:.0f} s (last dpaudit train invocation)" + (f", {wall} s (whole script)" if wall else ""))
 ok = m["test_accuracy"] >= bar and eps and max(eps.values()) <= eps_max + 1e-9
 print(f"  bar (test accuracy >= {bar} at epsilon <= {eps_max}): {'met' if ok else 'NOT met'}")

@@ -22,13 +22,47 @@ pub const LEDGER_LABEL: &str = "dp-pca";
 /// A private projection: `components` is (d, k), columns ordered by decreasing noisy eigenvalue.
 #[derive(Debug)]
 pub struct DpPca {
-    /// The (d, k) projection matrix (f32, on the data's device).
+    /// The (d, k) projection matrix (f32, on the data's device); after [`DpPca::whiten`], the
+    /// eigenvectors times `whitening`.
     pub components: Tensor,
     /// The k largest eigenvalues of the noisy, symmetrised second-moment matrix.
     pub eigenvalues: Vec<f64>,
+    /// The per-component scale applied by [`DpPca::whiten`]; `None`: plain eigenvectors.
+    pub whitening: Option<Vec<f64>>,
 }
 
+/// [`DpPca::whiten`] floors each noisy eigenvalue at this fraction of the largest, so that a
+/// component whose noisy eigenvalue is tiny (or negative) is not blown up.
+pub const WHITENING_FLOOR: f64 = 1e-3;
+
 impl DpPca {
+    /// Rescales component j by `c / sqrt(max(lambda_j, WHITENING_FLOOR * lambda_1))`, with c
+    /// chosen so that the total is unchanged: `c^2 = mean_j max(lambda_j, floor)`. On the unit-norm
+    /// rows the noisy eigenvalues describe, every component then carries the same energy `c^2`
+    /// instead of the first (the mean direction) dominating, which conditions the model's first
+    /// layer better. It uses only the released eigenvalues: post-processing, no privacy cost
+    /// (`proofs/train/dp_pca.md`, "Whitening").
+    ///
+    /// # Errors
+    /// [`Error::Numerical`] if the largest noisy eigenvalue is not a positive number (nothing to
+    /// scale against) or the projection is already whitened; [`Error::Torch`] from libtorch.
+    pub fn whiten(&mut self) -> Result<()> {
+        if self.whitening.is_some() {
+            return Err(Error::numerical("dp-pca whitening", "the projection is already whitened"));
+        }
+        let top = self.eigenvalues.first().copied().unwrap_or(f64::NAN);
+        if !(top > 0.0 && top.is_finite()) {
+            return Err(Error::numerical("dp-pca whitening", format!("the largest noisy eigenvalue is {top}, not a positive number")));
+        }
+        let floored: Vec<f64> = self.eigenvalues.iter().map(|&l| l.max(WHITENING_FLOOR * top)).collect();
+        let c2 = floored.iter().sum::<f64>() / floored.len() as f64;
+        let scale: Vec<f64> = floored.iter().map(|&l| (c2 / l).sqrt()).collect();
+        let s = Tensor::f_from_slice(&scale)?.f_to_kind(self.components.kind())?.f_to(self.components.device())?;
+        self.components = self.components.f_mul(&s)?;
+        self.whitening = Some(scale);
+        Ok(())
+    }
+
     /// Projects (n, d) inputs to (n, k).
     ///
     /// # Errors
@@ -75,7 +109,7 @@ pub fn dp_pca(data: &Tensor, k: usize, noise_multiplier: f64, rng: &mut ChaCha20
     let idx = Tensor::f_arange_start_step((d - 1) as i64, (d - 1 - k) as i64, -1, (Kind::Int64, a.device()))?;
     let components = vectors.f_index_select(1, &idx)?.f_to_kind(Kind::Float)?;
     let eigenvalues = Vec::<f64>::try_from(values.f_index_select(0, &idx)?.f_to_device(tch::Device::Cpu)?)?;
-    Ok(DpPca { components, eigenvalues })
+    Ok(DpPca { components, eigenvalues, whitening: None })
 }
 
 #[cfg(test)]
@@ -102,6 +136,38 @@ mod tests {
         assert!(cos > 0.99, "first component {first:?}");
         assert_eq!(ledger.phases().unwrap(), vec![crate::accounting::Phase::new(1.0, 4.0, 1).unwrap()]);
         assert_eq!(pca.project(&x).unwrap().size(), vec![n, 2]);
+    }
+
+    #[test]
+    fn whitening_gives_every_component_the_same_energy_and_keeps_the_total() {
+        tch::manual_seed(0);
+        // Anisotropic data in 6 dimensions; a negligible sigma_p makes the noisy eigenvalues the
+        // exact ones of the unit-normalised rows, so the energies can be checked tightly.
+        let n = 3000;
+        let x = Tensor::randn([n, 6], (Kind::Double, tch::Device::Cpu)) * Tensor::from_slice(&[5.0f64, 3.0, 2.0, 1.0, 0.5, 0.2]).view([1, 6]);
+        let unit = &x / x.norm_scalaropt_dim(2, [1i64].as_slice(), true);
+        let mut ledger = Ledger::in_memory();
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let mut pca = dp_pca(&x, 4, 1e-9, &mut rng, &mut ledger).unwrap();
+        let energy = |p: &DpPca| Vec::<f64>::try_from(p.project(&unit).unwrap().to_kind(Kind::Double).square().sum_dim_intlist([0i64].as_slice(), false, Kind::Double)).unwrap();
+        let before = energy(&pca);
+        for (e, l) in before.iter().zip(&pca.eigenvalues) {
+            assert!((e - l).abs() < 1e-4 * l, "plain energy {e} vs eigenvalue {l}");
+        }
+        assert!(before[0] > 2.0 * before[3], "the test needs unequal energies: {before:?}");
+        pca.whiten().unwrap();
+        let after = energy(&pca);
+        let mean = before.iter().sum::<f64>() / 4.0;
+        for e in &after {
+            assert!((e - mean).abs() < 1e-4 * mean, "whitened energies {after:?}, expected all {mean}");
+        }
+        assert_eq!(pca.whitening.as_ref().map(Vec::len), Some(4));
+        assert!(pca.whiten().is_err(), "whitening twice is refused");
+        // A noisy eigenvalue below the floor is scaled as if it were the floor, not blown up.
+        let mut tiny = DpPca { components: Tensor::eye(2, (Kind::Float, tch::Device::Cpu)), eigenvalues: vec![1.0, -5.0], whitening: None };
+        tiny.whiten().unwrap();
+        let s = tiny.whitening.unwrap();
+        assert!((s[1] / s[0] - (1.0 / WHITENING_FLOOR).sqrt()).abs() < 1e-9, "{s:?}");
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct RunSpec {
     /// DP-PCA's noise multiplier sigma_p, for the models on a projection (`abadi-pca`; see
     /// [`models::pca_dims`]); required for them, refused for the others.
     pub pca_noise_multiplier: Option<f64>,
+    /// Whiten the DP-PCA projection ([`DpPca::whiten`]: every component scaled to the same
+    /// energy, from the released eigenvalues only; post-processing). Refused for other models.
+    pub pca_whiten: bool,
     /// Hold out the last this many training examples as a validation set (0: none). They are
     /// never trained on; the privacy accounting is over the remaining examples.
     pub validation: usize,
@@ -73,6 +76,8 @@ pub struct PcaReport {
     pub noise_multiplier: f64,
     /// `computed` in this invocation, or `loaded` from `pca.safetensors` (a resume).
     pub source: &'static str,
+    /// Whether the components were whitened (`--pca-whiten`, post-processing of the release).
+    pub whitened: bool,
     /// SHA-256 of `pca.safetensors`.
     pub sha256: String,
 }
@@ -172,6 +177,9 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
         (None, Some(_)) => return Err(Error::invalid("PCA noise multiplier", spec.config.model.as_str(), "only the abadi-pca models use DP-PCA")),
         (None, None) => None,
     };
+    if spec.pca_whiten && pca_sigma.is_none() {
+        return Err(Error::invalid("PCA whitening", spec.config.model.as_str(), "only the abadi-pca models use DP-PCA"));
+    }
     if !models::trains_on_pixels(&spec.config.model) && (spec.adversarial.is_some() || spec.public_batch.is_some()) {
         return Err(Error::invalid("model", spec.config.model.as_str(), "trains on DP-PCA projections or scattering coefficients; adversarial training and public-data normalisation work on images"));
     }
@@ -218,13 +226,13 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
     // Before any step: the projection (computed and recorded now, or loaded on a resume).
     let pca_report = match (pca_dims, pca_sigma) {
         (Some(k), Some(sigma_p)) => {
-            let (projection, source) = pca_projection(&mut run, &examples, k, sigma_p, spec.seed, out)?;
+            let (projection, source) = pca_projection(&mut run, &examples, k, sigma_p, spec.pca_whiten, spec.seed, out)?;
             examples.images = projection.project(&examples.images)?;
             test_examples.images = projection.project(&test_examples.images)?;
             if let Some(v) = validation_examples.as_mut() {
                 v.images = projection.project(&v.images)?;
             }
-            Some(PcaReport { dims: k, noise_multiplier: sigma_p, source, sha256: sha256_file(&out.join(PCA_FILE))? })
+            Some(PcaReport { dims: k, noise_multiplier: sigma_p, source, whitened: projection.whitening.is_some(), sha256: sha256_file(&out.join(PCA_FILE))? })
         }
         _ => None,
     };
@@ -353,7 +361,11 @@ pub fn hold_out_last(data: &Dataset, count: usize) -> Result<(Cow<'_, Dataset>, 
 ///
 /// A crash after the phase was recorded but before the file was written makes the next resume
 /// compute (and record) DP-PCA again: an over-count, which is safe.
-fn pca_projection(run: &mut DpSgd, examples: &Examples, k: usize, sigma_p: f64, seed: Option<u64>, out: &Path) -> Result<(DpPca, &'static str)> {
+///
+/// With `whiten` the saved `components` are the whitened ones (the projection the model is
+/// trained on, so the file alone reproduces the model's inputs), with the scale kept as
+/// `whitening`; a resume must ask for the same.
+fn pca_projection(run: &mut DpSgd, examples: &Examples, k: usize, sigma_p: f64, whiten: bool, seed: Option<u64>, out: &Path) -> Result<(DpPca, &'static str)> {
     let path = out.join(PCA_FILE);
     if path.exists() {
         if let Some(ledger) = run.ledger() {
@@ -365,26 +377,44 @@ fn pca_projection(run: &mut DpSgd, examples: &Examples, k: usize, sigma_p: f64, 
                 Some(_) => {}
             }
         }
-        let tensors = Tensor::read_safetensors(&path)?;
-        let components = tensors
-            .into_iter()
-            .find_map(|(name, t)| (name == "components").then_some(t))
-            .ok_or_else(|| Error::data(&path, "has no `components` tensor"))?;
+        let mut tensors = Tensor::read_safetensors(&path)?;
+        let mut take = |wanted: &str| tensors.iter().position(|(name, _)| name == wanted).map(|i| tensors.swap_remove(i).1);
+        let components = take("components").ok_or_else(|| Error::data(&path, "has no `components` tensor"))?;
+        let whitening = match take("whitening") {
+            Some(t) => Some(Vec::<f64>::try_from(t.f_to_kind(Kind::Double)?)?),
+            None => None,
+        };
+        if whitening.is_some() != whiten {
+            let (made, ask) = if whiten { ("without", "without --pca-whiten") } else { ("with", "with --pca-whiten") };
+            return Err(Error::invalid("PCA whitening", whiten, format!("the projection in {} was made {made} whitening; resume {ask}", path.display())));
+        }
+        let eigenvalues = match take("eigenvalues") {
+            Some(t) => Vec::<f64>::try_from(t.f_to_kind(Kind::Double)?)?,
+            None => Vec::new(),
+        };
         let d = examples.images.f_flatten(1, -1)?.size()[1];
         if components.size() != [d, k as i64] {
             return Err(Error::data(&path, format!("components have shape {:?}, expected [{d}, {k}]", components.size())));
         }
         let components = components.f_to_kind(Kind::Float)?.f_to(examples.images.device())?;
-        return Ok((DpPca { components, eigenvalues: Vec::new() }, "loaded"));
+        return Ok((DpPca { components, eigenvalues, whitening }, "loaded"));
     }
     let mut rng = ChaCha20Rng::from_seed(seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit).to_bytes(PCA_NOISE_STREAM));
     let projection = match run.ledger_mut() {
         Some(ledger) => pca::dp_pca(&examples.images, k, sigma_p, &mut rng, ledger)?,
         None => pca::dp_pca(&examples.images, k, sigma_p, &mut rng, &mut Ledger::in_memory())?,
     };
+    let mut projection = projection;
+    if whiten {
+        projection.whiten()?;
+    }
     let eigenvalues = Tensor::f_from_slice(&projection.eigenvalues)?;
+    let mut named = vec![("components", projection.components.shallow_clone()), ("eigenvalues", eigenvalues)];
+    if let Some(scale) = &projection.whitening {
+        named.push(("whitening", Tensor::f_from_slice(scale)?));
+    }
     let tmp = out.join(".pca.safetensors.tmp.safetensors");
-    Tensor::write_safetensors(&[("components", &projection.components), ("eigenvalues", &eigenvalues)], &tmp)?;
+    Tensor::write_safetensors(&named, &tmp)?;
     crate::durable::sync_file(&tmp)?;
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(format!("renaming to {}", path.display()), e))?;
     Ok((projection, "computed"))
