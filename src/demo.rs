@@ -23,7 +23,7 @@ use crate::audit::{engine, spec::AuditSpec};
 use crate::data::{self, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::gan::dpgan::{Design, GanConfig};
-use crate::gan::release::sample_release;
+use crate::gan::release::{sample_release, SampleOptions};
 use crate::gan::run::{train_gan, GanRunSpec};
 use crate::train::dpsgd::TrainConfig;
 use crate::train::optim::{LrSchedule, OptimizerKind};
@@ -378,7 +378,7 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
     data::write_mnist_dir(&gan_data, Split::Test, &holdout)?;
     let gan = train_gan(&gan_spec, &gan_train, &gan_run, Device::Cpu, &mut gan_progress)?;
     let release = out.join("synthetic");
-    let rel = sample_release(&gan_run, &release, config.release_count, Some(config.seed), false, Device::Cpu)?;
+    let rel = sample_release(&gan_run, &release, &SampleOptions::new(config.release_count, Some(config.seed)), false, Device::Cpu)?;
     let gan_epsilons: Vec<DemoEpsilon> = rel.epsilons.iter().map(|e| DemoEpsilon { accountant: e.accountant.into(), epsilon: e.epsilon }).collect();
     observer.note(&format!(
         "DP-GAN: {} discriminator steps, epsilon {}; released {} images",

@@ -109,7 +109,7 @@ fn a_noise_layer_release_is_not_certified() {
     let run = dir.path().join("gan");
     train_gan(&spec, &train, &run, tch::Device::Cpu, &mut |_, _, _| {}).unwrap();
     let release = dir.path().join("release");
-    dpaudit::gan::release::sample_release(&run, &release, 20, Some(1), false, tch::Device::Cpu).unwrap();
+    dpaudit::gan::release::sample_release(&run, &release, &dpaudit::gan::release::SampleOptions::new(20, Some(1)), false, tch::Device::Cpu).unwrap();
     let keys = dpaudit::cert::keys::generate_keypair(&dir.path().join("keys")).unwrap();
     let mut opts = dpaudit::cert::sign::CertifyOptions::model(1e-5);
     opts.kind = dpaudit::cert::schema::ArtifactKind::SyntheticDataset;

@@ -5,8 +5,8 @@ use dpaudit::accounting::ledger::Ledger;
 use dpaudit::data::{load_mnist_dir, sha256_file, Dataset, Split};
 use dpaudit::gan::dpgan::{private_discriminator_gradient, Design, DpGan, GanConfig};
 use dpaudit::gan::networks::{condition, D_INPUT_CHANNELS, FAKE, REAL};
-use dpaudit::gan::release::sample_release;
-use dpaudit::gan::run::{train_gan, GanRunSpec, GENERATOR_FILE};
+use dpaudit::gan::release::{generate_scored, load_discriminator, load_generator, sample_release, SampleOptions};
+use dpaudit::gan::run::{train_gan, GanRunSpec, DISCRIMINATOR_FILE, GENERATOR_FILE};
 use dpaudit::train::dpsgd::{Examples, CLIP_ROUNDING_SLACK};
 use dpaudit::train::noise::{self, NoiseSeed};
 use dpaudit::train::per_example::{clip_and_sum_grouped, per_example_cross_entropy, ClipConfig, LayerSpec, NormMethod, Sequential};
@@ -205,9 +205,9 @@ fn training_replays_under_a_seed_and_sampling_is_deterministic() {
     assert_eq!(m1.generator_sha256, m2.generator_sha256, "a seeded noise-layer run replays exactly (auditable)");
     assert!(m1.epsilon_status.contains("claimed by the method's authors; not proven by dpaudit"));
     let run = dir.path().join("g1");
-    let a = sample_release(&run, &dir.path().join("a"), 50, Some(5), false, Device::Cpu).unwrap();
-    let b = sample_release(&run, &dir.path().join("b"), 50, Some(5), false, Device::Cpu).unwrap();
-    let c = sample_release(&run, &dir.path().join("c"), 50, Some(6), false, Device::Cpu).unwrap();
+    let a = sample_release(&run, &dir.path().join("a"), &SampleOptions::new(50, Some(5)), false, Device::Cpu).unwrap();
+    let b = sample_release(&run, &dir.path().join("b"), &SampleOptions::new(50, Some(5)), false, Device::Cpu).unwrap();
+    let c = sample_release(&run, &dir.path().join("c"), &SampleOptions::new(50, Some(6)), false, Device::Cpu).unwrap();
     assert_eq!(a.files, b.files, "same seed, same release");
     assert_ne!(a.files["train-images-idx3-ubyte.gz"], c.files["train-images-idx3-ubyte.gz"], "another seed, other images");
     assert_eq!(a.generator_sha256, m1.generator_sha256);
@@ -218,11 +218,73 @@ fn training_replays_under_a_seed_and_sampling_is_deterministic() {
     for (name, hash) in &a.files {
         assert_eq!(&sha256_file(&dir.path().join("a").join(name)).unwrap(), hash);
     }
+    // The latent temperature: recorded, and it scales the latents (near 0, every image of a label
+    // is the generator's output at z = 0, so they coincide; at 1 they differ).
+    assert_eq!(a.temperature, 1.0);
+    let cold = sample_release(&run, &dir.path().join("cold"), &SampleOptions { temperature: 1e-6, ..SampleOptions::new(50, Some(5)) }, false, Device::Cpu).unwrap();
+    assert_eq!(cold.temperature, 1e-6);
+    assert_ne!(cold.files["train-images-idx3-ubyte.gz"], a.files["train-images-idx3-ubyte.gz"]);
+    let same_label = |d: &dpaudit::data::Dataset| (0..d.len()).filter(|&i| d.label(i) == 3).map(|i| d.image(i).to_vec()).collect::<Vec<_>>();
+    let cold_threes = same_label(&load_mnist_dir(&dir.path().join("cold"), Split::Train, 10).unwrap());
+    let warm_threes = same_label(&load_mnist_dir(&dir.path().join("a"), Split::Train, 10).unwrap());
+    assert_eq!(cold_threes.len(), 5);
+    assert!(cold_threes.iter().all(|im| im == &cold_threes[0]), "temperature ~0: one image per label");
+    assert!(warm_threes.iter().any(|im| im != &warm_threes[0]), "temperature 1: images of a label differ");
     // An existing output is refused without --force, replaced with it.
-    assert!(sample_release(&run, &dir.path().join("a"), 50, Some(7), false, Device::Cpu).is_err());
+    assert!(sample_release(&run, &dir.path().join("a"), &SampleOptions::new(50, Some(7)), false, Device::Cpu).is_err());
     assert_eq!(sha256_file(&dir.path().join("a/train-images-idx3-ubyte.gz")).unwrap(), a.files["train-images-idx3-ubyte.gz"]);
-    sample_release(&run, &dir.path().join("a"), 50, Some(6), true, Device::Cpu).unwrap();
+    sample_release(&run, &dir.path().join("a"), &SampleOptions::new(50, Some(6)), true, Device::Cpu).unwrap();
     assert_eq!(sha256_file(&dir.path().join("a/train-images-idx3-ubyte.gz")).unwrap(), c.files["train-images-idx3-ubyte.gz"]);
+}
+
+#[test]
+fn discriminator_ranking_keeps_the_best_scored_candidates_of_each_label() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    train_tiny(&run, Design::Joint, 3);
+    let opts = SampleOptions { keep: 0.25, ..SampleOptions::new(40, Some(9)) };
+    let r = sample_release(&run, &dir.path().join("ranked"), &opts, false, Device::Cpu).unwrap();
+    assert_eq!(r.keep, 0.25);
+    assert_eq!(r.discriminator_sha256.as_deref(), Some(sha256_file(&run.join(DISCRIMINATOR_FILE)).unwrap().as_str()));
+    assert!(r.selection.starts_with("discriminator ranking: 160 generated"), "{}", r.selection);
+    let released = load_mnist_dir(&dir.path().join("ranked"), Split::Train, 10).unwrap();
+    assert_eq!((released.len(), released.class_counts()), (40, vec![4; 10]));
+    // The 160 candidates, scored by the run's discriminator: for each label, the released images
+    // are its 4 best-scored candidates, best first.
+    let (g, info) = load_generator(&run, Device::Cpu).unwrap();
+    let d = load_discriminator(&run, &info, Device::Cpu).unwrap();
+    let (pixels, labels, scores) = generate_scored(&g, Some(&d), 160, 9, 1.0).unwrap();
+    assert_eq!(scores.len(), 160);
+    assert!(scores.iter().any(|&s| s != scores[0]), "the scores must differ for the ranking to mean anything");
+    for l in 0..10u8 {
+        let mut idx: Vec<usize> = (0..160).filter(|&i| labels[i] == l).collect();
+        idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+        let got: Vec<&[u8]> = (0..40).filter(|&i| released.label(i) == l).map(|i| released.image(i)).collect();
+        let want: Vec<&[u8]> = idx[..4].iter().map(|&i| &pixels[i * 784..(i + 1) * 784]).collect();
+        assert_eq!(got, want, "label {l}");
+    }
+    // The scores are the discriminator's real-minus-fake logit: recomputed here on the rounded
+    // pixels, the kept candidates score higher on average than the rejected ones.
+    let x = Tensor::from_slice(&pixels).view([160, 1, 28, 28]).to_kind(Kind::Float) / 255.0;
+    let y = Tensor::from_slice(&labels.iter().map(|&l| i64::from(l)).collect::<Vec<_>>());
+    let logits = tch::no_grad(|| d.net.forward(&condition(&x, &y).unwrap()).unwrap());
+    let again = Vec::<f32>::try_from(logits.select(1, REAL) - logits.select(1, FAKE)).unwrap();
+    for (a, b) in again.iter().zip(&scores) {
+        assert!((a - b).abs() < 0.05 * (1.0 + b.abs()), "score {b} vs {a} on the rounded image");
+    }
+    // Without ranking nothing about the discriminator is recorded; a bad fraction is refused; the
+    // noise-layer design cannot rank (its discriminator has no proven epsilon).
+    let plain = sample_release(&run, &dir.path().join("plain"), &SampleOptions::new(40, Some(9)), false, Device::Cpu).unwrap();
+    assert_eq!((plain.keep, plain.discriminator_sha256.is_none(), plain.selection.as_str()), (1.0, true, "all generated"));
+    for keep in [0.0, -0.5, 1.5, f64::NAN] {
+        let e = sample_release(&run, &dir.path().join("bad"), &SampleOptions { keep, ..SampleOptions::new(40, Some(9)) }, false, Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("--keep"), "{e}");
+    }
+    let nl = dir.path().join("nl");
+    train_tiny(&nl, Design::NoiseLayer, 3);
+    let e = sample_release(&nl, &dir.path().join("bad"), &SampleOptions { keep: 0.5, ..SampleOptions::new(40, Some(9)) }, false, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("noise-layer"), "{e}");
+    assert!(!dir.path().join("bad").exists());
 }
 
 /// Names in `dir`, sorted (to check that nothing, not even a temporary folder, was left).
@@ -240,18 +302,22 @@ fn bad_count_missing_run_and_corrupt_checkpoint_are_clear_errors_with_no_partial
     let before = listing(dir.path());
     let out = dir.path().join("synth");
     for count in [0usize, 10_000_001] {
-        let e = sample_release(&run, &out, count, Some(1), false, Device::Cpu).unwrap_err().to_string();
+        let e = sample_release(&run, &out, &SampleOptions::new(count, Some(1)), false, Device::Cpu).unwrap_err().to_string();
         assert!(e.contains("--count"), "{e}");
     }
-    let e = sample_release(&dir.path().join("nope"), &out, 10, Some(1), false, Device::Cpu).unwrap_err().to_string();
+    for t in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+        let e = sample_release(&run, &out, &SampleOptions { temperature: t, ..SampleOptions::new(10, Some(1)) }, false, Device::Cpu).unwrap_err().to_string();
+        assert!(e.contains("--temperature"), "{e}");
+    }
+    let e = sample_release(&dir.path().join("nope"), &out, &SampleOptions::new(10, Some(1)), false, Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("no such run folder"), "{e}");
     let g = run.join(GENERATOR_FILE);
     let bytes = std::fs::read(&g).unwrap();
     std::fs::write(&g, &bytes[..bytes.len() / 2]).unwrap();
-    let e = sample_release(&run, &out, 10, Some(1), false, Device::Cpu).unwrap_err().to_string();
+    let e = sample_release(&run, &out, &SampleOptions::new(10, Some(1)), false, Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("corrupt or incompatible generator checkpoint"), "{e}");
     std::fs::write(&g, b"not a safetensors file").unwrap();
-    assert!(sample_release(&run, &out, 10, Some(1), false, Device::Cpu).is_err());
+    assert!(sample_release(&run, &out, &SampleOptions::new(10, Some(1)), false, Device::Cpu).is_err());
     assert_eq!(listing(dir.path()), before, "no output and no temporary folder left behind");
     // Training refuses to overwrite a run.
     let spec = GanRunSpec { config: tiny_config(Design::Joint), epochs: 0.3, delta: 1e-5, target_epsilon: None, seed: Some(1), force: false };

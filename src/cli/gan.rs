@@ -5,7 +5,7 @@ use clap::{Subcommand, ValueEnum};
 use dpaudit::data::{self, Split};
 use dpaudit::gan::dpgan::{Design, GanConfig};
 use dpaudit::gan::evaluation::{evaluate_synthetic, EvalConfig};
-use dpaudit::gan::release::sample_release;
+use dpaudit::gan::release::{sample_release, SampleOptions};
 use dpaudit::gan::run::{train_gan, GanRunSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -60,6 +60,17 @@ pub enum GanCommand {
         /// Seed of the latents (default: from the OS CSPRNG; recorded in release.json).
         #[arg(long)]
         seed: Option<u64>,
+        /// Scale of the latents: each N(0, 1) latent is multiplied by T (1: the distribution the
+        /// generator was trained on; below 1 gives more typical, less varied images). Recorded in
+        /// release.json. Post-processing: epsilon is unchanged.
+        #[arg(long, value_name = "T", default_value_t = 1.0)]
+        temperature: f64,
+        /// Discriminator ranking: generate count / F images and keep, per label, the fraction F
+        /// that the run's final discriminator scores most real (1: keep all). The discriminator is
+        /// covered by the run's epsilon (joint and real-only designs), so this is post-processing;
+        /// recorded in release.json with the discriminator's SHA-256.
+        #[arg(long, value_name = "F", default_value_t = 1.0)]
+        keep: f64,
         /// Replace an existing release folder.
         #[arg(long)]
         force: bool,
@@ -250,12 +261,13 @@ fn train(a: &GanTrainArgs) -> Result<()> {
 pub fn run(cmd: GanCommand) -> Result<()> {
     match cmd {
         GanCommand::Train(a) => train(&a),
-        GanCommand::Sample { run, count, out, seed, force, json } => {
-            let r = sample_release(&run, &out, count, seed, force, Device::cuda_if_available()).with_context(|| format!("sampling {count} images from {} into {}", run.display(), out.display()))?;
+        GanCommand::Sample { run, count, out, seed, temperature, keep, force, json } => {
+            let opts = SampleOptions { count, seed, temperature, keep };
+            let r = sample_release(&run, &out, &opts, force, Device::cuda_if_available()).with_context(|| format!("sampling {count} images from {} into {}", run.display(), out.display()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                println!("wrote {} images to {} (design {}, {}; seed {})", r.count, out.display(), r.design, r.epsilon_status, r.seed);
+                println!("wrote {} images to {} (design {}, {}; seed {}, temperature {})", r.count, out.display(), r.design, r.epsilon_status, r.seed, r.temperature);
                 for e in &r.epsilons {
                     println!("  epsilon {:.4} at delta {:e} ({} accountant, {} ledger steps)", e.epsilon, e.delta, e.accountant, r.ledger.steps);
                 }

@@ -9,8 +9,8 @@
 //! so a failure leaves no partial output; an existing output is replaced only with `force`.
 use super::dpgan::{latents, Design};
 use super::image::write_grid_png;
-use super::networks::{Generator, CLASSES};
-use super::run::{epsilons_of, read_run_info, to_u8, GENERATOR_FILE};
+use super::networks::{condition, Discriminator, Generator, CLASSES, FAKE, REAL};
+use super::run::{epsilons_of, read_run_info, to_u8, DISCRIMINATOR_FILE, GENERATOR_FILE};
 use crate::accounting::ledger::Ledger;
 use crate::accounting::Phase;
 use crate::data::{sha256_file, write_mnist_dir, Dataset, ImageShape, Split};
@@ -70,6 +70,17 @@ pub struct Release {
     pub class_counts: Vec<usize>,
     /// Seed of the latents (drawn from the OS CSPRNG when not given, recorded here).
     pub seed: u64,
+    /// The latents' scale: each is drawn from N(0, 1) and multiplied by this (1: the training
+    /// distribution; below 1 trades diversity for typical samples). Post-processing.
+    pub temperature: f64,
+    /// How the images were chosen among the generated ones: `all generated` or discriminator
+    /// ranking ([`SampleOptions::keep`]).
+    pub selection: String,
+    /// The fraction kept by discriminator ranking (1: every generated image).
+    pub keep: f64,
+    /// SHA-256 of the discriminator checkpoint that ranked the images (`None` without ranking).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub discriminator_sha256: Option<String>,
     /// SHA-256 of each released file (release.json itself excluded).
     pub files: BTreeMap<String, String>,
 }
@@ -103,25 +114,147 @@ pub fn load_generator(run: &Path, device: Device) -> Result<(Generator, super::r
     Ok((g, info))
 }
 
-/// `count` images from the generator of `run` with latents from `seed`: labels cycle 0..9.
+/// What `gan sample` draws.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SampleOptions {
+    /// Images released (1..=[`MAX_COUNT`]; labels cycle 0..9).
+    pub count: usize,
+    /// Seed of the latents (`None`: from the OS CSPRNG; recorded in release.json).
+    pub seed: Option<u64>,
+    /// Scale of the N(0, 1) latents (> 0; 1 is the distribution the generator was trained on).
+    pub temperature: f64,
+    /// Fraction kept by discriminator ranking, in (0, 1]: `ceil(count / keep)` images are
+    /// generated and, per label, those the run's final discriminator scores most real (logit
+    /// real minus logit fake, for the image with its label) are kept. 1: no ranking. The
+    /// discriminator is part of the private training transcript, so ranking is post-processing
+    /// (`proofs/gan/design_b_joint_clipping.md`, "Sampling a release"). Not for the noise-layer
+    /// design, whose discriminator is not covered by a proven epsilon.
+    pub keep: f64,
+}
+
+impl SampleOptions {
+    /// `count` images from `seed`, temperature 1, no ranking.
+    pub fn new(count: usize, seed: Option<u64>) -> Self {
+        SampleOptions { count, seed, temperature: 1.0, keep: 1.0 }
+    }
+
+    /// Checks every field.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming the flag.
+    pub fn validate(&self) -> Result<()> {
+        validate_count(self.count)?;
+        validate_temperature(self.temperature)?;
+        if !(self.keep > 0.0 && self.keep <= 1.0) {
+            return Err(Error::invalid("--keep", self.keep, "must be in (0, 1]"));
+        }
+        let candidates = (self.count as f64 / self.keep).ceil();
+        if candidates > MAX_COUNT as f64 {
+            return Err(Error::invalid("--keep", self.keep, format!("would generate {candidates} images for --count {}; at most {MAX_COUNT}", self.count)));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a latent temperature (finite and > 0).
 ///
 /// # Errors
-/// libtorch errors.
-pub fn generate(g: &Generator, count: usize, seed: u64) -> Result<Dataset> {
+/// [`Error::InvalidParameter`] otherwise.
+pub fn validate_temperature(temperature: f64) -> Result<()> {
+    if !(temperature > 0.0 && temperature.is_finite()) {
+        return Err(Error::invalid("--temperature", temperature, "must be a finite number > 0"));
+    }
+    Ok(())
+}
+
+/// `count` images from the generator of `run` with latents from `seed`, each latent scaled by
+/// `temperature`: labels cycle 0..9.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a bad temperature; libtorch errors.
+pub fn generate(g: &Generator, count: usize, seed: u64, temperature: f64) -> Result<Dataset> {
+    let (pixels, labels, _) = generate_scored(g, None, count, seed, temperature)?;
+    Dataset::new("synthetic", ImageShape { channels: 1, height: 28, width: 28 }, CLASSES as usize, pixels, labels)
+}
+
+/// `count` images as [`generate`] makes them (the first `count` of a larger draw are the same
+/// images): pixels (784 bytes per image), labels (cycling 0..9) and, when `d` is given, each
+/// image's score, logit(real) - logit(fake) of the (unrounded) image with its label.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a bad temperature; libtorch errors.
+pub fn generate_scored(g: &Generator, d: Option<&Discriminator>, count: usize, seed: u64, temperature: f64) -> Result<(Vec<u8>, Vec<u8>, Vec<f32>)> {
+    validate_temperature(temperature)?;
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     rng.set_stream(RELEASE_STREAM);
     let device = g.var_store().device();
     let mut pixels = Vec::with_capacity(count * 784);
+    let mut scores = Vec::with_capacity(if d.is_some() { count } else { 0 });
     let labels: Vec<u8> = (0..count).map(|i| (i % CLASSES as usize) as u8).collect();
     let _guard = tch::no_grad_guard();
     for start in (0..count).step_by(SAMPLE_BATCH) {
         let len = SAMPLE_BATCH.min(count - start);
         let (z, _) = latents(&mut rng, len as i64, g.z_dim(), device)?;
+        let z = if temperature == 1.0 { z } else { z.f_mul_scalar(temperature)? };
         let y: Vec<i64> = labels[start..start + len].iter().map(|&l| i64::from(l)).collect();
         let y = Tensor::f_from_slice(&y)?.f_to(device)?;
-        pixels.extend(to_u8(&g.forward(&z, &y, false)?)?);
+        let images = g.forward(&z, &y, false)?;
+        if let Some(d) = d {
+            let logits = d.net.forward(&condition(&images, &y)?)?;
+            let s = logits.f_select(1, REAL)?.f_sub(&logits.f_select(1, FAKE)?)?.f_to_kind(tch::Kind::Float)?.f_to(Device::Cpu)?;
+            scores.extend(Vec::<f32>::try_from(&s)?);
+        }
+        pixels.extend(to_u8(&images)?);
     }
-    Dataset::new("synthetic", ImageShape { channels: 1, height: 28, width: 28 }, CLASSES as usize, pixels, labels)
+    Ok((pixels, labels, scores))
+}
+
+/// `count` images chosen by discriminator ranking: `ceil(count / keep)` are generated (labels
+/// cycling 0..9), and output i (label i mod 10) is the next best-scored unused candidate of its
+/// label. NaN scores rank last.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a bad temperature; libtorch errors.
+pub fn generate_ranked(g: &Generator, d: &Discriminator, count: usize, seed: u64, temperature: f64, keep: f64) -> Result<Dataset> {
+    let candidates = (count as f64 / keep).ceil() as usize;
+    let (pixels, labels, scores) = generate_scored(g, Some(d), candidates.max(count), seed, temperature)?;
+    let mut by_label: Vec<Vec<usize>> = vec![Vec::new(); CLASSES as usize];
+    for (i, &l) in labels.iter().enumerate() {
+        by_label[l as usize].push(i);
+    }
+    let rank = |s: f32| if s.is_nan() { f32::NEG_INFINITY } else { s };
+    for list in &mut by_label {
+        // Best first; ties keep generation order (stable sort).
+        list.sort_by(|&a, &b| rank(scores[b]).total_cmp(&rank(scores[a])));
+        list.reverse(); // pop() takes from the end
+    }
+    let mut out_pixels = Vec::with_capacity(count * 784);
+    let mut out_labels = Vec::with_capacity(count);
+    for i in 0..count {
+        let l = i % CLASSES as usize;
+        let j = by_label[l].pop().ok_or_else(|| Error::numerical("discriminator ranking", format!("ran out of label-{l} candidates")))?;
+        out_pixels.extend_from_slice(&pixels[j * 784..(j + 1) * 784]);
+        out_labels.push(l as u8);
+    }
+    Dataset::new("synthetic", ImageShape { channels: 1, height: 28, width: 28 }, CLASSES as usize, out_pixels, out_labels)
+}
+
+/// Loads the final discriminator of a (`joint` or `real-only`) run.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for the noise-layer design; [`Error::Data`] for a missing or
+/// corrupt checkpoint.
+pub fn load_discriminator(run: &Path, info: &super::run::GanRunInfo, device: Device) -> Result<Discriminator> {
+    if info.config.design == Design::NoiseLayer {
+        return Err(Error::invalid("--keep", "noise-layer", "ranking by the discriminator needs a design with a proven epsilon (joint or real-only): the noise-layer discriminator's layers before the noise saw raw records"));
+    }
+    let mut d = Discriminator::new(device, info.config.d_width)?;
+    let path = run.join(DISCRIMINATOR_FILE);
+    if !path.is_file() {
+        return Err(Error::data(&path, "missing discriminator checkpoint (did training finish?)"));
+    }
+    d.vs.load(&path).map_err(|e| Error::data(&path, format!("corrupt or incompatible discriminator checkpoint: {e}")))?;
+    Ok(d)
 }
 
 fn temp_sibling(out: &Path) -> Result<PathBuf> {
@@ -134,14 +267,18 @@ fn temp_sibling(out: &Path) -> Result<PathBuf> {
     Ok(parent.join(format!(".{}.tmp-{}-{:016x}", name.to_string_lossy(), std::process::id(), rand::random::<u64>())))
 }
 
-fn write_release(g: &Generator, info: &super::run::GanRunInfo, run: &Path, dir: &Path, count: usize, seed: u64) -> Result<Release> {
+fn write_release(g: &Generator, d: Option<&Discriminator>, info: &super::run::GanRunInfo, run: &Path, dir: &Path, opts: &SampleOptions, seed: u64) -> Result<Release> {
+    let (count, temperature) = (opts.count, opts.temperature);
     let ledger = Ledger::open(run.join(LEDGER_FILE))?;
     let phases = ledger.phases()?;
     let mut labels = BTreeMap::new();
     for e in ledger.entries() {
         *labels.entry(e.label.clone()).or_insert(0u64) += 1;
     }
-    let data = generate(g, count, seed)?;
+    let data = match d {
+        Some(d) => generate_ranked(g, d, count, seed, temperature, opts.keep)?,
+        None => generate(g, count, seed, temperature)?,
+    };
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let (img, lbl) = write_mnist_dir(dir, Split::Train, &data)?;
     // Grid: the first 10 images of each label, one label per row.
@@ -172,28 +309,41 @@ fn write_release(g: &Generator, info: &super::run::GanRunInfo, run: &Path, dir: 
         count,
         class_counts: data.class_counts(),
         seed,
+        temperature,
+        selection: match d {
+            Some(_) => format!("discriminator ranking: {} generated, per label the best-scored (logit real - logit fake of the final discriminator) kept", (count as f64 / opts.keep).ceil() as usize),
+            None => "all generated".to_owned(),
+        },
+        keep: opts.keep,
+        discriminator_sha256: match d {
+            Some(_) => Some(sha256_file(&run.join(DISCRIMINATOR_FILE))?),
+            None => None,
+        },
         files,
     };
     write_atomically(&dir.join("release.json"), &serde_json::to_vec_pretty(&release).map_err(|e| Error::data(dir, e.to_string()))?)?;
     Ok(release)
 }
 
-/// Samples `count` labelled images from the generator of `run` into the folder `out` (see the
-/// module documentation). `seed = None` draws one from the OS CSPRNG (recorded in release.json).
+/// Samples `opts.count` labelled images from the generator of `run` into the folder `out` (see
+/// the module documentation and [`SampleOptions`]). `opts.seed = None` draws one from the OS
+/// CSPRNG (recorded in release.json).
 ///
 /// # Errors
-/// [`Error::InvalidParameter`] for a bad count or an existing output without `force`;
+/// [`Error::InvalidParameter`] for a bad count, temperature or keep fraction (or ranking asked of
+/// a noise-layer run), or an existing output without `force`;
 /// [`Error::Data`] for a missing run folder, description, ledger or a corrupt checkpoint. On any
 /// error nothing is left at `out` (and an existing `out` is untouched).
-pub fn sample_release(run: &Path, out: &Path, count: usize, seed: Option<u64>, force: bool, device: Device) -> Result<Release> {
-    validate_count(count)?;
+pub fn sample_release(run: &Path, out: &Path, opts: &SampleOptions, force: bool, device: Device) -> Result<Release> {
+    opts.validate()?;
     if out.exists() && !force {
         return Err(Error::invalid("--out", out.display(), "already exists; choose another folder or give --force to replace it"));
     }
     let (g, info) = load_generator(run, device)?;
-    let seed = seed.unwrap_or_else(|| rand::rngs::OsRng.next_u64());
+    let d = if opts.keep < 1.0 { Some(load_discriminator(run, &info, device)?) } else { None };
+    let seed = opts.seed.unwrap_or_else(|| rand::rngs::OsRng.next_u64());
     let tmp = temp_sibling(out)?;
-    let result = write_release(&g, &info, run, &tmp, count, seed).and_then(|r| {
+    let result = write_release(&g, d.as_ref(), &info, run, &tmp, opts, seed).and_then(|r| {
         if out.exists() {
             std::fs::remove_dir_all(out).map_err(|e| Error::io(format!("removing {}", out.display()), e))?;
         }
