@@ -8,7 +8,10 @@
 # discriminator steps. N_CRITIC (default 10: Bie et al. 2023 find that several discriminator steps
 # per generator step restore the balance DP noise upsets), LOT (128), D_LR and G_LR (Adam, 2e-4)
 # override the training settings; DATASET=fashion-mnist (with DATA=data/fashion-mnist) trains on
-# Fashion-MNIST instead. Needs data/mnist (`dpaudit data fetch mnist`, or a copy). Writes
+# Fashion-MNIST instead; DESIGN (default joint; real-only or noise-layer) picks the privacy design;
+# TEMPERATURE (default 1) scales the release's latents (`gan sample --temperature`) and KEEP
+# (default 1) keeps that fraction of generated images by discriminator ranking (`gan sample
+# --keep`), both post-processing. Needs data/mnist (`dpaudit data fetch mnist`, or a copy). Writes
 # OUT/run (the GAN), OUT/synth (the release) and OUT/eval.json; prints wall times.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -17,15 +20,18 @@ EPOCHS=${2:?epochs}
 OUT=${3:-runs/gan-mnist-eps$EPS}
 DATA=${DATA:-data/mnist}
 THREADS=${THREADS:-2}
-cargo build --release --quiet
-BIN=target/release/dpaudit
+# BIN=path/to/dpaudit uses that binary (the sweep freezes one); otherwise build it here.
+if [[ -z "${BIN:-}" ]]; then
+    cargo build --release --quiet
+    BIN=target/release/dpaudit
+fi
 mkdir -p "$OUT"
 t0=$(date +%s)
-$BIN gan train --dataset "${DATASET:-mnist}" --data-dir "$DATA" --design joint --target-epsilon "$EPS" --delta 1e-5 \
+$BIN gan train --dataset "${DATASET:-mnist}" --data-dir "$DATA" --design "${DESIGN:-joint}" --target-epsilon "$EPS" --delta 1e-5 \
     --epochs "$EPOCHS" --lot-size "${LOT:-128}" --max-grad-norm 1 --n-critic "${N_CRITIC:-10}" --d-lr "${D_LR:-2e-4}" --g-lr "${G_LR:-2e-4}" \
     --seed 1 --threads "$THREADS" --force --out "$OUT/run"
 t1=$(date +%s)
-$BIN gan sample --run "$OUT/run" --count 60000 --seed 1 --force --out "$OUT/synth"
+$BIN gan sample --run "$OUT/run" --count 60000 --seed 1 --temperature "${TEMPERATURE:-1}" --keep "${KEEP:-1}" --force --out "$OUT/synth"
 t2=$(date +%s)
 $BIN evaluate synthetic --synthetic "$OUT/synth" --real "$DATA" --cas-epochs "${CAS_EPOCHS:-5}" \
     --threads "$THREADS" --json > "$OUT/eval.json"
