@@ -70,7 +70,7 @@ fn main() -> anyhow::Result<()> {
             eprintln!("step {}/{steps}: D real {:.3} fake {:.3}, G {:.3}", step + 1, real.loss_mean, fake.loss_mean, loss.f_double_value(&[])?);
         }
     }
-    let synthetic = generate(&g, count, seed)?;
+    let synthetic = generate(&g, count, seed, 1.0)?;
     std::fs::create_dir_all(&out)?;
     write_mnist_dir(&out, Split::Train, &synthetic)?;
     let mut grid: Vec<&[u8]> = Vec::new();
