@@ -148,11 +148,15 @@ impl SampleOptions {
         if !(self.keep > 0.0 && self.keep <= 1.0) {
             return Err(Error::invalid("--keep", self.keep, "must be in (0, 1]"));
         }
-        let candidates = (self.count as f64 / self.keep).ceil();
-        if candidates > MAX_COUNT as f64 {
-            return Err(Error::invalid("--keep", self.keep, format!("would generate {candidates} images for --count {}; at most {MAX_COUNT}", self.count)));
+        if self.candidates() > MAX_COUNT {
+            return Err(Error::invalid("--keep", self.keep, format!("would generate {} images for --count {}; at most {MAX_COUNT}", self.candidates(), self.count)));
         }
         Ok(())
+    }
+
+    /// Images generated: `ceil(count / keep)` (saturating), never fewer than `count`.
+    pub fn candidates(&self) -> usize {
+        ((self.count as f64 / self.keep).ceil() as usize).max(self.count)
     }
 }
 
@@ -209,15 +213,15 @@ pub fn generate_scored(g: &Generator, d: Option<&Discriminator>, count: usize, s
     Ok((pixels, labels, scores))
 }
 
-/// `count` images chosen by discriminator ranking: `ceil(count / keep)` are generated (labels
+/// `opts.count` images chosen by discriminator ranking: [`SampleOptions::candidates`] are generated (labels
 /// cycling 0..9), and output i (label i mod 10) is the next best-scored unused candidate of its
 /// label. NaN scores rank last.
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] for a bad temperature; libtorch errors.
-pub fn generate_ranked(g: &Generator, d: &Discriminator, count: usize, seed: u64, temperature: f64, keep: f64) -> Result<Dataset> {
-    let candidates = (count as f64 / keep).ceil() as usize;
-    let (pixels, labels, scores) = generate_scored(g, Some(d), candidates.max(count), seed, temperature)?;
+pub fn generate_ranked(g: &Generator, d: &Discriminator, opts: &SampleOptions, seed: u64) -> Result<Dataset> {
+    let count = opts.count;
+    let (pixels, labels, scores) = generate_scored(g, Some(d), opts.candidates(), seed, opts.temperature)?;
     let mut by_label: Vec<Vec<usize>> = vec![Vec::new(); CLASSES as usize];
     for (i, &l) in labels.iter().enumerate() {
         by_label[l as usize].push(i);
@@ -276,7 +280,7 @@ fn write_release(g: &Generator, d: Option<&Discriminator>, info: &super::run::Ga
         *labels.entry(e.label.clone()).or_insert(0u64) += 1;
     }
     let data = match d {
-        Some(d) => generate_ranked(g, d, count, seed, temperature, opts.keep)?,
+        Some(d) => generate_ranked(g, d, opts, seed)?,
         None => generate(g, count, seed, temperature)?,
     };
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
@@ -311,7 +315,7 @@ fn write_release(g: &Generator, d: Option<&Discriminator>, info: &super::run::Ga
         seed,
         temperature,
         selection: match d {
-            Some(_) => format!("discriminator ranking: {} generated, per label the best-scored (logit real - logit fake of the final discriminator) kept", (count as f64 / opts.keep).ceil() as usize),
+            Some(_) => format!("discriminator ranking: {} generated, per label the best-scored (logit real - logit fake of the final discriminator) kept", opts.candidates()),
             None => "all generated".to_owned(),
         },
         keep: opts.keep,
