@@ -400,11 +400,10 @@ fn pca_projection(run: &mut DpSgd, examples: &Examples, k: usize, sigma_p: f64, 
         return Ok((DpPca { components, eigenvalues, whitening }, "loaded"));
     }
     let mut rng = ChaCha20Rng::from_seed(seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit).to_bytes(PCA_NOISE_STREAM));
-    let projection = match run.ledger_mut() {
+    let mut projection = match run.ledger_mut() {
         Some(ledger) => pca::dp_pca(&examples.images, k, sigma_p, &mut rng, ledger)?,
         None => pca::dp_pca(&examples.images, k, sigma_p, &mut rng, &mut Ledger::in_memory())?,
     };
-    let mut projection = projection;
     if whiten {
         projection.whiten()?;
     }
