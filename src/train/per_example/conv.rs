@@ -11,9 +11,13 @@
 //! of Bu et al. 2023, counting the clipped sum too), or when the materialised gradients would
 //! exceed [`MATERIALISE_BUDGET_BYTES`].
 //!
-//! The patches come from strided views of the (padded) input (`Tensor::unfold` twice, one copy),
-//! which on CPU is several times faster than libtorch's `im2col` and already in the (L, D) layout
-//! the batched products want.
+//! The patches come from strided views of the (padded) input turned channels-last (`Tensor::unfold`
+//! twice, one copy), so D is ordered (kh, kw, c): each copied run is `k C` contiguous values rather
+//! than the `k` of a channels-first unfold, which on CPU makes the copy several times faster (for
+//! tanh-cnn's second layer, 16 channels, 4x4: 0.2 ms against 1.0 ms for a lot of 256) and is
+//! already in the (L, D) layout the batched products want. Gradients computed in that order are
+//! put back in the weight's (O, C, k, k) order by [`to_weight_layout`], on the O D-sized results
+//! only. Norms do not depend on the order.
 use super::{NormMethod, ParamSum};
 use crate::error::Result;
 use tch::Tensor;
@@ -25,22 +29,52 @@ pub const MATERIALISE_BUDGET_BYTES: i64 = 1 << 30;
 /// unfolded in slices of this size; at least one example per slice).
 pub const PATCH_CHUNK_BYTES: i64 = 2 << 20;
 
-/// The patches of `a` (B, C, H, W) for a square `kernel`, as (B, L, C k k) with L = H_out W_out,
-/// ordered like a (O, C, k, k) weight flattened to (O, C k k).
-pub(crate) fn patches(a: &Tensor, kernel: i64, stride: i64, padding: i64) -> Result<Tensor> {
-    let size = a.size();
-    let (batch, channels) = (size[0], size[1]);
+/// The padded input `a` (B, C, H, W) turned channels-last, (B, H + 2 p, W + 2 p, C): what
+/// [`patches_channels_last`] unfolds.
+pub(crate) fn padded_channels_last(a: &Tensor, padding: i64) -> Result<Tensor> {
     let padded = if padding > 0 {
         a.f_constant_pad_nd([padding, padding, padding, padding])?
     } else {
         a.shallow_clone()
     };
-    let windows = padded
-        .f_unfold(2, kernel, stride)?
-        .f_unfold(3, kernel, stride)?; // (B, C, Ho, Wo, k, k)
+    Ok(padded.f_permute([0, 2, 3, 1])?.f_contiguous()?)
+}
+
+/// The patches of a square `kernel` over `nhwc` (B, H, W, C) from [`padded_channels_last`], as
+/// (B, L, k k C) with L = H_out W_out and each row ordered (kh, kw, c).
+pub(crate) fn patches_channels_last(nhwc: &Tensor, kernel: i64, stride: i64) -> Result<Tensor> {
+    let size = nhwc.size();
+    let (batch, channels) = (size[0], size[3]);
+    let windows = nhwc
+        .f_unfold(1, kernel, stride)?
+        .f_unfold(2, kernel, stride)?; // (B, Ho, Wo, C, kh, kw)
     Ok(windows
-        .f_permute([0, 2, 3, 1, 4, 5])?
-        .f_reshape([batch, -1, channels * kernel * kernel])?)
+        .f_permute([0, 1, 2, 4, 5, 3])?
+        .f_reshape([batch, -1, kernel * kernel * channels])?)
+}
+
+/// The patches of `a` (B, C, H, W) for a square `kernel`, as (B, L, k k C), rows ordered
+/// (kh, kw, c); see [`to_weight_layout`].
+pub(crate) fn patches(a: &Tensor, kernel: i64, stride: i64, padding: i64) -> Result<Tensor> {
+    patches_channels_last(&padded_channels_last(a, padding)?, kernel, stride)
+}
+
+/// `t` (lead..., O, k k C), gradients with their inputs in the patches' (kh, kw, c) order, as a
+/// contiguous (lead..., O, C, k, k) tensor in the weight's order; `shape` is the weight's
+/// (O, C, k, k).
+pub(crate) fn to_weight_layout(t: &Tensor, lead: &[i64], shape: &[i64]) -> Result<Tensor> {
+    let (o, c, k) = (shape[0], shape[1], shape[2]);
+    let n = lead.len() as i64;
+    let mut split = lead.to_vec();
+    split.extend_from_slice(&[o, k, k, c]);
+    let mut order: Vec<i64> = (0..n).collect();
+    order.extend_from_slice(&[n, n + 3, n + 1, n + 2]);
+    let mut full = lead.to_vec();
+    full.extend_from_slice(shape);
+    Ok(t.f_reshape(split.as_slice())?
+        .f_permute(order.as_slice())?
+        .f_contiguous()?
+        .f_reshape(full.as_slice())?)
 }
 
 /// Whether [`NormMethod::Auto`] takes the ghost route for `positions` L, `outputs` p, `inputs` D.
@@ -102,11 +136,12 @@ pub(crate) fn prepare(
         // gradient's O D): unfold them a slice of the batch at a time, each slice's gradients
         // written straight into G, so only one slice's patches exist at once.
         let rows = (PATCH_CHUNK_BYTES / (l * dd * element_bytes).max(1)).clamp(1, batch);
+        let nhwc = padded_channels_last(a, padding)?;
         let g = Tensor::f_empty([batch, o, dd], (a.f_kind()?, a.device()))?; // (B, O, D)
         let mut start = 0;
         while start < batch {
             let n = rows.min(batch - start);
-            let cols = patches(&a.f_narrow(0, start, n)?, k, stride, padding)?; // (n, L, D)
+            let cols = patches_channels_last(&nhwc.f_narrow(0, start, n)?, k, stride)?; // (n, L, D)
             let _slice_of_g = bm
                 .f_narrow(0, start, n)?
                 .f_bmm_out(&g.f_narrow(0, start, n)?, &cols)?;
@@ -116,9 +151,10 @@ pub(crate) fn prepare(
         let sq = g
             .f_norm_scalaropt_dim(2, [1i64, 2].as_slice(), false)?
             .f_square()?;
-        let mut shape = vec![batch];
-        shape.extend_from_slice(weight_shape);
-        sums.push(ParamSum::PerExample(g.f_reshape(shape.as_slice())?));
+        sums.push(ParamSum::ConvGradients {
+            g,
+            shape: weight_shape.to_vec(),
+        });
         sq
     };
     if bias {
@@ -135,18 +171,21 @@ mod tests {
     use tch::{Device, Kind};
 
     #[test]
-    fn patches_equal_libtorch_im2col() {
+    fn patches_equal_libtorch_im2col_in_channels_last_order() {
         for (kernel, stride, padding) in [(8, 2, 3), (4, 2, 0), (3, 1, 1), (1, 1, 0), (2, 3, 2)] {
             let a = Tensor::rand([3, 2, 9, 9], (Kind::Double, Device::Cpu));
             let ours = patches(&a, kernel, stride, padding).unwrap();
-            let theirs = a
-                .im2col(
-                    [kernel, kernel],
-                    [1, 1],
-                    [padding, padding],
-                    [stride, stride],
-                )
-                .transpose(1, 2);
+            let columns = a.im2col(
+                [kernel, kernel],
+                [1, 1],
+                [padding, padding],
+                [stride, stride],
+            ); // (B, C k k, L), rows ordered (c, kh, kw)
+            let l = columns.size()[2];
+            let theirs = columns
+                .reshape([3, 2, kernel, kernel, l])
+                .permute([0, 4, 2, 3, 1])
+                .reshape([3, l, -1]);
             assert_eq!(ours.size(), theirs.size());
             assert!(
                 ours.equal(&theirs),

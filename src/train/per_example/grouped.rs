@@ -9,7 +9,8 @@
 //! depends on row r, so the group's gradient is the sum of the per-row terms, which for every
 //! parameter form is a reshape:
 //!
-//! - materialised per-row gradients (B k, ...) sum to (B, ...);
+//! - materialised per-row gradients (B k, ...) sum to (B, ...) (Conv2d ones too, in their patch
+//!   order);
 //! - a Linear layer's rows `(a_it, b_it)` of the k rows of a group become the positions of one
 //!   example (T becomes k T), so the Gram-matrix ghost norm and the weighted product apply as is;
 //! - a Conv2d layer's positions of the k rows likewise become k L positions of one example;
@@ -27,6 +28,10 @@ fn group(sum: &ParamSum, k: i64, groups: i64) -> Result<ParamSum> {
             let mut shape = vec![groups, k];
             shape.extend_from_slice(&g.size()[1..]);
             ParamSum::PerExample(g.f_reshape(shape.as_slice())?.f_sum_dim_intlist(1, false, None)?)
+        }
+        ParamSum::ConvGradients { g, shape } => {
+            let (o, d) = (g.size()[1], g.size()[2]);
+            ParamSum::ConvGradients { g: g.f_reshape([groups, k, o, d])?.f_sum_dim_intlist(1, false, None)?, shape: shape.clone() }
         }
         ParamSum::Rows { a, b } => {
             let p = b.size()[2];
@@ -62,7 +67,7 @@ fn square_norms(sum: &ParamSum, method: NormMethod) -> Result<Tensor> {
         })
     };
     match sum {
-        ParamSum::PerExample(g) => flat_square(g),
+        ParamSum::PerExample(g) | ParamSum::ConvGradients { g, .. } => flat_square(g),
         ParamSum::Rows { a, b } => {
             let (groups, t, p) = (b.size()[0], b.size()[1], b.size()[2]);
             let d = a.size()[1];

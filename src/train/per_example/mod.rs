@@ -94,7 +94,11 @@ pub(crate) enum ParamSum {
     PerExample(Tensor),
     /// A Linear weight (p, d): `sum_{i,t} c_i b_it a_it^T` with `a` (B T, d) and `b` (B, T, p).
     Rows { a: Tensor, b: Tensor },
-    /// A Conv2d weight: `sum_{i,l} c_i b_il cols_il^T` with `cols` (B, L, D), `b` (B, O, L).
+    /// A Conv2d weight's per-example gradients (B, O, k k C), inputs in the patches' (kh, kw, c)
+    /// order (see [`conv::to_weight_layout`]); `shape` is the weight's (O, C, k, k).
+    ConvGradients { g: Tensor, shape: Vec<i64> },
+    /// A Conv2d weight: `sum_{i,l} c_i b_il cols_il^T` with `cols` (B, L, D) in the patches'
+    /// (kh, kw, c) order, `b` (B, O, L).
     Conv {
         cols: Tensor,
         b: Tensor,
@@ -119,6 +123,10 @@ impl ParamSum {
                     .f_mm(&g.f_reshape([batch, -1])?)?
                     .f_reshape(shape.as_slice())?
             }
+            ParamSum::ConvGradients { g, shape } => {
+                let summed = c.f_unsqueeze(0)?.f_mm(&g.f_reshape([batch, -1])?)?;
+                conv::to_weight_layout(&summed, &[], shape)?
+            }
             ParamSum::Rows { a, b } => {
                 let p = b.size()[2];
                 let cb = b.f_mul(&c.f_reshape([batch, 1, 1])?)?.f_reshape([-1, p])?;
@@ -131,8 +139,7 @@ impl ParamSum {
                     .f_mul(&c.f_reshape([batch, 1, 1])?)?
                     .f_permute([1, 0, 2])?
                     .f_reshape([o, -1])?;
-                cb.f_mm(&cols.f_reshape([-1, d])?)?
-                    .f_reshape(shape.as_slice())?
+                conv::to_weight_layout(&cb.f_mm(&cols.f_reshape([-1, d])?)?, &[], shape)?
             }
             ParamSum::Embedding { idx, b, vocabulary } => {
                 let d = b.size()[2];
@@ -154,10 +161,11 @@ impl ParamSum {
                 let (batch, d) = (b.size()[0], a.size()[1]);
                 b.f_transpose(1, 2)?.f_bmm(&a.f_reshape([batch, -1, d])?)?
             }
+            ParamSum::ConvGradients { g, shape } => {
+                conv::to_weight_layout(g, &[g.size()[0]], shape)?
+            }
             ParamSum::Conv { cols, b, shape } => {
-                let mut full = vec![b.size()[0]];
-                full.extend_from_slice(shape);
-                b.f_bmm(cols)?.f_reshape(full.as_slice())?
+                conv::to_weight_layout(&b.f_bmm(cols)?, &[b.size()[0]], shape)?
             }
             ParamSum::Embedding { idx, b, vocabulary } => {
                 let (batch, t, d) = (b.size()[0], b.size()[1], b.size()[2]);
