@@ -190,6 +190,48 @@ fn ledger_counts_every_discriminator_step() {
     }
 }
 
+/// Every variable of a generator's `VarStore`, by name.
+fn generator_variables(g: &dpaudit::gan::networks::Generator) -> std::collections::HashMap<String, Tensor> {
+    g.var_store().variables().into_iter().map(|(k, v)| (k, v.detach().copy())).collect()
+}
+
+#[test]
+fn released_generator_is_the_moving_average_of_the_iterates() {
+    let data = fixture_subset(160);
+    let examples = Examples::from_dataset(&data, Device::Cpu).unwrap();
+    let decay = 0.2;
+    let config = GanConfig { g_ema: Some(decay), ..tiny_config(Design::Joint) };
+    let mut gan = DpGan::new(config.clone(), data.len(), Ledger::in_memory(), NoiseSeed::Explicit(4), Device::Cpu).unwrap();
+    // Start: the average is a copy of the freshly initialised generator.
+    let mut expected = generator_variables(gan.generator());
+    assert_eq!(generator_variables(gan.released_generator()).len(), expected.len());
+    for t in 0..3u64 {
+        gan.round(&examples).unwrap();
+        // The warm-up decays are 1/10, 2/11, then the configured 0.2 (< 3/12).
+        let d = DpGan::average_decay(decay, t);
+        assert_eq!(d, [0.1, 2.0 / 11.0, 0.2][t as usize]);
+        let live = generator_variables(gan.generator());
+        let released = generator_variables(gan.released_generator());
+        for (name, e) in expected.iter_mut() {
+            *e = &*e * d + &live[name] * (1.0 - d);
+            let r = &released[name];
+            assert!(r.allclose(e, 1e-6, 1e-7, false), "step {t}, variable {name}");
+        }
+        // BatchNorm running statistics are averaged too; the average is not the last iterate.
+        assert!(released.contains_key("bn0.running_mean"));
+        assert!(!released["fc.weight"].allclose(&live["fc.weight"], 1e-6, 1e-7, false));
+    }
+    // Without the option the released generator is the last iterate itself.
+    let mut plain = DpGan::new(tiny_config(Design::Joint), data.len(), Ledger::in_memory(), NoiseSeed::Explicit(4), Device::Cpu).unwrap();
+    plain.round(&examples).unwrap();
+    assert!(std::ptr::eq(plain.released_generator(), plain.generator()));
+    // A decay outside (0, 1) is refused.
+    for bad in [0.0, 1.0, f64::NAN] {
+        let err = DpGan::new(GanConfig { g_ema: Some(bad), ..tiny_config(Design::Joint) }, data.len(), Ledger::in_memory(), NoiseSeed::Explicit(4), Device::Cpu).unwrap_err();
+        assert!(err.to_string().contains("generator average decay"), "{err}");
+    }
+}
+
 fn train_tiny(out: &Path, design: Design, seed: u64) -> dpaudit::gan::run::GanMetrics {
     let spec = GanRunSpec { config: tiny_config(design), epochs: 0.3, delta: 1e-5, target_epsilon: None, seed: Some(seed), force: false };
     train_gan(&spec, &fixture_subset(160), out, Device::Cpu, &mut |_, _, _| {}).unwrap()

@@ -11,7 +11,9 @@
 # Fashion-MNIST instead; DESIGN (default joint; real-only or noise-layer) picks the privacy design;
 # TEMPERATURE (default 1) scales the release's latents (`gan sample --temperature`) and KEEP
 # (default 1) keeps that fraction of generated images by discriminator ranking (`gan sample
-# --keep`), both post-processing. Needs data/mnist (`dpaudit data fetch mnist`, or a copy). Writes
+# --keep`), both post-processing; G_EMA (default: none) releases a moving average of the generator
+# with that decay (`gan train --g-ema`, post-processing too). Needs data/mnist (`dpaudit data
+# fetch mnist`, or a copy). Writes
 # OUT/run (the GAN), OUT/synth (the release) and OUT/eval.json; prints wall times.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -29,7 +31,7 @@ mkdir -p "$OUT"
 t0=$(date +%s)
 $BIN gan train --dataset "${DATASET:-mnist}" --data-dir "$DATA" --design "${DESIGN:-joint}" --target-epsilon "$EPS" --delta 1e-5 \
     --epochs "$EPOCHS" --lot-size "${LOT:-128}" --max-grad-norm 1 --n-critic "${N_CRITIC:-10}" --d-lr "${D_LR:-2e-4}" --g-lr "${G_LR:-2e-4}" \
-    --seed 1 --threads "$THREADS" --force --out "$OUT/run"
+    ${G_EMA:+--g-ema "$G_EMA"} --seed 1 --threads "$THREADS" --force --out "$OUT/run"
 t1=$(date +%s)
 $BIN gan sample --run "$OUT/run" --count 60000 --seed 1 --temperature "${TEMPERATURE:-1}" --keep "${KEEP:-1}" --force --out "$OUT/synth"
 t2=$(date +%s)

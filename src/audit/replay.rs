@@ -357,6 +357,7 @@ impl<'a> Worker<'a> {
             g_width: g.g_width,
             d_width: g.d_width,
             physical_batch: t.physical_batch,
+            g_ema: None,
         };
         use crate::train::noise::NoiseSeed;
         let init = if g.fixed_initialisation { NoiseSeed::Explicit(self.ctx.spec.attack.seed ^ 0x1417) } else { NoiseSeed::Explicit(seed) };

@@ -126,6 +126,10 @@ pub struct GanTrainArgs {
     /// Generator width.
     #[arg(long, default_value_t = 32)]
     g_width: i64,
+    /// Release an exponential moving average of the generator with this decay (e.g. 0.995)
+    /// instead of its last iterate; post-processing, no privacy cost. Recorded in gan.json.
+    #[arg(long)]
+    g_ema: Option<f64>,
     /// Discriminator width.
     #[arg(long, default_value_t = 32)]
     d_width: i64,
@@ -222,6 +226,7 @@ fn train(a: &GanTrainArgs) -> Result<()> {
             g_width: a.g_width,
             d_width: a.d_width,
             physical_batch: a.physical_batch,
+            g_ema: a.g_ema,
         },
         epochs: a.epochs,
         delta: a.delta,

@@ -108,6 +108,12 @@ pub struct GanConfig {
     pub d_width: i64,
     /// Largest number of examples (or pairs) pushed through the discriminator at once.
     pub physical_batch: usize,
+    /// Decay of an exponential moving average of the generator's variables (weights and
+    /// BatchNorm statistics), updated after every generator step; when set, the average is the
+    /// generator that is saved and released ([`DpGan::released_generator`]). `None`: the last
+    /// iterate is released. Post-processing: it costs no privacy (`proofs/gan/`).
+    #[serde(default)]
+    pub g_ema: Option<f64>,
 }
 
 impl Default for GanConfig {
@@ -124,6 +130,7 @@ impl Default for GanConfig {
             g_width: 32,
             d_width: 32,
             physical_batch: 512,
+            g_ema: None,
         }
     }
 }
@@ -155,6 +162,11 @@ pub fn validate(config: &GanConfig, n: usize) -> Result<f64> {
     }
     if config.physical_batch == 0 {
         return Err(Error::invalid("physical batch", 0, "must be at least 1"));
+    }
+    if let Some(decay) = config.g_ema {
+        if !(decay > 0.0 && decay < 1.0) {
+            return Err(Error::invalid("generator average decay", decay, "must lie strictly between 0 and 1"));
+        }
     }
     if config.z_dim < 1 || config.g_width < 1 || config.d_width < 4 {
         return Err(Error::invalid("network sizes", format!("z {} g {} d {}", config.z_dim, config.g_width, config.d_width), "need z_dim, g_width >= 1 and d_width >= 4"));
@@ -384,6 +396,8 @@ pub struct DpGan {
     q: f64,
     expected_lot: f64,
     generator: Generator,
+    /// The moving average of the generator (when `config.g_ema` is set).
+    average: Option<Generator>,
     discriminator: AnyDiscriminator,
     d_params: Vec<Tensor>,
     g_params: Vec<Tensor>,
@@ -432,6 +446,14 @@ impl DpGan {
         if let AnyDiscriminator::Private(d) = &discriminator {
             d.net.check_private()?;
         }
+        let average = match config.g_ema {
+            None => None,
+            Some(_) => {
+                let mut a = Generator::new(device, config.z_dim, config.g_width)?;
+                a.var_store_mut().copy(generator.var_store())?;
+                Some(a)
+            }
+        };
         let d_params = discriminator.parameters();
         let g_params = generator.parameters();
         let d_opt = Optimizer::new(adam(), config.d_lr, LrSchedule::Constant, &d_params)?;
@@ -442,6 +464,7 @@ impl DpGan {
             config,
             q,
             generator,
+            average,
             discriminator,
             d_params,
             g_params,
@@ -562,8 +585,33 @@ impl DpGan {
         }
         let grads = Tensor::f_run_backward(&[&loss], &self.g_params, false, false)?;
         self.g_opt.step(&self.g_params, &grads)?;
+        self.update_average()?;
         self.g_steps += 1;
         Ok(value)
+    }
+
+    /// The decay used by the moving average at generator step `t` (0-based):
+    /// `min(decay, (1 + t) / (10 + t))`, so early, poor iterates are forgotten quickly (the warm-up
+    /// of TensorFlow's `ExponentialMovingAverage` with `num_updates`).
+    pub fn average_decay(decay: f64, t: u64) -> f64 {
+        decay.min((1.0 + t as f64) / (10.0 + t as f64))
+    }
+
+    /// `average <- d average + (1 - d) generator` over every variable of the generator's
+    /// `VarStore` (trainable or not), with d from [`DpGan::average_decay`].
+    fn update_average(&mut self) -> Result<()> {
+        let (Some(average), Some(decay)) = (&self.average, self.config.g_ema) else {
+            return Ok(());
+        };
+        let d = Self::average_decay(decay, self.g_steps);
+        let live = self.generator.var_store().variables();
+        let _g = tch::no_grad_guard();
+        for (name, mut avg) in average.var_store().variables() {
+            let current = live.get(&name).ok_or_else(|| Error::invalid("generator variable", name.clone(), "missing from the live generator"))?;
+            let _scaled = avg.f_mul_scalar_(d)?;
+            let _averaged = avg.f_add_(&current.f_mul_scalar(1.0 - d)?)?;
+        }
+        Ok(())
     }
 
     /// The discriminator's "real" margin `logit[REAL] - logit[FAKE]` on images `x` with labels
@@ -631,9 +679,15 @@ impl DpGan {
         Ok((reports, self.generator_step()?))
     }
 
-    /// The generator.
+    /// The generator being trained (the last iterate).
     pub fn generator(&self) -> &Generator {
         &self.generator
+    }
+
+    /// The generator a release uses: the moving average when `config.g_ema` is set, otherwise
+    /// the last iterate.
+    pub fn released_generator(&self) -> &Generator {
+        self.average.as_ref().unwrap_or(&self.generator)
     }
 
     /// The discriminator.

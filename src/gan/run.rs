@@ -174,11 +174,11 @@ pub fn to_u8(images: &Tensor) -> Result<Vec<u8>> {
 fn write_epoch_grid(gan: &DpGan, seed: NoiseSeed, path: &Path) -> Result<()> {
     let per_row = 10i64;
     let mut rng = ChaCha20Rng::from_seed(seed.to_bytes(GRID_STREAM));
-    let device = gan.generator().var_store().device();
+    let device = gan.released_generator().var_store().device();
     let (z, _) = latents(&mut rng, CLASSES * per_row, gan.config().z_dim, device)?;
     let labels = Tensor::f_arange(CLASSES, (Kind::Int64, device))?.f_repeat_interleave_self_int(per_row, None, None)?;
     let _g = tch::no_grad_guard();
-    let pixels = to_u8(&gan.generator().forward(&z, &labels, false)?)?;
+    let pixels = to_u8(&gan.released_generator().forward(&z, &labels, false)?)?;
     let images: Vec<&[u8]> = pixels.chunks(784).collect();
     write_grid_png(path, &images, 28, per_row as usize)
 }
@@ -188,11 +188,11 @@ fn write_epoch_grid(gan: &DpGan, seed: NoiseSeed, path: &Path) -> Result<()> {
 fn write_nearest_figure(gan: &DpGan, train: &Examples, seed: NoiseSeed, path: &Path) -> Result<()> {
     let per = 2i64;
     let mut rng = ChaCha20Rng::from_seed(seed.to_bytes(GRID_STREAM + 1));
-    let device = gan.generator().var_store().device();
+    let device = gan.released_generator().var_store().device();
     let (z, _) = latents(&mut rng, CLASSES * per, gan.config().z_dim, device)?;
     let labels = Tensor::f_arange(CLASSES, (Kind::Int64, device))?.f_repeat_interleave_self_int(per, None, None)?;
     let _g = tch::no_grad_guard();
-    let fake = gan.generator().forward(&z, &labels, false)?.f_reshape([CLASSES * per, -1])?;
+    let fake = gan.released_generator().forward(&z, &labels, false)?.f_reshape([CLASSES * per, -1])?;
     let real = train.images.f_reshape([train.len() as i64, -1])?;
     let mut best_d = Tensor::f_full([CLASSES * per], f64::INFINITY, (Kind::Float, device))?;
     let mut best_i = Tensor::f_zeros([CLASSES * per], (Kind::Int64, device))?;
@@ -332,7 +332,7 @@ pub fn train_gan(spec: &GanRunSpec, train: &Dataset, out: &Path, device: Device,
     }
     let g_path = out.join(GENERATOR_FILE);
     let d_path = out.join(DISCRIMINATOR_FILE);
-    save_var_store(gan.generator().var_store(), &g_path)?;
+    save_var_store(gan.released_generator().var_store(), &g_path)?;
     save_var_store(gan.discriminator().var_store(), &d_path)?;
     let nearest = "nearest_training_images.png";
     write_nearest_figure(&gan, &examples, seed, &out.join(nearest))?;
