@@ -221,6 +221,12 @@ fn released_generator_is_the_moving_average_of_the_iterates() {
         assert!(released.contains_key("bn0.running_mean"));
         assert!(!released["fc.weight"].allclose(&live["fc.weight"], 1e-6, 1e-7, false));
     }
+    // A run trained with it saves the average and its releases say so.
+    let dir = tempfile::tempdir().unwrap();
+    let spec = GanRunSpec { config: GanConfig { g_ema: Some(0.5), ..tiny_config(Design::Joint) }, epochs: 0.3, delta: 1e-5, target_epsilon: None, seed: Some(2), force: false };
+    train_gan(&spec, &data, &dir.path().join("run"), Device::Cpu, &mut |_, _, _| {}).unwrap();
+    let release = sample_release(&dir.path().join("run"), &dir.path().join("synth"), &SampleOptions::new(20, Some(1)), false, Device::Cpu).unwrap();
+    assert_eq!(release.generator, "moving average (decay 0.5)");
     // Without the option the released generator is the last iterate itself.
     let mut plain = DpGan::new(tiny_config(Design::Joint), data.len(), Ledger::in_memory(), NoiseSeed::Explicit(4), Device::Cpu).unwrap();
     plain.round(&examples).unwrap();
@@ -253,6 +259,7 @@ fn training_replays_under_a_seed_and_sampling_is_deterministic() {
     assert_eq!(a.files, b.files, "same seed, same release");
     assert_ne!(a.files["train-images-idx3-ubyte.gz"], c.files["train-images-idx3-ubyte.gz"], "another seed, other images");
     assert_eq!(a.generator_sha256, m1.generator_sha256);
+    assert_eq!(a.generator, "last iterate");
     assert_eq!(a.ledger.steps, 3);
     assert!(a.epsilon_status.contains("claimed"));
     let released = load_mnist_dir(&dir.path().join("a"), Split::Train, 10).unwrap();

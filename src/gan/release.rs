@@ -62,6 +62,9 @@ pub struct Release {
     pub ledger: LedgerSummary,
     /// SHA-256 of the generator checkpoint the images come from.
     pub generator_sha256: String,
+    /// Which generator that checkpoint holds: `last iterate`, or `moving average (decay D)` for a
+    /// run trained with `--g-ema D` (post-processing either way).
+    pub generator: String,
     /// The run folder.
     pub run: String,
     /// Images released.
@@ -309,6 +312,10 @@ fn write_release(g: &Generator, d: Option<&Discriminator>, info: &super::run::Ga
         sampling: "poisson",
         ledger: LedgerSummary { steps: ledger.steps(), phases, labels, sha256: sha256_file(ledger.path())? },
         generator_sha256: sha256_file(&run.join(GENERATOR_FILE))?,
+        generator: match info.config.g_ema {
+            Some(decay) => format!("moving average (decay {decay})"),
+            None => "last iterate".to_owned(),
+        },
         run: run.display().to_string(),
         count,
         class_counts: data.class_counts(),
