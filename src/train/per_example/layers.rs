@@ -502,7 +502,7 @@ impl Sequential {
                     continue;
                 }
                 LayerSpec::MaxPool2d { kernel, stride } => {
-                    h = h.f_max_pool2d(
+                    h = channels_last_on_cpu(&h)?.f_max_pool2d(
                         [*kernel, *kernel],
                         [*stride, *stride],
                         [0, 0],
@@ -538,6 +538,21 @@ impl Sequential {
         }
         Ok((h, records))
     }
+}
+
+/// `x` (B, C, H, W) with channels-last strides (same shape and values) when it is on the CPU;
+/// otherwise `x` itself. libtorch's CPU max-pooling has a vectorised kernel for channels-last
+/// input only: for tanh-cnn's first pool (lot 256, 16 x 14 x 14, 2 threads) the forward takes
+/// 0.5 ms against 4.6 ms, forward and backward 2.5 ms against 5.7 ms, conversion included. The
+/// pooled output stays channels-last, which the next convolution accepts as is and which the
+/// per-example engine's channels-last patches ([`super::conv`]) then need not copy.
+fn channels_last_on_cpu(x: &Tensor) -> Result<Tensor> {
+    if x.dim() != 4 || x.device() != tch::Device::Cpu {
+        return Ok(x.shallow_clone());
+    }
+    Ok(x.f_permute([0, 2, 3, 1])?
+        .f_contiguous()?
+        .f_permute([0, 3, 1, 2])?)
 }
 
 /// `x * w[c] + b[c]` along dimension 1 of a (B, C, ...) tensor.
