@@ -4,7 +4,7 @@
 use dpaudit::accounting::ledger::Ledger;
 use dpaudit::data::{load_mnist_dir, sha256_file, Dataset, Split};
 use dpaudit::gan::dpgan::{private_discriminator_gradient, Design, DpGan, GanConfig};
-use dpaudit::gan::networks::{condition, D_INPUT_CHANNELS, FAKE, REAL};
+use dpaudit::gan::networks::{condition, Conditioning, D_INPUT_CHANNELS, FAKE, REAL};
 use dpaudit::gan::release::{generate_scored, load_discriminator, load_generator, sample_release, SampleOptions};
 use dpaudit::gan::run::{train_gan, GanRunSpec, DISCRIMINATOR_FILE, GENERATOR_FILE};
 use dpaudit::train::dpsgd::{Examples, CLIP_ROUNDING_SLACK};
@@ -29,13 +29,23 @@ fn assert_close(engine: &Tensor, reference: &Tensor, what: &str) {
 /// A tiny conditional discriminator in f64 with random weights: conv 11 -> 3 (4x4, stride 4) to
 /// 7x7, GroupNorm, tanh, flatten, linear to 2 logits.
 fn tiny_discriminator(seed: u64) -> (nn::VarStore, Sequential) {
+    tiny_discriminator_for(seed, Conditioning::LabelPlanes)
+}
+
+/// [`tiny_discriminator`] for `conditioning`: label planes (11 channels in, 2 logits out) or the
+/// classifier (1 channel in, 11 logits out), written out here rather than taken from the library.
+fn tiny_discriminator_for(seed: u64, conditioning: Conditioning) -> (nn::VarStore, Sequential) {
+    let (channels, logits) = match conditioning {
+        Conditioning::LabelPlanes => (D_INPUT_CHANNELS, 2),
+        Conditioning::Classifier => (1, 11),
+    };
     let mut vs = nn::VarStore::new(Device::Cpu);
     let specs = [
-        LayerSpec::Conv2d { in_channels: D_INPUT_CHANNELS, out_channels: 3, kernel: 4, stride: 4, padding: 0, bias: true },
+        LayerSpec::Conv2d { in_channels: channels, out_channels: 3, kernel: 4, stride: 4, padding: 0, bias: true },
         LayerSpec::GroupNorm { groups: 1, channels: 3 },
         LayerSpec::Tanh,
         LayerSpec::Flatten,
-        LayerSpec::Linear { in_features: 3 * 7 * 7, out_features: 2, bias: true },
+        LayerSpec::Linear { in_features: 3 * 7 * 7, out_features: logits, bias: true },
     ];
     let model = Sequential::new(&vs.root(), &specs).unwrap();
     vs.set_kind(Kind::Double);
@@ -66,6 +76,20 @@ fn flat_gradient(model: &Sequential, loss: &Tensor) -> Tensor {
 fn one_loss(model: &Sequential, x: &Tensor, y: &Tensor, target: i64) -> Tensor {
     let logits = model.forward(&condition(x, y).unwrap()).unwrap();
     per_example_cross_entropy(&logits, &Tensor::from_slice(&[target])).unwrap().sum(Kind::Double)
+}
+
+/// CE of one example (x, y), real (`real`) or generated, as each conditioning defines it: label
+/// planes: the conditioned image against class 1 (real) or 0; classifier: the bare image against
+/// class y (real) or 10.
+fn one_loss_for(model: &Sequential, conditioning: Conditioning, x: &Tensor, y: &Tensor, real: bool) -> Tensor {
+    match conditioning {
+        Conditioning::LabelPlanes => one_loss(model, x, y, if real { REAL } else { FAKE }),
+        Conditioning::Classifier => {
+            let target = if real { y.int64_value(&[0]) } else { 10 };
+            let logits = model.forward(x).unwrap();
+            per_example_cross_entropy(&logits, &Tensor::from_slice(&[target])).unwrap().sum(Kind::Double)
+        }
+    }
 }
 
 fn clip(g: &Tensor, c: f64) -> Tensor {
@@ -117,8 +141,9 @@ fn grouped_clip_and_sum_equals_one_pair_at_a_time() {
 #[test]
 fn private_step_equals_one_at_a_time_reference() {
     let (sigma, c, expected_lot, seed) = (0.7, 0.05, 6.0, 9u64);
-    for design in [Design::RealOnly, Design::Joint] {
-        let (_vs, d) = tiny_discriminator(4);
+    let cases = [Design::RealOnly, Design::Joint].into_iter().flat_map(|d| [(d, Conditioning::LabelPlanes), (d, Conditioning::Classifier)]);
+    for (design, conditioning) in cases {
+        let (_vs, d) = tiny_discriminator_for(4, conditioning);
         let mut rng = ChaCha8Rng::seed_from_u64(5);
         let b = 5;
         let (xr, yr) = random_images(b, &mut rng);
@@ -126,13 +151,13 @@ fn private_step_equals_one_at_a_time_reference() {
         let (xf, yf) = random_images(fakes, &mut rng);
         let mut noise_rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(1));
         // physical batch 2: the lot is split, which must not change the result.
-        let out = private_discriminator_gradient(&d, design, &xr, &yr, &xf, &yf, &ClipConfig::new(c), sigma, expected_lot, 2, &mut noise_rng).unwrap();
+        let out = private_discriminator_gradient(&d, design, conditioning, &xr, &yr, &xf, &yf, &ClipConfig::new(c), sigma, expected_lot, 2, &mut noise_rng).unwrap();
         let noise = reference_noise(&d, sigma * c * (1.0 + CLIP_ROUNDING_SLACK), seed);
         let mut sum = noise.zeros_like();
         for i in 0..b {
-            let mut loss = one_loss(&d, &xr.narrow(0, i, 1), &yr.narrow(0, i, 1), REAL);
+            let mut loss = one_loss_for(&d, conditioning, &xr.narrow(0, i, 1), &yr.narrow(0, i, 1), true);
             if design == Design::Joint {
-                loss = loss + one_loss(&d, &xf.narrow(0, i, 1), &yf.narrow(0, i, 1), FAKE);
+                loss = loss + one_loss_for(&d, conditioning, &xf.narrow(0, i, 1), &yf.narrow(0, i, 1), false);
             }
             sum += clip(&flat_gradient(&d, &loss), c);
         }
@@ -140,11 +165,11 @@ fn private_step_equals_one_at_a_time_reference() {
         if design == Design::RealOnly {
             let mut fake = reference.zeros_like();
             for j in 0..fakes {
-                fake += flat_gradient(&d, &one_loss(&d, &xf.narrow(0, j, 1), &yf.narrow(0, j, 1), FAKE));
+                fake += flat_gradient(&d, &one_loss_for(&d, conditioning, &xf.narrow(0, j, 1), &yf.narrow(0, j, 1), false));
             }
             reference += fake / fakes as f64;
         }
-        assert_close(&flatten(&out.gradients), &reference, &format!("private discriminator gradient, design {design}"));
+        assert_close(&flatten(&out.gradients), &reference, &format!("private discriminator gradient, design {design}, {conditioning:?}"));
         assert_eq!((out.real_count, out.fake_count), (b as usize, fakes as usize));
     }
 }
@@ -156,9 +181,9 @@ fn joint_design_refuses_unpaired_fakes_and_noise_layer_has_no_clipped_step() {
     let (xr, yr) = random_images(3, &mut rng);
     let (xf, yf) = random_images(4, &mut rng);
     let mut n = ChaCha20Rng::seed_from_u64(0);
-    assert!(private_discriminator_gradient(&d, Design::Joint, &xr, &yr, &xf, &yf, &ClipConfig::new(1.0), 1.0, 3.0, 8, &mut n).is_err());
-    assert!(private_discriminator_gradient(&d, Design::NoiseLayer, &xr, &yr, &xf, &yf, &ClipConfig::new(1.0), 1.0, 3.0, 8, &mut n).is_err());
-    assert!(private_discriminator_gradient(&d, Design::RealOnly, &xr, &yr, &xf, &yf, &ClipConfig::new(1.0), 0.0, 3.0, 8, &mut n).is_err());
+    assert!(private_discriminator_gradient(&d, Design::Joint, Conditioning::LabelPlanes, &xr, &yr, &xf, &yf, &ClipConfig::new(1.0), 1.0, 3.0, 8, &mut n).is_err());
+    assert!(private_discriminator_gradient(&d, Design::NoiseLayer, Conditioning::LabelPlanes, &xr, &yr, &xf, &yf, &ClipConfig::new(1.0), 1.0, 3.0, 8, &mut n).is_err());
+    assert!(private_discriminator_gradient(&d, Design::RealOnly, Conditioning::LabelPlanes, &xr, &yr, &xf, &yf, &ClipConfig::new(1.0), 0.0, 3.0, 8, &mut n).is_err());
 }
 
 fn fixture_subset(n: usize) -> Dataset {
@@ -334,6 +359,46 @@ fn discriminator_ranking_keeps_the_best_scored_candidates_of_each_label() {
     let e = sample_release(&nl, &dir.path().join("bad"), &SampleOptions { keep: 0.5, ..SampleOptions::new(40, Some(9)) }, false, Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("noise-layer"), "{e}");
     assert!(!dir.path().join("bad").exists());
+}
+
+#[test]
+fn classifier_discriminator_trains_ranks_by_the_label_logit_and_is_recorded() {
+    let data = fixture_subset(160);
+    let examples = Examples::from_dataset(&data, Device::Cpu).unwrap();
+    let classifier = |design| GanConfig { conditioning: Conditioning::Classifier, ..tiny_config(design) };
+    // Every discriminator step is in the ledger, as with label planes.
+    for design in [Design::RealOnly, Design::Joint] {
+        let mut gan = DpGan::new(classifier(design), data.len(), Ledger::in_memory(), NoiseSeed::Explicit(3), Device::Cpu).unwrap();
+        let (reports, g) = gan.round(&examples).unwrap();
+        assert_eq!((reports.len(), gan.ledger().steps()), (3, 3));
+        assert!(g.is_finite() && reports.iter().all(|r| r.real_loss.is_finite() || r.lot_size == 0));
+        // The generator's loss is CE(D(G(z, y)), y) over 11 classes: at initialisation near
+        // ln 11 = 2.40, not the 2-class ln 2 = 0.69 of label planes.
+        assert!(g > 1.5, "generator loss {g}");
+    }
+    // The noise-layer design keeps its paper's label planes.
+    let e = DpGan::new(classifier(Design::NoiseLayer), data.len(), Ledger::in_memory(), NoiseSeed::Explicit(3), Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("conditioning"), "{e}");
+    // A run records the choice; ranking scores each candidate by logit[label] - logit[generated].
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let spec = GanRunSpec { config: classifier(Design::Joint), epochs: 0.3, delta: 1e-5, target_epsilon: None, seed: Some(3), force: false };
+    train_gan(&spec, &data, &run, Device::Cpu, &mut |_, _, _| {}).unwrap();
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("gan.json")).unwrap()).unwrap();
+    assert_eq!(saved["config"]["conditioning"], "classifier", "{saved}");
+    let (g, info) = load_generator(&run, Device::Cpu).unwrap();
+    let d = load_discriminator(&run, &info, Device::Cpu).unwrap();
+    assert_eq!(d.conditioning, Conditioning::Classifier);
+    let (pixels, labels, scores) = generate_scored(&g, Some(&d), 40, 9, 1.0).unwrap();
+    let x = Tensor::from_slice(&pixels).view([40, 1, 28, 28]).to_kind(Kind::Float) / 255.0;
+    let logits = tch::no_grad(|| d.net.forward(&x).unwrap());
+    assert_eq!(logits.size(), [40, 11]);
+    for (i, (&l, &score)) in labels.iter().zip(&scores).enumerate() {
+        let again = logits.double_value(&[i as i64, i64::from(l)]) - logits.double_value(&[i as i64, 10]);
+        assert!((again - f64::from(score)).abs() < 0.05 * (1.0 + f64::from(score).abs()), "candidate {i}: score {score} vs {again}");
+    }
+    let r = sample_release(&run, &dir.path().join("ranked"), &SampleOptions { keep: 0.5, ..SampleOptions::new(20, Some(9)) }, false, Device::Cpu).unwrap();
+    assert!(r.selection.contains("logit of the label"), "{}", r.selection);
 }
 
 /// Names in `dir`, sorted (to check that nothing, not even a temporary folder, was left).

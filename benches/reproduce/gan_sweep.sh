@@ -6,7 +6,7 @@
 #   benches/reproduce/gan_sweep.sh EPOCHS [OUT_ROOT]
 #
 # EPSILONS (default "1 2 5 10") and every variable gan_mnist.sh reads (N_CRITIC, LOT, D_LR, G_LR,
-# TEMPERATURE, DATA, THREADS) apply to all runs. An epsilon whose OUT_ROOT/epsE/eval.json exists is
+# CONDITIONING, TEMPERATURE, DATA, THREADS) apply to all runs. An epsilon whose OUT_ROOT/epsE/eval.json exists is
 # not run again (delete the folder to redo it). The binary is built once and frozen for the whole
 # sweep (BIN), so editing the source while it runs cannot change later runs. Run nothing else that
 # uses libtorch meanwhile: two libtorch processes on two cores slow each other down many times.

@@ -358,6 +358,7 @@ impl<'a> Worker<'a> {
             d_width: g.d_width,
             physical_batch: t.physical_batch,
             g_ema: None,
+            conditioning: g.conditioning,
         };
         use crate::train::noise::NoiseSeed;
         let init = if g.fixed_initialisation { NoiseSeed::Explicit(self.ctx.spec.attack.seed ^ 0x1417) } else { NoiseSeed::Explicit(seed) };

@@ -120,6 +120,10 @@ pub struct GanTarget {
     /// initialisation; it removes variance that would otherwise hide one record.
     #[serde(default)]
     pub fixed_initialisation: bool,
+    /// `label-planes` (default) or `classifier`: how the discriminator learns the labels
+    /// ([`crate::gan::networks::Conditioning`]); the canary's score is its real margin.
+    #[serde(default)]
+    pub conditioning: crate::gan::networks::Conditioning,
 }
 
 fn one_u32() -> u32 {

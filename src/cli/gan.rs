@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use dpaudit::data::{self, Split};
 use dpaudit::gan::dpgan::{Design, GanConfig};
+use dpaudit::gan::networks::Conditioning;
 use dpaudit::gan::evaluation::{evaluate_synthetic, EvalConfig};
 use dpaudit::gan::release::{sample_release, SampleOptions};
 use dpaudit::gan::run::{train_gan, GanRunSpec};
@@ -31,6 +32,15 @@ pub enum DesignChoice {
     Joint,
     /// Triastcyn & Faltings 2018's Gaussian noise layer; its epsilon is only claimed.
     NoiseLayer,
+}
+
+/// How the discriminator learns the labels.
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum ConditioningChoice {
+    /// The image with 10 one-hot label planes; logits real / generated.
+    LabelPlanes,
+    /// The image alone; 11 logits: real of label 0..9, or generated.
+    Classifier,
 }
 
 /// GAN subcommands.
@@ -133,6 +143,13 @@ pub struct GanTrainArgs {
     /// Discriminator width.
     #[arg(long, default_value_t = 32)]
     d_width: i64,
+    /// How the discriminator learns the labels: `label-planes` (the image with 10 one-hot label
+    /// planes, real/fake logits) or `classifier` (the image alone, 11 logits: real of label 0..9
+    /// or generated; the generator is pushed to make G(z, y) read as a real y). Same privacy
+    /// accounting (each pair's or example's gradient is clipped the same way); not for the
+    /// noise-layer design.
+    #[arg(long, value_enum, default_value = "label-planes")]
+    conditioning: ConditioningChoice,
     /// Largest number of examples (pairs) through the discriminator at once.
     #[arg(long, default_value_t = 512)]
     physical_batch: usize,
@@ -227,6 +244,10 @@ fn train(a: &GanTrainArgs) -> Result<()> {
             d_width: a.d_width,
             physical_batch: a.physical_batch,
             g_ema: a.g_ema,
+            conditioning: match a.conditioning {
+                ConditioningChoice::LabelPlanes => Conditioning::LabelPlanes,
+                ConditioningChoice::Classifier => Conditioning::Classifier,
+            },
         },
         epochs: a.epochs,
         delta: a.delta,

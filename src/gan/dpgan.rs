@@ -19,7 +19,7 @@
 //! Every discriminator step is recorded, `n_critic` of them per generator step. Why (a) and (b)
 //! are (epsilon, delta)-DP under the ledger's accounting: `proofs/gan/design_a_real_term.md` and
 //! `proofs/gan/design_b_joint_clipping.md`.
-use super::networks::{condition, Discriminator, Generator, CLASSES, FAKE, REAL};
+use super::networks::{condition, Conditioning, Discriminator, Generator, CLASSES, FAKE, REAL};
 use super::noise_layer::{NoiseLayerDiscriminator, CLAIMED_LABEL, NOISE_LAYER_LEDGER_LABEL};
 use crate::accounting::ledger::Ledger;
 use crate::accounting::SamplingScheme;
@@ -114,6 +114,10 @@ pub struct GanConfig {
     /// iterate is released. Post-processing: it costs no privacy (`proofs/gan/`).
     #[serde(default)]
     pub g_ema: Option<f64>,
+    /// How the discriminator learns the labels (designs (a) and (b); the noise-layer design uses
+    /// label planes). Runs saved before this option existed used label planes.
+    #[serde(default)]
+    pub conditioning: Conditioning,
 }
 
 impl Default for GanConfig {
@@ -131,6 +135,7 @@ impl Default for GanConfig {
             d_width: 32,
             physical_batch: 512,
             g_ema: None,
+            conditioning: Conditioning::LabelPlanes,
         }
     }
 }
@@ -168,6 +173,9 @@ pub fn validate(config: &GanConfig, n: usize) -> Result<f64> {
             return Err(Error::invalid("generator average decay", decay, "must lie strictly between 0 and 1"));
         }
     }
+    if config.design == Design::NoiseLayer && config.conditioning != Conditioning::LabelPlanes {
+        return Err(Error::invalid("conditioning", "classifier", "the noise-layer design reproduces its paper's discriminator, which uses label planes"));
+    }
     if config.z_dim < 1 || config.g_width < 1 || config.d_width < 4 {
         return Err(Error::invalid("network sizes", format!("z {} g {} d {}", config.z_dim, config.g_width, config.d_width), "need z_dim, g_width >= 1 and d_width >= 4"));
     }
@@ -196,17 +204,19 @@ fn zeros_like_params(d: &Sequential) -> Result<Vec<Tensor>> {
     Ok(d.parameters().iter().map(|(_, p)| p.f_zeros_like()).collect::<std::result::Result<_, _>>()?)
 }
 
-fn loss_sum(d: &Sequential, x: &Tensor, y: &Tensor, target: i64) -> Result<f64> {
+fn fakes_loss_sum(d: &Sequential, conditioning: Conditioning, x: &Tensor, y: &Tensor) -> Result<f64> {
     let _g = tch::no_grad_guard();
-    let t = Tensor::f_full([y.size()[0]], target, (Kind::Int64, y.device()))?;
-    per_example_cross_entropy(&d.forward(&condition(x, y)?)?, &t)?.f_sum(Kind::Double)?.f_double_value(&[])
+    let t = conditioning.fake_targets(y.size()[0], y.device())?;
+    per_example_cross_entropy(&d.forward(&conditioning.input(x, y)?)?, &t)?.f_sum(Kind::Double)?.f_double_value(&[])
         .map_err(Error::from)
 }
 
 /// One private discriminator gradient for designs (a) and (b): the lot's real images `real_x`
 /// (B, 1, 28, 28) in [0, 1] with labels `real_y` (B,), generated images `fake_x` with labels
 /// `fake_y`, clipping norm `clip.max_norm`, noise N(0, (sigma C (1 + CLIP_ROUNDING_SLACK))^2) per
-/// coordinate from `rng`, divided by `expected_lot` = q N.
+/// coordinate from `rng`, divided by `expected_lot` = q N. `conditioning` says what the
+/// discriminator's input and targets are ([`Conditioning`]): "real" is class [`REAL`] or the
+/// record's label, "generated" class [`FAKE`] or 10.
 ///
 /// - [`Design::RealOnly`]: any number of fakes (the caller must use a number that does not
 ///   depend on the private data); returns `(sum_i clip(g_real_i) + noise) / (q N) + mean_j g_fake_j`.
@@ -229,6 +239,7 @@ fn loss_sum(d: &Sequential, x: &Tensor, y: &Tensor, target: i64) -> Result<f64> 
 pub fn private_discriminator_gradient(
     d: &Sequential,
     design: Design,
+    conditioning: Conditioning,
     real_x: &Tensor,
     real_y: &Tensor,
     fake_x: &Tensor,
@@ -264,8 +275,9 @@ pub fn private_discriminator_gradient(
             let mut start = 0;
             while start < b {
                 let len = physical.min(b - start);
-                let x = condition(&real_x.f_narrow(0, start, len)?, &real_y.f_narrow(0, start, len)?)?;
-                let t = Tensor::f_full([len], REAL, (Kind::Int64, real_x.device()))?;
+                let y = real_y.f_narrow(0, start, len)?;
+                let x = conditioning.input(&real_x.f_narrow(0, start, len)?, &y)?;
+                let t = conditioning.real_targets(&y)?;
                 let batch = clip_and_sum(d, &x, &t, clip)?;
                 add(&mut sums, &batch.clipped_sum)?;
                 real_loss_sum += batch.loss_sum;
@@ -273,8 +285,8 @@ pub fn private_discriminator_gradient(
                 start += len;
             }
             if f > 0 {
-                let t = Tensor::f_full([f], FAKE, (Kind::Int64, fake_x.device()))?;
-                let g = nonprivate_gradient(d, &condition(fake_x, fake_y)?, &t)?;
+                let t = conditioning.fake_targets(f, fake_x.device())?;
+                let g = nonprivate_gradient(d, &conditioning.input(fake_x, fake_y)?, &t)?;
                 fake_loss_sum = g.loss_mean * f as f64;
                 fake_mean = Some(g.gradients);
             }
@@ -286,17 +298,18 @@ pub fn private_discriminator_gradient(
             let mut start = 0;
             while start < b {
                 let len = physical.min(b - start);
-                let xr = condition(&real_x.f_narrow(0, start, len)?, &real_y.f_narrow(0, start, len)?)?;
-                let xf = condition(&fake_x.f_narrow(0, start, len)?, &fake_y.f_narrow(0, start, len)?)?;
+                let yr = real_y.f_narrow(0, start, len)?;
+                let xr = conditioning.input(&real_x.f_narrow(0, start, len)?, &yr)?;
+                let xf = conditioning.input(&fake_x.f_narrow(0, start, len)?, &fake_y.f_narrow(0, start, len)?)?;
                 // Rows 2i (real) and 2i + 1 (fake) form pair i.
                 let rest = xr.size()[1..].to_vec();
                 let mut shape = vec![2 * len];
                 shape.extend_from_slice(&rest);
                 let x = Tensor::f_stack(&[xr, xf.shallow_clone()], 1)?.f_reshape(shape.as_slice())?;
-                let t = Tensor::f_from_slice(&[REAL, FAKE])?.f_to(real_x.device())?.f_repeat([len])?;
+                let t = Tensor::f_stack(&[conditioning.real_targets(&yr)?, conditioning.fake_targets(len, real_x.device())?], 1)?.f_reshape([2 * len])?;
                 let batch = clip_and_sum_grouped(d, &x, &t, 2, clip)?;
                 add(&mut sums, &batch.clipped_sum)?;
-                let fl = loss_sum(d, &fake_x.f_narrow(0, start, len)?, &fake_y.f_narrow(0, start, len)?, FAKE)?;
+                let fl = fakes_loss_sum(d, conditioning, &fake_x.f_narrow(0, start, len)?, &fake_y.f_narrow(0, start, len)?)?;
                 fake_loss_sum += fl;
                 real_loss_sum += batch.loss_sum - fl;
                 clipped += i64::try_from(batch.clip_factors.f_lt(1.0)?.f_sum(Kind::Int64)?)?;
@@ -439,7 +452,7 @@ impl DpGan {
             let g = Generator::new(device, config.z_dim, config.g_width)?;
             let d = match config.design {
                 Design::NoiseLayer => AnyDiscriminator::NoiseLayer(NoiseLayerDiscriminator::new(device, config.d_width, config.max_grad_norm, config.noise_multiplier)?),
-                _ => AnyDiscriminator::Private(Discriminator::new(device, config.d_width)?),
+                _ => AnyDiscriminator::Private(Discriminator::with_conditioning(device, config.d_width, config.conditioning)?),
             };
             (g, d)
         };
@@ -524,7 +537,7 @@ impl DpGan {
         let (grads, report) = match &self.discriminator {
             AnyDiscriminator::Private(d) => {
                 let clip = ClipConfig::new(self.config.max_grad_norm);
-                let g = private_discriminator_gradient(&d.net, self.config.design, &real_x, &real_y, &fake_x, &fake_y, &clip, self.config.noise_multiplier, self.expected_lot, self.config.physical_batch, &mut self.noise_rng)?;
+                let g = private_discriminator_gradient(&d.net, self.config.design, self.config.conditioning, &real_x, &real_y, &fake_x, &fake_y, &clip, self.config.noise_multiplier, self.expected_lot, self.config.physical_batch, &mut self.noise_rng)?;
                 let report = DiscriminatorReport {
                     real_loss: if g.real_count == 0 { f64::NAN } else { g.real_loss_sum / g.real_count as f64 },
                     fake_loss: if g.fake_count == 0 { f64::NAN } else { g.fake_loss_sum / g.fake_count as f64 },
@@ -565,19 +578,21 @@ impl DpGan {
     }
 
     /// One generator step (post-processing of the discriminator: no ledger entry): the
-    /// non-saturating loss `mean CE(D(G(z, y), y), real)` over `round(q N)` fakes.
+    /// non-saturating loss `mean CE(D(G(z, y), y), real)` over `round(q N)` fakes ("real" is
+    /// class y for [`Conditioning::Classifier`]).
     ///
     /// # Errors
     /// Numerical and libtorch errors (no update made).
     pub fn generator_step(&mut self) -> Result<f64> {
         let n = self.fixed_fake_count();
         let (z, y) = self.latents(n)?;
-        let x = condition(&self.generator.forward(&z, &y, true)?, &y)?;
+        let conditioning = self.config.conditioning;
+        let x = conditioning.input(&self.generator.forward(&z, &y, true)?, &y)?;
         let logits = match &self.discriminator {
             AnyDiscriminator::Private(d) => d.net.forward(&x)?,
             AnyDiscriminator::NoiseLayer(d) => d.logits(&x, &mut self.noise_layer_rng)?,
         };
-        let t = Tensor::f_full([n], REAL, (Kind::Int64, x.device()))?;
+        let t = conditioning.real_targets(&y)?;
         let loss = per_example_cross_entropy(&logits, &t)?.f_mean(Kind::Float)?;
         let value = loss.f_double_value(&[])?;
         if !value.is_finite() {
@@ -614,8 +629,9 @@ impl DpGan {
         Ok(())
     }
 
-    /// The discriminator's "real" margin `logit[REAL] - logit[FAKE]` on images `x` with labels
-    /// `y`, per example, without gradients. For the noise-layer design the noise layer is drawn
+    /// The discriminator's "real" margin `logit[REAL] - logit[FAKE]` (for
+    /// [`Conditioning::Classifier`]: `logit[y] - logit[10]`, [`Conditioning::real_margin`]) on
+    /// images `x` with labels `y`, per example, without gradients. For the noise-layer design the noise layer is drawn
     /// `draws` times from `rng` and the margins averaged (any function of the trained
     /// discriminator is post-processing of the training, so this is a fair audit statistic).
     ///
@@ -623,8 +639,9 @@ impl DpGan {
     /// libtorch errors; `draws == 0`.
     pub fn real_margin(&self, x: &Tensor, y: &Tensor, draws: usize, rng: &mut ChaCha20Rng) -> Result<Tensor> {
         let _g = tch::no_grad_guard();
-        let xc = condition(x, y)?;
-        let margin = |logits: Tensor| -> Result<Tensor> { Ok(logits.f_select(1, REAL)?.f_sub(&logits.f_select(1, FAKE)?)?) };
+        let conditioning = self.config.conditioning;
+        let xc = conditioning.input(x, y)?;
+        let margin = |logits: Tensor| -> Result<Tensor> { conditioning.real_margin(&logits, y) };
         match &self.discriminator {
             AnyDiscriminator::Private(d) => margin(d.net.forward(&xc)?),
             AnyDiscriminator::NoiseLayer(d) => {
@@ -651,8 +668,9 @@ impl DpGan {
         if draws == 0 {
             return Err(Error::invalid("noise draws", 0, "must be at least 1"));
         }
-        let xc = condition(x, y)?;
-        let margin = |logits: Tensor| -> Result<Tensor> { Ok(logits.f_select(1, REAL)?.f_sub(&logits.f_select(1, FAKE)?)?.f_mean(Kind::Float)?) };
+        let conditioning = self.config.conditioning;
+        let xc = conditioning.input(x, y)?;
+        let margin = |logits: Tensor| -> Result<Tensor> { Ok(conditioning.real_margin(&logits, y)?.f_mean(Kind::Float)?) };
         let total = match &self.discriminator {
             AnyDiscriminator::Private(d) => margin(d.net.forward(&xc)?)?,
             AnyDiscriminator::NoiseLayer(d) => {

@@ -8,7 +8,8 @@
 //!   concatenating 10 one-hot label planes to the image: (B, 11, 28, 28) -> 2 logits (index
 //!   [`REAL`] = real, [`FAKE`] = fake). A 2-logit cross-entropy is the binary cross-entropy of the
 //!   logit difference, so the engine's cross-entropy loss is the GAN loss. No BatchNorm (GroupNorm),
-//!   its own `VarStore`.
+//!   its own `VarStore`. Or, with [`Conditioning::Classifier`], the image alone -> 11 logits
+//!   (real of label 0..9, or generated).
 use crate::error::{Error, Result};
 use crate::train::per_example::{LayerSpec, Sequential};
 use tch::{nn, Device, Kind, Tensor};
@@ -31,28 +32,133 @@ fn conv(i: i64, o: i64) -> LayerSpec {
     LayerSpec::Conv2d { in_channels: i, out_channels: o, kernel: 4, stride: 2, padding: 1, bias: true }
 }
 
+/// The class index of "generated" for a [`Conditioning::Classifier`] discriminator (labels 0..10
+/// are "real, of that label").
+pub const CLASSIFIER_FAKE: i64 = CLASSES;
+
+/// How the discriminator learns the labels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Conditioning {
+    /// The image with 10 one-hot label planes appended, two logits: real ([`REAL`]) or generated
+    /// ([`FAKE`]).
+    #[default]
+    LabelPlanes,
+    /// The image alone, 11 logits: real of label 0..9, or generated ([`CLASSIFIER_FAKE`]): the
+    /// "K + 1 classes" discriminator of Salimans et al. 2016 (also Odena 2016). A real record
+    /// (x, y) is trained towards class y, a generated one towards class 10, and the generator is
+    /// trained to make `G(z, y)` read as real of label y, which ties its samples to their labels
+    /// far more directly than label planes do.
+    Classifier,
+}
+
+impl Conditioning {
+    /// Input channels of the discriminator.
+    pub fn input_channels(self) -> i64 {
+        match self {
+            Conditioning::LabelPlanes => D_INPUT_CHANNELS,
+            Conditioning::Classifier => 1,
+        }
+    }
+
+    /// Logits of the discriminator.
+    pub fn outputs(self) -> i64 {
+        match self {
+            Conditioning::LabelPlanes => 2,
+            Conditioning::Classifier => CLASSES + 1,
+        }
+    }
+
+    /// The discriminator's input for images (B, 1, 28, 28) with labels (B,).
+    ///
+    /// # Errors
+    /// Shape or label errors.
+    pub fn input(self, images: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        match self {
+            Conditioning::LabelPlanes => condition(images, labels),
+            Conditioning::Classifier => {
+                check_labels(labels)?;
+                Ok(images.shallow_clone())
+            }
+        }
+    }
+
+    /// Class targets (B,) that say "real, with these labels".
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn real_targets(self, labels: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Conditioning::LabelPlanes => Tensor::f_full([labels.size()[0]], REAL, (Kind::Int64, labels.device()))?,
+            Conditioning::Classifier => labels.f_to_kind(Kind::Int64)?,
+        })
+    }
+
+    /// The class index that says "generated".
+    pub fn fake_class(self) -> i64 {
+        match self {
+            Conditioning::LabelPlanes => FAKE,
+            Conditioning::Classifier => CLASSIFIER_FAKE,
+        }
+    }
+
+    /// Class targets (n,) that say "generated", on `device`.
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn fake_targets(self, n: i64, device: Device) -> Result<Tensor> {
+        Ok(Tensor::f_full([n], self.fake_class(), (Kind::Int64, device))?)
+    }
+
+    /// Per example, how much more the discriminator believes "real with label y" than
+    /// "generated": `logit[real target] - logit[fake class]` for `logits` (B, outputs) and labels
+    /// (B,).
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn real_margin(self, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        let real = logits.f_gather(1, &self.real_targets(labels)?.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)?;
+        Ok(real.f_sub(&logits.f_select(1, self.fake_class())?)?)
+    }
+}
+
 /// The discriminator's layers before the noise layer of the `noise-layer` design (and the first
 /// block of the private discriminator): conv 11 -> `width`, 4x4 stride 2 (28 -> 14), tanh.
 pub fn discriminator_head(width: i64) -> Vec<LayerSpec> {
-    vec![conv(D_INPUT_CHANNELS, width), LayerSpec::Tanh]
+    discriminator_head_for(width, Conditioning::LabelPlanes)
+}
+
+/// [`discriminator_head`] for a discriminator conditioned by `conditioning` (its input channels).
+pub fn discriminator_head_for(width: i64, conditioning: Conditioning) -> Vec<LayerSpec> {
+    vec![conv(conditioning.input_channels(), width), LayerSpec::Tanh]
 }
 
 /// The rest: conv `width` -> 2 `width` 4x4 stride 2 (14 -> 7), GroupNorm (8 groups), tanh,
 /// flatten, linear to 2 logits.
 pub fn discriminator_tail(width: i64) -> Vec<LayerSpec> {
+    discriminator_tail_for(width, Conditioning::LabelPlanes)
+}
+
+/// [`discriminator_tail`] for a discriminator conditioned by `conditioning` (its logits).
+pub fn discriminator_tail_for(width: i64, conditioning: Conditioning) -> Vec<LayerSpec> {
     vec![
         conv(width, 2 * width),
         LayerSpec::GroupNorm { groups: 8.min(2 * width), channels: 2 * width },
         LayerSpec::Tanh,
         LayerSpec::Flatten,
-        LayerSpec::Linear { in_features: 2 * width * 7 * 7, out_features: 2, bias: true },
+        LayerSpec::Linear { in_features: 2 * width * 7 * 7, out_features: conditioning.outputs(), bias: true },
     ]
 }
 
 /// The whole private discriminator: [`discriminator_head`] then [`discriminator_tail`].
 pub fn discriminator_specs(width: i64) -> Vec<LayerSpec> {
-    let mut s = discriminator_head(width);
-    s.extend(discriminator_tail(width));
+    discriminator_specs_for(width, Conditioning::LabelPlanes)
+}
+
+/// The whole private discriminator for `conditioning`.
+pub fn discriminator_specs_for(width: i64, conditioning: Conditioning) -> Vec<LayerSpec> {
+    let mut s = discriminator_head_for(width, conditioning);
+    s.extend(discriminator_tail_for(width, conditioning));
     s
 }
 
@@ -61,13 +167,19 @@ pub fn discriminator_specs(width: i64) -> Vec<LayerSpec> {
 /// # Errors
 /// [`Error::InvalidParameter`] for labels outside 0..10; libtorch errors.
 pub fn one_hot(labels: &Tensor, kind: Kind) -> Result<Tensor> {
+    check_labels(labels)?;
+    Ok(labels.f_one_hot(CLASSES)?.f_to_kind(kind)?)
+}
+
+/// [`Error::InvalidParameter`] unless every label lies in 0..10.
+fn check_labels(labels: &Tensor) -> Result<()> {
     if labels.numel() > 0 {
         let (lo, hi) = (labels.f_min()?.f_int64_value(&[])?, labels.f_max()?.f_int64_value(&[])?);
         if lo < 0 || hi >= CLASSES {
             return Err(Error::invalid("labels", format!("range [{lo}, {hi}]"), "must lie in 0..10"));
         }
     }
-    Ok(labels.f_one_hot(CLASSES)?.f_to_kind(kind)?)
+    Ok(())
 }
 
 /// The discriminator's input: images (B, 1, 28, 28) with 10 label planes appended (plane y is all
@@ -196,16 +308,26 @@ pub struct Discriminator {
     pub vs: nn::VarStore,
     /// The network.
     pub net: Sequential,
+    /// What its input and logits mean.
+    pub conditioning: Conditioning,
 }
 
 impl Discriminator {
-    /// Builds [`discriminator_specs`]`(width)` on `device`.
+    /// Builds [`discriminator_specs`]`(width)` on `device` (label planes).
     ///
     /// # Errors
     /// libtorch errors.
     pub fn new(device: Device, width: i64) -> Result<Self> {
+        Self::with_conditioning(device, width, Conditioning::LabelPlanes)
+    }
+
+    /// Builds [`discriminator_specs_for`]`(width, conditioning)` on `device`.
+    ///
+    /// # Errors
+    /// libtorch errors.
+    pub fn with_conditioning(device: Device, width: i64, conditioning: Conditioning) -> Result<Self> {
         let vs = nn::VarStore::new(device);
-        let net = Sequential::new(&vs.root(), &discriminator_specs(width))?;
-        Ok(Discriminator { vs, net })
+        let net = Sequential::new(&vs.root(), &discriminator_specs_for(width, conditioning))?;
+        Ok(Discriminator { vs, net, conditioning })
     }
 }

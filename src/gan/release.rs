@@ -9,7 +9,7 @@
 //! so a failure leaves no partial output; an existing output is replaced only with `force`.
 use super::dpgan::{latents, Design};
 use super::image::write_grid_png;
-use super::networks::{condition, Discriminator, Generator, CLASSES, FAKE, REAL};
+use super::networks::{Discriminator, Generator, CLASSES};
 use super::run::{epsilons_of, read_run_info, to_u8, DISCRIMINATOR_FILE, GENERATOR_FILE};
 use crate::accounting::ledger::Ledger;
 use crate::accounting::Phase;
@@ -186,7 +186,8 @@ pub fn generate(g: &Generator, count: usize, seed: u64, temperature: f64) -> Res
 
 /// `count` images as [`generate`] makes them (the first `count` of a larger draw are the same
 /// images): pixels (784 bytes per image), labels (cycling 0..9) and, when `d` is given, each
-/// image's score, logit(real) - logit(fake) of the (unrounded) image with its label.
+/// image's score, logit(real) - logit(fake) of the (unrounded) image with its label
+/// ([`super::networks::Conditioning::real_margin`]).
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] for a bad temperature; libtorch errors.
@@ -207,8 +208,8 @@ pub fn generate_scored(g: &Generator, d: Option<&Discriminator>, count: usize, s
         let y = Tensor::f_from_slice(&y)?.f_to(device)?;
         let images = g.forward(&z, &y, false)?;
         if let Some(d) = d {
-            let logits = d.net.forward(&condition(&images, &y)?)?;
-            let s = logits.f_select(1, REAL)?.f_sub(&logits.f_select(1, FAKE)?)?.f_to_kind(tch::Kind::Float)?.f_to(Device::Cpu)?;
+            let logits = d.net.forward(&d.conditioning.input(&images, &y)?)?;
+            let s = d.conditioning.real_margin(&logits, &y)?.f_to_kind(tch::Kind::Float)?.f_to(Device::Cpu)?;
             scores.extend(Vec::<f32>::try_from(&s)?);
         }
         pixels.extend(to_u8(&images)?);
@@ -255,7 +256,7 @@ pub fn load_discriminator(run: &Path, info: &super::run::GanRunInfo, device: Dev
     if info.config.design == Design::NoiseLayer {
         return Err(Error::invalid("--keep", "noise-layer", "ranking by the discriminator needs a design with a proven epsilon (joint or real-only): the noise-layer discriminator's layers before the noise saw raw records"));
     }
-    let mut d = Discriminator::new(device, info.config.d_width)?;
+    let mut d = Discriminator::with_conditioning(device, info.config.d_width, info.config.conditioning)?;
     let path = run.join(DISCRIMINATOR_FILE);
     if !path.is_file() {
         return Err(Error::data(&path, "missing discriminator checkpoint (did training finish?)"));
@@ -322,7 +323,7 @@ fn write_release(g: &Generator, d: Option<&Discriminator>, info: &super::run::Ga
         seed,
         temperature,
         selection: match d {
-            Some(_) => format!("discriminator ranking: {} generated, per label the best-scored (logit real - logit fake of the final discriminator) kept", opts.candidates()),
+            Some(_) => format!("discriminator ranking: {} generated, per label the best-scored (real margin of the final discriminator: logit real - logit fake, or logit of the label - logit fake for the classifier discriminator) kept", opts.candidates()),
             None => "all generated".to_owned(),
         },
         keep: opts.keep,
