@@ -285,6 +285,7 @@ fn training_replays_under_a_seed_and_sampling_is_deterministic() {
     assert_ne!(a.files["train-images-idx3-ubyte.gz"], c.files["train-images-idx3-ubyte.gz"], "another seed, other images");
     assert_eq!(a.generator_sha256, m1.generator_sha256);
     assert_eq!(a.generator, "last iterate");
+    assert_eq!(a.conditioning, Conditioning::LabelPlanes);
     assert_eq!(a.ledger.steps, 3);
     assert!(a.epsilon_status.contains("claimed"));
     let released = load_mnist_dir(&dir.path().join("a"), Split::Train, 10).unwrap();
@@ -399,6 +400,9 @@ fn classifier_discriminator_trains_ranks_by_the_label_logit_and_is_recorded() {
     }
     let r = sample_release(&run, &dir.path().join("ranked"), &SampleOptions { keep: 0.5, ..SampleOptions::new(20, Some(9)) }, false, Device::Cpu).unwrap();
     assert!(r.selection.contains("logit of the label"), "{}", r.selection);
+    assert_eq!(r.conditioning, Conditioning::Classifier);
+    let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("ranked/release.json")).unwrap()).unwrap();
+    assert_eq!(written["conditioning"], "classifier");
 }
 
 /// Names in `dir`, sorted (to check that nothing, not even a temporary folder, was left).

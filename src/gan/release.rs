@@ -52,6 +52,8 @@ pub struct Release {
     pub tool_version: &'static str,
     /// The design of the private GAN.
     pub design: Design,
+    /// How its discriminator learned the labels (`label-planes` or `classifier`).
+    pub conditioning: super::networks::Conditioning,
     /// "proven: ..." or the claimed label.
     pub epsilon_status: &'static str,
     /// Epsilon per accountant (from the ledger), at the run's delta.
@@ -308,6 +310,7 @@ fn write_release(g: &Generator, d: Option<&Discriminator>, info: &super::run::Ga
     let release = Release {
         tool_version: env!("CARGO_PKG_VERSION"),
         design: info.config.design,
+        conditioning: info.config.conditioning,
         epsilon_status: info.config.design.epsilon_status(),
         epsilons: epsilons_of(&phases, info.delta)?,
         sampling: "poisson",
