@@ -171,6 +171,13 @@ fn private_step_equals_one_at_a_time_reference() {
         }
         assert_close(&flatten(&out.gradients), &reference, &format!("private discriminator gradient, design {design}, {conditioning:?}"));
         assert_eq!((out.real_count, out.fake_count), (b as usize, fakes as usize));
+        // The reported loss sums (design (b) splits one forward pass of the pairs into real and
+        // generated rows) against the one-at-a-time losses.
+        let real_ref: f64 = (0..b).map(|i| one_loss_for(&d, conditioning, &xr.narrow(0, i, 1), &yr.narrow(0, i, 1), true).double_value(&[])).sum();
+        let fake_ref: f64 = (0..fakes).map(|j| one_loss_for(&d, conditioning, &xf.narrow(0, j, 1), &yf.narrow(0, j, 1), false).double_value(&[])).sum();
+        for (what, got, want) in [("real", out.real_loss_sum, real_ref), ("fake", out.fake_loss_sum, fake_ref)] {
+            assert!((got - want).abs() <= RELATIVE_TOLERANCE * want.abs() + ABSOLUTE_TOLERANCE, "{what} loss sum, design {design}, {conditioning:?}: {got} vs {want}");
+        }
     }
 }
 

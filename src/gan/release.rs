@@ -9,7 +9,7 @@
 //! so a failure leaves no partial output; an existing output is replaced only with `force`.
 use super::dpgan::{latents, Design};
 use super::image::write_grid_png;
-use super::networks::{Discriminator, Generator, CLASSES};
+use super::networks::{Conditioning, Discriminator, Generator, CLASSES};
 use super::run::{epsilons_of, read_run_info, to_u8, DISCRIMINATOR_FILE, GENERATOR_FILE};
 use crate::accounting::ledger::Ledger;
 use crate::accounting::Phase;
@@ -53,7 +53,7 @@ pub struct Release {
     /// The design of the private GAN.
     pub design: Design,
     /// How its discriminator learned the labels (`label-planes` or `classifier`).
-    pub conditioning: super::networks::Conditioning,
+    pub conditioning: Conditioning,
     /// "proven: ..." or the claimed label.
     pub epsilon_status: &'static str,
     /// Epsilon per accountant (from the ledger), at the run's delta.
@@ -189,7 +189,7 @@ pub fn generate(g: &Generator, count: usize, seed: u64, temperature: f64) -> Res
 /// `count` images as [`generate`] makes them (the first `count` of a larger draw are the same
 /// images): pixels (784 bytes per image), labels (cycling 0..9) and, when `d` is given, each
 /// image's score, logit(real) - logit(fake) of the (unrounded) image with its label
-/// ([`super::networks::Conditioning::real_margin`]).
+/// ([`Conditioning::real_margin`]).
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] for a bad temperature; libtorch errors.

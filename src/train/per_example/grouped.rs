@@ -95,7 +95,7 @@ fn square_norms(sum: &ParamSum, method: NormMethod) -> Result<Tensor> {
     }
 }
 
-fn prepare_grouped(model: &Sequential, inputs: &Tensor, labels: &Tensor, group_size: i64, method: NormMethod) -> Result<(Tensor, Vec<ParamSum>, f64)> {
+fn prepare_grouped(model: &Sequential, inputs: &Tensor, labels: &Tensor, group_size: i64, method: NormMethod) -> Result<(Tensor, Vec<ParamSum>, f64, Tensor)> {
     let rows = *inputs.size().first().unwrap_or(&0);
     if group_size < 1 {
         return Err(Error::invalid("group size", group_size, "must be at least 1"));
@@ -111,7 +111,7 @@ fn prepare_grouped(model: &Sequential, inputs: &Tensor, labels: &Tensor, group_s
     for s in &sums {
         sq = sq.f_add(&square_norms(s, method)?)?;
     }
-    Ok((sq, sums, prepared.loss_sum))
+    Ok((sq, sums, prepared.loss_sum, prepared.losses))
 }
 
 /// [`super::clip_and_sum`] with the privacy unit a group of `group_size` consecutive rows: rows
@@ -135,13 +135,13 @@ pub fn clip_and_sum_grouped(model: &Sequential, inputs: &Tensor, labels: &Tensor
     if !(config.max_norm.is_finite() && config.max_norm > 0.0) {
         return Err(Error::invalid("clipping norm C", config.max_norm, "must be finite and positive"));
     }
-    let (sq, sums, loss_sum) = prepare_grouped(model, inputs, labels, group_size, config.norm_method)?;
+    let (sq, sums, loss_sum, losses) = prepare_grouped(model, inputs, labels, group_size, config.norm_method)?;
     let _guard = tch::no_grad_guard();
     let norms = sq.f_clamp_min(0.0)?.f_sqrt()?;
     check_finite(&norms, "per-group gradient norms")?;
     let clip_factors = norms.f_add_scalar(CLIP_STABILITY)?.f_reciprocal()?.f_mul_scalar(config.max_norm)?.f_clamp_max(1.0)?;
     let clipped_sum = sums.iter().map(|s| s.clipped_sum(&clip_factors)).collect::<Result<Vec<_>>>()?;
-    Ok(ClippedBatch { norms, clip_factors, clipped_sum, loss_sum })
+    Ok(ClippedBatch { norms, clip_factors, clipped_sum, loss_sum, losses })
 }
 
 /// Every group's unclipped gradient, materialised: one (G, *shape) tensor per variable (for tests).
@@ -149,7 +149,7 @@ pub fn clip_and_sum_grouped(model: &Sequential, inputs: &Tensor, labels: &Tensor
 /// # Errors
 /// As [`clip_and_sum_grouped`].
 pub fn per_group_gradients(model: &Sequential, inputs: &Tensor, labels: &Tensor, group_size: i64) -> Result<(Vec<Tensor>, f64)> {
-    let (_, sums, loss_sum) = prepare_grouped(model, inputs, labels, group_size, NormMethod::Ghost)?;
+    let (_, sums, loss_sum, _) = prepare_grouped(model, inputs, labels, group_size, NormMethod::Ghost)?;
     let _guard = tch::no_grad_guard();
     Ok((sums.iter().map(ParamSum::per_example).collect::<Result<Vec<_>>>()?, loss_sum))
 }

@@ -76,6 +76,9 @@ pub struct ClippedBatch {
     pub clipped_sum: Vec<Tensor>,
     /// The sum of the per-example losses.
     pub loss_sum: f64,
+    /// Each row's loss (B,), detached (for reports: the GAN's design (b) splits it into the real
+    /// and the generated rows' losses without a second forward pass).
+    pub losses: Tensor,
 }
 
 /// What [`nonprivate_gradient`] returns.
@@ -182,6 +185,7 @@ struct Prepared {
     square_norms: Tensor,
     sums: Vec<ParamSum>,
     loss_sum: f64,
+    losses: Tensor,
 }
 
 fn check_finite(t: &Tensor, what: &'static str) -> Result<()> {
@@ -226,7 +230,10 @@ fn prepare(
             "the network has no parameters to train",
         ));
     }
-    let loss = per_example_cross_entropy(&logits, labels)?.f_sum(None::<Kind>)?;
+    let row_losses = per_example_cross_entropy(&logits, labels)?;
+    let loss = row_losses.f_sum(None::<Kind>)?;
+    let losses = row_losses.f_detach()?;
+    drop(row_losses);
     let loss_sum = loss.f_double_value(&[])?;
     if !loss_sum.is_finite() {
         return Err(Error::numerical(
@@ -283,6 +290,7 @@ fn prepare(
         square_norms,
         sums,
         loss_sum,
+        losses,
     })
 }
 
@@ -336,6 +344,7 @@ pub fn clip_and_sum(
         clip_factors,
         clipped_sum,
         loss_sum: prepared.loss_sum,
+        losses: prepared.losses,
     })
 }
 
