@@ -24,7 +24,12 @@ one() {
     t0=$(date +%s.%N)
     "$bin" gan train --dataset mnist --data-dir "$DATA" --design joint --noise-multiplier 2.47 --delta 1e-5 \
         --epochs 1 --lot-size 128 --max-grad-norm 1 --n-critic 10 --conditioning classifier --seed 1 \
-        --threads 2 --force --out "$out/run" > /dev/null 2>&1
+        --threads 2 --force --out "$out/run" > /dev/null 2> "$out/stderr" || {
+        # A failed run must not be timed: show why and stop (the assignment below then fails).
+        echo "$bin failed:" >&2
+        tail -5 "$out/stderr" >&2
+        return 1
+    }
     t1=$(date +%s.%N)
     python3 -c "print(f'{$t1 - $t0:.2f}')"
 }
