@@ -9,6 +9,7 @@
 //! - [`data`]: IDX (MNIST-format) reading and dataset fetching.
 //! - [`gan`]: the private GAN (DP-GAN) for synthetic data releases, and their evaluation.
 //! - [`report`]: the compliance report (HTML, Markdown, JSON) of a run, its audits and certificate.
+//! - [`torch_rng`]: the lock on libtorch's process-wide random generator (seeded builds).
 //! - [`train`]: DP-SGD's per-example gradients and clipping, models, noise, sampling.
 #![warn(missing_docs)]
 // `!(x > 0.0)` is how this crate refuses NaN along with out-of-range values; `x <= 0.0` would let
@@ -26,6 +27,7 @@ pub mod error;
 pub mod gan;
 pub mod report;
 pub mod testing;
+pub mod torch_rng;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -92,7 +92,10 @@ pub fn adjacent_datasets(size: Range<usize>, height: usize, width: usize) -> imp
 /// A message: the sensitivity and the bound, or a model/data error.
 pub fn assert_sensitivity_at_most(model: &str, pair: &AdjacentPair, c: f64) -> std::result::Result<f64, String> {
     let vs = tch::nn::VarStore::new(Device::Cpu);
-    let net = crate::train::models::build(model, &vs.root()).map_err(|e| e.to_string())?;
+    let net = {
+        let _rng = crate::torch_rng::lock();
+        crate::train::models::build(model, &vs.root()).map_err(|e| e.to_string())?
+    };
     let clip = ClipConfig::new(c);
     let sum = |d: &Dataset| -> std::result::Result<Vec<tch::Tensor>, String> {
         let e = Examples::from_dataset(d, Device::Cpu).map_err(|e| e.to_string())?;

@@ -39,6 +39,8 @@ fn tiny_discriminator_for(seed: u64, conditioning: Conditioning) -> (nn::VarStor
         Conditioning::LabelPlanes => (D_INPUT_CHANNELS, 2),
         Conditioning::Classifier => (1, 11),
     };
+    // The default initialisation draws from libtorch's shared generator (then is overwritten).
+    let _rng = dpaudit::torch_rng::lock();
     let mut vs = nn::VarStore::new(Device::Cpu);
     let specs = [
         LayerSpec::Conv2d { in_channels: channels, out_channels: 3, kernel: 4, stride: 4, padding: 0, bias: true },
@@ -225,6 +227,53 @@ fn ledger_counts_every_discriminator_step() {
 /// Every variable of a generator's `VarStore`, by name.
 fn generator_variables(g: &dpaudit::gan::networks::Generator) -> std::collections::HashMap<String, Tensor> {
     g.var_store().variables().into_iter().map(|(k, v)| (k, v.detach().copy())).collect()
+}
+
+/// Audit replays build GANs on several threads while other tests build DP-SGD models: a seeded
+/// GAN's initial weights must depend on its seed alone. (Before one lock guarded libtorch's
+/// shared generator, a DP-SGD build seeding it mid-way changed a replay's weights: CI saw a
+/// replayed audit score differ from the original.)
+#[test]
+fn a_seeded_gan_starts_the_same_while_other_threads_build_models() {
+    use dpaudit::train::dpsgd::{DpSgd, TrainConfig};
+    use dpaudit::train::optim::{LrSchedule, OptimizerKind};
+    let build = || DpGan::new(GanConfig { g_ema: Some(0.5), ..tiny_config(Design::Joint) }, 160, Ledger::in_memory(), NoiseSeed::Explicit(11), Device::Cpu).unwrap();
+    let reference = generator_variables(build().generator());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let differing = std::thread::scope(|s| {
+        for t in 0..2u64 {
+            let stop = &stop;
+            s.spawn(move || {
+                let config = TrainConfig {
+                    model: "mlp".into(),
+                    lot_size: 16.0,
+                    noise_multiplier: 1.0,
+                    max_grad_norm: 1.0,
+                    physical_batch: 64,
+                    optimizer: OptimizerKind::Sgd,
+                    lr: 0.1,
+                    schedule: LrSchedule::Constant,
+                    private: true,
+                };
+                let mut seed = t;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    seed += 2;
+                    let _ = DpSgd::ephemeral(config.clone(), 160, seed, Device::Cpu).unwrap();
+                    let _ = DpGan::new(tiny_config(Design::RealOnly), 160, Ledger::in_memory(), NoiseSeed::Explicit(seed), Device::Cpu).unwrap();
+                }
+            });
+        }
+        // Compared after the scope: a panic inside it would wait forever for the builders.
+        let differing: Vec<String> = (0..200)
+            .flat_map(|i| {
+                let again = generator_variables(build().generator());
+                reference.iter().filter(|(name, t)| !t.equal(&again[*name])).map(|(name, _)| format!("build {i}: {name}")).collect::<Vec<_>>()
+            })
+            .collect();
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        differing
+    });
+    assert!(differing.is_empty(), "differ from the first build with the same seed: {differing:?}");
 }
 
 #[test]

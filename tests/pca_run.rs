@@ -64,6 +64,8 @@ fn pca_entries(out: &Path) -> usize {
 
 #[test]
 fn abadi_pca_model_takes_projections() {
+    // Unseeded draws from libtorch's shared generator: held so no seeded build elsewhere sees them.
+    let _rng = dpaudit::torch_rng::lock();
     for (name, k) in [("abadi-pca", 60), ("abadi-pca-20", 20)] {
         assert_eq!(models::pca_dims(name), Some(k));
         let vs = nn::VarStore::new(Device::Cpu);

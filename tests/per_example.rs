@@ -40,6 +40,8 @@ struct Net {
 }
 
 fn build(specs: &[LayerSpec], seed: u64) -> Net {
+    // The default initialisation draws from libtorch's shared generator (then is overwritten).
+    let _rng = dpaudit::torch_rng::lock();
     let mut vs = nn::VarStore::new(Device::Cpu);
     let model = Sequential::new(&vs.root(), specs).expect("valid specs");
     vs.set_kind(Kind::Double);
@@ -421,6 +423,8 @@ fn nonprivate_gradient_is_the_mean_of_per_example_gradients() {
 
 #[test]
 fn named_models_build_and_clip() {
+    // Unseeded draws from libtorch's shared generator: held so no seeded build elsewhere sees them.
+    let _rng = dpaudit::torch_rng::lock();
     for name in models::MODEL_NAMES {
         if models::pca_dims(name).is_some() {
             // abadi-pca takes (B, 60) DP-PCA projections, not images: tests/pca_run.rs.
@@ -457,6 +461,7 @@ fn named_models_build_and_clip() {
 
 #[test]
 fn varstore_saves_as_safetensors() {
+    let _rng = dpaudit::torch_rng::lock();
     let vs = nn::VarStore::new(Device::Cpu);
     let _model = models::build("tanh-cnn", &vs.root()).unwrap();
     let dir = tempfile::tempdir().unwrap();

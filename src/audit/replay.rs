@@ -180,7 +180,11 @@ impl ReplayContext {
         let mut input_canary = None;
         let mut direction = None;
         let vs = tch::nn::VarStore::new(Device::Cpu);
-        let model = crate::train::models::build(&spec.target.model, &vs.root())?;
+        // Only the shapes are used; held so the draw cannot disturb a seeded build elsewhere.
+        let model = {
+            let _rng = crate::torch_rng::lock();
+            crate::train::models::build(&spec.target.model, &vs.root())?
+        };
         let shapes: Vec<Vec<i64>> = model.parameters().iter().map(|(_, t)| t.size()).collect();
         match spec.canary.kind {
             CanaryKind::Dirac => {

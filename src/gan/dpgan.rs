@@ -393,9 +393,6 @@ mod stream {
     pub const NOISE_LAYER: u64 = 4;
 }
 
-/// `tch::manual_seed` seeds one process-wide generator: held while seeding and building.
-static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 /// A private GAN in training.
 #[derive(Debug)]
 pub struct DpGan {
@@ -440,27 +437,26 @@ impl DpGan {
     pub fn with_initialisation(config: GanConfig, dataset_size: usize, ledger: Ledger, seed: NoiseSeed, init: NoiseSeed, device: Device) -> Result<Self> {
         let q = validate(&config, dataset_size)?;
         let init = init.to_bytes(stream::INIT);
-        let (generator, discriminator) = {
-            let _lock = INIT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            tch::manual_seed(i64::from_le_bytes(init[..8].try_into().expect("8 bytes")));
+        let (generator, discriminator, average) = crate::torch_rng::seeded(i64::from_le_bytes(init[..8].try_into().expect("8 bytes")), || -> Result<_> {
             let g = Generator::new(device, config.z_dim, config.g_width)?;
             let d = match config.design {
                 Design::NoiseLayer => AnyDiscriminator::NoiseLayer(NoiseLayerDiscriminator::new(device, config.d_width, config.max_grad_norm, config.noise_multiplier)?),
                 _ => AnyDiscriminator::Private(Discriminator::with_conditioning(device, config.d_width, config.conditioning)?),
             };
-            (g, d)
-        };
+            // The average starts as a copy of the generator (its own initial draw is overwritten).
+            let average = match config.g_ema {
+                None => None,
+                Some(_) => {
+                    let mut a = Generator::new(device, config.z_dim, config.g_width)?;
+                    a.var_store_mut().copy(g.var_store())?;
+                    Some(a)
+                }
+            };
+            Ok((g, d, average))
+        })?;
         if let AnyDiscriminator::Private(d) = &discriminator {
             d.net.check_private()?;
         }
-        let average = match config.g_ema {
-            None => None,
-            Some(_) => {
-                let mut a = Generator::new(device, config.z_dim, config.g_width)?;
-                a.var_store_mut().copy(generator.var_store())?;
-                Some(a)
-            }
-        };
         let d_params = discriminator.parameters();
         let g_params = generator.parameters();
         let d_opt = Optimizer::new(adam(), config.d_lr, LrSchedule::Constant, &d_params)?;

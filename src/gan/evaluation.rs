@@ -106,10 +106,12 @@ struct Classifier {
 
 impl Classifier {
     fn new(device: Device, classes: i64, seed: u64) -> Result<Self> {
-        tch::manual_seed(seed as i64);
-        let vs = nn::VarStore::new(device);
-        let features = Sequential::new(&(vs.root() / "features"), &cnn_features())?;
-        let head = Sequential::new(&(vs.root() / "head"), &[LayerSpec::Linear { in_features: 128, out_features: classes, bias: true }])?;
+        let (vs, features, head) = crate::torch_rng::seeded(seed as i64, || -> Result<_> {
+            let vs = nn::VarStore::new(device);
+            let features = Sequential::new(&(vs.root() / "features"), &cnn_features())?;
+            let head = Sequential::new(&(vs.root() / "head"), &[LayerSpec::Linear { in_features: 128, out_features: classes, bias: true }])?;
+            Ok((vs, features, head))
+        })?;
         let params = features.parameters().into_iter().chain(head.parameters()).map(|(_, t)| t).collect();
         Ok(Classifier { _vs: vs, features, head, params })
     }

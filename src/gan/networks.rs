@@ -209,8 +209,9 @@ pub struct Generator {
 }
 
 impl Generator {
-    /// A freshly initialised generator (libtorch's global generator draws the initial weights;
-    /// seed it with `tch::manual_seed` first for a reproducible run) with latent size `z_dim` and
+    /// A freshly initialised generator (libtorch's process-wide generator draws the initial
+    /// weights; build inside [`crate::torch_rng::seeded`] for a reproducible run, or hold
+    /// [`crate::torch_rng::lock`] so the draw cannot disturb another thread's) with latent size `z_dim` and
     /// `width` channels in its last hidden layer (twice that in the first).
     ///
     /// # Errors

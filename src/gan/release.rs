@@ -110,7 +110,11 @@ pub fn load_generator(run: &Path, device: Device) -> Result<(Generator, super::r
         return Err(Error::data(run, "no such run folder (train one with `dpaudit gan train --out DIR`)"));
     }
     let info = read_run_info(run)?;
-    let mut g = Generator::new(device, info.config.z_dim, info.config.g_width)?;
+    // The initial draw is overwritten by the checkpoint; held so it cannot disturb a seeded build.
+    let mut g = {
+        let _rng = crate::torch_rng::lock();
+        Generator::new(device, info.config.z_dim, info.config.g_width)?
+    };
     let path = run.join(GENERATOR_FILE);
     if !path.is_file() {
         return Err(Error::data(&path, "missing generator checkpoint (did training finish?)"));
@@ -258,7 +262,10 @@ pub fn load_discriminator(run: &Path, info: &super::run::GanRunInfo, device: Dev
     if info.config.design == Design::NoiseLayer {
         return Err(Error::invalid("--keep", "noise-layer", "ranking by the discriminator needs a design with a proven epsilon (joint or real-only): the noise-layer discriminator's layers before the noise saw raw records"));
     }
-    let mut d = Discriminator::with_conditioning(device, info.config.d_width, info.config.conditioning)?;
+    let mut d = {
+        let _rng = crate::torch_rng::lock();
+        Discriminator::with_conditioning(device, info.config.d_width, info.config.conditioning)?
+    };
     let path = run.join(DISCRIMINATOR_FILE);
     if !path.is_file() {
         return Err(Error::data(&path, "missing discriminator checkpoint (did training finish?)"));

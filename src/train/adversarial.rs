@@ -50,7 +50,12 @@ impl PgdConfig {
 pub fn pgd(model: &Sequential, x: &Tensor, y: &Tensor, cfg: &PgdConfig) -> Result<Tensor> {
     let lo = x.f_sub_scalar(cfg.epsilon)?.f_clamp_min(0.0)?;
     let hi = x.f_add_scalar(cfg.epsilon)?.f_clamp_max(1.0)?;
-    let start = x.f_rand_like()?.f_mul_scalar(2.0 * cfg.epsilon)?.f_sub_scalar(cfg.epsilon)?;
+    let start = {
+        let _rng = crate::torch_rng::lock();
+        x.f_rand_like()?
+    }
+    .f_mul_scalar(2.0 * cfg.epsilon)?
+    .f_sub_scalar(cfg.epsilon)?;
     let mut adv = x.f_add(&start)?.f_clamp_tensor(Some(&lo), Some(&hi))?.f_detach()?;
     for _ in 0..cfg.steps {
         let a = adv.f_detach()?.f_set_requires_grad(true)?;
@@ -72,10 +77,12 @@ mod tests {
 
     #[test]
     fn stays_in_the_ball_and_raises_the_loss() {
-        tch::manual_seed(1);
-        let vs = nn::VarStore::new(Device::Cpu);
-        let model = crate::train::models::build("logreg", &vs.root()).unwrap();
-        let x = Tensor::rand([8, 1, 28, 28], (Kind::Float, Device::Cpu));
+        // Released before `pgd`, which takes the generator's lock for its random start.
+        let (_vs, model, x) = crate::torch_rng::seeded(1, || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let model = crate::train::models::build("logreg", &vs.root()).unwrap();
+            (vs, model, Tensor::rand([8, 1, 28, 28], (Kind::Float, Device::Cpu)))
+        });
         let y = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
         let cfg = PgdConfig::new(0.1, 10, 0.025).unwrap();
         let adv = pgd(&model, &x, &y, &cfg).unwrap();

@@ -179,11 +179,6 @@ pub struct DpSgd {
     average: Option<ParameterAverage>,
 }
 
-/// `tch::manual_seed` seeds one process-wide generator: hold this while seeding and building a
-/// model, so that runs started on several threads at once (audit replays) each get the
-/// initialisation their seed implies.
-static INIT_LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
 impl std::fmt::Debug for DpSgd {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DpSgd").field("config", &self.config).field("steps", &self.steps).finish()
@@ -249,13 +244,11 @@ impl DpSgd {
         }
         let seed = seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit);
         let init = seed.to_bytes(2);
-        let (vs, model) = {
-            let _lock = INIT_LOCK.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            tch::manual_seed(i64::from_le_bytes(init[..8].try_into().expect("8 bytes")));
+        let (vs, model) = crate::torch_rng::seeded(i64::from_le_bytes(init[..8].try_into().expect("8 bytes")), || -> Result<_> {
             let vs = nn::VarStore::new(device);
             let model = models::build(&config.model, &vs.root())?;
-            (vs, model)
-        };
+            Ok((vs, model))
+        })?;
         if config.private {
             model.check_private()?;
         }
@@ -291,7 +284,11 @@ impl DpSgd {
         let q = validate(&state.config, dataset_size)?;
         let folder = run_dir.join(&state.folder);
         let mut vs = nn::VarStore::new(device);
-        let model = models::build(&state.config.model, &vs.root())?;
+        // The initial draw is overwritten by the checkpoint; held so it cannot disturb a seeded build.
+        let model = {
+            let _rng = crate::torch_rng::lock();
+            models::build(&state.config.model, &vs.root())?
+        };
         vs.load(folder.join("model.safetensors"))?;
         let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, t)| t).collect();
         let mut optimizer = Optimizer::new(state.config.optimizer, state.config.lr, state.config.schedule, &params)?;

@@ -253,6 +253,8 @@ pub fn specs(name: &str) -> Result<Vec<LayerSpec>> {
 }
 
 /// Builds the named model with its variables under `path` (one `nn::VarStore` per network).
+/// The initial weights come from libtorch's process-wide generator: build inside
+/// [`crate::torch_rng::seeded`] for weights that depend on a seed alone.
 ///
 /// # Errors
 /// As [`specs`] and [`Sequential::new`].

@@ -119,6 +119,7 @@ mod tests {
 
     #[test]
     fn recovers_the_dominant_direction_and_records_one_phase() {
+        let _rng = crate::torch_rng::lock();
         tch::manual_seed(0);
         // 2,000 points along (1, 1, 0, 0)/sqrt 2 plus small isotropic noise.
         let n = 2000;
@@ -140,6 +141,7 @@ mod tests {
 
     #[test]
     fn whitening_gives_every_component_the_same_energy_and_keeps_the_total() {
+        let _rng = crate::torch_rng::lock();
         tch::manual_seed(0);
         // Anisotropic data in 6 dimensions; a negligible sigma_p makes the noisy eigenvalues the
         // exact ones of the unit-normalised rows, so the energies can be checked tightly.
