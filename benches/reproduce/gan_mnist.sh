@@ -13,7 +13,8 @@
 # (default 1) keeps that fraction of generated images by discriminator ranking (`gan sample
 # --keep`), both post-processing; G_EMA (default: none) releases a moving average of the generator
 # with that decay (`gan train --g-ema`, post-processing too); CONDITIONING (default label-planes;
-# or classifier, the 11-logit "K + 1 classes" discriminator) picks `gan train --conditioning`. Needs data/mnist (`dpaudit data
+# or classifier, the 11-logit "K + 1 classes" discriminator) picks `gan train --conditioning`. SEED
+# (default 1) seeds training and sampling. Needs data/mnist (`dpaudit data
 # fetch mnist`, or a copy). Writes
 # OUT/run (the GAN), OUT/synth (the release) and OUT/eval.json; prints wall times.
 set -euo pipefail
@@ -32,9 +33,9 @@ mkdir -p "$OUT"
 t0=$(date +%s)
 $BIN gan train --dataset "${DATASET:-mnist}" --data-dir "$DATA" --design "${DESIGN:-joint}" --target-epsilon "$EPS" --delta 1e-5 \
     --epochs "$EPOCHS" --lot-size "${LOT:-128}" --max-grad-norm 1 --n-critic "${N_CRITIC:-10}" --d-lr "${D_LR:-2e-4}" --g-lr "${G_LR:-2e-4}" \
-    --conditioning "${CONDITIONING:-label-planes}" ${G_EMA:+--g-ema "$G_EMA"} --seed 1 --threads "$THREADS" --force --out "$OUT/run"
+    --conditioning "${CONDITIONING:-label-planes}" ${G_EMA:+--g-ema "$G_EMA"} --seed "${SEED:-1}" --threads "$THREADS" --force --out "$OUT/run"
 t1=$(date +%s)
-$BIN gan sample --run "$OUT/run" --count 60000 --seed 1 --temperature "${TEMPERATURE:-1}" --keep "${KEEP:-1}" --force --out "$OUT/synth"
+$BIN gan sample --run "$OUT/run" --count 60000 --seed "${SEED:-1}" --temperature "${TEMPERATURE:-1}" --keep "${KEEP:-1}" --force --out "$OUT/synth"
 t2=$(date +%s)
 $BIN evaluate synthetic --synthetic "$OUT/synth" --real "$DATA" --cas-epochs "${CAS_EPOCHS:-5}" \
     --threads "$THREADS" --json > "$OUT/eval.json"
