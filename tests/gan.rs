@@ -5,7 +5,7 @@ use dpaudit::accounting::ledger::Ledger;
 use dpaudit::data::{load_mnist_dir, sha256_file, Dataset, Split};
 use dpaudit::gan::dpgan::{private_discriminator_gradient, Design, DpGan, GanConfig};
 use dpaudit::gan::networks::{condition, Conditioning, D_INPUT_CHANNELS, FAKE, REAL};
-use dpaudit::gan::release::{generate_scored, load_discriminator, load_generator, sample_release, SampleOptions};
+use dpaudit::gan::release::{generate_scored, load_discriminator, load_generator, sample_release, Ranking, SampleOptions};
 use dpaudit::gan::run::{train_gan, GanRunSpec, DISCRIMINATOR_FILE, GENERATOR_FILE};
 use dpaudit::train::dpsgd::{Examples, CLIP_ROUNDING_SLACK};
 use dpaudit::train::noise::{self, NoiseSeed};
@@ -384,7 +384,7 @@ fn discriminator_ranking_keeps_the_best_scored_candidates_of_each_label() {
     // are its 4 best-scored candidates, best first.
     let (g, info) = load_generator(&run, Device::Cpu).unwrap();
     let d = load_discriminator(&run, &info, Device::Cpu).unwrap();
-    let (pixels, labels, scores) = generate_scored(&g, Some(&d), 160, 9, 1.0).unwrap();
+    let (pixels, labels, scores) = generate_scored(&g, Some((&d, Ranking::Realism)), 160, 9, 1.0).unwrap();
     assert_eq!(scores.len(), 160);
     assert!(scores.iter().any(|&s| s != scores[0]), "the scores must differ for the ranking to mean anything");
     for l in 0..10u8 {
@@ -446,7 +446,7 @@ fn classifier_discriminator_trains_ranks_by_the_label_logit_and_is_recorded() {
     let (g, info) = load_generator(&run, Device::Cpu).unwrap();
     let d = load_discriminator(&run, &info, Device::Cpu).unwrap();
     assert_eq!(d.conditioning, Conditioning::Classifier);
-    let (pixels, labels, scores) = generate_scored(&g, Some(&d), 40, 9, 1.0).unwrap();
+    let (pixels, labels, scores) = generate_scored(&g, Some((&d, Ranking::Realism)), 40, 9, 1.0).unwrap();
     let x = Tensor::from_slice(&pixels).view([40, 1, 28, 28]).to_kind(Kind::Float) / 255.0;
     let logits = tch::no_grad(|| d.net.forward(&x).unwrap());
     assert_eq!(logits.size(), [40, 11]);
@@ -459,6 +459,38 @@ fn classifier_discriminator_trains_ranks_by_the_label_logit_and_is_recorded() {
     assert_eq!(r.conditioning, Conditioning::Classifier);
     let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("ranked/release.json")).unwrap()).unwrap();
     assert_eq!(written["conditioning"], "classifier");
+    assert_eq!(written["rank_by"], "realism");
+
+    // Ranking by label: each candidate's score is the log-odds of its label among the 10 real
+    // classes, computed here from the logits by hand, and the release keeps each label's best.
+    let (pixels, labels, scores) = generate_scored(&g, Some((&d, Ranking::Label)), 40, 9, 1.0).unwrap();
+    let real = logits.narrow(1, 0, 10);
+    for (i, (&l, &score)) in labels.iter().zip(&scores).enumerate() {
+        let row: Vec<f64> = (0..10).map(|k| real.double_value(&[i as i64, k])).collect();
+        let others = row.iter().enumerate().filter(|&(k, _)| k != usize::from(l)).map(|(_, v)| v.exp()).sum::<f64>().ln();
+        let want = row[usize::from(l)] - others;
+        assert!((want - f64::from(score)).abs() < 0.05 * (1.0 + want.abs()), "candidate {i}: label score {score} vs {want}");
+    }
+    let by_label = SampleOptions { keep: 0.5, rank_by: Ranking::Label, ..SampleOptions::new(20, Some(9)) };
+    let r = sample_release(&run, &dir.path().join("by-label"), &by_label, false, Device::Cpu).unwrap();
+    assert!(r.selection.contains("logsumexp of the other 9"), "{}", r.selection);
+    assert_eq!(r.rank_by, Some(Ranking::Label));
+    let released = load_mnist_dir(&dir.path().join("by-label"), Split::Train, 10).unwrap();
+    for l in 0..10u8 {
+        let mut idx: Vec<usize> = (0..40).filter(|&i| labels[i] == l).collect();
+        idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+        let got: Vec<&[u8]> = (0..20).filter(|&i| released.label(i) == l).map(|i| released.image(i)).collect();
+        let want: Vec<&[u8]> = idx[..2].iter().map(|&i| &pixels[i * 784..(i + 1) * 784]).collect();
+        assert_eq!(got, want, "label {l}");
+    }
+    // Without --keep there is nothing to rank; a label-plane discriminator has no class logits.
+    let e = sample_release(&run, &dir.path().join("bad"), &SampleOptions { rank_by: Ranking::Label, ..SampleOptions::new(20, Some(9)) }, false, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("--rank-by"), "{e}");
+    let planes = dir.path().join("planes");
+    train_tiny(&planes, Design::Joint, 3);
+    let e = sample_release(&planes, &dir.path().join("bad"), &by_label, false, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("class logits"), "{e}");
+    assert!(!dir.path().join("bad").exists());
 }
 
 /// Names in `dir`, sorted (to check that nothing, not even a temporary folder, was left).
@@ -556,6 +588,21 @@ fn evaluate_synthetic_reports_numbers_with_their_protocol() {
     assert!(r.cas.protocol.contains("validation split of the last 500 real training examples"));
     assert!(r.fid_mnist_classifier.is_finite() && r.fid_protocol.contains("NOT Inception-FID"));
     assert!((0.0..=1.0).contains(&r.real_vs_fake_accuracy));
-    let bad = EvalConfig { validation_size: train.len(), ..config };
+    let bad = EvalConfig { validation_size: train.len(), ..config.clone() };
+    assert!(evaluate_synthetic(&synthetic, &train, &test, &bad, Device::Cpu, &mut |_| {}).is_err());
+
+    // A weight average of decay 0 is the raw weights: swapping it in to validate and swapping the
+    // raw weights back must leave training, selection and every number unchanged.
+    let avg0 = EvalConfig { cas_weight_average: Some(0.0), ..config.clone() };
+    let r0 = evaluate_synthetic(&synthetic, &train, &test, &avg0, Device::Cpu, &mut |_| {}).unwrap();
+    assert_eq!(r0.cas.validation_accuracy, r.cas.validation_accuracy);
+    assert_eq!(r0.cas.test_accuracy, r.cas.test_accuracy);
+    assert_eq!(r0.fid_mnist_classifier, r.fid_mnist_classifier);
+    assert!(r0.cas.protocol.contains("moving average of its weights, decay 0"), "{}", r0.cas.protocol);
+    // A real average validates other weights than the raw ones.
+    let avg = EvalConfig { cas_weight_average: Some(0.99), ..config.clone() };
+    let ra = evaluate_synthetic(&synthetic, &train, &test, &avg, Device::Cpu, &mut |_| {}).unwrap();
+    assert_ne!(ra.cas.validation_accuracy, r.cas.validation_accuracy);
+    let bad = EvalConfig { cas_weight_average: Some(1.0), ..config };
     assert!(evaluate_synthetic(&synthetic, &train, &test, &bad, Device::Cpu, &mut |_| {}).is_err());
 }

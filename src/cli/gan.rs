@@ -6,7 +6,7 @@ use dpaudit::data::{self, Split};
 use dpaudit::gan::dpgan::{Design, GanConfig};
 use dpaudit::gan::networks::Conditioning;
 use dpaudit::gan::evaluation::{evaluate_synthetic, EvalConfig};
-use dpaudit::gan::release::{sample_release, SampleOptions};
+use dpaudit::gan::release::{sample_release, Ranking, SampleOptions};
 use dpaudit::gan::run::{train_gan, GanRunSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -32,6 +32,16 @@ pub enum DesignChoice {
     Joint,
     /// Triastcyn & Faltings 2018's Gaussian noise layer; its epsilon is only claimed.
     NoiseLayer,
+}
+
+/// What `gan sample --keep` ranks candidates by.
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum RankChoice {
+    /// How real the final discriminator finds each image with its label.
+    Realism,
+    /// How surely the final (classifier) discriminator reads each image as its label: the
+    /// log-odds of the label among the 10 classes. Needs `--conditioning classifier`.
+    Label,
 }
 
 /// How the discriminator learns the labels.
@@ -81,6 +91,11 @@ pub enum GanCommand {
         /// recorded in release.json with the discriminator's SHA-256.
         #[arg(long, value_name = "F", default_value_t = 1.0)]
         keep: f64,
+        /// What `--keep` ranks by: `realism` (logit real - logit generated) or `label` (the
+        /// classifier discriminator's log-odds of the image's own label, which drops images that
+        /// look like another digit).
+        #[arg(long, value_enum, default_value_t = RankChoice::Realism)]
+        rank_by: RankChoice,
         /// Replace an existing release folder.
         #[arg(long)]
         force: bool,
@@ -186,6 +201,10 @@ pub enum EvaluateCommand {
         /// CAS classifier epochs (best on validation kept).
         #[arg(long, default_value_t = 10)]
         cas_epochs: u32,
+        /// Validate and test the CAS classifier with an exponential moving average of its
+        /// weights, of this decay (DPImageBench uses 0.9999); default: its raw weights.
+        #[arg(long, value_name = "DECAY")]
+        cas_weight_average: Option<f64>,
         /// Real training examples carved off (from the end) for CAS's epoch selection.
         #[arg(long, default_value_t = 5000)]
         validation_size: usize,
@@ -287,8 +306,12 @@ fn train(a: &GanTrainArgs) -> Result<()> {
 pub fn run(cmd: GanCommand) -> Result<()> {
     match cmd {
         GanCommand::Train(a) => train(&a),
-        GanCommand::Sample { run, count, out, seed, temperature, keep, force, json } => {
-            let opts = SampleOptions { count, seed, temperature, keep };
+        GanCommand::Sample { run, count, out, seed, temperature, keep, rank_by, force, json } => {
+            let rank_by = match rank_by {
+                RankChoice::Realism => Ranking::Realism,
+                RankChoice::Label => Ranking::Label,
+            };
+            let opts = SampleOptions { count, seed, temperature, keep, rank_by };
             let r = sample_release(&run, &out, &opts, force, Device::cuda_if_available()).with_context(|| format!("sampling {count} images from {} into {}", run.display(), out.display()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
@@ -312,14 +335,14 @@ pub fn run(cmd: GanCommand) -> Result<()> {
 /// Whatever the library reports, with context.
 pub fn run_evaluate(cmd: EvaluateCommand) -> Result<()> {
     match cmd {
-        EvaluateCommand::Synthetic { synthetic, real, cas_epochs, validation_size, fid_epochs, real_vs_fake_epochs, seed, threads, json } => {
+        EvaluateCommand::Synthetic { synthetic, real, cas_epochs, cas_weight_average, validation_size, fid_epochs, real_vs_fake_epochs, seed, threads, json } => {
             if let Some(t) = threads {
                 tch::set_num_threads(t as i32);
             }
             let syn = data::load_mnist_dir(&synthetic, Split::Train, 10).with_context(|| format!("loading the synthetic set from {}", synthetic.display()))?;
             let train = data::load_mnist_dir(&real, Split::Train, 10).with_context(|| format!("loading the real training set from {}", real.display()))?;
             let test = data::load_mnist_dir(&real, Split::Test, 10).with_context(|| format!("loading the real test set from {}", real.display()))?;
-            let config = EvalConfig { cas_epochs, validation_size, fid_epochs, real_vs_fake_epochs, seed, ..EvalConfig::default() };
+            let config = EvalConfig { cas_epochs, cas_weight_average, validation_size, fid_epochs, real_vs_fake_epochs, seed, ..EvalConfig::default() };
             let spinner = ProgressBar::new_spinner();
             spinner.enable_steady_tick(std::time::Duration::from_millis(200));
             let mut stage = |s: &str| spinner.set_message(s.to_owned());

@@ -30,6 +30,10 @@ use tch::{nn, Device, Kind, Tensor};
 pub struct EvalConfig {
     /// Epochs of the CAS classifier (the best on validation is kept).
     pub cas_epochs: u32,
+    /// Decay of an exponential moving average of the CAS classifier's weights, updated after
+    /// every step; when set, validation and test use the averaged weights (DPImageBench's
+    /// classifiers keep such an average, decay 0.9999). `None`: the raw weights.
+    pub cas_weight_average: Option<f64>,
     /// Real training examples carved off (from the end) for CAS's epoch selection.
     pub validation_size: usize,
     /// Epochs of the FID feature network on real training data.
@@ -46,7 +50,7 @@ pub struct EvalConfig {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        EvalConfig { cas_epochs: 10, validation_size: 5000, fid_epochs: 2, real_vs_fake_epochs: 3, batch_size: 128, lr: 1e-3, seed: 0 }
+        EvalConfig { cas_epochs: 10, cas_weight_average: None, validation_size: 5000, fid_epochs: 2, real_vs_fake_epochs: 3, batch_size: 128, lr: 1e-3, seed: 0 }
     }
 }
 
@@ -120,8 +124,9 @@ impl Classifier {
         self.head.forward(&self.features.forward(x)?)
     }
 
-    /// One epoch of Adam on (x, y) in shuffled mini-batches.
-    fn epoch(&self, opt: &mut Optimizer, x: &Tensor, y: &Tensor, batch: usize, rng: &mut ChaCha20Rng) -> Result<()> {
+    /// One epoch of Adam on (x, y) in shuffled mini-batches; `average`, when given, is updated
+    /// after every step.
+    fn epoch(&self, opt: &mut Optimizer, x: &Tensor, y: &Tensor, batch: usize, rng: &mut ChaCha20Rng, mut average: Option<&mut WeightAverage>) -> Result<()> {
         let n = x.size()[0] as usize;
         let mut order: Vec<i64> = (0..n as i64).collect();
         order.shuffle(rng);
@@ -134,6 +139,9 @@ impl Classifier {
             }
             let grads = Tensor::f_run_backward(&[&loss], &self.params, false, false)?;
             opt.step(&self.params, &grads)?;
+            if let Some(a) = average.as_deref_mut() {
+                a.update(&self.params)?;
+            }
         }
         Ok(())
     }
@@ -175,6 +183,37 @@ impl Classifier {
         for (p, s) in self.params.iter().zip(saved) {
             p.shallow_clone().f_copy_(s)?;
         }
+        Ok(())
+    }
+}
+
+/// An exponential moving average of weights with the usual warm-up: after `n` updates the decay
+/// is `min(decay, (1 + n) / (10 + n))`, so early weights do not dominate.
+struct WeightAverage {
+    decay: f64,
+    updates: u64,
+    shadow: Vec<Tensor>,
+}
+
+impl WeightAverage {
+    fn new(params: &[Tensor], decay: f64) -> Result<Self> {
+        if !(0.0..1.0).contains(&decay) {
+            return Err(Error::invalid("CAS weight-average decay", decay, "must be in [0, 1)"));
+        }
+        let _g = tch::no_grad_guard();
+        let shadow = params.iter().map(|p| p.f_detach_copy()).collect::<std::result::Result<_, _>>()?;
+        Ok(WeightAverage { decay, updates: 0, shadow })
+    }
+
+    fn update(&mut self, params: &[Tensor]) -> Result<()> {
+        let _g = tch::no_grad_guard();
+        let n = self.updates as f64;
+        let d = self.decay.min((1.0 + n) / (10.0 + n));
+        for (s, p) in self.shadow.iter_mut().zip(params) {
+            // s <- d s + (1 - d) p
+            let _ = s.f_lerp_(p, 1.0 - d)?;
+        }
+        self.updates += 1;
         Ok(())
     }
 }
@@ -255,14 +294,27 @@ pub fn evaluate_synthetic(synthetic: &Dataset, train: &Dataset, test: &Dataset, 
     on_stage("CAS: training a classifier on the synthetic set");
     let clf = Classifier::new(device, 10, config.seed)?;
     let mut opt = adam(&clf.params, config.lr)?;
+    let mut average = config.cas_weight_average.map(|d| WeightAverage::new(&clf.params, d)).transpose()?;
     let mut val_acc = Vec::new();
     let mut best: Option<(f64, u32, Vec<Tensor>)> = None;
     for e in 1..=config.cas_epochs {
-        clf.epoch(&mut opt, &syn.images, &syn.labels, config.batch_size, &mut rng)?;
+        clf.epoch(&mut opt, &syn.images, &syn.labels, config.batch_size, &mut rng, average.as_mut())?;
+        // Validate the weights that would be reported: the average's, when kept.
+        let raw = match &average {
+            Some(a) => {
+                let raw = clf.snapshot()?;
+                clf.restore(&a.shadow)?;
+                Some(raw)
+            }
+            None => None,
+        };
         let a = clf.accuracy(&val_x, &val_y)?;
         val_acc.push(a);
         if best.as_ref().is_none_or(|(b, _, _)| a > *b) {
             best = Some((a, e, clf.snapshot()?));
+        }
+        if let Some(raw) = raw {
+            clf.restore(&raw)?;
         }
     }
     let (_, selected_epoch, saved) = best.ok_or_else(|| Error::invalid("CAS epochs", 0, "must be positive"))?;
@@ -272,8 +324,15 @@ pub fn evaluate_synthetic(synthetic: &Dataset, train: &Dataset, test: &Dataset, 
         selected_epoch,
         validation_accuracy: val_acc,
         protocol: format!(
-            "CNN (conv16-conv32 5x5 with max-pooling, fc128, ReLU) trained only on the {} synthetic examples for {} epochs (Adam lr {}, batch {}, seed {}); epoch selected by accuracy on a validation split of the last {} real training examples; accuracy of that epoch on the {} real test examples (DPImageBench 2025 protocol)",
-            synthetic.len(), config.cas_epochs, config.lr, config.batch_size, config.seed, v, test.len()
+            "CNN (conv16-conv32 5x5 with max-pooling, fc128, ReLU) trained only on the {} synthetic examples for {} epochs (Adam lr {}, batch {}, seed {}{}); epoch selected by accuracy on a validation split of the last {} real training examples; accuracy of that epoch on the {} real test examples (DPImageBench 2025 protocol)",
+            synthetic.len(),
+            config.cas_epochs,
+            config.lr,
+            config.batch_size,
+            config.seed,
+            config.cas_weight_average.map_or(String::new(), |d| format!("; validated and tested with a moving average of its weights, decay {d}")),
+            v,
+            test.len()
         ),
     };
 
@@ -283,7 +342,7 @@ pub fn evaluate_synthetic(synthetic: &Dataset, train: &Dataset, test: &Dataset, 
     let mut opt = adam(&fid_net.params, config.lr)?;
     let (fx, fy) = (real.images.f_narrow(0, 0, n_train - v)?, real.labels.f_narrow(0, 0, n_train - v)?);
     for _ in 0..config.fid_epochs {
-        fid_net.epoch(&mut opt, &fx, &fy, config.batch_size, &mut rng)?;
+        fid_net.epoch(&mut opt, &fx, &fy, config.batch_size, &mut rng, None)?;
     }
     let feature_acc = fid_net.accuracy(&tst.images, &tst.labels)?;
     let k = (test.len() as i64).min(synthetic.len() as i64);
@@ -303,7 +362,7 @@ pub fn evaluate_synthetic(synthetic: &Dataset, train: &Dataset, test: &Dataset, 
     let rvf = Classifier::new(device, 2, config.seed.wrapping_add(2))?;
     let mut opt = adam(&rvf.params, config.lr)?;
     for _ in 0..config.real_vs_fake_epochs {
-        rvf.epoch(&mut opt, &rvf_train_x, &labels, config.batch_size, &mut rng)?;
+        rvf.epoch(&mut opt, &rvf_train_x, &labels, config.batch_size, &mut rng, None)?;
     }
     let real_vs_fake_accuracy = rvf.accuracy(&rvf_test_x, &labels)?;
     let real_vs_fake_protocol = format!(
@@ -319,4 +378,29 @@ pub fn evaluate_synthetic(synthetic: &Dataset, train: &Dataset, test: &Dataset, 
         synthetic_examples: synthetic.len(),
         config: config.clone(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weight_average_follows_the_warmed_up_decay() {
+        let p = Tensor::from_slice(&[0.0f64]);
+        let mut avg = WeightAverage::new(std::slice::from_ref(&p), 0.5).unwrap();
+        let mut expected = 0.0;
+        for (n, v) in [1.0f64, 2.0, 3.0, 4.0, 5.0].into_iter().enumerate() {
+            let _ = p.shallow_clone().fill_(v);
+            avg.update(std::slice::from_ref(&p)).unwrap();
+            let d = 0.5f64.min((1.0 + n as f64) / (10.0 + n as f64));
+            expected = d * expected + (1.0 - d) * v;
+            let got = avg.shadow[0].double_value(&[0]);
+            assert!((got - expected).abs() < 1e-12, "update {n}: {got} against {expected}");
+        }
+        // Early updates follow the weights closely (decay 0.1, 0.18, ...), later ones at 0.5.
+        assert!((expected - 4.3).abs() < 0.3, "{expected}");
+        for bad in [1.0, -0.1, f64::NAN] {
+            assert!(WeightAverage::new(std::slice::from_ref(&p), bad).is_err(), "decay {bad} accepted");
+        }
+    }
 }

@@ -120,6 +120,24 @@ impl Conditioning {
         let real = logits.f_gather(1, &self.real_targets(labels)?.f_unsqueeze(1)?, false)?.f_squeeze_dim(1)?;
         Ok(real.f_sub(&logits.f_select(1, self.fake_class())?)?)
     }
+
+    /// Per example, how much more a [`Conditioning::Classifier`] discriminator believes "label y"
+    /// than any other label, among its 10 real classes: `logit[y] - logsumexp_{k != y, k < 10}
+    /// logit[k]` (the log-odds of y; the "generated" logit plays no part). Label planes have no
+    /// class logits: an error.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for label planes; libtorch errors.
+    pub fn label_margin(self, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        if self != Conditioning::Classifier {
+            return Err(Error::invalid("ranking by label", "label-planes", "needs a discriminator with class logits (--conditioning classifier)"));
+        }
+        let real = logits.f_narrow(1, 0, CLASSES)?;
+        let y = labels.f_to_kind(Kind::Int64)?.f_unsqueeze(1)?;
+        let own = real.f_gather(1, &y, false)?.f_squeeze_dim(1)?;
+        let others = real.f_scatter_value(1, &y, f64::NEG_INFINITY)?.f_logsumexp(&[1i64][..], false)?;
+        Ok(own.f_sub(&others)?)
+    }
 }
 
 /// The discriminator's layers before the noise layer of the `noise-layer` design (and the first

@@ -83,6 +83,9 @@ pub struct Release {
     pub selection: String,
     /// The fraction kept by discriminator ranking (1: every generated image).
     pub keep: f64,
+    /// The score ranking kept the best of (`None` without ranking).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rank_by: Option<Ranking>,
     /// SHA-256 of the discriminator checkpoint that ranked the images (`None` without ranking).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub discriminator_sha256: Option<String>,
@@ -123,6 +126,35 @@ pub fn load_generator(run: &Path, device: Device) -> Result<(Generator, super::r
     Ok((g, info))
 }
 
+/// What discriminator ranking ([`SampleOptions::keep`]) scores a candidate by.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Ranking {
+    /// How real it looks: logit real minus logit generated for the image with its label
+    /// ([`Conditioning::real_margin`]).
+    #[default]
+    Realism,
+    /// How surely it shows its label: the log-odds of its label among the 10 real classes
+    /// ([`Conditioning::label_margin`]); needs a classifier discriminator.
+    Label,
+}
+
+impl Ranking {
+    fn score(self, d: &Discriminator, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        match self {
+            Ranking::Realism => d.conditioning.real_margin(logits, labels),
+            Ranking::Label => d.conditioning.label_margin(logits, labels),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Ranking::Realism => "real margin of the final discriminator: logit real - logit fake, or logit of the label - logit fake for the classifier discriminator",
+            Ranking::Label => "label margin of the final classifier discriminator: logit of the label - logsumexp of the other 9 real classes' logits",
+        }
+    }
+}
+
 /// What `gan sample` draws.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SampleOptions {
@@ -139,12 +171,14 @@ pub struct SampleOptions {
     /// (`proofs/gan/design_b_joint_clipping.md`, "Sampling a release"). Not for the noise-layer
     /// design, whose discriminator is not covered by a proven epsilon.
     pub keep: f64,
+    /// The score that ranking keeps the best of (only with `keep` below 1).
+    pub rank_by: Ranking,
 }
 
 impl SampleOptions {
     /// `count` images from `seed`, temperature 1, no ranking.
     pub fn new(count: usize, seed: Option<u64>) -> Self {
-        SampleOptions { count, seed, temperature: 1.0, keep: 1.0 }
+        SampleOptions { count, seed, temperature: 1.0, keep: 1.0, rank_by: Ranking::Realism }
     }
 
     /// Checks every field.
@@ -156,6 +190,9 @@ impl SampleOptions {
         validate_temperature(self.temperature)?;
         if !(self.keep > 0.0 && self.keep <= 1.0) {
             return Err(Error::invalid("--keep", self.keep, "must be in (0, 1]"));
+        }
+        if self.rank_by != Ranking::Realism && self.keep >= 1.0 {
+            return Err(Error::invalid("--rank-by", "label", "ranks candidates only when --keep is below 1"));
         }
         if self.candidates() > MAX_COUNT {
             return Err(Error::invalid("--keep", self.keep, format!("would generate {} images for --count {}; at most {MAX_COUNT}", self.candidates(), self.count)));
@@ -192,12 +229,11 @@ pub fn generate(g: &Generator, count: usize, seed: u64, temperature: f64) -> Res
 
 /// `count` images as [`generate`] makes them (the first `count` of a larger draw are the same
 /// images): pixels (784 bytes per image), labels (cycling 0..9) and, when `d` is given, each
-/// image's score, logit(real) - logit(fake) of the (unrounded) image with its label
-/// ([`Conditioning::real_margin`]).
+/// (unrounded) image's score by that discriminator under that [`Ranking`].
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] for a bad temperature; libtorch errors.
-pub fn generate_scored(g: &Generator, d: Option<&Discriminator>, count: usize, seed: u64, temperature: f64) -> Result<(Vec<u8>, Vec<u8>, Vec<f32>)> {
+pub fn generate_scored(g: &Generator, d: Option<(&Discriminator, Ranking)>, count: usize, seed: u64, temperature: f64) -> Result<(Vec<u8>, Vec<u8>, Vec<f32>)> {
     validate_temperature(temperature)?;
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     rng.set_stream(RELEASE_STREAM);
@@ -213,9 +249,9 @@ pub fn generate_scored(g: &Generator, d: Option<&Discriminator>, count: usize, s
         let y: Vec<i64> = labels[start..start + len].iter().map(|&l| i64::from(l)).collect();
         let y = Tensor::f_from_slice(&y)?.f_to(device)?;
         let images = g.forward(&z, &y, false)?;
-        if let Some(d) = d {
+        if let Some((d, rank_by)) = d {
             let logits = d.net.forward(&d.conditioning.input(&images, &y)?)?;
-            let s = d.conditioning.real_margin(&logits, &y)?.f_to_kind(tch::Kind::Float)?.f_to(Device::Cpu)?;
+            let s = rank_by.score(d, &logits, &y)?.f_to_kind(tch::Kind::Float)?.f_to(Device::Cpu)?;
             scores.extend(Vec::<f32>::try_from(&s)?);
         }
         pixels.extend(to_u8(&images)?);
@@ -231,7 +267,7 @@ pub fn generate_scored(g: &Generator, d: Option<&Discriminator>, count: usize, s
 /// [`Error::InvalidParameter`] for a bad temperature; libtorch errors.
 pub fn generate_ranked(g: &Generator, d: &Discriminator, opts: &SampleOptions, seed: u64) -> Result<Dataset> {
     let count = opts.count;
-    let (pixels, labels, scores) = generate_scored(g, Some(d), opts.candidates(), seed, opts.temperature)?;
+    let (pixels, labels, scores) = generate_scored(g, Some((d, opts.rank_by)), opts.candidates(), seed, opts.temperature)?;
     let mut by_label: Vec<Vec<usize>> = vec![Vec::new(); CLASSES as usize];
     for (i, &l) in labels.iter().enumerate() {
         by_label[l as usize].push(i);
@@ -333,10 +369,11 @@ fn write_release(g: &Generator, d: Option<&Discriminator>, info: &super::run::Ga
         seed,
         temperature,
         selection: match d {
-            Some(_) => format!("discriminator ranking: {} generated, per label the best-scored (real margin of the final discriminator: logit real - logit fake, or logit of the label - logit fake for the classifier discriminator) kept", opts.candidates()),
+            Some(_) => format!("discriminator ranking: {} generated, per label the best-scored ({}) kept", opts.candidates(), opts.rank_by.describe()),
             None => "all generated".to_owned(),
         },
         keep: opts.keep,
+        rank_by: d.map(|_| opts.rank_by),
         discriminator_sha256: match d {
             Some(_) => Some(sha256_file(&run.join(DISCRIMINATOR_FILE))?),
             None => None,
