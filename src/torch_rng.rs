@@ -24,6 +24,14 @@ pub fn seeded<T>(seed: i64, build: impl FnOnce() -> T) -> T {
     build()
 }
 
+/// [`seeded`] with the seed read from a 32-byte key (its first 8 bytes, little-endian): how the
+/// trainers seed their networks' initialisation from a stream of their run seed.
+pub fn seeded_by_key<T>(key: &[u8; 32], build: impl FnOnce() -> T) -> T {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&key[..8]);
+    seeded(i64::from_le_bytes(first), build)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -133,6 +133,33 @@ fn adversarial_training_keeps_the_ledger_and_reports_robust_accuracy() {
 }
 
 #[test]
+fn a_resumed_adversarial_run_replays_the_same_pgd_starts() {
+    tch::set_num_threads(1);
+    let (train, test) = fixture();
+    let pgd = dpaudit::train::adversarial::PgdConfig::new(0.1, 1, 0.01).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = DpSgd::new(config(true), train.len(), dir.path(), Some(6), Device::Cpu).unwrap();
+    a.set_adversarial(pgd);
+    for _ in 0..3 {
+        a.step(&train).unwrap();
+    }
+    a.checkpoint().unwrap();
+    let losses_a: Vec<f64> = (0..3).map(|_| a.step(&train).unwrap().loss).collect();
+    let robust_a = a.robust_accuracy(&test, &pgd).unwrap();
+    drop(a);
+    // Draws from libtorch's process-wide generator in between must not matter.
+    {
+        let _rng = dpaudit::torch_rng::lock();
+        let _ = tch::Tensor::rand([1000], (tch::Kind::Float, Device::Cpu));
+    }
+    let mut b = DpSgd::resume(dir.path(), train.len(), Device::Cpu).unwrap();
+    let losses_b: Vec<f64> = (0..3).map(|_| b.step(&train).unwrap().loss).collect();
+    // Same sampler, noise and PGD starts: the adversarial losses after the resume are identical.
+    assert_eq!(losses_a, losses_b);
+    assert_eq!(robust_a, b.robust_accuracy(&test, &pgd).unwrap());
+}
+
+#[test]
 fn parameter_average_is_the_warmed_up_ema_and_survives_a_resume() {
     tch::set_num_threads(1);
     let (train, _) = fixture();

@@ -437,7 +437,7 @@ impl DpGan {
     pub fn with_initialisation(config: GanConfig, dataset_size: usize, ledger: Ledger, seed: NoiseSeed, init: NoiseSeed, device: Device) -> Result<Self> {
         let q = validate(&config, dataset_size)?;
         let init = init.to_bytes(stream::INIT);
-        let (generator, discriminator, average) = crate::torch_rng::seeded(i64::from_le_bytes(init[..8].try_into().expect("8 bytes")), || -> Result<_> {
+        let (generator, discriminator, average) = crate::torch_rng::seeded_by_key(&init, || -> Result<_> {
             let g = Generator::new(device, config.z_dim, config.g_width)?;
             let d = match config.design {
                 Design::NoiseLayer => AnyDiscriminator::NoiseLayer(NoiseLayerDiscriminator::new(device, config.d_width, config.max_grad_norm, config.noise_multiplier)?),

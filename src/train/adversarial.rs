@@ -7,6 +7,8 @@
 //! one clipped gradient to the sum and the sensitivity stays C.
 use crate::error::{Error, Result};
 use crate::train::per_example::{per_example_cross_entropy, Sequential};
+use rand::RngCore;
+use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
@@ -44,18 +46,22 @@ impl PgdConfig {
 /// Adversarial versions of `x` (pixels in [0, 1]) for labels `y`: a random start in the ball, then
 /// `steps` ascent steps on each example's own loss, each projected back onto the ball and [0, 1].
 /// The model's parameters are not touched (gradients are taken with respect to the inputs only).
+/// The random start is drawn from `rng` (not from libtorch's process-wide generator), so a run
+/// that derives `rng` from its seed and step replays the same starts after a resume.
 ///
 /// # Errors
 /// libtorch errors; [`Error::Numerical`] if the result is not finite.
-pub fn pgd(model: &Sequential, x: &Tensor, y: &Tensor, cfg: &PgdConfig) -> Result<Tensor> {
+pub fn pgd(model: &Sequential, x: &Tensor, y: &Tensor, cfg: &PgdConfig, rng: &mut ChaCha20Rng) -> Result<Tensor> {
     let lo = x.f_sub_scalar(cfg.epsilon)?.f_clamp_min(0.0)?;
     let hi = x.f_add_scalar(cfg.epsilon)?.f_clamp_max(1.0)?;
-    let start = {
-        let _rng = crate::torch_rng::lock();
-        x.f_rand_like()?
-    }
-    .f_mul_scalar(2.0 * cfg.epsilon)?
-    .f_sub_scalar(cfg.epsilon)?;
+    // Uniform on [0, 1) with 24-bit resolution (exact in f32), then scaled to [-epsilon, epsilon).
+    let unit: Vec<f32> = (0..x.numel()).map(|_| (rng.next_u32() >> 8) as f32 / (1u32 << 24) as f32).collect();
+    let start = Tensor::f_from_slice(&unit)?
+        .f_view(x.size().as_slice())?
+        .f_to_kind(x.kind())?
+        .f_to(x.device())?
+        .f_mul_scalar(2.0 * cfg.epsilon)?
+        .f_sub_scalar(cfg.epsilon)?;
     let mut adv = x.f_add(&start)?.f_clamp_tensor(Some(&lo), Some(&hi))?.f_detach()?;
     for _ in 0..cfg.steps {
         let a = adv.f_detach()?.f_set_requires_grad(true)?;
@@ -77,7 +83,7 @@ mod tests {
 
     #[test]
     fn stays_in_the_ball_and_raises_the_loss() {
-        // Released before `pgd`, which takes the generator's lock for its random start.
+        use rand::SeedableRng;
         let (_vs, model, x) = crate::torch_rng::seeded(1, || {
             let vs = nn::VarStore::new(Device::Cpu);
             let model = crate::train::models::build("logreg", &vs.root()).unwrap();
@@ -85,7 +91,14 @@ mod tests {
         });
         let y = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
         let cfg = PgdConfig::new(0.1, 10, 0.025).unwrap();
-        let adv = pgd(&model, &x, &y, &cfg).unwrap();
+        let rng = || ChaCha20Rng::seed_from_u64(5);
+        let adv = pgd(&model, &x, &y, &cfg, &mut rng()).unwrap();
+        // The same stream gives the same examples; another stream, other random starts.
+        assert!(adv.equal(&pgd(&model, &x, &y, &cfg, &mut rng()).unwrap()));
+        let one_step = PgdConfig::new(0.1, 1, 1e-6).unwrap();
+        let mut other = rng();
+        other.set_stream(1);
+        assert!(!pgd(&model, &x, &y, &one_step, &mut rng()).unwrap().equal(&pgd(&model, &x, &y, &one_step, &mut other).unwrap()));
         let dist = f64::try_from(adv.f_sub(&x).unwrap().abs().max()).unwrap();
         assert!(dist <= 0.1 + 1e-6, "{dist}");
         assert!(f64::try_from(adv.min()).unwrap() >= 0.0 && f64::try_from(adv.max()).unwrap() <= 1.0);
@@ -96,5 +109,27 @@ mod tests {
             assert!(!p.grad().defined() || f64::try_from(p.grad().abs().sum(Kind::Double)).unwrap() == 0.0);
         }
         assert!(PgdConfig::new(0.0, 1, 0.1).is_err() && PgdConfig::new(0.1, 0, 0.1).is_err());
+    }
+
+    #[test]
+    fn each_example_is_perturbed_from_its_own_loss_alone() {
+        use rand::SeedableRng;
+        let (_vs, model, x) = crate::torch_rng::seeded(2, || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let model = crate::train::models::build("mlp", &vs.root()).unwrap();
+            (vs, model, Tensor::rand([6, 1, 28, 28], (Kind::Float, Device::Cpu)))
+        });
+        let y = Tensor::from_slice(&[3i64, 1, 4, 1, 5, 9]);
+        let cfg = PgdConfig::new(0.1, 5, 0.02).unwrap();
+        let together = pgd(&model, &x, &y, &cfg, &mut ChaCha20Rng::seed_from_u64(8)).unwrap();
+        // One at a time, drawing the starts from the same stream in the same order (example i
+        // takes values i * 784 .. (i + 1) * 784 of it, as in the batch).
+        let mut rng = ChaCha20Rng::seed_from_u64(8);
+        let alone: Vec<Tensor> = (0..6).map(|i| pgd(&model, &x.narrow(0, i, 1), &y.narrow(0, i, 1), &cfg, &mut rng).unwrap()).collect();
+        let alone = Tensor::cat(&alone, 0);
+        let diff = f64::try_from(together.f_sub(&alone).unwrap().abs().max()).unwrap();
+        assert!(diff < 1e-6, "batched and one-at-a-time PGD differ by {diff}");
+        // And the perturbations are not trivial.
+        assert!(f64::try_from(together.f_sub(&x).unwrap().abs().max()).unwrap() > 0.05);
     }
 }

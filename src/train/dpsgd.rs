@@ -41,6 +41,11 @@ pub const LEDGER_LABEL: &str = "dpsgd";
 pub const LEDGER_FILE: &str = "ledger.jsonl";
 /// The pointer to the latest checkpoint inside a run folder.
 pub const CHECKPOINT_POINTER: &str = "checkpoint.json";
+/// ChaCha20 streams (under the run's noise key) of PGD's random starts during training: this bit
+/// plus the step number. Stream 0 is the Gaussian noise.
+const PGD_TRAINING_STREAMS: u64 = 1 << 63;
+/// The stream of PGD's random starts when measuring robust accuracy.
+const PGD_EVALUATION_STREAM: u64 = 1 << 62;
 
 /// Everything that defines a training run (saved in every checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -244,7 +249,7 @@ impl DpSgd {
         }
         let seed = seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit);
         let init = seed.to_bytes(2);
-        let (vs, model) = crate::torch_rng::seeded(i64::from_le_bytes(init[..8].try_into().expect("8 bytes")), || -> Result<_> {
+        let (vs, model) = crate::torch_rng::seeded_by_key(&init, || -> Result<_> {
             let vs = nn::VarStore::new(device);
             let model = models::build(&config.model, &vs.root())?;
             Ok((vs, model))
@@ -364,6 +369,8 @@ impl DpSgd {
         let mut loss_sum = 0.0;
         let mut clipped = 0usize;
         let step = self.steps + 1;
+        // PGD's random starts: a stream of this step, so a resumed run replays them.
+        let mut pgd_rng = self.pgd_rng(PGD_TRAINING_STREAMS | step);
         let grads = if self.config.private {
             // no-clip: clipping at a norm of 1e30 (finite in f32) leaves every gradient as it is.
             let clip_norm = if self.fault == Some(Fault::NoClip) { NO_CLIP_NORM } else { self.config.max_grad_norm };
@@ -372,7 +379,7 @@ impl DpSgd {
             for chunk in lot.chunks(self.config.physical_batch) {
                 let (x, y) = data.select(chunk)?;
                 let x = match &self.adversarial {
-                    Some(cfg) => pgd(&self.model, &x, &y, cfg)?,
+                    Some(cfg) => pgd(&self.model, &x, &y, cfg, &mut pgd_rng)?,
                     None => x,
                 };
                 let batch = clip_and_sum(&self.model, &x, &y, &clip)?;
@@ -422,7 +429,7 @@ impl DpSgd {
             for chunk in lot.chunks(self.config.physical_batch) {
                 let (x, y) = data.select(chunk)?;
                 let x = match &self.adversarial {
-                    Some(cfg) => pgd(&self.model, &x, &y, cfg)?,
+                    Some(cfg) => pgd(&self.model, &x, &y, cfg, &mut pgd_rng)?,
                     None => x,
                 };
                 let g = nonprivate_gradient(&self.model, &x, &y)?;
@@ -575,18 +582,29 @@ impl DpSgd {
         Ok(if n == 0 { f64::NAN } else { correct as f64 / n as f64 })
     }
 
-    /// Accuracy on PGD adversarial versions of `data` (robust accuracy).
+    /// The ChaCha20 stream `stream` under the run's noise key: PGD's random starts come from such
+    /// streams (the Gaussian noise uses stream 0 of the same key, which these never touch), so
+    /// they are fixed by the seed and the step, and survive a resume without extra state.
+    fn pgd_rng(&self, stream: u64) -> ChaCha20Rng {
+        let mut rng = ChaCha20Rng::from_seed(self.noise_rng.get_seed());
+        rng.set_stream(stream);
+        rng
+    }
+
+    /// Accuracy on PGD adversarial versions of `data` (robust accuracy); the random starts come
+    /// from a fixed stream of the run, so the figure is reproducible.
     ///
     /// # Errors
     /// libtorch errors.
     pub fn robust_accuracy(&self, data: &Examples, cfg: &PgdConfig) -> Result<f64> {
         self.refresh_public_statistics()?;
+        let mut rng = self.pgd_rng(PGD_EVALUATION_STREAM);
         let mut correct = 0i64;
         let n = data.len();
         let all: Vec<usize> = (0..n).collect();
         for chunk in all.chunks(self.config.physical_batch.max(256)) {
             let (x, y) = data.select(chunk)?;
-            let adv = pgd(&self.model, &x, &y, cfg)?;
+            let adv = pgd(&self.model, &x, &y, cfg, &mut rng)?;
             let _guard = tch::no_grad_guard();
             let pred = self.model.forward(&adv)?.f_argmax(-1, false)?;
             correct += i64::try_from(pred.f_eq_tensor(&y)?.f_sum(Kind::Int64)?)?;
