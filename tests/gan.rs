@@ -603,6 +603,12 @@ fn evaluate_synthetic_reports_numbers_with_their_protocol() {
     let avg = EvalConfig { cas_weight_average: Some(0.99), ..config.clone() };
     let ra = evaluate_synthetic(&synthetic, &train, &test, &avg, Device::Cpu, &mut |_| {}).unwrap();
     assert_ne!(ra.cas.validation_accuracy, r.cas.validation_accuracy);
+    // The FID and real-vs-fake classifiers shuffle from their own streams: the CAS settings do not
+    // move their numbers.
+    let longer = EvalConfig { cas_epochs: 3, ..config.clone() };
+    let rl = evaluate_synthetic(&synthetic, &train, &test, &longer, Device::Cpu, &mut |_| {}).unwrap();
+    assert_eq!((rl.fid_mnist_classifier, rl.real_vs_fake_accuracy), (r.fid_mnist_classifier, r.real_vs_fake_accuracy));
+    assert_eq!(rl.cas.validation_accuracy[..2], r.cas.validation_accuracy[..]);
     let bad = EvalConfig { cas_weight_average: Some(1.0), ..config };
     assert!(evaluate_synthetic(&synthetic, &train, &test, &bad, Device::Cpu, &mut |_| {}).is_err());
 }

@@ -288,7 +288,14 @@ pub fn evaluate_synthetic(synthetic: &Dataset, train: &Dataset, test: &Dataset, 
     let n_train = train.len() as i64;
     let v = config.validation_size as i64;
     let (val_x, val_y) = (real.images.f_narrow(0, n_train - v, v)?, real.labels.f_narrow(0, n_train - v, v)?);
-    let mut rng = ChaCha20Rng::seed_from_u64(config.seed);
+    // Each classifier shuffles from its own stream of the seed, so one's settings (say, the CAS
+    // epochs) cannot change another's numbers.
+    let stream = |s: u64| {
+        let mut rng = ChaCha20Rng::seed_from_u64(config.seed);
+        rng.set_stream(s);
+        rng
+    };
+    let mut rng = stream(0);
 
     // CAS.
     on_stage("CAS: training a classifier on the synthetic set");
@@ -340,9 +347,10 @@ pub fn evaluate_synthetic(synthetic: &Dataset, train: &Dataset, test: &Dataset, 
     on_stage("FID: training the MNIST feature classifier on real data");
     let fid_net = Classifier::new(device, 10, config.seed.wrapping_add(1))?;
     let mut opt = adam(&fid_net.params, config.lr)?;
+    let mut fid_rng = stream(1);
     let (fx, fy) = (real.images.f_narrow(0, 0, n_train - v)?, real.labels.f_narrow(0, 0, n_train - v)?);
     for _ in 0..config.fid_epochs {
-        fid_net.epoch(&mut opt, &fx, &fy, config.batch_size, &mut rng, None)?;
+        fid_net.epoch(&mut opt, &fx, &fy, config.batch_size, &mut fid_rng, None)?;
     }
     let feature_acc = fid_net.accuracy(&tst.images, &tst.labels)?;
     let k = (test.len() as i64).min(synthetic.len() as i64);
@@ -361,8 +369,9 @@ pub fn evaluate_synthetic(synthetic: &Dataset, train: &Dataset, test: &Dataset, 
     let labels = Tensor::f_cat(&[Tensor::f_ones([half], (Kind::Int64, device))?, Tensor::f_zeros([half], (Kind::Int64, device))?], 0)?;
     let rvf = Classifier::new(device, 2, config.seed.wrapping_add(2))?;
     let mut opt = adam(&rvf.params, config.lr)?;
+    let mut rvf_rng = stream(2);
     for _ in 0..config.real_vs_fake_epochs {
-        rvf.epoch(&mut opt, &rvf_train_x, &labels, config.batch_size, &mut rng, None)?;
+        rvf.epoch(&mut opt, &rvf_train_x, &labels, config.batch_size, &mut rvf_rng, None)?;
     }
     let real_vs_fake_accuracy = rvf.accuracy(&rvf_test_x, &labels)?;
     let real_vs_fake_protocol = format!(
