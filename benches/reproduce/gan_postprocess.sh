@@ -4,8 +4,9 @@
 # the same CAS / fid_mnist_classifier / real-vs-fake protocol. Post-processing of the released
 # transcript: the epsilon is the run's (proofs/gan/design_b_joint_clipping.md, "Sampling a release").
 #
-#   benches/reproduce/gan_postprocess.sh OUT      (OUT as given to gan_mnist.sh; needs OUT/run)
+#   benches/reproduce/gan_postprocess.sh OUT [NAME:FLAGS ...]   (OUT as given to gan_mnist.sh; needs OUT/run)
 #
+# NAME:FLAGS pairs replace the three default variants, e.g. "label05:--keep 0.5 --rank-by label".
 # DATA (default data/mnist) is the real folder the evaluation uses; BIN a dpaudit binary (default:
 # build one). Writes OUT/synth-NAME and OUT/eval-NAME.json, prints one line per variant.
 set -euo pipefail
@@ -16,7 +17,12 @@ if [[ -z "${BIN:-}" ]]; then
     cargo build --release --quiet
     BIN=target/release/dpaudit
 fi
-for v in "t05:--temperature 0.5" "k05:--keep 0.5" "k05t05:--keep 0.5 --temperature 0.5"; do
+shift
+variants=("$@")
+if [[ ${#variants[@]} -eq 0 ]]; then
+    variants=("t05:--temperature 0.5" "k05:--keep 0.5" "k05t05:--keep 0.5 --temperature 0.5")
+fi
+for v in "${variants[@]}"; do
     name=${v%%:*}
     flags=${v#*:}
     # shellcheck disable=SC2086 # flags holds several words on purpose
