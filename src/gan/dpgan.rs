@@ -599,7 +599,7 @@ impl DpGan {
     /// `min(decay, (1 + t) / (10 + t))`, so early, poor iterates are forgotten quickly (the warm-up
     /// of TensorFlow's `ExponentialMovingAverage` with `num_updates`).
     pub fn average_decay(decay: f64, t: u64) -> f64 {
-        decay.min((1.0 + t as f64) / (10.0 + t as f64))
+        crate::train::optim::warmed_up_decay(decay, t)
     }
 
     /// `average <- d average + (1 - d) generator` over every variable of the generator's

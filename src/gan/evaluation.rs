@@ -17,7 +17,7 @@
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::train::dpsgd::Examples;
-use crate::train::optim::{LrSchedule, Optimizer, OptimizerKind};
+use crate::train::optim::{warmed_up_decay, LrSchedule, Optimizer, OptimizerKind};
 use crate::train::per_example::{per_example_cross_entropy, LayerSpec, Sequential};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -207,8 +207,7 @@ impl WeightAverage {
 
     fn update(&mut self, params: &[Tensor]) -> Result<()> {
         let _g = tch::no_grad_guard();
-        let n = self.updates as f64;
-        let d = self.decay.min((1.0 + n) / (10.0 + n));
+        let d = warmed_up_decay(self.decay, self.updates);
         for (s, p) in self.shadow.iter_mut().zip(params) {
             // s <- d s + (1 - d) p
             let _ = s.f_lerp_(p, 1.0 - d)?;

@@ -18,7 +18,7 @@ use crate::train::adversarial::{pgd, PgdConfig};
 use crate::train::fault::Fault;
 use crate::train::models;
 use crate::train::noise::{self, NoiseSeed};
-use crate::train::optim::{LrSchedule, Optimizer, OptimizerKind};
+use crate::train::optim::{warmed_up_decay, LrSchedule, Optimizer, OptimizerKind};
 use crate::train::per_example::{clip_and_sum, nonprivate_gradient, ClipConfig, Sequential};
 use crate::train::sampling::{PoissonSampler, SamplerState};
 use rand::SeedableRng;
@@ -445,8 +445,7 @@ impl DpSgd {
         self.steps += 1;
         if let Some(avg) = &mut self.average {
             // De et al. 2022's warm-up: early iterates (far from the end point) fade fast.
-            let t = self.steps as f64;
-            let d = avg.decay.min((1.0 + t) / (10.0 + t));
+            let d = warmed_up_decay(avg.decay, self.steps);
             let _guard = tch::no_grad_guard();
             for (a, p) in avg.params.iter_mut().zip(&self.params) {
                 let _ = a.f_lerp_(p, 1.0 - d)?; // a = d a + (1 - d) p

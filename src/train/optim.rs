@@ -193,6 +193,14 @@ impl Optimizer {
     }
 }
 
+/// The decay of a moving average of parameters after `t` updates: `min(decay, (1 + t) / (10 + t))`,
+/// so early, poor iterates are forgotten quickly (the warm-up of TensorFlow's
+/// `ExponentialMovingAverage` with `num_updates`; De et al. 2022). Shared by DP-SGD's `--ema`, the
+/// GAN's `--g-ema` and the CAS classifier's `--cas-weight-average`.
+pub fn warmed_up_decay(decay: f64, t: u64) -> f64 {
+    decay.min((1.0 + t as f64) / (10.0 + t as f64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
