@@ -490,6 +490,8 @@ fn classifier_discriminator_trains_ranks_by_the_label_logit_and_is_recorded() {
     train_tiny(&planes, Design::Joint, 3);
     let e = sample_release(&planes, &dir.path().join("bad"), &by_label, false, Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("class logits"), "{e}");
+    // Refused by `gan sample` before generating (it names the flag), not by the first batch's scores.
+    assert!(e.contains("--rank-by"), "{e}");
     assert!(!dir.path().join("bad").exists());
 }
 

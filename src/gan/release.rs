@@ -399,6 +399,10 @@ pub fn sample_release(run: &Path, out: &Path, opts: &SampleOptions, force: bool,
         return Err(Error::invalid("--out", out.display(), "already exists; choose another folder or give --force to replace it"));
     }
     let (g, info) = load_generator(run, device)?;
+    // Refused here, before any image is generated, rather than by the first batch's scores.
+    if opts.keep < 1.0 && opts.rank_by == Ranking::Label && info.config.conditioning != Conditioning::Classifier {
+        return Err(Error::invalid("--rank-by", "label", "needs a discriminator with class logits (--conditioning classifier); this run's discriminator reads label planes"));
+    }
     let d = if opts.keep < 1.0 { Some(load_discriminator(run, &info, device)?) } else { None };
     let seed = opts.seed.unwrap_or_else(|| rand::rngs::OsRng.next_u64());
     let tmp = temp_sibling(out)?;
