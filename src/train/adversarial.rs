@@ -81,14 +81,19 @@ mod tests {
     use super::*;
     use tch::{nn, Device};
 
+    /// A `name` model and `batch` uniform MNIST-shaped inputs, both from libtorch seeded with `seed`.
+    fn seeded_model(seed: i64, name: &str, batch: i64) -> (nn::VarStore, crate::train::per_example::Sequential, Tensor) {
+        crate::torch_rng::seeded(seed, || {
+            let vs = nn::VarStore::new(Device::Cpu);
+            let model = crate::train::models::build(name, &vs.root()).unwrap();
+            (vs, model, Tensor::rand([batch, 1, 28, 28], (Kind::Float, Device::Cpu)))
+        })
+    }
+
     #[test]
     fn stays_in_the_ball_and_raises_the_loss() {
         use rand::SeedableRng;
-        let (_vs, model, x) = crate::torch_rng::seeded(1, || {
-            let vs = nn::VarStore::new(Device::Cpu);
-            let model = crate::train::models::build("logreg", &vs.root()).unwrap();
-            (vs, model, Tensor::rand([8, 1, 28, 28], (Kind::Float, Device::Cpu)))
-        });
+        let (_vs, model, x) = seeded_model(1, "logreg", 8);
         let y = Tensor::from_slice(&[0i64, 1, 2, 3, 4, 5, 6, 7]);
         let cfg = PgdConfig::new(0.1, 10, 0.025).unwrap();
         let rng = || ChaCha20Rng::seed_from_u64(5);
@@ -114,11 +119,7 @@ mod tests {
     #[test]
     fn each_example_is_perturbed_from_its_own_loss_alone() {
         use rand::SeedableRng;
-        let (_vs, model, x) = crate::torch_rng::seeded(2, || {
-            let vs = nn::VarStore::new(Device::Cpu);
-            let model = crate::train::models::build("mlp", &vs.root()).unwrap();
-            (vs, model, Tensor::rand([6, 1, 28, 28], (Kind::Float, Device::Cpu)))
-        });
+        let (_vs, model, x) = seeded_model(2, "mlp", 6);
         let y = Tensor::from_slice(&[3i64, 1, 4, 1, 5, 9]);
         let cfg = PgdConfig::new(0.1, 5, 0.02).unwrap();
         let together = pgd(&model, &x, &y, &cfg, &mut ChaCha20Rng::seed_from_u64(8)).unwrap();
