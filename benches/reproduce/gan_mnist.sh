@@ -14,8 +14,11 @@
 # --keep`), both post-processing; G_EMA (default: none) releases a moving average of the generator
 # with that decay (`gan train --g-ema`, post-processing too); CONDITIONING (default label-planes;
 # or classifier, the 11-logit "K + 1 classes" discriminator) picks `gan train --conditioning`. SEED
-# (default 1) seeds training and sampling. Needs data/mnist (`dpaudit data
-# fetch mnist`, or a copy). Writes
+# (default 1) seeds training and sampling. RELEASE_TEMPERATURES (default: none), e.g. "1.5 2 2.5 3",
+# then also releases the generator at each of those temperatures (gan_postprocess.sh, into
+# OUT/synth-tNN) and chooses among all the releases by best CAS validation accuracy
+# (gan_choose_release.py; it prints the chosen release's test CAS and its epsilon per accountant).
+# Needs data/mnist (`dpaudit data fetch mnist`, or a copy). Writes
 # OUT/run (the GAN), OUT/synth (the release) and OUT/eval.json; prints wall times.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -42,3 +45,11 @@ $BIN evaluate synthetic --synthetic "$OUT/synth" --real "$DATA" --cas-epochs "${
 t3=$(date +%s)
 echo "train $((t1 - t0)) s, sample $((t2 - t1)) s, evaluate $((t3 - t2)) s"
 python3 -c "import json,sys; e=json.load(open('$OUT/eval.json')); print('CAS', e['cas']['test_accuracy'], 'fid_mnist_classifier', e['fid_mnist_classifier'], 'real-vs-fake', e['real_vs_fake_accuracy'])"
+if [[ -n "${RELEASE_TEMPERATURES:-}" ]]; then
+    variants=()
+    for t in $RELEASE_TEMPERATURES; do
+        variants+=("t${t//./}:--temperature $t")
+    done
+    DATA="$DATA" BIN="$BIN" THREADS="$THREADS" SEED="${SEED:-1}" benches/reproduce/gan_postprocess.sh "$OUT" "${variants[@]}"
+    python3 benches/reproduce/gan_choose_release.py "$OUT"
+fi

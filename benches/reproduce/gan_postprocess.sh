@@ -8,7 +8,7 @@
 #
 # NAME:FLAGS pairs replace the three default variants, e.g. "label05:--keep 0.5 --rank-by label".
 # DATA (default data/mnist) is the real folder the evaluation uses; BIN a dpaudit binary (default:
-# build one). Writes OUT/synth-NAME and OUT/eval-NAME.json, prints one line per variant.
+# build one); SEED (default 1) seeds the sampling. Writes OUT/synth-NAME and OUT/eval-NAME.json, prints one line per variant.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:?run output folder}
@@ -26,7 +26,7 @@ for v in "${variants[@]}"; do
     name=${v%%:*}
     flags=${v#*:}
     # shellcheck disable=SC2086 # flags holds several words on purpose
-    $BIN gan sample --run "$OUT/run" --count 60000 --seed 1 $flags --force --out "$OUT/synth-$name" > /dev/null
+    $BIN gan sample --run "$OUT/run" --count 60000 --seed "${SEED:-1}" $flags --force --out "$OUT/synth-$name" > /dev/null
     $BIN evaluate synthetic --synthetic "$OUT/synth-$name" --real "$DATA" --cas-epochs "${CAS_EPOCHS:-5}" \
         --threads "${THREADS:-2}" --json > "$OUT/eval-$name.json"
     python3 -c "import json; e=json.load(open('$OUT/eval-$name.json')); c=e['cas']; print('$name ($flags): CAS', c['test_accuracy'], 'validation', c['validation_accuracy'], 'fid_mnist_classifier', round(e['fid_mnist_classifier'], 1), 'real-vs-fake', e['real_vs_fake_accuracy'])"
