@@ -89,6 +89,8 @@ def main(argv):
         "best_validation": chosen["best_validation"],
         "design": release.get("design"),
         "epsilon_status": release.get("epsilon_status"),
+        "epsilon_covers": (f"the generator and the sampling of each release; not this choice among {len(rows)} "
+                           "releases, which reads real training images (validation) outside the accounting"),
         "sampling": release.get("sampling"),
         "epsilons": [
             {"accountant": x["accountant"], "epsilon": x["epsilon"], "delta": x["delta"]}
@@ -115,6 +117,7 @@ def main(argv):
         print(f"epsilon {x['epsilon']:.4f} ({x['accountant']} accountant) at delta {x['delta']:g}")
     for p in summary["ledger_phases"] or []:
         print("ledger phase: " + ", ".join(f"{k} {v}" for k, v in p.items()))
+    print(f"the epsilon covers {summary['epsilon_covers']}")
 
 
 if __name__ == "__main__":
