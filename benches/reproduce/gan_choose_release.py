@@ -47,6 +47,9 @@ def releases(out):
 
 
 def main(argv):
+    if "-h" in argv or "--help" in argv:
+        print(__doc__.strip())
+        return
     args = [a for a in argv if a != "--json"]
     as_json = "--json" in argv
     if len(args) != 1:
@@ -65,6 +68,7 @@ def main(argv):
             "temperature": release.get("temperature"),
             "keep": release.get("keep"),
             "selection": release.get("selection"),
+            "validation_size": e.get("config", {}).get("validation_size"),
             "best_validation": max(validation),
             "validation_accuracy": validation,
             "cas_test": cas["test_accuracy"],
@@ -83,7 +87,8 @@ def main(argv):
     release = chosen["release_json"]
     summary = {
         "run": out,
-        "rule": "best CAS validation accuracy (last 5,000 real training images); test accuracy never used to choose",
+        "rule": (f"best CAS validation accuracy (the last {chosen['validation_size']} real training images); "
+                 "test accuracy never used to choose"),
         "chosen": chosen["release"],
         "cas_test": chosen["cas_test"],
         "best_validation": chosen["best_validation"],
@@ -111,6 +116,7 @@ def main(argv):
         print(f"{mark} {r['release']:<8} T {r['temperature']:<4} keep {r['keep']:<4} CAS test {r['cas_test']:.4f}  best validation {r['best_validation']:.4f}  "
               f"fid_mnist_classifier {r['fid_mnist_classifier']:.1f}  real-vs-fake {r['real_vs_fake_accuracy']}")
     print(f"chosen (best validation): {chosen['release']}, CAS test {chosen['cas_test']:.4f}")
+    print(f"rule: {summary['rule']}")
     print(f"design {summary['design']}; sampling {summary['sampling']}; {summary['ledger_steps']} ledger steps; "
           f"{summary['epsilon_status']}")
     for x in summary["epsilons"]:
