@@ -55,6 +55,33 @@ fn build(specs: &[LayerSpec], seed: u64) -> Net {
     Net { _vs: vs, model }
 }
 
+/// The same network twice, f32 and f64, with identical values (drawn, scaled by 1/sqrt(fan-in)
+/// so that the logits stay moderate and the f32 forward pass is well conditioned, then rounded to
+/// f32), for checking the f32 engine against the f64 definition.
+fn build_f32_and_f64(specs: &[LayerSpec], seed: u64) -> (Net, Net) {
+    let f64_net = build(specs, seed);
+    tch::no_grad(|| {
+        for (_, mut p) in f64_net.model.parameters() {
+            let fan_in = if p.dim() > 1 { p.numel() as f64 / p.size()[0] as f64 } else { 100.0 };
+            let rounded = (&p / fan_in.sqrt()).to_kind(Kind::Float).to_kind(Kind::Double);
+            p.copy_(&rounded);
+        }
+    });
+    let f32_net = {
+        let _rng = dpaudit::torch_rng::lock();
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let model = Sequential::new(&vs.root(), specs).expect("valid specs");
+        vs.set_kind(Kind::Float);
+        tch::no_grad(|| {
+            for ((_, mut p), (_, q)) in model.parameters().into_iter().zip(f64_net.model.parameters()) {
+                p.copy_(&q.to_kind(Kind::Float));
+            }
+        });
+        Net { _vs: vs, model }
+    };
+    (f32_net, f64_net)
+}
+
 fn random_tensor(shape: &[i64], rng: &mut ChaCha8Rng) -> Tensor {
     let n: i64 = shape.iter().product();
     let values: Vec<f64> = (0..n).map(|_| rng.gen_range(0.0..1.0)).collect();
@@ -271,6 +298,53 @@ proptest! {
         let inputs = random_tensor(&[batch, channels, side, side], &mut rng);
         let labels = random_indices(&[batch], classes, &mut rng);
         check_against_loop(&net.model, &inputs, &labels, clip_scale)?;
+    }
+
+    /// f32 image networks whose convolutions can take the direct per-example kernel (outputs a
+    /// multiple of 8, `k C` a multiple of 4 on most draws; the engine falls back to patches
+    /// otherwise), with channels-last max-pooling between them as in tanh-cnn: norms and clipped
+    /// sums against the f64 one-example loop on the same (f32-rounded) values, to f32 accuracy.
+    #[test]
+    fn f32_conv_networks_match_the_f64_loop(
+        batch in 1i64..=6, channels in prop::sample::select(vec![1i64, 2, 4]), side in 5i64..=12,
+        blocks in prop::collection::vec(
+            (prop::sample::select(vec![8i64, 16, 24]), 1i64..=4, 1i64..=2, 0i64..=2, any::<bool>(), 0u8..3),
+            1..=2,
+        ),
+        clip_scale in prop::sample::select(vec![0.3, 1.0, 3.0]), seed in any::<u64>(),
+    ) {
+        let blocks: Vec<ConvBlock> = blocks
+            .into_iter()
+            .map(|(out, kernel, stride, padding, bias, act)| (out, kernel, stride, padding, bias, false, act, 1))
+            .collect();
+        let specs = image_specs(channels, side, &blocks, None, false, 5, 3);
+        let (f32_net, f64_net) = build_f32_and_f64(&specs, seed);
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+        let inputs = random_tensor(&[batch, channels, side, side], &mut rng).to_kind(Kind::Float);
+        let labels = random_indices(&[batch], 3, &mut rng);
+        let reference = loop_gradients(&f64_net.model, &inputs.to_kind(Kind::Double), &labels);
+        let flat: Vec<Tensor> = reference.iter().map(|g| g.reshape([batch, -1])).collect();
+        let loop_norms = Tensor::cat(&flat, 1).norm_scalaropt_dim(2, [1i64].as_slice(), false);
+        let max_norm = (loop_norms.mean(Kind::Double).double_value(&[]) * clip_scale).max(1e-3);
+        let factors = (max_norm / (&loop_norms + 1e-6)).clamp_max(1.0);
+        let f32_close = |engine: &Tensor, reference: &Tensor| -> Result<(), TestCaseError> {
+            let diff = (engine.to_kind(Kind::Double) - reference).norm().double_value(&[]);
+            let scale = reference.norm().double_value(&[]);
+            prop_assert!(diff <= 1e-4 * scale + 1e-6, "|engine - loop| = {diff:e}, |loop| = {scale:e}: {engine} vs {reference}");
+            Ok(())
+        };
+        for norm_method in [NormMethod::Auto, NormMethod::Ghost, NormMethod::Materialise] {
+            let out = clip_and_sum(&f32_net.model, &inputs, &labels, &ClipConfig { max_norm, norm_method })
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            f32_close(&out.norms, &loop_norms)?;
+            for (sum, r) in out.clipped_sum.iter().zip(&reference) {
+                let mut shape = vec![batch];
+                shape.extend(std::iter::repeat(1).take(r.dim() - 1));
+                let expected = (r * factors.reshape(shape.as_slice())).sum_dim_intlist(0, false, None);
+                prop_assert_eq!(sum.size(), expected.size());
+                f32_close(sum, &expected)?;
+            }
+        }
     }
 
     /// Embedding (indices repeat within an example: small vocabularies), Linear on (B, T, d),

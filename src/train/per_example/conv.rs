@@ -7,6 +7,9 @@
 //! - ghost: `|G_i|^2 = <A_i A_i^T, B_i^T B_i>` with two L x L Gram matrices (L^2 (O + D)), then the
 //!   clipped sum as one product over all (example, position) pairs (L O D); memory B L^2.
 //!
+//! On f32 CPU tensors with AVX2 (O a multiple of 8, `k C` of 4) the materialised route computes
+//! `G_i` and its norm straight from the input instead, without patches ([`super::conv_direct`]).
+//!
 //! [`NormMethod::Auto`] counts both and picks ghost only when `L^2 (O + D) < 2 O D` (the mixed rule
 //! of Bu et al. 2023, counting the clipped sum too), or when the materialised gradients would
 //! exceed [`MATERIALISE_BUDGET_BYTES`].
@@ -18,7 +21,7 @@
 //! already in the (L, D) layout the batched products want. Gradients computed in that order are
 //! put back in the weight's (O, C, k, k) order by [`to_weight_layout`], on the O D-sized results
 //! only. Norms do not depend on the order.
-use super::{NormMethod, ParamSum};
+use super::{conv_direct, NormMethod, ParamSum};
 use crate::error::Result;
 use tch::Tensor;
 
@@ -108,8 +111,10 @@ pub(crate) fn prepare(
 ) -> Result<(Tensor, Vec<ParamSum>)> {
     let batch = a.size()[0];
     let (o, k) = (weight_shape[0], weight_shape[2]);
-    let bm = b.f_reshape([batch, o, -1])?; // (B, O, L)
-    let l = bm.size()[2];
+    let l: i64 = b.size()[2..].iter().product();
+    // (B, O, L), a copy when `b` is channels-last (as it is after channels-last pooling); only
+    // the ghost and patch routes need it.
+    let bm = || b.f_reshape([batch, o, l]);
     let dd = weight_shape[1] * k * k;
     let element_bytes = a.f_kind()?.elt_size_in_bytes() as i64;
     let ghost = match norm_method {
@@ -121,21 +126,36 @@ pub(crate) fn prepare(
     let mut sq = if ghost {
         let cols = patches(a, k, stride, padding)?; // (B, L, D)
         let ga = cols.f_bmm(&cols.f_transpose(1, 2)?)?; // (B, L, L)
+        let bm = bm()?;
         let gb = bm.f_transpose(1, 2)?.f_bmm(&bm)?;
         let sq = ga
             .f_mul(&gb)?
             .f_sum_dim_intlist([1i64, 2].as_slice(), false, None)?;
         sums.push(ParamSum::Conv {
             cols,
-            b: bm.shallow_clone(),
+            b: bm,
             shape: weight_shape.to_vec(),
         });
         sq
+    } else if conv_direct::available(a, o, k, weight_shape[1]) {
+        // f32 on an AVX2 CPU: gradients, bias gradients and norms straight from the input, no
+        // patches.
+        let direct = conv_direct::per_example_gradients(a, b, k, stride, padding, bias)?;
+        sums.push(ParamSum::ConvGradients {
+            g: direct.grads,
+            shape: weight_shape.to_vec(),
+            outputs_last: true,
+        });
+        if let Some(gb) = direct.bias {
+            sums.push(ParamSum::PerExample(gb));
+        }
+        return Ok((direct.squares, sums));
     } else {
         // The patches are the step's largest buffer (L D per example, often several times the
         // gradient's O D): unfold them a slice of the batch at a time, each slice's gradients
         // written straight into G, so only one slice's patches exist at once.
         let rows = (PATCH_CHUNK_BYTES / (l * dd * element_bytes).max(1)).clamp(1, batch);
+        let bm = bm()?;
         let nhwc = padded_channels_last(a, padding)?;
         let g = Tensor::f_empty([batch, o, dd], (a.f_kind()?, a.device()))?; // (B, O, D)
         let mut start = 0;
@@ -154,11 +174,12 @@ pub(crate) fn prepare(
         sums.push(ParamSum::ConvGradients {
             g,
             shape: weight_shape.to_vec(),
+            outputs_last: false,
         });
         sq
     };
     if bias {
-        let gb = bm.f_sum_dim_intlist(2, false, None)?; // (B, O)
+        let gb = b.f_sum_dim_intlist([2i64, 3].as_slice(), false, None)?; // (B, O)
         sq = sq.f_add(&gb.f_square()?.f_sum_dim_intlist(1, false, None)?)?;
         sums.push(ParamSum::PerExample(gb));
     }
