@@ -8,8 +8,8 @@
 //! round, median over rounds, as the Opacus anchor script does) prints samples/s per mode and the
 //! private/non-private ratio: on a shared machine the sequential figures drift with other load.
 //!
-//! The private step allocates tens of MB of short-lived buffers (conv patches, per-example
-//! gradients); with glibc's default malloc these go back to the kernel each step and are faulted in
+//! The private step allocates MBs of short-lived buffers (per-example gradients; conv patches on
+//! the fallback route of `per_example::conv`); with glibc's default malloc these go back to the kernel each step and are faulted in
 //! again, which costs more than the arithmetic. Run with
 //! `MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TRIM_THRESHOLD_=4000000000` (or jemalloc/tcmalloc,
 //! as PyTorch recommends for CPU training) to measure the engine rather than the allocator.
