@@ -55,10 +55,9 @@ fn build(specs: &[LayerSpec], seed: u64) -> Net {
     Net { _vs: vs, model }
 }
 
-/// The same network twice, f32 and f64, with identical values (drawn, scaled by 1/sqrt(fan-in)
-/// so that the logits stay moderate and the f32 forward pass is well conditioned, then rounded to
-/// f32), for checking the f32 engine against the f64 definition.
-fn build_f32_and_f64(specs: &[LayerSpec], seed: u64) -> (Net, Net) {
+/// An f32 network, its values drawn as [`build`] draws them and scaled by 1/sqrt(fan-in) so that
+/// the logits stay moderate and the f32 forward pass is well conditioned.
+fn build_f32(specs: &[LayerSpec], seed: u64) -> Net {
     let f64_net = build(specs, seed);
     tch::no_grad(|| {
         for (_, mut p) in f64_net.model.parameters() {
@@ -79,7 +78,7 @@ fn build_f32_and_f64(specs: &[LayerSpec], seed: u64) -> (Net, Net) {
         });
         Net { _vs: vs, model }
     };
-    (f32_net, f64_net)
+    f32_net
 }
 
 fn random_tensor(shape: &[i64], rng: &mut ChaCha8Rng) -> Tensor {
@@ -303,9 +302,11 @@ proptest! {
     /// f32 image networks whose convolutions can take the direct per-example kernel (outputs a
     /// multiple of 8, `k C` a multiple of 4 on most draws; the engine falls back to patches
     /// otherwise), with channels-last max-pooling between them as in tanh-cnn: norms and clipped
-    /// sums against the f64 one-example loop on the same (f32-rounded) values, to f32 accuracy.
+    /// sums against the one-example loop (f32 autograd, compared in f64), relative 1e-5 (the
+    /// f64 tests' bar; f32 rounding is about 1e-7 per operation) of the norms and, for each clipped
+    /// sum, of its terms' total size, and every clipped contribution within C.
     #[test]
-    fn f32_conv_networks_match_the_f64_loop(
+    fn f32_conv_networks_match_one_example_loop(
         batch in 1i64..=6, channels in prop::sample::select(vec![1i64, 2, 4]), side in 5i64..=12,
         blocks in prop::collection::vec(
             (prop::sample::select(vec![8i64, 16, 24]), 1i64..=4, 1i64..=2, 0i64..=2, any::<bool>(), 0u8..3),
@@ -318,32 +319,48 @@ proptest! {
             .map(|(out, kernel, stride, padding, bias, act)| (out, kernel, stride, padding, bias, false, act, 1))
             .collect();
         let specs = image_specs(channels, side, &blocks, None, false, 5, 3);
-        let (f32_net, f64_net) = build_f32_and_f64(&specs, seed);
+        let f32_net = build_f32(&specs, seed);
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
         let inputs = random_tensor(&[batch, channels, side, side], &mut rng).to_kind(Kind::Float);
         let labels = random_indices(&[batch], 3, &mut rng);
-        let reference = loop_gradients(&f64_net.model, &inputs.to_kind(Kind::Double), &labels);
+        // The reference is the one-example loop run in f32 on the f32 network, then widened. The
+        // f64 loop is not a fair reference here: on one of the saved cases the f32 loop itself
+        // differs from the f64 loop by 1.1% relative (an f64 forward pass can, for one, pick a
+        // different max-pooling winner where two candidates differ by less than f32 rounding), a
+        // difference of the network's precision, not of the engine.
+        let reference: Vec<Tensor> = loop_gradients(&f32_net.model, &inputs, &labels)
+            .into_iter()
+            .map(|g| g.to_kind(Kind::Double))
+            .collect();
         let flat: Vec<Tensor> = reference.iter().map(|g| g.reshape([batch, -1])).collect();
         let loop_norms = Tensor::cat(&flat, 1).norm_scalaropt_dim(2, [1i64].as_slice(), false);
         let max_norm = (loop_norms.mean(Kind::Double).double_value(&[]) * clip_scale).max(1e-3);
         let factors = (max_norm / (&loop_norms + 1e-6)).clamp_max(1.0);
-        let f32_close = |engine: &Tensor, reference: &Tensor| -> Result<(), TestCaseError> {
+        // f32 error grows with the size of the terms summed, not of the result: a clipped sum
+        // whose examples cancel is compared at the scale of its terms, sum_i c_i |g_i|.
+        let f32_close = |engine: &Tensor, reference: &Tensor, scale: f64| -> Result<(), TestCaseError> {
             let diff = (engine.to_kind(Kind::Double) - reference).norm().double_value(&[]);
-            let scale = reference.norm().double_value(&[]);
-            prop_assert!(diff <= 1e-4 * scale + 1e-6, "|engine - loop| = {diff:e}, |loop| = {scale:e}: {engine} vs {reference}");
+            prop_assert!(diff <= RELATIVE_TOLERANCE * scale + 1e-9, "|engine - loop| = {diff:e}, scale {scale:e}: {engine} vs {reference}");
             Ok(())
         };
         for norm_method in [NormMethod::Auto, NormMethod::Ghost, NormMethod::Materialise] {
             let out = clip_and_sum(&f32_net.model, &inputs, &labels, &ClipConfig { max_norm, norm_method })
                 .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            f32_close(&out.norms, &loop_norms)?;
+            let norm_scale = loop_norms.norm().double_value(&[]);
+            f32_close(&out.norms, &loop_norms, norm_scale)
+                .map_err(|e| TestCaseError::fail(format!("{norm_method:?} norms: {e}")))?;
             for (sum, r) in out.clipped_sum.iter().zip(&reference) {
                 let mut shape = vec![batch];
                 shape.extend(std::iter::repeat(1).take(r.dim() - 1));
-                let expected = (r * factors.reshape(shape.as_slice())).sum_dim_intlist(0, false, None);
+                let terms = r * factors.reshape(shape.as_slice());
+                let expected = terms.sum_dim_intlist(0, false, None);
+                let scale = terms.reshape([batch, -1]).norm_scalaropt_dim(2, [1i64].as_slice(), false).sum(Kind::Double).double_value(&[]);
                 prop_assert_eq!(sum.size(), expected.size());
-                f32_close(sum, &expected)?;
+                f32_close(sum, &expected, scale)
+                    .map_err(|e| TestCaseError::fail(format!("{norm_method:?} sum {:?}: {e}", r.size())))?;
             }
+            let contributed = (&loop_norms * out.clip_factors.to_kind(Kind::Double)).max().double_value(&[]);
+            prop_assert!(contributed <= max_norm * (1.0 + 1e-5), "{contributed} > C = {max_norm}");
         }
     }
 

@@ -137,7 +137,7 @@ pub(crate) fn prepare(
             shape: weight_shape.to_vec(),
         });
         sq
-    } else if conv_direct::available(a, o, k, weight_shape[1]) {
+    } else if conv_direct::available(a, b, k) {
         // f32 on an AVX2 CPU: gradients, bias gradients and norms straight from the input, no
         // patches.
         let direct = conv_direct::per_example_gradients(a, b, k, stride, padding, bias)?;

@@ -26,11 +26,18 @@ const O_TILE: usize = 16;
 /// Inputs per register tile.
 const D_TILE: usize = 4;
 
-/// Whether [`per_example_gradients`] can run for this input: f32 on the CPU, an output count that
-/// is a multiple of 8, a `k C` that is a multiple of [`D_TILE`], and a CPU with AVX2 and FMA.
-pub(crate) fn available(a: &Tensor, outputs: i64, kernel: i64, channels: i64) -> bool {
+/// Whether [`per_example_gradients`] can run for the input `a` (B, C, H, W) and backprop `b`
+/// (B, O, Ho, Wo): both f32 on the CPU, O a multiple of 8, `k C` a multiple of [`D_TILE`], and a
+/// CPU with AVX2 and FMA.
+pub(crate) fn available(a: &Tensor, b: &Tensor, kernel: i64) -> bool {
+    let (outputs, channels) = match (a.size().as_slice(), b.size().as_slice()) {
+        ([_, c, _, _], [_, o, _, _]) => (*o, *c),
+        _ => return false,
+    };
     a.device() == Device::Cpu
+        && b.device() == Device::Cpu
         && a.kind() == Kind::Float
+        && b.kind() == Kind::Float
         && outputs % 8 == 0
         && (kernel * channels) % D_TILE as i64 == 0
         && cpu_has_avx2_fma()
@@ -171,7 +178,7 @@ pub(crate) fn per_example_gradients(
         g.s * (g.ho - 1) + g.k <= g.hp && g.s * (g.wo - 1) + g.k <= g.wp
     });
     let g = match geometry {
-        Some(g) if fits && available(a, bs[1], kernel, xs[1]) && b.kind() == Kind::Float => g,
+        Some(g) if fits && available(a, b, kernel) => g,
         _ => {
             return Err(Error::invalid(
                 "direct conv gradients",
@@ -476,6 +483,8 @@ mod tests {
             (4, 4, 9, 8, 3, 1, 1),
             (2, 2, 11, 24, 2, 3, 2),
             (7, 3, 6, 40, 4, 1, 0),
+            (3, 16, 9, 16, 1, 1, 1),
+            (3, 16, 9, 16, 3, 2, 2),
         ] {
             tch::manual_seed(batch);
             let a = Tensor::randn([batch, c, h, h], (Kind::Float, Device::Cpu));
@@ -484,7 +493,7 @@ mod tests {
             if o == 32 {
                 b = b.contiguous().permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
             }
-            assert!(available(&a, o, k, c), "case {batch} {c} {h} {o} {k} {s} {p}");
+            assert!(available(&a, &b, k), "case {batch} {c} {h} {o} {k} {s} {p}");
             // The input channels-last in one case, as after channels-last pooling.
             let a_in = if c == 16 { a.contiguous().permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]) } else { a.shallow_clone() };
             let got = per_example_gradients(&a_in, &b, k, s, p, true).unwrap();
@@ -508,7 +517,8 @@ mod tests {
     fn refuses_what_it_cannot_compute() {
         let a = Tensor::randn([2, 1, 8, 8], (Kind::Double, Device::Cpu));
         let b = Tensor::randn([2, 8, 3, 3], (Kind::Double, Device::Cpu));
-        assert!(!available(&a, 8, 4, 1));
+        assert!(!available(&a, &b, 4));
+        assert!(!available(&a.to_kind(Kind::Float), &b, 4), "f64 backprop");
         assert!(per_example_gradients(&a, &b, 4, 2, 0, false).is_err());
         // O not a multiple of 8.
         let a = a.to_kind(Kind::Float);
