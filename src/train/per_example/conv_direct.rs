@@ -15,7 +15,7 @@
 //! back to the patch route otherwise (f64, CUDA, other CPUs, O not a multiple of 8). The work is
 //! split over the examples between `tch::get_num_threads()` threads of libtorch's own pool
 //! ([`intra_op`]). Checked against the patch route (unit tests here) and, inside whole f32
-//! networks, against the f64 one-example autograd loop (`tests/per_example.rs`).
+//! networks, against the ghost route (`tests/per_example.rs`).
 use super::intra_op;
 use crate::error::{Error, Result};
 use std::ops::Range;
@@ -174,8 +174,10 @@ pub(crate) fn per_example_gradients(
             o: bs[1] as usize,
         }
     });
+    // The backprop must be exactly the convolution's output: every read then stays inside the
+    // padded input, and no position is left out.
     let fits = geometry.is_some_and(|g| {
-        g.s * (g.ho - 1) + g.k <= g.hp && g.s * (g.wo - 1) + g.k <= g.wp
+        g.k <= g.hp.min(g.wp) && g.ho == (g.hp - g.k) / g.s + 1 && g.wo == (g.wp - g.k) / g.s + 1
     });
     let g = match geometry {
         Some(g) if fits && available(a, b, kernel) => g,
@@ -187,7 +189,7 @@ pub(crate) fn per_example_gradients(
                     a.kind(),
                     b.kind()
                 ),
-                "need f32 CPU tensors (B, C, H, W) and (B, O, Ho, Wo), O a multiple of 8, k C a multiple of 4, AVX2 and FMA, and an output that fits the padded input",
+                "need f32 CPU tensors (B, C, H, W) and (B, O, Ho, Wo), O a multiple of 8, k C a multiple of 4, AVX2 and FMA, and (Ho, Wo) the convolution's output size",
             ))
         }
     };
@@ -524,10 +526,11 @@ mod tests {
         let a = a.to_kind(Kind::Float);
         let b = Tensor::randn([2, 6, 3, 3], (Kind::Float, Device::Cpu));
         assert!(per_example_gradients(&a, &b, 4, 2, 0, false).is_err());
-        // An output larger than the (padded) input allows.
+        // A backprop that is not the convolution's output: larger, or smaller, than it.
         let b = Tensor::randn([2, 8, 5, 5], (Kind::Float, Device::Cpu));
         assert!(per_example_gradients(&a, &b, 4, 2, 0, false).is_err());
         assert!(per_example_gradients(&a, &b, 4, 2, 2, false).is_ok());
+        assert!(per_example_gradients(&a, &b, 4, 1, 2, false).is_err());
         // Batch sizes that disagree.
         let b = Tensor::randn([3, 8, 3, 3], (Kind::Float, Device::Cpu));
         assert!(per_example_gradients(&a, &b, 4, 2, 0, false).is_err());
