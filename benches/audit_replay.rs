@@ -17,7 +17,7 @@ fn replay(c: &mut Criterion) {
     c.bench_function("audit_replay/dirac-eps2 (logreg, 500 examples, 10 steps)", |b| {
         b.iter(|| {
             i += 1;
-            let side = if i % 2 == 0 { Side::With } else { Side::Without };
+            let side = if i.is_multiple_of(2) { Side::With } else { Side::Without };
             worker.run(side, i).expect("replay")
         })
     });

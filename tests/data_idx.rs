@@ -292,7 +292,7 @@ fn svhn_mat_corruptions() {
         ("empty.mat", vec![], "empty file"),
         ("short.mat", good[..100].to_vec(), "128 bytes"),
         ("cut.mat", good[..good.len() - 40].to_vec(), "truncated"),
-        ("hdf5.mat", b"MATLAB 7.3 MAT-file".iter().copied().chain(std::iter::repeat(0).take(200)).collect(), "v7.3"),
+        ("hdf5.mat", b"MATLAB 7.3 MAT-file".iter().copied().chain(std::iter::repeat_n(0, 200)).collect(), "v7.3"),
     ] {
         let p = write(dir.path(), name, &bytes);
         let msg = load_svhn_mat(&p).unwrap_err().to_string();

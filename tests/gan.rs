@@ -159,7 +159,7 @@ fn private_step_equals_one_at_a_time_reference() {
         for i in 0..b {
             let mut loss = one_loss_for(&d, conditioning, &xr.narrow(0, i, 1), &yr.narrow(0, i, 1), true);
             if design == Design::Joint {
-                loss = loss + one_loss_for(&d, conditioning, &xf.narrow(0, i, 1), &yf.narrow(0, i, 1), false);
+                loss += one_loss_for(&d, conditioning, &xf.narrow(0, i, 1), &yf.narrow(0, i, 1), false);
             }
             sum += clip(&flat_gradient(&d, &loss), c);
         }

@@ -157,7 +157,7 @@ fn check_against_loop(
         close(&out.clip_factors, &factors).map_err(TestCaseError::fail)?;
         for (s, r) in out.clipped_sum.iter().zip(&reference) {
             let mut shape = vec![batch];
-            shape.extend(std::iter::repeat(1).take(r.dim() - 1));
+            shape.extend(std::iter::repeat_n(1, r.dim() - 1));
             let expected = (r * factors.reshape(shape.as_slice())).sum_dim_intlist(0, false, None);
             prop_assert_eq!(s.size(), expected.size());
             close(s, &expected).map_err(TestCaseError::fail)?;
@@ -355,7 +355,7 @@ proptest! {
                 .map_err(|e| TestCaseError::fail(format!("{norm_method:?} norms: {e}")))?;
             for (sum, r) in out.clipped_sum.iter().zip(&reference) {
                 let mut shape = vec![batch];
-                shape.extend(std::iter::repeat(1).take(r.dim() - 1));
+                shape.extend(std::iter::repeat_n(1, r.dim() - 1));
                 let terms = r * factors.reshape(shape.as_slice());
                 let expected = terms.sum_dim_intlist(0, false, None);
                 let scale = terms.reshape([batch, -1]).norm_scalaropt_dim(2, [1i64].as_slice(), false).sum(Kind::Double).double_value(&[]);

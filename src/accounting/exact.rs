@@ -511,7 +511,7 @@ pub fn verified_epsilon(phases: &[Phase], delta: f64, orders: &[f64]) -> Result<
         let (eps, conversion) = epsilon_enclosure_at(phases, order, delta)?;
         // The final rounding to f64 is upward.
         let epsilon = eps.to_f64_round(Round::Up);
-        if result.map_or(true, |r| epsilon < r.epsilon) {
+        if result.is_none_or(|r| epsilon < r.epsilon) {
             result = Some(VerifiedEpsilon {
                 epsilon,
                 order,

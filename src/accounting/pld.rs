@@ -353,7 +353,7 @@ impl PldAccountant {
         let mut y_norm2 = 0.0;
         let mut pow_err2 = 0.0;
         for k in 0..bins {
-            let weight = if k == 0 || (n % 2 == 0 && k == bins - 1) { 1.0 } else { 2.0 };
+            let weight = if k == 0 || (n.is_multiple_of(2) && k == bins - 1) { 1.0 } else { 2.0 };
             let y = if zero[k] { Complex::new(0.0, 0.0) } else { Complex::from_polar(log_abs[k].exp(), angle[k]) };
             let r = y.norm();
             // Relative error of exp(sum_p T_p ln r_p + i sum_p T_p theta_p): per phase, ln r is off
@@ -366,7 +366,7 @@ impl PldAccountant {
             spectrum[k] = y;
         }
         spectrum[0].im = 0.0;
-        if n % 2 == 0 {
+        if n.is_multiple_of(2) {
             spectrum[bins - 1].im = 0.0;
         }
         let mut out = inverse.make_output_vec();
@@ -690,6 +690,16 @@ impl Composed {
     }
 }
 
+impl crate::accounting::calibration::EpsilonAccountant for PldAccountant {
+    fn epsilon_of(&self, phases: &[Phase], delta: f64) -> Result<f64> {
+        Ok(self.epsilon(phases, delta)?.epsilon)
+    }
+
+    fn name(&self) -> &'static str {
+        "pld"
+    }
+}
+
 #[cfg(test)]
 mod test {
     use super::*;
@@ -698,12 +708,12 @@ mod test {
     fn fast_size_is_smooth_and_large_enough() {
         for n in [16, 17, 100, 1000, 98_305, 131_072] {
             let m = fast_size(n);
-            assert!(m >= n && m % 2 == 0);
+            assert!(m >= n && m.is_multiple_of(2));
             let mut r = m;
-            while r % 2 == 0 {
+            while r.is_multiple_of(2) {
                 r /= 2;
             }
-            while r % 3 == 0 {
+            while r.is_multiple_of(3) {
                 r /= 3;
             }
             assert_eq!(r, 1, "{m}");
@@ -779,15 +789,5 @@ mod test {
         // Sup-norm error <= 2-norm error <= the charged bound (plus the aliased mass <= tails).
         assert!(worst <= composed.fft_error + 2.0 * composed.upper_tail_mass + composed.lower_tail_mass, "{worst} vs {}", composed.fft_error);
         assert!(composed.fft_error < 1e-10, "{}", composed.fft_error);
-    }
-}
-
-impl crate::accounting::calibration::EpsilonAccountant for PldAccountant {
-    fn epsilon_of(&self, phases: &[Phase], delta: f64) -> Result<f64> {
-        Ok(self.epsilon(phases, delta)?.epsilon)
-    }
-
-    fn name(&self) -> &'static str {
-        "pld"
     }
 }

@@ -449,7 +449,7 @@ impl RdpAccountant {
         let mut best: Option<RdpEpsilon> = None;
         for &order in &self.orders {
             let e = epsilon_at(phases, order, delta)?;
-            if best.map_or(true, |b| e.epsilon < b.epsilon) {
+            if best.is_none_or(|b| e.epsilon < b.epsilon) {
                 best = Some(e);
             }
         }

@@ -75,7 +75,7 @@ impl ImageSet {
     /// # Errors
     /// [`Error::InvalidParameter`] when the sizes disagree.
     pub fn from_bytes(path: impl Into<PathBuf>, pixels: usize, data: Vec<u8>) -> Result<Self> {
-        if pixels == 0 || data.len() % pixels != 0 {
+        if pixels == 0 || !data.len().is_multiple_of(pixels) {
             return Err(Error::invalid("image bytes", data.len(), format!("must be a whole number of {pixels}-pixel images")));
         }
         Ok(ImageSet { path: path.into(), len: data.len() / pixels, pixels, data })

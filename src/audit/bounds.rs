@@ -109,7 +109,7 @@ pub fn best_threshold_bonferroni(in_scores: &[f64], out_scores: &[f64], delta: f
             negatives: out_scores.len() as u64,
         };
         let b = epsilon_lower_bound(&o, delta, alpha / m)?;
-        if best.map_or(true, |(x, _)| b.epsilon_lower > x.epsilon_lower) {
+        if best.is_none_or(|(x, _)| b.epsilon_lower > x.epsilon_lower) {
             best = Some((EpsilonLowerBound { confidence: 1.0 - alpha, ..b }, t));
         }
     }

@@ -367,7 +367,7 @@ impl AuditSpec {
                 if self.attack.threshold == ThresholdChoice::FromClaim {
                     return Err(Error::invalid("attack.threshold", "from-claim", "GAN scores are not in N(0, 1) units: use held-out or bonferroni"));
                 }
-                if g.n_critic == 0 || t.steps % u64::from(g.n_critic) != 0 {
+                if g.n_critic == 0 || !t.steps.is_multiple_of(u64::from(g.n_critic)) {
                     return Err(Error::invalid("target.steps", t.steps, format!("must be a positive multiple of gan.n_critic = {}", g.n_critic)));
                 }
                 if g.score_draws == 0 || !(g.g_lr > 0.0 && g.g_lr.is_finite()) || g.z_dim < 1 || g.g_width < 1 || g.d_width < 1 {

@@ -57,7 +57,7 @@ pub fn canonical_json_pretty(value: &Value) -> Result<String> {
 fn write_pretty(value: &Value, depth: usize, out: &mut String) -> Result<()> {
     let indent = |out: &mut String, d: usize| {
         out.push('\n');
-        out.extend(std::iter::repeat("  ").take(d));
+        out.extend(std::iter::repeat_n("  ", d));
     };
     match value {
         Value::Array(items) if !items.is_empty() => {
@@ -206,14 +206,14 @@ pub fn es_number_to_string(x: f64) -> Result<String> {
     let mut s = String::from(sign);
     if k <= n && n <= 21 {
         s.push_str(&digits);
-        s.extend(std::iter::repeat('0').take((n - k) as usize));
+        s.extend(std::iter::repeat_n('0', (n - k) as usize));
     } else if 0 < n && n <= 21 {
         s.push_str(&digits[..n as usize]);
         s.push('.');
         s.push_str(&digits[n as usize..]);
     } else if -6 < n && n <= 0 {
         s.push_str("0.");
-        s.extend(std::iter::repeat('0').take((-n) as usize));
+        s.extend(std::iter::repeat_n('0', (-n) as usize));
         s.push_str(&digits);
     } else {
         s.push_str(&digits[..1]);

@@ -33,7 +33,7 @@ pub fn parse_cifar10_batch(bytes: &[u8], path: &Path, pixels: &mut Vec<u8>, labe
     if bytes.is_empty() {
         return Err(Error::data(path, "empty CIFAR-10 batch file"));
     }
-    if bytes.len() % CIFAR10_RECORD != 0 {
+    if !bytes.len().is_multiple_of(CIFAR10_RECORD) {
         return Err(Error::data(
             path,
             format!(

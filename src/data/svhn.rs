@@ -79,7 +79,7 @@ impl<'a> Cursor<'a> {
         let n = self.u32()? as usize;
         let data = self.take(n)?;
         // Compressed elements are not padded; all others are, to 8 bytes.
-        if pad && t != MI_COMPRESSED && n % 8 != 0 {
+        if pad && t != MI_COMPRESSED && !n.is_multiple_of(8) {
             let skip = (8 - n % 8).min(self.b.len() - self.pos);
             self.pos += skip;
         }
@@ -98,7 +98,7 @@ fn numeric_values(ty: u32, data: &[u8], cur: &Cursor<'_>) -> Result<MatValues> {
         9 | 12 | 13 => 8,
         _ => return Err(cur.err(format!("numeric data of MAT type {ty} is not supported"))),
     };
-    if data.len() % size != 0 {
+    if !data.len().is_multiple_of(size) {
         return Err(cur.err(format!("{} data bytes are not a multiple of the element size {size}", data.len())));
     }
     Ok(match ty {

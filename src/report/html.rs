@@ -38,7 +38,7 @@ nav ol{columns:2;font-size:.95rem}.hash{word-break:break-all}footer{margin-top:3
 "#;
 
 fn figure(out: &mut String, id: &str, svg: &str, caption: &str) {
-    let _ = write!(out, "<figure class=\"plot\" id=\"{}\">{svg}<figcaption>{}</figcaption></figure>\n", escape(id), escape(caption));
+    let _ = writeln!(out, "<figure class=\"plot\" id=\"{}\">{svg}<figcaption>{}</figcaption></figure>", escape(id), escape(caption));
 }
 
 fn row(out: &mut String, key: &str, value: &str) {

@@ -25,7 +25,7 @@ pub enum Fault {
 impl Fault {
     /// Whether step `step` (1-based) adds noise.
     pub fn skips_noise(self, step: u64) -> bool {
-        matches!(self, Fault::SkipNoise(k) if step % k == 0)
+        matches!(self, Fault::SkipNoise(k) if step.is_multiple_of(k))
     }
 
     /// Whether step `step` (1-based) is recorded in the ledger.
