@@ -1,8 +1,9 @@
 //! Conv2d: the input unfolds into per-position patches `A_i` (L positions x D = C k k), the backprop
 //! is `B_i` (O x L), and example i's weight gradient is `G_i = B_i A_i` (O x D).
 //!
-//! - materialised: one batched product (L O D per example), then `|G_i|^2` and the clipped sum
-//!   `c^T G` (O D each); memory B O D, plus the patches of one slice of the batch at a time
+//! - materialised: one batched product (L O D per example; `G_i` kept transposed, D x O, the
+//!   layout [`super::conv_direct`] writes too), then `|G_i|^2` and the clipped sum `c^T G` (O D
+//!   each); memory B O D, plus the patches of one slice of the batch at a time
 //!   ([`PATCH_CHUNK_BYTES`]);
 //! - ghost: `|G_i|^2 = <A_i A_i^T, B_i^T B_i>` with two L x L Gram matrices (L^2 (O + D)), then the
 //!   clipped sum as one product over all (example, position) pairs (L O D); memory B L^2.
@@ -144,7 +145,6 @@ pub(crate) fn prepare(
         sums.push(ParamSum::ConvGradients {
             g: direct.grads,
             shape: weight_shape.to_vec(),
-            outputs_last: true,
         });
         if let Some(gb) = direct.bias {
             sums.push(ParamSum::PerExample(gb));
@@ -157,14 +157,16 @@ pub(crate) fn prepare(
         let rows = (PATCH_CHUNK_BYTES / (l * dd * element_bytes).max(1)).clamp(1, batch);
         let bm = bm()?;
         let nhwc = padded_channels_last(a, padding)?;
-        let g = Tensor::f_empty([batch, o, dd], (a.f_kind()?, a.device()))?; // (B, O, D)
+        let g = Tensor::f_empty([batch, dd, o], (a.f_kind()?, a.device()))?; // (B, D, O)
         let mut start = 0;
         while start < batch {
             let n = rows.min(batch - start);
             let cols = patches_channels_last(&nhwc.f_narrow(0, start, n)?, k, stride)?; // (n, L, D)
-            let _slice_of_g = bm
-                .f_narrow(0, start, n)?
-                .f_bmm_out(&g.f_narrow(0, start, n)?, &cols)?;
+            // G_i^T = A_i^T B_i^T, (D, O) as the direct route lays it out.
+            let _slice_of_g = cols.f_transpose(1, 2)?.f_bmm_out(
+                &g.f_narrow(0, start, n)?,
+                &bm.f_narrow(0, start, n)?.f_transpose(1, 2)?,
+            )?;
             start += n;
         }
         // |G_i|^2 by a reduction, without a squared copy of G.
@@ -174,7 +176,6 @@ pub(crate) fn prepare(
         sums.push(ParamSum::ConvGradients {
             g,
             shape: weight_shape.to_vec(),
-            outputs_last: false,
         });
         sq
     };

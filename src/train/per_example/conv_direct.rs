@@ -239,6 +239,7 @@ pub(crate) fn per_example_gradients(
 
 /// Examples one after another: `x` (n, H, W, C), `b` (n, L, O) into `out`.
 fn examples(g: Geometry, x: &[f32], b: &[f32], out: Share<'_>) {
+    let kernel = kernel_for(g);
     let (x_len, b_len, g_len) = (g.h * g.w * g.c, g.l() * g.o, g.d() * g.o);
     // The padded example: a zero border written once, the interior overwritten per example.
     let mut padded = if g.p > 0 { vec![0.0f32; g.hp * g.wp * g.c] } else { Vec::new() };
@@ -261,7 +262,11 @@ fn examples(g: Geometry, x: &[f32], b: &[f32], out: Share<'_>) {
         };
         let bi = &b[i * b_len..(i + 1) * b_len];
         let gi = &mut grads[i * g_len..(i + 1) * g_len];
-        *sq = one_example(g, xi, bi, gi);
+        debug_assert!(xi.len() == g.hp * g.wp * g.c && bi.len() == g.l() * g.o && gi.len() == g.d() * g.o);
+        // SAFETY: `kernel_for` picked a kernel whose CPU features are present and whose shape
+        // conditions hold for `g`; the slices have the lengths it reads and writes, and `g` was
+        // checked by `per_example_gradients` (the backprop is exactly the convolution's output).
+        *sq = unsafe { kernel(g, xi, bi, gi) };
         if let Some(bias) = bias.as_deref_mut() {
             let bias_i = &mut bias[i * g.o..(i + 1) * g.o];
             bias_i.fill(0.0);
@@ -275,23 +280,27 @@ fn examples(g: Geometry, x: &[f32], b: &[f32], out: Share<'_>) {
     }
 }
 
-/// One example's gradient into `gi` (D, O); returns its squared norm.
-fn one_example(g: Geometry, xi: &[f32], bi: &[f32], gi: &mut [f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if g.o.is_multiple_of(16) && (g.k * g.c).is_multiple_of(8) && cpu_has_avx512() {
-            // SAFETY: AVX-512F checked just above; the shapes as for AVX2.
-            unsafe { avx512::one_example(g, xi, bi, gi) }
-        } else {
-            // SAFETY: `available` checked AVX2 and FMA before any call reaches here.
-            unsafe { avx2::one_example(g, xi, bi, gi) }
-        }
+/// One example's gradient into `gi` (D, O) from its padded input `xi` (Hp, Wp, C) and backprop
+/// `bi` (L, O); returns its squared norm.
+///
+/// # Safety
+/// Only a kernel from [`kernel_for`] for the same geometry, and slices of those lengths.
+type Kernel = unsafe fn(Geometry, &[f32], &[f32], &mut [f32]) -> f32;
+
+/// The widest kernel this CPU and these shapes allow, chosen once per call: AVX-512 for O a
+/// multiple of 16 and `k C` of 8, AVX2 otherwise (which [`available`] has checked).
+#[cfg(target_arch = "x86_64")]
+fn kernel_for(g: Geometry) -> Kernel {
+    if g.o.is_multiple_of(16) && (g.k * g.c).is_multiple_of(8) && cpu_has_avx512() {
+        avx512::one_example
+    } else {
+        avx2::one_example
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (g, xi, bi, gi);
-        unreachable!("`available` is false off x86-64")
-    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn kernel_for(_: Geometry) -> Kernel {
+    unreachable!("`available` is false off x86-64")
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -299,7 +308,7 @@ mod avx2 {
     use super::{Geometry, D_TILE, O_TILE};
     use std::arch::x86_64::*;
 
-    /// See [`super::one_example`].
+    /// A [`super::Kernel`].
     ///
     /// # Safety
     /// AVX2 and FMA must be available; `xi` must hold Hp Wp C values, `bi` L O and `gi` D O, with
@@ -308,7 +317,6 @@ mod avx2 {
     /// `(s (Ho - 1) + k - 1) Wp C + s (Wo - 1) C + k C - 1 < Hp Wp C`.
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn one_example(g: Geometry, xi: &[f32], bi: &[f32], gi: &mut [f32]) -> f32 {
-        debug_assert!(xi.len() >= g.hp * g.wp * g.c && bi.len() >= g.l() * g.o && gi.len() >= g.o * g.d());
         let kc = g.k * g.c;
         let row = g.wp * g.c; // one padded input row, channels-last
         let mut sq = _mm256_setzero_ps();
@@ -405,14 +413,13 @@ mod avx512 {
     use super::Geometry;
     use std::arch::x86_64::*;
 
-    /// See [`super::one_example`].
+    /// A [`super::Kernel`].
     ///
     /// # Safety
     /// AVX-512F must be available, `O % 16 == 0`, `k C % 8 == 0`, and the slices and shapes as
     /// for [`super::avx2::one_example`].
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn one_example(g: Geometry, xi: &[f32], bi: &[f32], gi: &mut [f32]) -> f32 {
-        debug_assert!(xi.len() >= g.hp * g.wp * g.c && bi.len() >= g.l() * g.o && gi.len() >= g.o * g.d());
         let kc = g.k * g.c;
         let row = g.wp * g.c;
         let mut sq = _mm512_setzero_ps();

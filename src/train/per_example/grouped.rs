@@ -29,13 +29,9 @@ fn group(sum: &ParamSum, k: i64, groups: i64) -> Result<ParamSum> {
             shape.extend_from_slice(&g.size()[1..]);
             ParamSum::PerExample(g.f_reshape(shape.as_slice())?.f_sum_dim_intlist(1, false, None)?)
         }
-        ParamSum::ConvGradients { g, shape, outputs_last } => {
-            let (rows, cols) = (g.size()[1], g.size()[2]);
-            ParamSum::ConvGradients {
-                g: g.f_reshape([groups, k, rows, cols])?.f_sum_dim_intlist(1, false, None)?,
-                shape: shape.clone(),
-                outputs_last: *outputs_last,
-            }
+        ParamSum::ConvGradients { g, shape } => {
+            let (d, o) = (g.size()[1], g.size()[2]);
+            ParamSum::ConvGradients { g: g.f_reshape([groups, k, d, o])?.f_sum_dim_intlist(1, false, None)?, shape: shape.clone() }
         }
         ParamSum::Rows { a, b } => {
             let p = b.size()[2];

@@ -99,14 +99,10 @@ pub(crate) enum ParamSum {
     PerExample(Tensor),
     /// A Linear weight (p, d): `sum_{i,t} c_i b_it a_it^T` with `a` (B T, d) and `b` (B, T, p).
     Rows { a: Tensor, b: Tensor },
-    /// A Conv2d weight's per-example gradients (B, O, k k C), or (B, k k C, O) when
-    /// `outputs_last`, inputs in the patches' (kh, kw, c) order (see [`conv::to_weight_layout`]);
-    /// `shape` is the weight's (O, C, k, k).
-    ConvGradients {
-        g: Tensor,
-        shape: Vec<i64>,
-        outputs_last: bool,
-    },
+    /// A Conv2d weight's per-example gradients, transposed: (B, k k C, O), inputs in the
+    /// patches' (kh, kw, c) order (see [`conv::to_weight_layout`]); `shape` is the weight's
+    /// (O, C, k, k).
+    ConvGradients { g: Tensor, shape: Vec<i64> },
     /// A Conv2d weight: `sum_{i,l} c_i b_il cols_il^T` with `cols` (B, L, D) in the patches'
     /// (kh, kw, c) order, `b` (B, O, L).
     Conv {
@@ -133,17 +129,9 @@ impl ParamSum {
                     .f_mm(&g.f_reshape([batch, -1])?)?
                     .f_reshape(shape.as_slice())?
             }
-            ParamSum::ConvGradients {
-                g,
-                shape,
-                outputs_last,
-            } => {
-                let summed = c.f_unsqueeze(0)?.f_mm(&g.f_reshape([batch, -1])?)?;
-                let summed = if *outputs_last {
-                    summed.f_reshape([-1, shape[0]])?.f_transpose(0, 1)?
-                } else {
-                    summed
-                };
+            ParamSum::ConvGradients { g, shape } => {
+                let summed = c.f_unsqueeze(0)?.f_mm(&g.f_reshape([batch, -1])?)?; // (1, D O)
+                let summed = summed.f_reshape([-1, shape[0]])?.f_transpose(0, 1)?;
                 conv::to_weight_layout(&summed, &[], shape)?
             }
             ParamSum::Rows { a, b } => {
@@ -180,17 +168,8 @@ impl ParamSum {
                 let (batch, d) = (b.size()[0], a.size()[1]);
                 b.f_transpose(1, 2)?.f_bmm(&a.f_reshape([batch, -1, d])?)?
             }
-            ParamSum::ConvGradients {
-                g,
-                shape,
-                outputs_last,
-            } => {
-                let g = if *outputs_last {
-                    g.f_transpose(1, 2)?
-                } else {
-                    g.shallow_clone()
-                };
-                conv::to_weight_layout(&g, &[g.size()[0]], shape)?
+            ParamSum::ConvGradients { g, shape } => {
+                conv::to_weight_layout(&g.f_transpose(1, 2)?, &[g.size()[0]], shape)?
             }
             ParamSum::Conv { cols, b, shape } => {
                 conv::to_weight_layout(&b.f_bmm(cols)?, &[b.size()[0]], shape)?
