@@ -5,7 +5,7 @@ use dpaudit::accounting::ledger::Ledger;
 use dpaudit::data::{load_mnist_dir, sha256_file, Dataset, Split};
 use dpaudit::gan::dpgan::{private_discriminator_gradient, Design, DpGan, GanConfig};
 use dpaudit::gan::networks::{condition, Conditioning, D_INPUT_CHANNELS, FAKE, REAL};
-use dpaudit::gan::release::{generate_scored, load_discriminator, load_generator, sample_release, Ranking, SampleOptions};
+use dpaudit::gan::release::{generate_scored, load_discriminator, load_generator, sample_release, LabelSource, Ranking, SampleOptions};
 use dpaudit::gan::run::{train_gan, GanRunSpec, DISCRIMINATOR_FILE, GENERATOR_FILE};
 use dpaudit::train::dpsgd::{Examples, CLIP_ROUNDING_SLACK};
 use dpaudit::train::noise::{self, NoiseSeed};
@@ -483,6 +483,30 @@ fn classifier_discriminator_trains_ranks_by_the_label_logit_and_is_recorded() {
         let want: Vec<&[u8]> = idx[..2].iter().map(|&i| &pixels[i * 784..(i + 1) * 784]).collect();
         assert_eq!(got, want, "label {l}");
     }
+    // Discriminator labels: every released image carries the argmax of the discriminator's 10
+    // real-class logits for the released bytes, computed here by hand; the pixels are the
+    // unranked release's; the agreement is the share of labels left unchanged.
+    let plain = sample_release(&run, &dir.path().join("plain"), &SampleOptions::new(40, Some(9)), false, Device::Cpu).unwrap();
+    assert_eq!(plain.labels, LabelSource::Generator);
+    assert_eq!(plain.label_agreement, None);
+    let relabel = SampleOptions { labels: LabelSource::Discriminator, ..SampleOptions::new(40, Some(9)) };
+    let r = sample_release(&run, &dir.path().join("relabelled"), &relabel, false, Device::Cpu).unwrap();
+    assert_eq!(r.labels, LabelSource::Discriminator);
+    assert!(r.discriminator_sha256.is_some());
+    let before = load_mnist_dir(&dir.path().join("plain"), Split::Train, 10).unwrap();
+    let after = load_mnist_dir(&dir.path().join("relabelled"), Split::Train, 10).unwrap();
+    assert_eq!(before.pixels(), after.pixels());
+    let x = Tensor::from_slice(after.pixels()).view([40, 1, 28, 28]).to_kind(Kind::Float) / 255.0;
+    let want = tch::no_grad(|| d.net.forward(&x).unwrap()).narrow(1, 0, 10).argmax(-1, false);
+    let mut same = 0;
+    for i in 0..40 {
+        assert_eq!(i64::from(after.label(i)), want.int64_value(&[i as i64]), "image {i}");
+        same += usize::from(after.label(i) == before.label(i));
+    }
+    assert_eq!(r.label_agreement, Some(same as f64 / 40.0));
+    assert_eq!(r.class_counts, after.class_counts());
+    let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("relabelled/release.json")).unwrap()).unwrap();
+    assert_eq!(written["labels"], "discriminator");
     // Without --keep there is nothing to rank; a label-plane discriminator has no class logits.
     let e = sample_release(&run, &dir.path().join("bad"), &SampleOptions { rank_by: Ranking::Label, ..SampleOptions::new(20, Some(9)) }, false, Device::Cpu).unwrap_err().to_string();
     assert!(e.contains("--rank-by"), "{e}");
@@ -492,6 +516,9 @@ fn classifier_discriminator_trains_ranks_by_the_label_logit_and_is_recorded() {
     assert!(e.contains("class logits"), "{e}");
     // Refused by `gan sample` before generating (it names the flag), not by the first batch's scores.
     assert!(e.contains("--rank-by"), "{e}");
+    assert!(!dir.path().join("bad").exists());
+    let e = sample_release(&planes, &dir.path().join("bad"), &relabel, false, Device::Cpu).unwrap_err().to_string();
+    assert!(e.contains("--labels") && e.contains("class logits"), "{e}");
     assert!(!dir.path().join("bad").exists());
 }
 
@@ -560,7 +587,14 @@ fn cli_trains_samples_and_refuses_bad_input() {
     let r: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(r["design"], "joint");
     assert_eq!(r["ledger"]["steps"], 4);
+    assert_eq!(r["labels"], "generator");
     assert!(out.join("grid.png").is_file() && out.join("release.json").is_file());
+    // A label-plane discriminator has no class logits to label a release with: refused, no output.
+    let relabelled = dir.path().join("relabelled");
+    let bad = std::process::Command::new(bin).args(["gan", "sample", "--count", "30", "--labels", "discriminator", "--run"]).arg(&run).arg("--out").arg(&relabelled).output().unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--labels"), "{}", String::from_utf8_lossy(&bad.stderr));
+    assert!(!relabelled.exists());
 }
 
 #[test]

@@ -18,6 +18,10 @@
 # then also releases the generator at each of those temperatures (gan_postprocess.sh, into
 # OUT/synth-tNN) and chooses among all the releases by best CAS validation accuracy
 # (gan_choose_release.py; it prints the chosen release's test CAS and its epsilon per accountant).
+# RELEASE_LABELS (default "generator"; "generator discriminator" for both) says whose labels those
+# releases carry: `generator` (the label each image was generated for, release OUT/synth-tNN) or
+# `discriminator` (`gan sample --labels discriminator`: the final classifier discriminator's
+# reading of each image, OUT/synth-tNN-dl, also at T = 1); all of them enter the choice.
 # Needs data/mnist (`dpaudit data fetch mnist`, or a copy). Writes
 # OUT/run (the GAN), OUT/synth (the release) and OUT/eval.json; prints wall times.
 set -euo pipefail
@@ -47,8 +51,19 @@ echo "train $((t1 - t0)) s, sample $((t2 - t1)) s, evaluate $((t3 - t2)) s"
 python3 -c "import json,sys; e=json.load(open('$OUT/eval.json')); print('CAS', e['cas']['test_accuracy'], 'fid_mnist_classifier', e['fid_mnist_classifier'], 'real-vs-fake', e['real_vs_fake_accuracy'])"
 if [[ -n "${RELEASE_TEMPERATURES:-}" ]]; then
     variants=()
-    for t in $RELEASE_TEMPERATURES; do
-        variants+=("t${t//./}:--temperature $t")
+    for labels in ${RELEASE_LABELS:-generator}; do
+        case $labels in
+            generator)
+                for t in $RELEASE_TEMPERATURES; do
+                    variants+=("t${t//./}:--temperature $t")
+                done ;;
+            discriminator)
+                variants+=("t1-dl:--temperature 1 --labels discriminator")
+                for t in $RELEASE_TEMPERATURES; do
+                    [[ $t == 1 ]] || variants+=("t${t//./}-dl:--temperature $t --labels discriminator")
+                done ;;
+            *) echo "RELEASE_LABELS: generator or discriminator, not $labels" >&2; exit 2 ;;
+        esac
     done
     DATA="$DATA" BIN="$BIN" THREADS="$THREADS" SEED="${SEED:-1}" benches/reproduce/gan_postprocess.sh "$OUT" "${variants[@]}"
     python3 benches/reproduce/gan_choose_release.py "$OUT"

@@ -6,7 +6,7 @@ use dpaudit::data::{self, Split};
 use dpaudit::gan::dpgan::{Design, GanConfig};
 use dpaudit::gan::networks::Conditioning;
 use dpaudit::gan::evaluation::{evaluate_synthetic, EvalConfig};
-use dpaudit::gan::release::{sample_release, Ranking, SampleOptions};
+use dpaudit::gan::release::{sample_release, LabelSource, Ranking, SampleOptions};
 use dpaudit::gan::run::{train_gan, GanRunSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
@@ -42,6 +42,15 @@ pub enum RankChoice {
     /// How surely the final (classifier) discriminator reads each image as its label: the
     /// log-odds of the label among the 10 classes. Needs `--conditioning classifier`.
     Label,
+}
+
+/// Where `gan sample` takes the released labels from.
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum LabelChoice {
+    /// The label each image was generated for.
+    Generator,
+    /// The final classifier discriminator's reading of each released image.
+    Discriminator,
 }
 
 /// How the discriminator learns the labels.
@@ -96,6 +105,14 @@ pub enum GanCommand {
         /// look like another digit).
         #[arg(long, value_enum, default_value_t = RankChoice::Realism)]
         rank_by: RankChoice,
+        /// Where the released labels come from: `generator` (the label each image was generated
+        /// for; labels cycle 0..9) or `discriminator` (the run's final classifier discriminator's
+        /// reading of each released image, the argmax of its 10 real-class logits; needs
+        /// `--conditioning classifier`). The discriminator is covered by the run's epsilon, so
+        /// this is post-processing; release.json records the choice, how often the two labels
+        /// agree, and the discriminator's SHA-256.
+        #[arg(long, value_enum, default_value_t = LabelChoice::Generator)]
+        labels: LabelChoice,
         /// Replace an existing release folder.
         #[arg(long)]
         force: bool,
@@ -306,17 +323,24 @@ fn train(a: &GanTrainArgs) -> Result<()> {
 pub fn run(cmd: GanCommand) -> Result<()> {
     match cmd {
         GanCommand::Train(a) => train(&a),
-        GanCommand::Sample { run, count, out, seed, temperature, keep, rank_by, force, json } => {
+        GanCommand::Sample { run, count, out, seed, temperature, keep, rank_by, labels, force, json } => {
             let rank_by = match rank_by {
                 RankChoice::Realism => Ranking::Realism,
                 RankChoice::Label => Ranking::Label,
             };
-            let opts = SampleOptions { count, seed, temperature, keep, rank_by };
+            let labels = match labels {
+                LabelChoice::Generator => LabelSource::Generator,
+                LabelChoice::Discriminator => LabelSource::Discriminator,
+            };
+            let opts = SampleOptions { count, seed, temperature, keep, rank_by, labels };
             let r = sample_release(&run, &out, &opts, force, Device::cuda_if_available()).with_context(|| format!("sampling {count} images from {} into {}", run.display(), out.display()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 println!("wrote {} images to {} (design {}, {}; seed {}, temperature {})", r.count, out.display(), r.design, r.epsilon_status, r.seed, r.temperature);
+                if let Some(agreement) = r.label_agreement {
+                    println!("  labels from the final discriminator: {:.2}% equal the generated label; per label {:?}", 100.0 * agreement, r.class_counts);
+                }
                 for e in &r.epsilons {
                     println!("  epsilon {:.4} at delta {:e} ({} accountant, {} ledger steps)", e.epsilon, e.delta, e.accountant, r.ledger.steps);
                 }

@@ -71,7 +71,8 @@ pub struct Release {
     pub run: String,
     /// Images released.
     pub count: usize,
-    /// Images per label (labels cycle 0..9: the label distribution is public, not learned).
+    /// Images per label (with the generator's labels they cycle 0..9, a public distribution; with
+    /// the discriminator's, they are its reading of the images).
     pub class_counts: Vec<usize>,
     /// Seed of the latents (drawn from the OS CSPRNG when not given, recorded here).
     pub seed: u64,
@@ -86,7 +87,15 @@ pub struct Release {
     /// The score ranking kept the best of (`None` without ranking).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rank_by: Option<Ranking>,
-    /// SHA-256 of the discriminator checkpoint that ranked the images (`None` without ranking).
+    /// Where the labels come from: `generator` (the label each image was generated for) or
+    /// `discriminator` (the final classifier discriminator's argmax over the 10 real classes).
+    pub labels: LabelSource,
+    /// With discriminator labels: the fraction of images whose discriminator label equals the
+    /// label it was generated for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub label_agreement: Option<f64>,
+    /// SHA-256 of the discriminator checkpoint that ranked or labelled the images (`None` when it
+    /// played no part).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub discriminator_sha256: Option<String>,
     /// SHA-256 of each released file (release.json itself excluded).
@@ -173,12 +182,33 @@ pub struct SampleOptions {
     pub keep: f64,
     /// The score that ranking keeps the best of (only with `keep` below 1).
     pub rank_by: Ranking,
+    /// Where the released labels come from.
+    pub labels: LabelSource,
+}
+
+/// Where a release's labels come from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LabelSource {
+    /// The label each image was generated for (cycling 0..9: a public distribution).
+    #[default]
+    Generator,
+    /// The run's final classifier discriminator's reading of each released (rounded) image: the
+    /// argmax of its 10 real-class logits. The discriminator is covered by the run's epsilon
+    /// (joint and real-only designs), so this is post-processing; the label distribution is then
+    /// the discriminator's, not uniform.
+    Discriminator,
 }
 
 impl SampleOptions {
-    /// `count` images from `seed`, temperature 1, no ranking.
+    /// `count` images from `seed`, temperature 1, no ranking, the generator's labels.
     pub fn new(count: usize, seed: Option<u64>) -> Self {
-        SampleOptions { count, seed, temperature: 1.0, keep: 1.0, rank_by: Ranking::Realism }
+        SampleOptions { count, seed, temperature: 1.0, keep: 1.0, rank_by: Ranking::Realism, labels: LabelSource::Generator }
+    }
+
+    /// Whether the release needs the run's final discriminator (ranking or relabelling).
+    pub fn needs_discriminator(&self) -> bool {
+        self.keep < 1.0 || self.labels == LabelSource::Discriminator
     }
 
     /// Checks every field.
@@ -289,6 +319,34 @@ pub fn generate_ranked(g: &Generator, d: &Discriminator, opts: &SampleOptions, s
     Dataset::new("synthetic", ImageShape { channels: 1, height: 28, width: 28 }, CLASSES as usize, out_pixels, out_labels)
 }
 
+/// `data` with each image labelled by the classifier discriminator `d`: the argmax of its 10
+/// real-class logits for the image as released (rounded to bytes, read back as training data is).
+/// Returns the relabelled set and the fraction of images whose new label equals the old one.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a label-plane discriminator (it has no class logits); libtorch
+/// errors.
+pub fn relabel_by_discriminator(data: &Dataset, d: &Discriminator) -> Result<(Dataset, f64)> {
+    if d.conditioning != Conditioning::Classifier {
+        return Err(Error::invalid("--labels", "discriminator", "needs a discriminator with class logits (--conditioning classifier)"));
+    }
+    let n = data.len();
+    let examples = crate::train::dpsgd::Examples::from_dataset(data, d.vs.device())?;
+    let _guard = tch::no_grad_guard();
+    let mut labels = Vec::with_capacity(n);
+    for start in (0..n).step_by(SAMPLE_BATCH) {
+        let len = SAMPLE_BATCH.min(n - start) as i64;
+        let x = examples.images.f_narrow(0, start as i64, len)?;
+        let y = examples.labels.f_narrow(0, start as i64, len)?;
+        let logits = d.net.forward(&d.conditioning.input(&x, &y)?)?;
+        let pred = logits.f_narrow(1, 0, CLASSES)?.f_argmax(-1, false)?.f_to_kind(tch::Kind::Uint8)?.f_to(Device::Cpu)?;
+        labels.extend(Vec::<u8>::try_from(&pred)?);
+    }
+    let same = (0..n).filter(|&i| labels[i] == data.label(i)).count();
+    let agreement = if n == 0 { f64::NAN } else { same as f64 / n as f64 };
+    Ok((Dataset::new("synthetic", ImageShape { channels: 1, height: 28, width: 28 }, CLASSES as usize, data.pixels().to_vec(), labels)?, agreement))
+}
+
 /// Loads the final discriminator of a (`joint` or `real-only`) run.
 ///
 /// # Errors
@@ -296,7 +354,7 @@ pub fn generate_ranked(g: &Generator, d: &Discriminator, opts: &SampleOptions, s
 /// corrupt checkpoint.
 pub fn load_discriminator(run: &Path, info: &super::run::GanRunInfo, device: Device) -> Result<Discriminator> {
     if info.config.design == Design::NoiseLayer {
-        return Err(Error::invalid("--keep", "noise-layer", "ranking by the discriminator needs a design with a proven epsilon (joint or real-only): the noise-layer discriminator's layers before the noise saw raw records"));
+        return Err(Error::invalid("--keep / --labels", "noise-layer", "ranking or labelling by the discriminator needs a design with a proven epsilon (joint or real-only): the noise-layer discriminator's layers before the noise saw raw records"));
     }
     let mut d = {
         let _rng = crate::torch_rng::lock();
@@ -329,9 +387,18 @@ fn write_release(g: &Generator, d: Option<&Discriminator>, info: &super::run::Ga
         *labels.entry(e.label.clone()).or_insert(0u64) += 1;
     }
     let data = match d {
-        Some(d) => generate_ranked(g, d, opts, seed)?,
-        None => generate(g, count, seed, temperature)?,
+        Some(d) if opts.keep < 1.0 => generate_ranked(g, d, opts, seed)?,
+        _ => generate(g, count, seed, temperature)?,
     };
+    let (data, label_agreement) = match (opts.labels, d) {
+        (LabelSource::Discriminator, Some(d)) => {
+            let (data, agreement) = relabel_by_discriminator(&data, d)?;
+            (data, Some(agreement))
+        }
+        (LabelSource::Discriminator, None) => return Err(Error::invalid("--labels", "discriminator", "needs the run's discriminator")),
+        (LabelSource::Generator, _) => (data, None),
+    };
+    let ranked = opts.keep < 1.0;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     let (img, lbl) = write_mnist_dir(dir, Split::Train, &data)?;
     // Grid: the first 10 images of each label, one label per row.
@@ -368,12 +435,15 @@ fn write_release(g: &Generator, d: Option<&Discriminator>, info: &super::run::Ga
         class_counts: data.class_counts(),
         seed,
         temperature,
-        selection: match d {
-            Some(_) => format!("discriminator ranking: {} generated, per label the best-scored ({}) kept", opts.candidates(), opts.rank_by.describe()),
-            None => "all generated".to_owned(),
+        selection: if ranked {
+            format!("discriminator ranking: {} generated, per label the best-scored ({}) kept", opts.candidates(), opts.rank_by.describe())
+        } else {
+            "all generated".to_owned()
         },
         keep: opts.keep,
-        rank_by: d.map(|_| opts.rank_by),
+        rank_by: ranked.then_some(opts.rank_by),
+        labels: opts.labels,
+        label_agreement,
         discriminator_sha256: match d {
             Some(_) => Some(sha256_file(&run.join(DISCRIMINATOR_FILE))?),
             None => None,
@@ -403,7 +473,10 @@ pub fn sample_release(run: &Path, out: &Path, opts: &SampleOptions, force: bool,
     if opts.keep < 1.0 && opts.rank_by == Ranking::Label && info.config.conditioning != Conditioning::Classifier {
         return Err(Error::invalid("--rank-by", "label", "needs a discriminator with class logits (--conditioning classifier); this run's discriminator reads label planes"));
     }
-    let d = if opts.keep < 1.0 { Some(load_discriminator(run, &info, device)?) } else { None };
+    if opts.labels == LabelSource::Discriminator && info.config.conditioning != Conditioning::Classifier {
+        return Err(Error::invalid("--labels", "discriminator", "needs a discriminator with class logits (--conditioning classifier); this run's discriminator reads label planes"));
+    }
+    let d = if opts.needs_discriminator() { Some(load_discriminator(run, &info, device)?) } else { None };
     let seed = opts.seed.unwrap_or_else(|| rand::rngs::OsRng.next_u64());
     let tmp = temp_sibling(out)?;
     let result = write_release(&g, d.as_ref(), &info, run, &tmp, opts, seed).and_then(|r| {
