@@ -100,6 +100,9 @@ pub(crate) fn prefer_ghost(
     ghost < materialise_extra || memory > MATERIALISE_BUDGET_BYTES
 }
 
+/// The layer's squared norms and pending sums, per example; or, on the direct route when `group`
+/// > 1, already per group of `group` consecutive examples (the returned flag says which: `true`
+/// when the results are per group, always so for `group` 1).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn prepare(
     a: &Tensor,
@@ -109,7 +112,8 @@ pub(crate) fn prepare(
     padding: i64,
     bias: bool,
     norm_method: NormMethod,
-) -> Result<(Tensor, Vec<ParamSum>)> {
+    group: i64,
+) -> Result<(Tensor, Vec<ParamSum>, bool)> {
     let batch = a.size()[0];
     let (o, k) = (weight_shape[0], weight_shape[2]);
     let l: i64 = b.size()[2..].iter().product();
@@ -138,10 +142,10 @@ pub(crate) fn prepare(
             shape: weight_shape.to_vec(),
         });
         sq
-    } else if conv_direct::available(a, b, k) {
+    } else if conv_direct::available(a, b, k) && group >= 1 && batch % group == 0 {
         // f32 on an AVX2 CPU: gradients, bias gradients and norms straight from the input, no
-        // patches.
-        let direct = conv_direct::per_example_gradients(a, b, k, stride, padding, bias)?;
+        // patches, summed per group in the kernel.
+        let direct = conv_direct::per_example_gradients(a, b, k, stride, padding, bias, group as usize)?;
         sums.push(ParamSum::ConvGradients {
             g: direct.grads,
             shape: weight_shape.to_vec(),
@@ -149,7 +153,7 @@ pub(crate) fn prepare(
         if let Some(gb) = direct.bias {
             sums.push(ParamSum::PerExample(gb));
         }
-        return Ok((direct.squares, sums));
+        return Ok((direct.squares, sums, true));
     } else {
         // The patches are the step's largest buffer (L D per example, often several times the
         // gradient's O D): unfold them a slice of the batch at a time, each slice's gradients
@@ -184,7 +188,7 @@ pub(crate) fn prepare(
         sq = sq.f_add(&gb.f_square()?.f_sum_dim_intlist(1, false, None)?)?;
         sums.push(ParamSum::PerExample(gb));
     }
-    Ok((sq, sums))
+    Ok((sq, sums, group == 1))
 }
 
 #[cfg(test)]
@@ -224,8 +228,8 @@ mod tests {
         let b = Tensor::randn([batch, out, 32, 32], (Kind::Double, Device::Cpu));
         let shape = [out, channels, 3, 3];
         assert!(PATCH_CHUNK_BYTES / (1024 * channels * 9 * 8) < batch);
-        let (sq_m, sums_m) = prepare(&a, &b, &shape, 1, 1, true, NormMethod::Materialise).unwrap();
-        let (sq_g, sums_g) = prepare(&a, &b, &shape, 1, 1, true, NormMethod::Ghost).unwrap();
+        let (sq_m, sums_m, _) = prepare(&a, &b, &shape, 1, 1, true, NormMethod::Materialise, 1).unwrap();
+        let (sq_g, sums_g, _) = prepare(&a, &b, &shape, 1, 1, true, NormMethod::Ghost, 1).unwrap();
         assert!(sq_m.allclose(&sq_g, 1e-10, 1e-10, false));
         let c = Tensor::rand([batch], (Kind::Double, Device::Cpu));
         for (m, g) in sums_m.iter().zip(&sums_g) {

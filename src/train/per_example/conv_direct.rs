@@ -14,7 +14,12 @@
 //! Only f32 on x86-64 CPUs with AVX2 and FMA takes this route ([`available`]); the caller falls
 //! back to the patch route otherwise (f64, CUDA, other CPUs, O not a multiple of 8). The work is
 //! split over the examples between `tch::get_num_threads()` threads of libtorch's own pool
-//! ([`intra_op`]). Checked against the patch route (unit tests here) and, inside whole f32
+//! ([`intra_op`]).
+//!
+//! With a group size k > 1 (the private GAN's design (b), whose privacy unit is a pair of rows),
+//! the k consecutive examples of a group accumulate into the same register tile, so the kernel
+//! writes the group's gradient `sum_{r in group} G_r` and its squared norm directly: no per-row
+//! gradients (k times the memory) to write, sum and square afterwards. Checked against the patch route (unit tests here) and, inside whole f32
 //! networks, against the ghost route (`tests/per_example.rs`).
 use super::intra_op;
 use crate::error::{Error, Result};
@@ -71,7 +76,7 @@ struct Outputs {
 // `Outputs::slices`).
 unsafe impl Sync for Outputs {}
 
-/// One thread's share of the outputs.
+/// One thread's share of the outputs (per group).
 struct Share<'a> {
     grads: &'a mut [f32],
     squares: &'a mut [f32],
@@ -79,10 +84,10 @@ struct Share<'a> {
 }
 
 impl Outputs {
-    /// Examples `range`'s gradients, squared norms and bias gradients.
+    /// Groups `range`'s gradients, squared norms and bias gradients.
     ///
     /// # Safety
-    /// No two live results may cover the same example, and `range` must lie inside the batch.
+    /// No two live results may cover the same group, and `range` must lie inside the groups.
     unsafe fn slices(&self, range: &Range<usize>, g_len: usize, o: usize) -> Share<'_> {
         let n = range.len();
         Share {
@@ -123,24 +128,28 @@ impl Geometry {
     }
 }
 
-/// What [`per_example_gradients`] returns.
+/// What [`per_example_gradients`] returns, per group of `group` consecutive examples (per
+/// example when `group` is 1); G = B / `group` groups.
 pub(crate) struct DirectGradients {
-    /// Per-example weight gradients (B, k k C, O), inputs in the patches' (kh, kw, c) order.
+    /// Per-group weight gradients (G, k k C, O), inputs in the patches' (kh, kw, c) order.
     pub grads: Tensor,
-    /// Per-example bias gradients (B, O), when asked for.
+    /// Per-group bias gradients (G, O), when asked for.
     pub bias: Option<Tensor>,
-    /// Each example's squared gradient norm over the weight and the bias (B,).
+    /// Each group's squared gradient norm over the weight and the bias (G,).
     pub squares: Tensor,
 }
 
 /// Per-example gradients of a square-kernel Conv2d from its input `a` (B, C, H, W) and the
 /// backprop `b` (B, O, Ho, Wo): the weight's (B, k k C, O), inputs in the patches' (kh, kw, c)
 /// order as [`super::conv::to_weight_layout`] expects (after a transpose), the bias's (B, O) when
-/// `bias`, and the squared norms over both. Padding is applied per example inside the kernel, and
-/// both inputs are read in place when already channels-last (as after channels-last pooling).
+/// `bias`, and the squared norms over both; summed over each group of `group` consecutive
+/// examples (the group's gradient) when `group` > 1. Padding is applied per example inside the
+/// kernel, and both inputs are read in place when already channels-last (as after channels-last
+/// pooling).
 ///
 /// # Errors
-/// [`Error::InvalidParameter`] if [`available`] is false for these tensors or the shapes disagree.
+/// [`Error::InvalidParameter`] if [`available`] is false for these tensors, the shapes disagree, or
+/// the batch is not a multiple of `group` (>= 1).
 pub(crate) fn per_example_gradients(
     a: &Tensor,
     b: &Tensor,
@@ -148,11 +157,14 @@ pub(crate) fn per_example_gradients(
     stride: i64,
     padding: i64,
     bias: bool,
+    group: usize,
 ) -> Result<DirectGradients> {
     let (xs, bs) = (a.size(), b.size());
     let shapes_ok = xs.len() == 4
         && bs.len() == 4
         && xs[0] == bs[0]
+        && group >= 1
+        && xs[0] % group as i64 == 0
         && kernel >= 1
         && stride >= 1
         && padding >= 0
@@ -189,18 +201,19 @@ pub(crate) fn per_example_gradients(
                     a.kind(),
                     b.kind()
                 ),
-                "need f32 CPU tensors (B, C, H, W) and (B, O, Ho, Wo), O a multiple of 8, k C a multiple of 4, AVX2 and FMA, and (Ho, Wo) the convolution's output size",
+                format!("need f32 CPU tensors (B, C, H, W) and (B, O, Ho, Wo), B a multiple of the group size {group}, O a multiple of 8, k C a multiple of 4, AVX2 and FMA, and (Ho, Wo) the convolution's output size"),
             ))
         }
     };
     let batch = xs[0] as usize;
+    let groups = batch / group;
     // (B, H, W, C) and (B, L, O): free when the tensors are channels-last already (or C is 1).
     let x = a.f_permute([0, 2, 3, 1])?.f_contiguous()?;
     let bt = b.f_permute([0, 2, 3, 1])?.f_contiguous()?;
     let opts = (Kind::Float, Device::Cpu);
-    let grads = Tensor::f_empty([xs[0], g.d() as i64, bs[1]], opts)?;
-    let squares = Tensor::f_empty([xs[0]], opts)?;
-    let bias_grads = if bias { Some(Tensor::f_empty([xs[0], bs[1]], opts)?) } else { None };
+    let grads = Tensor::f_empty([groups as i64, g.d() as i64, bs[1]], opts)?;
+    let squares = Tensor::f_empty([groups as i64], opts)?;
+    let bias_grads = if bias { Some(Tensor::f_empty([groups as i64, bs[1]], opts)?) } else { None };
     let (x_len, b_len, g_len) = (g.h * g.w * g.c, g.l() * g.o, g.d() * g.o);
     // SAFETY: `x` and `bt` are contiguous f32 CPU tensors of exactly these element counts, alive
     // and unchanged until the end of this function.
@@ -219,17 +232,19 @@ pub(crate) fn per_example_gradients(
             .map_or(std::ptr::null_mut(), |t| t.data_ptr() as *mut f32),
     };
     let work = |range: Range<usize>| {
-        // SAFETY: `parallel_for` gives each thread a disjoint range of examples inside the batch;
-        // the buffers outlive the call.
+        // SAFETY: `parallel_for` gives each thread a disjoint range of groups; the buffers
+        // outlive the call.
         let share = unsafe { out.slices(&range, g_len, g.o) };
+        let rows = range.start * group..range.end * group;
         examples(
             g,
-            &xv[range.start * x_len..range.end * x_len],
-            &bv[range.start * b_len..range.end * b_len],
+            group,
+            &xv[rows.start * x_len..rows.end * x_len],
+            &bv[rows.start * b_len..rows.end * b_len],
             share,
         );
     };
-    intra_op::parallel_for(batch, tch::get_num_threads().max(1) as usize, &work);
+    intra_op::parallel_for(groups, tch::get_num_threads().max(1) as usize, &work);
     Ok(DirectGradients {
         grads,
         bias: bias_grads,
@@ -237,42 +252,50 @@ pub(crate) fn per_example_gradients(
     })
 }
 
-/// Examples one after another: `x` (n, H, W, C), `b` (n, L, O) into `out`.
-fn examples(g: Geometry, x: &[f32], b: &[f32], out: Share<'_>) {
+/// Groups of `group` examples one after another: `x` (n k, H, W, C), `b` (n k, L, O) into `out`
+/// (n groups).
+fn examples(g: Geometry, group: usize, x: &[f32], b: &[f32], out: Share<'_>) {
     let kernel = kernel_for(g);
     let (x_len, b_len, g_len) = (g.h * g.w * g.c, g.l() * g.o, g.d() * g.o);
-    // The padded example: a zero border written once, the interior overwritten per example.
-    let mut padded = if g.p > 0 { vec![0.0f32; g.hp * g.wp * g.c] } else { Vec::new() };
+    // One padded example per group member: a zero border written once, the interior overwritten
+    // per example.
+    let mut padded: Vec<Vec<f32>> = (0..group).map(|_| if g.p > 0 { vec![0.0f32; g.hp * g.wp * g.c] } else { Vec::new() }).collect();
     let Share {
         grads,
         squares,
         mut bias,
     } = out;
     for (i, sq) in squares.iter_mut().enumerate() {
-        let xi = &x[i * x_len..(i + 1) * x_len];
-        let xi: &[f32] = if g.p > 0 {
-            let (row, prow) = (g.w * g.c, g.wp * g.c);
-            for (r, src) in xi.chunks_exact(row).enumerate() {
-                let start = (r + g.p) * prow + g.p * g.c;
-                padded[start..start + row].copy_from_slice(src);
+        let rows = i * group..(i + 1) * group;
+        let mut xs: Vec<&[f32]> = Vec::with_capacity(group);
+        for (r, buffer) in rows.clone().zip(padded.iter_mut()) {
+            let xr = &x[r * x_len..(r + 1) * x_len];
+            if g.p > 0 {
+                let (row, prow) = (g.w * g.c, g.wp * g.c);
+                for (y, src) in xr.chunks_exact(row).enumerate() {
+                    let start = (y + g.p) * prow + g.p * g.c;
+                    buffer[start..start + row].copy_from_slice(src);
+                }
+                xs.push(buffer);
+            } else {
+                xs.push(xr);
             }
-            &padded
-        } else {
-            xi
-        };
-        let bi = &b[i * b_len..(i + 1) * b_len];
+        }
+        let bs: Vec<&[f32]> = rows.clone().map(|r| &b[r * b_len..(r + 1) * b_len]).collect();
         let gi = &mut grads[i * g_len..(i + 1) * g_len];
-        debug_assert!(xi.len() == g.hp * g.wp * g.c && bi.len() == g.l() * g.o && gi.len() == g.d() * g.o);
+        debug_assert!(xs.iter().all(|xi| xi.len() == g.hp * g.wp * g.c) && bs.iter().all(|bi| bi.len() == g.l() * g.o) && gi.len() == g.d() * g.o);
         // SAFETY: `kernel_for` picked a kernel whose CPU features are present and whose shape
         // conditions hold for `g`; the slices have the lengths it reads and writes, and `g` was
         // checked by `per_example_gradients` (the backprop is exactly the convolution's output).
-        *sq = unsafe { kernel(g, xi, bi, gi) };
+        *sq = unsafe { kernel(g, &xs, &bs, gi) };
         if let Some(bias) = bias.as_deref_mut() {
             let bias_i = &mut bias[i * g.o..(i + 1) * g.o];
             bias_i.fill(0.0);
-            for position in bi.chunks_exact(g.o) {
-                for (acc, v) in bias_i.iter_mut().zip(position) {
-                    *acc += v;
+            for bi in &bs {
+                for position in bi.chunks_exact(g.o) {
+                    for (acc, v) in bias_i.iter_mut().zip(position) {
+                        *acc += v;
+                    }
                 }
             }
             *sq += bias_i.iter().map(|v| v * v).sum::<f32>();
@@ -280,12 +303,14 @@ fn examples(g: Geometry, x: &[f32], b: &[f32], out: Share<'_>) {
     }
 }
 
-/// One example's gradient into `gi` (D, O) from its padded input `xi` (Hp, Wp, C) and backprop
-/// `bi` (L, O); returns its squared norm.
+/// One group's gradient into `gi` (D, O), the sum over its members of the gradient from the
+/// member's padded input `xs[m]` (Hp, Wp, C) and backprop `bs[m]` (L, O); returns its squared
+/// norm. A group of one is one example.
 ///
 /// # Safety
-/// Only a kernel from [`kernel_for`] for the same geometry, and slices of those lengths.
-type Kernel = unsafe fn(Geometry, &[f32], &[f32], &mut [f32]) -> f32;
+/// Only a kernel from [`kernel_for`] for the same geometry, at least one member, and slices of
+/// those lengths.
+type Kernel = unsafe fn(Geometry, &[&[f32]], &[&[f32]], &mut [f32]) -> f32;
 
 /// The widest kernel this CPU and these shapes allow, chosen once per call: AVX-512 for O a
 /// multiple of 16 and `k C` of 8, AVX2 otherwise (which [`available`] has checked).
@@ -316,7 +341,7 @@ mod avx2 {
     /// pointer below stays inside its slice: the largest input offset read is
     /// `(s (Ho - 1) + k - 1) Wp C + s (Wo - 1) C + k C - 1 < Hp Wp C`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn one_example(g: Geometry, xi: &[f32], bi: &[f32], gi: &mut [f32]) -> f32 {
+    pub(super) unsafe fn one_example(g: Geometry, xs: &[&[f32]], bs: &[&[f32]], gi: &mut [f32]) -> f32 {
         let kc = g.k * g.c;
         let row = g.wp * g.c; // one padded input row, channels-last
         let mut sq = _mm256_setzero_ps();
@@ -327,11 +352,7 @@ mod avx2 {
             for kh in 0..g.k {
                 let mut j = 0; // offset within the (kw, c) run of kernel row kh
                 while j < kc {
-                    let acc = if wide {
-                        tile16(g, xi.as_ptr().add(kh * row + j), bi.as_ptr().add(o0))
-                    } else {
-                        tile8(g, xi.as_ptr().add(kh * row + j), bi.as_ptr().add(o0))
-                    };
+                    let acc = group_tile(g, xs, bs, kh * row + j, o0, wide);
                     for (t, a) in acc.iter().enumerate() {
                         // G is (D, O): this column's outputs are contiguous.
                         let out = gi[(kh * kc + j + t) * g.o + o0..].as_mut_ptr();
@@ -350,6 +371,22 @@ mod avx2 {
         let mut lanes = [0.0f32; 8];
         _mm256_storeu_ps(lanes.as_mut_ptr(), sq);
         lanes.iter().sum()
+    }
+
+    /// The group's tile at input offset `x_offset` and output `o0` (16 outputs if `wide`, else
+    /// 8): the first member's, then each further member's added.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn group_tile(g: Geometry, xs: &[&[f32]], bs: &[&[f32]], x_offset: usize, o0: usize, wide: bool) -> [[__m256; 2]; D_TILE] {
+        let mut acc = [[_mm256_setzero_ps(); 2]; D_TILE];
+        for (x, b) in xs.iter().zip(bs) {
+            let (x, b) = (x.as_ptr().add(x_offset), b.as_ptr().add(o0));
+            let one = if wide { tile16(g, x, b) } else { tile8(g, x, b) };
+            for (a, t) in acc.iter_mut().zip(one) {
+                a[0] = _mm256_add_ps(a[0], t[0]);
+                a[1] = _mm256_add_ps(a[1], t[1]);
+            }
+        }
+        acc
     }
 
     /// `sum_{y, x} b[y, x, 0..16] x[s y, s x, 0..4]` over the output positions, as 4 columns of 16.
@@ -419,14 +456,21 @@ mod avx512 {
     /// AVX-512F must be available, `O % 16 == 0`, `k C % 8 == 0`, and the slices and shapes as
     /// for [`super::avx2::one_example`].
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn one_example(g: Geometry, xi: &[f32], bi: &[f32], gi: &mut [f32]) -> f32 {
+    pub(super) unsafe fn one_example(g: Geometry, xs: &[&[f32]], bs: &[&[f32]], gi: &mut [f32]) -> f32 {
         let kc = g.k * g.c;
         let row = g.wp * g.c;
         let mut sq = _mm512_setzero_ps();
         for o0 in (0..g.o).step_by(16) {
             for kh in 0..g.k {
                 for j in (0..kc).step_by(8) {
-                    let acc = tile(g, xi.as_ptr().add(kh * row + j), bi.as_ptr().add(o0));
+                    // The group's tile: the first member's, then each further member's added.
+                    let mut acc = tile(g, xs[0].as_ptr().add(kh * row + j), bs[0].as_ptr().add(o0));
+                    for m in 1..xs.len() {
+                        let more = tile(g, xs[m].as_ptr().add(kh * row + j), bs[m].as_ptr().add(o0));
+                        for (a, b) in acc.iter_mut().zip(more) {
+                            *a = _mm512_add_ps(*a, b);
+                        }
+                    }
                     for (t, a) in acc.iter().enumerate() {
                         let out = gi[(kh * kc + j + t) * g.o + o0..].as_mut_ptr();
                         _mm512_storeu_ps(out, *a);
@@ -505,7 +549,7 @@ mod tests {
             assert!(available(&a, &b, k), "case {batch} {c} {h} {o} {k} {s} {p}");
             // The input channels-last in one case, as after channels-last pooling.
             let a_in = if c == 16 { a.contiguous().permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]) } else { a.shallow_clone() };
-            let got = per_example_gradients(&a_in, &b, k, s, p, true).unwrap();
+            let got = per_example_gradients(&a_in, &b, k, s, p, true, 1).unwrap();
             let want = reference(&a, &b, k, s, p);
             let diff = (got.grads.transpose(1, 2).to_kind(Kind::Double) - &want).abs().max().double_value(&[]);
             let scale = want.abs().max().double_value(&[]);
@@ -523,23 +567,57 @@ mod tests {
     }
 
     #[test]
+    fn groups_sum_their_members() {
+        if !cpu_has_avx2_fma() {
+            eprintln!("skipped: no AVX2/FMA on this CPU");
+            return;
+        }
+        // The GAN discriminator's second layer (16 -> 32 here, AVX-512 tiles where present), an
+        // 8-wide last tile (AVX2), groups of 2 and 3.
+        for (batch, c, h, o, k, s, p, group) in [(6, 16, 14, 32, 4, 2, 1, 2), (6, 2, 9, 24, 2, 1, 0, 3), (4, 1, 28, 16, 4, 2, 1, 2)] {
+            tch::manual_seed(batch + group);
+            let a = Tensor::randn([batch, c, h, h], (Kind::Float, Device::Cpu));
+            let ho = (h + 2 * p - k) / s + 1;
+            let b = Tensor::randn([batch, o, ho, ho], (Kind::Float, Device::Cpu));
+            let got = per_example_gradients(&a, &b, k, s, p, true, group as usize).unwrap();
+            let groups = batch / group;
+            let want = reference(&a, &b, k, s, p); // (B, O, D)
+            let want = want.reshape([groups, group, o, -1]).sum_dim_intlist(1, false, None);
+            let diff = (got.grads.transpose(1, 2).to_kind(Kind::Double) - &want).abs().max().double_value(&[]);
+            let scale = want.abs().max().double_value(&[]);
+            assert!(diff <= 1e-5 * scale, "case {batch} {c} {h} {o} {k} {s} {p} / {group}: {diff} vs {scale}");
+            let want_bias = b.to_kind(Kind::Double).sum_dim_intlist([2i64, 3].as_slice(), false, None).reshape([groups, group, o]).sum_dim_intlist(1, false, None);
+            let bias = got.bias.expect("bias asked for").to_kind(Kind::Double);
+            assert!(bias.allclose(&want_bias, 1e-5, 1e-4, false), "case {batch} / {group}: bias");
+            let want_sq = want.square().sum_dim_intlist([1i64, 2].as_slice(), false, None) + want_bias.square().sum_dim_intlist(1, false, None);
+            let rel = ((got.squares.to_kind(Kind::Double) - &want_sq).abs() / &want_sq).max().double_value(&[]);
+            assert!(rel <= 1e-5, "case {batch} / {group}: squares off by {rel}");
+        }
+        // A batch that the group size does not divide is refused.
+        let a = Tensor::randn([5, 16, 14, 14], (Kind::Float, Device::Cpu));
+        let b = Tensor::randn([5, 32, 7, 7], (Kind::Float, Device::Cpu));
+        assert!(per_example_gradients(&a, &b, 4, 2, 1, true, 2).is_err());
+        assert!(per_example_gradients(&a, &b, 4, 2, 1, true, 0).is_err());
+    }
+
+    #[test]
     fn refuses_what_it_cannot_compute() {
         let a = Tensor::randn([2, 1, 8, 8], (Kind::Double, Device::Cpu));
         let b = Tensor::randn([2, 8, 3, 3], (Kind::Double, Device::Cpu));
         assert!(!available(&a, &b, 4));
         assert!(!available(&a.to_kind(Kind::Float), &b, 4), "f64 backprop");
-        assert!(per_example_gradients(&a, &b, 4, 2, 0, false).is_err());
+        assert!(per_example_gradients(&a, &b, 4, 2, 0, false, 1).is_err());
         // O not a multiple of 8.
         let a = a.to_kind(Kind::Float);
         let b = Tensor::randn([2, 6, 3, 3], (Kind::Float, Device::Cpu));
-        assert!(per_example_gradients(&a, &b, 4, 2, 0, false).is_err());
+        assert!(per_example_gradients(&a, &b, 4, 2, 0, false, 1).is_err());
         // A backprop that is not the convolution's output: larger, or smaller, than it.
         let b = Tensor::randn([2, 8, 5, 5], (Kind::Float, Device::Cpu));
-        assert!(per_example_gradients(&a, &b, 4, 2, 0, false).is_err());
-        assert_eq!(per_example_gradients(&a, &b, 4, 2, 2, false).is_ok(), cpu_has_avx2_fma());
-        assert!(per_example_gradients(&a, &b, 4, 1, 2, false).is_err());
+        assert!(per_example_gradients(&a, &b, 4, 2, 0, false, 1).is_err());
+        assert_eq!(per_example_gradients(&a, &b, 4, 2, 2, false, 1).is_ok(), cpu_has_avx2_fma());
+        assert!(per_example_gradients(&a, &b, 4, 1, 2, false, 1).is_err());
         // Batch sizes that disagree.
         let b = Tensor::randn([3, 8, 3, 3], (Kind::Float, Device::Cpu));
-        assert!(per_example_gradients(&a, &b, 4, 2, 0, false).is_err());
+        assert!(per_example_gradients(&a, &b, 4, 2, 0, false, 1).is_err());
     }
 }

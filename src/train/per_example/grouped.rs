@@ -103,15 +103,29 @@ fn prepare_grouped(model: &Sequential, inputs: &Tensor, labels: &Tensor, group_s
     if rows % group_size != 0 {
         return Err(Error::invalid("batch size", rows, format!("must be a multiple of the group size {group_size}")));
     }
-    let groups = rows / group_size;
-    let prepared = prepare(model, inputs, labels, method)?;
+    let prepared = prepare(model, inputs, labels, method, group_size)?;
+    Ok((prepared.square_norms, prepared.sums, prepared.loss_sum, prepared.losses))
+}
+
+/// One layer's per-row sums `sums` of a batch of `rows` rows, grouped by `k` consecutive rows,
+/// and each group's squared norm (G,) over them.
+pub(super) fn regroup(sums: Vec<ParamSum>, rows: i64, k: i64, method: NormMethod) -> Result<(Tensor, Vec<ParamSum>)> {
     let _guard = tch::no_grad_guard();
-    let sums = prepared.sums.iter().map(|s| group(s, group_size, groups)).collect::<Result<Vec<_>>>()?;
-    let mut sq = Tensor::f_zeros([groups], (inputs.f_kind()?, inputs.device()))?;
+    let groups = rows / k;
+    let sums = sums.iter().map(|s| group(s, k, groups)).collect::<Result<Vec<_>>>()?;
+    let mut sq: Option<Tensor> = None;
     for s in &sums {
-        sq = sq.f_add(&square_norms(s, method)?)?;
+        let n = square_norms(s, method)?;
+        sq = Some(match sq {
+            Some(total) => total.f_add(&n)?,
+            None => n,
+        });
     }
-    Ok((sq, sums, prepared.loss_sum, prepared.losses))
+    let sq = match sq {
+        Some(sq) => sq,
+        None => return Err(Error::invalid("layer", "without parameters", "has nothing to group")),
+    };
+    Ok((sq, sums))
 }
 
 /// [`super::clip_and_sum`] with the privacy unit a group of `group_size` consecutive rows: rows

@@ -218,11 +218,16 @@ fn check_batch(inputs: &Tensor, labels: &Tensor) -> Result<i64> {
     Ok(batch)
 }
 
+/// The forward and backward pass and every layer's rule, with the squared norms and sums per
+/// group of `group_size` consecutive rows (per row when 1; the caller has checked that it
+/// divides the batch), each layer's results grouped as soon as its rule has run
+/// ([`grouped::regroup`]) unless the rule grouped them itself.
 fn prepare(
     model: &Sequential,
     inputs: &Tensor,
     labels: &Tensor,
     norm_method: NormMethod,
+    group_size: i64,
 ) -> Result<Prepared> {
     model.check_private()?;
     let batch = check_batch(inputs, labels)?;
@@ -249,7 +254,7 @@ fn prepare(
     let backprops = Tensor::f_run_backward(&[&loss], &zs, false, false)?;
     drop(zs);
     let _guard = tch::no_grad_guard();
-    let mut square_norms = Tensor::f_zeros([batch], (logits.f_kind()?, logits.device()))?;
+    let mut square_norms = Tensor::f_zeros([batch / group_size.max(1)], (logits.f_kind()?, logits.device()))?;
     // The graph, the logits and the layer outputs are no longer needed: free them before the
     // per-layer work, and each layer's input and backprop as soon as its rule has used them
     // (what a rule keeps for the clipped sum it holds itself), so the step's peak memory is the
@@ -261,8 +266,9 @@ fn prepare(
         let (a, b) = (&a, &b);
         let l = &model.layers[layer];
         let has_bias = l.params.len() > 1;
-        let (sq, s) = match &l.spec {
-            LayerSpec::Linear { .. } => linear::prepare(a, b, has_bias, norm_method)?,
+        let per_row = |(sq, s): (Tensor, Vec<ParamSum>)| (sq, s, group_size == 1);
+        let (sq, s, grouped) = match &l.spec {
+            LayerSpec::Linear { .. } => per_row(linear::prepare(a, b, has_bias, norm_method)?),
             LayerSpec::Conv2d {
                 stride, padding, ..
             } => conv::prepare(
@@ -273,12 +279,13 @@ fn prepare(
                 *padding,
                 has_bias,
                 norm_method,
+                group_size,
             )?,
             // Public-statistics BatchNorm is, per example, a fixed normalisation followed by a
             // per-channel affine map: GroupNorm's rule applies to its recorded x_hat.
-            LayerSpec::GroupNorm { .. } | LayerSpec::PublicBatchNorm2d { .. } => norm::prepare_group(a, b)?,
-            LayerSpec::LayerNorm { shape } => norm::prepare_layer(a, b, shape.len())?,
-            LayerSpec::Embedding { vocabulary, .. } => embedding::prepare(a, b, *vocabulary)?,
+            LayerSpec::GroupNorm { .. } | LayerSpec::PublicBatchNorm2d { .. } => per_row(norm::prepare_group(a, b)?),
+            LayerSpec::LayerNorm { shape } => per_row(norm::prepare_layer(a, b, shape.len())?),
+            LayerSpec::Embedding { vocabulary, .. } => per_row(embedding::prepare(a, b, *vocabulary)?),
             other => {
                 return Err(Error::invalid(
                     "layer",
@@ -287,6 +294,7 @@ fn prepare(
                 ));
             }
         };
+        let (sq, s) = if grouped { (sq, s) } else { grouped::regroup(s, batch, group_size, norm_method)? };
         square_norms = square_norms.f_add(&sq)?;
         sums.extend(s);
     }
@@ -328,7 +336,7 @@ pub fn clip_and_sum(
             "must be finite and positive",
         ));
     }
-    let prepared = prepare(model, inputs, labels, config.norm_method)?;
+    let prepared = prepare(model, inputs, labels, config.norm_method, 1)?;
     let _guard = tch::no_grad_guard();
     // Ghost norms are sums of products that can round to a tiny negative number.
     let norms = prepared.square_norms.f_clamp_min(0.0)?.f_sqrt()?;
@@ -363,7 +371,7 @@ pub fn per_example_gradients(
     inputs: &Tensor,
     labels: &Tensor,
 ) -> Result<(Vec<Tensor>, f64)> {
-    let prepared = prepare(model, inputs, labels, NormMethod::Ghost)?;
+    let prepared = prepare(model, inputs, labels, NormMethod::Ghost, 1)?;
     let _guard = tch::no_grad_guard();
     let grads = prepared
         .sums
