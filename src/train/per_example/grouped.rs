@@ -17,7 +17,10 @@
 //! - an Embedding's k T lookups become one example's lookups.
 //!
 //! The norms of the groups are then computed from the grouped forms (ghost or materialised,
-//! whichever [`super::conv::prefer_ghost`] picks for the grouped sizes).
+//! whichever [`super::conv::prefer_ghost`] picks for the grouped sizes). Each layer is grouped as
+//! soon as its rule has run ([`regroup`]), so only one layer's per-row forms exist at a time; a
+//! Conv2d on the direct route ([`super::conv_direct`]) sums the k rows of a group inside its kernel
+//! and returns the group's gradient and squared norm itself.
 use super::{check_finite, conv, prepare, ClipConfig, ClippedBatch, NormMethod, ParamSum, Sequential, CLIP_STABILITY};
 use crate::error::{Error, Result};
 use tch::Tensor;
