@@ -142,7 +142,7 @@ pub(crate) fn prepare(
             shape: weight_shape.to_vec(),
         });
         sq
-    } else if conv_direct::available(a, b, k) && group >= 1 && batch % group == 0 {
+    } else if conv_direct::available(a, b, k) {
         // f32 on an AVX2 CPU: gradients, bias gradients and norms straight from the input, no
         // patches, summed per group in the kernel.
         let direct = conv_direct::per_example_gradients(a, b, k, stride, padding, bias, group as usize)?;

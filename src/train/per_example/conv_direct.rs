@@ -19,7 +19,9 @@
 //! With a group size k > 1 (the private GAN's design (b), whose privacy unit is a pair of rows),
 //! the k consecutive examples of a group accumulate into the same register tile, so the kernel
 //! writes the group's gradient `sum_{r in group} G_r` and its squared norm directly: no per-row
-//! gradients (k times the memory) to write, sum and square afterwards. Checked against the patch route (unit tests here) and, inside whole f32
+//! gradients (k times the memory) to write, sum and square afterwards.
+//!
+//! Checked against the patch route (unit tests here) and, inside whole f32
 //! networks, against the ghost route (`tests/per_example.rs`).
 use super::intra_op;
 use crate::error::{Error, Result};
@@ -317,9 +319,9 @@ type Kernel = unsafe fn(Geometry, &[&[f32]], &[&[f32]], &mut [f32]) -> f32;
 #[cfg(target_arch = "x86_64")]
 fn kernel_for(g: Geometry) -> Kernel {
     if g.o.is_multiple_of(16) && (g.k * g.c).is_multiple_of(8) && cpu_has_avx512() {
-        avx512::one_example
+        avx512::one_group
     } else {
-        avx2::one_example
+        avx2::one_group
     }
 }
 
@@ -341,7 +343,7 @@ mod avx2 {
     /// pointer below stays inside its slice: the largest input offset read is
     /// `(s (Ho - 1) + k - 1) Wp C + s (Wo - 1) C + k C - 1 < Hp Wp C`.
     #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn one_example(g: Geometry, xs: &[&[f32]], bs: &[&[f32]], gi: &mut [f32]) -> f32 {
+    pub(super) unsafe fn one_group(g: Geometry, xs: &[&[f32]], bs: &[&[f32]], gi: &mut [f32]) -> f32 {
         let kc = g.k * g.c;
         let row = g.wp * g.c; // one padded input row, channels-last
         let mut sq = _mm256_setzero_ps();
@@ -378,9 +380,13 @@ mod avx2 {
     #[target_feature(enable = "avx2,fma")]
     unsafe fn group_tile(g: Geometry, xs: &[&[f32]], bs: &[&[f32]], x_offset: usize, o0: usize, wide: bool) -> [[__m256; 2]; D_TILE] {
         let mut acc = [[_mm256_setzero_ps(); 2]; D_TILE];
-        for (x, b) in xs.iter().zip(bs) {
+        for (m, (x, b)) in xs.iter().zip(bs).enumerate() {
             let (x, b) = (x.as_ptr().add(x_offset), b.as_ptr().add(o0));
             let one = if wide { tile16(g, x, b) } else { tile8(g, x, b) };
+            if m == 0 {
+                acc = one;
+                continue;
+            }
             for (a, t) in acc.iter_mut().zip(one) {
                 a[0] = _mm256_add_ps(a[0], t[0]);
                 a[1] = _mm256_add_ps(a[1], t[1]);
@@ -454,9 +460,9 @@ mod avx512 {
     ///
     /// # Safety
     /// AVX-512F must be available, `O % 16 == 0`, `k C % 8 == 0`, and the slices and shapes as
-    /// for [`super::avx2::one_example`].
+    /// for [`super::avx2::one_group`].
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn one_example(g: Geometry, xs: &[&[f32]], bs: &[&[f32]], gi: &mut [f32]) -> f32 {
+    pub(super) unsafe fn one_group(g: Geometry, xs: &[&[f32]], bs: &[&[f32]], gi: &mut [f32]) -> f32 {
         let kc = g.k * g.c;
         let row = g.wp * g.c;
         let mut sq = _mm512_setzero_ps();
