@@ -393,14 +393,16 @@ mod tests {
         // col2im route) and an odd one; f64 so that the comparison is tight.
         for (c, o, side) in [(64, 32, 7), (32, 1, 14), (3, 2, 5)] {
             let opts = (Kind::Double, Device::Cpu);
-            let h = Tensor::randn([3, c, side, side], opts).set_requires_grad(true);
-            let w = Tensor::randn([c, o, 4, 4], opts).set_requires_grad(true);
-            let b = Tensor::randn([o], opts).set_requires_grad(true);
+            // Drawn under the generator's lock: other tests of this process draw meanwhile.
+            let (h, w, b, r) = crate::torch_rng::seeded(c, || {
+                let r = Tensor::randn([3, o, 2 * side, 2 * side], opts);
+                (Tensor::randn([3, c, side, side], opts), Tensor::randn([c, o, 4, 4], opts), Tensor::randn([o], opts), r)
+            });
+            let (h, w, b) = (h.set_requires_grad(true), w.set_requires_grad(true), b.set_requires_grad(true));
             let ours = upsample(&h, &w, &b).unwrap();
             let theirs = h.conv_transpose2d(&w, Some(&b), [2, 2], [1, 1], [0, 0], 1, [1, 1]);
             assert_eq!(ours.size(), vec![3, o, 2 * side, 2 * side]);
             assert!(ours.allclose(&theirs, 1e-10, 1e-10, false), "values, {c} -> {o}");
-            let r = Tensor::randn(ours.size().as_slice(), opts);
             let g_ours = Tensor::run_backward(&[ours.f_mul(&r).unwrap().sum(Kind::Double)], &[&h, &w, &b], false, false);
             let g_theirs = Tensor::run_backward(&[theirs.f_mul(&r).unwrap().sum(Kind::Double)], &[&h, &w, &b], false, false);
             for (a, t) in g_ours.iter().zip(&g_theirs) {

@@ -199,7 +199,7 @@ mod tests {
     #[test]
     fn patches_equal_libtorch_im2col_in_channels_last_order() {
         for (kernel, stride, padding) in [(8, 2, 3), (4, 2, 0), (3, 1, 1), (1, 1, 0), (2, 3, 2)] {
-            let a = Tensor::rand([3, 2, 9, 9], (Kind::Double, Device::Cpu));
+            let a = crate::torch_rng::seeded(kernel, || Tensor::rand([3, 2, 9, 9], (Kind::Double, Device::Cpu)));
             let ours = patches(&a, kernel, stride, padding).unwrap();
             let columns = a.im2col(
                 [kernel, kernel],
@@ -224,14 +224,19 @@ mod tests {
     fn sliced_materialisation_equals_the_ghost_route() {
         // 4,608 KiB of f64 patches per example: the materialised route unfolds one example at a time.
         let (batch, channels, out) = (5, 64, 3);
-        let a = Tensor::randn([batch, channels, 32, 32], (Kind::Double, Device::Cpu));
-        let b = Tensor::randn([batch, out, 32, 32], (Kind::Double, Device::Cpu));
+        // Drawn under the generator's lock: other tests of this process draw meanwhile.
+        let (a, b, c) = crate::torch_rng::seeded(5, || {
+            (
+                Tensor::randn([batch, channels, 32, 32], (Kind::Double, Device::Cpu)),
+                Tensor::randn([batch, out, 32, 32], (Kind::Double, Device::Cpu)),
+                Tensor::rand([batch], (Kind::Double, Device::Cpu)),
+            )
+        });
         let shape = [out, channels, 3, 3];
         assert!(PATCH_CHUNK_BYTES / (1024 * channels * 9 * 8) < batch);
         let (sq_m, sums_m, _) = prepare(&a, &b, &shape, 1, 1, true, NormMethod::Materialise, 1).unwrap();
         let (sq_g, sums_g, _) = prepare(&a, &b, &shape, 1, 1, true, NormMethod::Ghost, 1).unwrap();
         assert!(sq_m.allclose(&sq_g, 1e-10, 1e-10, false));
-        let c = Tensor::rand([batch], (Kind::Double, Device::Cpu));
         for (m, g) in sums_m.iter().zip(&sums_g) {
             let (pm, pg) = (m.per_example().unwrap(), g.per_example().unwrap());
             assert!(pm.allclose(&pg, 1e-10, 1e-10, false));

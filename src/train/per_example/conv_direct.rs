@@ -545,10 +545,11 @@ mod tests {
             (3, 16, 9, 16, 1, 1, 1),
             (3, 16, 9, 16, 3, 2, 2),
         ] {
-            tch::manual_seed(batch);
-            let a = Tensor::randn([batch, c, h, h], (Kind::Float, Device::Cpu));
             let ho = (h + 2 * p - k) / s + 1;
-            let mut b = Tensor::randn([batch, o, ho, ho], (Kind::Float, Device::Cpu));
+            // Seeded under the generator's lock: other tests of this process draw meanwhile.
+            let (a, mut b) = crate::torch_rng::seeded(batch, || {
+                (Tensor::randn([batch, c, h, h], (Kind::Float, Device::Cpu)), Tensor::randn([batch, o, ho, ho], (Kind::Float, Device::Cpu)))
+            });
             if o == 32 {
                 b = b.contiguous().permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
             }
@@ -581,10 +582,10 @@ mod tests {
         // The GAN discriminator's second layer (16 -> 32 here, AVX-512 tiles where present), an
         // 8-wide last tile (AVX2), groups of 2 and 3.
         for (batch, c, h, o, k, s, p, group) in [(6, 16, 14, 32, 4, 2, 1, 2), (6, 2, 9, 24, 2, 1, 0, 3), (4, 1, 28, 16, 4, 2, 1, 2)] {
-            tch::manual_seed(batch + group);
-            let a = Tensor::randn([batch, c, h, h], (Kind::Float, Device::Cpu));
             let ho = (h + 2 * p - k) / s + 1;
-            let b = Tensor::randn([batch, o, ho, ho], (Kind::Float, Device::Cpu));
+            let (a, b) = crate::torch_rng::seeded(batch + group, || {
+                (Tensor::randn([batch, c, h, h], (Kind::Float, Device::Cpu)), Tensor::randn([batch, o, ho, ho], (Kind::Float, Device::Cpu)))
+            });
             let got = per_example_gradients(&a, &b, k, s, p, true, group as usize).unwrap();
             let groups = batch / group;
             let want = reference(&a, &b, k, s, p); // (B, O, D)
@@ -600,30 +601,30 @@ mod tests {
             assert!(rel <= 1e-5, "case {batch} / {group}: squares off by {rel}");
         }
         // A batch that the group size does not divide is refused.
-        let a = Tensor::randn([5, 16, 14, 14], (Kind::Float, Device::Cpu));
-        let b = Tensor::randn([5, 32, 7, 7], (Kind::Float, Device::Cpu));
+        let a = Tensor::zeros([5, 16, 14, 14], (Kind::Float, Device::Cpu));
+        let b = Tensor::zeros([5, 32, 7, 7], (Kind::Float, Device::Cpu));
         assert!(per_example_gradients(&a, &b, 4, 2, 1, true, 2).is_err());
         assert!(per_example_gradients(&a, &b, 4, 2, 1, true, 0).is_err());
     }
 
     #[test]
     fn refuses_what_it_cannot_compute() {
-        let a = Tensor::randn([2, 1, 8, 8], (Kind::Double, Device::Cpu));
-        let b = Tensor::randn([2, 8, 3, 3], (Kind::Double, Device::Cpu));
+        let a = Tensor::ones([2, 1, 8, 8], (Kind::Double, Device::Cpu));
+        let b = Tensor::ones([2, 8, 3, 3], (Kind::Double, Device::Cpu));
         assert!(!available(&a, &b, 4));
         assert!(!available(&a.to_kind(Kind::Float), &b, 4), "f64 backprop");
         assert!(per_example_gradients(&a, &b, 4, 2, 0, false, 1).is_err());
         // O not a multiple of 8.
         let a = a.to_kind(Kind::Float);
-        let b = Tensor::randn([2, 6, 3, 3], (Kind::Float, Device::Cpu));
+        let b = Tensor::ones([2, 6, 3, 3], (Kind::Float, Device::Cpu));
         assert!(per_example_gradients(&a, &b, 4, 2, 0, false, 1).is_err());
         // A backprop that is not the convolution's output: larger, or smaller, than it.
-        let b = Tensor::randn([2, 8, 5, 5], (Kind::Float, Device::Cpu));
+        let b = Tensor::ones([2, 8, 5, 5], (Kind::Float, Device::Cpu));
         assert!(per_example_gradients(&a, &b, 4, 2, 0, false, 1).is_err());
         assert_eq!(per_example_gradients(&a, &b, 4, 2, 2, false, 1).is_ok(), cpu_has_avx2_fma());
         assert!(per_example_gradients(&a, &b, 4, 1, 2, false, 1).is_err());
         // Batch sizes that disagree.
-        let b = Tensor::randn([3, 8, 3, 3], (Kind::Float, Device::Cpu));
+        let b = Tensor::ones([3, 8, 3, 3], (Kind::Float, Device::Cpu));
         assert!(per_example_gradients(&a, &b, 4, 2, 0, false, 1).is_err());
     }
 }
