@@ -8,42 +8,18 @@ use dpaudit::accounting::Phase;
 /// One RDP epsilon, single phase, default orders: MNIST-sized DP-SGD (q = 256/60000, sigma = 1.1,
 /// 10_000 steps, delta = 1e-5). Target: >= 10x faster than Google dp_accounting's RDP (~0.25 ms).
 fn bench_rdp(c: &mut Criterion) {
-    let phases = [Phase {
-        sampling_rate: 256.0 / 60000.0,
-        noise_multiplier: 1.1,
-        steps: 10_000,
-    }];
+    let phases = [Phase { sampling_rate: 256.0 / 60000.0, noise_multiplier: 1.1, steps: 10_000 }];
     let mut group = c.benchmark_group("rdp");
     group.bench_function("epsilon_default_orders", |b| {
-        b.iter(|| {
-            RdpAccountant::default()
-                .epsilon(black_box(&phases), black_box(1e-5))
-                .unwrap()
-        })
+        b.iter(|| RdpAccountant::default().epsilon(black_box(&phases), black_box(1e-5)).unwrap())
     });
     let many = [
-        Phase {
-            sampling_rate: 0.01,
-            noise_multiplier: 0.8,
-            steps: 100,
-        },
-        Phase {
-            sampling_rate: 256.0 / 60000.0,
-            noise_multiplier: 1.1,
-            steps: 10_000,
-        },
-        Phase {
-            sampling_rate: 0.05,
-            noise_multiplier: 2.0,
-            steps: 1_000,
-        },
+        Phase { sampling_rate: 0.01, noise_multiplier: 0.8, steps: 100 },
+        Phase { sampling_rate: 256.0 / 60000.0, noise_multiplier: 1.1, steps: 10_000 },
+        Phase { sampling_rate: 0.05, noise_multiplier: 2.0, steps: 1_000 },
     ];
     group.bench_function("epsilon_three_phases", |b| {
-        b.iter(|| {
-            RdpAccountant::default()
-                .epsilon(black_box(&many), black_box(1e-5))
-                .unwrap()
-        })
+        b.iter(|| RdpAccountant::default().epsilon(black_box(&many), black_box(1e-5)).unwrap())
     });
     group.finish();
 }
@@ -55,7 +31,9 @@ fn bench_pld(c: &mut Criterion) {
     let acc = PldAccountant::default();
     let mut group = c.benchmark_group("pld");
     group.sample_size(20);
-    for (name, q, sigma) in [("epsilon_mnist_10000_steps", 256.0 / 60_000.0, 1.1), ("epsilon_q0.01_sigma1_10000_steps", 0.01, 1.0)] {
+    for (name, q, sigma) in
+        [("epsilon_mnist_10000_steps", 256.0 / 60_000.0, 1.1), ("epsilon_q0.01_sigma1_10000_steps", 0.01, 1.0)]
+    {
         let phases = [Phase { sampling_rate: q, noise_multiplier: sigma, steps: 10_000 }];
         group.bench_function(name, |b| b.iter(|| acc.epsilon(black_box(&phases), black_box(1e-5)).unwrap()));
     }

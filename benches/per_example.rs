@@ -39,22 +39,12 @@ fn per_example(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("tanh-cnn-lot256");
     group.throughput(Throughput::Elements(LOT as u64));
-    group
-        .sample_size(30)
-        .warm_up_time(Duration::from_secs(2))
-        .measurement_time(Duration::from_secs(6));
-    group.bench_function("nonprivate", |b| {
-        b.iter(|| nonprivate_gradient(&model, &inputs, &labels).expect("step"))
-    });
-    for (name, norm_method) in [
-        ("auto", NormMethod::Auto),
-        ("ghost", NormMethod::Ghost),
-        ("materialise", NormMethod::Materialise),
-    ] {
-        let config = ClipConfig {
-            max_norm: 1.0,
-            norm_method,
-        };
+    group.sample_size(30).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(6));
+    group.bench_function("nonprivate", |b| b.iter(|| nonprivate_gradient(&model, &inputs, &labels).expect("step")));
+    for (name, norm_method) in
+        [("auto", NormMethod::Auto), ("ghost", NormMethod::Ghost), ("materialise", NormMethod::Materialise)]
+    {
+        let config = ClipConfig { max_norm: 1.0, norm_method };
         group.bench_with_input(BenchmarkId::new("private", name), &config, |b, config| {
             b.iter(|| clip_and_sum(&model, &inputs, &labels, config).expect("step"))
         });

@@ -29,7 +29,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.len() != 5 {
         return Err("usage: accountant_timing Q SIGMA STEPS DELTA REPEATS".into());
     }
-    let (q, s, t, d, reps): (f64, f64, u64, f64, usize) = (args[0].parse()?, args[1].parse()?, args[2].parse()?, args[3].parse()?, args[4].parse()?);
+    let (q, s, t, d, reps): (f64, f64, u64, f64, usize) =
+        (args[0].parse()?, args[1].parse()?, args[2].parse()?, args[3].parse()?, args[4].parse()?);
     let phases = [Phase::new(q, s, t)?];
     rdp::epsilon(&phases, d)?; // fail early on bad input
     let (rdp_eps, rdp_sec) = timed(reps, 200, || rdp::epsilon(&phases, d).map(|r| r.epsilon).unwrap_or(f64::NAN));

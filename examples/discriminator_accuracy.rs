@@ -26,6 +26,9 @@ fn main() -> anyhow::Result<()> {
     let d = load_discriminator(&run, &info, Device::Cpu)?;
     // The agreement of the discriminator's labels with the true ones is its accuracy.
     let (_, accuracy) = relabel_by_discriminator(&data, &d)?;
-    println!("{}", serde_json::json!({ "run": run.display().to_string(), "split": format!("{split:?}").to_lowercase(), "examples": data.len(), "accuracy": accuracy }));
+    println!(
+        "{}",
+        serde_json::json!({ "run": run.display().to_string(), "split": format!("{split:?}").to_lowercase(), "examples": data.len(), "accuracy": accuracy })
+    );
     Ok(())
 }

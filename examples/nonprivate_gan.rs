@@ -38,7 +38,10 @@ fn main() -> anyhow::Result<()> {
     let data = load_mnist_dir(&train_dir, Split::Train, CLASSES as usize)?;
     let n = data.len();
     anyhow::ensure!(batch >= 1 && batch <= n, "batch must be in 1..={n}");
-    let images = Tensor::f_from_slice(data.pixels())?.f_view([n as i64, 1, 28, 28])?.f_to_kind(Kind::Float)?.f_div_scalar(255.0)?;
+    let images = Tensor::f_from_slice(data.pixels())?
+        .f_view([n as i64, 1, 28, 28])?
+        .f_to_kind(Kind::Float)?
+        .f_div_scalar(255.0)?;
     let labels = Tensor::f_from_slice(&data.labels().iter().map(|&l| i64::from(l)).collect::<Vec<_>>())?;
     let (z_dim, width) = (64, 32);
     let g = Generator::new(device, z_dim, width)?;
@@ -56,18 +59,33 @@ fn main() -> anyhow::Result<()> {
         let (real_x, real_y) = (images.f_index_select(0, &idx)?, labels.f_index_select(0, &idx)?);
         let (z, fake_y) = latents(&mut rng, b, z_dim, device)?;
         let fake_x = tch::no_grad(|| g.forward(&z, &fake_y, true))?.f_detach()?;
-        let real = nonprivate_gradient(&d.net, &condition(&real_x, &real_y)?, &Tensor::f_full([b], REAL, (Kind::Int64, device))?)?;
-        let fake = nonprivate_gradient(&d.net, &condition(&fake_x, &fake_y)?, &Tensor::f_full([b], FAKE, (Kind::Int64, device))?)?;
+        let real = nonprivate_gradient(
+            &d.net,
+            &condition(&real_x, &real_y)?,
+            &Tensor::f_full([b], REAL, (Kind::Int64, device))?,
+        )?;
+        let fake = nonprivate_gradient(
+            &d.net,
+            &condition(&fake_x, &fake_y)?,
+            &Tensor::f_full([b], FAKE, (Kind::Int64, device))?,
+        )?;
         let grads: Vec<Tensor> = real.gradients.iter().zip(&fake.gradients).map(|(r, f)| r + f).collect();
         d_opt.step(&d_params, &grads)?;
         // Generator: the non-saturating loss, as in DpGan::generator_step.
         let (z, y) = latents(&mut rng, b, z_dim, device)?;
         let logits = d.net.forward(&condition(&g.forward(&z, &y, true)?, &y)?)?;
-        let loss = per_example_cross_entropy(&logits, &Tensor::f_full([b], REAL, (Kind::Int64, device))?)?.f_mean(Kind::Float)?;
+        let loss = per_example_cross_entropy(&logits, &Tensor::f_full([b], REAL, (Kind::Int64, device))?)?
+            .f_mean(Kind::Float)?;
         let grads = Tensor::f_run_backward(&[&loss], &g_params, false, false)?;
         g_opt.step(&g_params, &grads)?;
         if (step + 1) % 100 == 0 || step + 1 == steps {
-            eprintln!("step {}/{steps}: D real {:.3} fake {:.3}, G {:.3}", step + 1, real.loss_mean, fake.loss_mean, loss.f_double_value(&[])?);
+            eprintln!(
+                "step {}/{steps}: D real {:.3} fake {:.3}, G {:.3}",
+                step + 1,
+                real.loss_mean,
+                fake.loss_mean,
+                loss.f_double_value(&[])?
+            );
         }
     }
     let synthetic = generate(&g, count, seed, 1.0)?;

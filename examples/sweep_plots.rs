@@ -49,7 +49,8 @@ fn read_run(line: &str) -> Result<Run> {
         _ => bail!("manifest line {line:?}: want 4 or 5 tab-separated fields"),
     };
     let path = Path::new(dir).join("metrics.json");
-    let metrics: Value = serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)?;
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?)?;
     Ok(Run {
         parameter: parameter.to_owned(),
         value: value.parse().with_context(|| format!("value {value:?}"))?,
@@ -94,7 +95,15 @@ const RED: RGBColor = RGBColor(214, 39, 40);
 type Series = (&'static str, RGBColor, Vec<(f64, f64, f64, f64)>);
 
 /// One panel: the chart on the left, its legend in a strip on the right (never over the data).
-fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, plotters::coord::Shift>, parameter: &str, y_desc: &str, series: &[Series], baseline: Option<f64>, log_x: bool, y_range: (f64, f64)) -> Result<()>
+fn draw_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    parameter: &str,
+    y_desc: &str,
+    series: &[Series],
+    baseline: Option<f64>,
+    log_x: bool,
+    y_range: (f64, f64),
+) -> Result<()>
 where
     DB::ErrorType: 'static,
 {
@@ -109,28 +118,56 @@ where
     macro_rules! body {
         ($chart:expr) => {{
             let mut chart = $chart;
-            chart.configure_mesh().light_line_style(TRANSPARENT).x_desc(parameter).y_desc(y_desc).x_label_formatter(&|v| format!("{v}")).draw().map_err(|e| err(&e))?;
+            chart
+                .configure_mesh()
+                .light_line_style(TRANSPARENT)
+                .x_desc(parameter)
+                .y_desc(y_desc)
+                .x_label_formatter(&|v| format!("{v}"))
+                .draw()
+                .map_err(|e| err(&e))?;
             if let Some(b) = baseline {
-                chart.draw_series(DashedLineSeries::new(vec![(b, y_range.0), (b, y_range.1)], 6, 4, BLACK.mix(0.5).stroke_width(1))).map_err(|e| err(&e))?;
+                chart
+                    .draw_series(DashedLineSeries::new(
+                        vec![(b, y_range.0), (b, y_range.1)],
+                        6,
+                        4,
+                        BLACK.mix(0.5).stroke_width(1),
+                    ))
+                    .map_err(|e| err(&e))?;
             }
             for (_, colour, pts) in series {
                 let colour = *colour;
-                chart.draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), colour.stroke_width(2))).map_err(|e| err(&e))?;
-                chart.draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 3, colour.filled()))).map_err(|e| err(&e))?;
                 chart
-                    .draw_series(pts.iter().filter(|p| p.3 > p.2).map(|p| PathElement::new(vec![(p.0, p.2), (p.0, p.3)], colour.stroke_width(1))))
+                    .draw_series(LineSeries::new(pts.iter().map(|p| (p.0, p.1)), colour.stroke_width(2)))
+                    .map_err(|e| err(&e))?;
+                chart
+                    .draw_series(pts.iter().map(|p| Circle::new((p.0, p.1), 3, colour.filled())))
+                    .map_err(|e| err(&e))?;
+                chart
+                    .draw_series(
+                        pts.iter()
+                            .filter(|p| p.3 > p.2)
+                            .map(|p| PathElement::new(vec![(p.0, p.2), (p.0, p.3)], colour.stroke_width(1))),
+                    )
                     .map_err(|e| err(&e))?;
             }
         }};
     }
     if log_x {
         // Ticks at the swept values themselves.
-        body!(builder.build_cartesian_2d((x_min * 0.8..x_max * 1.25).log_scale().with_key_points(xs.clone()), y_range.0..y_range.1).map_err(|e| err(&e))?);
+        body!(builder
+            .build_cartesian_2d(
+                (x_min * 0.8..x_max * 1.25).log_scale().with_key_points(xs.clone()),
+                y_range.0..y_range.1
+            )
+            .map_err(|e| err(&e))?);
     } else {
         let pad = (x_max - x_min).max(1e-9) * 0.05;
         body!(builder.build_cartesian_2d(x_min - pad..x_max + pad, y_range.0..y_range.1).map_err(|e| err(&e))?);
     }
-    let mut entries: Vec<(String, ShapeStyle)> = series.iter().map(|(label, colour, _)| (label.to_string(), colour.stroke_width(2))).collect();
+    let mut entries: Vec<(String, ShapeStyle)> =
+        series.iter().map(|(label, colour, _)| (label.to_string(), colour.stroke_width(2))).collect();
     if baseline.is_some() {
         entries.push(("baseline (dashed)".to_owned(), BLACK.mix(0.5).stroke_width(1)));
     }
@@ -152,21 +189,32 @@ fn parameter_svg(parameter: &str, runs: &[&Run]) -> Result<String> {
     let rdp = summarise(runs, |r| Some(r.epsilon_rdp));
     let pld = summarise(runs, |r| Some(r.epsilon_pld));
     let values: Vec<f64> = test.iter().map(|p| p.0).collect();
-    let log_x = values.iter().all(|&v| v > 0.0) && values.last().copied().unwrap_or(1.0) / values.first().copied().unwrap_or(1.0) >= 10.0;
+    let log_x = values.iter().all(|&v| v > 0.0)
+        && values.last().copied().unwrap_or(1.0) / values.first().copied().unwrap_or(1.0) >= 10.0;
     let baseline = runs.iter().find_map(|r| r.baseline);
     let eps_max = rdp.iter().chain(&pld).map(|p| p.3).fold(0.0f64, f64::max);
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (760, 720)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let root = root.titled(&format!("Effect of {parameter} (others at the baseline)"), ("sans-serif", 18)).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let root = root
+            .titled(&format!("Effect of {parameter} (others at the baseline)"), ("sans-serif", 18))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         let (top, bottom) = root.split_vertically(360);
         let mut accuracy: Vec<Series> = vec![("test accuracy", BLUE, test)];
         if !validation.is_empty() {
             accuracy.push(("validation accuracy", ORANGE, validation));
         }
         draw_panel(&top, parameter, "accuracy", &accuracy, baseline, log_x, (0.0, 1.0))?;
-        draw_panel(&bottom, parameter, "epsilon (delta = 1e-5)", &[("RDP", GREEN, rdp), ("PLD", RED, pld)], baseline, log_x, (0.0, (eps_max * 1.15).max(0.1)))?;
+        draw_panel(
+            &bottom,
+            parameter,
+            "epsilon (delta = 1e-5)",
+            &[("RDP", GREEN, rdp), ("PLD", RED, pld)],
+            baseline,
+            log_x,
+            (0.0, (eps_max * 1.15).max(0.1)),
+        )?;
         root.present().map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     Ok(svg)
@@ -187,7 +235,20 @@ fn main() -> Result<()> {
     let mut json = Vec::new();
     for r in &runs {
         let val = r.validation_accuracy.map_or("".to_owned(), |v| format!("{v:.4}"));
-        writeln!(tsv, "{}\t{}\t{}\t{:.4}\t{}\t{:.4}\t{:.4}\t{}\t{:.2}\t{}", r.parameter, r.value, r.seed, r.test_accuracy, val, r.epsilon_rdp, r.epsilon_pld, r.steps, r.wall_seconds, r.dir)?;
+        writeln!(
+            tsv,
+            "{}\t{}\t{}\t{:.4}\t{}\t{:.4}\t{:.4}\t{}\t{:.2}\t{}",
+            r.parameter,
+            r.value,
+            r.seed,
+            r.test_accuracy,
+            val,
+            r.epsilon_rdp,
+            r.epsilon_pld,
+            r.steps,
+            r.wall_seconds,
+            r.dir
+        )?;
         json.push(serde_json::json!({
             "parameter": r.parameter, "value": r.value, "seed": r.seed, "test_accuracy": r.test_accuracy,
             "validation_accuracy": r.validation_accuracy, "epsilon_rdp": r.epsilon_rdp, "epsilon_pld": r.epsilon_pld,

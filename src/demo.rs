@@ -99,7 +99,16 @@ impl DemoConfig {
 
     /// Real MNIST (60,000 training images) in `data_dir` (`dpaudit data fetch mnist`).
     pub fn full(data_dir: PathBuf) -> Self {
-        DemoConfig { data_dir, lot_size: 600.0, epochs: 10.0, audit_runs_per_side: 100, gan_epochs: 3.0, gan_lot_size: 600.0, release_count: 10_000, ..DemoConfig::fixture() }
+        DemoConfig {
+            data_dir,
+            lot_size: 600.0,
+            epochs: 10.0,
+            audit_runs_per_side: 100,
+            gan_epochs: 3.0,
+            gan_lot_size: 600.0,
+            release_count: 10_000,
+            ..DemoConfig::fixture()
+        }
     }
 
     /// The smallest setting that still runs every step (tests): seconds.
@@ -209,14 +218,26 @@ const STAGES: usize = 6;
 fn subset(d: &Dataset, n: Option<usize>) -> Result<Dataset> {
     let Some(n) = n.filter(|&n| n < d.len()) else { return Ok(d.clone()) };
     let per = d.shape().pixels().unwrap_or(0);
-    Dataset::new(format!("{} (first {n})", d.name()), d.shape(), d.classes(), d.pixels()[..n * per].to_vec(), d.labels()[..n].to_vec())
+    Dataset::new(
+        format!("{} (first {n})", d.name()),
+        d.shape(),
+        d.classes(),
+        d.pixels()[..n * per].to_vec(),
+        d.labels()[..n].to_vec(),
+    )
 }
 
 /// The last `n` examples of `d`.
 fn tail(d: &Dataset, n: usize, name: &str) -> Result<Dataset> {
     let per = d.shape().pixels().unwrap_or(0);
     let from = d.len().saturating_sub(n);
-    Dataset::new(name.to_owned(), d.shape(), d.classes(), d.pixels()[from * per..].to_vec(), d.labels()[from..].to_vec())
+    Dataset::new(
+        name.to_owned(),
+        d.shape(),
+        d.classes(),
+        d.pixels()[from * per..].to_vec(),
+        d.labels()[from..].to_vec(),
+    )
 }
 
 fn write_text(path: &Path, text: &str) -> Result<()> {
@@ -229,8 +250,14 @@ fn write_text(path: &Path, text: &str) -> Result<()> {
 /// Bad settings or data, a non-empty `out`, and any error of the steps (each names its step).
 pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) -> Result<DemoSummary> {
     let start = Instant::now();
-    if out.exists() && std::fs::read_dir(out).map_err(|e| Error::io(format!("reading {}", out.display()), e))?.next().is_some() {
-        return Err(Error::invalid("demo output folder", out.display(), "exists and is not empty; choose another (or remove it)"));
+    if out.exists()
+        && std::fs::read_dir(out).map_err(|e| Error::io(format!("reading {}", out.display()), e))?.next().is_some()
+    {
+        return Err(Error::invalid(
+            "demo output folder",
+            out.display(),
+            "exists and is not empty; choose another (or remove it)",
+        ));
     }
     std::fs::create_dir_all(out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
     let train_full = data::load_mnist_dir(&config.data_dir, Split::Train, 10)?;
@@ -249,7 +276,14 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
     };
 
     // 1. DP-SGD to a target epsilon.
-    observer.stage(1, STAGES, &format!("DP-SGD: {} on {n} examples to epsilon {} (delta {:e})", config.model, config.target_epsilon, config.delta));
+    observer.stage(
+        1,
+        STAGES,
+        &format!(
+            "DP-SGD: {} on {n} examples to epsilon {} (delta {:e})",
+            config.model, config.target_epsilon, config.delta
+        ),
+    );
     let model_run = out.join("model");
     let train_config = TrainConfig {
         model: config.model.clone(),
@@ -282,20 +316,39 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
         observer.progress(r.step, total, &format!("loss {:.3}, epsilon {:.3} (RDP)", r.loss, eps.unwrap_or(f64::NAN)));
     };
     let metrics = train_run(&spec, &train, &test, &model_run, Device::Cpu, &mut on_step)?;
-    observer.note(&format!("model: test accuracy {:.4} after {} steps; {}", metrics.test_accuracy, metrics.steps, metrics.noise_multiplier_source));
+    observer.note(&format!(
+        "model: test accuracy {:.4} after {} steps; {}",
+        metrics.test_accuracy, metrics.steps, metrics.noise_multiplier_source
+    ));
 
     // 2. Accountants, from the ledger.
     observer.stage(2, STAGES, "accountants: RDP, PLD and the MPFR oracle, from the ledger");
-    let mut epsilons: Vec<DemoEpsilon> = metrics.epsilons.iter().map(|e| DemoEpsilon { accountant: e.accountant.into(), epsilon: e.epsilon }).collect();
+    let mut epsilons: Vec<DemoEpsilon> =
+        metrics.epsilons.iter().map(|e| DemoEpsilon { accountant: e.accountant.into(), epsilon: e.epsilon }).collect();
     let verified = exact::verified_epsilon(&metrics.phases, config.delta, &rdp::default_orders())?;
     epsilons.push(DemoEpsilon { accountant: "mpfr-oracle".into(), epsilon: verified.epsilon });
     for e in &epsilons {
-        observer.note(&format!("  {:<12} epsilon = {:.4} at delta {:e} (Poisson sampling, q = {:.4}, sigma = {:.4}, {} steps)", e.accountant, e.epsilon, config.delta, metrics.sampling_rate, metrics.config.noise_multiplier, metrics.steps));
+        observer.note(&format!(
+            "  {:<12} epsilon = {:.4} at delta {:e} (Poisson sampling, q = {:.4}, sigma = {:.4}, {} steps)",
+            e.accountant,
+            e.epsilon,
+            config.delta,
+            metrics.sampling_rate,
+            metrics.config.noise_multiplier,
+            metrics.steps
+        ));
     }
 
     // 3a. White-box replay audit of the same recipe.
     let sigma = metrics.config.noise_multiplier;
-    observer.stage(3, STAGES, &format!("audit: white-box replay, {} trainings per side, Dirac canary; loss-threshold membership inference", config.audit_runs_per_side));
+    observer.stage(
+        3,
+        STAGES,
+        &format!(
+            "audit: white-box replay, {} trainings per side, Dirac canary; loss-threshold membership inference",
+            config.audit_runs_per_side
+        ),
+    );
     let audit_toml = format!(
         "name = \"demo-white-box\"\ndescription = \"\"\"\nThe demo's DP-SGD recipe replayed {k} times without and {k} times with a Dirac gradient canary\n(a weight no real example moves); the attacker sees every iterate; the threshold is fixed from\nthe claim (the PLD accountant's epsilon) before any run.\"\"\"\n\n[target]\ndataset = {ds:?}\ntrain_examples = {n}\nmodel = {model:?}\nlot_size = {lot}\nsteps = {steps}\nnoise_multiplier = {sigma}\nmax_grad_norm = {c}\noptimizer = \"sgd\"\nlr = {lr}\n\n[claim]\nepsilon = \"accountant\"\naccountant = \"pld\"\ndelta = {delta:e}\n\n[canary]\nkind = \"dirac\"\nnorm = 1.0\n\n[attack]\nthreat_model = \"white-box\"\nruns_per_side = {k}\nconfidence = 0.95\nthreshold = \"from-claim\"\nseed = {seed}\n",
         k = config.audit_runs_per_side,
@@ -353,20 +406,37 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
     shadows::write_report(&mia_dir, &mia)?;
     let loss = mia.attacks.first().ok_or_else(|| Error::numerical("membership inference", "no attack result"))?;
     let mia_tpr = loss.metrics.tpr_at_fpr.get("0.01").map_or(f64::NAN, |t| t.tpr);
-    observer.note(&format!("membership inference ({}): AUC {:.4}, TPR at 1% FPR {:.4} (evidence about the recipe, not a bound)", loss.attack, loss.metrics.auc, mia_tpr));
+    observer.note(&format!(
+        "membership inference ({}): AUC {:.4}, TPR at 1% FPR {:.4} (evidence about the recipe, not a bound)",
+        loss.attack, loss.metrics.auc, mia_tpr
+    ));
 
     // 4. DP-GAN and a synthetic release.
-    observer.stage(4, STAGES, &format!("DP-GAN (design b, joint clipping) to epsilon {}, then {} synthetic images", config.gan_target_epsilon, config.release_count));
+    observer.stage(
+        4,
+        STAGES,
+        &format!(
+            "DP-GAN (design b, joint clipping) to epsilon {}, then {} synthetic images",
+            config.gan_target_epsilon, config.release_count
+        ),
+    );
     let gan_run = out.join("gan");
     let gan_spec = GanRunSpec {
-        config: GanConfig { design: Design::Joint, lot_size: config.gan_lot_size, noise_multiplier: f64::NAN, ..GanConfig::default() },
+        config: GanConfig {
+            design: Design::Joint,
+            lot_size: config.gan_lot_size,
+            noise_multiplier: f64::NAN,
+            ..GanConfig::default()
+        },
         epochs: config.gan_epochs,
         delta: config.delta,
         target_epsilon: Some(config.gan_target_epsilon),
         seed: Some(config.seed),
         force: false,
     };
-    let mut gan_progress = |done: u64, total: u64, eps: f64| observer.progress(done, total, &format!("discriminator steps, epsilon {eps:.3} (RDP)"));
+    let mut gan_progress = |done: u64, total: u64, eps: f64| {
+        observer.progress(done, total, &format!("discriminator steps, epsilon {eps:.3} (RDP)"))
+    };
     // The GAN trains on the first three quarters of the training split; the last quarter is the
     // holdout of the nearest-neighbour screen, drawn like the training records (the test split was
     // written by other people and would shift the screen without any memorisation).
@@ -378,8 +448,15 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
     data::write_mnist_dir(&gan_data, Split::Test, &holdout)?;
     let gan = train_gan(&gan_spec, &gan_train, &gan_run, Device::Cpu, &mut gan_progress)?;
     let release = out.join("synthetic");
-    let rel = sample_release(&gan_run, &release, &SampleOptions::new(config.release_count, Some(config.seed)), false, Device::Cpu)?;
-    let gan_epsilons: Vec<DemoEpsilon> = rel.epsilons.iter().map(|e| DemoEpsilon { accountant: e.accountant.into(), epsilon: e.epsilon }).collect();
+    let rel = sample_release(
+        &gan_run,
+        &release,
+        &SampleOptions::new(config.release_count, Some(config.seed)),
+        false,
+        Device::Cpu,
+    )?;
+    let gan_epsilons: Vec<DemoEpsilon> =
+        rel.epsilons.iter().map(|e| DemoEpsilon { accountant: e.accountant.into(), epsilon: e.epsilon }).collect();
     observer.note(&format!(
         "DP-GAN: {} discriminator steps, epsilon {}; released {} images",
         gan.discriminator_steps,
@@ -391,7 +468,10 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
     let h = nearest_neighbour::load_images(&gan_data, true)?.truncate(10_000);
     let nn = nearest_neighbour::analyse(&s, &t, &h)?;
     let nn_path = out.join("nearest-neighbour.json");
-    crate::durable::write_atomically(&nn_path, &serde_json::to_vec_pretty(&nn).map_err(|e| Error::data(&nn_path, e.to_string()))?)?;
+    crate::durable::write_atomically(
+        &nn_path,
+        &serde_json::to_vec_pretty(&nn).map_err(|e| Error::data(&nn_path, e.to_string()))?,
+    )?;
     observer.note(&format!(
         "nearest neighbours: {} exact copies of training images, {:.1}% closer to train than to holdout, GAN-Leaks membership AUC {:.4}{}",
         nn.distances.exact_copies_of_train,
@@ -413,9 +493,13 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
     let release_cert = out.join("synthetic-certificate.json");
     crate::cert::sign::sign_release(&release, &gan_run, &release_opts, &k.secret_key_path, &release_cert)?;
     for (cert, artifacts) in [(&model_cert, &model_run), (&release_cert, &release)] {
-        crate::cert::verify::verify(cert, &k.public_key_path, Some(artifacts), true).map_err(|f| Error::invalid("certificate", cert.display(), format!("does not verify: {f}")))?;
+        crate::cert::verify::verify(cert, &k.public_key_path, Some(artifacts), true)
+            .map_err(|f| Error::invalid("certificate", cert.display(), format!("does not verify: {f}")))?;
     }
-    observer.note(&format!("certificates signed by key {} and verified (signature, file hashes, epsilon re-derived by the MPFR oracle)", k.key_id));
+    observer.note(&format!(
+        "certificates signed by key {} and verified (signature, file hashes, epsilon re-derived by the MPFR oracle)",
+        k.key_id
+    ));
 
     // 6. Reports.
     observer.stage(6, STAGES, "compliance reports (HTML)");
@@ -476,6 +560,9 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
         wall_seconds: start.elapsed().as_secs_f64(),
     };
     let path = out.join("demo.json");
-    crate::durable::write_atomically(&path, &serde_json::to_vec_pretty(&summary).map_err(|e| Error::data(&path, e.to_string()))?)?;
+    crate::durable::write_atomically(
+        &path,
+        &serde_json::to_vec_pretty(&summary).map_err(|e| Error::data(&path, e.to_string()))?,
+    )?;
     Ok(summary)
 }

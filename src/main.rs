@@ -407,7 +407,9 @@ impl MechanismArgs {
         match (self.sampling_rate, self.noise_multiplier, self.steps) {
             (Some(q), Some(s), Some(t)) => phases.insert(0, Phase::new(q, s, t)?),
             (None, None, None) => {}
-            _ => bail!("give all three of --sampling-rate, --noise-multiplier and --steps (or use --phase Q,SIGMA,STEPS)"),
+            _ => bail!(
+                "give all three of --sampling-rate, --noise-multiplier and --steps (or use --phase Q,SIGMA,STEPS)"
+            ),
         }
         if phases.is_empty() {
             bail!("no mechanism given: use --sampling-rate/--noise-multiplier/--steps or --phase Q,SIGMA,STEPS");
@@ -456,7 +458,10 @@ fn expand_train_config(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::Os
             toml::Value::String(v) => from_file.extend([flag.into(), v.into()]),
             toml::Value::Integer(v) => from_file.extend([flag.into(), v.to_string().into()]),
             toml::Value::Float(v) => from_file.extend([flag.into(), v.to_string().into()]),
-            other => bail!("{}: option {key} has an unsupported value {other} (use a string, number or boolean)", path.display()),
+            other => bail!(
+                "{}: option {key} has an unsupported value {other} (use a string, number or boolean)",
+                path.display()
+            ),
         }
     }
     let mut out: Vec<std::ffi::OsString> = args[..2].to_vec();
@@ -485,8 +490,14 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Keygen { out } => {
-            let k = dpaudit::cert::keys::generate_keypair(&out).with_context(|| format!("writing keys into {}", out.display()))?;
-            println!("key id {}\n  public key: {}\n  secret key: {} (mode 0600; keep it private)", k.key_id, k.public_key_path.display(), k.secret_key_path.display());
+            let k = dpaudit::cert::keys::generate_keypair(&out)
+                .with_context(|| format!("writing keys into {}", out.display()))?;
+            println!(
+                "key id {}\n  public key: {}\n  secret key: {} (mode 0600; keep it private)",
+                k.key_id,
+                k.public_key_path.display(),
+                k.secret_key_path.display()
+            );
             Ok(())
         }
         Command::Cert(CertCommand::Sign { run, release: Some(release), key, out, delta, audits }) => {
@@ -495,12 +506,20 @@ fn run(cli: Cli) -> Result<()> {
             }
             let run = match run {
                 Some(r) => r,
-                None => dpaudit::gan::release::release_run_dir(&release).with_context(|| format!("finding the GAN run of {}", release.display()))?,
+                None => dpaudit::gan::release::release_run_dir(&release)
+                    .with_context(|| format!("finding the GAN run of {}", release.display()))?,
             };
             let mut opts = dpaudit::cert::sign::CertifyOptions::model(delta);
             opts.kind = dpaudit::cert::schema::ArtifactKind::SyntheticDataset;
-            let signed = dpaudit::cert::sign::sign_release(&release, &run, &opts, &key, &out).with_context(|| format!("certifying the release {} of {}", release.display(), run.display()))?;
-            println!("signed {} with key {} (synthetic dataset {}, {} files)", out.display(), signed.signature.key_id, release.display(), signed.certificate.artifact.files.len());
+            let signed = dpaudit::cert::sign::sign_release(&release, &run, &opts, &key, &out)
+                .with_context(|| format!("certifying the release {} of {}", release.display(), run.display()))?;
+            println!(
+                "signed {} with key {} (synthetic dataset {}, {} files)",
+                out.display(),
+                signed.signature.key_id,
+                release.display(),
+                signed.certificate.artifact.files.len()
+            );
             Ok(())
         }
         Command::Cert(CertCommand::Sign { run, release: None, key, out, delta, audits }) => {
@@ -508,15 +527,25 @@ fn run(cli: Cli) -> Result<()> {
             let mut opts = dpaudit::cert::sign::CertifyOptions::model(delta);
             if !audits.is_empty() {
                 let metrics_path = run.join("metrics.json");
-                let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&metrics_path).with_context(|| format!("reading {}", metrics_path.display()))?)
-                    .with_context(|| format!("parsing {}", metrics_path.display()))?;
-                let config: TrainConfig = serde_json::from_value(metrics["config"].clone()).with_context(|| format!("the config in {}", metrics_path.display()))?;
+                let metrics: serde_json::Value = serde_json::from_str(
+                    &std::fs::read_to_string(&metrics_path)
+                        .with_context(|| format!("reading {}", metrics_path.display()))?,
+                )
+                .with_context(|| format!("parsing {}", metrics_path.display()))?;
+                let config: TrainConfig = serde_json::from_value(metrics["config"].clone())
+                    .with_context(|| format!("the config in {}", metrics_path.display()))?;
                 for dir in &audits {
-                    let report = dpaudit::audit::engine::read_report(dir).with_context(|| format!("reading the audit in {}", dir.display()))?;
-                    opts.audits.push(report.cert_record_for(&config).with_context(|| format!("recording the audit in {}", dir.display()))?);
+                    let report = dpaudit::audit::engine::read_report(dir)
+                        .with_context(|| format!("reading the audit in {}", dir.display()))?;
+                    opts.audits.push(
+                        report
+                            .cert_record_for(&config)
+                            .with_context(|| format!("recording the audit in {}", dir.display()))?,
+                    );
                 }
             }
-            let signed = dpaudit::cert::sign::sign_run(&run, &opts, &key, &out).with_context(|| format!("certifying {}", run.display()))?;
+            let signed = dpaudit::cert::sign::sign_run(&run, &opts, &key, &out)
+                .with_context(|| format!("certifying {}", run.display()))?;
             println!("signed {} with key {}", out.display(), signed.signature.key_id);
             Ok(())
         }
@@ -524,11 +553,22 @@ fn run(cli: Cli) -> Result<()> {
             match dpaudit::cert::verify::verify(&cert, &pubkey, artifacts.as_deref(), recompute) {
                 Ok(report) => {
                     if json {
-                        println!("{}", serde_json::to_string_pretty(&json!({"valid": true, "key_id": report.key_id,
-                            "artifacts_checked": report.artifacts_checked, "recomputed_epsilon": report.recomputed_epsilon}))?);
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&json!({"valid": true, "key_id": report.key_id,
+                            "artifacts_checked": report.artifacts_checked, "recomputed_epsilon": report.recomputed_epsilon}))?
+                        );
                     } else {
-                        println!("valid: signature by key {}; {} artifact(s) checked{}", report.key_id, report.artifacts_checked.len(),
-                            if recompute { "; epsilon re-derived with the MPFR oracle and not below the claim" } else { "" });
+                        println!(
+                            "valid: signature by key {}; {} artifact(s) checked{}",
+                            report.key_id,
+                            report.artifacts_checked.len(),
+                            if recompute {
+                                "; epsilon re-derived with the MPFR oracle and not below the claim"
+                            } else {
+                                ""
+                            }
+                        );
                     }
                     Ok(())
                 }
@@ -579,13 +619,26 @@ fn account_epsilon(args: &EpsilonArgs) -> Result<()> {
         println!("  phase {}: q = {}, sigma = {}, steps = {}", i + 1, p.sampling_rate, p.noise_multiplier, p.steps);
     }
     if let Some(r) = out.get("rdp") {
-        println!("RDP accountant:      epsilon = {:.6}  (order {}, {} conversion)", r["epsilon"].as_f64().unwrap_or(f64::NAN), r["order"], r["conversion"].as_str().unwrap_or("?"));
+        println!(
+            "RDP accountant:      epsilon = {:.6}  (order {}, {} conversion)",
+            r["epsilon"].as_f64().unwrap_or(f64::NAN),
+            r["order"],
+            r["conversion"].as_str().unwrap_or("?")
+        );
     }
     if let Some(p) = out.get("pld") {
-        println!("PLD accountant:      epsilon = {:.6}  (pessimistic; discretisation {})", p["epsilon"].as_f64().unwrap_or(f64::NAN), p["discretization"]);
+        println!(
+            "PLD accountant:      epsilon = {:.6}  (pessimistic; discretisation {})",
+            p["epsilon"].as_f64().unwrap_or(f64::NAN),
+            p["discretization"]
+        );
     }
     if let Some(v) = out.get("verified") {
-        println!("MPFR oracle (RDP):   epsilon <= {:.6}  (order {}, 256-bit, rounded up)", v["epsilon"].as_f64().unwrap_or(f64::NAN), v["order"]);
+        println!(
+            "MPFR oracle (RDP):   epsilon <= {:.6}  (order {}, 256-bit, rounded up)",
+            v["epsilon"].as_f64().unwrap_or(f64::NAN),
+            v["order"]
+        );
     }
     Ok(())
 }
@@ -603,17 +656,28 @@ fn account_calibrate(args: &CalibrateArgs) -> Result<()> {
         "sampling_rate": args.sampling_rate, "delta": args.delta,
     });
     let sentence = if let (Some(steps), None) = (args.steps, args.noise_multiplier) {
-        let cal = calibration::noise_multiplier_for_epsilon(args.target_epsilon, args.sampling_rate, steps, args.delta, accountant)
-            .context("calibrating the noise multiplier")?;
+        let cal = calibration::noise_multiplier_for_epsilon(
+            args.target_epsilon,
+            args.sampling_rate,
+            steps,
+            args.delta,
+            accountant,
+        )
+        .context("calibrating the noise multiplier")?;
         out["steps"] = json!(steps);
         out["noise_multiplier"] = json!(cal.noise_multiplier);
         out["epsilon"] = json!(cal.epsilon);
         format!("noise multiplier sigma = {:.6} gives epsilon = {:.6}", cal.noise_multiplier, cal.epsilon)
     } else {
         let sigma = args.noise_multiplier.unwrap_or(f64::NAN);
-        let steps = calibration::max_steps_for_epsilon(args.target_epsilon, args.sampling_rate, sigma, args.delta, accountant)
-            .context("finding the steps the budget allows")?;
-        let achieved = if steps == 0 { 0.0 } else { accountant.epsilon_of(&[Phase::new(args.sampling_rate, sigma, steps)?], args.delta)? };
+        let steps =
+            calibration::max_steps_for_epsilon(args.target_epsilon, args.sampling_rate, sigma, args.delta, accountant)
+                .context("finding the steps the budget allows")?;
+        let achieved = if steps == 0 {
+            0.0
+        } else {
+            accountant.epsilon_of(&[Phase::new(args.sampling_rate, sigma, steps)?], args.delta)?
+        };
         out["noise_multiplier"] = json!(sigma);
         out["max_steps"] = json!(steps);
         out["epsilon"] = json!(achieved);
@@ -648,7 +712,9 @@ fn data_fetch(dataset: FetchName, dir: Option<PathBuf>, json: bool) -> Result<()
     let on_event = |e: &data::FetchEvent| {
         let msg = match e {
             data::FetchEvent::AlreadyPresent { path } => format!("{} already present and verified", path.display()),
-            data::FetchEvent::Invalid { path, reason } => format!("{} is invalid ({reason}); fetching again", path.display()),
+            data::FetchEvent::Invalid { path, reason } => {
+                format!("{} is invalid ({reason}); fetching again", path.display())
+            }
             data::FetchEvent::Running { command } => format!("running {command}"),
             data::FetchEvent::Reading { source } => format!("reading {source}"),
             data::FetchEvent::Wrote { path, sha256 } => format!("wrote {} (sha256 {})", path.display(), &sha256[..16]),
@@ -662,7 +728,11 @@ fn data_fetch(dataset: FetchName, dir: Option<PathBuf>, json: bool) -> Result<()
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("{name} in {}: {} files, SHA-256 of each decompressed file verified", dir.display(), report.files.len());
+        println!(
+            "{name} in {}: {} files, SHA-256 of each decompressed file verified",
+            dir.display(),
+            report.files.len()
+        );
         for f in &report.files {
             println!("  {:<28} {}  ({})", f.name, f.sha256, f.source);
         }
@@ -674,7 +744,8 @@ fn data_info(path: &Path, json: bool) -> Result<()> {
     let mut splits = Vec::new();
     if path.is_dir() {
         for split in [Split::Train, Split::Test] {
-            let d = data::load_mnist_dir(path, split, 10).with_context(|| format!("loading the {} split of {}", split.mnist_prefix(), path.display()))?;
+            let d = data::load_mnist_dir(path, split, 10)
+                .with_context(|| format!("loading the {} split of {}", split.mnist_prefix(), path.display()))?;
             let s = d.shape();
             splits.push(json!({"split": split.mnist_prefix(), "examples": d.len(), "channels": s.channels, "height": s.height, "width": s.width,
                 "classes": d.classes(), "class_counts": d.class_counts(), "content_sha256": d.content_sha256()}));
@@ -707,10 +778,16 @@ fn train(args: &TrainArgs) -> Result<()> {
         TrainDataset::FashionMnist => " (get it with `dpaudit data fetch fashion-mnist`)",
         TrainDataset::Fixture => "",
     };
-    let train_set = data::load_mnist_dir(&data_dir, Split::Train, 10).with_context(|| format!("loading the training set from {}{hint}", data_dir.display()))?;
-    let test_set = data::load_mnist_dir(&data_dir, Split::Test, 10).with_context(|| format!("loading the test set from {}{hint}", data_dir.display()))?;
+    let train_set = data::load_mnist_dir(&data_dir, Split::Train, 10)
+        .with_context(|| format!("loading the training set from {}{hint}", data_dir.display()))?;
+    let test_set = data::load_mnist_dir(&data_dir, Split::Test, 10)
+        .with_context(|| format!("loading the test set from {}{hint}", data_dir.display()))?;
     let private = !args.no_privacy;
-    if args.public_norm_data.is_none() && dpaudit::train::models::specs(&args.model).is_ok_and(|s| s.iter().any(|l| matches!(l, dpaudit::train::per_example::LayerSpec::PublicBatchNorm2d { .. }))) {
+    if args.public_norm_data.is_none()
+        && dpaudit::train::models::specs(&args.model).is_ok_and(|s| {
+            s.iter().any(|l| matches!(l, dpaudit::train::per_example::LayerSpec::PublicBatchNorm2d { .. }))
+        })
+    {
         bail!("model {} normalises with public-data statistics: give --public-norm-data DIR (an MNIST-format folder of public images, e.g. data/fashion-mnist from `dpaudit data fetch fashion-mnist`)", args.model);
     }
     if private && args.noise_multiplier.is_none() && args.target_epsilon.is_none() {
@@ -760,15 +837,26 @@ fn train(args: &TrainArgs) -> Result<()> {
         inject_fault: args.inject_fault,
         public_batch: match &args.public_norm_data {
             Some(dir) => {
-                let d = data::load_mnist_dir(dir, Split::Train, 10).with_context(|| format!("loading the public normalisation data from {}", dir.display()))?;
+                let d = data::load_mnist_dir(dir, Split::Train, 10)
+                    .with_context(|| format!("loading the public normalisation data from {}", dir.display()))?;
                 let n = args.public_norm_size.min(d.len());
                 let per = d.shape().pixels().unwrap_or(0);
-                Some(data::Dataset::new(format!("{} (first {n}, public)", d.name()), d.shape(), d.classes(), d.pixels()[..n * per].to_vec(), d.labels()[..n].to_vec())?)
+                Some(data::Dataset::new(
+                    format!("{} (first {n}, public)", d.name()),
+                    d.shape(),
+                    d.classes(),
+                    d.pixels()[..n * per].to_vec(),
+                    d.labels()[..n].to_vec(),
+                )?)
             }
             None => None,
         },
         adversarial: match args.pgd_epsilon {
-            Some(r) => Some(dpaudit::train::adversarial::PgdConfig::new(r, args.pgd_steps, args.pgd_step_size.unwrap_or(2.5 * r / f64::from(args.pgd_steps.max(1))))?),
+            Some(r) => Some(dpaudit::train::adversarial::PgdConfig::new(
+                r,
+                args.pgd_steps,
+                args.pgd_step_size.unwrap_or(2.5 * r / f64::from(args.pgd_steps.max(1))),
+            )?),
             None => None,
         },
         pca_noise_multiplier,
@@ -777,9 +865,14 @@ fn train(args: &TrainArgs) -> Result<()> {
         parameter_averaging: args.ema,
     };
     let bar = ProgressBar::new(total);
-    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed}<{eta}] {msg}").expect("valid template"));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed}<{eta}] {msg}").expect("valid template"),
+    );
     if dpaudit::train::models::uses_scattering(&spec.config.model) {
-        bar.set_message(format!("computing the scattering coefficients of {} images before the first step", train_set.len() + test_set.len()));
+        bar.set_message(format!(
+            "computing the scattering coefficients of {} images before the first step",
+            train_set.len() + test_set.len()
+        ));
     }
     let mut on_step = |r: &dpaudit::train::dpsgd::StepReport, _total: u64, eps: Option<f64>| {
         bar.set_position(r.step);
@@ -793,13 +886,24 @@ fn train(args: &TrainArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&metrics)?);
         return Ok(());
     }
-    println!("{} on {} ({} examples): test accuracy {:.4} after {} steps, {:.1} s", metrics.config.model, metrics.train_dataset, metrics.train_examples, metrics.test_accuracy, metrics.steps, metrics.wall_seconds);
+    println!(
+        "{} on {} ({} examples): test accuracy {:.4} after {} steps, {:.1} s",
+        metrics.config.model,
+        metrics.train_dataset,
+        metrics.train_examples,
+        metrics.test_accuracy,
+        metrics.steps,
+        metrics.wall_seconds
+    );
     if let Some(v) = metrics.validation_accuracy {
         println!("  validation accuracy {v:.4} ({} held-out training examples)", metrics.validation_examples);
     }
     if let Some(p) = &metrics.pca {
         let whitened = if p.whitened { ", whitened" } else { "" };
-        println!("  DP-PCA: {} dimensions, sigma_p = {} ({}{whitened}; the ledger's phase q = 1, 1 step)", p.dims, p.noise_multiplier, p.source);
+        println!(
+            "  DP-PCA: {} dimensions, sigma_p = {} ({}{whitened}; the ledger's phase q = 1, 1 step)",
+            p.dims, p.noise_multiplier, p.source
+        );
     }
     if let Some(f) = &metrics.features {
         println!("  features: {f}");
@@ -808,14 +912,29 @@ fn train(args: &TrainArgs) -> Result<()> {
         println!("  evaluated and saved: the exponential moving average of the parameters (decay {d}; post-processing, no privacy cost)");
     }
     if let (Some(r), Some(cfg)) = (metrics.robust_test_accuracy, metrics.adversarial) {
-        println!("  robust test accuracy {r:.4} (PGD, L-infinity radius {}, {} steps of {})", cfg.epsilon, cfg.steps, cfg.step_size);
+        println!(
+            "  robust test accuracy {r:.4} (PGD, L-infinity radius {}, {} steps of {})",
+            cfg.epsilon, cfg.steps, cfg.step_size
+        );
     }
     for e in &metrics.epsilons {
-        println!("  {} accountant: epsilon = {:.4} at delta = {:e} (Poisson sampling, q = {:.6}, sigma = {}, C = {})", e.accountant, e.epsilon, e.delta, metrics.sampling_rate, metrics.config.noise_multiplier, metrics.config.max_grad_norm);
+        println!(
+            "  {} accountant: epsilon = {:.4} at delta = {:e} (Poisson sampling, q = {:.6}, sigma = {}, C = {})",
+            e.accountant,
+            e.epsilon,
+            e.delta,
+            metrics.sampling_rate,
+            metrics.config.noise_multiplier,
+            metrics.config.max_grad_norm
+        );
     }
     if !metrics.private {
         println!("  no privacy: baseline run, epsilon is infinite");
     }
-    println!("  wrote {}/model.safetensors, metrics.json{}", args.out.display(), if metrics.private { ", ledger.jsonl" } else { "" });
+    println!(
+        "  wrote {}/model.safetensors, metrics.json{}",
+        args.out.display(),
+        if metrics.private { ", ledger.jsonl" } else { "" }
+    );
     Ok(())
 }

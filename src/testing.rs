@@ -49,12 +49,8 @@ pub fn phases() -> impl Strategy<Value = Vec<Phase>> {
 /// saturated and random images.
 pub fn input_canary(height: usize, width: usize) -> impl Strategy<Value = (Vec<u8>, u8)> {
     let n = height * width;
-    prop_oneof![
-        Just(vec![0u8; n]),
-        Just(vec![255u8; n]),
-        proptest::collection::vec(any::<u8>(), n),
-    ]
-    .prop_flat_map(|px| (Just(px), 0u8..10))
+    prop_oneof![Just(vec![0u8; n]), Just(vec![255u8; n]), proptest::collection::vec(any::<u8>(), n),]
+        .prop_flat_map(|px| (Just(px), 0u8..10))
 }
 
 /// Two datasets that differ in one record: `with` is `without` plus the canary at the end.
@@ -70,16 +66,18 @@ pub struct AdjacentPair {
 pub fn adjacent_datasets(size: Range<usize>, height: usize, width: usize) -> impl Strategy<Value = AdjacentPair> {
     let n = height * width;
     (size.prop_map(|s| s.max(1)), input_canary(height, width)).prop_flat_map(move |(s, canary)| {
-        (proptest::collection::vec(any::<u8>(), s * n), proptest::collection::vec(0u8..10, s), Just(canary)).prop_map(move |(px, labels, (cpx, clabel))| {
-            let shape = ImageShape { channels: 1, height, width };
-            let without = Dataset::new("D", shape, 10, px.clone(), labels.clone()).expect("consistent sizes");
-            let mut px2 = px;
-            px2.extend(&cpx);
-            let mut l2 = labels;
-            l2.push(clabel);
-            let with = Dataset::new("D'", shape, 10, px2, l2).expect("consistent sizes");
-            AdjacentPair { without, with }
-        })
+        (proptest::collection::vec(any::<u8>(), s * n), proptest::collection::vec(0u8..10, s), Just(canary)).prop_map(
+            move |(px, labels, (cpx, clabel))| {
+                let shape = ImageShape { channels: 1, height, width };
+                let without = Dataset::new("D", shape, 10, px.clone(), labels.clone()).expect("consistent sizes");
+                let mut px2 = px;
+                px2.extend(&cpx);
+                let mut l2 = labels;
+                l2.push(clabel);
+                let with = Dataset::new("D'", shape, 10, px2, l2).expect("consistent sizes");
+                AdjacentPair { without, with }
+            },
+        )
     })
 }
 
@@ -104,7 +102,10 @@ pub fn assert_sensitivity_at_most(model: &str, pair: &AdjacentPair, c: f64) -> s
     let (a, b) = (sum(&pair.without)?, sum(&pair.with)?);
     let mut sq = 0.0;
     for (x, y) in a.iter().zip(&b) {
-        sq += f64::try_from(x.f_sub(y).and_then(|d| d.f_square()).and_then(|d| d.f_sum(Kind::Double)).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+        sq += f64::try_from(
+            x.f_sub(y).and_then(|d| d.f_square()).and_then(|d| d.f_sum(Kind::Double)).map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
     }
     let s = sq.sqrt();
     if s > c * (1.0 + CLIP_ROUNDING_SLACK) {
@@ -128,7 +129,11 @@ pub fn assert_ledger_within_budget(ledger: &Path, delta: f64, budget: f64) -> st
     ] {
         let eps = eps.map_err(|e| e.to_string())?;
         if eps > budget {
-            return Err(format!("{name} epsilon {eps} at delta {delta} exceeds the budget {budget} ({} steps in {})", l.steps(), ledger.display()));
+            return Err(format!(
+                "{name} epsilon {eps} at delta {delta} exceeds the budget {budget} ({} steps in {})",
+                l.steps(),
+                ledger.display()
+            ));
         }
         worst = worst.max(eps);
     }
@@ -144,7 +149,9 @@ pub fn assert_audit_consistent(spec: &AuditSpec) -> std::result::Result<AuditRep
     let dir = tempfile_dir().map_err(|e| e.to_string())?;
     let ctx = engine::prepare(spec).map_err(|e| e.to_string())?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let runs = engine::run_audit(&ctx, &dir, Shard::ALL, threads, &|_, _| {}, &std::sync::atomic::AtomicBool::new(false)).map_err(|e| e.to_string())?;
+    let runs =
+        engine::run_audit(&ctx, &dir, Shard::ALL, threads, &|_, _| {}, &std::sync::atomic::AtomicBool::new(false))
+            .map_err(|e| e.to_string())?;
     let _ = std::fs::remove_dir_all(&dir);
     let report = engine::analyse(spec, &runs, 0.0).map_err(|e| e.to_string())?;
     if report.verdict != "consistent" {
@@ -155,7 +162,11 @@ pub fn assert_audit_consistent(spec: &AuditSpec) -> std::result::Result<AuditRep
 
 fn tempfile_dir() -> std::io::Result<std::path::PathBuf> {
     use rand::Rng;
-    let dir = std::env::temp_dir().join(format!("dpaudit-testing-{}-{:016x}", std::process::id(), rand::thread_rng().gen::<u64>()));
+    let dir = std::env::temp_dir().join(format!(
+        "dpaudit-testing-{}-{:016x}",
+        std::process::id(),
+        rand::thread_rng().gen::<u64>()
+    ));
     std::fs::create_dir_all(&dir)?;
     Ok(dir)
 }

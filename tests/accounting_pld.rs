@@ -58,7 +58,13 @@ fn local_rdp_epsilon(q: f64, s: f64, steps: u64, delta: f64) -> f64 {
             if k > 0 {
                 ln_binom += (af - kf + 1.0).ln() - kf.ln();
             }
-            let ln_q_part = if q < 1.0 { (af - kf) * (-q).ln_1p() } else if k == a { 0.0 } else { f64::NEG_INFINITY };
+            let ln_q_part = if q < 1.0 {
+                (af - kf) * (-q).ln_1p()
+            } else if k == a {
+                0.0
+            } else {
+                f64::NEG_INFINITY
+            };
             terms.push(ln_binom + ln_q_part + kf * q.ln() + (kf * kf - kf) / (2.0 * s * s));
         }
         let top = terms.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -111,7 +117,8 @@ struct GoldenCase {
 
 #[test]
 fn pld_matches_google_golden() {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/golden/pld_google.json")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/golden/pld_google.json")).unwrap();
     let golden: Golden = serde_json::from_str(&text).unwrap();
     assert!(golden.cases.len() >= 2);
     let acc = PldAccountant::default();
@@ -163,15 +170,11 @@ fn heterogeneous_phases_compose() {
     let acc = PldAccountant::default();
     let q = 0.01;
     let whole = eps(&acc, q, 1.0, 300, 1e-5);
-    let split = acc
-        .epsilon(&[Phase::new(q, 1.0, 100).unwrap(), Phase::new(q, 1.0, 200).unwrap()], 1e-5)
-        .unwrap()
-        .epsilon;
+    let split =
+        acc.epsilon(&[Phase::new(q, 1.0, 100).unwrap(), Phase::new(q, 1.0, 200).unwrap()], 1e-5).unwrap().epsilon;
     assert!((whole - split).abs() <= 1e-6 * whole, "{whole} vs {split}");
-    let mixed = acc
-        .epsilon(&[Phase::new(q, 1.0, 100).unwrap(), Phase::new(2.0 * q, 1.5, 200).unwrap()], 1e-5)
-        .unwrap()
-        .epsilon;
+    let mixed =
+        acc.epsilon(&[Phase::new(q, 1.0, 100).unwrap(), Phase::new(2.0 * q, 1.5, 200).unwrap()], 1e-5).unwrap().epsilon;
     let low = eps(&acc, q, 1.0, 100, 1e-5).max(eps(&acc, 2.0 * q, 1.5, 200, 1e-5));
     assert!(mixed >= low, "{mixed} < {low}");
 }
@@ -277,6 +280,8 @@ fn calibration_with_pld_round_trips() {
     assert!(eps <= target, "calibrated sigma {} gives epsilon {eps} > {target}", cal.noise_multiplier);
     assert!(eps > 0.99 * target, "calibration should be tight: epsilon {eps} for target {target}");
     // PLD is tighter than RDP, so it needs less noise for the same target.
-    let rdp_cal = noise_multiplier_for_epsilon(target, q, steps, delta, &dpaudit::accounting::rdp::RdpAccountant::default()).unwrap();
+    let rdp_cal =
+        noise_multiplier_for_epsilon(target, q, steps, delta, &dpaudit::accounting::rdp::RdpAccountant::default())
+            .unwrap();
     assert!(cal.noise_multiplier < rdp_cal.noise_multiplier);
 }

@@ -4,13 +4,9 @@
 //! Nothing here is statistical: every property is deterministic, so no false-failure rate
 //! applies (proptest draws inputs; a failure is a real counterexample, persisted under
 //! proptest-regressions/).
-use dpaudit::accounting::calibration::{
-    max_steps_for_epsilon, noise_multiplier_for_epsilon, EpsilonAccountant,
-};
+use dpaudit::accounting::calibration::{max_steps_for_epsilon, noise_multiplier_for_epsilon, EpsilonAccountant};
 use dpaudit::accounting::conversion::{epsilon_classic, epsilon_improved, rdp_to_epsilon};
-use dpaudit::accounting::rdp::{
-    self, default_orders, rdp_composed, rdp_subsampled_gaussian, RdpAccountant,
-};
+use dpaudit::accounting::rdp::{self, default_orders, rdp_composed, rdp_subsampled_gaussian, RdpAccountant};
 use dpaudit::accounting::{exact, Phase};
 use dpaudit::Error;
 use proptest::prelude::*;
@@ -90,31 +86,22 @@ fn f64_rdp_matches_oracle_at_corners() {
 fn q_one_is_the_gaussian_mechanism() {
     for &sigma in &[0.3, 1.0, 1.1, 7.0, 50.0] {
         for order in default_orders() {
-            assert_eq!(
-                rdp_subsampled_gaussian(1.0, sigma, order).unwrap(),
-                order / (2.0 * sigma * sigma)
-            );
+            assert_eq!(rdp_subsampled_gaussian(1.0, sigma, order).unwrap(), order / (2.0 * sigma * sigma));
         }
     }
     // Known value: sigma = 5, 10 steps, delta = 1e-5 (closed form min over the default orders).
     let e = rdp::epsilon(&[Phase::new(1.0, 5.0, 10).unwrap()], 1e-5).unwrap();
-    let expected = default_orders()
-        .into_iter()
-        .map(|a| epsilon_improved(10.0 * a / 50.0, a, 1e-5))
-        .fold(f64::INFINITY, f64::min);
+    let expected =
+        default_orders().into_iter().map(|a| epsilon_improved(10.0 * a / 50.0, a, 1e-5)).fold(f64::INFINITY, f64::min);
     assert_eq!(e.epsilon, expected);
 }
 
 #[test]
 fn default_orders_cover_both_peers() {
     let orders = default_orders();
-    let opacus = (1..100)
-        .map(|x| 1.0 + f64::from(x) / 10.0)
-        .chain((12..64).map(f64::from));
-    let google = (1..100)
-        .map(|x| 1.0 + f64::from(x) / 10.0)
-        .chain((11..64).map(f64::from))
-        .chain([128.0, 256.0, 512.0, 1024.0]);
+    let opacus = (1..100).map(|x| 1.0 + f64::from(x) / 10.0).chain((12..64).map(f64::from));
+    let google =
+        (1..100).map(|x| 1.0 + f64::from(x) / 10.0).chain((11..64).map(f64::from)).chain([128.0, 256.0, 512.0, 1024.0]);
     let google_old = [1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 3.0, 3.5, 4.0, 4.5]
         .into_iter()
         .chain((5..64).map(f64::from))
@@ -141,35 +128,14 @@ fn invalid_inputs_are_typed_errors() {
         (0.1, 1.0, f64::INFINITY),
     ];
     for (q, s, a) in bad {
-        assert!(
-            matches!(
-                rdp_subsampled_gaussian(q, s, a),
-                Err(Error::InvalidParameter { .. })
-            ),
-            "{q} {s} {a}"
-        );
-        assert!(
-            matches!(
-                exact::rdp_enclosure(q, s, a),
-                Err(Error::InvalidParameter { .. })
-            ),
-            "{q} {s} {a}"
-        );
+        assert!(matches!(rdp_subsampled_gaussian(q, s, a), Err(Error::InvalidParameter { .. })), "{q} {s} {a}");
+        assert!(matches!(exact::rdp_enclosure(q, s, a), Err(Error::InvalidParameter { .. })), "{q} {s} {a}");
     }
     let p = [Phase::new(0.01, 1.0, 100).unwrap()];
     for d in [0.0, 1.0, -1.0, f64::NAN] {
-        assert!(matches!(
-            rdp::epsilon(&p, d),
-            Err(Error::InvalidParameter { .. })
-        ));
-        assert!(matches!(
-            exact::verified_epsilon(&p, d, &default_orders()),
-            Err(Error::InvalidParameter { .. })
-        ));
-        assert!(matches!(
-            rdp_to_epsilon(1.0, 2.0, d),
-            Err(Error::InvalidParameter { .. })
-        ));
+        assert!(matches!(rdp::epsilon(&p, d), Err(Error::InvalidParameter { .. })));
+        assert!(matches!(exact::verified_epsilon(&p, d, &default_orders()), Err(Error::InvalidParameter { .. })));
+        assert!(matches!(rdp_to_epsilon(1.0, 2.0, d), Err(Error::InvalidParameter { .. })));
     }
     assert!(rdp::epsilon(&[], 1e-5).is_err());
     assert!(RdpAccountant::with_orders(&[]).is_err());
@@ -189,19 +155,12 @@ fn conversions_match_the_peers_formulas() {
         let mironov = r + (1.0 / d).ln() / (a - 1.0);
         assert!((epsilon_classic(r, a, d) - mironov).abs() <= 1e-14 * mironov);
         let (e, _) = rdp_to_epsilon(r, a, d).unwrap();
-        assert_eq!(
-            e,
-            epsilon_improved(r, a, d)
-                .min(epsilon_classic(r, a, d))
-                .max(0.0)
-        );
+        assert_eq!(e, epsilon_improved(r, a, d).min(epsilon_classic(r, a, d)).max(0.0));
     }
 }
 
 fn eps(q: f64, sigma: f64, steps: u64, delta: f64) -> f64 {
-    rdp::epsilon(&[Phase::new(q, sigma, steps).unwrap()], delta)
-        .unwrap()
-        .epsilon
+    rdp::epsilon(&[Phase::new(q, sigma, steps).unwrap()], delta).unwrap().epsilon
 }
 
 proptest! {
@@ -267,8 +226,7 @@ fn calibration_known_point() {
     // (the peers' epsilon at sigma = 1.1): calibration must give sigma within 0.1% of 1.1.
     let acc = RdpAccountant::default();
     assert_eq!(acc.name(), "rdp");
-    let c = noise_multiplier_for_epsilon(2.1615948269075744, 256.0 / 60000.0, 10_000, 1e-5, &acc)
-        .unwrap();
+    let c = noise_multiplier_for_epsilon(2.1615948269075744, 256.0 / 60000.0, 10_000, 1e-5, &acc).unwrap();
     assert!((c.noise_multiplier - 1.1).abs() < 1.1e-3, "{c:?}");
 }
 
@@ -290,11 +248,8 @@ struct PeerFixture {
 
 #[test]
 fn rdp_epsilon_agrees_with_peers_and_oracle() {
-    let text = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/fixtures/golden/peer_epsilons.json"
-    ))
-    .unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/golden/peer_epsilons.json")).unwrap();
     let fixture: PeerFixture = serde_json::from_str(&text).unwrap();
     assert!(fixture.points.len() >= 5);
     for p in &fixture.points {
@@ -302,20 +257,14 @@ fn rdp_epsilon_agrees_with_peers_and_oracle() {
         let ours = rdp::epsilon(&phases, p.delta).unwrap();
         let verified = exact::verified_epsilon(&phases, p.delta, &default_orders()).unwrap();
         // The oracle's rigorous bound is at least ours up to our margin, and close to it.
-        assert!(
-            verified.epsilon >= ours.epsilon * (1.0 - 1e-9),
-            "{}: {verified:?} vs {ours:?}",
-            p.command
+        assert!(verified.epsilon >= ours.epsilon * (1.0 - 1e-9), "{}: {verified:?} vs {ours:?}", p.command);
+        assert!(verified.epsilon <= ours.epsilon * (1.0 + 1e-8), "{}: {verified:?} vs {ours:?}", p.command);
+        println!(
+            "q={} sigma={} steps={} delta={}: ours {} (order {}), verified {}, opacus {}, google {}",
+            p.q, p.sigma, p.steps, p.delta, ours.epsilon, ours.order, verified.epsilon, p.opacus_rdp, p.google_rdp
         );
-        assert!(
-            verified.epsilon <= ours.epsilon * (1.0 + 1e-8),
-            "{}: {verified:?} vs {ours:?}",
-            p.command
-        );
-        println!("q={} sigma={} steps={} delta={}: ours {} (order {}), verified {}, opacus {}, google {}",
-            p.q, p.sigma, p.steps, p.delta, ours.epsilon, ours.order, verified.epsilon, p.opacus_rdp, p.google_rdp);
-        let peers_agree = (p.opacus_rdp - p.google_rdp).abs()
-            <= PEER_RELATIVE_TOLERANCE * p.opacus_rdp.min(p.google_rdp);
+        let peers_agree =
+            (p.opacus_rdp - p.google_rdp).abs() <= PEER_RELATIVE_TOLERANCE * p.opacus_rdp.min(p.google_rdp);
         if peers_agree {
             for peer in [p.opacus_rdp, p.google_rdp] {
                 assert!(

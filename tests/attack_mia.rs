@@ -19,7 +19,14 @@ fn fixture() -> Dataset {
 
 fn slice(d: &Dataset, from: usize, to: usize) -> Dataset {
     let per = d.shape().pixels().unwrap();
-    Dataset::new("slice", d.shape(), d.classes(), d.pixels()[from * per..to * per].to_vec(), d.labels()[from..to].to_vec()).unwrap()
+    Dataset::new(
+        "slice",
+        d.shape(),
+        d.classes(),
+        d.pixels()[from * per..to * per].to_vec(),
+        d.labels()[from..to].to_vec(),
+    )
+    .unwrap()
 }
 
 fn config(private: bool) -> TrainConfig {
@@ -45,7 +52,10 @@ fn loss_attack_beats_chance_on_a_memorised_set() {
     let data = fixture();
     let members = slice(&data, 0, 64);
     let non_members = slice(&data, 64, 128);
-    let (xm, xn) = (Examples::from_dataset(&members, Device::Cpu).unwrap(), Examples::from_dataset(&non_members, Device::Cpu).unwrap());
+    let (xm, xn) = (
+        Examples::from_dataset(&members, Device::Cpu).unwrap(),
+        Examples::from_dataset(&non_members, Device::Cpu).unwrap(),
+    );
     let mut run = DpSgd::ephemeral(config(false), 64, 7, Device::Cpu).unwrap();
     for _ in 0..150 {
         run.step(&xm).unwrap();
@@ -72,7 +82,10 @@ fn loss_attack_refuses_bad_input() {
     assert!(e.contains("non-members"), "{e}");
     assert!(mia::loss_attack(run.model(), &xm, &xm, 0).is_err());
     // Images of another shape than the model's input: a libtorch error, not a panic.
-    let wrong = Examples { images: tch::Tensor::zeros([4, 1, 10, 10], (tch::Kind::Float, Device::Cpu)), labels: tch::Tensor::zeros([4], (tch::Kind::Int64, Device::Cpu)) };
+    let wrong = Examples {
+        images: tch::Tensor::zeros([4, 1, 10, 10], (tch::Kind::Float, Device::Cpu)),
+        labels: tch::Tensor::zeros([4], (tch::Kind::Int64, Device::Cpu)),
+    };
     assert!(mia::loss_attack(run.model(), &wrong, &xm, 32).is_err());
 }
 
@@ -150,7 +163,8 @@ fn cli_runs_resumes_and_merges_shards() {
     let o = run(&["attack", "mia", "--target-config", s, "--out", whole.to_str().unwrap(), "--threads", "2", "--json"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let names: Vec<&str> = report["attacks"].as_array().unwrap().iter().map(|a| a["attack"].as_str().unwrap()).collect();
+    let names: Vec<&str> =
+        report["attacks"].as_array().unwrap().iter().map(|a| a["attack"].as_str().unwrap()).collect();
     assert_eq!(names, ["loss", "lira-offline", "lira-online"]);
     assert!(std::fs::read_to_string(whole.join("roc.svg")).unwrap().starts_with("<svg"));
     let lines = std::fs::read_to_string(whole.join("runs.jsonl")).unwrap();
@@ -162,7 +176,8 @@ fn cli_runs_resumes_and_merges_shards() {
     let mut shards = Vec::new();
     for i in 0..3 {
         let d = root.path().join(format!("shard{i}"));
-        let o = run(&["attack", "mia", "--target-config", s, "--out", d.to_str().unwrap(), "--shard", &format!("{i}/3")]);
+        let o =
+            run(&["attack", "mia", "--target-config", s, "--out", d.to_str().unwrap(), "--shard", &format!("{i}/3")]);
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         shards.push(d.to_str().unwrap().to_owned());
     }
@@ -171,7 +186,11 @@ fn cli_runs_resumes_and_merges_shards() {
     args.extend(shards[..2].iter().map(String::as_str));
     args.extend(["--out", merged.to_str().unwrap()]);
     let o = run(&args);
-    assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("missing"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        !o.status.success() && String::from_utf8_lossy(&o.stderr).contains("missing"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let mut args = vec!["attack", "merge"];
     args.extend(shards.iter().map(String::as_str));
     args.extend(["--out", merged.to_str().unwrap(), "--json"]);
@@ -185,7 +204,15 @@ fn cli_runs_resumes_and_merges_shards() {
 fn cli_refuses_bad_specs_and_missing_data() {
     let bin = env!("CARGO_BIN_EXE_dpaudit");
     let root = tempfile::tempdir().unwrap();
-    let run = |spec: &Path| std::process::Command::new(bin).args(["attack", "mia", "--target-config"]).arg(spec).arg("--out").arg(root.path().join("out")).output().unwrap();
+    let run = |spec: &Path| {
+        std::process::Command::new(bin)
+            .args(["attack", "mia", "--target-config"])
+            .arg(spec)
+            .arg("--out")
+            .arg(root.path().join("out"))
+            .output()
+            .unwrap()
+    };
     let bad_key = write_spec(root.path(), "colour = \"blue\"\n");
     let e = String::from_utf8_lossy(&run(&bad_key).stderr).into_owned();
     assert!(e.contains("colour"), "{e}");
@@ -193,7 +220,11 @@ fn cli_refuses_bad_specs_and_missing_data() {
     std::fs::write(&p, "name = \"m\"\n[data]\ndataset = \"/nonexistent/mnist\"\n[target]\nmodel = \"logreg\"\nlot_size = 10\nepochs = 1\nprivate = false\nlr = 0.1\n").unwrap();
     let o = run(&p);
     assert_eq!(o.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent/mnist"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("/nonexistent/mnist"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let e = String::from_utf8_lossy(&run(&root.path().join("no-such-spec.toml")).stderr).into_owned();
     assert!(e.contains("no-such-spec.toml"), "{e}");
     // Too few shadows for LiRA, and a private recipe without its noise.

@@ -17,7 +17,14 @@ fn images(d: &Dataset, from: usize, to: usize, name: &str) -> ImageSet {
 
 fn write(dir: &Path, d: &Dataset, from: usize, to: usize) {
     let per = d.shape().pixels().unwrap();
-    let s = Dataset::new("part", d.shape(), d.classes(), d.pixels()[from * per..to * per].to_vec(), d.labels()[from..to].to_vec()).unwrap();
+    let s = Dataset::new(
+        "part",
+        d.shape(),
+        d.classes(),
+        d.pixels()[from * per..to * per].to_vec(),
+        d.labels()[from..to].to_vec(),
+    )
+    .unwrap();
     write_mnist_dir(dir, Split::Train, &s).unwrap();
 }
 
@@ -81,7 +88,11 @@ fn many_samples_on_one_record_are_not_flagged_by_chance() {
         assert!(d.share_closer_to_train == 0.0 || d.share_closer_to_train == 1.0, "{d:?}");
         assert!(d.share_p_value > 0.3, "image {i}: {d:?}");
         assert!(d.flags.is_empty(), "image {i}: {:?}", d.flags);
-        if d.share_closer_to_train == 1.0 { seen.0 = true } else { seen.1 = true }
+        if d.share_closer_to_train == 1.0 {
+            seen.0 = true
+        } else {
+            seen.1 = true
+        }
     }
     // Both cases occurred among the 20 images (fixed data: deterministic).
     assert!(seen.0 && seen.1, "{seen:?}");
@@ -114,7 +125,17 @@ fn cli_flags_copies_with_exit_status_11() {
     write(&tr, &train_split, 0, 400);
     write(&ho, &train_split, 400, 800);
     let bin = env!("CARGO_BIN_EXE_dpaudit");
-    let run = |syn: &Path| Command::new(bin).args(["attack", "nearest-neighbour", "--json", "--synthetic"]).arg(syn).arg("--train").arg(&tr).arg("--holdout").arg(&ho).output().unwrap();
+    let run = |syn: &Path| {
+        Command::new(bin)
+            .args(["attack", "nearest-neighbour", "--json", "--synthetic"])
+            .arg(syn)
+            .arg("--train")
+            .arg(&tr)
+            .arg("--holdout")
+            .arg(&ho)
+            .output()
+            .unwrap()
+    };
     let o = run(&syn);
     assert_eq!(o.status.code(), Some(11), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();

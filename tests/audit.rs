@@ -80,7 +80,8 @@ fn the_scores_follow_the_gaussian_model_of_correct_dp_sgd() {
     let dir = tempfile::tempdir().unwrap();
     let r = audit(&spec(None, "2.0", 150, "from-claim", 1.0), dir.path());
     let mean = |side: &str| {
-        let v: Vec<f64> = r.runs.iter().filter(|x| serde_json::to_value(x.side).unwrap() == side).map(|x| x.score).collect();
+        let v: Vec<f64> =
+            r.runs.iter().filter(|x| serde_json::to_value(x.side).unwrap() == side).map(|x| x.score).collect();
         v.iter().sum::<f64>() / v.len() as f64
     };
     let diff = mean("with") - mean("without");
@@ -131,7 +132,9 @@ fn shards_merge_into_the_single_run_result() {
     let ctx = engine::prepare(&s).unwrap();
     let parts: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     for (i, p) in parts.iter().enumerate() {
-        let runs = run_audit(&ctx, p.path(), Shard { index: i as u32, count: 3 }, 1, &|_, _| {}, &AtomicBool::new(false)).unwrap();
+        let runs =
+            run_audit(&ctx, p.path(), Shard { index: i as u32, count: 3 }, 1, &|_, _| {}, &AtomicBool::new(false))
+                .unwrap();
         assert!(runs.len() < 10);
         assert!(engine::analyse(&s, &runs, 0.0).is_err(), "a lone shard is incomplete");
     }
@@ -166,8 +169,15 @@ fn the_cli_exits_10_on_a_violated_audit_and_writes_audit_json() {
     let printed: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
     assert_eq!(printed["epsilon_lower"], v["epsilon_lower"]);
     // A spec with a typo is a clear error (exit 1), not a silent default.
-    std::fs::write(&spec_path, toml_of(&spec(None, "0.5", 20, "held-out", 1.0)).replace("steps = 4", "stepz = 4")).unwrap();
-    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_dpaudit")).args(["audit", "run"]).arg(&spec_path).arg("--out").arg(dir.path().join("b")).output().unwrap();
+    std::fs::write(&spec_path, toml_of(&spec(None, "0.5", 20, "held-out", 1.0)).replace("steps = 4", "stepz = 4"))
+        .unwrap();
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_dpaudit"))
+        .args(["audit", "run"])
+        .arg(&spec_path)
+        .arg("--out")
+        .arg(dir.path().join("b"))
+        .output()
+        .unwrap();
     assert_eq!(bad.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("stepz"), "{}", String::from_utf8_lossy(&bad.stderr));
 }
@@ -216,7 +226,12 @@ seed = 3
     let o = r.one_run.as_ref().unwrap();
     assert_eq!((o.canaries, o.guesses), (300, 60));
     assert_eq!(r.verdict, "consistent", "{}", r.verdict_reason);
-    assert!(r.epsilon_lower > 0.5 && r.epsilon_lower < r.claim.epsilon, "{} vs claim {}", r.epsilon_lower, r.claim.epsilon);
+    assert!(
+        r.epsilon_lower > 0.5 && r.epsilon_lower < r.claim.epsilon,
+        "{} vs claim {}",
+        r.epsilon_lower,
+        r.claim.epsilon
+    );
     let faulty = AuditSpec::from_toml(&text("inject_fault = \"noise-on-mean\"", "2.0"), Path::new("t")).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let r = audit(&faulty, dir.path());
@@ -233,7 +248,25 @@ fn a_certificate_records_an_audit_of_the_runs_recipe_and_refuses_another_recipes
         (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
     };
     let p = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
-    let (code, out) = run(&["train", "--dataset", "fixture", "--model", "logreg", "--noise-multiplier", "4.0", "--max-grad-norm", "1.0", "--epochs", "1", "--lot-size", "200", "--seed", "1", "--out", &p("run")]);
+    let (code, out) = run(&[
+        "train",
+        "--dataset",
+        "fixture",
+        "--model",
+        "logreg",
+        "--noise-multiplier",
+        "4.0",
+        "--max-grad-norm",
+        "1.0",
+        "--epochs",
+        "1",
+        "--lot-size",
+        "200",
+        "--seed",
+        "1",
+        "--out",
+        &p("run"),
+    ]);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(run(&["keygen", "--out", &p("keys")]).0, Some(0));
     // An audit of the same recipe (logreg, sigma 4, C 1).
@@ -241,7 +274,18 @@ fn a_certificate_records_an_audit_of_the_runs_recipe_and_refuses_another_recipes
     std::fs::write(p("spec.toml"), toml_of(&s)).unwrap();
     let (code, out) = run(&["audit", "run", &p("spec.toml"), "--out", &p("audit")]);
     assert_eq!(code, Some(0), "{out}");
-    let (code, out) = run(&["cert", "sign", "--run", &p("run"), "--key", &p("keys/dpaudit-cert.key"), "--out", &p("cert.json"), "--audit", &p("audit")]);
+    let (code, out) = run(&[
+        "cert",
+        "sign",
+        "--run",
+        &p("run"),
+        "--key",
+        &p("keys/dpaudit-cert.key"),
+        "--out",
+        &p("cert.json"),
+        "--audit",
+        &p("audit"),
+    ]);
     assert_eq!(code, Some(0), "{out}");
     let cert: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("cert.json")).unwrap()).unwrap();
     let audits = cert["certificate"]["audits"].as_array().unwrap();
@@ -254,7 +298,18 @@ fn a_certificate_records_an_audit_of_the_runs_recipe_and_refuses_another_recipes
     let other = toml_of(&s).replace("noise_multiplier = 4.0", "noise_multiplier = 2.0");
     std::fs::write(p("other.toml"), other).unwrap();
     assert_eq!(run(&["audit", "run", &p("other.toml"), "--out", &p("audit2")]).0, Some(0));
-    let (code, out) = run(&["cert", "sign", "--run", &p("run"), "--key", &p("keys/dpaudit-cert.key"), "--out", &p("cert2.json"), "--audit", &p("audit2")]);
+    let (code, out) = run(&[
+        "cert",
+        "sign",
+        "--run",
+        &p("run"),
+        "--key",
+        &p("keys/dpaudit-cert.key"),
+        "--out",
+        &p("cert2.json"),
+        "--audit",
+        &p("audit2"),
+    ]);
     assert_eq!(code, Some(1), "{out}");
     assert!(out.contains("certifies only the recipe it ran"), "{out}");
     assert!(!dir.path().join("cert2.json").exists());
@@ -307,8 +362,13 @@ fn gan_audits_replay_the_gan_and_see_an_unnoised_canary() {
     let dir = tempfile::tempdir().unwrap();
     let r = audit(&s, dir.path());
     assert_eq!(r.runs.len(), 8);
-    assert!(r.runs.iter().all(|x| x.ledger_steps == 30 && x.applied_steps == 30 && x.ledger_phases == vec![(1.0, 0.3, 30)]), "{:?}", r.runs);
-    let side = |w: dpaudit::audit::replay::Side| r.runs.iter().filter(|x| x.side == w).map(|x| x.score).collect::<Vec<_>>();
+    assert!(
+        r.runs.iter().all(|x| x.ledger_steps == 30 && x.applied_steps == 30 && x.ledger_phases == vec![(1.0, 0.3, 30)]),
+        "{:?}",
+        r.runs
+    );
+    let side =
+        |w: dpaudit::audit::replay::Side| r.runs.iter().filter(|x| x.side == w).map(|x| x.score).collect::<Vec<_>>();
     let (with, without) = (side(dpaudit::audit::replay::Side::With), side(dpaudit::audit::replay::Side::Without));
     let lowest_with = with.iter().copied().fold(f64::INFINITY, f64::min);
     let highest_without = without.iter().copied().fold(f64::NEG_INFINITY, f64::max);
@@ -317,7 +377,10 @@ fn gan_audits_replay_the_gan_and_see_an_unnoised_canary() {
     let ctx = engine::prepare(&s).unwrap();
     let w = dpaudit::audit::replay::Worker::new(&ctx).unwrap();
     let a = w.run(dpaudit::audit::replay::Side::With, 1).unwrap();
-    assert_eq!(a.score, r.runs.iter().find(|x| x.side == dpaudit::audit::replay::Side::With && x.index == 1).unwrap().score);
+    assert_eq!(
+        a.score,
+        r.runs.iter().find(|x| x.side == dpaudit::audit::replay::Side::With && x.index == 1).unwrap().score
+    );
     // The black-box statistic runs too (the discriminator's margin on the canary).
     let b = audit(&gan_spec("joint", 1.0, 0.5, 4, 2, "black-box"), &dir.path().join("b"));
     assert_eq!(b.runs.len(), 4);

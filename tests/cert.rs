@@ -68,7 +68,13 @@ fn fixture() -> Fixture {
 }
 
 fn audit(verdict: Verdict, epsilon_lower_bound: f64) -> AuditRecord {
-    AuditRecord { name: "one-run canaries".into(), threat_model: "black-box, final model".into(), epsilon_lower_bound, confidence: 0.95, verdict }
+    AuditRecord {
+        name: "one-run canaries".into(),
+        threat_model: "black-box, final model".into(),
+        epsilon_lower_bound,
+        confidence: 0.95,
+        verdict,
+    }
 }
 
 fn code(r: Result<dpaudit::cert::VerifyReport, VerifyFailure>) -> i32 {
@@ -116,7 +122,11 @@ fn certify_sign_verify_round_trip() {
     let secret: Value = serde_json::from_slice(&std::fs::read(&f.key.secret_key_path).unwrap()).unwrap();
     assert!(!text.contains(secret["secret_key"].as_str().unwrap()));
     // No temporary file is left behind, and an existing certificate is not overwritten.
-    let leftovers: Vec<_> = std::fs::read_dir(f.cert.parent().unwrap()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(f.cert.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
     assert!(leftovers.is_empty());
     assert!(write_signed(&f.cert, &read_signed(&f.cert)).is_err());
 }
@@ -133,7 +143,11 @@ fn every_single_byte_flip_is_rejected() {
             bytes[i] ^= mask;
             std::fs::write(&tampered, &bytes).unwrap();
             let c = code(verify(&tampered, &f.key.public_key_path, None, false));
-            assert!(matches!(c, 2..=5), "flipping byte {i} ({:?}) with {mask:#04x} still verifies", original[i] as char);
+            assert!(
+                matches!(c, 2..=5),
+                "flipping byte {i} ({:?}) with {mask:#04x} still verifies",
+                original[i] as char
+            );
             codes[c as usize] += 1;
         }
     }
@@ -147,7 +161,9 @@ fn artifact_byte_flips_give_code_5() {
         let path = f.run.join(name);
         let original = std::fs::read(&path).unwrap();
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(64);
-        let positions: Vec<usize> = (0..64).map(|j| (j * original.len() / 64 + rng.gen_range(0..original.len() / 64)).min(original.len() - 1)).collect();
+        let positions: Vec<usize> = (0..64)
+            .map(|j| (j * original.len() / 64 + rng.gen_range(0..original.len() / 64)).min(original.len() - 1))
+            .collect();
         for &i in &positions {
             let mut bytes = original.clone();
             bytes[i] ^= 0x01;
@@ -169,11 +185,14 @@ fn wrong_key_gives_code_3() {
     assert_eq!(code(verify(&f.cert, &f.other_key.public_key_path, None, false)), 3);
     // The right key id but a signature made by another key.
     let mut signed = read_signed(&f.cert);
-    let other = sign(&{
-        let mut c = signed.certificate.clone();
-        c.signer_key_id = f.other_key.key_id.clone();
-        c
-    }, &load_secret_key(&f.other_key.secret_key_path).unwrap())
+    let other = sign(
+        &{
+            let mut c = signed.certificate.clone();
+            c.signer_key_id = f.other_key.key_id.clone();
+            c
+        },
+        &load_secret_key(&f.other_key.secret_key_path).unwrap(),
+    )
     .unwrap();
     signed.signature.value = other.signature.value;
     let forged = f.cert.with_file_name("forged.json");
@@ -197,7 +216,8 @@ fn unreadable_inputs_give_code_2() {
     std::fs::write(&truncated, text).unwrap();
     assert_eq!(code(verify(&truncated, &f.key.public_key_path, None, false)), 2);
     // A duplicate key placed before the real one (a first-wins reader would see epsilon 0).
-    let text = String::from_utf8(original).unwrap().replacen("\"privacy\": {", "\"privacy\": {\n    \"delta\": 0.5,", 1);
+    let text =
+        String::from_utf8(original).unwrap().replacen("\"privacy\": {", "\"privacy\": {\n    \"delta\": 0.5,", 1);
     std::fs::write(&truncated, text).unwrap();
     assert_eq!(code(verify(&truncated, &f.key.public_key_path, None, false)), 2);
 }
@@ -267,7 +287,9 @@ fn lowered_epsilon_resigned_fails_recompute_with_code_4() {
     // Each stated epsilon is held on its own: lowering just one is enough to fail.
     for which in ["verified", "rdp", "pld"] {
         let one = resign(&f, |c| match which {
-            "verified" => c.privacy.verified_epsilon.epsilon = Epsilon::Finite(c.privacy.verified_epsilon.epsilon.value() * 0.999),
+            "verified" => {
+                c.privacy.verified_epsilon.epsilon = Epsilon::Finite(c.privacy.verified_epsilon.epsilon.value() * 0.999)
+            }
             name => {
                 let e = c.privacy.epsilons.iter_mut().find(|e| e.accountant == name).unwrap();
                 e.epsilon = Epsilon::Finite(e.epsilon.value() * 0.999);
@@ -282,7 +304,9 @@ fn lowered_epsilon_resigned_fails_recompute_with_code_4() {
     });
     assert_eq!(code(verify(&fewer, &f.key.public_key_path, Some(&f.run), true)), 4);
     // Raising an epsilon is allowed (a looser claim is still true).
-    let raised = resign(&f, |c| c.privacy.verified_epsilon.epsilon = Epsilon::Finite(c.privacy.verified_epsilon.epsilon.value() * 2.0));
+    let raised = resign(&f, |c| {
+        c.privacy.verified_epsilon.epsilon = Epsilon::Finite(c.privacy.verified_epsilon.epsilon.value() * 2.0)
+    });
     assert_eq!(code(verify(&raised, &f.key.public_key_path, Some(&f.run), true)), 0);
 }
 
@@ -324,7 +348,8 @@ fn refuses_to_certify_faulty_non_private_or_inconsistent_runs() {
     // Non-private: refused, unless signed as an uncertified claim with epsilon "infinity".
     let plain = fresh(json!({}), false);
     assert!(certify_run(&plain, &options, &key).is_err());
-    let uncertified = certify_run(&plain, &CertifyOptions { allow_uncertified: true, ..options.clone() }, &key).unwrap();
+    let uncertified =
+        certify_run(&plain, &CertifyOptions { allow_uncertified: true, ..options.clone() }, &key).unwrap();
     assert_eq!(uncertified.status, ClaimStatus::UncertifiedClaim);
     let signed = sign(&uncertified, &key).unwrap();
     let text = serde_json::to_string(&signed).unwrap();
@@ -334,7 +359,10 @@ fn refuses_to_certify_faulty_non_private_or_inconsistent_runs() {
     assert_eq!(code(verify(&out, &key_info.public_key_path, Some(&plain), true)), 0);
     // A non-Poisson step in the ledger.
     let shuffled = fresh(json!({"steps": 0}), true);
-    Ledger::open(shuffled.join("ledger.jsonl")).unwrap().record(SamplingScheme::Shuffled, 0.01, 1.1, 1.0, "dpsgd").unwrap();
+    Ledger::open(shuffled.join("ledger.jsonl"))
+        .unwrap()
+        .record(SamplingScheme::Shuffled, 0.01, 1.1, 1.0, "dpsgd")
+        .unwrap();
     assert!(certify_run(&shuffled, &options, &key).is_err());
     // A model that is not the one the run recorded.
     let swapped = fresh(json!({"model_sha256": "00".repeat(32)}), true);

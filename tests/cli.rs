@@ -14,7 +14,20 @@ fn json(args: &[&str]) -> serde_json::Value {
 
 #[test]
 fn account_epsilon_json_has_every_accountant_and_the_oracle() {
-    let v = json(&["account", "epsilon", "-q", "0.0042666667", "-s", "1.1", "-t", "10000", "-d", "1e-5", "--verify", "--json"]);
+    let v = json(&[
+        "account",
+        "epsilon",
+        "-q",
+        "0.0042666667",
+        "-s",
+        "1.1",
+        "-t",
+        "10000",
+        "-d",
+        "1e-5",
+        "--verify",
+        "--json",
+    ]);
     let rdp = v["rdp"]["epsilon"].as_f64().unwrap();
     let pld = v["pld"]["epsilon"].as_f64().unwrap();
     let verified = v["verified"]["epsilon"].as_f64().unwrap();
@@ -33,18 +46,46 @@ fn account_epsilon_json_has_every_accountant_and_the_oracle() {
 #[test]
 fn phases_compose_and_calibration_meets_its_target() {
     let one = json(&["account", "epsilon", "--phase", "0.01,1.0,500", "-d", "1e-5", "--accountant", "rdp", "--json"]);
-    let two = json(&["account", "epsilon", "--phase", "0.01,1.0,500", "--phase", "1,8,1", "-d", "1e-5", "--accountant", "rdp", "--json"]);
+    let two = json(&[
+        "account",
+        "epsilon",
+        "--phase",
+        "0.01,1.0,500",
+        "--phase",
+        "1,8,1",
+        "-d",
+        "1e-5",
+        "--accountant",
+        "rdp",
+        "--json",
+    ]);
     assert!(two["rdp"]["epsilon"].as_f64().unwrap() > one["rdp"]["epsilon"].as_f64().unwrap());
     assert!(two.get("pld").is_none(), "--accountant rdp runs only RDP");
-    let cal = json(&["account", "calibrate", "--target-epsilon", "2", "-q", "0.01", "-t", "1000", "-d", "1e-5", "--json"]);
+    let cal =
+        json(&["account", "calibrate", "--target-epsilon", "2", "-q", "0.01", "-t", "1000", "-d", "1e-5", "--json"]);
     let eps = cal["epsilon"].as_f64().unwrap();
     assert!(eps <= 2.0 && eps > 1.99, "calibrated epsilon {eps}");
     assert_eq!(cal["accountant"], "rdp");
-    let budget = json(&["account", "calibrate", "--target-epsilon", "2", "-q", "0.01", "-s", "1.0", "-d", "1e-5", "--json"]);
+    let budget =
+        json(&["account", "calibrate", "--target-epsilon", "2", "-q", "0.01", "-s", "1.0", "-d", "1e-5", "--json"]);
     let steps = budget["max_steps"].as_u64().unwrap();
     assert!(budget["epsilon"].as_f64().unwrap() <= 2.0);
     // One more step breaks the budget.
-    let over = json(&["account", "epsilon", "-q", "0.01", "-s", "1.0", "-t", &(steps + 1).to_string(), "-d", "1e-5", "--accountant", "rdp", "--json"]);
+    let over = json(&[
+        "account",
+        "epsilon",
+        "-q",
+        "0.01",
+        "-s",
+        "1.0",
+        "-t",
+        &(steps + 1).to_string(),
+        "-d",
+        "1e-5",
+        "--accountant",
+        "rdp",
+        "--json",
+    ]);
     assert!(over["rdp"]["epsilon"].as_f64().unwrap() > 2.0, "{steps} + 1 steps still within budget");
 }
 
@@ -79,9 +120,14 @@ fn data_info_describes_the_fixture() {
 fn train_reads_a_toml_config_and_the_command_line_overrides_it() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("run.toml");
-    std::fs::write(&cfg, "model = \"logreg\"\nepochs = 0.5\nlot_size = 200\nnoise_multiplier = 1.5\nseed = 3\noptimizer = \"sgd\"\n").unwrap();
+    std::fs::write(
+        &cfg,
+        "model = \"logreg\"\nepochs = 0.5\nlot_size = 200\nnoise_multiplier = 1.5\nseed = 3\noptimizer = \"sgd\"\n",
+    )
+    .unwrap();
     let out = dir.path().join("run");
-    let v = json(&["train", "--config", cfg.to_str().unwrap(), "--epochs", "1", "--json", "--out", out.to_str().unwrap()]);
+    let v =
+        json(&["train", "--config", cfg.to_str().unwrap(), "--epochs", "1", "--json", "--out", out.to_str().unwrap()]);
     assert_eq!(v["config"]["model"], "logreg");
     assert_eq!(v["epochs"], 1.0, "the command line overrides the file");
     assert_eq!(v["steps"], 10, "q = 200 / 2000, 1 epoch");

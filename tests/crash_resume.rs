@@ -9,8 +9,28 @@ use std::time::Duration;
 
 fn train_cmd(out: &Path, resume: bool) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_dpaudit"));
-    c.args(["train", "--dataset", "fixture", "--model", "logreg", "--epochs", "4", "--lot-size", "100", "--noise-multiplier", "1.0",
-        "--lr", "0.5", "--checkpoint-every", "7", "--seed", "5", "--threads", "1", "--out"]);
+    c.args([
+        "train",
+        "--dataset",
+        "fixture",
+        "--model",
+        "logreg",
+        "--epochs",
+        "4",
+        "--lot-size",
+        "100",
+        "--noise-multiplier",
+        "1.0",
+        "--lr",
+        "0.5",
+        "--checkpoint-every",
+        "7",
+        "--seed",
+        "5",
+        "--threads",
+        "1",
+        "--out",
+    ]);
     c.arg(out);
     if resume {
         c.arg("--resume");
@@ -71,14 +91,20 @@ fn kill_9_at_random_moments_never_undercounts() {
         }
         if out.join("ledger.jsonl").exists() {
             let ledger = Ledger::open(out.join("ledger.jsonl")).expect("the ledger must survive kill -9");
-            assert!(ledger.steps() >= checkpoint_steps(&out), "ledger {} < checkpoint {}", ledger.steps(), checkpoint_steps(&out));
+            assert!(
+                ledger.steps() >= checkpoint_steps(&out),
+                "ledger {} < checkpoint {}",
+                ledger.steps(),
+                checkpoint_steps(&out)
+            );
             target = target.max(ledger.steps() as usize);
         }
     }
     assert!(kills >= 4, "only {kills} of 6 runs were killed mid-run: the test did not test enough");
     let status = train_cmd(&out, true).status().unwrap();
     assert!(status.success());
-    let metrics: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     let ledger = Ledger::open(out.join("ledger.jsonl")).unwrap();
     let applied = metrics["steps"].as_u64().unwrap();
     assert_eq!(applied, 80, "4 epochs at q = 100/2000");

@@ -185,9 +185,14 @@ fn fetch_fashion_from_debian_package_then_skip() {
     std::fs::write(dir.path().join("t10k-labels-idx1-ubyte.gz"), b"junk").unwrap();
     let events = std::cell::RefCell::new(Vec::new());
     let record = |e: &FetchEvent| events.borrow_mut().push(e.clone());
-    let second = fetch(DatasetName::FashionMnist, dir.path(), &FetchOptions { on_event: Some(&record), ..Default::default() }).unwrap();
+    let second =
+        fetch(DatasetName::FashionMnist, dir.path(), &FetchOptions { on_event: Some(&record), ..Default::default() })
+            .unwrap();
     let statuses: Vec<FileStatus> = second.files.iter().map(|f| f.status).collect();
-    assert_eq!(statuses, [FileStatus::AlreadyPresent, FileStatus::AlreadyPresent, FileStatus::AlreadyPresent, FileStatus::Written]);
+    assert_eq!(
+        statuses,
+        [FileStatus::AlreadyPresent, FileStatus::AlreadyPresent, FileStatus::AlreadyPresent, FileStatus::Written]
+    );
     assert!(events.borrow().iter().any(|e| matches!(e, FetchEvent::Invalid { .. })));
     assert_eq!(verify_dir(DatasetName::FashionMnist, dir.path()).unwrap().len(), 4);
     let train = dpaudit::data::load_mnist_dir(dir.path(), dpaudit::data::Split::Train, 10).unwrap();
@@ -202,7 +207,8 @@ fn fetch_real_datasets() {
     for ds in [DatasetName::Mnist, DatasetName::FashionMnist] {
         let t = std::time::Instant::now();
         let log = |e: &FetchEvent| println!("  {}", serde_json::to_string(e).unwrap());
-        let report = fetch(ds, &base.join(ds.as_str()), &FetchOptions { on_event: Some(&log), ..Default::default() }).unwrap();
+        let report =
+            fetch(ds, &base.join(ds.as_str()), &FetchOptions { on_event: Some(&log), ..Default::default() }).unwrap();
         println!("{ds}: {:.1} s\n{}", t.elapsed().as_secs_f64(), serde_json::to_string_pretty(&report).unwrap());
         assert_eq!(verify_dir(ds, &base.join(ds.as_str())).unwrap().len(), 4);
     }

@@ -30,13 +30,20 @@ fn tiny_demo_runs_every_step_and_its_certificates_verify() {
     // membership-inference attack scored members and non-members.
     let audit = dpaudit::audit::engine::read_report(&s.audit).unwrap();
     assert_eq!(audit.runs.len() as u64, 2 * s.config.audit_runs_per_side);
-    assert_eq!(audit.spec.target.noise_multiplier, serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(s.model_run.join("metrics.json")).unwrap()).unwrap()["config"]["noise_multiplier"].as_f64().unwrap());
+    assert_eq!(
+        audit.spec.target.noise_multiplier,
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(s.model_run.join("metrics.json")).unwrap())
+            .unwrap()["config"]["noise_multiplier"]
+            .as_f64()
+            .unwrap()
+    );
     assert_eq!(s.audit_verdict, "consistent");
     assert!(s.audit_epsilon_lower <= rdp);
     assert!((0.0..=1.0).contains(&s.mia_auc));
 
     // 4. A synthetic release with its provenance and its nearest-neighbour screen.
-    let release: serde_json::Value = serde_json::from_slice(&std::fs::read(s.release.join("release.json")).unwrap()).unwrap();
+    let release: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.release.join("release.json")).unwrap()).unwrap();
     assert_eq!(release["count"], s.config.release_count);
     assert!(out.join("nearest-neighbour.json").exists());
 
@@ -45,9 +52,17 @@ fn tiny_demo_runs_every_step_and_its_certificates_verify() {
     let model = verify(&s.model_certificate, &public, Some(&s.model_run), true).unwrap();
     assert!(model.artifacts_checked.iter().any(|f| f == "model.safetensors"), "{:?}", model.artifacts_checked);
     let synthetic = verify(&s.release_certificate, &public, Some(&s.release), true).unwrap();
-    assert!(synthetic.artifacts_checked.iter().any(|f| f.starts_with("train-images")), "{:?}", synthetic.artifacts_checked);
+    assert!(
+        synthetic.artifacts_checked.iter().any(|f| f.starts_with("train-images")),
+        "{:?}",
+        synthetic.artifacts_checked
+    );
     let cert: serde_json::Value = serde_json::from_slice(&std::fs::read(&s.model_certificate).unwrap()).unwrap();
-    assert_eq!(cert["certificate"]["audits"].as_array().unwrap().len(), 1, "the audit is recorded in the model's certificate");
+    assert_eq!(
+        cert["certificate"]["audits"].as_array().unwrap().len(),
+        1,
+        "the audit is recorded in the model's certificate"
+    );
     let cert: serde_json::Value = serde_json::from_slice(&std::fs::read(&s.release_certificate).unwrap()).unwrap();
     assert_eq!(cert["certificate"]["artifact"]["kind"], "synthetic_dataset");
 
@@ -55,9 +70,26 @@ fn tiny_demo_runs_every_step_and_its_certificates_verify() {
     // release.json, and `cert verify --artifacts RELEASE --recompute` accepts it.
     let again = out.join("again.json");
     let bin = env!("CARGO_BIN_EXE_dpaudit");
-    let o = Command::new(bin).args(["cert", "sign", "--release"]).arg(&s.release).arg("--key").arg(s.keys.join("dpaudit-cert.key")).arg("--out").arg(&again).output().unwrap();
+    let o = Command::new(bin)
+        .args(["cert", "sign", "--release"])
+        .arg(&s.release)
+        .arg("--key")
+        .arg(s.keys.join("dpaudit-cert.key"))
+        .arg("--out")
+        .arg(&again)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = Command::new(bin).args(["cert", "verify"]).arg(&again).arg("--pubkey").arg(&public).arg("--artifacts").arg(&s.release).arg("--recompute").output().unwrap();
+    let o = Command::new(bin)
+        .args(["cert", "verify"])
+        .arg(&again)
+        .arg("--pubkey")
+        .arg(&public)
+        .arg("--artifacts")
+        .arg(&s.release)
+        .arg("--recompute")
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
 
     // A released image changed after signing: verification fails with the artifact exit code.
@@ -97,9 +129,15 @@ fn a_noise_layer_release_is_not_certified() {
     use dpaudit::gan::dpgan::{Design, GanConfig};
     use dpaudit::gan::run::{train_gan, GanRunSpec};
     let dir = tempfile::tempdir().unwrap();
-    let train = dpaudit::data::load_mnist_dir(Path::new("fixtures/mnist-small"), dpaudit::data::Split::Train, 10).unwrap();
+    let train =
+        dpaudit::data::load_mnist_dir(Path::new("fixtures/mnist-small"), dpaudit::data::Split::Train, 10).unwrap();
     let spec = GanRunSpec {
-        config: GanConfig { design: Design::NoiseLayer, lot_size: 100.0, noise_multiplier: 1.0, ..GanConfig::default() },
+        config: GanConfig {
+            design: Design::NoiseLayer,
+            lot_size: 100.0,
+            noise_multiplier: 1.0,
+            ..GanConfig::default()
+        },
         epochs: 0.1,
         delta: 1e-5,
         target_epsilon: None,
@@ -109,11 +147,20 @@ fn a_noise_layer_release_is_not_certified() {
     let run = dir.path().join("gan");
     train_gan(&spec, &train, &run, tch::Device::Cpu, &mut |_, _, _| {}).unwrap();
     let release = dir.path().join("release");
-    dpaudit::gan::release::sample_release(&run, &release, &dpaudit::gan::release::SampleOptions::new(20, Some(1)), false, tch::Device::Cpu).unwrap();
+    dpaudit::gan::release::sample_release(
+        &run,
+        &release,
+        &dpaudit::gan::release::SampleOptions::new(20, Some(1)),
+        false,
+        tch::Device::Cpu,
+    )
+    .unwrap();
     let keys = dpaudit::cert::keys::generate_keypair(&dir.path().join("keys")).unwrap();
     let mut opts = dpaudit::cert::sign::CertifyOptions::model(1e-5);
     opts.kind = dpaudit::cert::schema::ArtifactKind::SyntheticDataset;
-    let err = dpaudit::cert::sign::sign_release(&release, &run, &opts, &keys.secret_key_path, &dir.path().join("c.json")).unwrap_err();
+    let err =
+        dpaudit::cert::sign::sign_release(&release, &run, &opts, &keys.secret_key_path, &dir.path().join("c.json"))
+            .unwrap_err();
     assert!(err.to_string().contains("claimed, not proven"), "{err}");
     assert!(!dir.path().join("c.json").exists());
 }

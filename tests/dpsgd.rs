@@ -163,7 +163,8 @@ fn a_resumed_adversarial_run_replays_the_same_pgd_starts() {
 fn parameter_average_is_the_warmed_up_ema_and_survives_a_resume() {
     tch::set_num_threads(1);
     let (train, _) = fixture();
-    let flat = |r: &DpSgd| tch::Tensor::cat(&r.parameters().iter().map(|p| p.detach().flatten(0, -1)).collect::<Vec<_>>(), 0);
+    let flat =
+        |r: &DpSgd| tch::Tensor::cat(&r.parameters().iter().map(|p| p.detach().flatten(0, -1)).collect::<Vec<_>>(), 0);
     let decay: f64 = 0.8;
     // Two runs with the same seed, one averaging. Initialisation draws from libtorch's global
     // generator, which other tests running in parallel also use, so copy the reference run's

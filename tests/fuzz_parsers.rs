@@ -36,7 +36,8 @@ fn mutations() -> impl Strategy<Value = Vec<Mutation>> {
             any::<usize>().prop_map(Mutation::Truncate),
             (any::<usize>(), proptest::collection::vec(any::<u8>(), 1..16)).prop_map(|(i, v)| Mutation::Insert(i, v)),
             // Large values in length fields: 0xff runs.
-            (any::<usize>(), proptest::collection::vec(Just(0xffu8), 1..8)).prop_map(|(i, v)| Mutation::Overwrite(i, v)),
+            (any::<usize>(), proptest::collection::vec(Just(0xffu8), 1..8))
+                .prop_map(|(i, v)| Mutation::Overwrite(i, v)),
         ],
         1..4,
     )
@@ -151,13 +152,39 @@ fn mutated_certificates_never_panic_the_verifier() {
     let dir = tempfile::tempdir().unwrap();
     let bin = env!("CARGO_BIN_EXE_dpaudit");
     let p = |n: &str| dir.path().join(n);
-    let ok = |args: &[&std::ffi::OsStr]| assert!(std::process::Command::new(bin).args(args).output().unwrap().status.success());
-    ok(&["train".as_ref(), "--dataset".as_ref(), "fixture".as_ref(), "--model".as_ref(), "logreg".as_ref(), "--noise-multiplier".as_ref(), "2".as_ref(), "--epochs".as_ref(), "0.2".as_ref(), "--lot-size".as_ref(), "200".as_ref(), "--out".as_ref(), p("run").as_os_str()]);
+    let ok = |args: &[&std::ffi::OsStr]| {
+        assert!(std::process::Command::new(bin).args(args).output().unwrap().status.success())
+    };
+    ok(&[
+        "train".as_ref(),
+        "--dataset".as_ref(),
+        "fixture".as_ref(),
+        "--model".as_ref(),
+        "logreg".as_ref(),
+        "--noise-multiplier".as_ref(),
+        "2".as_ref(),
+        "--epochs".as_ref(),
+        "0.2".as_ref(),
+        "--lot-size".as_ref(),
+        "200".as_ref(),
+        "--out".as_ref(),
+        p("run").as_os_str(),
+    ]);
     ok(&["keygen".as_ref(), "--out".as_ref(), p("keys").as_os_str()]);
-    ok(&["cert".as_ref(), "sign".as_ref(), "--run".as_ref(), p("run").as_os_str(), "--key".as_ref(), p("keys/dpaudit-cert.key").as_os_str(), "--out".as_ref(), p("cert.json").as_os_str()]);
+    ok(&[
+        "cert".as_ref(),
+        "sign".as_ref(),
+        "--run".as_ref(),
+        p("run").as_os_str(),
+        "--key".as_ref(),
+        p("keys/dpaudit-cert.key").as_os_str(),
+        "--out".as_ref(),
+        p("cert.json").as_os_str(),
+    ]);
     let cert = std::fs::read(p("cert.json")).unwrap();
     let pubkey = p("keys/dpaudit-cert.pub");
-    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig { cases: cases(), ..ProptestConfig::default() });
+    let mut runner =
+        proptest::test_runner::TestRunner::new(ProptestConfig { cases: cases(), ..ProptestConfig::default() });
     runner
         .run(&mutations(), |ms| {
             let bytes = mutate(cert.clone(), &ms);
@@ -167,7 +194,8 @@ fn mutated_certificates_never_panic_the_verifier() {
             if r.is_ok() {
                 // Only semantically identical JSON may verify.
                 let a: serde_json::Value = serde_json::from_slice(&cert).unwrap();
-                let b: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let b: serde_json::Value =
+                    serde_json::from_slice(&bytes).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 prop_assert_eq!(a, b);
             }
             Ok(())

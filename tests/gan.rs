@@ -5,11 +5,15 @@ use dpaudit::accounting::ledger::Ledger;
 use dpaudit::data::{load_mnist_dir, sha256_file, Dataset, Split};
 use dpaudit::gan::dpgan::{private_discriminator_gradient, Design, DpGan, GanConfig};
 use dpaudit::gan::networks::{condition, Conditioning, D_INPUT_CHANNELS, FAKE, REAL};
-use dpaudit::gan::release::{generate_scored, load_discriminator, load_generator, sample_release, LabelSource, Ranking, SampleOptions};
+use dpaudit::gan::release::{
+    generate_scored, load_discriminator, load_generator, sample_release, LabelSource, Ranking, SampleOptions,
+};
 use dpaudit::gan::run::{train_gan, GanRunSpec, DISCRIMINATOR_FILE, GENERATOR_FILE};
 use dpaudit::train::dpsgd::{Examples, CLIP_ROUNDING_SLACK};
 use dpaudit::train::noise::{self, NoiseSeed};
-use dpaudit::train::per_example::{clip_and_sum_grouped, per_example_cross_entropy, ClipConfig, LayerSpec, NormMethod, Sequential};
+use dpaudit::train::per_example::{
+    clip_and_sum_grouped, per_example_cross_entropy, ClipConfig, LayerSpec, NormMethod, Sequential,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
 use std::path::Path;
@@ -23,7 +27,10 @@ const ABSOLUTE_TOLERANCE: f64 = 1e-10;
 fn assert_close(engine: &Tensor, reference: &Tensor, what: &str) {
     let diff = (engine - reference).norm().double_value(&[]);
     let scale = reference.norm().double_value(&[]);
-    assert!(diff <= RELATIVE_TOLERANCE * scale + ABSOLUTE_TOLERANCE, "{what}: |engine - reference| = {diff:e}, |reference| = {scale:e}");
+    assert!(
+        diff <= RELATIVE_TOLERANCE * scale + ABSOLUTE_TOLERANCE,
+        "{what}: |engine - reference| = {diff:e}, |reference| = {scale:e}"
+    );
 }
 
 /// A tiny conditional discriminator in f64 with random weights: conv 11 -> 3 (4x4, stride 4) to
@@ -124,17 +131,31 @@ fn grouped_clip_and_sum_equals_one_pair_at_a_time() {
         let (xr, yr) = random_images(b, &mut rng);
         let (xf, yf) = random_images(b, &mut rng);
         let c = 0.05;
-        let rows = Tensor::stack(&[condition(&xr, &yr).unwrap(), condition(&xf, &yf).unwrap()], 1).reshape([2 * b, D_INPUT_CHANNELS, 28, 28]);
+        let rows = Tensor::stack(&[condition(&xr, &yr).unwrap(), condition(&xf, &yf).unwrap()], 1).reshape([
+            2 * b,
+            D_INPUT_CHANNELS,
+            28,
+            28,
+        ]);
         let targets = Tensor::from_slice(&[REAL, FAKE]).repeat([b]);
-        let out = clip_and_sum_grouped(&d, &rows, &targets, 2, &ClipConfig { max_norm: c, norm_method: method }).unwrap();
+        let out =
+            clip_and_sum_grouped(&d, &rows, &targets, 2, &ClipConfig { max_norm: c, norm_method: method }).unwrap();
         let mut reference = None::<Tensor>;
         for i in 0..b {
-            let loss = one_loss(&d, &xr.narrow(0, i, 1), &yr.narrow(0, i, 1), REAL) + one_loss(&d, &xf.narrow(0, i, 1), &yf.narrow(0, i, 1), FAKE);
+            let loss = one_loss(&d, &xr.narrow(0, i, 1), &yr.narrow(0, i, 1), REAL)
+                + one_loss(&d, &xf.narrow(0, i, 1), &yf.narrow(0, i, 1), FAKE);
             let g = flat_gradient(&d, &loss);
             let norm = g.norm().double_value(&[]);
-            assert!((out.norms.double_value(&[i]) - norm).abs() <= RELATIVE_TOLERANCE * norm, "pair {i}: norm {} vs {norm}", out.norms.double_value(&[i]));
+            assert!(
+                (out.norms.double_value(&[i]) - norm).abs() <= RELATIVE_TOLERANCE * norm,
+                "pair {i}: norm {} vs {norm}",
+                out.norms.double_value(&[i])
+            );
             let g = clip(&g, c);
-            reference = Some(match reference { Some(r) => r + g, None => g });
+            reference = Some(match reference {
+                Some(r) => r + g,
+                None => g,
+            });
         }
         assert_close(&flatten(&out.clipped_sum), &reference.unwrap(), &format!("grouped clipped sum ({method:?})"));
     }
@@ -143,7 +164,9 @@ fn grouped_clip_and_sum_equals_one_pair_at_a_time() {
 #[test]
 fn private_step_equals_one_at_a_time_reference() {
     let (sigma, c, expected_lot, seed) = (0.7, 0.05, 6.0, 9u64);
-    let cases = [Design::RealOnly, Design::Joint].into_iter().flat_map(|d| [(d, Conditioning::LabelPlanes), (d, Conditioning::Classifier)]);
+    let cases = [Design::RealOnly, Design::Joint]
+        .into_iter()
+        .flat_map(|d| [(d, Conditioning::LabelPlanes), (d, Conditioning::Classifier)]);
     for (design, conditioning) in cases {
         let (_vs, d) = tiny_discriminator_for(4, conditioning);
         let mut rng = ChaCha8Rng::seed_from_u64(5);
@@ -153,7 +176,21 @@ fn private_step_equals_one_at_a_time_reference() {
         let (xf, yf) = random_images(fakes, &mut rng);
         let mut noise_rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(1));
         // physical batch 2: the lot is split, which must not change the result.
-        let out = private_discriminator_gradient(&d, design, conditioning, &xr, &yr, &xf, &yf, &ClipConfig::new(c), sigma, expected_lot, 2, &mut noise_rng).unwrap();
+        let out = private_discriminator_gradient(
+            &d,
+            design,
+            conditioning,
+            &xr,
+            &yr,
+            &xf,
+            &yf,
+            &ClipConfig::new(c),
+            sigma,
+            expected_lot,
+            2,
+            &mut noise_rng,
+        )
+        .unwrap();
         let noise = reference_noise(&d, sigma * c * (1.0 + CLIP_ROUNDING_SLACK), seed);
         let mut sum = noise.zeros_like();
         for i in 0..b {
@@ -167,18 +204,30 @@ fn private_step_equals_one_at_a_time_reference() {
         if design == Design::RealOnly {
             let mut fake = reference.zeros_like();
             for j in 0..fakes {
-                fake += flat_gradient(&d, &one_loss_for(&d, conditioning, &xf.narrow(0, j, 1), &yf.narrow(0, j, 1), false));
+                fake +=
+                    flat_gradient(&d, &one_loss_for(&d, conditioning, &xf.narrow(0, j, 1), &yf.narrow(0, j, 1), false));
             }
             reference += fake / fakes as f64;
         }
-        assert_close(&flatten(&out.gradients), &reference, &format!("private discriminator gradient, design {design}, {conditioning:?}"));
+        assert_close(
+            &flatten(&out.gradients),
+            &reference,
+            &format!("private discriminator gradient, design {design}, {conditioning:?}"),
+        );
         assert_eq!((out.real_count, out.fake_count), (b as usize, fakes as usize));
         // The reported loss sums (design (b) splits one forward pass of the pairs into real and
         // generated rows) against the one-at-a-time losses.
-        let real_ref: f64 = (0..b).map(|i| one_loss_for(&d, conditioning, &xr.narrow(0, i, 1), &yr.narrow(0, i, 1), true).double_value(&[])).sum();
-        let fake_ref: f64 = (0..fakes).map(|j| one_loss_for(&d, conditioning, &xf.narrow(0, j, 1), &yf.narrow(0, j, 1), false).double_value(&[])).sum();
+        let real_ref: f64 = (0..b)
+            .map(|i| one_loss_for(&d, conditioning, &xr.narrow(0, i, 1), &yr.narrow(0, i, 1), true).double_value(&[]))
+            .sum();
+        let fake_ref: f64 = (0..fakes)
+            .map(|j| one_loss_for(&d, conditioning, &xf.narrow(0, j, 1), &yf.narrow(0, j, 1), false).double_value(&[]))
+            .sum();
         for (what, got, want) in [("real", out.real_loss_sum, real_ref), ("fake", out.fake_loss_sum, fake_ref)] {
-            assert!((got - want).abs() <= RELATIVE_TOLERANCE * want.abs() + ABSOLUTE_TOLERANCE, "{what} loss sum, design {design}, {conditioning:?}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= RELATIVE_TOLERANCE * want.abs() + ABSOLUTE_TOLERANCE,
+                "{what} loss sum, design {design}, {conditioning:?}: {got} vs {want}"
+            );
         }
     }
 }
@@ -190,9 +239,51 @@ fn joint_design_refuses_unpaired_fakes_and_noise_layer_has_no_clipped_step() {
     let (xr, yr) = random_images(3, &mut rng);
     let (xf, yf) = random_images(4, &mut rng);
     let mut n = ChaCha20Rng::seed_from_u64(0);
-    assert!(private_discriminator_gradient(&d, Design::Joint, Conditioning::LabelPlanes, &xr, &yr, &xf, &yf, &ClipConfig::new(1.0), 1.0, 3.0, 8, &mut n).is_err());
-    assert!(private_discriminator_gradient(&d, Design::NoiseLayer, Conditioning::LabelPlanes, &xr, &yr, &xf, &yf, &ClipConfig::new(1.0), 1.0, 3.0, 8, &mut n).is_err());
-    assert!(private_discriminator_gradient(&d, Design::RealOnly, Conditioning::LabelPlanes, &xr, &yr, &xf, &yf, &ClipConfig::new(1.0), 0.0, 3.0, 8, &mut n).is_err());
+    assert!(private_discriminator_gradient(
+        &d,
+        Design::Joint,
+        Conditioning::LabelPlanes,
+        &xr,
+        &yr,
+        &xf,
+        &yf,
+        &ClipConfig::new(1.0),
+        1.0,
+        3.0,
+        8,
+        &mut n
+    )
+    .is_err());
+    assert!(private_discriminator_gradient(
+        &d,
+        Design::NoiseLayer,
+        Conditioning::LabelPlanes,
+        &xr,
+        &yr,
+        &xf,
+        &yf,
+        &ClipConfig::new(1.0),
+        1.0,
+        3.0,
+        8,
+        &mut n
+    )
+    .is_err());
+    assert!(private_discriminator_gradient(
+        &d,
+        Design::RealOnly,
+        Conditioning::LabelPlanes,
+        &xr,
+        &yr,
+        &xf,
+        &yf,
+        &ClipConfig::new(1.0),
+        0.0,
+        3.0,
+        8,
+        &mut n
+    )
+    .is_err());
 }
 
 fn fixture_subset(n: usize) -> Dataset {
@@ -201,7 +292,18 @@ fn fixture_subset(n: usize) -> Dataset {
 }
 
 fn tiny_config(design: Design) -> GanConfig {
-    GanConfig { design, lot_size: 16.0, noise_multiplier: 1.0, max_grad_norm: 1.0, n_critic: 3, z_dim: 8, g_width: 4, d_width: 4, physical_batch: 64, ..GanConfig::default() }
+    GanConfig {
+        design,
+        lot_size: 16.0,
+        noise_multiplier: 1.0,
+        max_grad_norm: 1.0,
+        n_critic: 3,
+        z_dim: 8,
+        g_width: 4,
+        d_width: 4,
+        physical_batch: 64,
+        ..GanConfig::default()
+    }
 }
 
 #[test]
@@ -209,7 +311,9 @@ fn ledger_counts_every_discriminator_step() {
     let data = fixture_subset(160);
     let examples = Examples::from_dataset(&data, Device::Cpu).unwrap();
     for design in [Design::RealOnly, Design::Joint, Design::NoiseLayer] {
-        let mut gan = DpGan::new(tiny_config(design), data.len(), Ledger::in_memory(), NoiseSeed::Explicit(3), Device::Cpu).unwrap();
+        let mut gan =
+            DpGan::new(tiny_config(design), data.len(), Ledger::in_memory(), NoiseSeed::Explicit(3), Device::Cpu)
+                .unwrap();
         for _ in 0..2 {
             let (reports, g) = gan.round(&examples).unwrap();
             assert_eq!(reports.len(), 3);
@@ -219,7 +323,10 @@ fn ledger_counts_every_discriminator_step() {
         assert_eq!((gan.discriminator_steps(), gan.generator_steps()), (7, 2), "design {design}");
         let l = gan.ledger();
         assert_eq!(l.steps(), 7, "every discriminator step, n_critic included, is in the ledger (design {design})");
-        assert!(l.entries().iter().all(|e| e.label == design.ledger_label() && e.sampling_rate == 0.1 && e.noise_multiplier == 1.0));
+        assert!(l
+            .entries()
+            .iter()
+            .all(|e| e.label == design.ledger_label() && e.sampling_rate == 0.1 && e.noise_multiplier == 1.0));
         assert_eq!(l.phases().unwrap()[0].steps, 7);
     }
 }
@@ -237,7 +344,16 @@ fn generator_variables(g: &dpaudit::gan::networks::Generator) -> std::collection
 fn a_seeded_gan_starts_the_same_while_other_threads_build_models() {
     use dpaudit::train::dpsgd::{DpSgd, TrainConfig};
     use dpaudit::train::optim::{LrSchedule, OptimizerKind};
-    let build = || DpGan::new(GanConfig { g_ema: Some(0.5), ..tiny_config(Design::Joint) }, 160, Ledger::in_memory(), NoiseSeed::Explicit(11), Device::Cpu).unwrap();
+    let build = || {
+        DpGan::new(
+            GanConfig { g_ema: Some(0.5), ..tiny_config(Design::Joint) },
+            160,
+            Ledger::in_memory(),
+            NoiseSeed::Explicit(11),
+            Device::Cpu,
+        )
+        .unwrap()
+    };
     let reference = generator_variables(build().generator());
     let stop = std::sync::atomic::AtomicBool::new(false);
     let differing = std::thread::scope(|s| {
@@ -259,7 +375,14 @@ fn a_seeded_gan_starts_the_same_while_other_threads_build_models() {
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     seed += 2;
                     let _ = DpSgd::ephemeral(config.clone(), 160, seed, Device::Cpu).unwrap();
-                    let _ = DpGan::new(tiny_config(Design::RealOnly), 160, Ledger::in_memory(), NoiseSeed::Explicit(seed), Device::Cpu).unwrap();
+                    let _ = DpGan::new(
+                        tiny_config(Design::RealOnly),
+                        160,
+                        Ledger::in_memory(),
+                        NoiseSeed::Explicit(seed),
+                        Device::Cpu,
+                    )
+                    .unwrap();
                 }
             });
         }
@@ -267,7 +390,11 @@ fn a_seeded_gan_starts_the_same_while_other_threads_build_models() {
         let differing: Vec<String> = (0..200)
             .flat_map(|i| {
                 let again = generator_variables(build().generator());
-                reference.iter().filter(|(name, t)| !t.equal(&again[*name])).map(|(name, _)| format!("build {i}: {name}")).collect::<Vec<_>>()
+                reference
+                    .iter()
+                    .filter(|(name, t)| !t.equal(&again[*name]))
+                    .map(|(name, _)| format!("build {i}: {name}"))
+                    .collect::<Vec<_>>()
             })
             .collect();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -282,7 +409,8 @@ fn released_generator_is_the_moving_average_of_the_iterates() {
     let examples = Examples::from_dataset(&data, Device::Cpu).unwrap();
     let decay = 0.2;
     let config = GanConfig { g_ema: Some(decay), ..tiny_config(Design::Joint) };
-    let mut gan = DpGan::new(config.clone(), data.len(), Ledger::in_memory(), NoiseSeed::Explicit(4), Device::Cpu).unwrap();
+    let mut gan =
+        DpGan::new(config.clone(), data.len(), Ledger::in_memory(), NoiseSeed::Explicit(4), Device::Cpu).unwrap();
     // Start: the average is a copy of the freshly initialised generator.
     let mut expected = generator_variables(gan.generator());
     assert_eq!(generator_variables(gan.released_generator()).len(), expected.len());
@@ -304,23 +432,53 @@ fn released_generator_is_the_moving_average_of_the_iterates() {
     }
     // A run trained with it saves the average and its releases say so.
     let dir = tempfile::tempdir().unwrap();
-    let spec = GanRunSpec { config: GanConfig { g_ema: Some(0.5), ..tiny_config(Design::Joint) }, epochs: 0.3, delta: 1e-5, target_epsilon: None, seed: Some(2), force: false };
+    let spec = GanRunSpec {
+        config: GanConfig { g_ema: Some(0.5), ..tiny_config(Design::Joint) },
+        epochs: 0.3,
+        delta: 1e-5,
+        target_epsilon: None,
+        seed: Some(2),
+        force: false,
+    };
     train_gan(&spec, &data, &dir.path().join("run"), Device::Cpu, &mut |_, _, _| {}).unwrap();
-    let release = sample_release(&dir.path().join("run"), &dir.path().join("synth"), &SampleOptions::new(20, Some(1)), false, Device::Cpu).unwrap();
+    let release = sample_release(
+        &dir.path().join("run"),
+        &dir.path().join("synth"),
+        &SampleOptions::new(20, Some(1)),
+        false,
+        Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(release.generator, "moving average (decay 0.5)");
     // Without the option the released generator is the last iterate itself.
-    let mut plain = DpGan::new(tiny_config(Design::Joint), data.len(), Ledger::in_memory(), NoiseSeed::Explicit(4), Device::Cpu).unwrap();
+    let mut plain =
+        DpGan::new(tiny_config(Design::Joint), data.len(), Ledger::in_memory(), NoiseSeed::Explicit(4), Device::Cpu)
+            .unwrap();
     plain.round(&examples).unwrap();
     assert!(std::ptr::eq(plain.released_generator(), plain.generator()));
     // A decay outside (0, 1) is refused.
     for bad in [0.0, 1.0, f64::NAN] {
-        let err = DpGan::new(GanConfig { g_ema: Some(bad), ..tiny_config(Design::Joint) }, data.len(), Ledger::in_memory(), NoiseSeed::Explicit(4), Device::Cpu).unwrap_err();
+        let err = DpGan::new(
+            GanConfig { g_ema: Some(bad), ..tiny_config(Design::Joint) },
+            data.len(),
+            Ledger::in_memory(),
+            NoiseSeed::Explicit(4),
+            Device::Cpu,
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("generator average decay"), "{err}");
     }
 }
 
 fn train_tiny(out: &Path, design: Design, seed: u64) -> dpaudit::gan::run::GanMetrics {
-    let spec = GanRunSpec { config: tiny_config(design), epochs: 0.3, delta: 1e-5, target_epsilon: None, seed: Some(seed), force: false };
+    let spec = GanRunSpec {
+        config: tiny_config(design),
+        epochs: 0.3,
+        delta: 1e-5,
+        target_epsilon: None,
+        seed: Some(seed),
+        force: false,
+    };
     train_gan(&spec, &fixture_subset(160), out, Device::Cpu, &mut |_, _, _| {}).unwrap()
 }
 
@@ -338,7 +496,10 @@ fn training_replays_under_a_seed_and_sampling_is_deterministic() {
     let b = sample_release(&run, &dir.path().join("b"), &SampleOptions::new(50, Some(5)), false, Device::Cpu).unwrap();
     let c = sample_release(&run, &dir.path().join("c"), &SampleOptions::new(50, Some(6)), false, Device::Cpu).unwrap();
     assert_eq!(a.files, b.files, "same seed, same release");
-    assert_ne!(a.files["train-images-idx3-ubyte.gz"], c.files["train-images-idx3-ubyte.gz"], "another seed, other images");
+    assert_ne!(
+        a.files["train-images-idx3-ubyte.gz"], c.files["train-images-idx3-ubyte.gz"],
+        "another seed, other images"
+    );
     assert_eq!(a.generator_sha256, m1.generator_sha256);
     assert_eq!(a.generator, "last iterate");
     assert_eq!(a.conditioning, Conditioning::LabelPlanes);
@@ -352,10 +513,19 @@ fn training_replays_under_a_seed_and_sampling_is_deterministic() {
     // The latent temperature: recorded, and it scales the latents (near 0, every image of a label
     // is the generator's output at z = 0, so they coincide; at 1 they differ).
     assert_eq!(a.temperature, 1.0);
-    let cold = sample_release(&run, &dir.path().join("cold"), &SampleOptions { temperature: 1e-6, ..SampleOptions::new(50, Some(5)) }, false, Device::Cpu).unwrap();
+    let cold = sample_release(
+        &run,
+        &dir.path().join("cold"),
+        &SampleOptions { temperature: 1e-6, ..SampleOptions::new(50, Some(5)) },
+        false,
+        Device::Cpu,
+    )
+    .unwrap();
     assert_eq!(cold.temperature, 1e-6);
     assert_ne!(cold.files["train-images-idx3-ubyte.gz"], a.files["train-images-idx3-ubyte.gz"]);
-    let same_label = |d: &dpaudit::data::Dataset| (0..d.len()).filter(|&i| d.label(i) == 3).map(|i| d.image(i).to_vec()).collect::<Vec<_>>();
+    let same_label = |d: &dpaudit::data::Dataset| {
+        (0..d.len()).filter(|&i| d.label(i) == 3).map(|i| d.image(i).to_vec()).collect::<Vec<_>>()
+    };
     let cold_threes = same_label(&load_mnist_dir(&dir.path().join("cold"), Split::Train, 10).unwrap());
     let warm_threes = same_label(&load_mnist_dir(&dir.path().join("a"), Split::Train, 10).unwrap());
     assert_eq!(cold_threes.len(), 5);
@@ -363,9 +533,15 @@ fn training_replays_under_a_seed_and_sampling_is_deterministic() {
     assert!(warm_threes.iter().any(|im| im != &warm_threes[0]), "temperature 1: images of a label differ");
     // An existing output is refused without --force, replaced with it.
     assert!(sample_release(&run, &dir.path().join("a"), &SampleOptions::new(50, Some(7)), false, Device::Cpu).is_err());
-    assert_eq!(sha256_file(&dir.path().join("a/train-images-idx3-ubyte.gz")).unwrap(), a.files["train-images-idx3-ubyte.gz"]);
+    assert_eq!(
+        sha256_file(&dir.path().join("a/train-images-idx3-ubyte.gz")).unwrap(),
+        a.files["train-images-idx3-ubyte.gz"]
+    );
     sample_release(&run, &dir.path().join("a"), &SampleOptions::new(50, Some(6)), true, Device::Cpu).unwrap();
-    assert_eq!(sha256_file(&dir.path().join("a/train-images-idx3-ubyte.gz")).unwrap(), c.files["train-images-idx3-ubyte.gz"]);
+    assert_eq!(
+        sha256_file(&dir.path().join("a/train-images-idx3-ubyte.gz")).unwrap(),
+        c.files["train-images-idx3-ubyte.gz"]
+    );
 }
 
 #[test]
@@ -405,15 +581,35 @@ fn discriminator_ranking_keeps_the_best_scored_candidates_of_each_label() {
     }
     // Without ranking nothing about the discriminator is recorded; a bad fraction is refused; the
     // noise-layer design cannot rank (its discriminator has no proven epsilon).
-    let plain = sample_release(&run, &dir.path().join("plain"), &SampleOptions::new(40, Some(9)), false, Device::Cpu).unwrap();
-    assert_eq!((plain.keep, plain.discriminator_sha256.is_none(), plain.selection.as_str()), (1.0, true, "all generated"));
+    let plain =
+        sample_release(&run, &dir.path().join("plain"), &SampleOptions::new(40, Some(9)), false, Device::Cpu).unwrap();
+    assert_eq!(
+        (plain.keep, plain.discriminator_sha256.is_none(), plain.selection.as_str()),
+        (1.0, true, "all generated")
+    );
     for keep in [0.0, -0.5, 1.5, f64::NAN] {
-        let e = sample_release(&run, &dir.path().join("bad"), &SampleOptions { keep, ..SampleOptions::new(40, Some(9)) }, false, Device::Cpu).unwrap_err().to_string();
+        let e = sample_release(
+            &run,
+            &dir.path().join("bad"),
+            &SampleOptions { keep, ..SampleOptions::new(40, Some(9)) },
+            false,
+            Device::Cpu,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("--keep"), "{e}");
     }
     let nl = dir.path().join("nl");
     train_tiny(&nl, Design::NoiseLayer, 3);
-    let e = sample_release(&nl, &dir.path().join("bad"), &SampleOptions { keep: 0.5, ..SampleOptions::new(40, Some(9)) }, false, Device::Cpu).unwrap_err().to_string();
+    let e = sample_release(
+        &nl,
+        &dir.path().join("bad"),
+        &SampleOptions { keep: 0.5, ..SampleOptions::new(40, Some(9)) },
+        false,
+        Device::Cpu,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("noise-layer"), "{e}");
     assert!(!dir.path().join("bad").exists());
 }
@@ -425,7 +621,9 @@ fn classifier_discriminator_trains_ranks_by_the_label_logit_and_is_recorded() {
     let classifier = |design| GanConfig { conditioning: Conditioning::Classifier, ..tiny_config(design) };
     // Every discriminator step is in the ledger, as with label planes.
     for design in [Design::RealOnly, Design::Joint] {
-        let mut gan = DpGan::new(classifier(design), data.len(), Ledger::in_memory(), NoiseSeed::Explicit(3), Device::Cpu).unwrap();
+        let mut gan =
+            DpGan::new(classifier(design), data.len(), Ledger::in_memory(), NoiseSeed::Explicit(3), Device::Cpu)
+                .unwrap();
         let (reports, g) = gan.round(&examples).unwrap();
         assert_eq!((reports.len(), gan.ledger().steps()), (3, 3));
         assert!(g.is_finite() && reports.iter().all(|r| r.real_loss.is_finite() || r.lot_size == 0));
@@ -434,14 +632,30 @@ fn classifier_discriminator_trains_ranks_by_the_label_logit_and_is_recorded() {
         assert!(g > 1.5, "generator loss {g}");
     }
     // The noise-layer design keeps its paper's label planes.
-    let e = DpGan::new(classifier(Design::NoiseLayer), data.len(), Ledger::in_memory(), NoiseSeed::Explicit(3), Device::Cpu).unwrap_err().to_string();
+    let e = DpGan::new(
+        classifier(Design::NoiseLayer),
+        data.len(),
+        Ledger::in_memory(),
+        NoiseSeed::Explicit(3),
+        Device::Cpu,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("conditioning"), "{e}");
     // A run records the choice; ranking scores each candidate by logit[label] - logit[generated].
     let dir = tempfile::tempdir().unwrap();
     let run = dir.path().join("run");
-    let spec = GanRunSpec { config: classifier(Design::Joint), epochs: 0.3, delta: 1e-5, target_epsilon: None, seed: Some(3), force: false };
+    let spec = GanRunSpec {
+        config: classifier(Design::Joint),
+        epochs: 0.3,
+        delta: 1e-5,
+        target_epsilon: None,
+        seed: Some(3),
+        force: false,
+    };
     train_gan(&spec, &data, &run, Device::Cpu, &mut |_, _, _| {}).unwrap();
-    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("gan.json")).unwrap()).unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("gan.json")).unwrap()).unwrap();
     assert_eq!(saved["config"]["conditioning"], "classifier", "{saved}");
     let (g, info) = load_generator(&run, Device::Cpu).unwrap();
     let d = load_discriminator(&run, &info, Device::Cpu).unwrap();
@@ -452,12 +666,23 @@ fn classifier_discriminator_trains_ranks_by_the_label_logit_and_is_recorded() {
     assert_eq!(logits.size(), [40, 11]);
     for (i, (&l, &score)) in labels.iter().zip(&scores).enumerate() {
         let again = logits.double_value(&[i as i64, i64::from(l)]) - logits.double_value(&[i as i64, 10]);
-        assert!((again - f64::from(score)).abs() < 0.05 * (1.0 + f64::from(score).abs()), "candidate {i}: score {score} vs {again}");
+        assert!(
+            (again - f64::from(score)).abs() < 0.05 * (1.0 + f64::from(score).abs()),
+            "candidate {i}: score {score} vs {again}"
+        );
     }
-    let r = sample_release(&run, &dir.path().join("ranked"), &SampleOptions { keep: 0.5, ..SampleOptions::new(20, Some(9)) }, false, Device::Cpu).unwrap();
+    let r = sample_release(
+        &run,
+        &dir.path().join("ranked"),
+        &SampleOptions { keep: 0.5, ..SampleOptions::new(20, Some(9)) },
+        false,
+        Device::Cpu,
+    )
+    .unwrap();
     assert!(r.selection.contains("logit of the label"), "{}", r.selection);
     assert_eq!(r.conditioning, Conditioning::Classifier);
-    let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("ranked/release.json")).unwrap()).unwrap();
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("ranked/release.json")).unwrap()).unwrap();
     assert_eq!(written["conditioning"], "classifier");
     assert_eq!(written["rank_by"], "realism");
 
@@ -467,9 +692,13 @@ fn classifier_discriminator_trains_ranks_by_the_label_logit_and_is_recorded() {
     let real = logits.narrow(1, 0, 10);
     for (i, (&l, &score)) in labels.iter().zip(&scores).enumerate() {
         let row: Vec<f64> = (0..10).map(|k| real.double_value(&[i as i64, k])).collect();
-        let others = row.iter().enumerate().filter(|&(k, _)| k != usize::from(l)).map(|(_, v)| v.exp()).sum::<f64>().ln();
+        let others =
+            row.iter().enumerate().filter(|&(k, _)| k != usize::from(l)).map(|(_, v)| v.exp()).sum::<f64>().ln();
         let want = row[usize::from(l)] - others;
-        assert!((want - f64::from(score)).abs() < 0.05 * (1.0 + want.abs()), "candidate {i}: label score {score} vs {want}");
+        assert!(
+            (want - f64::from(score)).abs() < 0.05 * (1.0 + want.abs()),
+            "candidate {i}: label score {score} vs {want}"
+        );
     }
     let by_label = SampleOptions { keep: 0.5, rank_by: Ranking::Label, ..SampleOptions::new(20, Some(9)) };
     let r = sample_release(&run, &dir.path().join("by-label"), &by_label, false, Device::Cpu).unwrap();
@@ -486,7 +715,8 @@ fn classifier_discriminator_trains_ranks_by_the_label_logit_and_is_recorded() {
     // Discriminator labels: every released image carries the argmax of the discriminator's 10
     // real-class logits for the released bytes, computed here by hand; the pixels are the
     // unranked release's; the agreement is the share of labels left unchanged.
-    let plain = sample_release(&run, &dir.path().join("plain"), &SampleOptions::new(40, Some(9)), false, Device::Cpu).unwrap();
+    let plain =
+        sample_release(&run, &dir.path().join("plain"), &SampleOptions::new(40, Some(9)), false, Device::Cpu).unwrap();
     assert_eq!(plain.labels, LabelSource::Generator);
     assert_eq!(plain.label_agreement, None);
     let relabel = SampleOptions { labels: LabelSource::Discriminator, ..SampleOptions::new(40, Some(9)) };
@@ -505,10 +735,19 @@ fn classifier_discriminator_trains_ranks_by_the_label_logit_and_is_recorded() {
     }
     assert_eq!(r.label_agreement, Some(same as f64 / 40.0));
     assert_eq!(r.class_counts, after.class_counts());
-    let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("relabelled/release.json")).unwrap()).unwrap();
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("relabelled/release.json")).unwrap()).unwrap();
     assert_eq!(written["labels"], "discriminator");
     // Without --keep there is nothing to rank; a label-plane discriminator has no class logits.
-    let e = sample_release(&run, &dir.path().join("bad"), &SampleOptions { rank_by: Ranking::Label, ..SampleOptions::new(20, Some(9)) }, false, Device::Cpu).unwrap_err().to_string();
+    let e = sample_release(
+        &run,
+        &dir.path().join("bad"),
+        &SampleOptions { rank_by: Ranking::Label, ..SampleOptions::new(20, Some(9)) },
+        false,
+        Device::Cpu,
+    )
+    .unwrap_err()
+    .to_string();
     assert!(e.contains("--rank-by"), "{e}");
     let planes = dir.path().join("planes");
     train_tiny(&planes, Design::Joint, 3);
@@ -524,7 +763,8 @@ fn classifier_discriminator_trains_ranks_by_the_label_logit_and_is_recorded() {
 
 /// Names in `dir`, sorted (to check that nothing, not even a temporary folder, was left).
 fn listing(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -537,14 +777,26 @@ fn bad_count_missing_run_and_corrupt_checkpoint_are_clear_errors_with_no_partial
     let before = listing(dir.path());
     let out = dir.path().join("synth");
     for count in [0usize, 10_000_001] {
-        let e = sample_release(&run, &out, &SampleOptions::new(count, Some(1)), false, Device::Cpu).unwrap_err().to_string();
+        let e = sample_release(&run, &out, &SampleOptions::new(count, Some(1)), false, Device::Cpu)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("--count"), "{e}");
     }
     for t in [0.0, -1.0, f64::NAN, f64::INFINITY] {
-        let e = sample_release(&run, &out, &SampleOptions { temperature: t, ..SampleOptions::new(10, Some(1)) }, false, Device::Cpu).unwrap_err().to_string();
+        let e = sample_release(
+            &run,
+            &out,
+            &SampleOptions { temperature: t, ..SampleOptions::new(10, Some(1)) },
+            false,
+            Device::Cpu,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("--temperature"), "{e}");
     }
-    let e = sample_release(&dir.path().join("nope"), &out, &SampleOptions::new(10, Some(1)), false, Device::Cpu).unwrap_err().to_string();
+    let e = sample_release(&dir.path().join("nope"), &out, &SampleOptions::new(10, Some(1)), false, Device::Cpu)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no such run folder"), "{e}");
     let g = run.join(GENERATOR_FILE);
     let bytes = std::fs::read(&g).unwrap();
@@ -555,7 +807,14 @@ fn bad_count_missing_run_and_corrupt_checkpoint_are_clear_errors_with_no_partial
     assert!(sample_release(&run, &out, &SampleOptions::new(10, Some(1)), false, Device::Cpu).is_err());
     assert_eq!(listing(dir.path()), before, "no output and no temporary folder left behind");
     // Training refuses to overwrite a run.
-    let spec = GanRunSpec { config: tiny_config(Design::Joint), epochs: 0.3, delta: 1e-5, target_epsilon: None, seed: Some(1), force: false };
+    let spec = GanRunSpec {
+        config: tiny_config(Design::Joint),
+        epochs: 0.3,
+        delta: 1e-5,
+        target_epsilon: None,
+        seed: Some(1),
+        force: false,
+    };
     let e = train_gan(&spec, &fixture_subset(160), &run, Device::Cpu, &mut |_, _, _| {}).unwrap_err().to_string();
     assert!(e.contains("--force"), "{e}");
 }
@@ -566,7 +825,30 @@ fn cli_trains_samples_and_refuses_bad_input() {
     let bin = env!("CARGO_BIN_EXE_dpaudit");
     let run = dir.path().join("g");
     let st = std::process::Command::new(bin)
-        .args(["gan", "train", "--dataset", "fixture", "--target-epsilon", "8", "--epochs", "0.06", "--lot-size", "40", "--n-critic", "2", "--z-dim", "8", "--g-width", "4", "--d-width", "4", "--seed", "2", "--json", "--out"])
+        .args([
+            "gan",
+            "train",
+            "--dataset",
+            "fixture",
+            "--target-epsilon",
+            "8",
+            "--epochs",
+            "0.06",
+            "--lot-size",
+            "40",
+            "--n-critic",
+            "2",
+            "--z-dim",
+            "8",
+            "--g-width",
+            "4",
+            "--d-width",
+            "4",
+            "--seed",
+            "2",
+            "--json",
+            "--out",
+        ])
         .arg(&run)
         .output()
         .unwrap();
@@ -578,11 +860,23 @@ fn cli_trains_samples_and_refuses_bad_input() {
     assert_eq!(m["sampling"], "poisson");
     assert!(run.join("samples-epoch-001.png").is_file());
     let out = dir.path().join("s");
-    let bad = std::process::Command::new(bin).args(["gan", "sample", "--count", "0", "--run"]).arg(&run).arg("--out").arg(&out).output().unwrap();
+    let bad = std::process::Command::new(bin)
+        .args(["gan", "sample", "--count", "0", "--run"])
+        .arg(&run)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--count"));
     assert!(!out.exists());
-    let ok = std::process::Command::new(bin).args(["gan", "sample", "--count", "30", "--seed", "1", "--json", "--run"]).arg(&run).arg("--out").arg(&out).output().unwrap();
+    let ok = std::process::Command::new(bin)
+        .args(["gan", "sample", "--count", "30", "--seed", "1", "--json", "--run"])
+        .arg(&run)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
     let r: serde_json::Value = serde_json::from_slice(&ok.stdout).unwrap();
     assert_eq!(r["design"], "joint");
@@ -591,7 +885,13 @@ fn cli_trains_samples_and_refuses_bad_input() {
     assert!(out.join("grid.png").is_file() && out.join("release.json").is_file());
     // A label-plane discriminator has no class logits to label a release with: refused, no output.
     let relabelled = dir.path().join("relabelled");
-    let bad = std::process::Command::new(bin).args(["gan", "sample", "--count", "30", "--labels", "discriminator", "--run"]).arg(&run).arg("--out").arg(&relabelled).output().unwrap();
+    let bad = std::process::Command::new(bin)
+        .args(["gan", "sample", "--count", "30", "--labels", "discriminator", "--run"])
+        .arg(&run)
+        .arg("--out")
+        .arg(&relabelled)
+        .output()
+        .unwrap();
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--labels"), "{}", String::from_utf8_lossy(&bad.stderr));
     assert!(!relabelled.exists());
@@ -617,7 +917,13 @@ fn evaluate_synthetic_reports_numbers_with_their_protocol() {
     let test = load_mnist_dir(Path::new("fixtures/mnist-small"), Split::Test, 10).unwrap();
     // Real images standing in for synthetic ones: CAS must be far above chance.
     let synthetic = fixture_subset(1000);
-    let config = EvalConfig { cas_epochs: 2, validation_size: 500, fid_epochs: 1, real_vs_fake_epochs: 1, ..EvalConfig::default() };
+    let config = EvalConfig {
+        cas_epochs: 2,
+        validation_size: 500,
+        fid_epochs: 1,
+        real_vs_fake_epochs: 1,
+        ..EvalConfig::default()
+    };
     let r = evaluate_synthetic(&synthetic, &train, &test, &config, Device::Cpu, &mut |_| {}).unwrap();
     assert!(r.cas.test_accuracy > 0.5 && r.cas.test_accuracy <= 1.0, "{}", r.cas.test_accuracy);
     assert_eq!(r.cas.validation_accuracy.len(), 2);

@@ -97,7 +97,10 @@ fn dp_pca_is_the_first_phase_and_every_epsilon_includes_it() {
     let sgd_only_pld = PldAccountant::default().epsilon(&m.phases[1..], 1e-5).unwrap().epsilon;
     let rdp_eps = m.epsilons.iter().find(|e| e.accountant == "rdp").unwrap().epsilon;
     let pld_eps = m.epsilons.iter().find(|e| e.accountant == "pld").unwrap().epsilon;
-    assert!(rdp_eps > sgd_only && pld_eps > sgd_only_pld, "rdp {rdp_eps} vs {sgd_only}, pld {pld_eps} vs {sgd_only_pld} (SGD phases alone)");
+    assert!(
+        rdp_eps > sgd_only && pld_eps > sgd_only_pld,
+        "rdp {rdp_eps} vs {sgd_only}, pld {pld_eps} vs {sgd_only_pld} (SGD phases alone)"
+    );
     assert_eq!(rdp_eps, rdp::epsilon(&m.phases, 1e-5).unwrap().epsilon);
     // The projection is saved, the validation examples held out before accounting (q = L / 1800).
     let pca = m.pca.as_ref().unwrap();
@@ -108,13 +111,15 @@ fn dp_pca_is_the_first_phase_and_every_epsilon_includes_it() {
     // 18 noisy steps of the MLP on 60 DP-PCA dimensions: far above chance (0.1) on both sets.
     let v = m.validation_accuracy.unwrap();
     assert!(m.test_accuracy > 0.5 && v > 0.5, "test {}, validation {v}", m.test_accuracy);
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.path().join("metrics.json")).unwrap()).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("metrics.json")).unwrap()).unwrap();
     assert!(json["validation_accuracy"].is_number() && json["pca"]["dims"] == 60);
     // A certificate lists the DP-PCA phase in its mechanism.
     let key_dir = tempfile::tempdir().unwrap();
     dpaudit::cert::keys::generate_keypair(key_dir.path()).unwrap();
     let key = dpaudit::cert::keys::load_secret_key(&key_dir.path().join("dpaudit-cert.key")).unwrap();
-    let cert = dpaudit::cert::sign::certify_run(dir.path(), &dpaudit::cert::sign::CertifyOptions::model(1e-5), &key).unwrap();
+    let cert =
+        dpaudit::cert::sign::certify_run(dir.path(), &dpaudit::cert::sign::CertifyOptions::model(1e-5), &key).unwrap();
     assert_eq!(cert.mechanism.labels, ["dp-pca", "dpsgd"]);
     let p = &cert.mechanism.phases[0];
     assert_eq!((p.label.as_str(), p.sampling_rate, p.noise_multiplier, p.steps), ("dp-pca", 1.0, SIGMA_P, 1));
@@ -161,7 +166,8 @@ fn whitened_projection_is_saved_as_used_and_a_resume_must_match_it() {
     // The file holds the whitened components (what the model was trained on) and the scale: the
     // components divided by the scale are orthonormal eigenvectors, and the scale follows the
     // saved eigenvalues as DpPca::whiten defines it.
-    let tensors: std::collections::HashMap<String, Tensor> = Tensor::read_safetensors(dir.path().join(PCA_FILE)).unwrap().into_iter().collect();
+    let tensors: std::collections::HashMap<String, Tensor> =
+        Tensor::read_safetensors(dir.path().join(PCA_FILE)).unwrap().into_iter().collect();
     let scale = Vec::<f64>::try_from(tensors["whitening"].to_kind(Kind::Double)).unwrap();
     let eig = Vec::<f64>::try_from(tensors["eigenvalues"].to_kind(Kind::Double)).unwrap();
     assert_eq!((scale.len(), eig.len()), (60, 60));
@@ -201,7 +207,12 @@ fn target_epsilon_calibration_counts_the_pca_phase() {
     let m = run(&s, dir.path());
     let q = 200.0 / 1800.0;
     let without = noise_multiplier_for_epsilon(3.0, q, m.steps, 1e-5, &RdpAccountant::default()).unwrap();
-    assert!(m.config.noise_multiplier > without.noise_multiplier, "{} vs {}", m.config.noise_multiplier, without.noise_multiplier);
+    assert!(
+        m.config.noise_multiplier > without.noise_multiplier,
+        "{} vs {}",
+        m.config.noise_multiplier,
+        without.noise_multiplier
+    );
     let eps = m.epsilons.iter().find(|e| e.accountant == "rdp").unwrap().epsilon;
     assert!(eps <= 3.0 && eps > 0.99 * 3.0, "RDP epsilon {eps} with the DP-PCA phase");
     // Earlier phases that already spend the budget are refused.
@@ -224,7 +235,10 @@ fn validation_is_the_last_examples_and_bad_settings_are_refused() {
     s.pca_noise_multiplier = None;
     assert!(train_run(&s, &train, &test, dir.path(), Device::Cpu, &mut |_, _, _| {}).is_err());
     let mut s = spec("logreg", 1.0);
-    assert!(train_run(&s, &train, &test, dir.path(), Device::Cpu, &mut |_, _, _| {}).is_err(), "sigma_p without DP-PCA");
+    assert!(
+        train_run(&s, &train, &test, dir.path(), Device::Cpu, &mut |_, _, _| {}).is_err(),
+        "sigma_p without DP-PCA"
+    );
     s.pca_noise_multiplier = None;
     s.validation = 2000;
     assert!(train_run(&s, &train, &test, dir.path(), Device::Cpu, &mut |_, _, _| {}).is_err());
@@ -236,8 +250,31 @@ fn cli_trains_abadi_pca_with_pca_dims_and_validation() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
     let args = [
-        "train", "--dataset", "fixture", "--model", "abadi-pca", "--pca-dims", "20", "--pca-noise-multiplier", "5", "--validation", "300", "--epochs", "1",
-        "--lot-size", "170", "--noise-multiplier", "1", "--max-grad-norm", "4", "--lr", "0.05", "--threads", "1", "--json", "--out",
+        "train",
+        "--dataset",
+        "fixture",
+        "--model",
+        "abadi-pca",
+        "--pca-dims",
+        "20",
+        "--pca-noise-multiplier",
+        "5",
+        "--validation",
+        "300",
+        "--epochs",
+        "1",
+        "--lot-size",
+        "170",
+        "--noise-multiplier",
+        "1",
+        "--max-grad-norm",
+        "4",
+        "--lr",
+        "0.05",
+        "--threads",
+        "1",
+        "--json",
+        "--out",
     ];
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_dpaudit")).args(args).arg(&out).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -249,7 +286,18 @@ fn cli_trains_abadi_pca_with_pca_dims_and_validation() {
     assert!(m["validation_accuracy"].as_f64().is_some());
     // --pca-dims belongs to abadi-pca.
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_dpaudit"))
-        .args(["train", "--dataset", "fixture", "--model", "logreg", "--pca-dims", "20", "--noise-multiplier", "1", "--out"])
+        .args([
+            "train",
+            "--dataset",
+            "fixture",
+            "--model",
+            "logreg",
+            "--pca-dims",
+            "20",
+            "--noise-multiplier",
+            "1",
+            "--out",
+        ])
         .arg(dir.path().join("bad"))
         .output()
         .unwrap();

@@ -3,8 +3,7 @@
 //! sizes and inputs) in f64, so the only differences are rounding.
 use dpaudit::train::models;
 use dpaudit::train::per_example::{
-    clip_and_sum, nonprivate_gradient, per_example_gradients, ClipConfig, LayerSpec, NormMethod,
-    Sequential,
+    clip_and_sum, nonprivate_gradient, per_example_gradients, ClipConfig, LayerSpec, NormMethod, Sequential,
 };
 use dpaudit::Error;
 use proptest::prelude::*;
@@ -27,9 +26,7 @@ fn close(engine: &Tensor, reference: &Tensor) -> Result<(), String> {
     if diff <= RELATIVE_TOLERANCE * scale + ABSOLUTE_TOLERANCE {
         Ok(())
     } else {
-        Err(format!(
-            "|engine - loop| = {diff:e}, |loop| = {scale:e}; engine {engine:?} vs {reference:?}"
-        ))
+        Err(format!("|engine - loop| = {diff:e}, |loop| = {scale:e}; engine {engine:?} vs {reference:?}"))
     }
 }
 
@@ -100,24 +97,12 @@ fn loop_gradients(model: &Sequential, inputs: &Tensor, labels: &Tensor) -> Vec<T
     let mut per_param: Vec<Vec<Tensor>> = (0..params.len()).map(|_| Vec::new()).collect();
     for i in 0..batch {
         let logits = model.forward(&inputs.narrow(0, i, 1)).unwrap();
-        let loss = logits.cross_entropy_loss::<Tensor>(
-            &labels.narrow(0, i, 1),
-            None,
-            tch::Reduction::Sum,
-            -100,
-            0.0,
-        );
-        for (k, g) in Tensor::run_backward(&[&loss], &params, false, false)
-            .into_iter()
-            .enumerate()
-        {
+        let loss = logits.cross_entropy_loss::<Tensor>(&labels.narrow(0, i, 1), None, tch::Reduction::Sum, -100, 0.0);
+        for (k, g) in Tensor::run_backward(&[&loss], &params, false, false).into_iter().enumerate() {
             per_param[k].push(g);
         }
     }
-    per_param
-        .into_iter()
-        .map(|gs| Tensor::stack(&gs, 0))
-        .collect()
+    per_param.into_iter().map(|gs| Tensor::stack(&gs, 0)).collect()
 }
 
 /// Checks every engine output against the loop, for all three strategies.
@@ -132,8 +117,7 @@ fn check_against_loop(
     let flat: Vec<Tensor> = reference.iter().map(|g| g.reshape([batch, -1])).collect();
     let loop_norms = Tensor::cat(&flat, 1).norm_scalaropt_dim(2, [1i64].as_slice(), false);
 
-    let (grads, _) = per_example_gradients(model, inputs, labels)
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+    let (grads, _) = per_example_gradients(model, inputs, labels).map_err(|e| TestCaseError::fail(e.to_string()))?;
     prop_assert_eq!(grads.len(), reference.len());
     for (g, r) in grads.iter().zip(&reference) {
         close(g, r).map_err(TestCaseError::fail)?;
@@ -143,16 +127,8 @@ fn check_against_loop(
     let max_norm = (loop_norms.mean(Kind::Double).double_value(&[]) * clip_scale).max(1e-3);
     let factors = (max_norm / (&loop_norms + 1e-6)).clamp_max(1.0);
     for norm_method in [NormMethod::Auto, NormMethod::Ghost, NormMethod::Materialise] {
-        let out = clip_and_sum(
-            model,
-            inputs,
-            labels,
-            &ClipConfig {
-                max_norm,
-                norm_method,
-            },
-        )
-        .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let out = clip_and_sum(model, inputs, labels, &ClipConfig { max_norm, norm_method })
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
         close(&out.norms, &loop_norms).map_err(TestCaseError::fail)?;
         close(&out.clip_factors, &factors).map_err(TestCaseError::fail)?;
         for (s, r) in out.clipped_sum.iter().zip(&reference) {
@@ -164,10 +140,7 @@ fn check_against_loop(
         }
         // Every clipped contribution has norm at most C.
         let contributed = (&loop_norms * &out.clip_factors).max().double_value(&[]);
-        prop_assert!(
-            contributed <= max_norm * (1.0 + CLIP_BOUND_SLACK),
-            "{contributed} > C = {max_norm}"
-        );
+        prop_assert!(contributed <= max_norm * (1.0 + CLIP_BOUND_SLACK), "{contributed} > C = {max_norm}");
     }
     Ok(())
 }
@@ -199,80 +172,41 @@ fn image_specs(
     let mut specs = Vec::new();
     for &(out, kernel, stride, padding, bias, group_norm, act, pool) in blocks {
         let kernel = kernel.min(s + 2 * padding);
-        specs.push(LayerSpec::Conv2d {
-            in_channels: c,
-            out_channels: out,
-            kernel,
-            stride,
-            padding,
-            bias,
-        });
+        specs.push(LayerSpec::Conv2d { in_channels: c, out_channels: out, kernel, stride, padding, bias });
         c = out;
         s = (s + 2 * padding - kernel) / stride + 1;
         if group_norm {
-            specs.push(LayerSpec::GroupNorm {
-                groups: if out % 2 == 0 { 2 } else { 1 },
-                channels: out,
-            });
+            specs.push(LayerSpec::GroupNorm { groups: if out % 2 == 0 { 2 } else { 1 }, channels: out });
         }
         specs.push(activation(act));
         if s >= 2 && pool > 0 {
             specs.push(if pool == 1 {
-                LayerSpec::MaxPool2d {
-                    kernel: 2,
-                    stride: 1,
-                }
+                LayerSpec::MaxPool2d { kernel: 2, stride: 1 }
             } else {
-                LayerSpec::AvgPool2d {
-                    kernel: 2,
-                    stride: 1,
-                }
+                LayerSpec::AvgPool2d { kernel: 2, stride: 1 }
             });
             s -= 1;
         }
     }
     let mut last = s;
     if let Some(p) = last_axis_linear {
-        specs.push(LayerSpec::Linear {
-            in_features: s,
-            out_features: p,
-            bias: true,
-        });
+        specs.push(LayerSpec::Linear { in_features: s, out_features: p, bias: true });
         specs.push(LayerSpec::Tanh);
         last = p;
     }
     let features = c * s * last;
     specs.push(LayerSpec::Flatten);
     if layer_norm {
-        specs.push(LayerSpec::LayerNorm {
-            shape: vec![features],
-        });
+        specs.push(LayerSpec::LayerNorm { shape: vec![features] });
     }
-    specs.push(LayerSpec::Linear {
-        in_features: features,
-        out_features: hidden,
-        bias: false,
-    });
+    specs.push(LayerSpec::Linear { in_features: features, out_features: hidden, bias: false });
     specs.push(LayerSpec::Tanh);
-    specs.push(LayerSpec::Linear {
-        in_features: hidden,
-        out_features: classes,
-        bias: true,
-    });
+    specs.push(LayerSpec::Linear { in_features: hidden, out_features: classes, bias: true });
     specs
 }
 
 fn conv_block() -> impl Strategy<Value = ConvBlock> {
-    (
-        1i64..=4,
-        1i64..=3,
-        1i64..=2,
-        0i64..=1,
-        any::<bool>(),
-        any::<bool>(),
-        0u8..3,
-        0u8..3,
-    )
+    (1i64..=4, 1i64..=3, 1i64..=2, 0i64..=1, any::<bool>(), any::<bool>(), 0u8..3, 0u8..3)
 }
 
 proptest! {
@@ -402,21 +336,10 @@ proptest! {
 fn tiny_image_net(extra: LayerSpec) -> Net {
     build(
         &[
-            LayerSpec::Conv2d {
-                in_channels: 1,
-                out_channels: 2,
-                kernel: 3,
-                stride: 1,
-                padding: 0,
-                bias: true,
-            },
+            LayerSpec::Conv2d { in_channels: 1, out_channels: 2, kernel: 3, stride: 1, padding: 0, bias: true },
             extra,
             LayerSpec::Flatten,
-            LayerSpec::Linear {
-                in_features: 2 * 4 * 4,
-                out_features: 3,
-                bias: true,
-            },
+            LayerSpec::Linear { in_features: 2 * 4 * 4, out_features: 3, bias: true },
         ],
         7,
     )
@@ -431,10 +354,7 @@ fn batchnorm_refused_in_private_mode() {
     let err = clip_and_sum(&net.model, &inputs, &labels, &ClipConfig::new(1.0)).unwrap_err();
     assert!(matches!(err, Error::InvalidParameter { .. }), "{err:?}");
     let message = err.to_string();
-    assert!(
-        message.contains("GroupNorm") && message.contains("public data"),
-        "{message}"
-    );
+    assert!(message.contains("GroupNorm") && message.contains("public data"), "{message}");
     assert!(per_example_gradients(&net.model, &inputs, &labels).is_err());
     // Non-private training may use it.
     assert!(nonprivate_gradient(&net.model, &inputs, &labels).is_ok());
@@ -472,10 +392,7 @@ fn nonfinite_inputs_and_bad_arguments_are_refused() {
         let _ = poisoned.get(2).get(0).get(3).get(3).fill_(bad);
         let err = clip_and_sum(&net.model, &poisoned, &labels, &config).unwrap_err();
         assert!(matches!(err, Error::Numerical { .. }), "{err:?}");
-        assert!(matches!(
-            nonprivate_gradient(&net.model, &poisoned, &labels),
-            Err(Error::Numerical { .. })
-        ));
+        assert!(matches!(nonprivate_gradient(&net.model, &poisoned, &labels), Err(Error::Numerical { .. })));
     }
     for c in [0.0, -1.0, f64::NAN, f64::INFINITY] {
         assert!(matches!(
@@ -484,20 +401,11 @@ fn nonfinite_inputs_and_bad_arguments_are_refused() {
         ));
     }
     let out_of_range = Tensor::from_slice(&[0i64, 1, 3, 2]);
-    assert!(matches!(
-        clip_and_sum(&net.model, &inputs, &out_of_range, &config),
-        Err(Error::InvalidParameter { .. })
-    ));
+    assert!(matches!(clip_and_sum(&net.model, &inputs, &out_of_range, &config), Err(Error::InvalidParameter { .. })));
     let short = Tensor::from_slice(&[0i64, 1]);
-    assert!(matches!(
-        clip_and_sum(&net.model, &inputs, &short, &config),
-        Err(Error::InvalidParameter { .. })
-    ));
+    assert!(matches!(clip_and_sum(&net.model, &inputs, &short, &config), Err(Error::InvalidParameter { .. })));
     let wrong_shape = random_tensor(&[4, 1, 7, 7], &mut rng);
-    assert!(matches!(
-        clip_and_sum(&net.model, &wrong_shape, &labels, &config),
-        Err(Error::Torch(_))
-    ));
+    assert!(matches!(clip_and_sum(&net.model, &wrong_shape, &labels, &config), Err(Error::Torch(_))));
 }
 
 #[test]
@@ -507,11 +415,7 @@ fn nonprivate_gradient_is_the_mean_of_per_example_gradients() {
     let inputs = random_tensor(&[5, 1, 6, 6], &mut rng);
     let labels = random_indices(&[5], 3, &mut rng);
     let step = nonprivate_gradient(&net.model, &inputs, &labels).unwrap();
-    for (g, r) in step
-        .gradients
-        .iter()
-        .zip(loop_gradients(&net.model, &inputs, &labels))
-    {
+    for (g, r) in step.gradients.iter().zip(loop_gradients(&net.model, &inputs, &labels)) {
         close(g, &r.mean_dim(0, false, None)).unwrap();
     }
 }

@@ -14,7 +14,22 @@ use std::sync::OnceLock;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 /// The recipe of `fixtures/report/audit*.json`: logreg, q = 100 / 2000, sigma = 1.2, C = 1, 20 steps.
-const RECIPE: [&str; 14] = ["--dataset", "fixture", "--model", "logreg", "--epochs", "1", "--lot-size", "100", "--max-grad-norm", "1", "--threads", "1", "--checkpoint-every", "0"];
+const RECIPE: [&str; 14] = [
+    "--dataset",
+    "fixture",
+    "--model",
+    "logreg",
+    "--epochs",
+    "1",
+    "--lot-size",
+    "100",
+    "--max-grad-norm",
+    "1",
+    "--threads",
+    "1",
+    "--checkpoint-every",
+    "0",
+];
 
 fn dpaudit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_dpaudit")).current_dir(ROOT).args(args).output().unwrap()
@@ -68,7 +83,8 @@ fn options(s: &Shared, audits: &[PathBuf]) -> ReportOptions {
 /// The claim's epsilon, recomputed here independently of the report: the smaller of RDP and PLD.
 fn expected_epsilon(run: &Path) -> f64 {
     let text = std::fs::read_to_string(run.join("ledger.jsonl")).unwrap();
-    let entries: Vec<dpaudit::accounting::ledger::LedgerEntry> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let entries: Vec<dpaudit::accounting::ledger::LedgerEntry> =
+        text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let phases = phases_of(&entries).unwrap();
     rdp::epsilon(&phases, 1e-5).unwrap().epsilon.min(PldAccountant::default().epsilon(&phases, 1e-5).unwrap().epsilon)
 }
@@ -89,11 +105,28 @@ fn html_report_has_the_claim_verdict_key_id_and_every_section() {
     assert_eq!(rep.certificate.as_ref().unwrap().signature_verified, Some(true), "{:?}", rep.certificate);
     assert!(rep.certificate.as_ref().unwrap().covers_this_release);
     assert!(rep.warnings.is_empty(), "{:?}", rep.warnings);
-    for id in ["parameters", "phases", "accountants", "epsilon-over-steps", "plot-epsilon", "utility", "test-accuracy", "audits", "plot-bounds", "audit-1", "roc-1", "limitations", "reproduce", "hashes"] {
+    for id in [
+        "parameters",
+        "phases",
+        "accountants",
+        "epsilon-over-steps",
+        "plot-epsilon",
+        "utility",
+        "test-accuracy",
+        "audits",
+        "plot-bounds",
+        "audit-1",
+        "roc-1",
+        "limitations",
+        "reproduce",
+        "hashes",
+    ] {
         assert!(html.contains(&format!("id=\"{id}\"")), "no element with id {id}");
     }
     // Parameters: q, sigma, C, steps; every accountant; the reproduce section's hashes.
-    assert!(html.contains("<td class=\"num\">0.05</td><td class=\"num\">1.2</td><td class=\"num\">1</td><td class=\"num\">20</td>"));
+    assert!(html.contains(
+        "<td class=\"num\">0.05</td><td class=\"num\">1.2</td><td class=\"num\">1</td><td class=\"num\">20</td>"
+    ));
     for acc in ["rdp", "pld", "mpfr oracle"] {
         assert!(html.contains(&format!("<tr><td>{acc}</td>")), "{acc}");
     }
@@ -107,7 +140,10 @@ fn html_report_has_the_claim_verdict_key_id_and_every_section() {
     assert!(!html.contains("<script") && !html.contains(" src=") && !html.contains("url("));
     for (i, _) in html.match_indices("://") {
         let url: String = html[i.saturating_sub(4)..].chars().take(30).collect();
-        assert!(url.starts_with("http://www.w3.org/2000/svg") || url.starts_with("http://www.w3.org/1999/xlink"), "external reference {url:?}");
+        assert!(
+            url.starts_with("http://www.w3.org/2000/svg") || url.starts_with("http://www.w3.org/1999/xlink"),
+            "external reference {url:?}"
+        );
     }
 }
 
@@ -146,7 +182,12 @@ fn a_violated_audit_of_this_recipe_refutes_the_claim_and_other_recipes_do_not_co
     assert_eq!(rep.verdict.status, VerdictStatus::Consistent, "{}", rep.verdict.statement);
     assert_eq!(rep.audits[1].same_recipe_as_run, Some(false));
     assert!(!rep.audits[1].refutes_report_claim);
-    assert!(rep.verdict.statement.contains("1 audit tested another recipe") && rep.verdict.statement.contains("violated its own claim"), "{}", rep.verdict.statement);
+    assert!(
+        rep.verdict.statement.contains("1 audit tested another recipe")
+            && rep.verdict.statement.contains("violated its own claim"),
+        "{}",
+        rep.verdict.statement
+    );
 }
 
 #[test]
@@ -156,12 +197,20 @@ fn audit_files_are_read_leniently_but_need_a_bound_and_a_verdict() {
     dpaudit::audit::engine::read_report(&fixture("")).unwrap();
     let rep = report::build(&options(s, &[fixture("audit-minimal.json")])).unwrap();
     let a = &rep.audits[0];
-    assert_eq!((a.name.as_str(), a.epsilon_lower, a.same_recipe_as_run, a.claimed_epsilon), ("old-blackbox", 0.05, None, None));
+    assert_eq!(
+        (a.name.as_str(), a.epsilon_lower, a.same_recipe_as_run, a.claimed_epsilon),
+        ("old-blackbox", 0.05, None, None)
+    );
     assert_eq!(a.roc.len(), 4);
     report::render(&rep, Format::Html).unwrap();
     report::render(&rep, Format::Markdown).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    for (bad, why) in [(r#"{"verdict": "consistent"}"#, "epsilon_lower"), (r#"{"epsilon_lower": 0.1}"#, "verdict"), ("[1, 2]", "not an audit"), (r#"{"epsilon_lower": -1, "verdict": "x"}"#, "epsilon_lower")] {
+    for (bad, why) in [
+        (r#"{"verdict": "consistent"}"#, "epsilon_lower"),
+        (r#"{"epsilon_lower": 0.1}"#, "verdict"),
+        ("[1, 2]", "not an audit"),
+        (r#"{"epsilon_lower": -1, "verdict": "x"}"#, "epsilon_lower"),
+    ] {
         let p = dir.path().join("audit.json");
         std::fs::write(&p, bad).unwrap();
         let err = report::build(&options(s, &[p])).unwrap_err().to_string();
@@ -198,11 +247,18 @@ fn text_from_the_inputs_is_escaped_in_html_and_markdown() {
         })
         .collect();
     for bad in ["<script", "<img", "[l](javascript", "</td>"] {
-        assert!(!prose.iter().any(|l| l.contains(bad)), "markdown holds {bad:?}:\n{}", prose.iter().filter(|l| l.contains(bad)).copied().collect::<Vec<_>>().join("\n"));
+        assert!(
+            !prose.iter().any(|l| l.contains(bad)),
+            "markdown holds {bad:?}:\n{}",
+            prose.iter().filter(|l| l.contains(bad)).copied().collect::<Vec<_>>().join("\n")
+        );
     }
     // Commands are shell-quoted: pasting one runs no second command.
     assert!(md.contains("dpaudit audit run 'audits/<script>alert('\\''x'\\'')</script> & \"q\" | *b* [l](javascript:x).toml' --out "), "{md}");
-    assert!(md.contains("### &lt;script&gt;alert('x')&lt;/script&gt; &amp; \"q\" \\| \\*b\\* \\[l\\](javascript:x)"), "{md}");
+    assert!(
+        md.contains("### &lt;script&gt;alert('x')&lt;/script&gt; &amp; \"q\" \\| \\*b\\* \\[l\\](javascript:x)"),
+        "{md}"
+    );
     // Every table row still has its two cells: no `|` from the inputs escaped the escaping.
     for line in md.lines().filter(|l| l.starts_with("| attack")) {
         assert_eq!(line.matches(" | ").count(), 1, "{line}");
@@ -247,8 +303,21 @@ fn the_cli_writes_atomically_and_refuses_to_overwrite_without_force() {
     let s = shared();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("report.html");
-    let (run, cert, key, audit) = (s.run.to_str().unwrap(), s.cert.to_str().unwrap(), s.pubkey.to_str().unwrap(), fixture("audit.json"));
-    let args = ["report", "--run", run, "--audit", audit.to_str().unwrap(), "--cert", cert, "--pubkey", key, "--out", out.to_str().unwrap()];
+    let (run, cert, key, audit) =
+        (s.run.to_str().unwrap(), s.cert.to_str().unwrap(), s.pubkey.to_str().unwrap(), fixture("audit.json"));
+    let args = [
+        "report",
+        "--run",
+        run,
+        "--audit",
+        audit.to_str().unwrap(),
+        "--cert",
+        cert,
+        "--pubkey",
+        key,
+        "--out",
+        out.to_str().unwrap(),
+    ];
     let o = dpaudit(&args);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stdout = String::from_utf8_lossy(&o.stdout);
@@ -257,14 +326,22 @@ fn the_cli_writes_atomically_and_refuses_to_overwrite_without_force() {
     assert!(first.starts_with(b"<!DOCTYPE html>"));
     let o = dpaudit(&args);
     assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("already exists; give --force"), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already exists; give --force"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert_eq!(std::fs::read(&out).unwrap(), first, "a refused run must leave the file as it was");
     let mut forced = args.to_vec();
     forced.extend(["--force", "--format", "json"]);
     let o = dpaudit(&forced);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    assert!(v["reproduce"]["commands"].as_array().unwrap().iter().any(|c| c["command"].as_str().unwrap().starts_with("dpaudit report --run")));
+    assert!(v["reproduce"]["commands"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|c| c["command"].as_str().unwrap().starts_with("dpaudit report --run")));
     let md = dir.path().join("report.md");
     let o = dpaudit(&["report", "--run", run, "--format", "markdown", "--out", md.to_str().unwrap()]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -285,7 +362,11 @@ fn runs_without_privacy_claim_nothing_and_a_sweep_draws_the_privacy_utility_curv
     let noisier = dir.path().join("sigma4");
     train(&noisier, &["--noise-multiplier", "4", "--seed", "1"]);
     let rep = report::build(&ReportOptions::for_run(&baseline)).unwrap();
-    assert!(!rep.claim.private && rep.claim.statement.contains("NOT trained with differential privacy"), "{}", rep.claim.statement);
+    assert!(
+        !rep.claim.private && rep.claim.statement.contains("NOT trained with differential privacy"),
+        "{}",
+        rep.claim.statement
+    );
     assert!(rep.epsilon_over_steps.is_empty());
     let json: Value = serde_json::from_str(&report::render(&rep, Format::Json).unwrap()).unwrap();
     assert_eq!(json["claim"]["epsilon"], "infinity");
@@ -323,7 +404,11 @@ fn a_torn_ledger_is_reported_and_left_untouched_and_a_wrong_certificate_is_flagg
     assert!(rep.warnings.iter().any(|w| w.contains("torn line of 17 bytes")), "{:?}", rep.warnings);
     let c = rep.certificate.as_ref().unwrap();
     assert_eq!(c.ledger_matches, Some(false));
-    assert_eq!(c.signature_verified, Some(false), "the ledger's hash differs, so verification against this folder fails");
+    assert_eq!(
+        c.signature_verified,
+        Some(false),
+        "the ledger's hash differs, so verification against this folder fails"
+    );
     assert!(rep.warnings.iter().any(|w| w.contains("another ledger")), "{:?}", rep.warnings);
 }
 
@@ -332,18 +417,73 @@ fn a_synthetic_data_release_gets_its_own_claim_sample_grid_and_nearest_neighbour
     let dir = tempfile::tempdir().unwrap();
     let (gan, rel, nn) = (dir.path().join("gan"), dir.path().join("release"), dir.path().join("nn.json"));
     for args in [
-        vec!["gan", "train", "--dataset", "fixture", "--epochs", "1", "--lot-size", "100", "--noise-multiplier", "1", "--z-dim", "16", "--g-width", "16", "--d-width", "16", "--seed", "1", "--threads", "1", "--out", gan.to_str().unwrap()],
-        vec!["gan", "sample", "--run", gan.to_str().unwrap(), "--count", "100", "--seed", "1", "--out", rel.to_str().unwrap()],
-        vec!["attack", "nearest-neighbour", "--synthetic", rel.to_str().unwrap(), "--train", "fixtures/mnist-small", "--holdout", "fixtures/mnist-small", "--max-examples", "200", "--out", nn.to_str().unwrap()],
+        vec![
+            "gan",
+            "train",
+            "--dataset",
+            "fixture",
+            "--epochs",
+            "1",
+            "--lot-size",
+            "100",
+            "--noise-multiplier",
+            "1",
+            "--z-dim",
+            "16",
+            "--g-width",
+            "16",
+            "--d-width",
+            "16",
+            "--seed",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+            gan.to_str().unwrap(),
+        ],
+        vec![
+            "gan",
+            "sample",
+            "--run",
+            gan.to_str().unwrap(),
+            "--count",
+            "100",
+            "--seed",
+            "1",
+            "--out",
+            rel.to_str().unwrap(),
+        ],
+        vec![
+            "attack",
+            "nearest-neighbour",
+            "--synthetic",
+            rel.to_str().unwrap(),
+            "--train",
+            "fixtures/mnist-small",
+            "--holdout",
+            "fixtures/mnist-small",
+            "--max-examples",
+            "200",
+            "--out",
+            nn.to_str().unwrap(),
+        ],
     ] {
         let o = dpaudit(&args);
-        assert!(o.status.success() || args[0] == "attack" && o.status.code() == Some(11), "dpaudit {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success() || args[0] == "attack" && o.status.code() == Some(11),
+            "dpaudit {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     let mut o = ReportOptions::for_run(&gan);
     o.release = Some(rel.clone());
     o.nearest_neighbour = Some(nn.clone());
     let rep = report::build(&o).unwrap();
-    assert!(rep.claim.statement.starts_with("This synthetic dataset was produced with (ε = "), "{}", rep.claim.statement);
+    assert!(
+        rep.claim.statement.starts_with("This synthetic dataset was produced with (ε = "),
+        "{}",
+        rep.claim.statement
+    );
     assert!(rep.warnings.is_empty(), "{:?}", rep.warnings);
     let s = rep.synthetic_data.as_ref().unwrap();
     assert!(s.epsilon_proven && s.records == 100);
@@ -352,7 +492,12 @@ fn a_synthetic_data_release_gets_its_own_claim_sample_grid_and_nearest_neighbour
     assert!(html.contains("id=\"synthetic-data\"") && html.contains("id=\"sample-grid\""));
     assert!(html.contains("src=\"data:image/png;base64,iVBORw0KGgo"), "the grid is embedded, not linked");
     assert!(rep.reproduce.hashes.iter().any(|h| h.what == "released file grid.png"));
-    assert!(rep.reproduce.commands[0].command.starts_with("cat ") && rep.reproduce.commands[0].command.ends_with("gan.json"), "{:?}", rep.reproduce.commands[0]);
+    assert!(
+        rep.reproduce.commands[0].command.starts_with("cat ")
+            && rep.reproduce.commands[0].command.ends_with("gan.json"),
+        "{:?}",
+        rep.reproduce.commands[0]
+    );
     let md = report::render(&rep, Format::Markdown).unwrap();
     assert!(md.contains("## Synthetic data") && md.contains("GAN-Leaks"));
     // A released file changed after release.json was written is flagged.
@@ -360,7 +505,11 @@ fn a_synthetic_data_release_gets_its_own_claim_sample_grid_and_nearest_neighbour
     grid.push(0);
     std::fs::write(rel.join("grid.png"), grid).unwrap();
     let rep = report::build(&o).unwrap();
-    assert!(rep.warnings.iter().any(|w| w.contains("grid.png") && w.contains("not the one released")), "{:?}", rep.warnings);
+    assert!(
+        rep.warnings.iter().any(|w| w.contains("grid.png") && w.contains("not the one released")),
+        "{:?}",
+        rep.warnings
+    );
     assert_eq!(dpaudit::report::inputs::base64(b"any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw==");
     assert_eq!(dpaudit::report::inputs::base64(b"ab"), "YWI=");
 }

@@ -24,12 +24,23 @@ fn chromium() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     let path = std::env::var_os("PATH")?;
-    ["chromium", "chromium-browser"].iter().flat_map(|name| std::env::split_paths(&path).map(move |d| d.join(name))).find(|p| p.is_file())
+    ["chromium", "chromium-browser"]
+        .iter()
+        .flat_map(|name| std::env::split_paths(&path).map(move |d| d.join(name)))
+        .find(|p| p.is_file())
 }
 
 fn browser(chromium: &Path, profile: &Path, args: &[&str], page: &Path) -> std::process::Output {
     Command::new(chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--hide-scrollbars", "--enable-logging=stderr", "--v=0"])
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--hide-scrollbars",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .arg(format!("file://{}", page.display()))
@@ -57,7 +68,26 @@ fn chromium_renders_the_report_with_its_key_elements_and_no_console_messages() {
     let run = dir.path().join("run");
     let out = Command::new(env!("CARGO_BIN_EXE_dpaudit"))
         .current_dir(ROOT)
-        .args(["train", "--dataset", "fixture", "--model", "logreg", "--epochs", "1", "--lot-size", "100", "--noise-multiplier", "1.2", "--max-grad-norm", "1", "--seed", "1", "--threads", "1", "--out"])
+        .args([
+            "train",
+            "--dataset",
+            "fixture",
+            "--model",
+            "logreg",
+            "--epochs",
+            "1",
+            "--lot-size",
+            "100",
+            "--noise-multiplier",
+            "1.2",
+            "--max-grad-norm",
+            "1",
+            "--seed",
+            "1",
+            "--threads",
+            "1",
+            "--out",
+        ])
         .arg(&run)
         .output()
         .unwrap();
@@ -75,13 +105,24 @@ fn chromium_renders_the_report_with_its_key_elements_and_no_console_messages() {
 
     // Screenshot.
     let png = dir.path().join("report.png");
-    let shot = browser(&chromium, &dir.path().join("profile-1"), &[&format!("--screenshot={}", png.display()), &format!("--window-size={WIDTH},{HEIGHT}")], &page);
-    assert!(shot.status.success(), "chromium --screenshot exited with {}: {}", shot.status, String::from_utf8_lossy(&shot.stderr));
+    let shot = browser(
+        &chromium,
+        &dir.path().join("profile-1"),
+        &[&format!("--screenshot={}", png.display()), &format!("--window-size={WIDTH},{HEIGHT}")],
+        &page,
+    );
+    assert!(
+        shot.status.success(),
+        "chromium --screenshot exited with {}: {}",
+        shot.status,
+        String::from_utf8_lossy(&shot.stderr)
+    );
     assert_eq!(console_lines(&shot.stderr), Vec::<String>::new(), "the page logged to the console");
     let bytes = std::fs::read(&png).unwrap_or_else(|e| panic!("no screenshot at {}: {e}", png.display()));
     assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
     assert_eq!(&bytes[12..16], b"IHDR");
-    let (w, h) = (u32::from_be_bytes(bytes[16..20].try_into().unwrap()), u32::from_be_bytes(bytes[20..24].try_into().unwrap()));
+    let (w, h) =
+        (u32::from_be_bytes(bytes[16..20].try_into().unwrap()), u32::from_be_bytes(bytes[20..24].try_into().unwrap()));
     assert_eq!((w, h), (WIDTH, HEIGHT));
     assert!(bytes.len() as u64 >= MIN_PNG_BYTES, "screenshot is only {} bytes: blank page?", bytes.len());
     if let Some(keep) = std::env::var_os("DPAUDIT_KEEP_SCREENSHOT") {
@@ -90,10 +131,33 @@ fn chromium_renders_the_report_with_its_key_elements_and_no_console_messages() {
 
     // The DOM the browser built.
     let dump = browser(&chromium, &dir.path().join("profile-2"), &["--dump-dom"], &page);
-    assert!(dump.status.success(), "chromium --dump-dom exited with {}: {}", dump.status, String::from_utf8_lossy(&dump.stderr));
+    assert!(
+        dump.status.success(),
+        "chromium --dump-dom exited with {}: {}",
+        dump.status,
+        String::from_utf8_lossy(&dump.stderr)
+    );
     assert_eq!(console_lines(&dump.stderr), Vec::<String>::new(), "the page logged to the console");
     let dom = String::from_utf8(dump.stdout).unwrap();
-    for id in ["summary", "claim", "verdict", "certificate", "key-id", "parameters", "accountants", "epsilon-over-steps", "plot-epsilon", "utility", "audits", "plot-bounds", "audit-1", "roc-1", "limitations", "reproduce", "hashes"] {
+    for id in [
+        "summary",
+        "claim",
+        "verdict",
+        "certificate",
+        "key-id",
+        "parameters",
+        "accountants",
+        "epsilon-over-steps",
+        "plot-epsilon",
+        "utility",
+        "audits",
+        "plot-bounds",
+        "audit-1",
+        "roc-1",
+        "limitations",
+        "reproduce",
+        "hashes",
+    ] {
         assert!(dom.contains(&format!("id=\"{id}\"")), "no element with id {id} in the DOM chromium built");
     }
     assert!(dom.contains(&format!("<code id=\"key-id\">{}</code>", keys.key_id)));

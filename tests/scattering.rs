@@ -64,7 +64,8 @@ fn scatter_linear_trains_on_the_features_and_pays_only_for_dp_sgd() {
         parameter_averaging: None,
     };
     let out = tempfile::tempdir().unwrap();
-    let m = train_run(&spec("scatter-linear", None), &train, &test, out.path(), Device::Cpu, &mut |_, _, _| {}).unwrap();
+    let m =
+        train_run(&spec("scatter-linear", None), &train, &test, out.path(), Device::Cpu, &mut |_, _, _| {}).unwrap();
     let steps = (3.0f64 / (200.0 / train.len() as f64)).ceil() as u64;
     assert_eq!(m.steps, steps);
     assert_eq!(m.phases.len(), 1, "only the DP-SGD phase: {:?}", m.phases);
@@ -75,5 +76,7 @@ fn scatter_linear_trains_on_the_features_and_pays_only_for_dp_sgd() {
     assert!(models::trains_on_pixels("tanh-cnn") && !models::trains_on_pixels("abadi-pca"));
     // The scattering models refuse a DP-PCA noise multiplier (they do not run DP-PCA).
     let out2 = tempfile::tempdir().unwrap();
-    assert!(train_run(&spec("scatter-cnn", Some(4.0)), &train, &test, out2.path(), Device::Cpu, &mut |_, _, _| {}).is_err());
+    assert!(
+        train_run(&spec("scatter-cnn", Some(4.0)), &train, &test, out2.path(), Device::Cpu, &mut |_, _, _| {}).is_err()
+    );
 }

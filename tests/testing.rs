@@ -3,7 +3,9 @@
 use dpaudit::accounting::ledger::Ledger;
 use dpaudit::accounting::SamplingScheme;
 use dpaudit::audit::spec::AuditSpec;
-use dpaudit::testing::{adjacent_datasets, assert_audit_consistent, assert_ledger_within_budget, assert_sensitivity_at_most, phases};
+use dpaudit::testing::{
+    adjacent_datasets, assert_audit_consistent, assert_ledger_within_budget, assert_sensitivity_at_most, phases,
+};
 use proptest::prelude::*;
 use std::path::Path;
 

@@ -55,11 +55,7 @@ fn validate_target(target_eps: f64) -> Result<()> {
     if target_eps > 0.0 && target_eps.is_finite() {
         Ok(())
     } else {
-        Err(Error::invalid(
-            "target epsilon",
-            target_eps,
-            "must be a finite number > 0",
-        ))
+        Err(Error::invalid("target epsilon", target_eps, "must be a finite number > 0"))
     }
 }
 
@@ -121,11 +117,7 @@ pub fn noise_multiplier_for_epsilon_after(
     }
     let eps = |sigma: f64| {
         let mut phases = earlier.to_vec();
-        phases.push(Phase {
-            sampling_rate: q,
-            noise_multiplier: sigma,
-            steps,
-        });
+        phases.push(Phase { sampling_rate: q, noise_multiplier: sigma, steps });
         accountant.epsilon_of(&phases, delta)
     };
     // Invariant: eps(hi) <= target (hi is always a valid answer); eps(lo) > target.
@@ -136,9 +128,7 @@ pub fn noise_multiplier_for_epsilon_after(
         if hi > MAX_NOISE_MULTIPLIER {
             return Err(Error::numerical(
                 "noise calibration",
-                format!(
-                    "no noise multiplier up to {MAX_NOISE_MULTIPLIER} reaches epsilon {target_eps}"
-                ),
+                format!("no noise multiplier up to {MAX_NOISE_MULTIPLIER} reaches epsilon {target_eps}"),
             ));
         }
         eps_hi = eps(hi)?;
@@ -152,10 +142,7 @@ pub fn noise_multiplier_for_epsilon_after(
         hi = lo;
         eps_hi = e;
         if lo <= MIN_NOISE_MULTIPLIER {
-            return Ok(Calibration {
-                noise_multiplier: hi,
-                epsilon: eps_hi,
-            });
+            return Ok(Calibration { noise_multiplier: hi, epsilon: eps_hi });
         }
         lo /= 2.0;
     }
@@ -169,10 +156,7 @@ pub fn noise_multiplier_for_epsilon_after(
             lo = mid;
         }
     }
-    Ok(Calibration {
-        noise_multiplier: hi,
-        epsilon: eps_hi,
-    })
+    Ok(Calibration { noise_multiplier: hi, epsilon: eps_hi })
 }
 
 /// The largest number of steps whose epsilon is at most `target_eps` (0 if even one step exceeds
@@ -196,14 +180,7 @@ pub fn max_steps_for_epsilon(
     validate_delta(delta)?;
     Phase::new(q, sigma, 1)?;
     let fits = |steps: u64| -> Result<bool> {
-        Ok(accountant.epsilon_of(
-            &[Phase {
-                sampling_rate: q,
-                noise_multiplier: sigma,
-                steps,
-            }],
-            delta,
-        )? <= target_eps)
+        Ok(accountant.epsilon_of(&[Phase { sampling_rate: q, noise_multiplier: sigma, steps }], delta)? <= target_eps)
     };
     if !fits(1)? {
         return Ok(0);
@@ -214,10 +191,7 @@ pub fn max_steps_for_epsilon(
     while fits(hi)? {
         lo = hi;
         if hi >= MAX_STEPS {
-            return Err(Error::numerical(
-                "step calibration",
-                format!("more than {MAX_STEPS} steps fit"),
-            ));
+            return Err(Error::numerical("step calibration", format!("more than {MAX_STEPS} steps fit")));
         }
         hi *= 2;
     }

@@ -50,18 +50,10 @@ pub fn epsilon_improved(rdp: f64, order: f64, delta: f64) -> f64 {
 pub fn rdp_to_epsilon(rdp: f64, order: f64, delta: f64) -> Result<(f64, Conversion)> {
     validate_delta(delta)?;
     if !(order > 1.0 && order.is_finite()) {
-        return Err(Error::invalid(
-            "Rényi order alpha",
-            order,
-            "must be a finite number > 1",
-        ));
+        return Err(Error::invalid("Rényi order alpha", order, "must be a finite number > 1"));
     }
     if !(rdp >= 0.0) {
-        return Err(Error::invalid(
-            "Rényi divergence",
-            rdp,
-            "must be >= 0 (or +inf)",
-        ));
+        return Err(Error::invalid("Rényi divergence", rdp, "must be >= 0 (or +inf)"));
     }
     Ok(tighter(rdp, order, delta))
 }
@@ -70,10 +62,7 @@ pub fn rdp_to_epsilon(rdp: f64, order: f64, delta: f64) -> Result<(f64, Conversi
 pub(crate) fn tighter(rdp: f64, order: f64, delta: f64) -> (f64, Conversion) {
     let classic = epsilon_classic(rdp, order, delta);
     let improved = epsilon_improved(rdp, order, delta);
-    let (eps, which) = if improved <= classic {
-        (improved, Conversion::Improved)
-    } else {
-        (classic, Conversion::Classic)
-    };
+    let (eps, which) =
+        if improved <= classic { (improved, Conversion::Improved) } else { (classic, Conversion::Classic) };
     (eps.max(0.0), which)
 }

@@ -68,116 +68,72 @@ impl Enclosure {
     /// The exact value of an f64 (256 bits hold any f64 exactly).
     pub fn exact(x: f64) -> Self {
         let v = Float::with_val(P, x);
-        Enclosure {
-            lo: v.clone(),
-            hi: v,
-        }
+        Enclosure { lo: v.clone(), hi: v }
     }
 
     fn integer(n: &Integer) -> Self {
         // Integer -> float: lower end rounded down, upper end rounded up.
-        Enclosure {
-            lo: down(n),
-            hi: up(n),
-        }
+        Enclosure { lo: down(n), hi: up(n) }
     }
 
     fn add(&self, o: &Self) -> Self {
         // lo: round down; hi: round up.
-        Enclosure {
-            lo: down(&self.lo + &o.lo),
-            hi: up(&self.hi + &o.hi),
-        }
+        Enclosure { lo: down(&self.lo + &o.lo), hi: up(&self.hi + &o.hi) }
     }
 
     fn sub(&self, o: &Self) -> Self {
         // lo = lo - hi' rounded down; hi = hi - lo' rounded up.
-        Enclosure {
-            lo: down(&self.lo - &o.hi),
-            hi: up(&self.hi - &o.lo),
-        }
+        Enclosure { lo: down(&self.lo - &o.hi), hi: up(&self.hi - &o.lo) }
     }
 
     fn neg(&self) -> Self {
         // Exact.
-        Enclosure {
-            lo: Float::with_val(P, -&self.hi),
-            hi: Float::with_val(P, -&self.lo),
-        }
+        Enclosure { lo: Float::with_val(P, -&self.hi), hi: Float::with_val(P, -&self.lo) }
     }
 
     fn mul(&self, o: &Self) -> Self {
         // All four end products, each rounded down for the minimum and up for the maximum.
         let (a, b, c, d) = (&self.lo, &self.hi, &o.lo, &o.hi);
-        let lo = min2(
-            min2(down(a * c), down(a * d)),
-            min2(down(b * c), down(b * d)),
-        );
+        let lo = min2(min2(down(a * c), down(a * d)), min2(down(b * c), down(b * d)));
         let hi = max2(max2(up(a * c), up(a * d)), max2(up(b * c), up(b * d)));
         Enclosure { lo, hi }
     }
 
     fn div(&self, o: &Self) -> Result<Self> {
         if !(o.lo > 0 || o.hi < 0) {
-            return Err(Error::numerical(
-                "MPFR oracle",
-                "division by an enclosure containing 0",
-            ));
+            return Err(Error::numerical("MPFR oracle", "division by an enclosure containing 0"));
         }
         // All four end quotients, rounded down for the minimum and up for the maximum.
         let (a, b, c, d) = (&self.lo, &self.hi, &o.lo, &o.hi);
-        let lo = min2(
-            min2(down(a / c), down(a / d)),
-            min2(down(b / c), down(b / d)),
-        );
+        let lo = min2(min2(down(a / c), down(a / d)), min2(down(b / c), down(b / d)));
         let hi = max2(max2(up(a / c), up(a / d)), max2(up(b / c), up(b / d)));
         Ok(Enclosure { lo, hi })
     }
 
     fn exp(&self) -> Self {
         // exp is increasing: exp(lo) rounded down, exp(hi) rounded up.
-        Enclosure {
-            lo: down(self.lo.exp_ref()),
-            hi: up(self.hi.exp_ref()),
-        }
+        Enclosure { lo: down(self.lo.exp_ref()), hi: up(self.hi.exp_ref()) }
     }
 
     fn ln(&self) -> Result<Self> {
         if !(self.lo > 0) {
-            return Err(Error::numerical(
-                "MPFR oracle",
-                "logarithm of an enclosure reaching 0",
-            ));
+            return Err(Error::numerical("MPFR oracle", "logarithm of an enclosure reaching 0"));
         }
         // ln is increasing: ln(lo) rounded down, ln(hi) rounded up.
-        Ok(Enclosure {
-            lo: down(self.lo.ln_ref()),
-            hi: up(self.hi.ln_ref()),
-        })
+        Ok(Enclosure { lo: down(self.lo.ln_ref()), hi: up(self.hi.ln_ref()) })
     }
 
     fn sqrt(&self) -> Self {
         // sqrt is increasing on [0, inf): sqrt(lo) rounded down, sqrt(hi) rounded up.
-        Enclosure {
-            lo: down(self.lo.sqrt_ref()),
-            hi: up(self.hi.sqrt_ref()),
-        }
+        Enclosure { lo: down(self.lo.sqrt_ref()), hi: up(self.hi.sqrt_ref()) }
     }
 
     fn erfc(&self) -> Result<Self> {
         // erfc is decreasing: lower end = lower bound of erfc(hi), upper end = upper bound of
         // erfc(lo); each from MPFR's correctly rounded erfc (rounded down / up), or for arguments
         // >= CF_THRESHOLD from the enclosing Laplace continued fraction (MPFR is slow there).
-        let lo = if self.hi >= CF_THRESHOLD {
-            erfc_continued_fraction(&self.hi)?.lo
-        } else {
-            down(self.hi.erfc_ref())
-        };
-        let hi = if self.lo >= CF_THRESHOLD {
-            erfc_continued_fraction(&self.lo)?.hi
-        } else {
-            up(self.lo.erfc_ref())
-        };
+        let lo = if self.hi >= CF_THRESHOLD { erfc_continued_fraction(&self.hi)?.lo } else { down(self.hi.erfc_ref()) };
+        let hi = if self.lo >= CF_THRESHOLD { erfc_continued_fraction(&self.lo)?.hi } else { up(self.lo.erfc_ref()) };
         Ok(Enclosure { lo, hi })
     }
 
@@ -187,10 +143,7 @@ impl Enclosure {
         } else if self.hi <= 0 {
             Ok(self.neg())
         } else {
-            Err(Error::numerical(
-                "MPFR oracle",
-                "sign of a binomial coefficient not resolved",
-            ))
+            Err(Error::numerical("MPFR oracle", "sign of a binomial coefficient not resolved"))
         }
     }
 
@@ -200,10 +153,7 @@ impl Enclosure {
 
     /// The ends as f64, rounded outward (lower end down, upper end up).
     pub fn to_f64_bounds(&self) -> (f64, f64) {
-        (
-            self.lo.to_f64_round(Round::Down),
-            self.hi.to_f64_round(Round::Up),
-        )
+        (self.lo.to_f64_round(Round::Down), self.hi.to_f64_round(Round::Up))
     }
 
     /// Midpoint as f64 (for reporting).
@@ -222,10 +172,7 @@ const CF_THRESHOLD: f64 = 4.0;
 /// Lemma 2): the enclosure is the hull of the enclosures of the n-th and (n+1)-th convergents, with
 /// n doubled until the relative width is below 2^-160.
 fn erfc_continued_fraction(x: &Float) -> Result<Enclosure> {
-    let xe = Enclosure {
-        lo: x.clone(),
-        hi: x.clone(),
-    };
+    let xe = Enclosure { lo: x.clone(), hi: x.clone() };
     let convergent = |n: usize| -> Result<Enclosure> {
         let mut t = xe.clone();
         for k in (1..=n).rev() {
@@ -236,17 +183,11 @@ fn erfc_continued_fraction(x: &Float) -> Result<Enclosure> {
     let mut n = 32;
     loop {
         let (a, b) = (convergent(n)?, convergent(n + 1)?);
-        let k = Enclosure {
-            lo: min2(a.lo, b.lo),
-            hi: max2(a.hi, b.hi),
-        };
+        let k = Enclosure { lo: min2(a.lo, b.lo), hi: max2(a.hi, b.hi) };
         let width = Float::with_val(P, &k.hi - &k.lo) / &k.lo;
         if width < Float::with_val(P, Float::i_exp(1, -160)) || n >= 1 << 14 {
             // pi enclosed by MPFR's constant rounded down / up.
-            let pi = Enclosure {
-                lo: down(rug::float::Constant::Pi),
-                hi: up(rug::float::Constant::Pi),
-            };
+            let pi = Enclosure { lo: down(rug::float::Constant::Pi), hi: up(rug::float::Constant::Pi) };
             let gauss = xe.mul(&xe).neg().exp();
             return Ok(gauss.div(&pi.sqrt())?.mul(&k));
         }
@@ -313,10 +254,7 @@ fn a_integer(q: f64, two_sigma2: &Enclosure, a: u64) -> Result<Enclosure> {
         let kf = k as f64;
         // k(k-1) is an exact integer in f64 for k <= 2^26.
         let quad = Enclosure::exact(kf * (kf - 1.0)).div(two_sigma2)?;
-        let expo = ln_q
-            .scale_f64(kf)
-            .add(&ln_1mq.scale_f64((a - k) as f64))
-            .add(&quad);
+        let expo = ln_q.scale_f64(kf).add(&ln_1mq.scale_f64((a - k) as f64)).add(&quad);
         sum = sum.add(&binom.mul(&expo.exp()));
     }
     Ok(sum)
@@ -370,23 +308,10 @@ fn alternating_tail(terms: &[Enclosure], weights: &(Vec<Integer>, Integer)) -> R
     let d_minus = Enclosure::integer(&Integer::from(d - 1));
     // Lower end: Sigma.lo / (d + 1), rounded down (and S >= 0); upper end Sigma.hi / (d - 1),
     // rounded up.
-    let lo_q = Enclosure {
-        lo: sigma.lo.clone(),
-        hi: sigma.lo.clone(),
-    }
-    .div(&d_plus)?
-    .lo;
-    let hi_q = Enclosure {
-        lo: sigma.hi.clone(),
-        hi: sigma.hi.clone(),
-    }
-    .div(&d_minus)?
-    .hi;
+    let lo_q = Enclosure { lo: sigma.lo.clone(), hi: sigma.lo.clone() }.div(&d_plus)?.lo;
+    let hi_q = Enclosure { lo: sigma.hi.clone(), hi: sigma.hi.clone() }.div(&d_minus)?.hi;
     let zero = Float::new(P);
-    Ok(Enclosure {
-        lo: max2(lo_q, zero),
-        hi: hi_q,
-    })
+    Ok(Enclosure { lo: max2(lo_q, zero), hi: hi_q })
 }
 
 /// `A_alpha = A0 + A1` by the MTZ series for a fractional order, with the alternating tails
@@ -439,9 +364,7 @@ fn a_fractional(q: f64, sigma: f64, alpha: f64) -> Result<Enclosure> {
     }
     let t0: Vec<Enclosure> = (head..total).map(a0_term).collect::<Result<_>>()?;
     let t1: Vec<Enclosure> = (head..total).map(a1_term).collect::<Result<_>>()?;
-    sum = sum
-        .add(&alternating_tail(&t0, &weights)?)
-        .add(&alternating_tail(&t1, &weights)?);
+    sum = sum.add(&alternating_tail(&t0, &weights)?).add(&alternating_tail(&t1, &weights)?);
     Ok(sum)
 }
 
@@ -473,9 +396,7 @@ fn epsilon_enclosure_at(phases: &[Phase], order: f64, delta: f64) -> Result<(Flo
     // Classic: rdp - ln(delta)/(alpha - 1).
     let classic = rdp.sub(&ln_delta.div(&am1)?);
     // Improved: rdp + ln((alpha - 1)/alpha) - (ln delta + ln alpha)/(alpha - 1).
-    let improved = rdp
-        .add(&am1.div(&alpha)?.ln()?)
-        .sub(&ln_delta.add(&alpha.ln()?).div(&am1)?);
+    let improved = rdp.add(&am1.div(&alpha)?.ln()?).sub(&ln_delta.add(&alpha.ln()?).div(&am1)?);
     let zero = Float::new(P);
     Ok(if improved.hi <= classic.hi {
         (max2(improved.hi, zero), Conversion::Improved)
@@ -512,11 +433,7 @@ pub fn verified_epsilon(phases: &[Phase], delta: f64, orders: &[f64]) -> Result<
         // The final rounding to f64 is upward.
         let epsilon = eps.to_f64_round(Round::Up);
         if result.is_none_or(|r| epsilon < r.epsilon) {
-            result = Some(VerifiedEpsilon {
-                epsilon,
-                order,
-                conversion,
-            });
+            result = Some(VerifiedEpsilon { epsilon, order, conversion });
         }
     }
     result.ok_or_else(|| Error::numerical("verified epsilon", "no order evaluated"))

@@ -87,7 +87,15 @@ impl Ledger {
             let entry: LedgerEntry = serde_json::from_slice(line)
                 .map_err(|e| Error::data(&path, format!("line {}: not a ledger entry: {e}", lineno + 1)))?;
             if entry.step != entries.len() as u64 + 1 {
-                return Err(Error::data(&path, format!("line {}: step {} out of sequence (expected {})", lineno + 1, entry.step, entries.len() + 1)));
+                return Err(Error::data(
+                    &path,
+                    format!(
+                        "line {}: step {} out of sequence (expected {})",
+                        lineno + 1,
+                        entry.step,
+                        entries.len() + 1
+                    ),
+                ));
             }
             entries.push(entry);
         }
@@ -106,7 +114,14 @@ impl Ledger {
     /// # Errors
     /// [`Error::InvalidParameter`] for an invalid step; [`Error::Io`] if it could not be made
     /// durable, in which case the caller must not apply the update.
-    pub fn record(&mut self, sampling: SamplingScheme, sampling_rate: f64, noise_multiplier: f64, clipping_norm: f64, label: &str) -> Result<&LedgerEntry> {
+    pub fn record(
+        &mut self,
+        sampling: SamplingScheme,
+        sampling_rate: f64,
+        noise_multiplier: f64,
+        clipping_norm: f64,
+        label: &str,
+    ) -> Result<&LedgerEntry> {
         Phase::new(sampling_rate, noise_multiplier, 1)?;
         if !(clipping_norm > 0.0 && clipping_norm.is_finite()) {
             return Err(Error::invalid("clipping norm C", clipping_norm, "must be a finite number > 0"));
@@ -187,9 +202,7 @@ fn sync_parent_dir(path: &Path) -> Result<()> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("syncing folder {}", dir.display()), e))
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(format!("syncing folder {}", dir.display()), e))
 }
 
 #[cfg(test)]
@@ -236,14 +249,28 @@ mod tests {
         let path = dir.path().join("ledger.jsonl");
         std::fs::write(&path, "not json\n").unwrap();
         assert!(matches!(Ledger::open(&path), Err(Error::Data { .. })));
-        let e = LedgerEntry { step: 2, sampling: SamplingScheme::Poisson, sampling_rate: 0.1, noise_multiplier: 1.0, clipping_norm: 1.0, label: "x".into() };
+        let e = LedgerEntry {
+            step: 2,
+            sampling: SamplingScheme::Poisson,
+            sampling_rate: 0.1,
+            noise_multiplier: 1.0,
+            clipping_norm: 1.0,
+            label: "x".into(),
+        };
         std::fs::write(&path, format!("{}\n", serde_json::to_string(&e).unwrap())).unwrap();
         assert!(matches!(Ledger::open(&path), Err(Error::Data { .. })));
     }
 
     #[test]
     fn non_poisson_steps_are_refused_by_the_accountants() {
-        let e = LedgerEntry { step: 1, sampling: SamplingScheme::Shuffled, sampling_rate: 0.1, noise_multiplier: 1.0, clipping_norm: 1.0, label: "x".into() };
+        let e = LedgerEntry {
+            step: 1,
+            sampling: SamplingScheme::Shuffled,
+            sampling_rate: 0.1,
+            noise_multiplier: 1.0,
+            clipping_norm: 1.0,
+            label: "x".into(),
+        };
         assert!(phases_of(&[e]).is_err());
     }
 

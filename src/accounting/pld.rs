@@ -370,9 +370,7 @@ impl PldAccountant {
             spectrum[bins - 1].im = 0.0;
         }
         let mut out = inverse.make_output_vec();
-        inverse
-            .process(&mut spectrum, &mut out)
-            .map_err(|e| Error::numerical("PLD inverse FFT", e.to_string()))?;
+        inverse.process(&mut spectrum, &mut out).map_err(|e| Error::numerical("PLD inverse FFT", e.to_string()))?;
         let scale = 1.0 / n as f64;
         let n_i = n as i128;
         let shift = (i128::from(a) - base).rem_euclid(n_i) as usize;
@@ -389,16 +387,7 @@ impl PldAccountant {
         if !fft_error.is_finite() || !abs_sum.is_finite() {
             return Err(Error::numerical("PLD composition", "non-finite FFT output"));
         }
-        Ok(Composed {
-            direction,
-            h,
-            a,
-            y,
-            infinity_mass,
-            upper_tail_mass,
-            lower_tail_mass,
-            fft_error,
-        })
+        Ok(Composed { direction, h, a, y, infinity_mass, upper_tail_mass, lower_tail_mass, fft_error })
     }
 }
 
@@ -592,8 +581,7 @@ fn step_pmf(q: f64, s: f64, direction: Direction, h: f64) -> Result<StepPmf> {
     if !(total <= 1.0 + 1e-6) {
         return Err(Error::numerical("PLD discretisation", format!("pmf mass {total} exceeds 1")));
     }
-    let log_support =
-        mass.iter().enumerate().filter(|(_, &m)| m > 0.0).map(|(i, &m)| (eps_at(i), m.ln())).collect();
+    let log_support = mass.iter().enumerate().filter(|(_, &m)| m > 0.0).map(|(i, &m)| (eps_at(i), m.ln())).collect();
     Ok(StepPmf { lo, mass, infinity: deltas[len - 1], total, log_support })
 }
 
@@ -787,7 +775,11 @@ mod test {
             worst = worst.max((y - truth).abs());
         }
         // Sup-norm error <= 2-norm error <= the charged bound (plus the aliased mass <= tails).
-        assert!(worst <= composed.fft_error + 2.0 * composed.upper_tail_mass + composed.lower_tail_mass, "{worst} vs {}", composed.fft_error);
+        assert!(
+            worst <= composed.fft_error + 2.0 * composed.upper_tail_mass + composed.lower_tail_mass,
+            "{worst} vs {}",
+            composed.fft_error
+        );
         assert!(composed.fft_error < 1e-10, "{}", composed.fft_error);
     }
 }

@@ -49,11 +49,7 @@ pub(crate) fn validate_order(order: f64) -> Result<()> {
     if order > 1.0 && order.is_finite() {
         Ok(())
     } else {
-        Err(Error::invalid(
-            "Rényi order alpha",
-            order,
-            "must be a finite number > 1",
-        ))
+        Err(Error::invalid("Rényi order alpha", order, "must be a finite number > 1"))
     }
 }
 
@@ -123,10 +119,7 @@ struct LogSum {
 }
 
 impl LogSum {
-    const EMPTY: LogSum = LogSum {
-        max: f64::NEG_INFINITY,
-        sum: 0.0,
-    };
+    const EMPTY: LogSum = LogSum { max: f64::NEG_INFINITY, sum: 0.0 };
 
     fn add(&mut self, log_term: f64) {
         if log_term == f64::NEG_INFINITY {
@@ -193,8 +186,7 @@ pub(crate) fn ln_half_erfc(x: f64) -> f64 {
         // - 945/(2x^2)^5 + R), |R| <= 10395/(2x^2)^6 < 2e-15 for x >= 26 (the asymptotic series
         // of erfc encloses its value).
         let t = 1.0 / (2.0 * x * x);
-        let series =
-            1.0 - t * (1.0 - 3.0 * t * (1.0 - 5.0 * t * (1.0 - 7.0 * t * (1.0 - 9.0 * t))));
+        let series = 1.0 - t * (1.0 - 3.0 * t * (1.0 - 5.0 * t * (1.0 - 7.0 * t * (1.0 - 9.0 * t))));
         -x * x - (x * std::f64::consts::PI.sqrt()).ln() + series.ln() - std::f64::consts::LN_2
     }
 }
@@ -365,9 +357,7 @@ pub struct RdpAccountant {
 
 impl Default for RdpAccountant {
     fn default() -> Self {
-        RdpAccountant {
-            orders: default_orders(),
-        }
+        RdpAccountant { orders: default_orders() }
     }
 }
 
@@ -378,11 +368,7 @@ impl RdpAccountant {
     /// [`Error::InvalidParameter`] for an empty list or an order that is not finite and > 1.
     pub fn with_orders(orders: &[f64]) -> Result<Self> {
         if orders.is_empty() {
-            return Err(Error::invalid(
-                "Rényi orders",
-                "[]",
-                "at least one order is needed",
-            ));
+            return Err(Error::invalid("Rényi orders", "[]", "at least one order is needed"));
         }
         orders.iter().try_for_each(|&o| validate_order(o))?;
         let mut orders = orders.to_vec();
@@ -459,11 +445,7 @@ impl RdpAccountant {
 
 /// Binary search on the slope over `lo..=hi`: the index of a local minimum of `f` (the minimum if
 /// `f` is unimodal there). Any index is a valid answer; this only makes it tight.
-fn slope_search(
-    mut lo: usize,
-    mut hi: usize,
-    mut f: impl FnMut(usize) -> Result<RdpEpsilon>,
-) -> Result<usize> {
+fn slope_search(mut lo: usize, mut hi: usize, mut f: impl FnMut(usize) -> Result<RdpEpsilon>) -> Result<usize> {
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         if f(mid)?.epsilon <= f(mid + 1)?.epsilon {
@@ -478,12 +460,7 @@ fn slope_search(
 fn epsilon_at(phases: &[Phase], order: f64, delta: f64) -> Result<RdpEpsilon> {
     let rdp = composed_unchecked(phases, order)?;
     let (epsilon, conversion) = conversion::tighter(rdp, order, delta);
-    Ok(RdpEpsilon {
-        epsilon,
-        order,
-        rdp,
-        conversion,
-    })
+    Ok(RdpEpsilon { epsilon, order, rdp, conversion })
 }
 
 /// Epsilon of a composition with the default orders ([`RdpAccountant::default`]).

@@ -78,7 +78,8 @@ fn check_scores(members: &[f64], non_members: &[f64]) -> Result<()> {
 /// (threshold, true positives, false positives) at each distinct score, from the largest score
 /// down: calling members every example whose score is at least the threshold.
 fn operating_points(members: &[f64], non_members: &[f64]) -> Vec<(f64, u64, u64)> {
-    let mut all: Vec<(f64, bool)> = members.iter().map(|&s| (s, true)).chain(non_members.iter().map(|&s| (s, false))).collect();
+    let mut all: Vec<(f64, bool)> =
+        members.iter().map(|&s| (s, true)).chain(non_members.iter().map(|&s| (s, false))).collect();
     all.sort_by(|a, b| b.0.total_cmp(&a.0));
     let (mut tp, mut fp) = (0u64, 0u64);
     let mut out = Vec::new();
@@ -106,7 +107,11 @@ pub fn roc(members: &[f64], non_members: &[f64]) -> Result<Vec<RocPoint>> {
     check_scores(members, non_members)?;
     let (p, n) = (members.len() as f64, non_members.len() as f64);
     let mut pts = vec![RocPoint { fpr: 0.0, tpr: 0.0 }];
-    pts.extend(operating_points(members, non_members).into_iter().map(|(_, tp, fp)| RocPoint { fpr: fp as f64 / n, tpr: tp as f64 / p }));
+    pts.extend(
+        operating_points(members, non_members)
+            .into_iter()
+            .map(|(_, tp, fp)| RocPoint { fpr: fp as f64 / n, tpr: tp as f64 / p }),
+    );
     Ok(pts)
 }
 

@@ -55,7 +55,11 @@ pub fn confidences(model: &Sequential, data: &Examples, batch: usize) -> Result<
         let z = model.forward(&x)?.f_to_kind(Kind::Double)?;
         let size = z.size();
         if size.len() != 2 || size[1] < 2 {
-            return Err(Error::invalid("model output", format!("{size:?}"), "must be (batch, classes) logits with at least 2 classes"));
+            return Err(Error::invalid(
+                "model output",
+                format!("{size:?}"),
+                "must be (batch, classes) logits with at least 2 classes",
+            ));
         }
         let zy = z.f_gather(1, &y, false)?;
         let others = z.f_scatter_value(1, &y, f64::NEG_INFINITY)?.f_logsumexp(&[1i64][..], true)?;
@@ -111,7 +115,11 @@ pub struct LossAttack {
 /// Empty sets; model/data mismatches (libtorch); NaN outputs.
 pub fn loss_attack(model: &Sequential, members: &Examples, non_members: &Examples, batch: usize) -> Result<LossAttack> {
     if members.is_empty() || non_members.is_empty() {
-        return Err(Error::invalid("membership sets", format!("{} members, {} non-members", members.len(), non_members.len()), "need at least one of each"));
+        return Err(Error::invalid(
+            "membership sets",
+            format!("{} members, {} non-members", members.len(), non_members.len()),
+            "need at least one of each",
+        ));
     }
     let cm = confidences(model, members, batch)?;
     let cn = confidences(model, non_members, batch)?;
@@ -227,16 +235,33 @@ fn log_normal_pdf(x: f64, mean: f64, sd: f64) -> f64 {
 /// # Errors
 /// [`Error::InvalidParameter`] for shapes that do not match, non-finite confidences, or an
 /// example with no IN or no OUT shadow (LiRA needs both; train more shadows).
-pub fn lira_scores(target_phi: &[f64], shadow_phi: &[Vec<f64>], shadow_in: &[Vec<bool>], mode: VarianceMode) -> Result<LiraScores> {
+pub fn lira_scores(
+    target_phi: &[f64],
+    shadow_phi: &[Vec<f64>],
+    shadow_in: &[Vec<bool>],
+    mode: VarianceMode,
+) -> Result<LiraScores> {
     let n = target_phi.len();
     if shadow_phi.is_empty() || shadow_phi.len() != shadow_in.len() {
-        return Err(Error::invalid("shadow models", format!("{} confidences, {} memberships", shadow_phi.len(), shadow_in.len()), "need at least one, and one membership per shadow"));
+        return Err(Error::invalid(
+            "shadow models",
+            format!("{} confidences, {} memberships", shadow_phi.len(), shadow_in.len()),
+            "need at least one, and one membership per shadow",
+        ));
     }
     if let Some(s) = shadow_phi.iter().position(|v| v.len() != n) {
-        return Err(Error::invalid("shadow confidences", s, format!("every shadow must score the target's {n} examples")));
+        return Err(Error::invalid(
+            "shadow confidences",
+            s,
+            format!("every shadow must score the target's {n} examples"),
+        ));
     }
     if shadow_in.iter().any(|v| v.len() != n) {
-        return Err(Error::invalid("shadow memberships", "wrong length", format!("every shadow must say which of the {n} examples it trained on")));
+        return Err(Error::invalid(
+            "shadow memberships",
+            "wrong length",
+            format!("every shadow must say which of the {n} examples it trained on"),
+        ));
     }
     if let Some(x) = target_phi.iter().chain(shadow_phi.iter().flatten()).find(|x| !x.is_finite()) {
         return Err(Error::invalid("confidence", x, "must be finite"));
@@ -253,7 +278,11 @@ pub fn lira_scores(target_phi: &[f64], shadow_phi: &[Vec<f64>], shadow_in: &[Vec
             }
         }
         if a.is_empty() || b.is_empty() {
-            return Err(Error::invalid("shadow models", format!("example {i}: {} IN, {} OUT", a.len(), b.len()), "LiRA needs at least one IN and one OUT shadow per example; train more shadows"));
+            return Err(Error::invalid(
+                "shadow models",
+                format!("example {i}: {} IN, {} OUT", a.len(), b.len()),
+                "LiRA needs at least one IN and one OUT shadow per example; train more shadows",
+            ));
         }
         ins.push(a);
         outs.push(b);

@@ -23,9 +23,9 @@
 use crate::attack::metrics::{attack_metrics, thin_roc, AttackMetrics};
 use crate::data::idx::read_idx;
 use crate::error::{Error, Result};
-use serde::{Deserialize, Serialize};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
+use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
@@ -76,14 +76,21 @@ impl ImageSet {
     /// [`Error::InvalidParameter`] when the sizes disagree.
     pub fn from_bytes(path: impl Into<PathBuf>, pixels: usize, data: Vec<u8>) -> Result<Self> {
         if pixels == 0 || !data.len().is_multiple_of(pixels) {
-            return Err(Error::invalid("image bytes", data.len(), format!("must be a whole number of {pixels}-pixel images")));
+            return Err(Error::invalid(
+                "image bytes",
+                data.len(),
+                format!("must be a whole number of {pixels}-pixel images"),
+            ));
         }
         Ok(ImageSet { path: path.into(), len: data.len() / pixels, pixels, data })
     }
 }
 
 fn find_images(dir: &Path, prefix: &str) -> Option<PathBuf> {
-    [format!("{prefix}-images-idx3-ubyte.gz"), format!("{prefix}-images-idx3-ubyte")].into_iter().map(|f| dir.join(f)).find(|p| p.is_file())
+    [format!("{prefix}-images-idx3-ubyte.gz"), format!("{prefix}-images-idx3-ubyte")]
+        .into_iter()
+        .map(|f| dir.join(f))
+        .find(|p| p.is_file())
 }
 
 /// Reads the images of an MNIST-format folder: `train-images-idx3-ubyte[.gz]`, or
@@ -97,10 +104,9 @@ pub fn load_images(dir: &Path, prefer_test: bool) -> Result<ImageSet> {
         return Err(Error::data(dir, "is not a folder (expected an MNIST-format folder of IDX files)"));
     }
     let order = if prefer_test { ["t10k", "train"] } else { ["train", "t10k"] };
-    let path = order
-        .iter()
-        .find_map(|p| find_images(dir, p))
-        .ok_or_else(|| Error::data(dir, "holds neither train-images-idx3-ubyte[.gz] nor t10k-images-idx3-ubyte[.gz]"))?;
+    let path = order.iter().find_map(|p| find_images(dir, p)).ok_or_else(|| {
+        Error::data(dir, "holds neither train-images-idx3-ubyte[.gz] nor t10k-images-idx3-ubyte[.gz]")
+    })?;
     let (dims, data) = read_idx(&path)?.into_parts();
     if dims.len() != 3 || dims[1] == 0 || dims[2] == 0 {
         return Err(Error::data(&path, format!("expected images of shape (n, rows, cols), found {dims:?}")));
@@ -112,7 +118,10 @@ pub fn load_images(dir: &Path, prefer_test: bool) -> Result<ImageSet> {
 }
 
 fn to_tensor(s: &ImageSet) -> Result<Tensor> {
-    Ok(Tensor::f_from_slice(&s.data)?.f_view([s.len as i64, s.pixels as i64])?.f_to_kind(Kind::Double)?.f_div_scalar(255.0)?)
+    Ok(Tensor::f_from_slice(&s.data)?
+        .f_view([s.len as i64, s.pixels as i64])?
+        .f_to_kind(Kind::Double)?
+        .f_div_scalar(255.0)?)
 }
 
 /// The distances from each query row to its nearest and second-nearest reference row (the
@@ -130,7 +139,10 @@ fn nearest_two(queries: &Tensor, refs: &Tensor) -> Result<Vec<(f64, f64, usize)>
         let x = queries.f_narrow(0, start, len)?;
         let xn = x.f_square()?.f_sum_dim_intlist(&[1i64][..], true, Kind::Double)?;
         // |x - y|^2 = |x|^2 + |y|^2 - 2 x.y, clamped at 0 against rounding.
-        let d2 = xn.f_add(&rn.f_unsqueeze(0)?)?.f_sub(&x.f_matmul(&refs.f_transpose(0, 1)?)?.f_mul_scalar(2.0)?)?.f_clamp_min(0.0)?;
+        let d2 = xn
+            .f_add(&rn.f_unsqueeze(0)?)?
+            .f_sub(&x.f_matmul(&refs.f_transpose(0, 1)?)?.f_mul_scalar(2.0)?)?
+            .f_clamp_min(0.0)?;
         let (vals, idx) = d2.f_topk(k, 1, false, true)?;
         let vals = Vec::<f64>::try_from(vals.f_sqrt()?.f_contiguous()?.f_view(-1)?)?;
         let idx = Vec::<i64>::try_from(idx.f_contiguous()?.f_view(-1)?)?;
@@ -249,7 +261,11 @@ pub fn analyse(synthetic: &ImageSet, train: &ImageSet, holdout: &ImageSet) -> Re
             return Err(Error::invalid(
                 "image size",
                 format!("{name}: {} pixels", s.pixels),
-                format!("every set must have images of the synthetic set's size ({} pixels; {})", synthetic.pixels, synthetic.path.display()),
+                format!(
+                    "every set must have images of the synthetic set's size ({} pixels; {})",
+                    synthetic.pixels,
+                    synthetic.path.display()
+                ),
             ));
         }
     }

@@ -14,7 +14,14 @@ pub struct Curve<'a> {
     pub roc: &'a [RocPoint],
 }
 
-const COLOURS: [RGBColor; 6] = [RGBColor(31, 119, 180), RGBColor(255, 127, 14), RGBColor(44, 160, 44), RGBColor(214, 39, 40), RGBColor(148, 103, 189), RGBColor(140, 86, 75)];
+const COLOURS: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
 
 /// Renders `curves` as a log-log ROC with the chance diagonal, as an SVG document. Axes start at
 /// `min_rate` (points at 0 are drawn on the axis).
@@ -45,7 +52,8 @@ pub fn roc_svg(title: &str, curves: &[Curve<'_>], min_rate: f64) -> Result<Strin
             .y_label_formatter(&|v| format!("{v:.0e}"))
             .draw()
             .map_err(|e| draw_err(&e))?;
-        let diag: Vec<(f64, f64)> = (0..=40).map(|i| 10f64.powf(min_rate.log10() * (1.0 - i as f64 / 40.0))).map(|v| (v, v)).collect();
+        let diag: Vec<(f64, f64)> =
+            (0..=40).map(|i| 10f64.powf(min_rate.log10() * (1.0 - i as f64 / 40.0))).map(|v| (v, v)).collect();
         chart
             .draw_series(LineSeries::new(diag, BLACK.mix(0.4)))
             .map_err(|e| draw_err(&e))?
@@ -79,8 +87,17 @@ mod tests {
     #[test]
     fn writes_an_svg_with_every_curve() {
         let roc = [RocPoint { fpr: 0.0, tpr: 0.0 }, RocPoint { fpr: 0.001, tpr: 0.1 }, RocPoint { fpr: 1.0, tpr: 1.0 }];
-        let svg = roc_svg("test", &[Curve { label: "loss".into(), roc: &roc }, Curve { label: "lira-online".into(), roc: &roc }], 1e-4).unwrap();
-        assert!(svg.starts_with("<svg") && svg.contains("lira-online") && svg.contains("chance"), "{}", &svg[..200.min(svg.len())]);
+        let svg = roc_svg(
+            "test",
+            &[Curve { label: "loss".into(), roc: &roc }, Curve { label: "lira-online".into(), roc: &roc }],
+            1e-4,
+        )
+        .unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.contains("lira-online") && svg.contains("chance"),
+            "{}",
+            &svg[..200.min(svg.len())]
+        );
         assert!(roc_svg("t", &[], 0.0).is_err());
     }
 }

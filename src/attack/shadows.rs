@@ -221,10 +221,26 @@ impl MiaSpec {
         crate::accounting::validate_delta(t.delta)?;
         if t.private {
             match (t.noise_multiplier, t.target_epsilon) {
-                (Some(_), Some(_)) => return Err(Error::invalid("target", "noise_multiplier and target_epsilon", "give one of them, not both")),
-                (None, None) => return Err(Error::invalid("target", "private", "give noise_multiplier or target_epsilon (or private = false)")),
-                (Some(s), None) if !(s > 0.0 && s.is_finite()) => return Err(Error::invalid("target.noise_multiplier", s, "must be a finite number > 0")),
-                (None, Some(e)) if !(e > 0.0 && e.is_finite()) => return Err(Error::invalid("target.target_epsilon", e, "must be a finite number > 0")),
+                (Some(_), Some(_)) => {
+                    return Err(Error::invalid(
+                        "target",
+                        "noise_multiplier and target_epsilon",
+                        "give one of them, not both",
+                    ))
+                }
+                (None, None) => {
+                    return Err(Error::invalid(
+                        "target",
+                        "private",
+                        "give noise_multiplier or target_epsilon (or private = false)",
+                    ))
+                }
+                (Some(s), None) if !(s > 0.0 && s.is_finite()) => {
+                    return Err(Error::invalid("target.noise_multiplier", s, "must be a finite number > 0"))
+                }
+                (None, Some(e)) if !(e > 0.0 && e.is_finite()) => {
+                    return Err(Error::invalid("target.target_epsilon", e, "must be a finite number > 0"))
+                }
                 _ => {}
             }
         }
@@ -233,10 +249,18 @@ impl MiaSpec {
             return Err(Error::invalid("attack.targets", 0, "must be at least 1"));
         }
         if a.shadows > 0 && a.shadows < MIN_LIRA_SHADOWS {
-            return Err(Error::invalid("attack.shadows", a.shadows, format!("LiRA needs at least {MIN_LIRA_SHADOWS} shadows (0 runs the loss attack alone)")));
+            return Err(Error::invalid(
+                "attack.shadows",
+                a.shadows,
+                format!("LiRA needs at least {MIN_LIRA_SHADOWS} shadows (0 runs the loss attack alone)"),
+            ));
         }
         if a.targets > 1 + a.shadows {
-            return Err(Error::invalid("attack.targets", a.targets, format!("at most the {} models trained", 1 + a.shadows)));
+            return Err(Error::invalid(
+                "attack.targets",
+                a.targets,
+                format!("at most the {} models trained", 1 + a.shadows),
+            ));
         }
         if a.targets > 1 && a.shadows == 0 {
             return Err(Error::invalid("attack.targets", a.targets, "several targets need shadow models"));
@@ -357,15 +381,29 @@ pub fn prepare(spec: &MiaSpec) -> Result<MiaContext> {
     let dir = crate::audit::engine::dataset_dir(&spec.data.dataset);
     let train = load_mnist_dir(&dir, Split::Train, 10)?;
     let population = match spec.data.population {
-        Some(n) if n > train.len() => return Err(Error::invalid("data.population", n, format!("the training set of {} has only {} examples", dir.display(), train.len()))),
-        Some(n) => select(&train, &(0..train.len()).map(|i| i < n).collect::<Vec<_>>(), &format!("{} (first {n})", train.name()))?,
+        Some(n) if n > train.len() => {
+            return Err(Error::invalid(
+                "data.population",
+                n,
+                format!("the training set of {} has only {} examples", dir.display(), train.len()),
+            ))
+        }
+        Some(n) => select(
+            &train,
+            &(0..train.len()).map(|i| i < n).collect::<Vec<_>>(),
+            &format!("{} (first {n})", train.name()),
+        )?,
         None => train,
     };
     let keep = memberships(spec.attack.seed, population.len(), spec.models() as usize);
     for (m, k) in keep.iter().enumerate() {
         let n = k.iter().filter(|&&b| b).count();
         if spec.target.lot_size > n as f64 {
-            return Err(Error::invalid("target.lot_size", spec.target.lot_size, format!("model {m} trains on only {n} examples (half the population)")));
+            return Err(Error::invalid(
+                "target.lot_size",
+                spec.target.lot_size,
+                format!("model {m} trains on only {n} examples (half the population)"),
+            ));
         }
     }
     Ok(MiaContext { spec: spec.clone(), population, keep })
@@ -404,8 +442,12 @@ pub fn train_model(ctx: &MiaContext, population: &Examples, index: u64) -> Resul
     let sigma = match (r.private, r.noise_multiplier, r.target_epsilon) {
         (false, _, _) => f64::NAN,
         (true, Some(s), _) => s,
-        (true, None, Some(e)) => noise_multiplier_for_epsilon(e, q, steps, r.delta, &RdpAccountant::default())?.noise_multiplier,
-        (true, None, None) => return Err(Error::invalid("target", "private", "give noise_multiplier or target_epsilon")),
+        (true, None, Some(e)) => {
+            noise_multiplier_for_epsilon(e, q, steps, r.delta, &RdpAccountant::default())?.noise_multiplier
+        }
+        (true, None, None) => {
+            return Err(Error::invalid("target", "private", "give noise_multiplier or target_epsilon"))
+        }
     };
     let seed = model_seed(ctx.spec.attack.seed, index);
     let data = Examples::from_dataset(&members, Device::Cpu)?;
@@ -418,7 +460,12 @@ pub fn train_model(ctx: &MiaContext, population: &Examples, index: u64) -> Resul
         return Err(Error::numerical("logit-scaled confidence", format!("model {index} gave {x}")));
     }
     let acc = |inn: bool| {
-        let (right, total) = c.correct.iter().zip(keep).filter(|(_, &k)| k == inn).fold((0usize, 0usize), |(a, b), (&ok, _)| (a + usize::from(ok), b + 1));
+        let (right, total) = c
+            .correct
+            .iter()
+            .zip(keep)
+            .filter(|(_, &k)| k == inn)
+            .fold((0usize, 0usize), |(a, b), (&ok, _)| (a + usize::from(ok), b + 1));
         if total == 0 {
             f64::NAN
         } else {
@@ -476,12 +523,17 @@ fn check_or_write_spec(dir: &Path, spec: &MiaSpec) -> Result<()> {
         Ok(text) => {
             let sf: SpecFile = serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))?;
             if sf.digest != digest || sf.spec.digest() != digest {
-                return Err(Error::invalid("experiment folder", dir.display(), format!("holds models of another spec ({}); use another --out", sf.spec.name)));
+                return Err(Error::invalid(
+                    "experiment folder",
+                    dir.display(),
+                    format!("holds models of another spec ({}); use another --out", sf.spec.name),
+                ));
             }
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let json = serde_json::to_vec_pretty(&SpecFile { digest, spec: spec.clone() }).map_err(|e| Error::data(&path, e.to_string()))?;
+            let json = serde_json::to_vec_pretty(&SpecFile { digest, spec: spec.clone() })
+                .map_err(|e| Error::data(&path, e.to_string()))?;
             write_atomically(&path, &json)
         }
         Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
@@ -499,11 +551,19 @@ pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 /// # Errors
 /// A folder holding another spec's models; trainer and I/O errors (models finished before the
 /// error are kept).
-pub fn run_models(ctx: &MiaContext, dir: &Path, shard: Shard, threads: usize, progress: Progress<'_>, stop: &AtomicBool) -> Result<Vec<ModelRecord>> {
+pub fn run_models(
+    ctx: &MiaContext,
+    dir: &Path,
+    shard: Shard,
+    threads: usize,
+    progress: Progress<'_>,
+    stop: &AtomicBool,
+) -> Result<Vec<ModelRecord>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     check_or_write_spec(dir, &ctx.spec)?;
     let done: HashSet<u64> = read_runs(dir)?.iter().map(|r| r.index).collect();
-    let mine: Vec<u64> = (0..ctx.spec.models()).filter(|m| m % u64::from(shard.count) == u64::from(shard.index)).collect();
+    let mine: Vec<u64> =
+        (0..ctx.spec.models()).filter(|m| m % u64::from(shard.count) == u64::from(shard.index)).collect();
     let todo: Vec<u64> = mine.iter().copied().filter(|m| !done.contains(m)).collect();
     let total = mine.len() as u64;
     let finished = AtomicU64::new(total - todo.len() as u64);
@@ -513,11 +573,20 @@ pub fn run_models(ctx: &MiaContext, dir: &Path, shard: Shard, threads: usize, pr
     if let Ok(bytes) = std::fs::read(&path) {
         let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         if complete < bytes.len() {
-            let f = OpenOptions::new().write(true).open(&path).map_err(|e| Error::io(format!("repairing {}", path.display()), e))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(format!("repairing {}", path.display()), e))?;
             f.set_len(complete as u64).map_err(|e| Error::io(format!("repairing {}", path.display()), e))?;
         }
     }
-    let file = Mutex::new(OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?);
+    let file = Mutex::new(
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?,
+    );
     let next = AtomicUsize::new(0);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let threads = threads.clamp(1, todo.len().max(1));
@@ -544,7 +613,9 @@ pub fn run_models(ctx: &MiaContext, dir: &Path, shard: Shard, threads: usize, pr
                         let mut line = serde_json::to_vec(&rec).map_err(|e| Error::data(&path, e.to_string()))?;
                         line.push(b'\n');
                         let mut f = file.lock().expect("lock");
-                        f.write_all(&line).and_then(|()| f.sync_data()).map_err(|e| Error::io(format!("appending to {}", path.display()), e))
+                        f.write_all(&line)
+                            .and_then(|()| f.sync_data())
+                            .map_err(|e| Error::io(format!("appending to {}", path.display()), e))
                     });
                     if let Err(e) = result {
                         first_error.lock().expect("lock").get_or_insert(e);
@@ -700,7 +771,11 @@ pub fn analyse(ctx: &MiaContext, records: &[ModelRecord], wall_seconds: f64) -> 
     let by_index: BTreeMap<u64, &ModelRecord> = records.iter().filter(|r| r.index < m).map(|r| (r.index, r)).collect();
     let missing: Vec<u64> = (0..m).filter(|i| !by_index.contains_key(i)).collect();
     if !missing.is_empty() {
-        return Err(Error::invalid("models", format!("{} of {m} missing (e.g. {:?})", missing.len(), &missing[..missing.len().min(5)]), "resume the experiment or merge the missing shards"));
+        return Err(Error::invalid(
+            "models",
+            format!("{} of {m} missing (e.g. {:?})", missing.len(), &missing[..missing.len().min(5)]),
+            "resume the experiment or merge the missing shards",
+        ));
     }
     let n = ctx.population.len();
     for r in by_index.values() {
@@ -733,7 +808,8 @@ pub fn analyse(ctx: &MiaContext, records: &[ModelRecord], wall_seconds: f64) -> 
     }
     let target0 = by_index[&0];
     let privacy = if spec.target.private {
-        let phases: Vec<Phase> = target0.ledger_phases.iter().map(|&(q, s, t)| Phase::new(q, s, t)).collect::<Result<_>>()?;
+        let phases: Vec<Phase> =
+            target0.ledger_phases.iter().map(|&(q, s, t)| Phase::new(q, s, t)).collect::<Result<_>>()?;
         let delta = spec.target.delta;
         let r = rdp::epsilon(&phases, delta)?;
         let p = PldAccountant::default().epsilon(&phases, delta)?;
@@ -752,21 +828,37 @@ pub fn analyse(ctx: &MiaContext, records: &[ModelRecord], wall_seconds: f64) -> 
             ),
         }
     } else {
-        PrivacySummary { private: false, epsilons: Vec::new(), mechanism: "no privacy (no clipping, no noise): epsilon is infinite".into() }
+        PrivacySummary {
+            private: false,
+            epsilons: Vec::new(),
+            mechanism: "no privacy (no clipping, no noise): epsilon is infinite".into(),
+        }
     };
     let ceiling = privacy.epsilons.iter().map(|e| e.epsilon).reduce(f64::min).map(|eps| {
-        LOW_FPRS.iter().map(|(k, f)| (k.to_string(), (eps.exp() * f + spec.target.delta).min(1.0))).collect::<BTreeMap<String, f64>>()
+        LOW_FPRS
+            .iter()
+            .map(|(k, f)| (k.to_string(), (eps.exp() * f + spec.target.delta).min(1.0)))
+            .collect::<BTreeMap<String, f64>>()
     });
     let result = |attack: &str, score: String, (mem, non): &(Vec<f64>, Vec<f64>)| -> Result<AttackResult> {
         let mut metrics = attack_metrics(mem, non)?;
         metrics.roc = thin_roc(&metrics.roc, 400);
         Ok(AttackResult { attack: attack.into(), score, metrics, dp_tpr_ceiling: ceiling.clone() })
     };
-    let mut attacks = vec![result("loss", "minus the cross-entropy loss of the example on the target (Yeom et al. 2018)".into(), &loss)?];
+    let mut attacks = vec![result(
+        "loss",
+        "minus the cross-entropy loss of the example on the target (Yeom et al. 2018)".into(),
+        &loss,
+    )?];
     if let Some(pe) = per_example {
-        let sd = if pe { "per-example standard deviations" } else { "one pooled standard deviation per side (few shadows)" };
+        let sd =
+            if pe { "per-example standard deviations" } else { "one pooled standard deviation per side (few shadows)" };
         let k = spec.attack.shadows;
-        attacks.push(result("lira-offline", format!("(phi - mu_out) / sd_out from the OUT shadows among {k} (Carlini et al. 2022, offline; {sd})"), &offline)?);
+        attacks.push(result(
+            "lira-offline",
+            format!("(phi - mu_out) / sd_out from the OUT shadows among {k} (Carlini et al. 2022, offline; {sd})"),
+            &offline,
+        )?);
         attacks.push(result("lira-online", format!("log N(phi; mu_in, sd_in) - log N(phi; mu_out, sd_out) from {k} shadows (Carlini et al. 2022, online; {sd})"), &online)?);
     }
     let targets = spec.attack.targets;
@@ -826,7 +918,10 @@ mod tests {
             #[allow(clippy::needless_range_loop)]
             for i in 0..400 {
                 let k = (0..models).filter(|&m| keep[m][i]).count();
-                assert!(k == models / 2 || (models % 2 == 1 && k == models / 2 + 1), "{models} models: example {i} in {k}");
+                assert!(
+                    k == models / 2 || (models % 2 == 1 && k == models / 2 + 1),
+                    "{models} models: example {i} in {k}"
+                );
             }
             // Odd M: the coin makes the share 1/2 on average (M = 1: about half the examples).
             if models == 1 {

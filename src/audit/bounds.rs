@@ -58,7 +58,8 @@ pub fn clopper_pearson_upper(k: u64, n: u64, alpha: f64) -> Result<f64> {
         // Closed form: P(X = 0) = (1 - p)^n = alpha.
         return Ok(1.0 - alpha.powf(1.0 / n as f64));
     }
-    let beta = Beta::new((k + 1) as f64, (n - k) as f64).map_err(|e| Error::numerical("Clopper-Pearson", e.to_string()))?;
+    let beta =
+        Beta::new((k + 1) as f64, (n - k) as f64).map_err(|e| Error::numerical("Clopper-Pearson", e.to_string()))?;
     Ok(beta.inverse_cdf(1.0 - alpha))
 }
 
@@ -89,7 +90,12 @@ pub fn epsilon_lower_bound(o: &Outcomes, delta: f64, alpha: f64) -> Result<Epsil
 ///
 /// # Errors
 /// As [`epsilon_lower_bound`]; [`Error::InvalidParameter`] for an empty side or NaN scores.
-pub fn best_threshold_bonferroni(in_scores: &[f64], out_scores: &[f64], delta: f64, alpha: f64) -> Result<(EpsilonLowerBound, f64)> {
+pub fn best_threshold_bonferroni(
+    in_scores: &[f64],
+    out_scores: &[f64],
+    delta: f64,
+    alpha: f64,
+) -> Result<(EpsilonLowerBound, f64)> {
     if in_scores.is_empty() || out_scores.is_empty() {
         return Err(Error::invalid("scores", "an empty side", "need runs with and without the canary"));
     }
@@ -130,7 +136,11 @@ pub fn one_run_p_value(m: u64, r: u64, v: u64, epsilon: f64, delta: f64) -> Resu
         return Err(Error::invalid("one-run counts", format!("v = {v}, r = {r}, m = {m}"), "need v <= r <= m"));
     }
     if !(epsilon >= 0.0 && epsilon.is_finite()) || !(0.0..=1.0).contains(&delta) {
-        return Err(Error::invalid("(epsilon, delta)", format!("({epsilon}, {delta})"), "need epsilon >= 0 finite and delta in [0, 1]"));
+        return Err(Error::invalid(
+            "(epsilon, delta)",
+            format!("({epsilon}, {delta})"),
+            "need epsilon >= 0 finite and delta in [0, 1]",
+        ));
     }
     if r == 0 || v == 0 {
         return Ok(1.0);
@@ -237,7 +247,12 @@ mod tests {
         let (b, t) = best_threshold_bonferroni(&inn, &out, 0.0, 0.05).unwrap();
         assert_eq!(t, 2.0);
         // Corrected for 400 thresholds: weaker than the single-threshold bound, still large.
-        let single = epsilon_lower_bound(&Outcomes { false_negatives: 0, positives: 200, false_positives: 0, negatives: 200 }, 0.0, 0.05).unwrap();
+        let single = epsilon_lower_bound(
+            &Outcomes { false_negatives: 0, positives: 200, false_positives: 0, negatives: 200 },
+            0.0,
+            0.05,
+        )
+        .unwrap();
         assert!(b.epsilon_lower < single.epsilon_lower && b.epsilon_lower > 3.0, "{b:?}");
         assert!(best_threshold_bonferroni(&[f64::NAN], &[0.0], 0.0, 0.05).is_err());
     }

@@ -6,7 +6,9 @@ use crate::accounting::calibration::EpsilonAccountant;
 use crate::accounting::pld::PldAccountant;
 use crate::accounting::rdp::RdpAccountant;
 use crate::accounting::Phase;
-use crate::audit::bounds::{best_threshold_bonferroni, epsilon_lower_bound, one_run_epsilon_lower, EpsilonLowerBound, Outcomes};
+use crate::audit::bounds::{
+    best_threshold_bonferroni, epsilon_lower_bound, one_run_epsilon_lower, EpsilonLowerBound, Outcomes,
+};
 use crate::audit::gaussian::{epsilon_for_mu, ideal_lower_bound, ideal_lower_bound_mu, mu_for_epsilon};
 use crate::audit::replay::{ReplayContext, RunRecord, Side, Worker};
 use crate::audit::spec::{AuditMode, AuditSpec, ClaimedEpsilon, ThresholdChoice};
@@ -102,7 +104,8 @@ fn check_or_write_spec(dir: &Path, spec: &AuditSpec) -> Result<()> {
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let json = serde_json::to_vec_pretty(&SpecFile { digest, spec: spec.clone() }).map_err(|e| Error::data(&path, e.to_string()))?;
+            let json = serde_json::to_vec_pretty(&SpecFile { digest, spec: spec.clone() })
+                .map_err(|e| Error::data(&path, e.to_string()))?;
             write_atomically(&path, &json)
         }
         Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
@@ -119,7 +122,14 @@ pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 /// # Errors
 /// A folder holding another spec's runs; trainer and I/O errors (runs finished before the error
 /// are kept).
-pub fn run_audit(ctx: &ReplayContext, dir: &Path, shard: Shard, threads: usize, progress: Progress<'_>, stop: &AtomicBool) -> Result<Vec<RunRecord>> {
+pub fn run_audit(
+    ctx: &ReplayContext,
+    dir: &Path,
+    shard: Shard,
+    threads: usize,
+    progress: Progress<'_>,
+    stop: &AtomicBool,
+) -> Result<Vec<RunRecord>> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
     check_or_write_spec(dir, ctx.spec())?;
     if ctx.spec().attack.mode == AuditMode::OneRun {
@@ -143,7 +153,8 @@ pub fn run_audit(ctx: &ReplayContext, dir: &Path, shard: Shard, threads: usize, 
     }
     let done: std::collections::HashSet<(Side, u64)> = read_runs(dir)?.iter().map(|r| (r.side, r.index)).collect();
     let k = ctx.spec().attack.runs_per_side;
-    let mine: Vec<(Side, u64)> = (0..k).flat_map(|i| [(Side::Without, i), (Side::With, i)]).filter(|&(s, i)| shard.owns(s, i)).collect();
+    let mine: Vec<(Side, u64)> =
+        (0..k).flat_map(|i| [(Side::Without, i), (Side::With, i)]).filter(|&(s, i)| shard.owns(s, i)).collect();
     let todo: Vec<(Side, u64)> = mine.iter().copied().filter(|x| !done.contains(x)).collect();
     let total = mine.len() as u64;
     let finished = std::sync::atomic::AtomicU64::new(total - todo.len() as u64);
@@ -153,11 +164,20 @@ pub fn run_audit(ctx: &ReplayContext, dir: &Path, shard: Shard, threads: usize, 
     if let Ok(text) = std::fs::read(&path) {
         let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         if complete < text.len() {
-            let f = OpenOptions::new().write(true).open(&path).map_err(|e| Error::io(format!("repairing {}", path.display()), e))?;
+            let f = OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| Error::io(format!("repairing {}", path.display()), e))?;
             f.set_len(complete as u64).map_err(|e| Error::io(format!("repairing {}", path.display()), e))?;
         }
     }
-    let file = Mutex::new(OpenOptions::new().create(true).append(true).open(&path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?);
+    let file = Mutex::new(
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?,
+    );
     let next = std::sync::atomic::AtomicUsize::new(0);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let threads = threads.clamp(1, todo.len().max(1));
@@ -183,7 +203,9 @@ pub fn run_audit(ctx: &ReplayContext, dir: &Path, shard: Shard, threads: usize, 
                         let mut line = serde_json::to_vec(&rec).map_err(|e| Error::data(&path, e.to_string()))?;
                         line.push(b'\n');
                         let mut f = file.lock().expect("lock");
-                        f.write_all(&line).and_then(|()| f.sync_data()).map_err(|e| Error::io(format!("appending to {}", path.display()), e))
+                        f.write_all(&line)
+                            .and_then(|()| f.sync_data())
+                            .map_err(|e| Error::io(format!("appending to {}", path.display()), e))
                     });
                     if let Err(e) = result {
                         first_error.lock().expect("lock").get_or_insert(e);
@@ -358,14 +380,22 @@ fn claim_of(spec: &AuditSpec, runs: &[RunRecord]) -> Result<ClaimReport> {
         ClaimedEpsilon::Accountant(_) => {
             // The smallest ledger any run kept: the claim the recipe would have certified.
             let r = runs.iter().min_by_key(|r| r.ledger_steps).ok_or_else(|| Error::invalid("runs", 0, "no runs"))?;
-            let phases: Vec<Phase> = r.ledger_phases.iter().map(|&(q, s, t)| Phase::new(q, s, t)).collect::<Result<_>>()?;
+            let phases: Vec<Phase> =
+                r.ledger_phases.iter().map(|&(q, s, t)| Phase::new(q, s, t)).collect::<Result<_>>()?;
             let (eps, name) = if spec.claim.accountant == "rdp" {
                 (RdpAccountant::default().epsilon_of(&phases, delta)?, "rdp")
             } else {
                 (PldAccountant::default().epsilon_of(&phases, delta)?, "pld")
             };
-            let desc: Vec<String> = phases.iter().map(|p| format!("q = {}, sigma = {}, {} steps", p.sampling_rate, p.noise_multiplier, p.steps)).collect();
-            Ok(ClaimReport { epsilon: eps, delta, source: format!("accountant: {name} on the replays' ledger (Poisson; {})", desc.join("; ")) })
+            let desc: Vec<String> = phases
+                .iter()
+                .map(|p| format!("q = {}, sigma = {}, {} steps", p.sampling_rate, p.noise_multiplier, p.steps))
+                .collect();
+            Ok(ClaimReport {
+                epsilon: eps,
+                delta,
+                source: format!("accountant: {name} on the replays' ledger (Poisson; {})", desc.join("; ")),
+            })
         }
     }
 }
@@ -380,7 +410,8 @@ fn outcomes(with: &[f64], without: &[f64], t: f64) -> Outcomes {
 }
 
 fn roc(with: &[f64], without: &[f64]) -> Vec<RocPoint> {
-    let mut all: Vec<(f64, bool)> = with.iter().map(|&s| (s, true)).chain(without.iter().map(|&s| (s, false))).collect();
+    let mut all: Vec<(f64, bool)> =
+        with.iter().map(|&s| (s, true)).chain(without.iter().map(|&s| (s, false))).collect();
     all.sort_by(|a, b| b.0.total_cmp(&a.0));
     let (p, n) = (with.len() as f64, without.len() as f64);
     let (mut tp, mut fp) = (0.0, 0.0);
@@ -419,10 +450,15 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
     for r in runs.iter().filter(|r| r.index < k) {
         by_side.entry(r.side).or_default().push(r);
     }
-    let (with, without) = (by_side.remove(&Side::With).unwrap_or_default(), by_side.remove(&Side::Without).unwrap_or_default());
+    let (with, without) =
+        (by_side.remove(&Side::With).unwrap_or_default(), by_side.remove(&Side::Without).unwrap_or_default());
     if one_run_mode {
         if (with.len() + without.len()) as u64 != k || with.is_empty() || without.is_empty() {
-            return Err(Error::invalid("one-run records", with.len() + without.len(), format!("need {k} canaries, some in and some out")));
+            return Err(Error::invalid(
+                "one-run records",
+                with.len() + without.len(),
+                format!("need {k} canaries, some in and some out"),
+            ));
         }
     } else if with.len() as u64 != k || without.len() as u64 != k {
         return Err(Error::invalid(
@@ -434,7 +470,9 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
     let claim = claim_of(spec, runs)?;
     let alpha = 1.0 - spec.attack.confidence;
     let delta = spec.claim.delta;
-    let score = |v: &[&RunRecord], sel: &dyn Fn(u64) -> bool| -> Vec<f64> { v.iter().filter(|r| sel(r.index)).map(|r| r.score).collect() };
+    let score = |v: &[&RunRecord], sel: &dyn Fn(u64) -> bool| -> Vec<f64> {
+        v.iter().filter(|r| sel(r.index)).map(|r| r.score).collect()
+    };
     let all = |_: u64| true;
     let (sw, so) = (score(&with, &all), score(&without, &all));
     let mut one_run = None;
@@ -446,9 +484,15 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
             let half = spec.attack.guesses / 2;
             let k_in = half.max(1) as usize;
             let k_out = (spec.attack.guesses - half) as usize;
-            let correct = ranked[..k_in].iter().filter(|r| r.side == Side::With).count() + ranked[ranked.len() - k_out..].iter().filter(|r| r.side == Side::Without).count();
+            let correct = ranked[..k_in].iter().filter(|r| r.side == Side::With).count()
+                + ranked[ranked.len() - k_out..].iter().filter(|r| r.side == Side::Without).count();
             let eps = one_run_epsilon_lower(m, (k_in + k_out) as u64, correct as u64, delta, alpha)?;
-            one_run = Some(OneRunSummary { canaries: m, included: with.len() as u64, guesses: (k_in + k_out) as u64, correct: correct as u64 });
+            one_run = Some(OneRunSummary {
+                canaries: m,
+                included: with.len() as u64,
+                guesses: (k_in + k_out) as u64,
+                correct: correct as u64,
+            });
             let t = ranked[k_in - 1].score;
             (
                 t,
@@ -474,14 +518,29 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
         }
         (_, ThresholdChoice::Bonferroni) => {
             let (b, t) = best_threshold_bonferroni(&sw, &so, delta, alpha)?;
-            (t, b, k, 0, format!("the best of all {} thresholds between the scores, each tested at alpha / {}", sw.len() + so.len(), sw.len() + so.len()))
+            (
+                t,
+                b,
+                k,
+                0,
+                format!(
+                    "the best of all {} thresholds between the scores, each tested at alpha / {}",
+                    sw.len() + so.len(),
+                    sw.len() + so.len()
+                ),
+            )
         }
     };
-    let ideal = if one_run.is_some() { 0.0 } else { ideal_lower_bound(claim.epsilon, delta, counted, alpha)?.epsilon_lower };
+    let ideal =
+        if one_run.is_some() { 0.0 } else { ideal_lower_bound(claim.epsilon, delta, counted, alpha)?.epsilon_lower };
     let ledger_check = (spec.attack.threat_model == crate::audit::spec::ThreatModel::WhiteBox).then(|| {
         let applied = runs.iter().map(|r| r.applied_steps).max().unwrap_or(0);
         let ledger = runs.iter().map(|r| r.ledger_steps).min().unwrap_or(0);
-        LedgerCheck { applied_steps: applied, ledger_steps: ledger, ok: runs.iter().all(|r| r.ledger_steps >= r.applied_steps) }
+        LedgerCheck {
+            applied_steps: applied,
+            ledger_steps: ledger,
+            ok: runs.iter().all(|r| r.ledger_steps >= r.applied_steps),
+        }
     });
     let mut reasons = Vec::new();
     if bound.epsilon_lower > claim.epsilon {
@@ -496,7 +555,13 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
         reasons.push(format!("white-box: the runs applied {} noisy updates but a ledger recorded only {}, so the claim under-counts the mechanism", c.applied_steps, c.ledger_steps));
     }
     let (verdict, verdict_reason) = if reasons.is_empty() {
-        ("consistent".to_string(), format!("the lower bound {:.4} does not exceed the claimed epsilon {:.4}; this does not prove the claim", bound.epsilon_lower, claim.epsilon))
+        (
+            "consistent".to_string(),
+            format!(
+                "the lower bound {:.4} does not exceed the claimed epsilon {:.4}; this does not prove the claim",
+                bound.epsilon_lower, claim.epsilon
+            ),
+        )
     } else {
         ("violated".to_string(), reasons.join("; "))
     };
@@ -509,7 +574,8 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
     let ((mw, sdw), (mo, sdo)) = (mean_sd(&sw), mean_sd(&so));
     let pooled = ((sdw * sdw + sdo * sdo) / 2.0).sqrt();
     let mu = if pooled > 0.0 { ((mw - mo) / pooled).max(0.0) } else { f64::INFINITY };
-    let gdp_eps = if mu.is_finite() { epsilon_for_mu(mu.min(1e3), delta).unwrap_or(f64::INFINITY) } else { f64::INFINITY };
+    let gdp_eps =
+        if mu.is_finite() { epsilon_for_mu(mu.min(1e3), delta).unwrap_or(f64::INFINITY) } else { f64::INFINITY };
     let mut sorted_runs: Vec<RunRecord> = with.iter().chain(&without).map(|r| (*r).clone()).collect();
     sorted_runs.sort_by_key(|r| (r.side, r.index));
     Ok(AuditReport {
@@ -544,7 +610,11 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
         ledger_check,
         roc: roc_points,
         tpr_at_fpr,
-        gdp_estimate: GdpEstimate { mu: if mu.is_finite() { mu } else { 1e300 }, epsilon: if gdp_eps.is_finite() { gdp_eps } else { 1e300 }, label: "estimate, not a bound".into() },
+        gdp_estimate: GdpEstimate {
+            mu: if mu.is_finite() { mu } else { 1e300 },
+            epsilon: if gdp_eps.is_finite() { gdp_eps } else { 1e300 },
+            label: "estimate, not a bound".into(),
+        },
         run_seconds: sorted_runs.iter().map(|r| r.seconds).sum(),
         runs: sorted_runs,
         wall_seconds,
@@ -567,9 +637,15 @@ impl AuditReport {
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] when the audited recipe differs from the run's.
-    pub fn cert_record_for(&self, run_config: &crate::train::dpsgd::TrainConfig) -> Result<crate::cert::schema::AuditRecord> {
+    pub fn cert_record_for(
+        &self,
+        run_config: &crate::train::dpsgd::TrainConfig,
+    ) -> Result<crate::cert::schema::AuditRecord> {
         let t = &self.spec.target;
-        if t.model != run_config.model || t.noise_multiplier != run_config.noise_multiplier || t.max_grad_norm != run_config.max_grad_norm {
+        if t.model != run_config.model
+            || t.noise_multiplier != run_config.noise_multiplier
+            || t.max_grad_norm != run_config.max_grad_norm
+        {
             return Err(Error::invalid(
                 "audit",
                 &self.spec_name,
@@ -585,7 +661,15 @@ impl AuditReport {
             None => format!("replay audit ({} runs per side)", self.runs_per_side),
         };
         Ok(crate::cert::schema::AuditRecord {
-            name: format!("{}: {how} of the recipe, {} canary, {}", self.spec_name, serde_json::to_value(self.spec.canary.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(), self.attack),
+            name: format!(
+                "{}: {how} of the recipe, {} canary, {}",
+                self.spec_name,
+                serde_json::to_value(self.spec.canary.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                self.attack
+            ),
             threat_model: self.threat_model.clone(),
             epsilon_lower_bound: self.epsilon_lower,
             confidence: self.confidence,
@@ -628,15 +712,29 @@ pub fn prepare(spec: &AuditSpec) -> Result<ReplayContext> {
     let train = match spec.target.train_examples {
         Some(n) if n < train.len() => {
             let per = train.shape().pixels().unwrap_or(0);
-            Dataset::new(format!("{} (first {n})", train.name()), train.shape(), train.classes(), train.pixels()[..n * per].to_vec(), train.labels()[..n].to_vec())?
+            Dataset::new(
+                format!("{} (first {n})", train.name()),
+                train.shape(),
+                train.classes(),
+                train.pixels()[..n * per].to_vec(),
+                train.labels()[..n].to_vec(),
+            )?
         }
         Some(n) if n > train.len() => {
-            return Err(Error::invalid("target.train_examples", n, format!("the training set has only {} examples", train.len())));
+            return Err(Error::invalid(
+                "target.train_examples",
+                n,
+                format!("the training set has only {} examples", train.len()),
+            ));
         }
         _ => train,
     };
     if spec.target.lot_size > train.len() as f64 {
-        return Err(Error::invalid("target.lot_size", spec.target.lot_size, format!("exceeds the {} training examples", train.len())));
+        return Err(Error::invalid(
+            "target.lot_size",
+            spec.target.lot_size,
+            format!("exceeds the {} training examples", train.len()),
+        ));
     }
     ReplayContext::new(spec, train, &test)
 }

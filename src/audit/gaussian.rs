@@ -126,7 +126,12 @@ pub fn ideal_lower_bound_mu(mu: f64, delta: f64, runs: u64, alpha: f64) -> Resul
         let t = lo + (hi - lo) * i as f64 / grid as f64;
         let fp = (k * normal_cdf(-t)).round() as u64;
         let fn_ = (k * normal_cdf(t - mu)).round() as u64;
-        let o = Outcomes { false_negatives: fn_.min(runs), positives: runs, false_positives: fp.min(runs), negatives: runs };
+        let o = Outcomes {
+            false_negatives: fn_.min(runs),
+            positives: runs,
+            false_positives: fp.min(runs),
+            negatives: runs,
+        };
         let b = epsilon_lower_bound(&o, delta, alpha)?;
         if b.epsilon_lower > best.epsilon_lower {
             best = IdealBound { epsilon_lower: b.epsilon_lower, threshold: t };

@@ -75,7 +75,15 @@ pub fn run_seed(audit_seed: u64, side: Side, index: u64) -> u64 {
 }
 
 /// A finished run's record; refuses a non-finite score.
-fn record(side: Side, index: u64, seed: u64, score: f64, start: Instant, applied_steps: u64, ledger: &crate::accounting::ledger::Ledger) -> Result<RunRecord> {
+fn record(
+    side: Side,
+    index: u64,
+    seed: u64,
+    score: f64,
+    start: Instant,
+    applied_steps: u64,
+    ledger: &crate::accounting::ledger::Ledger,
+) -> Result<RunRecord> {
     if !score.is_finite() {
         return Err(Error::numerical("audit score", format!("run {index} ({side:?}) scored {score}")));
     }
@@ -92,17 +100,31 @@ fn record(side: Side, index: u64, seed: u64, score: f64, start: Instant, applied
 }
 
 /// The input canary of `kind` (pixels in [0, 1], label), or `None` for a gradient canary.
-fn input_canary(spec: &AuditSpec, pixels: usize, train: &Dataset, test: &Dataset, rng: &mut ChaCha20Rng) -> Result<Option<(Vec<f32>, i64)>> {
+fn input_canary(
+    spec: &AuditSpec,
+    pixels: usize,
+    train: &Dataset,
+    test: &Dataset,
+    rng: &mut ChaCha20Rng,
+) -> Result<Option<(Vec<f32>, i64)>> {
     let label = i64::from(spec.canary.label);
     Ok(match spec.canary.kind {
         CanaryKind::Blank => Some((vec![0.0; pixels], label)),
         CanaryKind::OutOfDistribution => Some(((0..pixels).map(|_| rng.gen::<f32>()).collect(), label)),
         CanaryKind::Mislabelled => {
             if test.is_empty() || test.shape() != train.shape() {
-                return Err(Error::invalid("test set", test.len(), "the mislabelled canary needs a test image of the training shape"));
+                return Err(Error::invalid(
+                    "test set",
+                    test.len(),
+                    "the mislabelled canary needs a test image of the training shape",
+                ));
             }
             let true_label = test.label(0);
-            let l = if spec.canary.label == true_label { (true_label + 1) % train.classes() as u8 } else { spec.canary.label };
+            let l = if spec.canary.label == true_label {
+                (true_label + 1) % train.classes() as u8
+            } else {
+                spec.canary.label
+            };
             Some((test.image(0).iter().map(|&p| f32::from(p) / 255.0).collect(), i64::from(l)))
         }
         CanaryKind::Dirac | CanaryKind::RandomDirection => None,
@@ -152,13 +174,26 @@ impl ReplayContext {
             let mut rng = ChaCha20Rng::seed_from_u64(spec.attack.seed ^ 0xC0FFEE);
             let input_canary = input_canary(spec, pixels, &train, test, &mut rng)?;
             if input_canary.is_none() {
-                return Err(Error::invalid("canary.kind", format!("{:?}", spec.canary.kind), "GAN audits need an input canary"));
+                return Err(Error::invalid(
+                    "canary.kind",
+                    format!("{:?}", spec.canary.kind),
+                    "GAN audits need an input canary",
+                ));
             }
-            return Ok(ReplayContext { spec: spec.clone(), train, input_canary, direction: None, null_coords: Vec::new(), shapes: Vec::new() });
+            return Ok(ReplayContext {
+                spec: spec.clone(),
+                train,
+                input_canary,
+                direction: None,
+                null_coords: Vec::new(),
+                shapes: Vec::new(),
+            });
         }
         let specs = crate::train::models::specs(&spec.target.model)?;
         let first_linear = specs.iter().find_map(|l| match l {
-            crate::train::per_example::LayerSpec::Linear { in_features, out_features, .. } => Some((*in_features, *out_features)),
+            crate::train::per_example::LayerSpec::Linear { in_features, out_features, .. } => {
+                Some((*in_features, *out_features))
+            }
             _ => None,
         });
         let dense_first = matches!(specs.first(), Some(crate::train::per_example::LayerSpec::Flatten))
@@ -197,17 +232,27 @@ impl ReplayContext {
                 }
                 // The canary's coordinate is the first null coordinate; the rest estimate the noise.
                 let at = null_coords.remove(0);
-                let mut d: Vec<Vec<f32>> = shapes.iter().map(|s| vec![0.0; s.iter().product::<i64>() as usize]).collect();
+                let mut d: Vec<Vec<f32>> =
+                    shapes.iter().map(|s| vec![0.0; s.iter().product::<i64>() as usize]).collect();
                 d[0][at as usize] = 1.0;
                 direction = Some(d);
             }
             CanaryKind::RandomDirection => {
-                let mut d: Vec<Vec<f32>> = shapes.iter().map(|s| (0..s.iter().product::<i64>()).map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal)).collect()).collect();
+                let mut d: Vec<Vec<f32>> = shapes
+                    .iter()
+                    .map(|s| {
+                        (0..s.iter().product::<i64>())
+                            .map(|_| rng.sample::<f32, _>(rand_distr::StandardNormal))
+                            .collect()
+                    })
+                    .collect();
                 let norm = d.iter().flatten().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>().sqrt();
                 d.iter_mut().flatten().for_each(|x| *x = (f64::from(*x) / norm) as f32);
                 direction = Some(d);
             }
-            CanaryKind::Blank | CanaryKind::OutOfDistribution | CanaryKind::Mislabelled => input_canary = self::input_canary(spec, pixels, &train, test, &mut rng)?,
+            CanaryKind::Blank | CanaryKind::OutOfDistribution | CanaryKind::Mislabelled => {
+                input_canary = self::input_canary(spec, pixels, &train, test, &mut rng)?
+            }
         }
         Ok(ReplayContext { spec: spec.clone(), train, input_canary, direction, null_coords, shapes })
     }
@@ -252,13 +297,21 @@ impl<'a> Worker<'a> {
             Some((px, label)) => {
                 let x = Tensor::f_from_slice(px)?.f_view(dims)?;
                 let y = Tensor::f_from_slice(&[*label])?;
-                let with = Examples { images: Tensor::f_cat(&[&without.images, &x], 0)?, labels: Tensor::f_cat(&[&without.labels, &y], 0)? };
+                let with = Examples {
+                    images: Tensor::f_cat(&[&without.images, &x], 0)?,
+                    labels: Tensor::f_cat(&[&without.labels, &y], 0)?,
+                };
                 (Some(with), Some((x, y)))
             }
             None => (None, None),
         };
         let direction = match &ctx.direction {
-            Some(d) => Some(d.iter().zip(&ctx.shapes).map(|(v, s)| Tensor::f_from_slice(v)?.f_view(s.as_slice())).collect::<std::result::Result<Vec<_>, _>>()?),
+            Some(d) => Some(
+                d.iter()
+                    .zip(&ctx.shapes)
+                    .map(|(v, s)| Tensor::f_from_slice(v)?.f_view(s.as_slice()))
+                    .collect::<std::result::Result<Vec<_>, _>>()?,
+            ),
             None => None,
         };
         let null_idx = Tensor::f_from_slice(&ctx.null_coords)?;
@@ -306,7 +359,9 @@ impl<'a> Worker<'a> {
         }
         if let (Side::With, Some(dir)) = (side, &self.direction) {
             let scale = spec.canary.norm * t.max_grad_norm;
-            run.add_gradient_canary(dir.iter().map(|d| d.f_mul_scalar(scale)).collect::<std::result::Result<Vec<_>, _>>()?)?;
+            run.add_gradient_canary(
+                dir.iter().map(|d| d.f_mul_scalar(scale)).collect::<std::result::Result<Vec<_>, _>>()?,
+            )?;
         }
         // Recovering g_t from the iterates: theta_{t-1} - theta_t = lr g_t / L.
         let to_units = q * self.without.len() as f64 / (t.lr * t.max_grad_norm);
@@ -333,7 +388,10 @@ impl<'a> Worker<'a> {
         let score = if white {
             num / den.sqrt()
         } else {
-            let (x, y) = self.canary_x.as_ref().ok_or_else(|| Error::invalid("canary", "none", "black-box audits need an input canary"))?;
+            let (x, y) = self
+                .canary_x
+                .as_ref()
+                .ok_or_else(|| Error::invalid("canary", "none", "black-box audits need an input canary"))?;
             let _g = tch::no_grad_guard();
             let loss = per_example_cross_entropy(&run.model().forward(x)?, y)?;
             -f64::try_from(loss.f_sum(Kind::Double)?)?
@@ -345,7 +403,16 @@ impl<'a> Worker<'a> {
     /// A DP-GAN replay: `t.steps` discriminator steps (rounds of `n_critic` plus a generator
     /// step) on `data`, scored by the discriminator's real margin on the canary.
     #[allow(clippy::too_many_arguments)]
-    fn run_gan(&self, g: &crate::audit::spec::GanTarget, data: &Examples, q: f64, side: Side, index: u64, seed: u64, start: Instant) -> Result<RunRecord> {
+    fn run_gan(
+        &self,
+        g: &crate::audit::spec::GanTarget,
+        data: &Examples,
+        q: f64,
+        side: Side,
+        index: u64,
+        seed: u64,
+        start: Instant,
+    ) -> Result<RunRecord> {
         use crate::gan::dpgan::{DpGan, GanConfig};
         let t = &self.ctx.spec.target;
         let n = data.len();
@@ -365,9 +432,23 @@ impl<'a> Worker<'a> {
             conditioning: g.conditioning,
         };
         use crate::train::noise::NoiseSeed;
-        let init = if g.fixed_initialisation { NoiseSeed::Explicit(self.ctx.spec.attack.seed ^ 0x1417) } else { NoiseSeed::Explicit(seed) };
-        let mut gan = DpGan::with_initialisation(config, n, crate::accounting::ledger::Ledger::in_memory(), NoiseSeed::Explicit(seed), init, Device::Cpu)?;
-        let (x, y) = self.canary_x.as_ref().ok_or_else(|| Error::invalid("canary", "none", "GAN audits need an input canary"))?;
+        let init = if g.fixed_initialisation {
+            NoiseSeed::Explicit(self.ctx.spec.attack.seed ^ 0x1417)
+        } else {
+            NoiseSeed::Explicit(seed)
+        };
+        let mut gan = DpGan::with_initialisation(
+            config,
+            n,
+            crate::accounting::ledger::Ledger::in_memory(),
+            NoiseSeed::Explicit(seed),
+            init,
+            Device::Cpu,
+        )?;
+        let (x, y) = self
+            .canary_x
+            .as_ref()
+            .ok_or_else(|| Error::invalid("canary", "none", "GAN audits need an input canary"))?;
         let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x0005_C04E);
         if self.ctx.spec.attack.threat_model == ThreatModel::WhiteBox {
             // The attacker reads every iterate of the discriminator: each round's weight change is
@@ -375,7 +456,12 @@ impl<'a> Worker<'a> {
             // move the weights at that round (unit vector); the score sums the projections.
             let mut score = 0.0f64;
             while gan.discriminator_steps() < t.steps {
-                let before: Vec<Tensor> = gan.discriminator().parameters().iter().map(|p| p.f_detach().and_then(|t| t.f_mul_scalar(1.0))).collect::<std::result::Result<_, _>>()?;
+                let before: Vec<Tensor> = gan
+                    .discriminator()
+                    .parameters()
+                    .iter()
+                    .map(|p| p.f_detach().and_then(|t| t.f_mul_scalar(1.0)))
+                    .collect::<std::result::Result<_, _>>()?;
                 let direction = gan.margin_gradient(x, y, g.score_draws, &mut rng)?;
                 gan.round(data)?;
                 let (mut dot, mut norm2) = (0.0f64, 0.0f64);
@@ -424,12 +510,19 @@ impl<'a> Worker<'a> {
         let t = &spec.target;
         let m = spec.attack.canaries as usize;
         // The Dirac canary's own coordinate was taken out of null_coords; give it back.
-        let dir0 = self.direction.as_ref().ok_or_else(|| Error::invalid("canary", "none", "one-run audits need Dirac canaries"))?;
+        let dir0 = self
+            .direction
+            .as_ref()
+            .ok_or_else(|| Error::invalid("canary", "none", "one-run audits need Dirac canaries"))?;
         let first = i64::try_from(dir0[0].f_view(-1)?.f_argmax(0, false)?)?;
         let mut coords = vec![first];
         coords.extend(self.ctx.null_coords.iter().copied());
         if coords.len() < m + 50 {
-            return Err(Error::invalid("attack.canaries", m, format!("this model and data have {} null coordinates; m canaries need m + 50", coords.len())));
+            return Err(Error::invalid(
+                "attack.canaries",
+                m,
+                format!("this model and data have {} null coordinates; m canaries need m + 50", coords.len()),
+            ));
         }
         let (canary_coords, noise_coords) = coords.split_at(m);
         let seed = run_seed(spec.attack.seed, Side::With, 0);
@@ -454,7 +547,8 @@ impl<'a> Worker<'a> {
         let scale = spec.canary.norm * t.max_grad_norm;
         let mut grads = Vec::new();
         for (&c, _) in canary_coords.iter().zip(&included).filter(|(_, &inc)| inc) {
-            let g: Vec<Tensor> = run.parameters().iter().map(|p| p.f_zeros_like()).collect::<std::result::Result<_, _>>()?;
+            let g: Vec<Tensor> =
+                run.parameters().iter().map(|p| p.f_zeros_like()).collect::<std::result::Result<_, _>>()?;
             let _ = g[0].f_view(-1)?.f_narrow(0, c, 1)?.f_fill_(scale)?;
             grads.push(g);
         }
@@ -465,7 +559,10 @@ impl<'a> Worker<'a> {
         let read = |run: &DpSgd| -> Result<(Tensor, Tensor)> {
             let _g = tch::no_grad_guard();
             let w = run.parameters()[0].f_view(-1)?;
-            Ok((w.f_index_select(0, &cidx)?.f_to_kind(Kind::Double)?, w.f_index_select(0, &nidx)?.f_to_kind(Kind::Double)?))
+            Ok((
+                w.f_index_select(0, &cidx)?.f_to_kind(Kind::Double)?,
+                w.f_index_select(0, &nidx)?.f_to_kind(Kind::Double)?,
+            ))
         };
         let mut num = Tensor::f_zeros([m as i64], (Kind::Double, Device::Cpu))?;
         let mut den = 0.0;
@@ -473,13 +570,15 @@ impl<'a> Worker<'a> {
             let (c0, n0) = read(&run)?;
             run.step(&self.without)?;
             let (c1, n1) = read(&run)?;
-            let s2 = f64::try_from(n0.f_sub(&n1)?.f_mul_scalar(to_units)?.f_square()?.f_mean(Kind::Double)?)?.max(1e-30);
+            let s2 =
+                f64::try_from(n0.f_sub(&n1)?.f_mul_scalar(to_units)?.f_square()?.f_mean(Kind::Double)?)?.max(1e-30);
             num = num.f_add(&c0.f_sub(&c1)?.f_mul_scalar(to_units / s2)?)?;
             den += 1.0 / s2;
         }
         let scores: Vec<f64> = Vec::<f64>::try_from(num.f_div_scalar(den.sqrt())?)?;
         let ledger = run.ledger().ok_or_else(|| Error::invalid("ledger", "none", "a private run must have one"))?;
-        let ledger_phases: Vec<(f64, f64, u64)> = ledger.phases()?.iter().map(|p| (p.sampling_rate, p.noise_multiplier, p.steps)).collect();
+        let ledger_phases: Vec<(f64, f64, u64)> =
+            ledger.phases()?.iter().map(|p| (p.sampling_rate, p.noise_multiplier, p.steps)).collect();
         let seconds = start.elapsed().as_secs_f64();
         Ok(scores
             .iter()
@@ -505,10 +604,16 @@ impl<'a> Worker<'a> {
         let mut proj = 0.0;
         if let Some(dir) = &self.direction {
             for (p, d) in params.iter().zip(dir) {
-                proj += f64::try_from(p.f_to_kind(Kind::Double)?.f_view(-1)?.f_dot(&d.f_to_kind(Kind::Double)?.f_view(-1)?)?)?;
+                proj += f64::try_from(
+                    p.f_to_kind(Kind::Double)?.f_view(-1)?.f_dot(&d.f_to_kind(Kind::Double)?.f_view(-1)?)?,
+                )?;
             }
         }
-        let nulls = if self.null_idx.numel() > 0 { params[0].f_view(-1)?.f_index_select(0, &self.null_idx)?.f_to_kind(Kind::Double)? } else { Tensor::f_zeros([0], (Kind::Double, Device::Cpu))? };
+        let nulls = if self.null_idx.numel() > 0 {
+            params[0].f_view(-1)?.f_index_select(0, &self.null_idx)?.f_to_kind(Kind::Double)?
+        } else {
+            Tensor::f_zeros([0], (Kind::Double, Device::Cpu))?
+        };
         Ok((proj, nulls))
     }
 }

@@ -319,7 +319,8 @@ impl AuditSpec {
     /// # Errors
     /// As [`AuditSpec::from_toml`], and I/O errors.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(format!("reading audit spec {}", path.display()), e))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading audit spec {}", path.display()), e))?;
         Self::from_toml(&text, path)
     }
 
@@ -359,19 +360,40 @@ impl AuditSpec {
         match &t.gan {
             Some(g) => {
                 if t.model != "dpgan" {
-                    return Err(Error::invalid("target.model", &t.model, "must be \"dpgan\" with a [target.gan] section"));
+                    return Err(Error::invalid(
+                        "target.model",
+                        &t.model,
+                        "must be \"dpgan\" with a [target.gan] section",
+                    ));
                 }
                 if self.canary.kind.is_gradient() {
                     return Err(Error::invalid("canary.kind", format!("{:?}", self.canary.kind), "GAN audits use an input canary (scored by the discriminator's margin on it, black-box, or by the discriminator's weight change along the canary's direction, white-box)"));
                 }
                 if self.attack.threshold == ThresholdChoice::FromClaim {
-                    return Err(Error::invalid("attack.threshold", "from-claim", "GAN scores are not in N(0, 1) units: use held-out or bonferroni"));
+                    return Err(Error::invalid(
+                        "attack.threshold",
+                        "from-claim",
+                        "GAN scores are not in N(0, 1) units: use held-out or bonferroni",
+                    ));
                 }
                 if g.n_critic == 0 || !t.steps.is_multiple_of(u64::from(g.n_critic)) {
-                    return Err(Error::invalid("target.steps", t.steps, format!("must be a positive multiple of gan.n_critic = {}", g.n_critic)));
+                    return Err(Error::invalid(
+                        "target.steps",
+                        t.steps,
+                        format!("must be a positive multiple of gan.n_critic = {}", g.n_critic),
+                    ));
                 }
-                if g.score_draws == 0 || !(g.g_lr > 0.0 && g.g_lr.is_finite()) || g.z_dim < 1 || g.g_width < 1 || g.d_width < 1 {
-                    return Err(Error::invalid("target.gan", format!("{g:?}"), "score_draws, g_lr, z_dim and widths must be positive"));
+                if g.score_draws == 0
+                    || !(g.g_lr > 0.0 && g.g_lr.is_finite())
+                    || g.z_dim < 1
+                    || g.g_width < 1
+                    || g.d_width < 1
+                {
+                    return Err(Error::invalid(
+                        "target.gan",
+                        format!("{g:?}"),
+                        "score_draws, g_lr, z_dim and widths must be positive",
+                    ));
                 }
                 if self.attack.mode != AuditMode::Replay {
                     return Err(Error::invalid("attack.mode", "one-run", "GAN audits replay K trainings per side"));
@@ -411,18 +433,34 @@ impl AuditSpec {
             ));
         }
         if t.gan.is_none() && a.threat_model == ThreatModel::WhiteBox && t.optimizer != "sgd" {
-            return Err(Error::invalid("target.optimizer", &t.optimizer, "white-box audits read the gradients back from the iterates, which needs plain sgd"));
+            return Err(Error::invalid(
+                "target.optimizer",
+                &t.optimizer,
+                "white-box audits read the gradients back from the iterates, which needs plain sgd",
+            ));
         }
         if a.mode == AuditMode::OneRun {
             if self.canary.kind != CanaryKind::Dirac {
-                return Err(Error::invalid("attack.mode", "one-run", "needs Dirac gradient canaries (one null coordinate each)"));
+                return Err(Error::invalid(
+                    "attack.mode",
+                    "one-run",
+                    "needs Dirac gradient canaries (one null coordinate each)",
+                ));
             }
             if a.canaries < 2 || a.guesses < 2 || a.guesses > a.canaries {
-                return Err(Error::invalid("attack.canaries / attack.guesses", format!("{} / {}", a.canaries, a.guesses), "need 2 <= guesses <= canaries"));
+                return Err(Error::invalid(
+                    "attack.canaries / attack.guesses",
+                    format!("{} / {}", a.canaries, a.guesses),
+                    "need 2 <= guesses <= canaries",
+                ));
             }
         }
         if a.threshold == ThresholdChoice::FromClaim && a.threat_model != ThreatModel::WhiteBox {
-            return Err(Error::invalid("attack.threshold", "from-claim", "needs a white-box gradient canary (scores in N(0, 1) units)"));
+            return Err(Error::invalid(
+                "attack.threshold",
+                "from-claim",
+                "needs a white-box gradient canary (scores in N(0, 1) units)",
+            ));
         }
         Ok(())
     }
@@ -460,7 +498,10 @@ threshold = "from-claim"
         assert_eq!(s.claim.epsilon, ClaimedEpsilon::Accountant(AccountantWord::Accountant));
         assert_eq!(s.canary.norm, 1.0);
         let explicit = GOOD.replace("epsilon = \"accountant\"", "epsilon = 2.5");
-        assert_eq!(AuditSpec::from_toml(&explicit, Path::new("t")).unwrap().claim.epsilon, ClaimedEpsilon::Explicit(2.5));
+        assert_eq!(
+            AuditSpec::from_toml(&explicit, Path::new("t")).unwrap().claim.epsilon,
+            ClaimedEpsilon::Explicit(2.5)
+        );
         for (from, to) in [
             ("steps = 3", "steps = 0"),
             ("noise_multiplier = 2.0", "noise_multiplier = -1.0"),

@@ -240,7 +240,11 @@ fn closest_even(x: f64, digits: String, p: i32) -> String {
         let bits = x.to_bits();
         let exp = ((bits >> 52) & 0x7ff) as i32;
         let frac = bits & ((1u64 << 52) - 1);
-        if exp == 0 { (frac, -1074) } else { (frac | (1u64 << 52), exp - 1075) }
+        if exp == 0 {
+            (frac, -1074)
+        } else {
+            (frac | (1u64 << 52), exp - 1075)
+        }
     };
     // Distance |c × 10^p − m × 2^e|, scaled by 2^a × 10^b to integers (same scale for every c).
     let (a, b) = ((-e).max(0) as u32, (-p).max(0) as u32);
@@ -422,7 +426,20 @@ mod tests {
 
     #[test]
     fn ecmascript_number_forms() {
-        for (x, s) in [(1e-5, "0.00001"), (1e-7, "1e-7"), (1e21, "1e+21"), (1e20, "100000000000000000000"), (4.5, "4.5"), (2e-3, "0.002"), (1e-27, "1e-27"), (1e30, "1e+30"), (100.0, "100"), (-1.5e-9, "-1.5e-9"), (0.1, "0.1"), (123456789012.0, "123456789012")] {
+        for (x, s) in [
+            (1e-5, "0.00001"),
+            (1e-7, "1e-7"),
+            (1e21, "1e+21"),
+            (1e20, "100000000000000000000"),
+            (4.5, "4.5"),
+            (2e-3, "0.002"),
+            (1e-27, "1e-27"),
+            (1e30, "1e+30"),
+            (100.0, "100"),
+            (-1.5e-9, "-1.5e-9"),
+            (0.1, "0.1"),
+            (123456789012.0, "123456789012"),
+        ] {
             assert_eq!(es_number_to_string(x).unwrap(), s);
         }
     }
@@ -476,7 +493,15 @@ mod tests {
 }"#;
         let v = parse_strict(input.as_bytes()).unwrap();
         let c = canonical_json(&v).unwrap();
-        let values = ["Carriage Return", "One", "Control", "Latin Small Letter O With Diaeresis", "Euro Sign", "Emoji: Grinning Face", "Hebrew Letter Dalet With Dagesh"];
+        let values = [
+            "Carriage Return",
+            "One",
+            "Control",
+            "Latin Small Letter O With Diaeresis",
+            "Euro Sign",
+            "Emoji: Grinning Face",
+            "Hebrew Letter Dalet With Dagesh",
+        ];
         let mut last = 0;
         for name in values {
             let at = c.find(name).unwrap();

@@ -130,14 +130,22 @@ pub fn generate_keypair(dir: &Path) -> Result<KeyInfo> {
         }
     }
     let key = SecretKey::generate();
-    let secret = SecretKeyFile { format: SECRET_FORMAT.into(), key_id: key.key_id.clone(), secret_key: hex::encode(key.signing.to_bytes()) };
+    let secret = SecretKeyFile {
+        format: SECRET_FORMAT.into(),
+        key_id: key.key_id.clone(),
+        secret_key: hex::encode(key.signing.to_bytes()),
+    };
     let mut secret_json = serde_json::to_vec(&secret).map_err(|e| Error::data(&secret_path, e.to_string()))?;
     drop(secret);
     secret_json.push(b'\n');
     let written = write_new_file(&secret_path, &secret_json, 0o600);
     secret_json.iter_mut().for_each(|b| *b = 0);
     written?;
-    let public = PublicKeyFile { format: PUBLIC_FORMAT.into(), key_id: key.key_id.clone(), public_key: hex::encode(key.verifying_key().as_bytes()) };
+    let public = PublicKeyFile {
+        format: PUBLIC_FORMAT.into(),
+        key_id: key.key_id.clone(),
+        public_key: hex::encode(key.verifying_key().as_bytes()),
+    };
     let mut public_json = serde_json::to_vec(&public).map_err(|e| Error::data(&public_path, e.to_string()))?;
     public_json.push(b'\n');
     if let Err(e) = write_new_file(&public_path, &public_json, 0o644) {
@@ -145,7 +153,12 @@ pub fn generate_keypair(dir: &Path) -> Result<KeyInfo> {
         let _ = std::fs::remove_file(&secret_path);
         return Err(e);
     }
-    Ok(KeyInfo { key_id: key.key_id.clone(), public_key: public.public_key, public_key_path: public_path, secret_key_path: secret_path })
+    Ok(KeyInfo {
+        key_id: key.key_id.clone(),
+        public_key: public.public_key,
+        public_key_path: public_path,
+        secret_key_path: secret_path,
+    })
 }
 
 /// Creates `path` (never overwriting), with `mode` from the moment it exists, writes and fsyncs.
@@ -176,10 +189,14 @@ pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let meta = std::fs::metadata(path).map_err(|e| Error::io(format!("reading secret key {}", path.display()), e))?;
+        let meta =
+            std::fs::metadata(path).map_err(|e| Error::io(format!("reading secret key {}", path.display()), e))?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
-            return Err(Error::data(path, format!("secret key file has mode {mode:o}; it must not be accessible by group or others (chmod 600)")));
+            return Err(Error::data(
+                path,
+                format!("secret key file has mode {mode:o}; it must not be accessible by group or others (chmod 600)"),
+            ));
         }
     }
     let mut bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading secret key {}", path.display()), e))?;
@@ -209,13 +226,15 @@ pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
 /// id that does not match the key.
 pub fn load_public_key(path: &Path) -> Result<(VerifyingKey, String)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading public key {}", path.display()), e))?;
-    let file: PublicKeyFile = serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not a dpaudit public key file: {e}")))?;
+    let file: PublicKeyFile =
+        serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not a dpaudit public key file: {e}")))?;
     if file.format != PUBLIC_FORMAT {
         return Err(Error::data(path, format!("format {:?} is not {PUBLIC_FORMAT}", file.format)));
     }
     let raw = decode_lower_hex(&file.public_key, 32).map_err(|e| Error::data(path, format!("public_key: {e}")))?;
     let arr: [u8; 32] = raw.try_into().expect("length checked");
-    let key = VerifyingKey::from_bytes(&arr).map_err(|e| Error::data(path, format!("public_key is not a valid Ed25519 point: {e}")))?;
+    let key = VerifyingKey::from_bytes(&arr)
+        .map_err(|e| Error::data(path, format!("public_key is not a valid Ed25519 point: {e}")))?;
     if key.is_weak() {
         return Err(Error::data(path, "public_key is a weak (small-order) point"));
     }

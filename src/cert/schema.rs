@@ -155,7 +155,9 @@ impl Serialize for Epsilon {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         match *self {
             Epsilon::Finite(x) if x.is_finite() => s.serialize_f64(x),
-            Epsilon::Finite(x) => Err(serde::ser::Error::custom(format!("epsilon {x} is not finite; use Epsilon::Infinity"))),
+            Epsilon::Finite(x) => {
+                Err(serde::ser::Error::custom(format!("epsilon {x} is not finite; use Epsilon::Infinity")))
+            }
             Epsilon::Infinity => s.serialize_str("infinity"),
         }
     }
@@ -173,7 +175,9 @@ impl<'de> Deserialize<'de> for Epsilon {
             Raw::Number(x) if x.is_finite() && x >= 0.0 => Ok(Epsilon::Finite(x)),
             Raw::Number(x) => Err(serde::de::Error::custom(format!("epsilon {x} must be finite and >= 0"))),
             Raw::Text(t) if t == "infinity" => Ok(Epsilon::Infinity),
-            Raw::Text(t) => Err(serde::de::Error::custom(format!("epsilon {t:?}: the only string allowed is \"infinity\""))),
+            Raw::Text(t) => {
+                Err(serde::de::Error::custom(format!("epsilon {t:?}: the only string allowed is \"infinity\"")))
+            }
         }
     }
 }

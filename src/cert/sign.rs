@@ -69,7 +69,14 @@ pub struct CertifyOptions {
 impl CertifyOptions {
     /// A model release at `delta`, no audits, private runs only.
     pub fn model(delta: f64) -> Self {
-        CertifyOptions { delta, kind: ArtifactKind::Model, artifacts: Vec::new(), audits: Vec::new(), allow_uncertified: false, git_commit: None }
+        CertifyOptions {
+            delta,
+            kind: ArtifactKind::Model,
+            artifacts: Vec::new(),
+            audits: Vec::new(),
+            allow_uncertified: false,
+            git_commit: None,
+        }
     }
 }
 
@@ -95,9 +102,15 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
     validate_delta(options.delta)?;
     let metrics_path = run_dir.join(METRICS_FILE);
     let metrics = read_json(&metrics_path)?;
-    for fault in [metrics.get("inject_fault"), metrics.get("config").and_then(|c| c.get("inject_fault"))].into_iter().flatten() {
+    for fault in
+        [metrics.get("inject_fault"), metrics.get("config").and_then(|c| c.get("inject_fault"))].into_iter().flatten()
+    {
         if !fault.is_null() {
-            return Err(Error::invalid("run", run_dir.display(), format!("was trained with an injected fault ({fault}); refusing to certify it")));
+            return Err(Error::invalid(
+                "run",
+                run_dir.display(),
+                format!("was trained with an injected fault ({fault}); refusing to certify it"),
+            ));
         }
     }
     let private = metrics
@@ -106,7 +119,11 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
         .and_then(serde_json::Value::as_bool)
         .ok_or_else(|| Error::data(&metrics_path, "no boolean `private` field"))?;
     if !private && !options.allow_uncertified {
-        return Err(Error::invalid("run", run_dir.display(), "is not differentially private; refusing to certify it (it can only be signed as an uncertified claim)"));
+        return Err(Error::invalid(
+            "run",
+            run_dir.display(),
+            "is not differentially private; refusing to certify it (it can only be signed as an uncertified claim)",
+        ));
     }
     let training_data_sha256 = recorded_data_hash(&metrics, &metrics_path)?;
 
@@ -115,7 +132,10 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
     let phases: Vec<Phase> = crate::accounting::ledger::phases_of(&entries)?; // refuses non-Poisson steps
     if let Some(steps) = metrics.get("steps").and_then(serde_json::Value::as_u64) {
         if private && (entries.len() as u64) < steps {
-            return Err(Error::data(&ledger_path, format!("records {} steps but metrics.json reports {steps}; refusing to certify", entries.len())));
+            return Err(Error::data(
+                &ledger_path,
+                format!("records {} steps but metrics.json reports {steps}; refusing to certify", entries.len()),
+            ));
         }
     }
     if private && entries.is_empty() {
@@ -144,7 +164,16 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
         }
         files.push(FileDigest { path, sha256 });
     }
-    assemble(key, options, private, Artifact { kind: options.kind, files }, training_data_sha256, ledger, &entries, &phases)
+    assemble(
+        key,
+        options,
+        private,
+        Artifact { kind: options.kind, files },
+        training_data_sha256,
+        ledger,
+        &entries,
+        &phases,
+    )
 }
 
 /// A JSON file, read and parsed.
@@ -172,10 +201,15 @@ fn assemble(
     } else {
         (ClaimStatus::UncertifiedClaim, uncertified_privacy(options.delta))
     };
-    check_audits(&options.audits, privacy.verified_epsilon.epsilon).map_err(|reason| Error::invalid("audit", "", reason))?;
+    check_audits(&options.audits, privacy.verified_epsilon.epsilon)
+        .map_err(|reason| Error::invalid("audit", "", reason))?;
     Ok(Certificate {
         format: FORMAT.into(),
-        tool: Tool { name: "dpaudit".into(), version: env!("CARGO_PKG_VERSION").into(), git_commit: options.git_commit.clone().unwrap_or_else(tool_git_commit) },
+        tool: Tool {
+            name: "dpaudit".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: options.git_commit.clone().unwrap_or_else(tool_git_commit),
+        },
         issued_at: rfc3339_utc(std::time::SystemTime::now()),
         signer_key_id: key.key_id().to_owned(),
         status,
@@ -208,10 +242,16 @@ fn read_ledger(run_dir: &Path) -> Result<(Option<FileDigest>, Vec<crate::account
     }
     let bytes = std::fs::read(&ledger_path).map_err(|e| Error::io(format!("reading {}", ledger_path.display()), e))?;
     if !bytes.is_empty() && bytes.last() != Some(&b'\n') {
-        return Err(Error::data(&ledger_path, "ends with a torn line: the run did not finish cleanly; refusing to certify it"));
+        return Err(Error::data(
+            &ledger_path,
+            "ends with a torn line: the run did not finish cleanly; refusing to certify it",
+        ));
     }
     let opened = Ledger::open(&ledger_path)?;
-    Ok((Some(FileDigest { path: LEDGER_FILE.into(), sha256: hex::encode(Sha256::digest(&bytes)) }), opened.entries().to_vec()))
+    Ok((
+        Some(FileDigest { path: LEDGER_FILE.into(), sha256: hex::encode(Sha256::digest(&bytes)) }),
+        opened.entries().to_vec(),
+    ))
 }
 
 /// Builds the certificate of a synthetic dataset released by `dpaudit gan sample` (unsigned).
@@ -232,16 +272,31 @@ fn read_ledger(run_dir: &Path) -> Result<(Option<FileDigest>, Vec<crate::account
 /// `allow_uncertified`, in which case the certificate is an uncertified claim with an infinite
 /// epsilon; a release whose generator hash or ledger hash is not the run's; a released file whose
 /// hash differs from `release.json`; non-Poisson or torn ledgers; violated audits.
-pub fn certify_release(release_dir: &Path, gan_run_dir: &Path, options: &CertifyOptions, key: &SecretKey) -> Result<Certificate> {
+pub fn certify_release(
+    release_dir: &Path,
+    gan_run_dir: &Path,
+    options: &CertifyOptions,
+    key: &SecretKey,
+) -> Result<Certificate> {
     validate_delta(options.delta)?;
     let release_path = release_dir.join("release.json");
     let release = read_json(&release_path)?;
     let metrics_path = gan_run_dir.join(METRICS_FILE);
     let metrics = read_json(&metrics_path)?;
-    let design = release.get("design").and_then(serde_json::Value::as_str).ok_or_else(|| Error::data(&release_path, "no `design`"))?;
-    let run_design = metrics.get("design").and_then(serde_json::Value::as_str).ok_or_else(|| Error::data(&metrics_path, "no `design`: not a DP-GAN run folder"))?;
+    let design = release
+        .get("design")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| Error::data(&release_path, "no `design`"))?;
+    let run_design = metrics
+        .get("design")
+        .and_then(serde_json::Value::as_str)
+        .ok_or_else(|| Error::data(&metrics_path, "no `design`: not a DP-GAN run folder"))?;
     if design != run_design {
-        return Err(Error::invalid("release", release_dir.display(), format!("was made by design {design}, but {} is a {run_design} run", gan_run_dir.display())));
+        return Err(Error::invalid(
+            "release",
+            release_dir.display(),
+            format!("was made by design {design}, but {} is a {run_design} run", gan_run_dir.display()),
+        ));
     }
     let proven = matches!(design, "real-only" | "joint");
     if !proven && !options.allow_uncertified {
@@ -249,40 +304,72 @@ pub fn certify_release(release_dir: &Path, gan_run_dir: &Path, options: &Certify
     }
     let generator = gan_run_dir.join(crate::gan::run::GENERATOR_FILE);
     let generator_sha256 = sha256_file(&generator)?;
-    for (what, v) in [("release.json", release.get("generator_sha256")), ("metrics.json", metrics.get("generator_sha256"))] {
+    for (what, v) in
+        [("release.json", release.get("generator_sha256")), ("metrics.json", metrics.get("generator_sha256"))]
+    {
         if v.and_then(serde_json::Value::as_str) != Some(generator_sha256.as_str()) {
-            return Err(Error::data(&generator, format!("differs from the generator {what} recorded; refusing to certify")));
+            return Err(Error::data(
+                &generator,
+                format!("differs from the generator {what} recorded; refusing to certify"),
+            ));
         }
     }
     let training_data_sha256 = recorded_data_hash(&metrics, &metrics_path)?;
     let (ledger, entries) = read_ledger(gan_run_dir)?;
     let stated_ledger = release.get("ledger").and_then(|l| l.get("sha256")).and_then(serde_json::Value::as_str);
     if stated_ledger != ledger.as_ref().map(|l| l.sha256.as_str()) {
-        return Err(Error::data(gan_run_dir.join(LEDGER_FILE), "is not the ledger release.json names (by SHA-256): the release was not made from this run"));
+        return Err(Error::data(
+            gan_run_dir.join(LEDGER_FILE),
+            "is not the ledger release.json names (by SHA-256): the release was not made from this run",
+        ));
     }
     if entries.is_empty() {
-        return Err(Error::data(gan_run_dir.join(LEDGER_FILE), "a private GAN run must have a ledger with at least one noisy step"));
+        return Err(Error::data(
+            gan_run_dir.join(LEDGER_FILE),
+            "a private GAN run must have a ledger with at least one noisy step",
+        ));
     }
     let phases: Vec<Phase> = crate::accounting::ledger::phases_of(&entries)?;
-    let stated = release.get("files").and_then(serde_json::Value::as_object).ok_or_else(|| Error::data(&release_path, "no `files` object"))?;
+    let stated = release
+        .get("files")
+        .and_then(serde_json::Value::as_object)
+        .ok_or_else(|| Error::data(&release_path, "no `files` object"))?;
     let mut files = Vec::new();
     for (name, want) in stated {
         let path = relative_path_string(Path::new(name))?;
         let sha256 = sha256_file(&release_dir.join(name))?;
         if want.as_str() != Some(sha256.as_str()) {
-            return Err(Error::data(release_dir.join(name), "differs from the hash release.json states: not the file released; refusing to certify"));
+            return Err(Error::data(
+                release_dir.join(name),
+                "differs from the hash release.json states: not the file released; refusing to certify",
+            ));
         }
         files.push(FileDigest { path, sha256 });
     }
     files.push(FileDigest { path: "release.json".into(), sha256: sha256_file(&release_path)? });
-    assemble(key, options, proven, Artifact { kind: ArtifactKind::SyntheticDataset, files }, training_data_sha256, ledger, &entries, &phases)
+    assemble(
+        key,
+        options,
+        proven,
+        Artifact { kind: ArtifactKind::SyntheticDataset, files },
+        training_data_sha256,
+        ledger,
+        &entries,
+        &phases,
+    )
 }
 
 /// One call for `dpaudit cert sign --release`: as [`sign_run`], for [`certify_release`].
 ///
 /// # Errors
 /// As [`certify_release`], [`sign`] and [`write_signed`].
-pub fn sign_release(release_dir: &Path, gan_run_dir: &Path, options: &CertifyOptions, secret_key_path: &Path, out: &Path) -> Result<SignedCertificate> {
+pub fn sign_release(
+    release_dir: &Path,
+    gan_run_dir: &Path,
+    options: &CertifyOptions,
+    secret_key_path: &Path,
+    out: &Path,
+) -> Result<SignedCertificate> {
     let key = load_secret_key(secret_key_path)?;
     let cert = certify_release(release_dir, gan_run_dir, options, &key)?;
     let signed = sign(&cert, &key)?;
@@ -295,14 +382,25 @@ pub fn sign_release(release_dir: &Path, gan_run_dir: &Path, options: &CertifyOpt
 pub(crate) fn check_audits(audits: &[AuditRecord], certified: Epsilon) -> std::result::Result<(), String> {
     for a in audits {
         if a.verdict == Verdict::Violated {
-            return Err(format!("audit {:?} has verdict `violated` (lower bound {} at confidence {}): the privacy claim is false", a.name, a.epsilon_lower_bound, a.confidence));
+            return Err(format!(
+                "audit {:?} has verdict `violated` (lower bound {} at confidence {}): the privacy claim is false",
+                a.name, a.epsilon_lower_bound, a.confidence
+            ));
         }
-        let well_formed = a.epsilon_lower_bound.is_finite() && a.epsilon_lower_bound >= 0.0 && a.confidence > 0.0 && a.confidence < 1.0;
+        let well_formed = a.epsilon_lower_bound.is_finite()
+            && a.epsilon_lower_bound >= 0.0
+            && a.confidence > 0.0
+            && a.confidence < 1.0;
         if !well_formed {
             return Err(format!("audit {:?}: lower bound must be finite and >= 0, confidence in (0, 1)", a.name));
         }
         if a.epsilon_lower_bound > certified.value() {
-            return Err(format!("audit {:?}: its lower bound {} exceeds the certified epsilon {}: the privacy claim is false", a.name, a.epsilon_lower_bound, certified.value()));
+            return Err(format!(
+                "audit {:?}: its lower bound {} exceeds the certified epsilon {}: the privacy claim is false",
+                a.name,
+                a.epsilon_lower_bound,
+                certified.value()
+            ));
         }
     }
     Ok(())
@@ -329,7 +427,11 @@ pub(crate) fn privacy_of(phases: &[Phase], delta: f64) -> Result<Privacy> {
                 method: serde_json::json!({ "discretization": p.discretization, "tail_mass": pld.tail_mass(), "worse_direction": p.worse_direction, "pessimistic": true }),
             },
         ],
-        verified_epsilon: VerifiedClaim { epsilon: eps(v.epsilon)?, order: Some(v.order), conversion: Some(v.conversion) },
+        verified_epsilon: VerifiedClaim {
+            epsilon: eps(v.epsilon)?,
+            order: Some(v.order),
+            conversion: Some(v.conversion),
+        },
     })
 }
 
@@ -344,7 +446,11 @@ fn finite_or_null(x: f64) -> serde_json::Value {
 fn uncertified_privacy(delta: f64) -> Privacy {
     Privacy {
         delta,
-        epsilons: vec![AccountantEpsilon { accountant: "none".into(), epsilon: Epsilon::Infinity, method: serde_json::json!("the run was not differentially private") }],
+        epsilons: vec![AccountantEpsilon {
+            accountant: "none".into(),
+            epsilon: Epsilon::Infinity,
+            method: serde_json::json!("the run was not differentially private"),
+        }],
         verified_epsilon: VerifiedClaim { epsilon: Epsilon::Infinity, order: None, conversion: None },
     }
 }
@@ -358,11 +464,30 @@ pub(crate) fn mechanism_of(entries: &[crate::accounting::ledger::LedgerEntry]) -
             labels.push(e.label.clone());
         }
         match phases.last_mut() {
-            Some(p) if p.label == e.label && p.sampling_rate == e.sampling_rate && p.noise_multiplier == e.noise_multiplier && p.clipping_norm == e.clipping_norm => p.steps += 1,
-            _ => phases.push(MechanismPhase { label: e.label.clone(), sampling_rate: e.sampling_rate, noise_multiplier: e.noise_multiplier, clipping_norm: e.clipping_norm, steps: 1 }),
+            Some(p)
+                if p.label == e.label
+                    && p.sampling_rate == e.sampling_rate
+                    && p.noise_multiplier == e.noise_multiplier
+                    && p.clipping_norm == e.clipping_norm =>
+            {
+                p.steps += 1
+            }
+            _ => phases.push(MechanismPhase {
+                label: e.label.clone(),
+                sampling_rate: e.sampling_rate,
+                noise_multiplier: e.noise_multiplier,
+                clipping_norm: e.clipping_norm,
+                steps: 1,
+            }),
         }
     }
-    Mechanism { sampling: "poisson".into(), adjacency: "add_remove_one".into(), steps: entries.len() as u64, phases, labels }
+    Mechanism {
+        sampling: "poisson".into(),
+        adjacency: "add_remove_one".into(),
+        steps: entries.len() as u64,
+        phases,
+        labels,
+    }
 }
 
 /// A path relative to the run folder as a `/`-separated string; refuses absolute paths and `..`.
@@ -370,9 +495,17 @@ pub(crate) fn relative_path_string(rel: &Path) -> Result<String> {
     let mut parts = Vec::new();
     for c in rel.components() {
         match c {
-            Component::Normal(s) => parts.push(s.to_str().ok_or_else(|| Error::invalid("artifact path", rel.display(), "must be UTF-8"))?.to_owned()),
+            Component::Normal(s) => parts.push(
+                s.to_str().ok_or_else(|| Error::invalid("artifact path", rel.display(), "must be UTF-8"))?.to_owned(),
+            ),
             Component::CurDir => {}
-            _ => return Err(Error::invalid("artifact path", rel.display(), "must be relative to the run folder, without `..`")),
+            _ => {
+                return Err(Error::invalid(
+                    "artifact path",
+                    rel.display(),
+                    "must be relative to the run folder, without `..`",
+                ))
+            }
         }
     }
     if parts.is_empty() {
@@ -425,7 +558,11 @@ pub fn signed_message(cert: &serde_json::Value) -> Result<Vec<u8>> {
 /// not [`FORMAT`], or it holds a number JSON cannot carry.
 pub fn sign(cert: &Certificate, key: &SecretKey) -> Result<SignedCertificate> {
     if cert.signer_key_id != key.key_id() {
-        return Err(Error::invalid("signer_key_id", &cert.signer_key_id, format!("is not the signing key's id {}", key.key_id())));
+        return Err(Error::invalid(
+            "signer_key_id",
+            &cert.signer_key_id,
+            format!("is not the signing key's id {}", key.key_id()),
+        ));
     }
     if cert.format != FORMAT {
         return Err(Error::invalid("certificate format", &cert.format, format!("must be {FORMAT}")));
@@ -435,7 +572,11 @@ pub fn sign(cert: &Certificate, key: &SecretKey) -> Result<SignedCertificate> {
     let sig = key.signing_key().sign(&msg);
     Ok(SignedCertificate {
         certificate: cert.clone(),
-        signature: Signature { algorithm: SIGNATURE_ALGORITHM.into(), key_id: key.key_id().to_owned(), value: hex::encode(sig.to_bytes()) },
+        signature: Signature {
+            algorithm: SIGNATURE_ALGORITHM.into(),
+            key_id: key.key_id().to_owned(),
+            value: hex::encode(sig.to_bytes()),
+        },
     })
 }
 
@@ -448,7 +589,10 @@ pub fn sign(cert: &Certificate, key: &SecretKey) -> Result<SignedCertificate> {
 /// [`Error::Io`] if `path` exists or on any I/O failure (the temporary file is removed).
 pub fn write_signed(path: &Path, signed: &SignedCertificate) -> Result<()> {
     if path.exists() {
-        return Err(Error::io(format!("writing certificate {}", path.display()), std::io::Error::new(std::io::ErrorKind::AlreadyExists, "refusing to overwrite")));
+        return Err(Error::io(
+            format!("writing certificate {}", path.display()),
+            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "refusing to overwrite"),
+        ));
     }
     let value = serde_json::to_value(signed).map_err(|e| Error::invalid("certificate", "", e.to_string()))?;
     let bytes = crate::cert::canonical::canonical_json_pretty(&value)?.into_bytes();
@@ -460,7 +604,12 @@ pub fn write_signed(path: &Path, signed: &SignedCertificate) -> Result<()> {
 ///
 /// # Errors
 /// As [`crate::cert::keys::load_secret_key`], [`certify_run`], [`sign`] and [`write_signed`].
-pub fn sign_run(run_dir: &Path, options: &CertifyOptions, secret_key_path: &Path, out: &Path) -> Result<SignedCertificate> {
+pub fn sign_run(
+    run_dir: &Path,
+    options: &CertifyOptions,
+    secret_key_path: &Path,
+    out: &Path,
+) -> Result<SignedCertificate> {
     let key = load_secret_key(secret_key_path)?;
     let cert = certify_run(run_dir, options, &key)?;
     let signed = sign(&cert, &key)?;

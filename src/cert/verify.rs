@@ -6,7 +6,9 @@ use crate::accounting::{exact, rdp, Phase};
 use crate::cert::canonical::{check_canonical_numbers, parse_strict};
 use crate::cert::keys::{decode_lower_hex, load_public_key};
 use crate::cert::schema::{Certificate, ClaimStatus, Epsilon, FORMAT};
-use crate::cert::sign::{check_audits, mechanism_of, sha256_file, signed_message, SignedCertificate, SIGNATURE_ALGORITHM};
+use crate::cert::sign::{
+    check_audits, mechanism_of, sha256_file, signed_message, SignedCertificate, SIGNATURE_ALGORITHM,
+};
 use std::path::{Component, Path, PathBuf};
 
 /// Why a certificate was not accepted.
@@ -78,7 +80,12 @@ pub struct VerifyReport {
 ///
 /// # Errors
 /// A [`VerifyFailure`] saying which check failed.
-pub fn verify(cert_path: &Path, pubkey_path: &Path, artifacts_dir: Option<&Path>, recompute: bool) -> Result<VerifyReport, VerifyFailure> {
+pub fn verify(
+    cert_path: &Path,
+    pubkey_path: &Path,
+    artifacts_dir: Option<&Path>,
+    recompute: bool,
+) -> Result<VerifyReport, VerifyFailure> {
     let unreadable = |path: &Path, reason: String| VerifyFailure::Unreadable { path: path.to_path_buf(), reason };
     let bytes = std::fs::read(cert_path).map_err(|e| unreadable(cert_path, e.to_string()))?;
     let value = parse_strict(&bytes).map_err(|e| unreadable(cert_path, format!("not a JSON certificate: {e}")))?;
@@ -87,9 +94,13 @@ pub fn verify(cert_path: &Path, pubkey_path: &Path, artifacts_dir: Option<&Path>
     if format != Some(FORMAT) {
         return Err(unreadable(cert_path, format!("format {format:?} is not {FORMAT}")));
     }
-    let signed: SignedCertificate = serde_json::from_value(value.clone()).map_err(|e| unreadable(cert_path, format!("not a {FORMAT} certificate: {e}")))?;
+    let signed: SignedCertificate = serde_json::from_value(value.clone())
+        .map_err(|e| unreadable(cert_path, format!("not a {FORMAT} certificate: {e}")))?;
     if signed.signature.algorithm != SIGNATURE_ALGORITHM {
-        return Err(unreadable(cert_path, format!("signature algorithm {:?} is not {SIGNATURE_ALGORITHM}", signed.signature.algorithm)));
+        return Err(unreadable(
+            cert_path,
+            format!("signature algorithm {:?} is not {SIGNATURE_ALGORITHM}", signed.signature.algorithm),
+        ));
     }
     let (public, key_id) = load_public_key(pubkey_path).map_err(|e| unreadable(pubkey_path, e.to_string()))?;
 
@@ -100,33 +111,46 @@ pub fn verify(cert_path: &Path, pubkey_path: &Path, artifacts_dir: Option<&Path>
             signed.signature.key_id, signed.certificate.signer_key_id
         )));
     }
-    let sig_bytes = decode_lower_hex(&signed.signature.value, 64).map_err(|e| VerifyFailure::BadSignature(format!("signature value: {e}")))?;
-    let sig = ed25519_dalek::Signature::from_slice(&sig_bytes).map_err(|e| VerifyFailure::BadSignature(e.to_string()))?;
+    let sig_bytes = decode_lower_hex(&signed.signature.value, 64)
+        .map_err(|e| VerifyFailure::BadSignature(format!("signature value: {e}")))?;
+    let sig =
+        ed25519_dalek::Signature::from_slice(&sig_bytes).map_err(|e| VerifyFailure::BadSignature(e.to_string()))?;
     // Sign over the certificate exactly as read (every field, as parsed), not a re-serialisation.
     let raw_cert = value.get("certificate").expect("checked above");
     let msg = signed_message(raw_cert).map_err(|e| unreadable(cert_path, e.to_string()))?;
-    public.verify_strict(&msg, &sig).map_err(|_| VerifyFailure::BadSignature("the signature does not verify with this public key".into()))?;
+    public
+        .verify_strict(&msg, &sig)
+        .map_err(|_| VerifyFailure::BadSignature("the signature does not verify with this public key".into()))?;
     let cert = signed.certificate;
 
     // Claims that need no recomputation.
     check_audits(&cert.audits, cert.privacy.verified_epsilon.epsilon).map_err(VerifyFailure::ClaimNotReproduced)?;
     let phase_steps: u64 = cert.mechanism.phases.iter().map(|p| p.steps).sum();
     if phase_steps != cert.mechanism.steps {
-        return Err(VerifyFailure::ClaimNotReproduced(format!("mechanism lists {} steps but its phases hold {phase_steps}", cert.mechanism.steps)));
+        return Err(VerifyFailure::ClaimNotReproduced(format!(
+            "mechanism lists {} steps but its phases hold {phase_steps}",
+            cert.mechanism.steps
+        )));
     }
 
     // Artifacts.
     let mut artifacts_checked = Vec::new();
     if let Some(dir) = artifacts_dir {
         for f in cert.artifact.files.iter().chain(cert.ledger.iter()) {
-            let rel = safe_relative(&f.path).ok_or_else(|| unreadable(cert_path, format!("artifact path {:?} is not relative to the run folder", f.path)))?;
+            let rel = safe_relative(&f.path).ok_or_else(|| {
+                unreadable(cert_path, format!("artifact path {:?} is not relative to the run folder", f.path))
+            })?;
             let path = dir.join(rel);
             if !path.is_file() {
                 return Err(VerifyFailure::ArtifactMismatch { path, reason: "missing".into() });
             }
-            let actual = sha256_file(&path).map_err(|e| VerifyFailure::ArtifactMismatch { path: path.clone(), reason: e.to_string() })?;
+            let actual = sha256_file(&path)
+                .map_err(|e| VerifyFailure::ArtifactMismatch { path: path.clone(), reason: e.to_string() })?;
             if actual != f.sha256 {
-                return Err(VerifyFailure::ArtifactMismatch { path, reason: format!("SHA-256 {actual} differs from the certified {}", f.sha256) });
+                return Err(VerifyFailure::ArtifactMismatch {
+                    path,
+                    reason: format!("SHA-256 {actual} differs from the certified {}", f.sha256),
+                });
             }
             artifacts_checked.push(f.path.clone());
         }
@@ -152,7 +176,8 @@ fn recompute_claims(cert: &Certificate, artifacts_dir: Option<&Path>) -> Result<
     if let (Some(dir), Some(_)) = (artifacts_dir, &cert.ledger) {
         // Read-only (Ledger::open would repair a torn line in place; the hash was checked above).
         let path = dir.join(crate::cert::sign::LEDGER_FILE);
-        let bytes = std::fs::read(&path).map_err(|e| VerifyFailure::ArtifactMismatch { path: path.clone(), reason: e.to_string() })?;
+        let bytes = std::fs::read(&path)
+            .map_err(|e| VerifyFailure::ArtifactMismatch { path: path.clone(), reason: e.to_string() })?;
         let entries: Vec<LedgerEntry> = bytes
             .split(|&b| b == b'\n')
             .filter(|l| !l.is_empty())
@@ -167,7 +192,8 @@ fn recompute_claims(cert: &Certificate, artifacts_dir: Option<&Path>) -> Result<
     }
     match cert.status {
         ClaimStatus::UncertifiedClaim => {
-            let all_infinite = cert.privacy.epsilons.iter().all(|e| e.epsilon == Epsilon::Infinity) && cert.privacy.verified_epsilon.epsilon == Epsilon::Infinity;
+            let all_infinite = cert.privacy.epsilons.iter().all(|e| e.epsilon == Epsilon::Infinity)
+                && cert.privacy.verified_epsilon.epsilon == Epsilon::Infinity;
             if !all_infinite {
                 return Err(fail("an uncertified claim states a finite epsilon".into()));
             }
@@ -185,10 +211,14 @@ fn recompute_claims(cert: &Certificate, artifacts_dir: Option<&Path>) -> Result<
                 return Err(fail("only Poisson sampling under add/remove-one adjacency can be recomputed".into()));
             }
             let delta = cert.privacy.delta;
-            let oracle = exact::verified_epsilon(&phases, delta, &rdp::default_orders()).map_err(|e| fail(format!("oracle: {e}")))?;
+            let oracle = exact::verified_epsilon(&phases, delta, &rdp::default_orders())
+                .map_err(|e| fail(format!("oracle: {e}")))?;
             let stated = cert.privacy.verified_epsilon.epsilon.value();
             if stated < oracle.epsilon {
-                return Err(fail(format!("verified epsilon {stated} is below the oracle's upper bound {}", oracle.epsilon)));
+                return Err(fail(format!(
+                    "verified epsilon {stated} is below the oracle's upper bound {}",
+                    oracle.epsilon
+                )));
             }
             let mut accountants = Vec::new();
             for e in &cert.privacy.epsilons {
@@ -196,11 +226,18 @@ fn recompute_claims(cert: &Certificate, artifacts_dir: Option<&Path>) -> Result<
                 match e.accountant.as_str() {
                     "rdp" => {
                         if stated < oracle.epsilon {
-                            return Err(fail(format!("RDP epsilon {stated} is below the oracle's upper bound {}", oracle.epsilon)));
+                            return Err(fail(format!(
+                                "RDP epsilon {stated} is below the oracle's upper bound {}",
+                                oracle.epsilon
+                            )));
                         }
                     }
                     "pld" => {
-                        let h = e.method.get("discretization").and_then(|v| v.as_f64()).ok_or_else(|| fail("PLD epsilon without its discretization".into()))?;
+                        let h = e
+                            .method
+                            .get("discretization")
+                            .and_then(|v| v.as_f64())
+                            .ok_or_else(|| fail("PLD epsilon without its discretization".into()))?;
                         let mut acc = PldAccountant::new(h).map_err(|e| fail(e.to_string()))?;
                         if let Some(t) = e.method.get("tail_mass").and_then(|v| v.as_f64()) {
                             acc = acc.with_tail_mass(t).map_err(|e| fail(e.to_string()))?;

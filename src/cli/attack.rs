@@ -84,12 +84,22 @@ pub enum AttackCommand {
 /// Exit status of `attack nearest-neighbour` when a heuristic flag is raised.
 pub const EXIT_FLAGGED: i32 = 11;
 
-fn finish(ctx: &shadows::MiaContext, records: &[shadows::ModelRecord], out: &Path, wall: f64, json: bool) -> Result<()> {
+fn finish(
+    ctx: &shadows::MiaContext,
+    records: &[shadows::ModelRecord],
+    out: &Path,
+    wall: f64,
+    json: bool,
+) -> Result<()> {
     let report = shadows::analyse(ctx, records, wall)?;
     let path = shadows::write_report(out, &report)?;
     // The axes reach 0.01% FPR, or half the data's resolution when that is finer.
     let min_rate = (report.attacks[0].metrics.fpr_resolution / 2.0).clamp(1e-6, 1e-4);
-    let curves: Vec<Curve<'_>> = report.attacks.iter().map(|a| Curve { label: format!("{} (AUC {:.3})", a.attack, a.metrics.auc), roc: &a.metrics.roc }).collect();
+    let curves: Vec<Curve<'_>> = report
+        .attacks
+        .iter()
+        .map(|a| Curve { label: format!("{} (AUC {:.3})", a.attack, a.metrics.auc), roc: &a.metrics.roc })
+        .collect();
     let svg = roc_svg(&format!("membership inference: {}", report.spec_name), &curves, min_rate)?;
     let svg_path = out.join("roc.svg");
     write_atomically(&svg_path, svg.as_bytes())?;
@@ -103,15 +113,28 @@ fn finish(ctx: &shadows::MiaContext, records: &[shadows::ModelRecord], out: &Pat
 }
 
 fn summarise(r: &MiaReport) {
-    println!("membership inference: {} ({} population, {} models, {} target{})", r.spec_name, r.population, r.models, r.targets, if r.targets == 1 { "" } else { "s" });
+    println!(
+        "membership inference: {} ({} population, {} models, {} target{})",
+        r.spec_name,
+        r.population,
+        r.models,
+        r.targets,
+        if r.targets == 1 { "" } else { "s" }
+    );
     if r.privacy.private {
         let e: Vec<String> = r.privacy.epsilons.iter().map(|e| format!("{} {:.3}", e.accountant, e.epsilon)).collect();
         println!("  target: {}; epsilon {} at delta = {:e}", r.privacy.mechanism, e.join(", "), r.spec.target.delta);
     } else {
         println!("  target: {}", r.privacy.mechanism);
     }
-    println!("  target accuracy: members {:.4}, non-members {:.4}", r.target_member_accuracy, r.target_non_member_accuracy);
-    println!("  {:<13} {:>7} {:>10} {:>10} {:>10}   (members / non-members; FPR resolution)", "attack", "AUC", "TPR@1%", "TPR@0.1%", "TPR@0.01%");
+    println!(
+        "  target accuracy: members {:.4}, non-members {:.4}",
+        r.target_member_accuracy, r.target_non_member_accuracy
+    );
+    println!(
+        "  {:<13} {:>7} {:>10} {:>10} {:>10}   (members / non-members; FPR resolution)",
+        "attack", "AUC", "TPR@1%", "TPR@0.1%", "TPR@0.01%"
+    );
     for a in &r.attacks {
         let t = |k: &str| {
             let x = &a.metrics.tpr_at_fpr[k];
@@ -133,9 +156,15 @@ fn summarise(r: &MiaReport) {
         println!("  * below the FPR resolution: the TPR at zero false positives");
     }
     if let Some(c) = r.attacks.first().and_then(|a| a.dp_tpr_ceiling.as_ref()) {
-        println!("  DP ceiling on any attack's TPR (e^eps FPR + delta): {:.4} / {:.4} / {:.4}", c["0.01"], c["0.001"], c["0.0001"]);
+        println!(
+            "  DP ceiling on any attack's TPR (e^eps FPR + delta): {:.4} / {:.4} / {:.4}",
+            c["0.01"], c["0.001"], c["0.0001"]
+        );
     }
-    println!("  evidence about this recipe, not a privacy bound; {:.1} s of training ({:.1} s wall)", r.training_seconds, r.wall_seconds);
+    println!(
+        "  evidence about this recipe, not a privacy bound; {:.1} s of training ({:.1} s wall)",
+        r.training_seconds, r.wall_seconds
+    );
 }
 
 /// Runs an attack subcommand.
@@ -151,20 +180,31 @@ pub fn run(cmd: AttackCommand) -> Result<()> {
                 Some(s) => Shard::parse(&s)?,
                 None => Shard::ALL,
             };
-            let ctx = shadows::prepare(&spec).with_context(|| format!("preparing the models of {}", target_config.display()))?;
+            let ctx = shadows::prepare(&spec)
+                .with_context(|| format!("preparing the models of {}", target_config.display()))?;
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let bar = ProgressBar::new(0);
-            bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} models [{elapsed}<{eta}] {msg}").expect("valid template"));
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} models [{elapsed}<{eta}] {msg}")
+                    .expect("valid template"),
+            );
             bar.set_message(format!("{} ({threads} threads)", spec.name));
             let progress = |done: u64, total: u64| {
                 bar.set_length(total);
                 bar.set_position(done);
             };
             let stop = AtomicBool::new(false);
-            let records = shadows::run_models(&ctx, &out, shard, threads, &progress, &stop).with_context(|| format!("training the models into {}", out.display()))?;
+            let records = shadows::run_models(&ctx, &out, shard, threads, &progress, &stop)
+                .with_context(|| format!("training the models into {}", out.display()))?;
             bar.finish_and_clear();
             if shard != Shard::ALL {
-                eprintln!("shard {}/{} done: {} models in {}; gather the shards with `dpaudit attack merge`", shard.index, shard.count, records.len(), out.display());
+                eprintln!(
+                    "shard {}/{} done: {} models in {}; gather the shards with `dpaudit attack merge`",
+                    shard.index,
+                    shard.count,
+                    records.len(),
+                    out.display()
+                );
                 return Ok(());
             }
             finish(&ctx, &records, &out, start.elapsed().as_secs_f64(), json)
@@ -180,18 +220,37 @@ pub fn run(cmd: AttackCommand) -> Result<()> {
             }
             let r = analyse(&s, &t, &h)?;
             if let Some(path) = &out {
-                write_atomically(path, &serde_json::to_vec_pretty(&r)?).with_context(|| format!("writing {}", path.display()))?;
+                write_atomically(path, &serde_json::to_vec_pretty(&r)?)
+                    .with_context(|| format!("writing {}", path.display()))?;
             }
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
                 let d = &r.distances;
-                println!("nearest neighbours: {} synthetic, {} train, {} holdout images ({})", r.sizes.synthetic, r.sizes.train, r.sizes.holdout, r.distance);
-                println!("distances (a heuristic, NOT a privacy guarantee; {} train and {} holdout records compared):", d.compared, d.compared);
-                println!("  DCR synthetic->train   median {:.4}, 5th percentile {:.4}, min {:.4}", d.dcr_synthetic_to_train.median, d.dcr_synthetic_to_train.p5, d.dcr_synthetic_to_train.min);
-                println!("  DCR synthetic->holdout median {:.4}, 5th percentile {:.4}, min {:.4}", d.dcr_synthetic_to_holdout.median, d.dcr_synthetic_to_holdout.p5, d.dcr_synthetic_to_holdout.min);
+                println!(
+                    "nearest neighbours: {} synthetic, {} train, {} holdout images ({})",
+                    r.sizes.synthetic, r.sizes.train, r.sizes.holdout, r.distance
+                );
+                println!(
+                    "distances (a heuristic, NOT a privacy guarantee; {} train and {} holdout records compared):",
+                    d.compared, d.compared
+                );
+                println!(
+                    "  DCR synthetic->train   median {:.4}, 5th percentile {:.4}, min {:.4}",
+                    d.dcr_synthetic_to_train.median, d.dcr_synthetic_to_train.p5, d.dcr_synthetic_to_train.min
+                );
+                println!(
+                    "  DCR synthetic->holdout median {:.4}, 5th percentile {:.4}, min {:.4}",
+                    d.dcr_synthetic_to_holdout.median, d.dcr_synthetic_to_holdout.p5, d.dcr_synthetic_to_holdout.min
+                );
                 println!("  closer to train than to holdout: {:.1}% (one-sided permutation p = {:.1e} against re-splits of the pooled records)", 100.0 * d.share_closer_to_train, d.share_p_value);
-                println!("  exact copies of training images: {}; NNDR median {:.3}, below {}: {:.1}%", d.exact_copies_of_train, d.nndr.median, dpaudit::attack::nearest_neighbour::NNDR_LOW, 100.0 * d.share_nndr_below_half);
+                println!(
+                    "  exact copies of training images: {}; NNDR median {:.3}, below {}: {:.1}%",
+                    d.exact_copies_of_train,
+                    d.nndr.median,
+                    dpaudit::attack::nearest_neighbour::NNDR_LOW,
+                    100.0 * d.share_nndr_below_half
+                );
                 for f in &d.flags {
                     println!("  FLAG: {f}");
                 }

@@ -94,8 +94,14 @@ fn summarise(r: &engine::AuditReport, json: bool) -> Result<i32> {
             ),
         }
         println!("  threshold: {}", r.threshold_selection);
-        println!("  TPR at FPR 1% / 0.1% / 0.01%: {:.4} / {:.4} / {:.4}", r.tpr_at_fpr["0.01"], r.tpr_at_fpr["0.001"], r.tpr_at_fpr["0.0001"]);
-        println!("  Gaussian-DP fit (an estimate, not a bound): mu = {:.4}, epsilon = {:.4}", r.gdp_estimate.mu, r.gdp_estimate.epsilon);
+        println!(
+            "  TPR at FPR 1% / 0.1% / 0.01%: {:.4} / {:.4} / {:.4}",
+            r.tpr_at_fpr["0.01"], r.tpr_at_fpr["0.001"], r.tpr_at_fpr["0.0001"]
+        );
+        println!(
+            "  Gaussian-DP fit (an estimate, not a bound): mu = {:.4}, epsilon = {:.4}",
+            r.gdp_estimate.mu, r.gdp_estimate.epsilon
+        );
         println!("  {} runs, {:.1} s of training ({:.1} s wall)", r.runs.len(), r.run_seconds, r.wall_seconds);
     }
     Ok(if r.verdict == "violated" { EXIT_VIOLATED } else { 0 })
@@ -117,17 +123,27 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
             let ctx = engine::prepare(&s).with_context(|| format!("preparing the runs of {}", spec.display()))?;
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let bar = ProgressBar::new(0);
-            bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} runs [{elapsed}<{eta}] {msg}").expect("valid template"));
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} runs [{elapsed}<{eta}] {msg}")
+                    .expect("valid template"),
+            );
             bar.set_message(format!("{} ({} per side, {threads} threads)", s.name, s.attack.runs_per_side));
             let progress = |done: u64, total: u64| {
                 bar.set_length(total);
                 bar.set_position(done);
             };
             let stop = AtomicBool::new(false);
-            let runs = engine::run_audit(&ctx, &out, shard, threads, &progress, &stop).with_context(|| format!("running the audit into {}", out.display()))?;
+            let runs = engine::run_audit(&ctx, &out, shard, threads, &progress, &stop)
+                .with_context(|| format!("running the audit into {}", out.display()))?;
             bar.finish_and_clear();
             if shard != Shard::ALL {
-                eprintln!("shard {}/{} done: {} runs in {}; gather the shards with `dpaudit audit merge`", shard.index, shard.count, runs.len(), out.display());
+                eprintln!(
+                    "shard {}/{} done: {} runs in {}; gather the shards with `dpaudit audit merge`",
+                    shard.index,
+                    shard.count,
+                    runs.len(),
+                    out.display()
+                );
                 return Ok(0);
             }
             let report = engine::analyse(&s, &runs, start.elapsed().as_secs_f64())?;

@@ -49,7 +49,9 @@ impl DemoObserver for Bars {
         // is not a terminal (CI logs), where the bars themselves are hidden.
         self.multi.suspend(|| eprintln!("== {index}/{total} {title}"));
         let bar = self.multi.add(ProgressBar::new(0));
-        bar.set_style(ProgressStyle::with_template("   {bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}").expect("valid template"));
+        bar.set_style(
+            ProgressStyle::with_template("   {bar:30} {pos}/{len} [{elapsed}<{eta}] {msg}").expect("valid template"),
+        );
         *cur = Some(bar);
     }
     fn progress(&self, done: u64, total: u64, message: &str) {
@@ -79,7 +81,8 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         let dir = a.data_dir.clone().unwrap_or_else(|| PathBuf::from("data/mnist"));
         if data::load_mnist_dir(&dir, data::Split::Test, 10).is_err() {
             eprintln!("fetching MNIST into {} (verified by SHA-256)", dir.display());
-            data::fetch(data::DatasetName::Mnist, &dir, &data::FetchOptions::default()).with_context(|| format!("fetching MNIST into {}", dir.display()))?;
+            data::fetch(data::DatasetName::Mnist, &dir, &data::FetchOptions::default())
+                .with_context(|| format!("fetching MNIST into {}", dir.display()))?;
         }
         DemoConfig::full(dir)
     } else if a.tiny {
@@ -105,13 +108,47 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(());
     }
-    let eps = |v: &[dpaudit::demo::DemoEpsilon]| v.iter().map(|e| format!("{} {:.4}", e.accountant, e.epsilon)).collect::<Vec<_>>().join(", ");
+    let eps = |v: &[dpaudit::demo::DemoEpsilon]| {
+        v.iter().map(|e| format!("{} {:.4}", e.accountant, e.epsilon)).collect::<Vec<_>>().join(", ")
+    };
     println!();
     println!("pre-release audit done in {:.0} s; everything is in {}", s.wall_seconds, out.display());
-    println!("  model            {}  test accuracy {:.4}; epsilon at delta {:e}: {}", s.model_run.display(), s.test_accuracy, s.config.delta, eps(&s.epsilons));
-    println!("  audit            {}  {} (epsilon >= {:.4}; at most {:.4} is reachable with K = {})", s.audit.display(), s.audit_verdict, s.audit_epsilon_lower, s.audit_ideal_epsilon_lower, s.config.audit_runs_per_side);
-    println!("  membership inf.  {}  loss threshold: AUC {:.4}, TPR at 1% FPR {:.4}", s.membership_inference.display(), s.mia_auc, s.mia_tpr_at_1pct);
-    println!("  synthetic data   {}  from {} (epsilon {}){}", s.release.display(), s.gan_run.display(), eps(&s.gan_epsilons), if s.nearest_neighbour_flags.is_empty() { String::new() } else { format!("; nearest-neighbour screen flags: {} (GAN-Leaks AUC {:.4})", s.nearest_neighbour_flags.len(), s.gan_leaks_auc) });
+    println!(
+        "  model            {}  test accuracy {:.4}; epsilon at delta {:e}: {}",
+        s.model_run.display(),
+        s.test_accuracy,
+        s.config.delta,
+        eps(&s.epsilons)
+    );
+    println!(
+        "  audit            {}  {} (epsilon >= {:.4}; at most {:.4} is reachable with K = {})",
+        s.audit.display(),
+        s.audit_verdict,
+        s.audit_epsilon_lower,
+        s.audit_ideal_epsilon_lower,
+        s.config.audit_runs_per_side
+    );
+    println!(
+        "  membership inf.  {}  loss threshold: AUC {:.4}, TPR at 1% FPR {:.4}",
+        s.membership_inference.display(),
+        s.mia_auc,
+        s.mia_tpr_at_1pct
+    );
+    println!(
+        "  synthetic data   {}  from {} (epsilon {}){}",
+        s.release.display(),
+        s.gan_run.display(),
+        eps(&s.gan_epsilons),
+        if s.nearest_neighbour_flags.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; nearest-neighbour screen flags: {} (GAN-Leaks AUC {:.4})",
+                s.nearest_neighbour_flags.len(),
+                s.gan_leaks_auc
+            )
+        }
+    );
     println!("  certificates     {} and {} (keys in {}; check with `dpaudit cert verify CERT --pubkey {}/dpaudit-cert.pub --artifacts DIR --recompute`)", s.model_certificate.display(), s.release_certificate.display(), s.keys.display(), s.keys.display());
     println!("  reports          {} and {}", s.model_report.display(), s.release_report.display());
     println!("  every path and number: {}", out.join("demo.json").display());

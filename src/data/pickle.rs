@@ -216,7 +216,11 @@ impl<'p, R: Read> Vm<'p, R> {
         Ok(v)
     }
     fn pop_mark(&mut self) -> Result<Vec<Value>> {
-        let i = self.stack.iter().rposition(|v| matches!(v, Value::Mark)).ok_or_else(|| self.err("no MARK on the stack"))?;
+        let i = self
+            .stack
+            .iter()
+            .rposition(|v| matches!(v, Value::Mark))
+            .ok_or_else(|| self.err("no MARK on the stack"))?;
         let items = self.stack.split_off(i + 1);
         self.stack.pop();
         Ok(items)
@@ -278,7 +282,8 @@ impl<'p, R: Read> Vm<'p, R> {
                 // (version, shape, dtype, is_fortran, raw data)
                 let mut state = state;
                 let data = if state.len() == 5 { state.pop() } else { None };
-                let [Value::Int(_), Value::Tuple(shape), Value::DType(dt), Value::Bool(fortran)] = state.as_slice() else {
+                let [Value::Int(_), Value::Tuple(shape), Value::DType(dt), Value::Bool(fortran)] = state.as_slice()
+                else {
                     return Err(self.err("unexpected numpy array state"));
                 };
                 let shape = shape
@@ -289,9 +294,12 @@ impl<'p, R: Read> Vm<'p, R> {
                     })
                     .collect::<Result<Vec<usize>>>()?;
                 let (code, order) = dt.borrow().clone();
-                let dtype = DType::from_code(&code).ok_or_else(|| self.err(format!("numpy dtype {code:?} is not supported")))?;
+                let dtype = DType::from_code(&code)
+                    .ok_or_else(|| self.err(format!("numpy dtype {code:?} is not supported")))?;
                 if dtype.size() > 1 && order != Some('<') {
-                    return Err(self.err(format!("numpy dtype {code:?} with byte order {order:?}; only little-endian is supported")));
+                    return Err(self.err(format!(
+                        "numpy dtype {code:?} with byte order {order:?}; only little-endian is supported"
+                    )));
                 }
                 let rank = shape.iter().filter(|&&d| d > 1).count();
                 if *fortran && rank > 1 {
@@ -303,7 +311,10 @@ impl<'p, R: Read> Vm<'p, R> {
                 };
                 let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
                 if count.and_then(|c| c.checked_mul(dtype.size())) != Some(data.len()) {
-                    return Err(self.err(format!("array of shape {shape:?} and dtype {code} does not match its {} data bytes", data.len())));
+                    return Err(self.err(format!(
+                        "array of shape {shape:?} and dtype {code} does not match its {} data bytes",
+                        data.len()
+                    )));
                 }
                 *a.borrow_mut() = Some(NdArray { shape, dtype, data });
                 Ok(())
@@ -414,7 +425,9 @@ impl<'p, R: Read> Vm<'p, R> {
                     let i = self.u32()? as usize;
                     self.get(i)?;
                 }
-                _ => return Err(self.err(format!("opcode 0x{op:02x} is not supported by dpaudit's numpy pickle reader"))),
+                _ => {
+                    return Err(self.err(format!("opcode 0x{op:02x} is not supported by dpaudit's numpy pickle reader")))
+                }
             }
             if self.stack.len() > 1 << 16 {
                 return Err(self.err("pickle stack deeper than 65536"));
@@ -451,7 +464,9 @@ pub fn load_pickle<R: Read>(reader: R, path: &Path) -> Result<Value> {
 /// [`Error::Data`] naming `path` if the value is not an array or the array was never built.
 pub fn take_array(v: &Value, path: &Path, what: &str) -> Result<NdArray> {
     match v {
-        Value::Array(a) => a.borrow_mut().take().ok_or_else(|| Error::data(path, format!("{what}: numpy array without data"))),
+        Value::Array(a) => {
+            a.borrow_mut().take().ok_or_else(|| Error::data(path, format!("{what}: numpy array without data")))
+        }
         other => Err(Error::data(path, format!("{what}: expected a numpy array, found {}", kind(other)))),
     }
 }

@@ -59,7 +59,11 @@ impl<'a> Cursor<'a> {
     }
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| {
-            self.err(format!("truncated: element needs {n} bytes at offset {}, only {} remain", self.pos, self.b.len() - self.pos))
+            self.err(format!(
+                "truncated: element needs {n} bytes at offset {}, only {} remain",
+                self.pos,
+                self.b.len() - self.pos
+            ))
         })?;
         let s = &self.b[self.pos..end];
         self.pos = end;
@@ -131,10 +135,8 @@ fn parse_matrix(payload: &[u8], path: &Path) -> Result<(String, Option<MatArray>
     if dt != MI_INT32 || dims_b.len() % 4 != 0 {
         return Err(c.err("matrix without dimensions"));
     }
-    let dims: Vec<usize> = dims_b
-        .chunks_exact(4)
-        .map(|d| i32::from_le_bytes([d[0], d[1], d[2], d[3]]).max(0) as usize)
-        .collect();
+    let dims: Vec<usize> =
+        dims_b.chunks_exact(4).map(|d| i32::from_le_bytes([d[0], d[1], d[2], d[3]]).max(0) as usize).collect();
     let (nt, name_b) = c.element(true)?;
     if nt != MI_INT8 && nt != MI_UINT8 {
         return Err(c.err("matrix without a name"));
@@ -169,7 +171,10 @@ fn read_x_y(bytes: &[u8], path: &Path) -> Result<(MatArray, MatArray)> {
         return Err(Error::data(path, format!("MAT-file header needs 128 bytes, found {}", bytes.len())));
     }
     if bytes.starts_with(b"MATLAB 7.3") || bytes.starts_with(b"\x89HDF") {
-        return Err(Error::data(path, "MAT v7.3 (HDF5) files are not supported; re-save with -v7 or use the v5 SVHN files"));
+        return Err(Error::data(
+            path,
+            "MAT v7.3 (HDF5) files are not supported; re-save with -v7 or use the v5 SVHN files",
+        ));
     }
     if !bytes.starts_with(b"MATLAB 5.0 MAT-file") {
         return Err(Error::data(path, "not a MATLAB 5.0 MAT-file (header text missing)"));
@@ -313,11 +318,8 @@ pub fn encode_svhn_mat(data: &Dataset, compress: bool) -> Result<Vec<u8>> {
             }
         }
     }
-    let y: Vec<u8> = data
-        .labels()
-        .iter()
-        .flat_map(|&l| (if l == 0 { 10.0f64 } else { l as f64 }).to_le_bytes())
-        .collect();
+    let y: Vec<u8> =
+        data.labels().iter().flat_map(|&l| (if l == 0 { 10.0f64 } else { l as f64 }).to_le_bytes()).collect();
     let mut out = Vec::with_capacity(128 + x.len() + y.len() + 256);
     let mut header = b"MATLAB 5.0 MAT-file, written by dpaudit".to_vec();
     header.resize(116, b' ');

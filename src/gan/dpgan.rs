@@ -27,7 +27,9 @@ use crate::error::{Error, Result};
 use crate::train::dpsgd::{Examples, CLIP_ROUNDING_SLACK};
 use crate::train::noise::{self, NoiseSeed};
 use crate::train::optim::{LrSchedule, Optimizer, OptimizerKind};
-use crate::train::per_example::{clip_and_sum, clip_and_sum_grouped, nonprivate_gradient, per_example_cross_entropy, ClipConfig, Sequential};
+use crate::train::per_example::{
+    clip_and_sum, clip_and_sum_grouped, nonprivate_gradient, per_example_cross_entropy, ClipConfig, Sequential,
+};
 use crate::train::sampling::PoissonSampler;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -154,7 +156,11 @@ pub fn validate(config: &GanConfig, n: usize) -> Result<f64> {
     }
     let q = config.lot_size / n as f64;
     if !(q > 0.0 && q <= 1.0) {
-        return Err(Error::invalid("lot size", config.lot_size, format!("must be in (0, {n}] (the training set size)")));
+        return Err(Error::invalid(
+            "lot size",
+            config.lot_size,
+            format!("must be in (0, {n}] (the training set size)"),
+        ));
     }
     if !(config.noise_multiplier > 0.0 && config.noise_multiplier.is_finite()) {
         return Err(Error::invalid("noise multiplier", config.noise_multiplier, "must be a finite number > 0"));
@@ -174,10 +180,18 @@ pub fn validate(config: &GanConfig, n: usize) -> Result<f64> {
         }
     }
     if config.design == Design::NoiseLayer && config.conditioning != Conditioning::LabelPlanes {
-        return Err(Error::invalid("conditioning", "classifier", "the noise-layer design reproduces its paper's discriminator, which uses label planes"));
+        return Err(Error::invalid(
+            "conditioning",
+            "classifier",
+            "the noise-layer design reproduces its paper's discriminator, which uses label planes",
+        ));
     }
     if config.z_dim < 1 || config.g_width < 1 || config.d_width < 4 {
-        return Err(Error::invalid("network sizes", format!("z {} g {} d {}", config.z_dim, config.g_width, config.d_width), "need z_dim, g_width >= 1 and d_width >= 4"));
+        return Err(Error::invalid(
+            "network sizes",
+            format!("z {} g {} d {}", config.z_dim, config.g_width, config.d_width),
+            "need z_dim, g_width >= 1 and d_width >= 4",
+        ));
     }
     Ok(q)
 }
@@ -286,7 +300,11 @@ pub fn private_discriminator_gradient(
         }
         Design::Joint => {
             if f != b {
-                return Err(Error::invalid("fakes", f, format!("design (b) pairs one fake with each of the {b} real examples")));
+                return Err(Error::invalid(
+                    "fakes",
+                    f,
+                    format!("design (b) pairs one fake with each of the {b} real examples"),
+                ));
             }
             let mut start = 0;
             while start < b {
@@ -299,7 +317,11 @@ pub fn private_discriminator_gradient(
                 let mut shape = vec![2 * len];
                 shape.extend_from_slice(&rest);
                 let x = Tensor::f_stack(&[xr, xf.shallow_clone()], 1)?.f_reshape(shape.as_slice())?;
-                let t = Tensor::f_stack(&[conditioning.real_targets(&yr)?, conditioning.fake_targets(len, real_x.device())?], 1)?.f_reshape([2 * len])?;
+                let t = Tensor::f_stack(
+                    &[conditioning.real_targets(&yr)?, conditioning.fake_targets(len, real_x.device())?],
+                    1,
+                )?
+                .f_reshape([2 * len])?;
                 let batch = clip_and_sum_grouped(d, &x, &t, 2, clip)?;
                 add(&mut sums, &batch.clipped_sum)?;
                 // Rows 2i + 1 are the fakes: their losses come from the same forward pass.
@@ -424,7 +446,13 @@ impl DpGan {
     ///
     /// # Errors
     /// Invalid configuration; libtorch errors.
-    pub fn new(config: GanConfig, dataset_size: usize, ledger: Ledger, seed: NoiseSeed, device: Device) -> Result<Self> {
+    pub fn new(
+        config: GanConfig,
+        dataset_size: usize,
+        ledger: Ledger,
+        seed: NoiseSeed,
+        device: Device,
+    ) -> Result<Self> {
         Self::with_initialisation(config, dataset_size, ledger, seed, seed, device)
     }
 
@@ -434,14 +462,30 @@ impl DpGan {
     ///
     /// # Errors
     /// As [`DpGan::new`].
-    pub fn with_initialisation(config: GanConfig, dataset_size: usize, ledger: Ledger, seed: NoiseSeed, init: NoiseSeed, device: Device) -> Result<Self> {
+    pub fn with_initialisation(
+        config: GanConfig,
+        dataset_size: usize,
+        ledger: Ledger,
+        seed: NoiseSeed,
+        init: NoiseSeed,
+        device: Device,
+    ) -> Result<Self> {
         let q = validate(&config, dataset_size)?;
         let init = init.to_bytes(stream::INIT);
         let (generator, discriminator, average) = crate::torch_rng::seeded_by_key(&init, || -> Result<_> {
             let g = Generator::new(device, config.z_dim, config.g_width)?;
             let d = match config.design {
-                Design::NoiseLayer => AnyDiscriminator::NoiseLayer(NoiseLayerDiscriminator::new(device, config.d_width, config.max_grad_norm, config.noise_multiplier)?),
-                _ => AnyDiscriminator::Private(Discriminator::with_conditioning(device, config.d_width, config.conditioning)?),
+                Design::NoiseLayer => AnyDiscriminator::NoiseLayer(NoiseLayerDiscriminator::new(
+                    device,
+                    config.d_width,
+                    config.max_grad_norm,
+                    config.noise_multiplier,
+                )?),
+                _ => AnyDiscriminator::Private(Discriminator::with_conditioning(
+                    device,
+                    config.d_width,
+                    config.conditioning,
+                )?),
             };
             // The average starts as a copy of the generator (its own initial draw is overwritten).
             let average = match config.g_ema {
@@ -527,7 +571,20 @@ impl DpGan {
         let (grads, report) = match &self.discriminator {
             AnyDiscriminator::Private(d) => {
                 let clip = ClipConfig::new(self.config.max_grad_norm);
-                let g = private_discriminator_gradient(&d.net, self.config.design, self.config.conditioning, &real_x, &real_y, &fake_x, &fake_y, &clip, self.config.noise_multiplier, self.expected_lot, self.config.physical_batch, &mut self.noise_rng)?;
+                let g = private_discriminator_gradient(
+                    &d.net,
+                    self.config.design,
+                    self.config.conditioning,
+                    &real_x,
+                    &real_y,
+                    &fake_x,
+                    &fake_y,
+                    &clip,
+                    self.config.noise_multiplier,
+                    self.expected_lot,
+                    self.config.physical_batch,
+                    &mut self.noise_rng,
+                )?;
                 let report = DiscriminatorReport {
                     real_loss: if g.real_count == 0 { f64::NAN } else { g.real_loss_sum / g.real_count as f64 },
                     fake_loss: if g.fake_count == 0 { f64::NAN } else { g.fake_loss_sum / g.fake_count as f64 },
@@ -557,11 +614,25 @@ impl DpGan {
                 }
                 let grads = Tensor::f_run_backward(&[&loss], &self.d_params, false, false)?;
                 let n = lot.len();
-                (grads, DiscriminatorReport { real_loss: if n == 0 { f64::NAN } else { rs / n as f64 }, fake_loss: fm, lot_size: n, clipped_fraction: f64::NAN })
+                (
+                    grads,
+                    DiscriminatorReport {
+                        real_loss: if n == 0 { f64::NAN } else { rs / n as f64 },
+                        fake_loss: fm,
+                        lot_size: n,
+                        clipped_fraction: f64::NAN,
+                    },
+                )
             }
         };
         // The privacy cost is durable before the update can influence anything.
-        self.ledger.record(SamplingScheme::Poisson, self.q, self.config.noise_multiplier, self.config.max_grad_norm, self.config.design.ledger_label())?;
+        self.ledger.record(
+            SamplingScheme::Poisson,
+            self.q,
+            self.config.noise_multiplier,
+            self.config.max_grad_norm,
+            self.config.design.ledger_label(),
+        )?;
         self.d_opt.step(&self.d_params, &grads)?;
         self.d_steps += 1;
         Ok(report)
@@ -612,7 +683,9 @@ impl DpGan {
         let live = self.generator.var_store().variables();
         let _g = tch::no_grad_guard();
         for (name, mut avg) in average.var_store().variables() {
-            let current = live.get(&name).ok_or_else(|| Error::invalid("generator variable", name.clone(), "missing from the live generator"))?;
+            let current = live
+                .get(&name)
+                .ok_or_else(|| Error::invalid("generator variable", name.clone(), "missing from the live generator"))?;
             let _scaled = avg.f_mul_scalar_(d)?;
             let _averaged = avg.f_add_(&current.f_mul_scalar(1.0 - d)?)?;
         }
@@ -660,7 +733,8 @@ impl DpGan {
         }
         let conditioning = self.config.conditioning;
         let xc = conditioning.input(x, y)?;
-        let margin = |logits: Tensor| -> Result<Tensor> { Ok(conditioning.real_margin(&logits, y)?.f_mean(Kind::Float)?) };
+        let margin =
+            |logits: Tensor| -> Result<Tensor> { Ok(conditioning.real_margin(&logits, y)?.f_mean(Kind::Float)?) };
         let total = match &self.discriminator {
             AnyDiscriminator::Private(d) => margin(d.net.forward(&xc)?)?,
             AnyDiscriminator::NoiseLayer(d) => {

@@ -50,7 +50,16 @@ pub struct EvalConfig {
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        EvalConfig { cas_epochs: 10, cas_weight_average: None, validation_size: 5000, fid_epochs: 2, real_vs_fake_epochs: 3, batch_size: 128, lr: 1e-3, seed: 0 }
+        EvalConfig {
+            cas_epochs: 10,
+            cas_weight_average: None,
+            validation_size: 5000,
+            fid_epochs: 2,
+            real_vs_fake_epochs: 3,
+            batch_size: 128,
+            lr: 1e-3,
+            seed: 0,
+        }
     }
 }
 
@@ -113,7 +122,10 @@ impl Classifier {
         let (vs, features, head) = crate::torch_rng::seeded(seed as i64, || -> Result<_> {
             let vs = nn::VarStore::new(device);
             let features = Sequential::new(&(vs.root() / "features"), &cnn_features())?;
-            let head = Sequential::new(&(vs.root() / "head"), &[LayerSpec::Linear { in_features: 128, out_features: classes, bias: true }])?;
+            let head = Sequential::new(
+                &(vs.root() / "head"),
+                &[LayerSpec::Linear { in_features: 128, out_features: classes, bias: true }],
+            )?;
             Ok((vs, features, head))
         })?;
         let params = features.parameters().into_iter().chain(head.parameters()).map(|(_, t)| t).collect();
@@ -126,7 +138,15 @@ impl Classifier {
 
     /// One epoch of Adam on (x, y) in shuffled mini-batches; `average`, when given, is updated
     /// after every step.
-    fn epoch(&self, opt: &mut Optimizer, x: &Tensor, y: &Tensor, batch: usize, rng: &mut ChaCha20Rng, mut average: Option<&mut WeightAverage>) -> Result<()> {
+    fn epoch(
+        &self,
+        opt: &mut Optimizer,
+        x: &Tensor,
+        y: &Tensor,
+        batch: usize,
+        rng: &mut ChaCha20Rng,
+        mut average: Option<&mut WeightAverage>,
+    ) -> Result<()> {
         let n = x.size()[0] as usize;
         let mut order: Vec<i64> = (0..n as i64).collect();
         order.shuffle(rng);
@@ -257,7 +277,11 @@ pub fn frechet_distance(f1: &Tensor, f2: &Tensor) -> Result<f64> {
 fn check_images(d: &Dataset, what: &'static str) -> Result<()> {
     let s = d.shape();
     if (s.channels, s.height, s.width) != (1, 28, 28) || d.classes() != 10 {
-        return Err(Error::invalid(what, format!("{s:?}, {} classes", d.classes()), "must be 1 x 28 x 28 images with 10 labels (MNIST format)"));
+        return Err(Error::invalid(
+            what,
+            format!("{s:?}, {} classes", d.classes()),
+            "must be 1 x 28 x 28 images with 10 labels (MNIST format)",
+        ));
     }
     if d.len() < 4 {
         return Err(Error::invalid(what, d.len(), "needs at least 4 examples"));
@@ -271,15 +295,30 @@ fn check_images(d: &Dataset, what: &'static str) -> Result<()> {
 /// # Errors
 /// Datasets of the wrong shape or too small, a validation split that leaves no real training
 /// data; numerical and libtorch errors.
-pub fn evaluate_synthetic(synthetic: &Dataset, train: &Dataset, test: &Dataset, config: &EvalConfig, device: Device, on_stage: &mut dyn FnMut(&str)) -> Result<SyntheticEvaluation> {
+pub fn evaluate_synthetic(
+    synthetic: &Dataset,
+    train: &Dataset,
+    test: &Dataset,
+    config: &EvalConfig,
+    device: Device,
+    on_stage: &mut dyn FnMut(&str),
+) -> Result<SyntheticEvaluation> {
     check_images(synthetic, "synthetic set")?;
     check_images(train, "real training set")?;
     check_images(test, "real test set")?;
     if config.validation_size == 0 || config.validation_size >= train.len() {
-        return Err(Error::invalid("validation size", config.validation_size, format!("must be in 1..{} (the real training set size)", train.len())));
+        return Err(Error::invalid(
+            "validation size",
+            config.validation_size,
+            format!("must be in 1..{} (the real training set size)", train.len()),
+        ));
     }
     if config.batch_size == 0 || config.cas_epochs == 0 {
-        return Err(Error::invalid("classifier settings", format!("batch {}, epochs {}", config.batch_size, config.cas_epochs), "must be positive"));
+        return Err(Error::invalid(
+            "classifier settings",
+            format!("batch {}, epochs {}", config.batch_size, config.cas_epochs),
+            "must be positive",
+        ));
     }
     let syn = Examples::from_dataset(synthetic, device)?;
     let real = Examples::from_dataset(train, device)?;
@@ -353,7 +392,10 @@ pub fn evaluate_synthetic(synthetic: &Dataset, train: &Dataset, test: &Dataset, 
     }
     let feature_acc = fid_net.accuracy(&tst.images, &tst.labels)?;
     let k = (test.len() as i64).min(synthetic.len() as i64);
-    let fid = frechet_distance(&fid_net.features_of(&tst.images.f_narrow(0, 0, k)?)?, &fid_net.features_of(&syn.images.f_narrow(0, 0, k)?)?)?;
+    let fid = frechet_distance(
+        &fid_net.features_of(&tst.images.f_narrow(0, 0, k)?)?,
+        &fid_net.features_of(&syn.images.f_narrow(0, 0, k)?)?,
+    )?;
     let fid_protocol = format!(
         "Frechet distance between Gaussian fits of the 128-d penultimate ReLU features of a CNN trained for {} epochs on the first {} real training examples (its real test accuracy: {:.4}), over the first {k} real test images and the first {k} synthetic images; NOT Inception-FID",
         config.fid_epochs, n_train - v, feature_acc
@@ -364,8 +406,14 @@ pub fn evaluate_synthetic(synthetic: &Dataset, train: &Dataset, test: &Dataset, 
     let half = k / 2;
     let nt = test.len() as i64;
     let rvf_train_x = Tensor::f_cat(&[tst.images.f_narrow(0, 0, half)?, syn.images.f_narrow(0, 0, half)?], 0)?;
-    let rvf_test_x = Tensor::f_cat(&[tst.images.f_narrow(0, nt - half, half)?, syn.images.f_narrow(0, synthetic.len() as i64 - half, half)?], 0)?;
-    let labels = Tensor::f_cat(&[Tensor::f_ones([half], (Kind::Int64, device))?, Tensor::f_zeros([half], (Kind::Int64, device))?], 0)?;
+    let rvf_test_x = Tensor::f_cat(
+        &[tst.images.f_narrow(0, nt - half, half)?, syn.images.f_narrow(0, synthetic.len() as i64 - half, half)?],
+        0,
+    )?;
+    let labels = Tensor::f_cat(
+        &[Tensor::f_ones([half], (Kind::Int64, device))?, Tensor::f_zeros([half], (Kind::Int64, device))?],
+        0,
+    )?;
     let rvf = Classifier::new(device, 2, config.seed.wrapping_add(2))?;
     let mut opt = adam(&rvf.params, config.lr)?;
     let mut rvf_rng = stream(2);

@@ -11,7 +11,11 @@ use std::path::Path;
 /// [`Error::InvalidParameter`] when the buffer does not match the size or a side is 0.
 pub fn encode_gray_png(width: u32, height: u32, pixels: &[u8]) -> Result<Vec<u8>> {
     if width == 0 || height == 0 || pixels.len() != width as usize * height as usize {
-        return Err(Error::invalid("image", format!("{width}x{height}, {} bytes", pixels.len()), "needs width * height bytes and positive sides"));
+        return Err(Error::invalid(
+            "image",
+            format!("{width}x{height}, {} bytes", pixels.len()),
+            "needs width * height bytes and positive sides",
+        ));
     }
     let mut raw = Vec::with_capacity(pixels.len() + height as usize);
     for row in pixels.chunks(width as usize) {

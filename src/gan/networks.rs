@@ -130,7 +130,11 @@ impl Conditioning {
     /// [`Error::InvalidParameter`] for label planes; libtorch errors.
     pub fn label_margin(self, logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
         if self != Conditioning::Classifier {
-            return Err(Error::invalid("ranking by label", "label-planes", "needs a discriminator with class logits (--conditioning classifier)"));
+            return Err(Error::invalid(
+                "ranking by label",
+                "label-planes",
+                "needs a discriminator with class logits (--conditioning classifier)",
+            ));
         }
         let real = logits.f_narrow(1, 0, CLASSES)?;
         let y = labels.f_to_kind(Kind::Int64)?.f_unsqueeze(1)?;
@@ -207,7 +211,8 @@ fn check_labels(labels: &Tensor) -> Result<()> {
 /// Shape or label errors.
 pub fn condition(images: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let b = images.size()[0];
-    let planes = one_hot(labels, images.f_kind()?)?.f_reshape([b, CLASSES, 1, 1])?.f_expand([b, CLASSES, SIDE, SIDE], false)?;
+    let planes =
+        one_hot(labels, images.f_kind()?)?.f_reshape([b, CLASSES, 1, 1])?.f_expand([b, CLASSES, SIDE, SIDE], false)?;
     Ok(Tensor::f_cat(&[images.shallow_clone(), planes], 1)?)
 }
 
@@ -292,7 +297,12 @@ impl Generator {
             v.push(w.shallow_clone());
             v.push(b.shallow_clone());
         }
-        v.extend([self.ct1_w.shallow_clone(), self.ct1_b.shallow_clone(), self.ct2_w.shallow_clone(), self.ct2_b.shallow_clone()]);
+        v.extend([
+            self.ct1_w.shallow_clone(),
+            self.ct1_b.shallow_clone(),
+            self.ct2_w.shallow_clone(),
+            self.ct2_b.shallow_clone(),
+        ]);
         v
     }
 
@@ -304,7 +314,11 @@ impl Generator {
     pub fn forward(&self, z: &Tensor, labels: &Tensor, train: bool) -> Result<Tensor> {
         let b = z.size()[0];
         if z.size() != [b, self.z_dim] {
-            return Err(Error::invalid("latent batch", format!("{:?}", z.size()), format!("must be (B, {})", self.z_dim)));
+            return Err(Error::invalid(
+                "latent batch",
+                format!("{:?}", z.size()),
+                format!("must be (B, {})", self.z_dim),
+            ));
         }
         let x = Tensor::f_cat(&[z.shallow_clone(), one_hot(labels, z.f_kind()?)?], 1)?;
         let h = x.f_linear(&self.fc_w, Some(&self.fc_b))?.f_reshape([b, 2 * self.width, 7, 7])?;
@@ -345,7 +359,8 @@ fn upsample(h: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     }
     let size = h.size();
     let (batch, height, width) = (size[0], size[2], size[3]);
-    let columns = w.f_reshape([c, o * k * k])?.f_transpose(0, 1)?.f_matmul(&h.f_reshape([batch, c, height * width])?)?; // (B, O k k, H W)
+    let columns =
+        w.f_reshape([c, o * k * k])?.f_transpose(0, 1)?.f_matmul(&h.f_reshape([batch, c, height * width])?)?; // (B, O k k, H W)
     let out_h = (height - 1) * STRIDE - 2 * PADDING + k;
     let out_w = (width - 1) * STRIDE - 2 * PADDING + k;
     let y = columns.f_col2im([out_h, out_w], [k, k], [1, 1], [PADDING, PADDING], [STRIDE, STRIDE])?;
@@ -396,15 +411,22 @@ mod tests {
             // Drawn under the generator's lock: other tests of this process draw meanwhile.
             let (h, w, b, r) = crate::torch_rng::seeded(c, || {
                 let r = Tensor::randn([3, o, 2 * side, 2 * side], opts);
-                (Tensor::randn([3, c, side, side], opts), Tensor::randn([c, o, 4, 4], opts), Tensor::randn([o], opts), r)
+                (
+                    Tensor::randn([3, c, side, side], opts),
+                    Tensor::randn([c, o, 4, 4], opts),
+                    Tensor::randn([o], opts),
+                    r,
+                )
             });
             let (h, w, b) = (h.set_requires_grad(true), w.set_requires_grad(true), b.set_requires_grad(true));
             let ours = upsample(&h, &w, &b).unwrap();
             let theirs = h.conv_transpose2d(&w, Some(&b), [2, 2], [1, 1], [0, 0], 1, [1, 1]);
             assert_eq!(ours.size(), vec![3, o, 2 * side, 2 * side]);
             assert!(ours.allclose(&theirs, 1e-10, 1e-10, false), "values, {c} -> {o}");
-            let g_ours = Tensor::run_backward(&[ours.f_mul(&r).unwrap().sum(Kind::Double)], &[&h, &w, &b], false, false);
-            let g_theirs = Tensor::run_backward(&[theirs.f_mul(&r).unwrap().sum(Kind::Double)], &[&h, &w, &b], false, false);
+            let g_ours =
+                Tensor::run_backward(&[ours.f_mul(&r).unwrap().sum(Kind::Double)], &[&h, &w, &b], false, false);
+            let g_theirs =
+                Tensor::run_backward(&[theirs.f_mul(&r).unwrap().sum(Kind::Double)], &[&h, &w, &b], false, false);
             for (a, t) in g_ours.iter().zip(&g_theirs) {
                 assert!(a.allclose(t, 1e-9, 1e-9, false), "gradients, {c} -> {o}");
             }

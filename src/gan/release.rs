@@ -131,7 +131,9 @@ pub fn load_generator(run: &Path, device: Device) -> Result<(Generator, super::r
     if !path.is_file() {
         return Err(Error::data(&path, "missing generator checkpoint (did training finish?)"));
     }
-    g.var_store_mut().load(&path).map_err(|e| Error::data(&path, format!("corrupt or incompatible generator checkpoint: {e}")))?;
+    g.var_store_mut()
+        .load(&path)
+        .map_err(|e| Error::data(&path, format!("corrupt or incompatible generator checkpoint: {e}")))?;
     Ok((g, info))
 }
 
@@ -203,7 +205,14 @@ pub enum LabelSource {
 impl SampleOptions {
     /// `count` images from `seed`, temperature 1, no ranking, the generator's labels.
     pub fn new(count: usize, seed: Option<u64>) -> Self {
-        SampleOptions { count, seed, temperature: 1.0, keep: 1.0, rank_by: Ranking::Realism, labels: LabelSource::Generator }
+        SampleOptions {
+            count,
+            seed,
+            temperature: 1.0,
+            keep: 1.0,
+            rank_by: Ranking::Realism,
+            labels: LabelSource::Generator,
+        }
     }
 
     /// Whether the release needs the run's final discriminator (ranking or relabelling).
@@ -225,7 +234,11 @@ impl SampleOptions {
             return Err(Error::invalid("--rank-by", "label", "ranks candidates only when --keep is below 1"));
         }
         if self.candidates() > MAX_COUNT {
-            return Err(Error::invalid("--keep", self.keep, format!("would generate {} images for --count {}; at most {MAX_COUNT}", self.candidates(), self.count)));
+            return Err(Error::invalid(
+                "--keep",
+                self.keep,
+                format!("would generate {} images for --count {}; at most {MAX_COUNT}", self.candidates(), self.count),
+            ));
         }
         Ok(())
     }
@@ -263,7 +276,13 @@ pub fn generate(g: &Generator, count: usize, seed: u64, temperature: f64) -> Res
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] for a bad temperature; libtorch errors.
-pub fn generate_scored(g: &Generator, d: Option<(&Discriminator, Ranking)>, count: usize, seed: u64, temperature: f64) -> Result<(Vec<u8>, Vec<u8>, Vec<f32>)> {
+pub fn generate_scored(
+    g: &Generator,
+    d: Option<(&Discriminator, Ranking)>,
+    count: usize,
+    seed: u64,
+    temperature: f64,
+) -> Result<(Vec<u8>, Vec<u8>, Vec<f32>)> {
     validate_temperature(temperature)?;
     let mut rng = ChaCha20Rng::seed_from_u64(seed);
     rng.set_stream(RELEASE_STREAM);
@@ -297,7 +316,8 @@ pub fn generate_scored(g: &Generator, d: Option<(&Discriminator, Ranking)>, coun
 /// [`Error::InvalidParameter`] for a bad temperature; libtorch errors.
 pub fn generate_ranked(g: &Generator, d: &Discriminator, opts: &SampleOptions, seed: u64) -> Result<Dataset> {
     let count = opts.count;
-    let (pixels, labels, scores) = generate_scored(g, Some((d, opts.rank_by)), opts.candidates(), seed, opts.temperature)?;
+    let (pixels, labels, scores) =
+        generate_scored(g, Some((d, opts.rank_by)), opts.candidates(), seed, opts.temperature)?;
     let mut by_label: Vec<Vec<usize>> = vec![Vec::new(); CLASSES as usize];
     for (i, &l) in labels.iter().enumerate() {
         by_label[l as usize].push(i);
@@ -312,11 +332,19 @@ pub fn generate_ranked(g: &Generator, d: &Discriminator, opts: &SampleOptions, s
     let mut out_labels = Vec::with_capacity(count);
     for i in 0..count {
         let l = i % CLASSES as usize;
-        let j = by_label[l].pop().ok_or_else(|| Error::numerical("discriminator ranking", format!("ran out of label-{l} candidates")))?;
+        let j = by_label[l]
+            .pop()
+            .ok_or_else(|| Error::numerical("discriminator ranking", format!("ran out of label-{l} candidates")))?;
         out_pixels.extend_from_slice(&pixels[j * 784..(j + 1) * 784]);
         out_labels.push(l as u8);
     }
-    Dataset::new("synthetic", ImageShape { channels: 1, height: 28, width: 28 }, CLASSES as usize, out_pixels, out_labels)
+    Dataset::new(
+        "synthetic",
+        ImageShape { channels: 1, height: 28, width: 28 },
+        CLASSES as usize,
+        out_pixels,
+        out_labels,
+    )
 }
 
 /// `data` with each image labelled by the classifier discriminator `d`: the argmax of its 10
@@ -328,7 +356,11 @@ pub fn generate_ranked(g: &Generator, d: &Discriminator, opts: &SampleOptions, s
 /// errors.
 pub fn relabel_by_discriminator(data: &Dataset, d: &Discriminator) -> Result<(Dataset, f64)> {
     if d.conditioning != Conditioning::Classifier {
-        return Err(Error::invalid("--labels", "discriminator", "needs a discriminator with class logits (--conditioning classifier)"));
+        return Err(Error::invalid(
+            "--labels",
+            "discriminator",
+            "needs a discriminator with class logits (--conditioning classifier)",
+        ));
     }
     let n = data.len();
     let examples = crate::train::dpsgd::Examples::from_dataset(data, d.vs.device())?;
@@ -339,12 +371,22 @@ pub fn relabel_by_discriminator(data: &Dataset, d: &Discriminator) -> Result<(Da
         let x = examples.images.f_narrow(0, start as i64, len)?;
         let y = examples.labels.f_narrow(0, start as i64, len)?;
         let logits = d.net.forward(&d.conditioning.input(&x, &y)?)?;
-        let pred = logits.f_narrow(1, 0, CLASSES)?.f_argmax(-1, false)?.f_to_kind(tch::Kind::Uint8)?.f_to(Device::Cpu)?;
+        let pred =
+            logits.f_narrow(1, 0, CLASSES)?.f_argmax(-1, false)?.f_to_kind(tch::Kind::Uint8)?.f_to(Device::Cpu)?;
         labels.extend(Vec::<u8>::try_from(&pred)?);
     }
     let same = (0..n).filter(|&i| labels[i] == data.label(i)).count();
     let agreement = if n == 0 { f64::NAN } else { same as f64 / n as f64 };
-    Ok((Dataset::new("synthetic", ImageShape { channels: 1, height: 28, width: 28 }, CLASSES as usize, data.pixels().to_vec(), labels)?, agreement))
+    Ok((
+        Dataset::new(
+            "synthetic",
+            ImageShape { channels: 1, height: 28, width: 28 },
+            CLASSES as usize,
+            data.pixels().to_vec(),
+            labels,
+        )?,
+        agreement,
+    ))
 }
 
 /// Loads the final discriminator of a (`joint` or `real-only`) run.
@@ -364,7 +406,8 @@ pub fn load_discriminator(run: &Path, info: &super::run::GanRunInfo, device: Dev
     if !path.is_file() {
         return Err(Error::data(&path, "missing discriminator checkpoint (did training finish?)"));
     }
-    d.vs.load(&path).map_err(|e| Error::data(&path, format!("corrupt or incompatible discriminator checkpoint: {e}")))?;
+    d.vs.load(&path)
+        .map_err(|e| Error::data(&path, format!("corrupt or incompatible discriminator checkpoint: {e}")))?;
     Ok(d)
 }
 
@@ -378,7 +421,15 @@ fn temp_sibling(out: &Path) -> Result<PathBuf> {
     Ok(parent.join(format!(".{}.tmp-{}-{:016x}", name.to_string_lossy(), std::process::id(), rand::random::<u64>())))
 }
 
-fn write_release(g: &Generator, d: Option<&Discriminator>, info: &super::run::GanRunInfo, run: &Path, dir: &Path, opts: &SampleOptions, seed: u64) -> Result<Release> {
+fn write_release(
+    g: &Generator,
+    d: Option<&Discriminator>,
+    info: &super::run::GanRunInfo,
+    run: &Path,
+    dir: &Path,
+    opts: &SampleOptions,
+    seed: u64,
+) -> Result<Release> {
     let (count, temperature) = (opts.count, opts.temperature);
     let ledger = Ledger::open(run.join(LEDGER_FILE))?;
     let phases = ledger.phases()?;
@@ -395,7 +446,9 @@ fn write_release(g: &Generator, d: Option<&Discriminator>, info: &super::run::Ga
             let (data, agreement) = relabel_by_discriminator(&data, d)?;
             (data, Some(agreement))
         }
-        (LabelSource::Discriminator, None) => return Err(Error::invalid("--labels", "discriminator", "needs the run's discriminator")),
+        (LabelSource::Discriminator, None) => {
+            return Err(Error::invalid("--labels", "discriminator", "needs the run's discriminator"))
+        }
         (LabelSource::Generator, _) => (data, None),
     };
     let ranked = opts.keep < 1.0;
@@ -411,7 +464,8 @@ fn write_release(g: &Generator, d: Option<&Discriminator>, info: &super::run::Ga
     // The ledger travels with the release (it holds only q, sigma and C per step, no data), so a
     // certificate of the release can be verified, epsilon re-derived, from the release alone.
     let ledger_copy = dir.join(LEDGER_FILE);
-    std::fs::copy(ledger.path(), &ledger_copy).map_err(|e| Error::io(format!("copying the ledger to {}", ledger_copy.display()), e))?;
+    std::fs::copy(ledger.path(), &ledger_copy)
+        .map_err(|e| Error::io(format!("copying the ledger to {}", ledger_copy.display()), e))?;
     crate::durable::sync_file(&ledger_copy)?;
     let mut files = BTreeMap::new();
     for p in [&img, &lbl, &grid_path] {
@@ -436,7 +490,11 @@ fn write_release(g: &Generator, d: Option<&Discriminator>, info: &super::run::Ga
         seed,
         temperature,
         selection: if ranked {
-            format!("discriminator ranking: {} generated, per label the best-scored ({}) kept", opts.candidates(), opts.rank_by.describe())
+            format!(
+                "discriminator ranking: {} generated, per label the best-scored ({}) kept",
+                opts.candidates(),
+                opts.rank_by.describe()
+            )
         } else {
             "all generated".to_owned()
         },
@@ -450,7 +508,10 @@ fn write_release(g: &Generator, d: Option<&Discriminator>, info: &super::run::Ga
         },
         files,
     };
-    write_atomically(&dir.join("release.json"), &serde_json::to_vec_pretty(&release).map_err(|e| Error::data(dir, e.to_string()))?)?;
+    write_atomically(
+        &dir.join("release.json"),
+        &serde_json::to_vec_pretty(&release).map_err(|e| Error::data(dir, e.to_string()))?,
+    )?;
     Ok(release)
 }
 
@@ -466,7 +527,11 @@ fn write_release(g: &Generator, d: Option<&Discriminator>, info: &super::run::Ga
 pub fn sample_release(run: &Path, out: &Path, opts: &SampleOptions, force: bool, device: Device) -> Result<Release> {
     opts.validate()?;
     if out.exists() && !force {
-        return Err(Error::invalid("--out", out.display(), "already exists; choose another folder or give --force to replace it"));
+        return Err(Error::invalid(
+            "--out",
+            out.display(),
+            "already exists; choose another folder or give --force to replace it",
+        ));
     }
     let (g, info) = load_generator(run, device)?;
     // Refused here, before any image is generated, rather than by the first batch's scores.
@@ -483,7 +548,8 @@ pub fn sample_release(run: &Path, out: &Path, opts: &SampleOptions, force: bool,
         if out.exists() {
             std::fs::remove_dir_all(out).map_err(|e| Error::io(format!("removing {}", out.display()), e))?;
         }
-        std::fs::rename(&tmp, out).map_err(|e| Error::io(format!("renaming {} to {}", tmp.display(), out.display()), e))?;
+        std::fs::rename(&tmp, out)
+            .map_err(|e| Error::io(format!("renaming {} to {}", tmp.display(), out.display()), e))?;
         Ok(r)
     });
     if result.is_err() {
@@ -500,6 +566,10 @@ pub fn sample_release(run: &Path, out: &Path, opts: &SampleOptions, force: bool,
 pub fn release_run_dir(release_dir: &Path) -> Result<std::path::PathBuf> {
     let path = release_dir.join("release.json");
     let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| Error::data(&path, format!("not JSON: {e}")))?;
-    v.get("run").and_then(serde_json::Value::as_str).map(std::path::PathBuf::from).ok_or_else(|| Error::data(&path, "no `run` field naming the GAN run folder"))
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| Error::data(&path, format!("not JSON: {e}")))?;
+    v.get("run")
+        .and_then(serde_json::Value::as_str)
+        .map(std::path::PathBuf::from)
+        .ok_or_else(|| Error::data(&path, "no `run` field naming the GAN run folder"))
 }

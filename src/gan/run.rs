@@ -155,8 +155,18 @@ pub fn epsilons_of(phases: &[Phase], delta: f64) -> Result<Vec<AccountedEpsilon>
     let r = rdp::epsilon(phases, delta)?;
     let p = PldAccountant::default().epsilon(phases, delta)?;
     Ok(vec![
-        AccountedEpsilon { accountant: "rdp", epsilon: r.epsilon, delta, detail: serde_json::to_value(r).unwrap_or_default() },
-        AccountedEpsilon { accountant: "pld", epsilon: p.epsilon, delta, detail: serde_json::to_value(p).unwrap_or_default() },
+        AccountedEpsilon {
+            accountant: "rdp",
+            epsilon: r.epsilon,
+            delta,
+            detail: serde_json::to_value(r).unwrap_or_default(),
+        },
+        AccountedEpsilon {
+            accountant: "pld",
+            epsilon: p.epsilon,
+            delta,
+            detail: serde_json::to_value(p).unwrap_or_default(),
+        },
     ])
 }
 
@@ -165,7 +175,14 @@ pub fn epsilons_of(phases: &[Phase], delta: f64) -> Result<Vec<AccountedEpsilon>
 /// # Errors
 /// libtorch errors.
 pub fn to_u8(images: &Tensor) -> Result<Vec<u8>> {
-    let t = images.f_mul_scalar(255.0)?.f_round()?.f_clamp(0.0, 255.0)?.f_to_kind(Kind::Uint8)?.f_to(Device::Cpu)?.f_contiguous()?.f_reshape([-1])?;
+    let t = images
+        .f_mul_scalar(255.0)?
+        .f_round()?
+        .f_clamp(0.0, 255.0)?
+        .f_to_kind(Kind::Uint8)?
+        .f_to(Device::Cpu)?
+        .f_contiguous()?
+        .f_reshape([-1])?;
     Ok(Vec::<u8>::try_from(&t)?)
 }
 
@@ -218,7 +235,10 @@ fn write_nearest_figure(gan: &DpGan, train: &Examples, seed: NoiseSeed, path: &P
 
 fn save_var_store(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(".{}.tmp.safetensors", path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()));
+    let tmp = dir.join(format!(
+        ".{}.tmp.safetensors",
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
     vs.save(&tmp)?;
     sync_file(&tmp)?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
@@ -227,10 +247,15 @@ fn save_var_store(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
 /// Prepares `out` as a new run folder: refuses a non-empty one unless `force` (then removes it).
 fn fresh_folder(out: &Path, force: bool) -> Result<()> {
     if out.exists() {
-        let empty = std::fs::read_dir(out).map_err(|e| Error::io(format!("reading {}", out.display()), e))?.next().is_none();
+        let empty =
+            std::fs::read_dir(out).map_err(|e| Error::io(format!("reading {}", out.display()), e))?.next().is_none();
         if !empty {
             if !force {
-                return Err(Error::invalid("output folder", out.display(), "already exists and is not empty; choose another --out or give --force to replace it"));
+                return Err(Error::invalid(
+                    "output folder",
+                    out.display(),
+                    "already exists and is not empty; choose another --out or give --force to replace it",
+                ));
             }
             std::fs::remove_dir_all(out).map_err(|e| Error::io(format!("removing {}", out.display()), e))?;
         }
@@ -242,7 +267,13 @@ fn fresh_folder(out: &Path, force: bool) -> Result<()> {
 ///
 /// # Errors
 /// Invalid parameters; an existing output without `force`; data, ledger, numerical or I/O errors.
-pub fn train_gan(spec: &GanRunSpec, train: &Dataset, out: &Path, device: Device, progress: &mut Progress<'_>) -> Result<GanMetrics> {
+pub fn train_gan(
+    spec: &GanRunSpec,
+    train: &Dataset,
+    out: &Path,
+    device: Device,
+    progress: &mut Progress<'_>,
+) -> Result<GanMetrics> {
     let start = Instant::now();
     let n = train.len();
     let s = train.shape();
@@ -287,9 +318,13 @@ pub fn train_gan(spec: &GanRunSpec, train: &Dataset, out: &Path, device: Device,
         train_data_sha256: train.content_sha256(),
         seed: spec.seed,
     };
-    write_atomically(&out.join(GAN_FILE), &serde_json::to_vec_pretty(&info).map_err(|e| Error::data(out, e.to_string()))?)?;
+    write_atomically(
+        &out.join(GAN_FILE),
+        &serde_json::to_vec_pretty(&info).map_err(|e| Error::data(out, e.to_string()))?,
+    )?;
     let mut per_epoch = Vec::new();
-    let (mut g_sum, mut g_n, mut r_sum, mut r_n, mut f_sum, mut f_n, mut c_sum, mut c_n) = (0.0, 0u64, 0.0, 0u64, 0.0, 0u64, 0.0, 0u64);
+    let (mut g_sum, mut g_n, mut r_sum, mut r_n, mut f_sum, mut f_n, mut c_sum, mut c_n) =
+        (0.0, 0u64, 0.0, 0u64, 0.0, 0u64, 0.0, 0u64);
     let mut epoch = 0u64;
     while gan.discriminator_steps() < total {
         let (reports, g) = gan.round(&examples)?;
@@ -362,7 +397,10 @@ pub fn train_gan(spec: &GanRunSpec, train: &Dataset, out: &Path, device: Device,
         discriminator_sha256: sha256_file(&d_path)?,
         nearest_figure: format!("{nearest}: generated samples (left of each pair) beside their nearest training image in pixel space (the seed paper's Figure 3); it shows private training images, never release it"),
     };
-    write_atomically(&out.join("metrics.json"), &serde_json::to_vec_pretty(&metrics).map_err(|e| Error::data(out, e.to_string()))?)?;
+    write_atomically(
+        &out.join("metrics.json"),
+        &serde_json::to_vec_pretty(&metrics).map_err(|e| Error::data(out, e.to_string()))?,
+    )?;
     Ok(metrics)
 }
 
@@ -372,6 +410,14 @@ pub fn train_gan(spec: &GanRunSpec, train: &Dataset, out: &Path, device: Device,
 /// [`Error::Data`] naming the file when it is missing or unreadable.
 pub fn read_run_info(run: &Path) -> Result<GanRunInfo> {
     let p: PathBuf = run.join(GAN_FILE);
-    let text = std::fs::read_to_string(&p).map_err(|e| Error::data(&p, format!("cannot read the GAN run description ({e}); is {} a folder written by `dpaudit gan train`?", run.display())))?;
+    let text = std::fs::read_to_string(&p).map_err(|e| {
+        Error::data(
+            &p,
+            format!(
+                "cannot read the GAN run description ({e}); is {} a folder written by `dpaudit gan train`?",
+                run.display()
+            ),
+        )
+    })?;
     serde_json::from_str(&text).map_err(|e| Error::data(&p, format!("corrupt GAN run description: {e}")))
 }

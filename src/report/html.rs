@@ -38,7 +38,12 @@ nav ol{columns:2;font-size:.95rem}.hash{word-break:break-all}footer{margin-top:3
 "#;
 
 fn figure(out: &mut String, id: &str, svg: &str, caption: &str) {
-    let _ = writeln!(out, "<figure class=\"plot\" id=\"{}\">{svg}<figcaption>{}</figcaption></figure>", escape(id), escape(caption));
+    let _ = writeln!(
+        out,
+        "<figure class=\"plot\" id=\"{}\">{svg}<figcaption>{}</figcaption></figure>",
+        escape(id),
+        escape(caption)
+    );
 }
 
 fn row(out: &mut String, key: &str, value: &str) {
@@ -55,7 +60,8 @@ fn opt<T: std::fmt::Display>(x: Option<T>) -> String {
 /// A plot that cannot be drawn.
 pub fn render(r: &Report) -> Result<String> {
     let mut o = String::with_capacity(256 * 1024);
-    let title = format!("Privacy report: {} {}", r.claim.subject, r.utility.runs.first().map_or("", |u| u.run.as_str()));
+    let title =
+        format!("Privacy report: {} {}", r.claim.subject, r.utility.runs.first().map_or("", |u| u.run.as_str()));
     let _ = write!(
         o,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
@@ -69,7 +75,13 @@ pub fn render(r: &Report) -> Result<String> {
     // First screen.
     let _ = writeln!(o, "<header id=\"summary\">\n<h1>{}</h1>", escape(&title));
     let _ = writeln!(o, "<p id=\"claim\" class=\"claim\">{}</p>", escape(&r.claim.statement));
-    let _ = writeln!(o, "<p id=\"verdict\" class=\"verdict verdict-{}\" data-status=\"{}\"><strong>Audits:</strong> {}</p>", status_name(r.verdict.status), status_name(r.verdict.status), escape(&r.verdict.statement));
+    let _ = writeln!(
+        o,
+        "<p id=\"verdict\" class=\"verdict verdict-{}\" data-status=\"{}\"><strong>Audits:</strong> {}</p>",
+        status_name(r.verdict.status),
+        status_name(r.verdict.status),
+        escape(&r.verdict.statement)
+    );
     match &r.certificate {
         Some(c) => {
             let _ = writeln!(
@@ -103,10 +115,21 @@ pub fn render(r: &Report) -> Result<String> {
     // Parameters.
     let m = &r.mechanism;
     o.push_str("<section id=\"parameters\">\n<h2>Parameters and how ε was computed</h2>\n");
-    let _ = writeln!(o, "<p>{}</p>", escape(&format!("The claim is per record: {}. The accountant used for it: {}.", r.claim.adjacency, r.claim.accountant)));
+    let _ = writeln!(
+        o,
+        "<p>{}</p>",
+        escape(&format!(
+            "The claim is per record: {}. The accountant used for it: {}.",
+            r.claim.adjacency, r.claim.accountant
+        ))
+    );
     o.push_str("<table id=\"mechanism\">\n");
     row(&mut o, "mechanism", "DP-SGD: per-example gradients clipped to norm C, summed, Gaussian noise of standard deviation sigma·C added (the subsampled Gaussian mechanism)");
-    row(&mut o, "sampling scheme", &format!("{} (each example joins each step's lot independently with probability q)", m.sampling));
+    row(
+        &mut o,
+        "sampling scheme",
+        &format!("{} (each example joins each step's lot independently with probability q)", m.sampling),
+    );
     row(&mut o, "neighbouring datasets", &m.adjacency);
     row(&mut o, "noisy steps (from the ledger)", &m.steps.to_string());
     row(&mut o, "how sigma was chosen", &m.noise_multiplier_source);
@@ -132,7 +155,13 @@ pub fn render(r: &Report) -> Result<String> {
     if !m.epsilons.is_empty() {
         o.push_str("<table id=\"accountants\">\n<caption>ε at the report's δ from each accountant, recomputed from the ledger (all are upper bounds; shown rounded up)</caption>\n<tr><th>accountant</th><th>ε</th><th>how</th></tr>\n");
         for e in &m.epsilons {
-            let _ = writeln!(o, "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>", escape(&e.accountant), escape(&format_epsilon(e.epsilon)), escape(&e.method));
+            let _ = writeln!(
+                o,
+                "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+                escape(&e.accountant),
+                escape(&format_epsilon(e.epsilon)),
+                escape(&e.method)
+            );
         }
         o.push_str("</table>\n");
     }
@@ -143,12 +172,30 @@ pub fn render(r: &Report) -> Result<String> {
     if r.epsilon_over_steps.is_empty() {
         o.push_str("<p>No noisy steps: the run was not private.</p>\n");
     } else {
-        let finals: Vec<(String, f64)> = m.epsilons.iter().filter(|e| e.accountant != "rdp").map(|e| (e.accountant.clone(), e.epsilon.value())).collect();
+        let finals: Vec<(String, f64)> = m
+            .epsilons
+            .iter()
+            .filter(|e| e.accountant != "rdp")
+            .map(|e| (e.accountant.clone(), e.epsilon.value()))
+            .collect();
         let svg = plots::epsilon_over_steps_svg(&r.epsilon_over_steps, &finals, r.claim.epsilon.value())?;
-        figure(&mut o, "plot-epsilon", &svg, &format!("ε (RDP accountant) after each of {} points of the ledger; markers: the other accountants' final ε.", r.epsilon_over_steps.len()));
+        figure(
+            &mut o,
+            "plot-epsilon",
+            &svg,
+            &format!(
+                "ε (RDP accountant) after each of {} points of the ledger; markers: the other accountants' final ε.",
+                r.epsilon_over_steps.len()
+            ),
+        );
         o.push_str("<details><summary>The numbers</summary>\n<table id=\"epsilon-table\"><tr><th>step</th><th>ε (RDP)</th></tr>\n");
         for p in &r.epsilon_over_steps {
-            let _ = writeln!(o, "<tr><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>", p.step, escape(&format_upper(p.epsilon)));
+            let _ = writeln!(
+                o,
+                "<tr><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                p.step,
+                escape(&format_upper(p.epsilon))
+            );
         }
         o.push_str("</table></details>\n");
     }
@@ -157,14 +204,34 @@ pub fn render(r: &Report) -> Result<String> {
     // Utility.
     let u = &r.utility;
     o.push_str("<section id=\"utility\">\n<h2>Utility</h2>\n");
-    let _ = writeln!(o, "<p id=\"test-accuracy\">Test accuracy of the released model: <strong>{}</strong>{}.</p>", escape(&fmt_acc(u.test_accuracy)), u.robust_test_accuracy.map_or_else(String::new, |a| format!("; under PGD adversarial examples: <strong>{}</strong>", escape(&fmt_acc(a)))));
+    let _ = writeln!(
+        o,
+        "<p id=\"test-accuracy\">Test accuracy of the released model: <strong>{}</strong>{}.</p>",
+        escape(&fmt_acc(u.test_accuracy)),
+        u.robust_test_accuracy.map_or_else(String::new, |a| format!(
+            "; under PGD adversarial examples: <strong>{}</strong>",
+            escape(&fmt_acc(a))
+        ))
+    );
     if u.runs.len() > 1 {
         let svg = plots::utility_svg(&u.runs)?;
-        figure(&mut o, "plot-utility", &svg, "Each run given to the report; the released one is the large orange point.");
+        figure(
+            &mut o,
+            "plot-utility",
+            &svg,
+            "Each run given to the report; the released one is the large orange point.",
+        );
     }
     o.push_str("<table id=\"runs\"><tr><th>run</th><th>released</th><th>ε</th><th>test accuracy</th></tr>\n");
     for p in &u.runs {
-        let _ = writeln!(o, "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>", escape(&p.run), if p.released { "yes" } else { "no" }, escape(&format_epsilon(p.epsilon)), escape(&fmt_acc(p.test_accuracy)));
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+            escape(&p.run),
+            if p.released { "yes" } else { "no" },
+            escape(&format_epsilon(p.epsilon)),
+            escape(&fmt_acc(p.test_accuracy))
+        );
     }
     o.push_str("</table>\n</section>\n");
 
@@ -176,11 +243,33 @@ pub fn render(r: &Report) -> Result<String> {
         let svg = plots::bounds_svg(&r.audits, r.claim.epsilon.value())?;
         figure(&mut o, "plot-bounds", &svg, "Blue: the lower bound each audit found. Grey: the ideal bound, the most a perfect attack could show with the same number of runs against a mechanism exactly at the audit's claimed ε.");
         for (i, a) in r.audits.iter().enumerate() {
-            let _ = writeln!(o, "<article id=\"audit-{}\" class=\"audit\">\n<h3>{}</h3>\n<table>", i + 1, escape(&a.name));
+            let _ =
+                writeln!(o, "<article id=\"audit-{}\" class=\"audit\">\n<h3>{}</h3>\n<table>", i + 1, escape(&a.name));
             row(&mut o, "verdict", &format!("{}: {}", a.verdict, a.verdict_reason));
-            row(&mut o, "ε lower bound (rounded down)", &format!("{}{}", format_lower(a.epsilon_lower), a.confidence.map_or_else(String::new, |c| format!(" at {}% confidence", c * 100.0))));
-            row(&mut o, "ideal bound for this many runs", &a.ideal_epsilon_lower.map_or_else(|| "not recorded".into(), format_lower));
-            row(&mut o, "claim tested", &format!("ε = {}, δ = {} ({})", a.claimed_epsilon.map_or_else(|| "?".into(), format_upper), a.claimed_delta.map_or_else(|| "?".into(), format_delta), a.claim_source.as_deref().unwrap_or("source not recorded")));
+            row(
+                &mut o,
+                "ε lower bound (rounded down)",
+                &format!(
+                    "{}{}",
+                    format_lower(a.epsilon_lower),
+                    a.confidence.map_or_else(String::new, |c| format!(" at {}% confidence", c * 100.0))
+                ),
+            );
+            row(
+                &mut o,
+                "ideal bound for this many runs",
+                &a.ideal_epsilon_lower.map_or_else(|| "not recorded".into(), format_lower),
+            );
+            row(
+                &mut o,
+                "claim tested",
+                &format!(
+                    "ε = {}, δ = {} ({})",
+                    a.claimed_epsilon.map_or_else(|| "?".into(), format_upper),
+                    a.claimed_delta.map_or_else(|| "?".into(), format_delta),
+                    a.claim_source.as_deref().unwrap_or("source not recorded")
+                ),
+            );
             row(&mut o, "contradicts this report's claim", if a.refutes_report_claim { "YES" } else { "no" });
             row(&mut o, "threat model", &a.threat_model);
             row(&mut o, "attack", &a.attack);
@@ -203,7 +292,11 @@ pub fn render(r: &Report) -> Result<String> {
             let tpr: Vec<String> = a.tpr_at_fpr.iter().map(|(f, t)| format!("TPR {t} at FPR {f}")).collect();
             row(&mut o, "TPR at low FPR", &if tpr.is_empty() { "not recorded".into() } else { tpr.join("; ") });
             if let Some(g) = &a.gdp_estimate {
-                row(&mut o, "Gaussian-DP fit (an estimate, not a bound)", &format!("μ = {:.3}, ε ≈ {:.3}", g.mu, g.epsilon));
+                row(
+                    &mut o,
+                    "Gaussian-DP fit (an estimate, not a bound)",
+                    &format!("μ = {:.3}, ε ≈ {:.3}", g.mu, g.epsilon),
+                );
             }
             if let Some(one) = &a.one_run {
                 row(&mut o, "one-run audit", &one.to_string());
@@ -229,9 +322,17 @@ pub fn render(r: &Report) -> Result<String> {
             let _ = writeln!(o, "<p class=\"warnings\">Flag: {}</p>", escape(f));
         }
         if !s.nearest_neighbour.is_empty() {
-            o.push_str("<table id=\"nearest-neighbour\"><tr><th>measure</th><th>value</th><th>how to read it</th></tr>\n");
+            o.push_str(
+                "<table id=\"nearest-neighbour\"><tr><th>measure</th><th>value</th><th>how to read it</th></tr>\n",
+            );
             for n in &s.nearest_neighbour {
-                let _ = writeln!(o, "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>", escape(&n.metric), format_value(n.value), escape(&n.note));
+                let _ = writeln!(
+                    o,
+                    "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+                    escape(&n.metric),
+                    format_value(n.value),
+                    escape(&n.note)
+                );
             }
             o.push_str("</table>\n");
         }
@@ -255,15 +356,29 @@ pub fn render(r: &Report) -> Result<String> {
         let _ = writeln!(o, "<li>{}:<pre><code>{}</code></pre></li>", escape(&c.purpose), escape(&c.command));
     }
     o.push_str("</ol>\n<table id=\"versions\">\n");
-    row(&mut o, "report written by", &format!("{} {} (git commit {})", r.generated_by.name, r.generated_by.version, r.generated_by.git_commit));
+    row(
+        &mut o,
+        "report written by",
+        &format!("{} {} (git commit {})", r.generated_by.name, r.generated_by.version, r.generated_by.git_commit),
+    );
     row(&mut o, "model trained by", &format!("dpaudit {}", rp.training_tool_version));
     if let Some(c) = &r.certificate {
-        row(&mut o, "certificate issued by", &format!("{} {} (git commit {})", c.tool.name, c.tool.version, c.tool.git_commit));
+        row(
+            &mut o,
+            "certificate issued by",
+            &format!("{} {} (git commit {})", c.tool.name, c.tool.version, c.tool.git_commit),
+        );
     }
     row(&mut o, "report written at", &r.generated_at);
     o.push_str("</table>\n<table id=\"hashes\"><tr><th>what</th><th>where</th><th>SHA-256</th></tr>\n");
     for h in &rp.hashes {
-        let _ = writeln!(o, "<tr><td>{}</td><td>{}</td><td class=\"hash\"><code>{}</code></td></tr>", escape(&h.what), escape(&h.path), escape(&h.sha256));
+        let _ = writeln!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td class=\"hash\"><code>{}</code></td></tr>",
+            escape(&h.what),
+            escape(&h.path),
+            escape(&h.sha256)
+        );
     }
     o.push_str("</table>\n</section>\n");
     let _ = writeln!(o, "<footer>Written by {} {} ({}). Epsilons are upper bounds rounded up; audit lower bounds are rounded down. The same content is available with <code>--format json</code> and <code>--format markdown</code>.</footer>\n</body>\n</html>", escape(&r.generated_by.name), escape(&r.generated_by.version), escape(&r.generated_at));
@@ -294,7 +409,10 @@ mod tests {
 
     #[test]
     fn escapes_markup_and_quotes() {
-        assert_eq!(escape(r#"<script>alert("x")</script> & 'y'"#), "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;");
+        assert_eq!(
+            escape(r#"<script>alert("x")</script> & 'y'"#),
+            "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; &#39;y&#39;"
+        );
         assert_eq!(escape("ε = 2.0"), "ε = 2.0");
     }
 }

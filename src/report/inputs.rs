@@ -81,7 +81,10 @@ impl RunFolder {
     /// Whether the run claims privacy: `private` in `metrics.json` (or its config); a run that
     /// does not say is taken as private exactly when its ledger has steps.
     pub fn private(&self) -> bool {
-        self.metrics.private.or_else(|| self.metrics.config.get("private").and_then(Value::as_bool)).unwrap_or(!self.entries.is_empty())
+        self.metrics
+            .private
+            .or_else(|| self.metrics.config.get("private").and_then(Value::as_bool))
+            .unwrap_or(!self.entries.is_empty())
     }
 
     /// The injected fault, if the run had one.
@@ -110,21 +113,28 @@ impl RunFolder {
 /// does not parse, or steps out of sequence).
 pub fn read_run(dir: &Path) -> Result<RunFolder> {
     let metrics_path = dir.join(crate::cert::sign::METRICS_FILE);
-    let bytes = std::fs::read(&metrics_path).map_err(|e| Error::io(format!("reading {}", metrics_path.display()), e))?;
-    let metrics: RunMetrics = serde_json::from_slice(&bytes).map_err(|e| Error::data(&metrics_path, format!("not a run's metrics.json: {e}")))?;
+    let bytes =
+        std::fs::read(&metrics_path).map_err(|e| Error::io(format!("reading {}", metrics_path.display()), e))?;
+    let metrics: RunMetrics = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::data(&metrics_path, format!("not a run's metrics.json: {e}")))?;
     let metrics_sha256 = hex::encode(Sha256::digest(&bytes));
     let ledger_path = dir.join(crate::cert::sign::LEDGER_FILE);
     let (entries, ledger_sha256, torn_ledger_bytes) = if ledger_path.exists() {
-        let bytes = std::fs::read(&ledger_path).map_err(|e| Error::io(format!("reading {}", ledger_path.display()), e))?;
+        let bytes =
+            std::fs::read(&ledger_path).map_err(|e| Error::io(format!("reading {}", ledger_path.display()), e))?;
         let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
         let mut entries: Vec<LedgerEntry> = Vec::new();
         for (i, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
             if line.is_empty() {
                 continue;
             }
-            let e: LedgerEntry = serde_json::from_slice(line).map_err(|err| Error::data(&ledger_path, format!("line {}: not a ledger entry: {err}", i + 1)))?;
+            let e: LedgerEntry = serde_json::from_slice(line)
+                .map_err(|err| Error::data(&ledger_path, format!("line {}: not a ledger entry: {err}", i + 1)))?;
             if e.step != entries.len() as u64 + 1 {
-                return Err(Error::data(&ledger_path, format!("line {}: step {} out of sequence (expected {})", i + 1, e.step, entries.len() + 1)));
+                return Err(Error::data(
+                    &ledger_path,
+                    format!("line {}: step {} out of sequence (expected {})", i + 1, e.step, entries.len() + 1),
+                ));
             }
             entries.push(e);
         }
@@ -135,7 +145,16 @@ pub fn read_run(dir: &Path) -> Result<RunFolder> {
     let model_path = dir.join(crate::cert::sign::MODEL_FILE);
     let model_sha256 = if model_path.exists() { Some(sha256_file(&model_path)?) } else { None };
     let name = dir.file_name().map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned());
-    Ok(RunFolder { dir: dir.to_path_buf(), name, metrics, metrics_sha256, entries, ledger_sha256, torn_ledger_bytes, model_sha256 })
+    Ok(RunFolder {
+        dir: dir.to_path_buf(),
+        name,
+        metrics,
+        metrics_sha256,
+        entries,
+        ledger_sha256,
+        torn_ledger_bytes,
+        model_sha256,
+    })
 }
 
 /// `audit.json` as written by `dpaudit audit run`, every field optional but two.
@@ -180,8 +199,12 @@ struct AuditClaimFile {
 pub fn read_audit(dir: &Path, run: Option<&RunFolder>, claimed_epsilon: f64) -> Result<AuditSummary> {
     let path = if dir.is_file() { dir.to_path_buf() } else { dir.join("audit.json") };
     let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let a: AuditFile = serde_json::from_slice(&bytes).map_err(|e| Error::data(&path, format!("not an audit.json: {e}")))?;
-    let epsilon_lower = a.epsilon_lower.filter(|x| x.is_finite() && *x >= 0.0).ok_or_else(|| Error::data(&path, "no `epsilon_lower` (a finite number >= 0)"))?;
+    let a: AuditFile =
+        serde_json::from_slice(&bytes).map_err(|e| Error::data(&path, format!("not an audit.json: {e}")))?;
+    let epsilon_lower = a
+        .epsilon_lower
+        .filter(|x| x.is_finite() && *x >= 0.0)
+        .ok_or_else(|| Error::data(&path, "no `epsilon_lower` (a finite number >= 0)"))?;
     let verdict = a.verdict.clone().ok_or_else(|| Error::data(&path, "no `verdict`"))?;
     let target = a.spec.as_ref().and_then(|s| s.get("target"));
     let recipe = target.map(|t| {
@@ -199,9 +222,18 @@ pub fn read_audit(dir: &Path, run: Option<&RunFolder>, claimed_epsilon: f64) -> 
     let same_recipe_as_run = match (target, run) {
         (Some(t), Some(r)) => {
             let pairs = [
-                (t.get("model").and_then(Value::as_str).map(str::to_owned).map(Value::from), r.config_str("model").map(Value::from)),
-                (t.get("noise_multiplier").and_then(Value::as_f64).map(Value::from), r.config_f64("noise_multiplier").map(Value::from)),
-                (t.get("max_grad_norm").and_then(Value::as_f64).map(Value::from), r.config_f64("max_grad_norm").map(Value::from)),
+                (
+                    t.get("model").and_then(Value::as_str).map(str::to_owned).map(Value::from),
+                    r.config_str("model").map(Value::from),
+                ),
+                (
+                    t.get("noise_multiplier").and_then(Value::as_f64).map(Value::from),
+                    r.config_f64("noise_multiplier").map(Value::from),
+                ),
+                (
+                    t.get("max_grad_norm").and_then(Value::as_f64).map(Value::from),
+                    r.config_f64("max_grad_norm").map(Value::from),
+                ),
             ];
             if pairs.iter().all(|(x, y)| x.is_some() && y.is_some()) {
                 Some(pairs.iter().all(|(x, y)| x == y))
@@ -228,9 +260,16 @@ pub fn read_audit(dir: &Path, run: Option<&RunFolder>, claimed_epsilon: f64) -> 
         _ => "unknown".into(),
     };
     Ok(AuditSummary {
-        folder: if dir.is_file() { dir.parent().unwrap_or(Path::new(".")).display().to_string() } else { dir.display().to_string() },
+        folder: if dir.is_file() {
+            dir.parent().unwrap_or(Path::new(".")).display().to_string()
+        } else {
+            dir.display().to_string()
+        },
         file: path.display().to_string(),
-        name: a.spec_name.clone().unwrap_or_else(|| dir.file_name().map_or_else(|| "audit".into(), |n| n.to_string_lossy().into_owned())),
+        name: a
+            .spec_name
+            .clone()
+            .unwrap_or_else(|| dir.file_name().map_or_else(|| "audit".into(), |n| n.to_string_lossy().into_owned())),
         threat_model: a.threat_model.clone().unwrap_or_else(|| "unknown".into()),
         attack: a.attack.clone().unwrap_or_else(|| "unknown".into()),
         canary,
@@ -363,7 +402,11 @@ fn read_release(dir: &Path, nearest: Option<&Path>) -> Result<ReleaseFolder> {
         }
     }
     let grid = dir.join("grid.png");
-    let sample_grid_png_base64 = if grid.is_file() { Some(base64(&std::fs::read(&grid).map_err(|e| Error::io(format!("reading {}", grid.display()), e))?)) } else { None };
+    let sample_grid_png_base64 = if grid.is_file() {
+        Some(base64(&std::fs::read(&grid).map_err(|e| Error::io(format!("reading {}", grid.display()), e))?))
+    } else {
+        None
+    };
     let (nearest_neighbour, nearest_neighbour_flags) = match nearest {
         Some(p) => nearest_neighbour_rows(p)?,
         None => (Vec::new(), Vec::new()),
@@ -372,7 +415,9 @@ fn read_release(dir: &Path, nearest: Option<&Path>) -> Result<ReleaseFolder> {
         section: SyntheticData {
             release: dir.display().to_string(),
             records: v.get("count").and_then(Value::as_u64).unwrap_or(0),
-            design: v.get("design").map_or_else(|| "not stated".into(), |d| d.as_str().map_or_else(|| d.to_string(), str::to_owned)),
+            design: v
+                .get("design")
+                .map_or_else(|| "not stated".into(), |d| d.as_str().map_or_else(|| d.to_string(), str::to_owned)),
             epsilon_proven: epsilon_status.starts_with("proven"),
             epsilon_status,
             generator_sha256: text("generator_sha256").unwrap_or_else(|| "not recorded".into()),
@@ -390,7 +435,9 @@ fn read_release(dir: &Path, nearest: Option<&Path>) -> Result<ReleaseFolder> {
 fn nearest_neighbour_rows(path: &Path) -> Result<(Vec<NearestNeighbourResult>, Vec<String>)> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not JSON: {e}")))?;
-    let d = v.get("distances").ok_or_else(|| Error::data(path, "no `distances`: not the output of `dpaudit attack nearest-neighbour --out`"))?;
+    let d = v.get("distances").ok_or_else(|| {
+        Error::data(path, "no `distances`: not the output of `dpaudit attack nearest-neighbour --out`")
+    })?;
     let num = |x: Option<&Value>| x.and_then(Value::as_f64);
     let mut rows = Vec::new();
     let mut push = |metric: &str, value: Option<f64>, note: &str| {
@@ -400,15 +447,43 @@ fn nearest_neighbour_rows(path: &Path) -> Result<(Vec<NearestNeighbourResult>, V
     };
     let dist = v.get("distance").and_then(Value::as_str).unwrap_or("distance");
     push(&format!("median distance to the closest training record ({dist})"), num(d.get("dcr_synthetic_to_train").and_then(|x| x.get("median"))), "compare with the next row: similar values mean the generator is no closer to the training data than to unseen data");
-    push(&format!("median distance to the closest holdout record ({dist})"), num(d.get("dcr_synthetic_to_holdout").and_then(|x| x.get("median"))), "records of the same distribution the generator never saw");
-    push("smallest distance to a training record", num(d.get("dcr_synthetic_to_train").and_then(|x| x.get("min"))), "0 would mean a released record copies a training record");
-    push("share of released records closer to a training record than to any holdout record", num(d.get("share_closer_to_train")), "about 0.5 when nothing is memorised");
+    push(
+        &format!("median distance to the closest holdout record ({dist})"),
+        num(d.get("dcr_synthetic_to_holdout").and_then(|x| x.get("median"))),
+        "records of the same distribution the generator never saw",
+    );
+    push(
+        "smallest distance to a training record",
+        num(d.get("dcr_synthetic_to_train").and_then(|x| x.get("min"))),
+        "0 would mean a released record copies a training record",
+    );
+    push(
+        "share of released records closer to a training record than to any holdout record",
+        num(d.get("share_closer_to_train")),
+        "about 0.5 when nothing is memorised",
+    );
     push("one-sided p-value of that share (permutation test: random re-splits of the pooled training and holdout records)", num(d.get("share_p_value")), "small means closer to the training records than chance re-splits give");
-    push("released records that copy a training record byte for byte", num(d.get("exact_copies_of_train")), "should be 0");
-    push("median NNDR (nearest over second-nearest training record)", num(d.get("nndr").and_then(|x| x.get("median"))), "low values mean a released record sits unusually close to one training record");
+    push(
+        "released records that copy a training record byte for byte",
+        num(d.get("exact_copies_of_train")),
+        "should be 0",
+    );
+    push(
+        "median NNDR (nearest over second-nearest training record)",
+        num(d.get("nndr").and_then(|x| x.get("median"))),
+        "low values mean a released record sits unusually close to one training record",
+    );
     let metrics = v.get("attack").and_then(|a| a.get("metrics"));
-    push("GAN-Leaks membership attack: AUC (training against holdout records)", num(metrics.and_then(|m| m.get("auc"))), "0.5 is chance; evidence, not a bound");
-    let flags = d.get("flags").and_then(Value::as_array).map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_owned)).collect()).unwrap_or_default();
+    push(
+        "GAN-Leaks membership attack: AUC (training against holdout records)",
+        num(metrics.and_then(|m| m.get("auc"))),
+        "0.5 is chance; evidence, not a bound",
+    );
+    let flags = d
+        .get("flags")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_owned)).collect())
+        .unwrap_or_default();
     Ok((rows, flags))
 }
 
@@ -433,7 +508,10 @@ fn claim_statement(private: bool, fault: Option<&str>, epsilon: Epsilon, delta: 
     }
     let eps = format_epsilon(epsilon);
     let verb = if subject == "model" { "trained" } else { "produced" };
-    let base = format!("This {subject} was {verb} with (ε = {eps}, δ = {})-differential privacy, per record", format_delta(delta));
+    let base = format!(
+        "This {subject} was {verb} with (ε = {eps}, δ = {})-differential privacy, per record",
+        format_delta(delta)
+    );
     if let Some(f) = fault {
         return format!("{base}, ACCORDING TO ITS LEDGER ONLY: the run was trained with a deliberately injected fault ({f}), so this number does not describe what was run and is not a valid guarantee.");
     }
@@ -443,10 +521,14 @@ fn claim_statement(private: bool, fault: Option<&str>, epsilon: Epsilon, delta: 
 
 fn overall_verdict(audits: &[AuditSummary], claim: &Claim) -> OverallVerdict {
     if audits.is_empty() {
-        return OverallVerdict { status: VerdictStatus::NotAudited, statement: "No empirical audit was supplied: the claim rests on the accountants' proofs alone.".into() };
+        return OverallVerdict {
+            status: VerdictStatus::NotAudited,
+            statement: "No empirical audit was supplied: the claim rests on the accountants' proofs alone.".into(),
+        };
     }
     // Audits of another recipe (model, sigma or C) are shown, but do not decide this verdict.
-    let (relevant, other): (Vec<&AuditSummary>, Vec<&AuditSummary>) = audits.iter().partition(|a| a.same_recipe_as_run != Some(false));
+    let (relevant, other): (Vec<&AuditSummary>, Vec<&AuditSummary>) =
+        audits.iter().partition(|a| a.same_recipe_as_run != Some(false));
     let other_note = match other.len() {
         0 => String::new(),
         k => {
@@ -462,7 +544,8 @@ fn overall_verdict(audits: &[AuditSummary], claim: &Claim) -> OverallVerdict {
     if relevant.is_empty() {
         return OverallVerdict { status: VerdictStatus::NotAudited, statement: format!("No audit of this run's recipe was supplied: the claim rests on the accountants' proofs alone.{other_note}") };
     }
-    let violated: Vec<&&AuditSummary> = relevant.iter().filter(|a| a.verdict == "violated" || (claim.private && a.refutes_report_claim)).collect();
+    let violated: Vec<&&AuditSummary> =
+        relevant.iter().filter(|a| a.verdict == "violated" || (claim.private && a.refutes_report_claim)).collect();
     if let Some(first) = violated.first() {
         let conf = first.confidence.map_or_else(String::new, |c| format!(" with {}% confidence", c * 100.0));
         return OverallVerdict {
@@ -482,11 +565,15 @@ fn overall_verdict(audits: &[AuditSummary], claim: &Claim) -> OverallVerdict {
     let plural = if n == 1 { "" } else { "s" };
     let subject = match unknown {
         0 => format!("{n} audit{plural} of this recipe"),
-        k if k == n => format!("{n} audit{plural} that do{} not record the recipe tested", if n == 1 { "es" } else { "" }),
+        k if k == n => {
+            format!("{n} audit{plural} that do{} not record the recipe tested", if n == 1 { "es" } else { "" })
+        }
         k => format!("{n} audits ({k} of them not recording the recipe tested)"),
     };
     let best = relevant.iter().max_by(|a, b| a.epsilon_lower.total_cmp(&b.epsilon_lower)).expect("not empty");
-    let ideal = best.ideal_epsilon_lower.map_or_else(String::new, |i| format!(" (a perfect audit of the same size could show at most {})", format_lower(i)));
+    let ideal = best.ideal_epsilon_lower.map_or_else(String::new, |i| {
+        format!(" (a perfect audit of the same size could show at most {})", format_lower(i))
+    });
     let conf = best.confidence.map_or_else(String::new, |c| format!(" at {}% confidence", c * 100.0));
     OverallVerdict {
         status: VerdictStatus::Consistent,
@@ -497,25 +584,55 @@ fn overall_verdict(audits: &[AuditSummary], claim: &Claim) -> OverallVerdict {
     }
 }
 
-fn summarise_certificate(path: &Path, public_key: Option<&Path>, run: &RunFolder, released: &[String], artifacts_dir: &Path) -> Result<CertificateSummary> {
+fn summarise_certificate(
+    path: &Path,
+    public_key: Option<&Path>,
+    run: &RunFolder,
+    released: &[String],
+    artifacts_dir: &Path,
+) -> Result<CertificateSummary> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let signed: SignedCertificate = serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not a dpaudit certificate: {e}")))?;
+    let signed: SignedCertificate =
+        serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not a dpaudit certificate: {e}")))?;
     let c = &signed.certificate;
     let covers_this_release = c.artifact.files.iter().any(|f| released.contains(&f.sha256));
     let ledger_matches = c.ledger.as_ref().map(|l| run.ledger_sha256.as_deref() == Some(l.sha256.as_str()));
     let (signature_verified, signature) = match public_key {
         Some(key) => match crate::cert::verify::verify(path, key, Some(artifacts_dir), false) {
-            Ok(v) => (Some(true), format!("verified: Ed25519 signature by key {} checked with {}, and the SHA-256 of {} file(s) in {} match", v.key_id, key.display(), v.artifacts_checked.len(), artifacts_dir.display())),
-            Err(f) => (Some(false), format!("VERIFICATION FAILED (exit code {} of `dpaudit cert verify`): {f}", f.exit_code())),
+            Ok(v) => (
+                Some(true),
+                format!(
+                    "verified: Ed25519 signature by key {} checked with {}, and the SHA-256 of {} file(s) in {} match",
+                    v.key_id,
+                    key.display(),
+                    v.artifacts_checked.len(),
+                    artifacts_dir.display()
+                ),
+            ),
+            Err(f) => (
+                Some(false),
+                format!("VERIFICATION FAILED (exit code {} of `dpaudit cert verify`): {f}", f.exit_code()),
+            ),
         },
-        None => (None, format!("not checked by this report; run `dpaudit cert verify {} --pubkey KEY.pub --artifacts {} --recompute`", sq(path), sq(artifacts_dir))),
+        None => (
+            None,
+            format!(
+                "not checked by this report; run `dpaudit cert verify {} --pubkey KEY.pub --artifacts {} --recompute`",
+                sq(path),
+                sq(artifacts_dir)
+            ),
+        ),
     };
     Ok(CertificateSummary {
         path: path.display().to_string(),
         key_id: signed.signature.key_id.clone(),
         issued_at: c.issued_at.clone(),
         status: serde_json::to_value(c.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
-        tool: ToolInfo { name: c.tool.name.clone(), version: c.tool.version.clone(), git_commit: c.tool.git_commit.clone() },
+        tool: ToolInfo {
+            name: c.tool.name.clone(),
+            version: c.tool.version.clone(),
+            git_commit: c.tool.git_commit.clone(),
+        },
         verified_epsilon: c.privacy.verified_epsilon.epsilon,
         delta: c.privacy.delta,
         covers_this_release,
@@ -599,7 +716,11 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
         Some(dir) => Some(read_release(dir, options.nearest_neighbour.as_deref())?),
         None => {
             if options.nearest_neighbour.is_some() {
-                return Err(Error::invalid("nearest-neighbour results", "given", "need the release they are about (--release DIR)"));
+                return Err(Error::invalid(
+                    "nearest-neighbour results",
+                    "given",
+                    "need the release they are about (--release DIR)",
+                ));
             }
             None
         }
@@ -608,12 +729,19 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
         for (name, stated, actual) in &r.files {
             match actual {
                 None => warnings.push(format!("{name}, listed in release.json, is missing from {}", r.section.release)),
-                Some(a) if a != stated => warnings.push(format!("{name} in {} has SHA-256 {a}, but release.json states {stated}: the file is not the one released", r.section.release)),
+                Some(a) if a != stated => warnings.push(format!(
+                    "{name} in {} has SHA-256 {a}, but release.json states {stated}: the file is not the one released",
+                    r.section.release
+                )),
                 _ => {}
             }
         }
         if r.ledger_sha256.is_some() && r.ledger_sha256 != run.ledger_sha256 {
-            warnings.push(format!("release.json names another ledger (SHA-256 {}) than {}'s: the release was not made from this run", r.ledger_sha256.as_deref().unwrap_or(""), run.dir.display()));
+            warnings.push(format!(
+                "release.json names another ledger (SHA-256 {}) than {}'s: the release was not made from this run",
+                r.ledger_sha256.as_deref().unwrap_or(""),
+                run.dir.display()
+            ));
         }
         if !r.section.epsilon_proven {
             warnings.push(format!("the release's epsilon is not proven: {}", r.section.epsilon_status));
@@ -632,14 +760,21 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
     }
     if let Some(steps) = run.metrics.steps {
         if private && (run.entries.len() as u64) < steps {
-            warnings.push(format!("the ledger records {} steps but metrics.json reports {steps}: epsilon is computed from the ledger", run.entries.len()));
+            warnings.push(format!(
+                "the ledger records {} steps but metrics.json reports {steps}: epsilon is computed from the ledger",
+                run.entries.len()
+            ));
         }
     }
     if let Some(f) = &fault {
-        warnings.push(format!("the run was trained with an injected fault ({f}); `dpaudit cert sign` refuses such runs"));
+        warnings
+            .push(format!("the run was trained with an injected fault ({f}); `dpaudit cert sign` refuses such runs"));
     }
     if private && run.entries.is_empty() {
-        return Err(Error::data(run.dir.join(crate::cert::sign::LEDGER_FILE), "a private run must have a ledger with at least one noisy step"));
+        return Err(Error::data(
+            run.dir.join(crate::cert::sign::LEDGER_FILE),
+            "a private run must have a ledger with at least one noisy step",
+        ));
     }
 
     // How epsilon was computed, and the claim.
@@ -672,8 +807,16 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
             ),
         });
         let best = rows.iter().min_by(|a, b| a.epsilon.value().total_cmp(&b.epsilon.value())).expect("three rows");
-        let others: Vec<String> = rows.iter().filter(|r| r.accountant != best.accountant).map(|r| format!("{} {}", r.accountant, format_epsilon(r.epsilon))).collect();
-        let accountant = format!("{} accountant, the smallest of the upper bounds computed from the ledger (also: {})", best.accountant, others.join(", "));
+        let others: Vec<String> = rows
+            .iter()
+            .filter(|r| r.accountant != best.accountant)
+            .map(|r| format!("{} {}", r.accountant, format_epsilon(r.epsilon)))
+            .collect();
+        let accountant = format!(
+            "{} accountant, the smallest of the upper bounds computed from the ledger (also: {})",
+            best.accountant,
+            others.join(", ")
+        );
         (rows.clone(), best.epsilon, accountant)
     } else {
         (Vec::new(), Epsilon::Infinity, "none (not private)".to_owned())
@@ -705,16 +848,27 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
         delta,
         epsilons,
     };
-    let epsilon_over_steps = if private { epsilon_over_steps(&run.entries, delta, options.epsilon_points)? } else { Vec::new() };
+    let epsilon_over_steps =
+        if private { epsilon_over_steps(&run.entries, delta, options.epsilon_points)? } else { Vec::new() };
 
     // Utility: the release, then the comparison runs.
-    let mut utility_runs = vec![UtilityPoint { run: run.name.clone(), released: true, epsilon: claim_epsilon, test_accuracy: run.metrics.test_accuracy.unwrap_or(f64::NAN) }];
+    let mut utility_runs = vec![UtilityPoint {
+        run: run.name.clone(),
+        released: true,
+        epsilon: claim_epsilon,
+        test_accuracy: run.metrics.test_accuracy.unwrap_or(f64::NAN),
+    }];
     for o in &others {
         let eps = match (o.private(), accountant_epsilons(&o.entries, delta)?) {
             (true, Some((r, p))) => finite(r.min(p))?,
             _ => Epsilon::Infinity,
         };
-        utility_runs.push(UtilityPoint { run: o.name.clone(), released: false, epsilon: eps, test_accuracy: o.metrics.test_accuracy.unwrap_or(f64::NAN) });
+        utility_runs.push(UtilityPoint {
+            run: o.name.clone(),
+            released: false,
+            epsilon: eps,
+            test_accuracy: o.metrics.test_accuracy.unwrap_or(f64::NAN),
+        });
     }
     let utility = Utility {
         model: run.config_str("model").unwrap_or_else(|| "unknown".into()),
@@ -728,7 +882,8 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
         warnings.push("metrics.json has no test_accuracy".into());
     }
 
-    let audits: Vec<AuditSummary> = options.audits.iter().map(|d| read_audit(d, Some(&run), claim_epsilon.value())).collect::<Result<_>>()?;
+    let audits: Vec<AuditSummary> =
+        options.audits.iter().map(|d| read_audit(d, Some(&run), claim_epsilon.value())).collect::<Result<_>>()?;
     let verdict = overall_verdict(&audits, &claim);
     let certificate = match &options.certificate {
         Some(p) => {
@@ -743,7 +898,10 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
     };
     if let Some(c) = &certificate {
         if !c.covers_this_release {
-            warnings.push(format!("the certificate {} names no file of this release (by SHA-256): it certifies another release", c.path));
+            warnings.push(format!(
+                "the certificate {} names no file of this release (by SHA-256): it certifies another release",
+                c.path
+            ));
         }
         if c.ledger_matches == Some(false) {
             warnings.push(format!("the certificate {} was made from another ledger than this run's", c.path));
@@ -762,43 +920,103 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
     // How to reproduce.
     let mut commands = if run.dir.join(crate::gan::run::GAN_FILE).is_file() {
         // A DP-GAN run: its `dpaudit gan train` command is not reconstructed yet.
-        vec![ReproduceCommand { purpose: "the DP-GAN's recorded training configuration (give the same values to `dpaudit gan train`)".into(), command: format!("cat {}", sq(&run.dir.join(crate::gan::run::GAN_FILE))) }]
+        vec![ReproduceCommand {
+            purpose: "the DP-GAN's recorded training configuration (give the same values to `dpaudit gan train`)"
+                .into(),
+            command: format!("cat {}", sq(&run.dir.join(crate::gan::run::GAN_FILE))),
+        }]
     } else {
-        vec![ReproduceCommand { purpose: "train the model again (reconstructed from metrics.json)".into(), command: train_command(&run) }]
+        vec![ReproduceCommand {
+            purpose: "train the model again (reconstructed from metrics.json)".into(),
+            command: train_command(&run),
+        }]
     };
     if private {
-        let phases: Vec<String> = phases_of(&run.entries)?.iter().map(|p| format!("--phase {},{},{}", p.sampling_rate, p.noise_multiplier, p.steps)).collect();
-        commands.push(ReproduceCommand { purpose: "recompute epsilon from the ledger's mechanism with every accountant and the MPFR oracle".into(), command: format!("dpaudit account epsilon {} --delta {delta} --accountant all --verify", phases.join(" ")) });
+        let phases: Vec<String> = phases_of(&run.entries)?
+            .iter()
+            .map(|p| format!("--phase {},{},{}", p.sampling_rate, p.noise_multiplier, p.steps))
+            .collect();
+        commands.push(ReproduceCommand {
+            purpose: "recompute epsilon from the ledger's mechanism with every accountant and the MPFR oracle".into(),
+            command: format!("dpaudit account epsilon {} --delta {delta} --accountant all --verify", phases.join(" ")),
+        });
     }
-    commands.push(ReproduceCommand { purpose: "check the files' hashes against the table below".into(), command: format!("sha256sum {} {} {}", sq(&run.dir.join("ledger.jsonl")), sq(&run.dir.join("model.safetensors")), sq(&run.dir.join("metrics.json"))) });
+    commands.push(ReproduceCommand {
+        purpose: "check the files' hashes against the table below".into(),
+        command: format!(
+            "sha256sum {} {} {}",
+            sq(&run.dir.join("ledger.jsonl")),
+            sq(&run.dir.join("model.safetensors")),
+            sq(&run.dir.join("metrics.json"))
+        ),
+    });
     if let Some(c) = &certificate {
-        commands.push(ReproduceCommand { purpose: "verify the certificate: signature, file hashes, and epsilon recomputed with the MPFR oracle".into(), command: format!("dpaudit cert verify {} --pubkey KEY.pub --artifacts {} --recompute", shell_quote(&c.path), sq(&run.dir)) });
+        commands.push(ReproduceCommand {
+            purpose: "verify the certificate: signature, file hashes, and epsilon recomputed with the MPFR oracle"
+                .into(),
+            command: format!(
+                "dpaudit cert verify {} --pubkey KEY.pub --artifacts {} --recompute",
+                shell_quote(&c.path),
+                sq(&run.dir)
+            ),
+        });
     }
     for a in &audits {
-        commands.push(ReproduceCommand { purpose: format!("run audit {} again (its full spec is inside {})", a.name, a.file), command: format!("dpaudit audit run {} --out {}", shell_quote(&format!("audits/{}.toml", a.name)), shell_quote(&a.folder)) });
+        commands.push(ReproduceCommand {
+            purpose: format!("run audit {} again (its full spec is inside {})", a.name, a.file),
+            command: format!(
+                "dpaudit audit run {} --out {}",
+                shell_quote(&format!("audits/{}.toml", a.name)),
+                shell_quote(&a.folder)
+            ),
+        });
     }
     if let Some(c) = &options.command_line {
         commands.push(ReproduceCommand { purpose: "write this report again".into(), command: c.clone() });
     }
     let mut hashes = Vec::new();
     if let Some(h) = &run.metrics.train_data_sha256 {
-        hashes.push(FileHash { what: format!("training data ({})", run.metrics.train_dataset.as_deref().unwrap_or("?")), path: "content hash of pixels and labels, recorded by the training run".into(), sha256: h.clone() });
+        hashes.push(FileHash {
+            what: format!("training data ({})", run.metrics.train_dataset.as_deref().unwrap_or("?")),
+            path: "content hash of pixels and labels, recorded by the training run".into(),
+            sha256: h.clone(),
+        });
     }
     if let Some(h) = &run.ledger_sha256 {
-        hashes.push(FileHash { what: "privacy ledger".into(), path: run.dir.join(crate::cert::sign::LEDGER_FILE).display().to_string(), sha256: h.clone() });
+        hashes.push(FileHash {
+            what: "privacy ledger".into(),
+            path: run.dir.join(crate::cert::sign::LEDGER_FILE).display().to_string(),
+            sha256: h.clone(),
+        });
     }
     if let Some(h) = &run.model_sha256 {
-        hashes.push(FileHash { what: "model".into(), path: run.dir.join(crate::cert::sign::MODEL_FILE).display().to_string(), sha256: h.clone() });
+        hashes.push(FileHash {
+            what: "model".into(),
+            path: run.dir.join(crate::cert::sign::MODEL_FILE).display().to_string(),
+            sha256: h.clone(),
+        });
     }
-    hashes.push(FileHash { what: "training metrics".into(), path: run.dir.join(crate::cert::sign::METRICS_FILE).display().to_string(), sha256: run.metrics_sha256.clone() });
+    hashes.push(FileHash {
+        what: "training metrics".into(),
+        path: run.dir.join(crate::cert::sign::METRICS_FILE).display().to_string(),
+        sha256: run.metrics_sha256.clone(),
+    });
     for a in &audits {
         hashes.push(FileHash { what: format!("audit {}", a.name), path: a.file.clone(), sha256: a.sha256.clone() });
     }
     if let Some(r) = &release {
         for (name, stated, _) in &r.files {
-            hashes.push(FileHash { what: format!("released file {name}"), path: Path::new(&r.section.release).join(name).display().to_string(), sha256: stated.clone() });
+            hashes.push(FileHash {
+                what: format!("released file {name}"),
+                path: Path::new(&r.section.release).join(name).display().to_string(),
+                sha256: stated.clone(),
+            });
         }
-        hashes.push(FileHash { what: "release description".into(), path: Path::new(&r.section.release).join("release.json").display().to_string(), sha256: r.release_json_sha256.clone() });
+        hashes.push(FileHash {
+            what: "release description".into(),
+            path: Path::new(&r.section.release).join("release.json").display().to_string(),
+            sha256: r.release_json_sha256.clone(),
+        });
     }
     if let Some(p) = &options.certificate {
         hashes.push(FileHash { what: "certificate".into(), path: p.display().to_string(), sha256: sha256_file(p)? });
@@ -806,7 +1024,11 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
 
     Ok(Report {
         format: FORMAT.into(),
-        generated_by: ToolInfo { name: "dpaudit".into(), version: env!("CARGO_PKG_VERSION").into(), git_commit: tool_git_commit() },
+        generated_by: ToolInfo {
+            name: "dpaudit".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            git_commit: tool_git_commit(),
+        },
         generated_at: rfc3339_utc(std::time::SystemTime::now()),
         claim,
         verdict,
@@ -817,7 +1039,11 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
         audits,
         synthetic_data: release.map(|r| r.section),
         limitations,
-        reproduce: Reproduce { commands, training_tool_version: run.metrics.tool_version.clone().unwrap_or_else(|| "unknown".into()), hashes },
+        reproduce: Reproduce {
+            commands,
+            training_tool_version: run.metrics.tool_version.clone().unwrap_or_else(|| "unknown".into()),
+            hashes,
+        },
         warnings,
     })
 }

@@ -64,7 +64,12 @@ pub fn render(r: &Report) -> String {
 
     let m = &r.mechanism;
     o.push_str("## Parameters and how ε was computed\n\n");
-    let _ = writeln!(o, "The claim is per record: {}. The accountant used for it: {}.\n", escape(&r.claim.adjacency), escape(&r.claim.accountant));
+    let _ = writeln!(
+        o,
+        "The claim is per record: {}. The accountant used for it: {}.\n",
+        escape(&r.claim.adjacency),
+        escape(&r.claim.accountant)
+    );
     o.push_str("| parameter | value |\n|---|---|\n");
     for (k, v) in [
         ("sampling scheme", m.sampling.clone()),
@@ -81,14 +86,23 @@ pub fn render(r: &Report) -> String {
     if !m.phases.is_empty() {
         o.push_str("| label | q | σ | C | steps |\n|---|---|---|---|---|\n");
         for p in &m.phases {
-            let _ = writeln!(o, "| {} | {} | {} | {} | {} |", escape(&p.label), p.sampling_rate, p.noise_multiplier, p.clipping_norm, p.steps);
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} | {} |",
+                escape(&p.label),
+                p.sampling_rate,
+                p.noise_multiplier,
+                p.clipping_norm,
+                p.steps
+            );
         }
         o.push('\n');
     }
     if !m.epsilons.is_empty() {
         o.push_str("| accountant | ε (upper bound, rounded up) | how |\n|---|---|---|\n");
         for e in &m.epsilons {
-            let _ = writeln!(o, "| {} | {} | {} |", escape(&e.accountant), format_epsilon(e.epsilon), escape(&e.method));
+            let _ =
+                writeln!(o, "| {} | {} | {} |", escape(&e.accountant), format_epsilon(e.epsilon), escape(&e.method));
         }
         o.push('\n');
     }
@@ -106,10 +120,23 @@ pub fn render(r: &Report) -> String {
 
     let u = &r.utility;
     o.push_str("## Utility\n\n");
-    let _ = writeln!(o, "Test accuracy of the released model: **{}**{}.\n", fmt_acc(u.test_accuracy), u.robust_test_accuracy.map_or_else(String::new, |a| format!("; under PGD adversarial examples: **{}**", fmt_acc(a))));
+    let _ = writeln!(
+        o,
+        "Test accuracy of the released model: **{}**{}.\n",
+        fmt_acc(u.test_accuracy),
+        u.robust_test_accuracy
+            .map_or_else(String::new, |a| format!("; under PGD adversarial examples: **{}**", fmt_acc(a)))
+    );
     o.push_str("| run | released | ε | test accuracy |\n|---|---|---|---|\n");
     for p in &u.runs {
-        let _ = writeln!(o, "| {} | {} | {} | {} |", escape(&p.run), if p.released { "yes" } else { "no" }, format_epsilon(p.epsilon), fmt_acc(p.test_accuracy));
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {} |",
+            escape(&p.run),
+            if p.released { "yes" } else { "no" },
+            format_epsilon(p.epsilon),
+            fmt_acc(p.test_accuracy)
+        );
     }
     o.push('\n');
 
@@ -121,9 +148,27 @@ pub fn render(r: &Report) -> String {
         let tpr: Vec<String> = a.tpr_at_fpr.iter().map(|(f, t)| format!("TPR {t} at FPR {f}")).collect();
         let rows = [
             ("verdict", format!("{}: {}", a.verdict, a.verdict_reason)),
-            ("ε lower bound (rounded down)", format!("{}{}", format_lower(a.epsilon_lower), a.confidence.map_or_else(String::new, |c| format!(" at {}% confidence", c * 100.0)))),
-            ("ideal bound for this many runs", a.ideal_epsilon_lower.map_or_else(|| "not recorded".into(), format_lower)),
-            ("claim tested", format!("ε = {}, δ = {} ({})", a.claimed_epsilon.map_or_else(|| "?".into(), format_upper), a.claimed_delta.map_or_else(|| "?".into(), format_delta), a.claim_source.as_deref().unwrap_or("source not recorded"))),
+            (
+                "ε lower bound (rounded down)",
+                format!(
+                    "{}{}",
+                    format_lower(a.epsilon_lower),
+                    a.confidence.map_or_else(String::new, |c| format!(" at {}% confidence", c * 100.0))
+                ),
+            ),
+            (
+                "ideal bound for this many runs",
+                a.ideal_epsilon_lower.map_or_else(|| "not recorded".into(), format_lower),
+            ),
+            (
+                "claim tested",
+                format!(
+                    "ε = {}, δ = {} ({})",
+                    a.claimed_epsilon.map_or_else(|| "?".into(), format_upper),
+                    a.claimed_delta.map_or_else(|| "?".into(), format_delta),
+                    a.claim_source.as_deref().unwrap_or("source not recorded")
+                ),
+            ),
             ("contradicts this report's claim", if a.refutes_report_claim { "YES".into() } else { "no".into() }),
             ("threat model", a.threat_model.clone()),
             ("attack", a.attack.clone()),
@@ -143,7 +188,11 @@ pub fn render(r: &Report) -> String {
             ("runs per side", a.runs_per_side.map_or_else(|| "not recorded".into(), |k| k.to_string())),
             ("threshold selection", a.threshold_selection.clone().unwrap_or_else(|| "not recorded".into())),
             ("TPR at low FPR", if tpr.is_empty() { "not recorded".into() } else { tpr.join("; ") }),
-            ("Gaussian-DP fit (an estimate, not a bound)", a.gdp_estimate.map_or_else(|| "not recorded".into(), |g| format!("μ = {:.3}, ε ≈ {:.3}", g.mu, g.epsilon))),
+            (
+                "Gaussian-DP fit (an estimate, not a bound)",
+                a.gdp_estimate
+                    .map_or_else(|| "not recorded".into(), |g| format!("μ = {:.3}, ε ≈ {:.3}", g.mu, g.epsilon)),
+            ),
             ("ROC points (upper staircase)", a.roc.len().to_string()),
         ];
         for (k, v) in rows {
@@ -154,7 +203,15 @@ pub fn render(r: &Report) -> String {
 
     if let Some(s) = &r.synthetic_data {
         o.push_str("## Synthetic data\n\n");
-        let _ = writeln!(o, "{} records released from {} by a private GAN of design {}; its epsilon is {}. Generator SHA-256 `{}`.\n", s.records, escape(&s.release), escape(&s.design), escape(&s.epsilon_status), s.generator_sha256.replace('`', ""));
+        let _ = writeln!(
+            o,
+            "{} records released from {} by a private GAN of design {}; its epsilon is {}. Generator SHA-256 `{}`.\n",
+            s.records,
+            escape(&s.release),
+            escape(&s.design),
+            escape(&s.epsilon_status),
+            s.generator_sha256.replace('`', "")
+        );
         for f in &s.nearest_neighbour_flags {
             let _ = writeln!(o, "- Flag: {}", escape(f));
         }
@@ -181,7 +238,15 @@ pub fn render(r: &Report) -> String {
     for (i, c) in rp.commands.iter().enumerate() {
         let _ = writeln!(o, "{}. {}:\n\n{}\n", i + 1, escape(&c.purpose), fenced(&c.command));
     }
-    let _ = writeln!(o, "Report written by {} {} (git commit {}) at {}; model trained by dpaudit {}.\n", escape(&r.generated_by.name), escape(&r.generated_by.version), escape(&r.generated_by.git_commit), escape(&r.generated_at), escape(&rp.training_tool_version));
+    let _ = writeln!(
+        o,
+        "Report written by {} {} (git commit {}) at {}; model trained by dpaudit {}.\n",
+        escape(&r.generated_by.name),
+        escape(&r.generated_by.version),
+        escape(&r.generated_by.git_commit),
+        escape(&r.generated_at),
+        escape(&rp.training_tool_version)
+    );
     o.push_str("| what | where | SHA-256 |\n|---|---|---|\n");
     for h in &rp.hashes {
         let _ = writeln!(o, "| {} | {} | `{}` |", escape(&h.what), escape(&h.path), h.sha256.replace('`', ""));

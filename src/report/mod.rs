@@ -74,7 +74,17 @@ pub struct ReportOptions {
 impl ReportOptions {
     /// A report on one run, nothing else.
     pub fn for_run(run: impl Into<PathBuf>) -> Self {
-        ReportOptions { runs: vec![run.into()], audits: Vec::new(), certificate: None, public_key: None, delta: None, epsilon_points: DEFAULT_EPSILON_POINTS, command_line: None, release: None, nearest_neighbour: None }
+        ReportOptions {
+            runs: vec![run.into()],
+            audits: Vec::new(),
+            certificate: None,
+            public_key: None,
+            delta: None,
+            epsilon_points: DEFAULT_EPSILON_POINTS,
+            command_line: None,
+            release: None,
+            nearest_neighbour: None,
+        }
     }
 }
 
@@ -414,7 +424,8 @@ pub fn render(report: &Report, format: Format) -> Result<String> {
         Format::Html => html::render(report),
         Format::Markdown => Ok(markdown::render(report)),
         Format::Json => {
-            let mut s = serde_json::to_string_pretty(report).map_err(|e| Error::numerical("report JSON", e.to_string()))?;
+            let mut s =
+                serde_json::to_string_pretty(report).map_err(|e| Error::numerical("report JSON", e.to_string()))?;
             s.push('\n');
             Ok(s)
         }

@@ -24,7 +24,13 @@ fn draw_err(e: impl std::fmt::Display) -> Error {
 /// Fewer than one point; drawing errors.
 pub fn epsilon_over_steps_svg(points: &[EpsilonPoint], finals: &[(String, f64)], claim: f64) -> Result<String> {
     let last = points.last().ok_or_else(|| Error::invalid("epsilon curve", 0, "needs at least one point"))?;
-    let max_eps = points.iter().map(|p| p.epsilon).chain(finals.iter().map(|f| f.1)).chain(std::iter::once(claim)).filter(|x| x.is_finite()).fold(0.0f64, f64::max);
+    let max_eps = points
+        .iter()
+        .map(|p| p.epsilon)
+        .chain(finals.iter().map(|f| f.1))
+        .chain(std::iter::once(claim))
+        .filter(|x| x.is_finite())
+        .fold(0.0f64, f64::max);
     let x_max = last.step.max(1) as f64;
     let mut svg = String::new();
     {
@@ -37,7 +43,13 @@ pub fn epsilon_over_steps_svg(points: &[EpsilonPoint], finals: &[(String, f64)],
             .y_label_area_size(56)
             .build_cartesian_2d(0.0..x_max * 1.02, 0.0..(max_eps * 1.12).max(1e-3))
             .map_err(draw_err)?;
-        chart.configure_mesh().x_desc("training steps").y_desc("ε (upper bound)").x_label_formatter(&|v| format!("{v:.0}")).draw().map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("training steps")
+            .y_desc("ε (upper bound)")
+            .x_label_formatter(&|v| format!("{v:.0}"))
+            .draw()
+            .map_err(draw_err)?;
         let mut curve: Vec<(f64, f64)> = vec![(0.0, 0.0)];
         curve.extend(points.iter().map(|p| (p.step as f64, p.epsilon)));
         chart
@@ -58,7 +70,14 @@ pub fn epsilon_over_steps_svg(points: &[EpsilonPoint], finals: &[(String, f64)],
                 .label(format!("{name}: {}", format_upper(*eps)))
                 .legend(move |(x, y)| Circle::new((x + 10, y), 4, colour.filled()));
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).border_style(GREY).background_style(WHITE.mix(0.9)).label_font((FONT, 13)).draw().map_err(draw_err)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .border_style(GREY)
+            .background_style(WHITE.mix(0.9))
+            .label_font((FONT, 13))
+            .draw()
+            .map_err(draw_err)?;
         root.present().map_err(draw_err)?;
     }
     Ok(svg)
@@ -97,25 +116,43 @@ pub fn roc_svg(audit: &AuditSummary, claim_epsilon: f64, claim_delta: f64) -> Re
             .map_err(draw_err)?;
         let grid: Vec<f64> = (0..=60).map(|i| 10f64.powf(min_rate.log10() * (1.0 - f64::from(i) / 60.0))).collect();
         chart
-            .draw_series(DashedLineSeries::new(grid.iter().map(|&v| (v, v)).collect::<Vec<_>>(), 6, 4, GREY.stroke_width(1)))
+            .draw_series(DashedLineSeries::new(
+                grid.iter().map(|&v| (v, v)).collect::<Vec<_>>(),
+                6,
+                4,
+                GREY.stroke_width(1),
+            ))
             .map_err(draw_err)?
             .label("chance (TPR = FPR)")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREY));
         if claim_epsilon.is_finite() {
-            let limit: Vec<(f64, f64)> = grid.iter().map(|&f| (f, (claim_epsilon.exp() * f + claim_delta).min(1.0))).collect();
+            let limit: Vec<(f64, f64)> =
+                grid.iter().map(|&f| (f, (claim_epsilon.exp() * f + claim_delta).min(1.0))).collect();
             chart
                 .draw_series(LineSeries::new(limit, RED.stroke_width(1)))
                 .map_err(draw_err)?
-                .label(format!("limit under the claim: TPR ≤ e^{} FPR + {}", format_upper(claim_epsilon), format_delta(claim_delta)))
+                .label(format!(
+                    "limit under the claim: TPR ≤ e^{} FPR + {}",
+                    format_upper(claim_epsilon),
+                    format_delta(claim_delta)
+                ))
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
         }
-        let pts: Vec<(f64, f64)> = audit.roc.iter().map(|p| (p.fpr.clamp(min_rate, 1.0), p.tpr.clamp(min_rate, 1.0))).collect();
+        let pts: Vec<(f64, f64)> =
+            audit.roc.iter().map(|p| (p.fpr.clamp(min_rate, 1.0), p.tpr.clamp(min_rate, 1.0))).collect();
         chart
             .draw_series(LineSeries::new(pts, BLUE.stroke_width(2)))
             .map_err(draw_err)?
             .label(format!("attack: {}", audit.attack))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
-        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).border_style(GREY).background_style(WHITE.mix(0.9)).label_font((FONT, 13)).draw().map_err(draw_err)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .border_style(GREY)
+            .background_style(WHITE.mix(0.9))
+            .label_font((FONT, 13))
+            .draw()
+            .map_err(draw_err)?;
         root.present().map_err(draw_err)?;
     }
     Ok(svg)
@@ -168,7 +205,11 @@ pub fn bounds_svg(audits: &[AuditSummary], claim_epsilon: f64) -> Result<String>
             .draw()
             .map_err(draw_err)?;
         chart
-            .draw_series(audits.iter().enumerate().filter_map(|(i, a)| a.ideal_epsilon_lower.map(|ideal| Rectangle::new([(i as f64 - 0.35, 0.0), (i as f64 + 0.35, ideal)], GREY.mix(0.25).filled()))))
+            .draw_series(audits.iter().enumerate().filter_map(|(i, a)| {
+                a.ideal_epsilon_lower.map(|ideal| {
+                    Rectangle::new([(i as f64 - 0.35, 0.0), (i as f64 + 0.35, ideal)], GREY.mix(0.25).filled())
+                })
+            }))
             .map_err(draw_err)?
             .label("ideal bound for this many runs")
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], GREY.mix(0.25).filled()));
@@ -181,27 +222,54 @@ pub fn bounds_svg(audits: &[AuditSummary], claim_epsilon: f64) -> Result<String>
             .label("ε_lb found (at the audit's confidence)")
             .legend(|(x, y)| Rectangle::new([(x, y - 5), (x + 16, y + 5)], BLUE.filled()));
         chart
-            .draw_series(audits.iter().enumerate().filter_map(|(i, a)| a.claimed_epsilon.map(|c| PathElement::new(vec![(i as f64 - 0.35, c), (i as f64 + 0.35, c)], BLACK.stroke_width(2)))))
+            .draw_series(audits.iter().enumerate().filter_map(|(i, a)| {
+                a.claimed_epsilon
+                    .map(|c| PathElement::new(vec![(i as f64 - 0.35, c), (i as f64 + 0.35, c)], BLACK.stroke_width(2)))
+            }))
             .map_err(draw_err)?
             .label("ε the audit tested")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLACK.stroke_width(2)));
         chart
-            .draw_series(audits.iter().enumerate().filter_map(|(i, a)| a.claimed_epsilon.map(|c| Text::new(format!("tested {}", format_upper(c)), (i as f64 - 0.33, c + top * 0.035), (FONT, 12).into_font().color(&BLACK)))))
+            .draw_series(audits.iter().enumerate().filter_map(|(i, a)| {
+                a.claimed_epsilon.map(|c| {
+                    Text::new(
+                        format!("tested {}", format_upper(c)),
+                        (i as f64 - 0.33, c + top * 0.035),
+                        (FONT, 12).into_font().color(&BLACK),
+                    )
+                })
+            }))
             .map_err(draw_err)?;
         chart
             .draw_series(audits.iter().enumerate().map(|(i, a)| {
                 let y = a.epsilon_lower.max(a.ideal_epsilon_lower.unwrap_or(0.0));
-                Text::new(format!("ε_lb {}", format_lower(a.epsilon_lower)), (i as f64 - 0.33, y + top * 0.035), (FONT, 12).into_font().color(&BLACK))
+                Text::new(
+                    format!("ε_lb {}", format_lower(a.epsilon_lower)),
+                    (i as f64 - 0.33, y + top * 0.035),
+                    (FONT, 12).into_font().color(&BLACK),
+                )
             }))
             .map_err(draw_err)?;
         if claim_epsilon.is_finite() {
             chart
-                .draw_series(DashedLineSeries::new(vec![(-0.5, claim_epsilon), (n as f64 - 0.5, claim_epsilon)], 6, 4, RED.stroke_width(1)))
+                .draw_series(DashedLineSeries::new(
+                    vec![(-0.5, claim_epsilon), (n as f64 - 0.5, claim_epsilon)],
+                    6,
+                    4,
+                    RED.stroke_width(1),
+                ))
                 .map_err(draw_err)?
                 .label(format!("this report's claim ε = {}", format_upper(claim_epsilon)))
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::UpperRight).border_style(GREY).background_style(WHITE.mix(0.9)).label_font((FONT, 13)).draw().map_err(draw_err)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
+            .border_style(GREY)
+            .background_style(WHITE.mix(0.9))
+            .label_font((FONT, 13))
+            .draw()
+            .map_err(draw_err)?;
         root.present().map_err(draw_err)?;
     }
     Ok(svg)
@@ -217,9 +285,14 @@ pub fn utility_svg(runs: &[UtilityPoint]) -> Result<String> {
     if usable.is_empty() {
         return Err(Error::invalid("runs", 0, "none with a test accuracy"));
     }
-    let mut private: Vec<(f64, f64, bool)> = usable.iter().filter(|r| r.epsilon.value().is_finite()).map(|r| (r.epsilon.value(), r.test_accuracy, r.released)).collect();
+    let mut private: Vec<(f64, f64, bool)> = usable
+        .iter()
+        .filter(|r| r.epsilon.value().is_finite())
+        .map(|r| (r.epsilon.value(), r.test_accuracy, r.released))
+        .collect();
     private.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let baselines: Vec<f64> = usable.iter().filter(|r| !r.epsilon.value().is_finite()).map(|r| r.test_accuracy).collect();
+    let baselines: Vec<f64> =
+        usable.iter().filter(|r| !r.epsilon.value().is_finite()).map(|r| r.test_accuracy).collect();
     let x_max = private.iter().map(|p| p.0).fold(1.0f64, f64::max) * 1.1;
     let y_min = usable.iter().map(|r| r.test_accuracy).fold(1.0f64, f64::min);
     let y_lo = (y_min - 0.05).clamp(0.0, 1.0);
@@ -234,13 +307,22 @@ pub fn utility_svg(runs: &[UtilityPoint]) -> Result<String> {
             .y_label_area_size(56)
             .build_cartesian_2d(0.0..x_max, y_lo..1.0)
             .map_err(draw_err)?;
-        chart.configure_mesh().x_desc("ε (smallest accountant bound)").y_desc("test accuracy").draw().map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc("ε (smallest accountant bound)")
+            .y_desc("test accuracy")
+            .draw()
+            .map_err(draw_err)?;
         chart
             .draw_series(LineSeries::new(private.iter().map(|p| (p.0, p.1)).collect::<Vec<_>>(), BLUE.stroke_width(2)))
             .map_err(draw_err)?
             .label("DP runs")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
-        chart.draw_series(private.iter().map(|p| Circle::new((p.0, p.1), if p.2 { 7 } else { 4 }, if p.2 { ORANGE.filled() } else { BLUE.filled() }))).map_err(draw_err)?;
+        chart
+            .draw_series(private.iter().map(|p| {
+                Circle::new((p.0, p.1), if p.2 { 7 } else { 4 }, if p.2 { ORANGE.filled() } else { BLUE.filled() })
+            }))
+            .map_err(draw_err)?;
         for b in baselines {
             chart
                 .draw_series(DashedLineSeries::new(vec![(0.0, b), (x_max, b)], 6, 4, GREY.stroke_width(1)))
@@ -248,7 +330,14 @@ pub fn utility_svg(runs: &[UtilityPoint]) -> Result<String> {
                 .label(format!("no privacy: {b:.4}"))
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREY));
         }
-        chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).border_style(GREY).background_style(WHITE.mix(0.9)).label_font((FONT, 13)).draw().map_err(draw_err)?;
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerRight)
+            .border_style(GREY)
+            .background_style(WHITE.mix(0.9))
+            .label_font((FONT, 13))
+            .draw()
+            .map_err(draw_err)?;
         root.present().map_err(draw_err)?;
     }
     Ok(svg)

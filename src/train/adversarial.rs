@@ -68,7 +68,8 @@ pub fn pgd(model: &Sequential, x: &Tensor, y: &Tensor, cfg: &PgdConfig, rng: &mu
         let loss = per_example_cross_entropy(&model.forward(&a)?, y)?.f_sum(Kind::Float)?;
         let g = Tensor::f_run_backward(&[&loss], &[&a], false, false)?;
         let _guard = tch::no_grad_guard();
-        adv = a.f_detach()?.f_add(&g[0].f_sign()?.f_mul_scalar(cfg.step_size)?)?.f_clamp_tensor(Some(&lo), Some(&hi))?;
+        adv =
+            a.f_detach()?.f_add(&g[0].f_sign()?.f_mul_scalar(cfg.step_size)?)?.f_clamp_tensor(Some(&lo), Some(&hi))?;
     }
     if !bool::try_from(adv.f_isfinite()?.f_all()?)? {
         return Err(Error::numerical("PGD", "adversarial examples are not finite"));
@@ -82,7 +83,11 @@ mod tests {
     use tch::{nn, Device};
 
     /// A `name` model and `batch` uniform MNIST-shaped inputs, both from libtorch seeded with `seed`.
-    fn seeded_model(seed: i64, name: &str, batch: i64) -> (nn::VarStore, crate::train::per_example::Sequential, Tensor) {
+    fn seeded_model(
+        seed: i64,
+        name: &str,
+        batch: i64,
+    ) -> (nn::VarStore, crate::train::per_example::Sequential, Tensor) {
         crate::torch_rng::seeded(seed, || {
             let vs = nn::VarStore::new(Device::Cpu);
             let model = crate::train::models::build(name, &vs.root()).unwrap();
@@ -103,11 +108,15 @@ mod tests {
         let one_step = PgdConfig::new(0.1, 1, 1e-6).unwrap();
         let mut other = rng();
         other.set_stream(1);
-        assert!(!pgd(&model, &x, &y, &one_step, &mut rng()).unwrap().equal(&pgd(&model, &x, &y, &one_step, &mut other).unwrap()));
+        assert!(!pgd(&model, &x, &y, &one_step, &mut rng())
+            .unwrap()
+            .equal(&pgd(&model, &x, &y, &one_step, &mut other).unwrap()));
         let dist = f64::try_from(adv.f_sub(&x).unwrap().abs().max()).unwrap();
         assert!(dist <= 0.1 + 1e-6, "{dist}");
         assert!(f64::try_from(adv.min()).unwrap() >= 0.0 && f64::try_from(adv.max()).unwrap() <= 1.0);
-        let loss = |t: &Tensor| f64::try_from(per_example_cross_entropy(&model.forward(t).unwrap(), &y).unwrap().sum(Kind::Double)).unwrap();
+        let loss = |t: &Tensor| {
+            f64::try_from(per_example_cross_entropy(&model.forward(t).unwrap(), &y).unwrap().sum(Kind::Double)).unwrap()
+        };
         assert!(loss(&adv) > loss(&x), "PGD must increase the loss");
         // The parameters received no gradient.
         for (_, p) in model.parameters() {
@@ -126,7 +135,8 @@ mod tests {
         // One at a time, drawing the starts from the same stream in the same order (example i
         // takes values i * 784 .. (i + 1) * 784 of it, as in the batch).
         let mut rng = ChaCha20Rng::seed_from_u64(8);
-        let alone: Vec<Tensor> = (0..6).map(|i| pgd(&model, &x.narrow(0, i, 1), &y.narrow(0, i, 1), &cfg, &mut rng).unwrap()).collect();
+        let alone: Vec<Tensor> =
+            (0..6).map(|i| pgd(&model, &x.narrow(0, i, 1), &y.narrow(0, i, 1), &cfg, &mut rng).unwrap()).collect();
         let alone = Tensor::cat(&alone, 0);
         let diff = f64::try_from(together.f_sub(&alone).unwrap().abs().max()).unwrap();
         assert!(diff < 1e-6, "batched and one-at-a-time PGD differ by {diff}");

@@ -196,7 +196,11 @@ fn validate(config: &TrainConfig, n: usize) -> Result<f64> {
     }
     let q = config.lot_size / n as f64;
     if !(q > 0.0 && q <= 1.0) {
-        return Err(Error::invalid("lot size", config.lot_size, format!("must be in (0, {n}] (the training set size)")));
+        return Err(Error::invalid(
+            "lot size",
+            config.lot_size,
+            format!("must be in (0, {n}] (the training set size)"),
+        ));
     }
     if config.physical_batch == 0 {
         return Err(Error::invalid("physical batch", 0, "must be at least 1"));
@@ -218,7 +222,13 @@ impl DpSgd {
     ///
     /// # Errors
     /// Invalid configuration; I/O errors creating the folder or the ledger.
-    pub fn new(config: TrainConfig, dataset_size: usize, run_dir: &Path, seed: RunSeed, device: Device) -> Result<Self> {
+    pub fn new(
+        config: TrainConfig,
+        dataset_size: usize,
+        run_dir: &Path,
+        seed: RunSeed,
+        device: Device,
+    ) -> Result<Self> {
         Self::start(config, dataset_size, run_dir, seed, device, false)
     }
 
@@ -237,11 +247,24 @@ impl DpSgd {
     ///
     /// # Errors
     /// As [`DpSgd::new`], and a missing or corrupt ledger.
-    pub fn restart_keeping_ledger(config: TrainConfig, dataset_size: usize, run_dir: &Path, seed: RunSeed, device: Device) -> Result<Self> {
+    pub fn restart_keeping_ledger(
+        config: TrainConfig,
+        dataset_size: usize,
+        run_dir: &Path,
+        seed: RunSeed,
+        device: Device,
+    ) -> Result<Self> {
         Self::start(config, dataset_size, run_dir, seed, device, true)
     }
 
-    fn start(config: TrainConfig, dataset_size: usize, run_dir: &Path, seed: RunSeed, device: Device, keep_ledger: bool) -> Result<Self> {
+    fn start(
+        config: TrainConfig,
+        dataset_size: usize,
+        run_dir: &Path,
+        seed: RunSeed,
+        device: Device,
+        keep_ledger: bool,
+    ) -> Result<Self> {
         let q = validate(&config, dataset_size)?;
         let ephemeral = run_dir.as_os_str().is_empty();
         if !ephemeral {
@@ -267,7 +290,25 @@ impl DpSgd {
             (true, false) => Some(Ledger::create(run_dir.join(LEDGER_FILE))?),
             (true, true) => Some(Ledger::open(run_dir.join(LEDGER_FILE))?),
         };
-        Ok(DpSgd { config, vs, model, params, optimizer, sampler, noise_rng, ledger, run_dir: run_dir.to_path_buf(), steps: 0, dataset_size, fault: None, adversarial: None, public_batch: None, canaries: Vec::new(), ephemeral, average: None })
+        Ok(DpSgd {
+            config,
+            vs,
+            model,
+            params,
+            optimizer,
+            sampler,
+            noise_rng,
+            ledger,
+            run_dir: run_dir.to_path_buf(),
+            steps: 0,
+            dataset_size,
+            fault: None,
+            adversarial: None,
+            public_batch: None,
+            canaries: Vec::new(),
+            ephemeral,
+            average: None,
+        })
     }
 
     /// Resumes the run in `run_dir` from its latest checkpoint, continuing the same ledger,
@@ -281,10 +322,14 @@ impl DpSgd {
     /// Missing or corrupt checkpoint or ledger; a dataset of a different size.
     pub fn resume(run_dir: &Path, dataset_size: usize, device: Device) -> Result<Self> {
         let pointer = run_dir.join(CHECKPOINT_POINTER);
-        let text = std::fs::read_to_string(&pointer).map_err(|e| Error::io(format!("reading {}", pointer.display()), e))?;
+        let text =
+            std::fs::read_to_string(&pointer).map_err(|e| Error::io(format!("reading {}", pointer.display()), e))?;
         let state: CheckpointState = serde_json::from_str(&text).map_err(|e| Error::data(&pointer, e.to_string()))?;
         if state.dataset_size != dataset_size {
-            return Err(Error::data(&pointer, format!("the run was trained on {} examples, the data given has {dataset_size}", state.dataset_size)));
+            return Err(Error::data(
+                &pointer,
+                format!("the run was trained on {} examples, the data given has {dataset_size}", state.dataset_size),
+            ));
         }
         let q = validate(&state.config, dataset_size)?;
         let folder = run_dir.join(&state.folder);
@@ -313,7 +358,10 @@ impl DpSgd {
                         .find_map(|(n, t)| (*n == i.to_string()).then(|| t.shallow_clone()))
                         .ok_or_else(|| Error::data(&path, format!("has no tensor {i}")))?;
                     if t.size() != p.size() {
-                        return Err(Error::data(&path, format!("tensor {i} has shape {:?}, the parameter {:?}", t.size(), p.size())));
+                        return Err(Error::data(
+                            &path,
+                            format!("tensor {i} has shape {:?}, the parameter {:?}", t.size(), p.size()),
+                        ));
                     }
                     avg.push(t.f_to_kind(p.kind())?.f_to(device)?);
                 }
@@ -324,7 +372,10 @@ impl DpSgd {
         let ledger = if state.config.private {
             let l = Ledger::open(run_dir.join(LEDGER_FILE))?;
             if l.steps() < state.steps {
-                return Err(Error::data(l.path(), format!("holds {} steps but the checkpoint is at step {}", l.steps(), state.steps)));
+                return Err(Error::data(
+                    l.path(),
+                    format!("holds {} steps but the checkpoint is at step {}", l.steps(), state.steps),
+                ));
             }
             Some(l)
         } else {
@@ -365,7 +416,8 @@ impl DpSgd {
         // Indices from `dataset_size` on are the gradient canaries (if any), sampled like every
         // other example; the lot is sorted, so they come last.
         let first_canary = lot.partition_point(|&i| i < self.dataset_size);
-        let canaries_in_lot: Vec<usize> = lot.split_off(first_canary).into_iter().map(|i| i - self.dataset_size).collect();
+        let canaries_in_lot: Vec<usize> =
+            lot.split_off(first_canary).into_iter().map(|i| i - self.dataset_size).collect();
         let mut loss_sum = 0.0;
         let mut clipped = 0usize;
         let step = self.steps + 1;
@@ -375,7 +427,8 @@ impl DpSgd {
             // no-clip: clipping at a norm of 1e30 (finite in f32) leaves every gradient as it is.
             let clip_norm = if self.fault == Some(Fault::NoClip) { NO_CLIP_NORM } else { self.config.max_grad_norm };
             let clip = ClipConfig::new(clip_norm);
-            let mut sums: Vec<Tensor> = self.params.iter().map(|p| p.f_zeros_like()).collect::<std::result::Result<_, _>>()?;
+            let mut sums: Vec<Tensor> =
+                self.params.iter().map(|p| p.f_zeros_like()).collect::<std::result::Result<_, _>>()?;
             for chunk in lot.chunks(self.config.physical_batch) {
                 let (x, y) = data.select(chunk)?;
                 let x = match &self.adversarial {
@@ -421,11 +474,18 @@ impl DpSgd {
                 self.ledger
                     .as_mut()
                     .ok_or_else(|| Error::invalid("ledger", "none", "a private run must have a ledger"))?
-                    .record(SamplingScheme::Poisson, self.sampler.sampling_rate(), self.config.noise_multiplier, self.config.max_grad_norm, LEDGER_LABEL)?;
+                    .record(
+                        SamplingScheme::Poisson,
+                        self.sampler.sampling_rate(),
+                        self.config.noise_multiplier,
+                        self.config.max_grad_norm,
+                        LEDGER_LABEL,
+                    )?;
             }
             noisy
         } else {
-            let mut sums: Vec<Tensor> = self.params.iter().map(|p| p.f_zeros_like()).collect::<std::result::Result<_, _>>()?;
+            let mut sums: Vec<Tensor> =
+                self.params.iter().map(|p| p.f_zeros_like()).collect::<std::result::Result<_, _>>()?;
             for chunk in lot.chunks(self.config.physical_batch) {
                 let (x, y) = data.select(chunk)?;
                 let x = match &self.adversarial {
@@ -479,7 +539,8 @@ impl DpSgd {
             sync_file(&folder.join(f))?;
         }
         if let Some(avg) = &self.average {
-            let named: Vec<(String, &Tensor)> = avg.params.iter().enumerate().map(|(i, t)| (i.to_string(), t)).collect();
+            let named: Vec<(String, &Tensor)> =
+                avg.params.iter().enumerate().map(|(i, t)| (i.to_string(), t)).collect();
             Tensor::write_safetensors(&named, folder.join(AVERAGE_FILE))?;
             sync_file(&folder.join(AVERAGE_FILE))?;
         }
@@ -520,8 +581,20 @@ impl DpSgd {
         }
         match &self.average {
             Some(a) if a.decay == decay => return Ok(()),
-            Some(a) => return Err(Error::invalid("parameter-average decay", decay, format!("the run being resumed averages with decay {}", a.decay))),
-            None if self.steps > 0 => return Err(Error::invalid("parameter-average decay", decay, "the run being resumed was trained without averaging")),
+            Some(a) => {
+                return Err(Error::invalid(
+                    "parameter-average decay",
+                    decay,
+                    format!("the run being resumed averages with decay {}", a.decay),
+                ))
+            }
+            None if self.steps > 0 => {
+                return Err(Error::invalid(
+                    "parameter-average decay",
+                    decay,
+                    "the run being resumed was trained without averaging",
+                ))
+            }
             None => {}
         }
         let params = self.params.iter().map(|p| p.f_detach_copy()).collect::<std::result::Result<Vec<_>, _>>()?;
@@ -620,7 +693,11 @@ impl DpSgd {
     /// [`Error::InvalidParameter`] for a model without public-norm layers or a batch below 2.
     pub fn set_public_batch(&mut self, images: Tensor) -> Result<()> {
         if !self.model.needs_public_batch() {
-            return Err(Error::invalid("public batch", self.config.model.as_str(), "this model has no public-data normalisation layers"));
+            return Err(Error::invalid(
+                "public batch",
+                self.config.model.as_str(),
+                "this model has no public-data normalisation layers",
+            ));
         }
         self.model.set_public_batch(&images)?;
         self.public_batch = Some(images);
@@ -630,7 +707,11 @@ impl DpSgd {
     fn refresh_public_statistics(&self) -> Result<()> {
         match (&self.public_batch, self.model.needs_public_batch()) {
             (Some(x), _) => self.model.set_public_batch(x),
-            (None, true) => Err(Error::invalid("public batch", "none", format!("model {} normalises with public-data statistics: give a public batch", self.config.model))),
+            (None, true) => Err(Error::invalid(
+                "public batch",
+                "none",
+                format!("model {} normalises with public-data statistics: give a public batch", self.config.model),
+            )),
             (None, false) => Ok(()),
         }
     }
@@ -703,7 +784,11 @@ impl DpSgd {
     /// match the parameters, or a non-finite gradient.
     pub fn add_gradient_canary(&mut self, gradient: Vec<Tensor>) -> Result<()> {
         if !self.canaries.is_empty() {
-            return Err(Error::invalid("gradient canary", "repeated", "add one canary, or all of them with add_gradient_canaries"));
+            return Err(Error::invalid(
+                "gradient canary",
+                "repeated",
+                "add one canary, or all of them with add_gradient_canaries",
+            ));
         }
         self.add_gradient_canaries(vec![gradient])
     }
@@ -715,7 +800,11 @@ impl DpSgd {
     /// As [`DpSgd::add_gradient_canary`].
     pub fn add_gradient_canaries(&mut self, gradients: Vec<Vec<Tensor>>) -> Result<()> {
         if self.steps > 0 || !self.canaries.is_empty() {
-            return Err(Error::invalid("gradient canaries", "late or repeated", "add them once, before the first step"));
+            return Err(Error::invalid(
+                "gradient canaries",
+                "late or repeated",
+                "add them once, before the first step",
+            ));
         }
         let mut all = Vec::with_capacity(gradients.len());
         for gradient in gradients {
@@ -728,17 +817,28 @@ impl DpSgd {
 
     fn check_canary(&self, gradient: Vec<Tensor>) -> Result<Vec<Tensor>> {
         if gradient.len() != self.params.len() {
-            return Err(Error::invalid("gradient canary", gradient.len(), format!("needs one tensor per parameter ({})", self.params.len())));
+            return Err(Error::invalid(
+                "gradient canary",
+                gradient.len(),
+                format!("needs one tensor per parameter ({})", self.params.len()),
+            ));
         }
         for (g, p) in gradient.iter().zip(&self.params) {
             if g.size() != p.size() {
-                return Err(Error::invalid("gradient canary shape", format!("{:?}", g.size()), format!("expected {:?}", p.size())));
+                return Err(Error::invalid(
+                    "gradient canary shape",
+                    format!("{:?}", g.size()),
+                    format!("expected {:?}", p.size()),
+                ));
             }
             if !bool::try_from(g.f_isfinite()?.f_all()?)? {
                 return Err(Error::invalid("gradient canary", "NaN or infinity", "must be finite"));
             }
         }
-        Ok(gradient.iter().map(|g| g.f_to_kind(Kind::Float)?.f_to(self.params[0].device())).collect::<std::result::Result<Vec<_>, _>>()?)
+        Ok(gradient
+            .iter()
+            .map(|g| g.f_to_kind(Kind::Float)?.f_to(self.params[0].device()))
+            .collect::<std::result::Result<Vec<_>, _>>()?)
     }
 
     fn refuse_if_ephemeral(&self, what: &str) -> Result<()> {
@@ -749,5 +849,5 @@ impl DpSgd {
     }
 }
 
-pub use crate::durable::write_atomically;
 use crate::durable::sync_file;
+pub use crate::durable::write_atomically;

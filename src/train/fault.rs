@@ -48,7 +48,9 @@ impl fmt::Display for Fault {
 impl FromStr for Fault {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
-        let bad = || Error::invalid("fault", s, "expected no-clip, noise-on-mean, skip-noise:K (K >= 1) or ledger-undercount");
+        let bad = || {
+            Error::invalid("fault", s, "expected no-clip, noise-on-mean, skip-noise:K (K >= 1) or ledger-undercount")
+        };
         Ok(match s {
             "no-clip" => Fault::NoClip,
             "noise-on-mean" => Fault::NoiseOnMean,

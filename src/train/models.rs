@@ -7,7 +7,8 @@ use crate::train::per_example::{LayerSpec, Sequential};
 use tch::nn;
 
 /// The model names [`build`] accepts.
-pub const MODEL_NAMES: [&str; 8] = ["logreg", "mlp", "tanh-cnn", "seed-cnn", "seed-cnn-pn", "abadi-pca", "scatter-linear", "scatter-cnn"];
+pub const MODEL_NAMES: [&str; 8] =
+    ["logreg", "mlp", "tanh-cnn", "seed-cnn", "seed-cnn-pn", "abadi-pca", "scatter-linear", "scatter-cnn"];
 
 /// Whether the model trains on the images' scattering coefficients
 /// ([`crate::train::scattering`], computed by `dpaudit train` before training) rather than on
@@ -108,33 +109,17 @@ pub const CLASSES: i64 = 10;
 pub const MLP_HIDDEN: i64 = 1000;
 
 fn linear(in_features: i64, out_features: i64) -> LayerSpec {
-    LayerSpec::Linear {
-        in_features,
-        out_features,
-        bias: true,
-    }
+    LayerSpec::Linear { in_features, out_features, bias: true }
 }
 
 fn conv(in_channels: i64, out_channels: i64, kernel: i64, stride: i64, padding: i64) -> LayerSpec {
-    LayerSpec::Conv2d {
-        in_channels,
-        out_channels,
-        kernel,
-        stride,
-        padding,
-        bias: true,
-    }
+    LayerSpec::Conv2d { in_channels, out_channels, kernel, stride, padding, bias: true }
 }
 
 /// A one-hidden-layer ReLU network on flattened inputs of `inputs` features (784 for raw images,
 /// or the dimension of a DP-PCA projection).
 pub fn mlp_specs(inputs: i64, hidden: i64, classes: i64) -> Vec<LayerSpec> {
-    vec![
-        LayerSpec::Flatten,
-        linear(inputs, hidden),
-        LayerSpec::Relu,
-        linear(hidden, classes),
-    ]
+    vec![LayerSpec::Flatten, linear(inputs, hidden), LayerSpec::Relu, linear(hidden, classes)]
 }
 
 /// The layer list of a named model.
@@ -176,16 +161,10 @@ pub fn specs(name: &str) -> Result<Vec<LayerSpec>> {
         "tanh-cnn" => vec![
             conv(1, 16, 8, 2, 3),
             LayerSpec::Tanh,
-            LayerSpec::MaxPool2d {
-                kernel: 2,
-                stride: 1,
-            },
+            LayerSpec::MaxPool2d { kernel: 2, stride: 1 },
             conv(16, 32, 4, 2, 0),
             LayerSpec::Tanh,
-            LayerSpec::MaxPool2d {
-                kernel: 2,
-                stride: 1,
-            },
+            LayerSpec::MaxPool2d { kernel: 2, stride: 1 },
             LayerSpec::Flatten,
             linear(32 * 4 * 4, 32),
             LayerSpec::Tanh,
@@ -208,16 +187,10 @@ pub fn specs(name: &str) -> Result<Vec<LayerSpec>> {
         "seed-cnn" => vec![
             conv(1, 16, 5, 1, 2),
             LayerSpec::Relu,
-            LayerSpec::MaxPool2d {
-                kernel: 2,
-                stride: 2,
-            },
+            LayerSpec::MaxPool2d { kernel: 2, stride: 2 },
             conv(16, 32, 5, 1, 2),
             LayerSpec::Relu,
-            LayerSpec::MaxPool2d {
-                kernel: 2,
-                stride: 2,
-            },
+            LayerSpec::MaxPool2d { kernel: 2, stride: 2 },
             LayerSpec::Flatten,
             linear(32 * 7 * 7, 32),
             LayerSpec::Relu,
@@ -225,7 +198,11 @@ pub fn specs(name: &str) -> Result<Vec<LayerSpec>> {
         ],
         "scatter-linear" => {
             let (c, side) = (crate::train::scattering::CHANNELS, crate::train::scattering::OUTPUT_SIDE);
-            vec![LayerSpec::GroupNorm { groups: SCATTER_GROUPS, channels: c }, LayerSpec::Flatten, linear(c * side * side, CLASSES)]
+            vec![
+                LayerSpec::GroupNorm { groups: SCATTER_GROUPS, channels: c },
+                LayerSpec::Flatten,
+                linear(c * side * side, CLASSES),
+            ]
         }
         "scatter-cnn" => vec![
             LayerSpec::GroupNorm { groups: SCATTER_GROUPS, channels: crate::train::scattering::CHANNELS },

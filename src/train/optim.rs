@@ -105,7 +105,11 @@ impl Optimizer {
             }
             OptimizerKind::Adam { beta1, beta2, eps } => {
                 if !((0.0..1.0).contains(&beta1) && (0.0..1.0).contains(&beta2) && eps > 0.0) {
-                    return Err(Error::invalid("Adam coefficients", format!("{beta1}, {beta2}, {eps}"), "need 0 <= beta < 1 and eps > 0"));
+                    return Err(Error::invalid(
+                        "Adam coefficients",
+                        format!("{beta1}, {beta2}, {eps}"),
+                        "need 0 <= beta < 1 and eps > 0",
+                    ));
                 }
                 2
             }
@@ -183,7 +187,11 @@ impl Optimizer {
                     .find(|(k, _)| *k == key)
                     .ok_or_else(|| Error::invalid("optimizer checkpoint", &key, "buffer missing"))?;
                 if src.1.size() != buf.size() {
-                    return Err(Error::invalid("optimizer checkpoint", &key, format!("shape {:?}, expected {:?}", src.1.size(), buf.size())));
+                    return Err(Error::invalid(
+                        "optimizer checkpoint",
+                        &key,
+                        format!("shape {:?}, expected {:?}", src.1.size(), buf.size()),
+                    ));
                 }
                 buf.f_copy_(&src.1)?;
             }

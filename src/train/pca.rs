@@ -52,7 +52,10 @@ impl DpPca {
         }
         let top = self.eigenvalues.first().copied().unwrap_or(f64::NAN);
         if !(top > 0.0 && top.is_finite()) {
-            return Err(Error::numerical("dp-pca whitening", format!("the largest noisy eigenvalue is {top}, not a positive number")));
+            return Err(Error::numerical(
+                "dp-pca whitening",
+                format!("the largest noisy eigenvalue is {top}, not a positive number"),
+            ));
         }
         let floored: Vec<f64> = self.eigenvalues.iter().map(|&l| l.max(WHITENING_FLOOR * top)).collect();
         let c2 = floored.iter().sum::<f64>() / floored.len() as f64;
@@ -83,7 +86,13 @@ impl DpPca {
 /// # Errors
 /// [`Error::InvalidParameter`] for k = 0, k > d or a non-positive noise multiplier;
 /// [`Error::Numerical`] for NaN or infinite inputs; ledger I/O errors (then nothing is released).
-pub fn dp_pca(data: &Tensor, k: usize, noise_multiplier: f64, rng: &mut ChaCha20Rng, ledger: &mut Ledger) -> Result<DpPca> {
+pub fn dp_pca(
+    data: &Tensor,
+    k: usize,
+    noise_multiplier: f64,
+    rng: &mut ChaCha20Rng,
+    ledger: &mut Ledger,
+) -> Result<DpPca> {
     let a = data.f_flatten(1, -1)?.f_to_kind(Kind::Double)?;
     let d = a.size()[1] as usize;
     if k == 0 || k > d {
@@ -146,12 +155,20 @@ mod tests {
         // Anisotropic data in 6 dimensions; a negligible sigma_p makes the noisy eigenvalues the
         // exact ones of the unit-normalised rows, so the energies can be checked tightly.
         let n = 3000;
-        let x = Tensor::randn([n, 6], (Kind::Double, tch::Device::Cpu)) * Tensor::from_slice(&[5.0f64, 3.0, 2.0, 1.0, 0.5, 0.2]).view([1, 6]);
+        let x = Tensor::randn([n, 6], (Kind::Double, tch::Device::Cpu))
+            * Tensor::from_slice(&[5.0f64, 3.0, 2.0, 1.0, 0.5, 0.2]).view([1, 6]);
         let unit = &x / x.norm_scalaropt_dim(2, [1i64].as_slice(), true);
         let mut ledger = Ledger::in_memory();
         let mut rng = ChaCha20Rng::seed_from_u64(2);
         let mut pca = dp_pca(&x, 4, 1e-9, &mut rng, &mut ledger).unwrap();
-        let energy = |p: &DpPca| Vec::<f64>::try_from(p.project(&unit).unwrap().to_kind(Kind::Double).square().sum_dim_intlist([0i64].as_slice(), false, Kind::Double)).unwrap();
+        let energy = |p: &DpPca| {
+            Vec::<f64>::try_from(p.project(&unit).unwrap().to_kind(Kind::Double).square().sum_dim_intlist(
+                [0i64].as_slice(),
+                false,
+                Kind::Double,
+            ))
+            .unwrap()
+        };
         let before = energy(&pca);
         for (e, l) in before.iter().zip(&pca.eigenvalues) {
             assert!((e - l).abs() < 1e-4 * l, "plain energy {e} vs eigenvalue {l}");
@@ -166,7 +183,11 @@ mod tests {
         assert_eq!(pca.whitening.as_ref().map(Vec::len), Some(4));
         assert!(pca.whiten().is_err(), "whitening twice is refused");
         // A noisy eigenvalue below the floor is scaled as if it were the floor, not blown up.
-        let mut tiny = DpPca { components: Tensor::eye(2, (Kind::Float, tch::Device::Cpu)), eigenvalues: vec![1.0, -5.0], whitening: None };
+        let mut tiny = DpPca {
+            components: Tensor::eye(2, (Kind::Float, tch::Device::Cpu)),
+            eigenvalues: vec![1.0, -5.0],
+            whitening: None,
+        };
         tiny.whiten().unwrap();
         let s = tiny.whitening.unwrap();
         assert!((s[1] / s[0] - (1.0 / WHITENING_FLOOR).sqrt()).abs() < 1e-9, "{s:?}");

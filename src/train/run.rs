@@ -13,8 +13,8 @@ use crate::accounting::Phase;
 use crate::data::{sha256_file, Dataset};
 use crate::error::{Error, Result};
 use crate::train::adversarial::PgdConfig;
-use crate::train::fault::Fault;
 use crate::train::dpsgd::{write_atomically, DpSgd, Examples, StepReport, TrainConfig, CHECKPOINT_POINTER};
+use crate::train::fault::Fault;
 use crate::train::models;
 use crate::train::noise::NoiseSeed;
 use crate::train::pca::{self, DpPca};
@@ -161,7 +161,14 @@ pub struct Metrics {
 ///
 /// # Errors
 /// Invalid parameters, data, ledger or I/O errors, NaN in training (no update is applied).
-pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, device: Device, on_step: &mut dyn FnMut(&StepReport, u64, Option<f64>)) -> Result<Metrics> {
+pub fn train_run(
+    spec: &RunSpec,
+    train: &Dataset,
+    test: &Dataset,
+    out: &Path,
+    device: Device,
+    on_step: &mut dyn FnMut(&StepReport, u64, Option<f64>),
+) -> Result<Metrics> {
     let start = Instant::now();
     let (train, validation) = hold_out_last(train, spec.validation)?;
     let train: &Dataset = &train;
@@ -173,12 +180,28 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
     let pca_sigma = match (pca_dims, spec.pca_noise_multiplier) {
         (Some(_), Some(s)) if s > 0.0 && s.is_finite() => Some(s),
         (Some(_), Some(s)) => return Err(Error::invalid("PCA noise multiplier", s, "must be a finite number > 0")),
-        (Some(_), None) => return Err(Error::invalid("PCA noise multiplier", "none", format!("model {} trains on a DP-PCA projection: give its noise multiplier", spec.config.model))),
-        (None, Some(_)) => return Err(Error::invalid("PCA noise multiplier", spec.config.model.as_str(), "only the abadi-pca models use DP-PCA")),
+        (Some(_), None) => {
+            return Err(Error::invalid(
+                "PCA noise multiplier",
+                "none",
+                format!("model {} trains on a DP-PCA projection: give its noise multiplier", spec.config.model),
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(Error::invalid(
+                "PCA noise multiplier",
+                spec.config.model.as_str(),
+                "only the abadi-pca models use DP-PCA",
+            ))
+        }
         (None, None) => None,
     };
     if spec.pca_whiten && pca_sigma.is_none() {
-        return Err(Error::invalid("PCA whitening", spec.config.model.as_str(), "only the abadi-pca models use DP-PCA"));
+        return Err(Error::invalid(
+            "PCA whitening",
+            spec.config.model.as_str(),
+            "only the abadi-pca models use DP-PCA",
+        ));
     }
     if !models::trains_on_pixels(&spec.config.model) && (spec.adversarial.is_some() || spec.public_batch.is_some()) {
         return Err(Error::invalid("model", spec.config.model.as_str(), "trains on DP-PCA projections or scattering coefficients; adversarial training and public-data normalisation work on images"));
@@ -197,9 +220,20 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
         None => Vec::new(),
     };
     if let (true, Some(target)) = (config.private, spec.target_epsilon) {
-        let cal = noise_multiplier_for_epsilon_after(&earlier, target, q, total_steps, spec.delta, &RdpAccountant::default())?;
+        let cal = noise_multiplier_for_epsilon_after(
+            &earlier,
+            target,
+            q,
+            total_steps,
+            spec.delta,
+            &RdpAccountant::default(),
+        )?;
         config.noise_multiplier = cal.noise_multiplier;
-        let after = if earlier.is_empty() { String::new() } else { format!(", after the DP-PCA phase (q = 1, sigma_p = {}, 1 step)", earlier[0].noise_multiplier) };
+        let after = if earlier.is_empty() {
+            String::new()
+        } else {
+            format!(", after the DP-PCA phase (q = 1, sigma_p = {}, 1 step)", earlier[0].noise_multiplier)
+        };
         sigma_source = format!(
             "calibrated up front (RDP accountant, Poisson, q = {q}, {total_steps} steps{after}, delta = {}) for target epsilon {target}: sigma = {}",
             spec.delta, cal.noise_multiplier
@@ -219,20 +253,31 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
         DpSgd::restart_keeping_ledger(config.clone(), n, out, spec.seed, device)?
     } else {
         if has_ledger {
-            return Err(Error::invalid("output folder", out.display(), "already holds a run (ledger.jsonl); use --resume or another --out"));
+            return Err(Error::invalid(
+                "output folder",
+                out.display(),
+                "already holds a run (ledger.jsonl); use --resume or another --out",
+            ));
         }
         DpSgd::new(config.clone(), n, out, spec.seed, device)?
     };
     // Before any step: the projection (computed and recorded now, or loaded on a resume).
     let pca_report = match (pca_dims, pca_sigma) {
         (Some(k), Some(sigma_p)) => {
-            let (projection, source) = pca_projection(&mut run, &examples, k, sigma_p, spec.pca_whiten, spec.seed, out)?;
+            let (projection, source) =
+                pca_projection(&mut run, &examples, k, sigma_p, spec.pca_whiten, spec.seed, out)?;
             examples.images = projection.project(&examples.images)?;
             test_examples.images = projection.project(&test_examples.images)?;
             if let Some(v) = validation_examples.as_mut() {
                 v.images = projection.project(&v.images)?;
             }
-            Some(PcaReport { dims: k, noise_multiplier: sigma_p, source, whitened: projection.whitening.is_some(), sha256: sha256_file(&out.join(PCA_FILE))? })
+            Some(PcaReport {
+                dims: k,
+                noise_multiplier: sigma_p,
+                source,
+                whitened: projection.whitening.is_some(),
+                sha256: sha256_file(&out.join(PCA_FILE))?,
+            })
         }
         _ => None,
     };
@@ -253,7 +298,11 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
     };
     if let Some(f) = spec.inject_fault {
         if run.fault().is_some_and(|g| g != f) {
-            return Err(Error::invalid("--inject-fault", f, format!("the run being resumed has another fault ({})", run.fault().expect("checked"))));
+            return Err(Error::invalid(
+                "--inject-fault",
+                f,
+                format!("the run being resumed has another fault ({})", run.fault().expect("checked")),
+            ));
         }
         run.inject_fault(f);
     }
@@ -295,8 +344,18 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
             let r = rdp::epsilon(&phases, spec.delta)?;
             let p = PldAccountant::default().epsilon(&phases, spec.delta)?;
             let eps = vec![
-                AccountedEpsilon { accountant: "rdp", epsilon: r.epsilon, delta: spec.delta, detail: serde_json::to_value(r).unwrap_or_default() },
-                AccountedEpsilon { accountant: "pld", epsilon: p.epsilon, delta: spec.delta, detail: serde_json::to_value(p).unwrap_or_default() },
+                AccountedEpsilon {
+                    accountant: "rdp",
+                    epsilon: r.epsilon,
+                    delta: spec.delta,
+                    detail: serde_json::to_value(r).unwrap_or_default(),
+                },
+                AccountedEpsilon {
+                    accountant: "pld",
+                    epsilon: p.epsilon,
+                    delta: spec.delta,
+                    detail: serde_json::to_value(p).unwrap_or_default(),
+                },
             ];
             (phases, eps)
         }
@@ -326,7 +385,10 @@ pub fn train_run(spec: &RunSpec, train: &Dataset, test: &Dataset, out: &Path, de
         inject_fault: run.fault(),
         adversarial: run.adversarial(),
         robust_test_accuracy,
-        public_norm_data: spec.public_batch.as_ref().map(|d| format!("{} ({} examples, sha256 {})", d.name(), d.len(), d.content_sha256())),
+        public_norm_data: spec
+            .public_batch
+            .as_ref()
+            .map(|d| format!("{} ({} examples, sha256 {})", d.name(), d.len(), d.content_sha256())),
         train_data_sha256: train.content_sha256(),
         model_sha256: sha256_file(&model_path)?,
     };
@@ -344,11 +406,23 @@ pub fn hold_out_last(data: &Dataset, count: usize) -> Result<(Cow<'_, Dataset>, 
         return Ok((Cow::Borrowed(data), None));
     }
     if count >= data.len() {
-        return Err(Error::invalid("validation examples", count, format!("must leave training examples (the training set has {})", data.len())));
+        return Err(Error::invalid(
+            "validation examples",
+            count,
+            format!("must leave training examples (the training set has {})", data.len()),
+        ));
     }
     let keep = data.len() - count;
     let per = data.shape().pixels().unwrap_or(0);
-    let part = |name: String, from: usize, to: usize| Dataset::new(name, data.shape(), data.classes(), data.pixels()[from * per..to * per].to_vec(), data.labels()[from..to].to_vec());
+    let part = |name: String, from: usize, to: usize| {
+        Dataset::new(
+            name,
+            data.shape(),
+            data.classes(),
+            data.pixels()[from * per..to * per].to_vec(),
+            data.labels()[from..to].to_vec(),
+        )
+    };
     let train = part(format!("{} (first {keep})", data.name()), 0, keep)?;
     let validation = part(format!("{} (last {count}, validation)", data.name()), keep, data.len())?;
     Ok((Cow::Owned(train), Some(validation)))
@@ -365,20 +439,40 @@ pub fn hold_out_last(data: &Dataset, count: usize) -> Result<(Cow<'_, Dataset>, 
 /// With `whiten` the saved `components` are the whitened ones (the projection the model is
 /// trained on, so the file alone reproduces the model's inputs), with the scale kept as
 /// `whitening`; a resume must ask for the same.
-fn pca_projection(run: &mut DpSgd, examples: &Examples, k: usize, sigma_p: f64, whiten: bool, seed: Option<u64>, out: &Path) -> Result<(DpPca, &'static str)> {
+fn pca_projection(
+    run: &mut DpSgd,
+    examples: &Examples,
+    k: usize,
+    sigma_p: f64,
+    whiten: bool,
+    seed: Option<u64>,
+    out: &Path,
+) -> Result<(DpPca, &'static str)> {
     let path = out.join(PCA_FILE);
     if path.exists() {
         if let Some(ledger) = run.ledger() {
             match ledger.entries().iter().find(|e| e.label == pca::LEDGER_LABEL) {
-                None => return Err(Error::data(&path, "the run folder has a DP-PCA projection but its ledger does not record DP-PCA; refusing to use it")),
+                None => return Err(Error::data(
+                    &path,
+                    "the run folder has a DP-PCA projection but its ledger does not record DP-PCA; refusing to use it",
+                )),
                 Some(e) if e.noise_multiplier != sigma_p => {
-                    return Err(Error::invalid("PCA noise multiplier", sigma_p, format!("the projection in {} was made with sigma_p = {}; resume with that", path.display(), e.noise_multiplier)));
+                    return Err(Error::invalid(
+                        "PCA noise multiplier",
+                        sigma_p,
+                        format!(
+                            "the projection in {} was made with sigma_p = {}; resume with that",
+                            path.display(),
+                            e.noise_multiplier
+                        ),
+                    ));
                 }
                 Some(_) => {}
             }
         }
         let mut tensors = Tensor::read_safetensors(&path)?;
-        let mut take = |wanted: &str| tensors.iter().position(|(name, _)| name == wanted).map(|i| tensors.swap_remove(i).1);
+        let mut take =
+            |wanted: &str| tensors.iter().position(|(name, _)| name == wanted).map(|i| tensors.swap_remove(i).1);
         let components = take("components").ok_or_else(|| Error::data(&path, "has no `components` tensor"))?;
         let whitening = match take("whitening") {
             Some(t) => Some(Vec::<f64>::try_from(t.f_to_kind(Kind::Double)?)?),
@@ -386,7 +480,11 @@ fn pca_projection(run: &mut DpSgd, examples: &Examples, k: usize, sigma_p: f64, 
         };
         if whitening.is_some() != whiten {
             let (made, ask) = if whiten { ("without", "without --pca-whiten") } else { ("with", "with --pca-whiten") };
-            return Err(Error::invalid("PCA whitening", whiten, format!("the projection in {} was made {made} whitening; resume {ask}", path.display())));
+            return Err(Error::invalid(
+                "PCA whitening",
+                whiten,
+                format!("the projection in {} was made {made} whitening; resume {ask}", path.display()),
+            ));
         }
         let eigenvalues = match take("eigenvalues") {
             Some(t) => Vec::<f64>::try_from(t.f_to_kind(Kind::Double)?)?,
@@ -394,12 +492,16 @@ fn pca_projection(run: &mut DpSgd, examples: &Examples, k: usize, sigma_p: f64, 
         };
         let d = examples.images.f_flatten(1, -1)?.size()[1];
         if components.size() != [d, k as i64] {
-            return Err(Error::data(&path, format!("components have shape {:?}, expected [{d}, {k}]", components.size())));
+            return Err(Error::data(
+                &path,
+                format!("components have shape {:?}, expected [{d}, {k}]", components.size()),
+            ));
         }
         let components = components.f_to_kind(Kind::Float)?.f_to(examples.images.device())?;
         return Ok((DpPca { components, eigenvalues, whitening }, "loaded"));
     }
-    let mut rng = ChaCha20Rng::from_seed(seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit).to_bytes(PCA_NOISE_STREAM));
+    let mut rng =
+        ChaCha20Rng::from_seed(seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit).to_bytes(PCA_NOISE_STREAM));
     let mut projection = match run.ledger_mut() {
         Some(ledger) => pca::dp_pca(&examples.images, k, sigma_p, &mut rng, ledger)?,
         None => pca::dp_pca(&examples.images, k, sigma_p, &mut rng, &mut Ledger::in_memory())?,

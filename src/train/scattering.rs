@@ -85,7 +85,10 @@ fn gabor_2d(m: usize, sigma: f64, theta: f64, xi: f64, slant: f64) -> Vec<(f64, 
 fn morlet_2d(m: usize, sigma: f64, theta: f64, xi: f64, slant: f64) -> Vec<(f64, f64)> {
     let wv = gabor_2d(m, sigma, theta, xi, slant);
     let env = gabor_2d(m, sigma, theta, 0.0, slant);
-    let (sw, se) = wv.iter().zip(&env).fold(((0.0, 0.0), (0.0, 0.0)), |(a, b), (w, e)| ((a.0 + w.0, a.1 + w.1), (b.0 + e.0, b.1 + e.1)));
+    let (sw, se) = wv
+        .iter()
+        .zip(&env)
+        .fold(((0.0, 0.0), (0.0, 0.0)), |(a, b), (w, e)| ((a.0 + w.0, a.1 + w.1), (b.0 + e.0, b.1 + e.1)));
     // K = sum(wv) / sum(env), a complex ratio
     let den = se.0 * se.0 + se.1 * se.1;
     let k = ((sw.0 * se.0 + sw.1 * se.1) / den, (sw.1 * se.0 - sw.0 * se.1) / den);

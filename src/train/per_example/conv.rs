@@ -36,11 +36,8 @@ pub const PATCH_CHUNK_BYTES: i64 = 2 << 20;
 /// The padded input `a` (B, C, H, W) turned channels-last, (B, H + 2 p, W + 2 p, C): what
 /// [`patches_channels_last`] unfolds.
 pub(crate) fn padded_channels_last(a: &Tensor, padding: i64) -> Result<Tensor> {
-    let padded = if padding > 0 {
-        a.f_constant_pad_nd([padding, padding, padding, padding])?
-    } else {
-        a.shallow_clone()
-    };
+    let padded =
+        if padding > 0 { a.f_constant_pad_nd([padding, padding, padding, padding])? } else { a.shallow_clone() };
     Ok(padded.f_permute([0, 2, 3, 1])?.f_contiguous()?)
 }
 
@@ -49,12 +46,8 @@ pub(crate) fn padded_channels_last(a: &Tensor, padding: i64) -> Result<Tensor> {
 pub(crate) fn patches_channels_last(nhwc: &Tensor, kernel: i64, stride: i64) -> Result<Tensor> {
     let size = nhwc.size();
     let (batch, channels) = (size[0], size[3]);
-    let windows = nhwc
-        .f_unfold(1, kernel, stride)?
-        .f_unfold(2, kernel, stride)?; // (B, Ho, Wo, C, kh, kw)
-    Ok(windows
-        .f_permute([0, 1, 2, 4, 5, 3])?
-        .f_reshape([batch, -1, kernel * kernel * channels])?)
+    let windows = nhwc.f_unfold(1, kernel, stride)?.f_unfold(2, kernel, stride)?; // (B, Ho, Wo, C, kh, kw)
+    Ok(windows.f_permute([0, 1, 2, 4, 5, 3])?.f_reshape([batch, -1, kernel * kernel * channels])?)
 }
 
 /// The patches of `a` (B, C, H, W) for a square `kernel`, as (B, L, k k C), rows ordered
@@ -75,28 +68,14 @@ pub(crate) fn to_weight_layout(t: &Tensor, lead: &[i64], shape: &[i64]) -> Resul
     order.extend_from_slice(&[n, n + 3, n + 1, n + 2]);
     let mut full = lead.to_vec();
     full.extend_from_slice(shape);
-    Ok(t.f_reshape(split.as_slice())?
-        .f_permute(order.as_slice())?
-        .f_contiguous()?
-        .f_reshape(full.as_slice())?)
+    Ok(t.f_reshape(split.as_slice())?.f_permute(order.as_slice())?.f_contiguous()?.f_reshape(full.as_slice())?)
 }
 
 /// Whether [`NormMethod::Auto`] takes the ghost route for `positions` L, `outputs` p, `inputs` D.
-pub(crate) fn prefer_ghost(
-    batch: i64,
-    positions: i64,
-    outputs: i64,
-    inputs: i64,
-    element_bytes: i64,
-) -> bool {
-    let ghost = positions
-        .saturating_mul(positions)
-        .saturating_mul(outputs + inputs);
+pub(crate) fn prefer_ghost(batch: i64, positions: i64, outputs: i64, inputs: i64, element_bytes: i64) -> bool {
+    let ghost = positions.saturating_mul(positions).saturating_mul(outputs + inputs);
     let materialise_extra = 2 * outputs.saturating_mul(inputs);
-    let memory = batch
-        .saturating_mul(outputs)
-        .saturating_mul(inputs)
-        .saturating_mul(element_bytes);
+    let memory = batch.saturating_mul(outputs).saturating_mul(inputs).saturating_mul(element_bytes);
     ghost < materialise_extra || memory > MATERIALISE_BUDGET_BYTES
 }
 
@@ -133,23 +112,14 @@ pub(crate) fn prepare(
         let ga = cols.f_bmm(&cols.f_transpose(1, 2)?)?; // (B, L, L)
         let bm = bm()?;
         let gb = bm.f_transpose(1, 2)?.f_bmm(&bm)?;
-        let sq = ga
-            .f_mul(&gb)?
-            .f_sum_dim_intlist([1i64, 2].as_slice(), false, None)?;
-        sums.push(ParamSum::Conv {
-            cols,
-            b: bm,
-            shape: weight_shape.to_vec(),
-        });
+        let sq = ga.f_mul(&gb)?.f_sum_dim_intlist([1i64, 2].as_slice(), false, None)?;
+        sums.push(ParamSum::Conv { cols, b: bm, shape: weight_shape.to_vec() });
         sq
     } else if conv_direct::available(a, b, k) {
         // f32 on an AVX2 CPU: gradients, bias gradients and norms straight from the input, no
         // patches, summed per group in the kernel.
         let direct = conv_direct::per_example_gradients(a, b, k, stride, padding, bias, group as usize)?;
-        sums.push(ParamSum::ConvGradients {
-            g: direct.grads,
-            shape: weight_shape.to_vec(),
-        });
+        sums.push(ParamSum::ConvGradients { g: direct.grads, shape: weight_shape.to_vec() });
         if let Some(gb) = direct.bias {
             sums.push(ParamSum::PerExample(gb));
         }
@@ -166,21 +136,15 @@ pub(crate) fn prepare(
         while start < batch {
             let n = rows.min(batch - start);
             let cols = patches_channels_last(&nhwc.f_narrow(0, start, n)?, k, stride)?; // (n, L, D)
-            // G_i^T = A_i^T B_i^T, (D, O) as the direct route lays it out.
-            let _slice_of_g = cols.f_transpose(1, 2)?.f_bmm_out(
-                &g.f_narrow(0, start, n)?,
-                &bm.f_narrow(0, start, n)?.f_transpose(1, 2)?,
-            )?;
+                                                                                        // G_i^T = A_i^T B_i^T, (D, O) as the direct route lays it out.
+            let _slice_of_g = cols
+                .f_transpose(1, 2)?
+                .f_bmm_out(&g.f_narrow(0, start, n)?, &bm.f_narrow(0, start, n)?.f_transpose(1, 2)?)?;
             start += n;
         }
         // |G_i|^2 by a reduction, without a squared copy of G.
-        let sq = g
-            .f_norm_scalaropt_dim(2, [1i64, 2].as_slice(), false)?
-            .f_square()?;
-        sums.push(ParamSum::ConvGradients {
-            g,
-            shape: weight_shape.to_vec(),
-        });
+        let sq = g.f_norm_scalaropt_dim(2, [1i64, 2].as_slice(), false)?.f_square()?;
+        sums.push(ParamSum::ConvGradients { g, shape: weight_shape.to_vec() });
         sq
     };
     if bias {
@@ -201,22 +165,11 @@ mod tests {
         for (kernel, stride, padding) in [(8, 2, 3), (4, 2, 0), (3, 1, 1), (1, 1, 0), (2, 3, 2)] {
             let a = crate::torch_rng::seeded(kernel, || Tensor::rand([3, 2, 9, 9], (Kind::Double, Device::Cpu)));
             let ours = patches(&a, kernel, stride, padding).unwrap();
-            let columns = a.im2col(
-                [kernel, kernel],
-                [1, 1],
-                [padding, padding],
-                [stride, stride],
-            ); // (B, C k k, L), rows ordered (c, kh, kw)
+            let columns = a.im2col([kernel, kernel], [1, 1], [padding, padding], [stride, stride]); // (B, C k k, L), rows ordered (c, kh, kw)
             let l = columns.size()[2];
-            let theirs = columns
-                .reshape([3, 2, kernel, kernel, l])
-                .permute([0, 4, 2, 3, 1])
-                .reshape([3, l, -1]);
+            let theirs = columns.reshape([3, 2, kernel, kernel, l]).permute([0, 4, 2, 3, 1]).reshape([3, l, -1]);
             assert_eq!(ours.size(), theirs.size());
-            assert!(
-                ours.equal(&theirs),
-                "kernel {kernel} stride {stride} padding {padding}"
-            );
+            assert!(ours.equal(&theirs), "kernel {kernel} stride {stride} padding {padding}");
         }
     }
 

@@ -95,8 +95,7 @@ impl Outputs {
         Share {
             grads: std::slice::from_raw_parts_mut(self.grads.add(range.start * g_len), n * g_len),
             squares: std::slice::from_raw_parts_mut(self.squares.add(range.start), n),
-            bias: (!self.bias.is_null())
-                .then(|| std::slice::from_raw_parts_mut(self.bias.add(range.start * o), n * o)),
+            bias: (!self.bias.is_null()).then(|| std::slice::from_raw_parts_mut(self.bias.add(range.start * o), n * o)),
         }
     }
 }
@@ -190,9 +189,8 @@ pub(crate) fn per_example_gradients(
     });
     // The backprop must be exactly the convolution's output: every read then stays inside the
     // padded input, and no position is left out.
-    let fits = geometry.is_some_and(|g| {
-        g.k <= g.hp.min(g.wp) && g.ho == (g.hp - g.k) / g.s + 1 && g.wo == (g.wp - g.k) / g.s + 1
-    });
+    let fits = geometry
+        .is_some_and(|g| g.k <= g.hp.min(g.wp) && g.ho == (g.hp - g.k) / g.s + 1 && g.wo == (g.wp - g.k) / g.s + 1);
     let g = match geometry {
         Some(g) if fits && available(a, b, kernel) => g,
         _ => {
@@ -229,29 +227,17 @@ pub(crate) fn per_example_gradients(
     let out = Outputs {
         grads: grads.data_ptr() as *mut f32,
         squares: squares.data_ptr() as *mut f32,
-        bias: bias_grads
-            .as_ref()
-            .map_or(std::ptr::null_mut(), |t| t.data_ptr() as *mut f32),
+        bias: bias_grads.as_ref().map_or(std::ptr::null_mut(), |t| t.data_ptr() as *mut f32),
     };
     let work = |range: Range<usize>| {
         // SAFETY: `parallel_for` gives each thread a disjoint range of groups; the buffers
         // outlive the call.
         let share = unsafe { out.slices(&range, g_len, g.o) };
         let rows = range.start * group..range.end * group;
-        examples(
-            g,
-            group,
-            &xv[rows.start * x_len..rows.end * x_len],
-            &bv[rows.start * b_len..rows.end * b_len],
-            share,
-        );
+        examples(g, group, &xv[rows.start * x_len..rows.end * x_len], &bv[rows.start * b_len..rows.end * b_len], share);
     };
     intra_op::parallel_for(groups, tch::get_num_threads().max(1) as usize, &work);
-    Ok(DirectGradients {
-        grads,
-        bias: bias_grads,
-        squares,
-    })
+    Ok(DirectGradients { grads, bias: bias_grads, squares })
 }
 
 /// Groups of `group` examples one after another: `x` (n k, H, W, C), `b` (n k, L, O) into `out`
@@ -261,12 +247,9 @@ fn examples(g: Geometry, group: usize, x: &[f32], b: &[f32], out: Share<'_>) {
     let (x_len, b_len, g_len) = (g.h * g.w * g.c, g.l() * g.o, g.d() * g.o);
     // One padded example per group member: a zero border written once, the interior overwritten
     // per example.
-    let mut padded: Vec<Vec<f32>> = (0..group).map(|_| if g.p > 0 { vec![0.0f32; g.hp * g.wp * g.c] } else { Vec::new() }).collect();
-    let Share {
-        grads,
-        squares,
-        mut bias,
-    } = out;
+    let mut padded: Vec<Vec<f32>> =
+        (0..group).map(|_| if g.p > 0 { vec![0.0f32; g.hp * g.wp * g.c] } else { Vec::new() }).collect();
+    let Share { grads, squares, mut bias } = out;
     for (i, sq) in squares.iter_mut().enumerate() {
         let rows = i * group..(i + 1) * group;
         let mut xs: Vec<&[f32]> = Vec::with_capacity(group);
@@ -285,7 +268,11 @@ fn examples(g: Geometry, group: usize, x: &[f32], b: &[f32], out: Share<'_>) {
         }
         let bs: Vec<&[f32]> = rows.clone().map(|r| &b[r * b_len..(r + 1) * b_len]).collect();
         let gi = &mut grads[i * g_len..(i + 1) * g_len];
-        debug_assert!(xs.iter().all(|xi| xi.len() == g.hp * g.wp * g.c) && bs.iter().all(|bi| bi.len() == g.l() * g.o) && gi.len() == g.d() * g.o);
+        debug_assert!(
+            xs.iter().all(|xi| xi.len() == g.hp * g.wp * g.c)
+                && bs.iter().all(|bi| bi.len() == g.l() * g.o)
+                && gi.len() == g.d() * g.o
+        );
         // SAFETY: `kernel_for` picked a kernel whose CPU features are present and whose shape
         // conditions hold for `g`; the slices have the lengths it reads and writes, and `g` was
         // checked by `per_example_gradients` (the backprop is exactly the convolution's output).
@@ -378,7 +365,14 @@ mod avx2 {
     /// The group's tile at input offset `x_offset` and output `o0` (16 outputs if `wide`, else
     /// 8): the first member's, then each further member's added.
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn group_tile(g: Geometry, xs: &[&[f32]], bs: &[&[f32]], x_offset: usize, o0: usize, wide: bool) -> [[__m256; 2]; D_TILE] {
+    unsafe fn group_tile(
+        g: Geometry,
+        xs: &[&[f32]],
+        bs: &[&[f32]],
+        x_offset: usize,
+        o0: usize,
+        wide: bool,
+    ) -> [[__m256; 2]; D_TILE] {
         let mut acc = [[_mm256_setzero_ps(); 2]; D_TILE];
         for (m, (x, b)) in xs.iter().zip(bs).enumerate() {
             let (x, b) = (x.as_ptr().add(x_offset), b.as_ptr().add(o0));
@@ -398,8 +392,10 @@ mod avx2 {
     /// `sum_{y, x} b[y, x, 0..16] x[s y, s x, 0..4]` over the output positions, as 4 columns of 16.
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile16(g: Geometry, x: *const f32, b: *const f32) -> [[__m256; 2]; D_TILE] {
-        let (mut a0, mut a1, mut a2, mut a3) = (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
-        let (mut a4, mut a5, mut a6, mut a7) = (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut a0, mut a1, mut a2, mut a3) =
+            (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut a4, mut a5, mut a6, mut a7) =
+            (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
         let (row, step) = (g.wp * g.c, g.s * g.c);
         for y in 0..g.ho {
             let mut xp = x.add(g.s * y * row);
@@ -429,7 +425,8 @@ mod avx2 {
     /// As [`tile16`] for 8 outputs (the upper 8 of each column are zero).
     #[target_feature(enable = "avx2,fma")]
     unsafe fn tile8(g: Geometry, x: *const f32, b: *const f32) -> [[__m256; 2]; D_TILE] {
-        let (mut a0, mut a1, mut a2, mut a3) = (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
+        let (mut a0, mut a1, mut a2, mut a3) =
+            (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
         let (row, step) = (g.wp * g.c, g.s * g.c);
         for y in 0..g.ho {
             let mut xp = x.add(g.s * y * row);
@@ -548,14 +545,21 @@ mod tests {
             let ho = (h + 2 * p - k) / s + 1;
             // Seeded under the generator's lock: other tests of this process draw meanwhile.
             let (a, mut b) = crate::torch_rng::seeded(batch, || {
-                (Tensor::randn([batch, c, h, h], (Kind::Float, Device::Cpu)), Tensor::randn([batch, o, ho, ho], (Kind::Float, Device::Cpu)))
+                (
+                    Tensor::randn([batch, c, h, h], (Kind::Float, Device::Cpu)),
+                    Tensor::randn([batch, o, ho, ho], (Kind::Float, Device::Cpu)),
+                )
             });
             if o == 32 {
                 b = b.contiguous().permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]);
             }
             assert!(available(&a, &b, k), "case {batch} {c} {h} {o} {k} {s} {p}");
             // The input channels-last in one case, as after channels-last pooling.
-            let a_in = if c == 16 { a.contiguous().permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2]) } else { a.shallow_clone() };
+            let a_in = if c == 16 {
+                a.contiguous().permute([0, 2, 3, 1]).contiguous().permute([0, 3, 1, 2])
+            } else {
+                a.shallow_clone()
+            };
             let got = per_example_gradients(&a_in, &b, k, s, p, true, 1).unwrap();
             let want = reference(&a, &b, k, s, p);
             let diff = (got.grads.transpose(1, 2).to_kind(Kind::Double) - &want).abs().max().double_value(&[]);
@@ -566,9 +570,7 @@ mod tests {
             assert!(bias.allclose(&want_bias, 1e-5, 1e-4, false), "case {batch} {c} {h} {o} {k} {s} {p}: bias");
             let want_sq = want.square().sum_dim_intlist([1i64, 2].as_slice(), false, None)
                 + want_bias.square().sum_dim_intlist(1, false, None);
-            let rel = ((got.squares.to_kind(Kind::Double) - &want_sq).abs() / &want_sq)
-                .max()
-                .double_value(&[]);
+            let rel = ((got.squares.to_kind(Kind::Double) - &want_sq).abs() / &want_sq).max().double_value(&[]);
             assert!(rel <= 1e-5, "case {batch} {c} {h} {o} {k} {s} {p}: squares off by {rel}");
         }
     }
@@ -581,10 +583,15 @@ mod tests {
         }
         // The GAN discriminator's second layer (16 -> 32 here, AVX-512 tiles where present), an
         // 8-wide last tile (AVX2), groups of 2 and 3.
-        for (batch, c, h, o, k, s, p, group) in [(6, 16, 14, 32, 4, 2, 1, 2), (6, 2, 9, 24, 2, 1, 0, 3), (4, 1, 28, 16, 4, 2, 1, 2)] {
+        for (batch, c, h, o, k, s, p, group) in
+            [(6, 16, 14, 32, 4, 2, 1, 2), (6, 2, 9, 24, 2, 1, 0, 3), (4, 1, 28, 16, 4, 2, 1, 2)]
+        {
             let ho = (h + 2 * p - k) / s + 1;
             let (a, b) = crate::torch_rng::seeded(batch + group, || {
-                (Tensor::randn([batch, c, h, h], (Kind::Float, Device::Cpu)), Tensor::randn([batch, o, ho, ho], (Kind::Float, Device::Cpu)))
+                (
+                    Tensor::randn([batch, c, h, h], (Kind::Float, Device::Cpu)),
+                    Tensor::randn([batch, o, ho, ho], (Kind::Float, Device::Cpu)),
+                )
             });
             let got = per_example_gradients(&a, &b, k, s, p, true, group as usize).unwrap();
             let groups = batch / group;
@@ -593,10 +600,15 @@ mod tests {
             let diff = (got.grads.transpose(1, 2).to_kind(Kind::Double) - &want).abs().max().double_value(&[]);
             let scale = want.abs().max().double_value(&[]);
             assert!(diff <= 1e-5 * scale, "case {batch} {c} {h} {o} {k} {s} {p} / {group}: {diff} vs {scale}");
-            let want_bias = b.to_kind(Kind::Double).sum_dim_intlist([2i64, 3].as_slice(), false, None).reshape([groups, group, o]).sum_dim_intlist(1, false, None);
+            let want_bias = b
+                .to_kind(Kind::Double)
+                .sum_dim_intlist([2i64, 3].as_slice(), false, None)
+                .reshape([groups, group, o])
+                .sum_dim_intlist(1, false, None);
             let bias = got.bias.expect("bias asked for").to_kind(Kind::Double);
             assert!(bias.allclose(&want_bias, 1e-5, 1e-4, false), "case {batch} / {group}: bias");
-            let want_sq = want.square().sum_dim_intlist([1i64, 2].as_slice(), false, None) + want_bias.square().sum_dim_intlist(1, false, None);
+            let want_sq = want.square().sum_dim_intlist([1i64, 2].as_slice(), false, None)
+                + want_bias.square().sum_dim_intlist(1, false, None);
             let rel = ((got.squares.to_kind(Kind::Double) - &want_sq).abs() / &want_sq).max().double_value(&[]);
             assert!(rel <= 1e-5, "case {batch} / {group}: squares off by {rel}");
         }

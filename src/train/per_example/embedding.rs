@@ -6,29 +6,13 @@ use super::ParamSum;
 use crate::error::Result;
 use tch::Tensor;
 
-pub(crate) fn prepare(
-    idx: &Tensor,
-    b: &Tensor,
-    vocabulary: i64,
-) -> Result<(Tensor, Vec<ParamSum>)> {
+pub(crate) fn prepare(idx: &Tensor, b: &Tensor, vocabulary: i64) -> Result<(Tensor, Vec<ParamSum>)> {
     let batch = idx.size()[0];
     let d = *b.size().last().unwrap_or(&1);
     let idx2 = idx.f_reshape([batch, -1])?;
     let b3 = b.f_reshape([batch, -1, d])?;
-    let same = idx2
-        .f_unsqueeze(2)?
-        .f_eq_tensor(&idx2.f_unsqueeze(1)?)?
-        .f_to_kind(b3.f_kind()?)?;
+    let same = idx2.f_unsqueeze(2)?.f_eq_tensor(&idx2.f_unsqueeze(1)?)?.f_to_kind(b3.f_kind()?)?;
     let gb = b3.f_bmm(&b3.f_transpose(1, 2)?)?;
-    let sq = same
-        .f_mul(&gb)?
-        .f_sum_dim_intlist([1i64, 2].as_slice(), false, None)?;
-    Ok((
-        sq,
-        vec![ParamSum::Embedding {
-            idx: idx2,
-            b: b3,
-            vocabulary,
-        }],
-    ))
+    let sq = same.f_mul(&gb)?.f_sum_dim_intlist([1i64, 2].as_slice(), false, None)?;
+    Ok((sq, vec![ParamSum::Embedding { idx: idx2, b: b3, vocabulary }]))
 }

@@ -34,7 +34,10 @@ fn group(sum: &ParamSum, k: i64, groups: i64) -> Result<ParamSum> {
         }
         ParamSum::ConvGradients { g, shape } => {
             let (d, o) = (g.size()[1], g.size()[2]);
-            ParamSum::ConvGradients { g: g.f_reshape([groups, k, d, o])?.f_sum_dim_intlist(1, false, None)?, shape: shape.clone() }
+            ParamSum::ConvGradients {
+                g: g.f_reshape([groups, k, d, o])?.f_sum_dim_intlist(1, false, None)?,
+                shape: shape.clone(),
+            }
         }
         ParamSum::Rows { a, b } => {
             let p = b.size()[2];
@@ -51,7 +54,11 @@ fn group(sum: &ParamSum, k: i64, groups: i64) -> Result<ParamSum> {
         }
         ParamSum::Embedding { idx, b, vocabulary } => {
             let d = b.size()[2];
-            ParamSum::Embedding { idx: idx.f_reshape([groups, -1])?, b: b.f_reshape([groups, -1, d])?, vocabulary: *vocabulary }
+            ParamSum::Embedding {
+                idx: idx.f_reshape([groups, -1])?,
+                b: b.f_reshape([groups, -1, d])?,
+                vocabulary: *vocabulary,
+            }
         }
     })
 }
@@ -66,7 +73,9 @@ fn square_norms(sum: &ParamSum, method: NormMethod) -> Result<Tensor> {
         Ok(match method {
             NormMethod::Ghost => true,
             NormMethod::Materialise => false,
-            NormMethod::Auto => conv::prefer_ghost(batch, positions, outputs, inputs, t.f_kind()?.elt_size_in_bytes() as i64),
+            NormMethod::Auto => {
+                conv::prefer_ghost(batch, positions, outputs, inputs, t.f_kind()?.elt_size_in_bytes() as i64)
+            }
         })
     };
     match sum {
@@ -98,7 +107,13 @@ fn square_norms(sum: &ParamSum, method: NormMethod) -> Result<Tensor> {
     }
 }
 
-fn prepare_grouped(model: &Sequential, inputs: &Tensor, labels: &Tensor, group_size: i64, method: NormMethod) -> Result<(Tensor, Vec<ParamSum>, f64, Tensor)> {
+fn prepare_grouped(
+    model: &Sequential,
+    inputs: &Tensor,
+    labels: &Tensor,
+    group_size: i64,
+    method: NormMethod,
+) -> Result<(Tensor, Vec<ParamSum>, f64, Tensor)> {
     let rows = *inputs.size().first().unwrap_or(&0);
     if group_size < 1 {
         return Err(Error::invalid("group size", group_size, "must be at least 1"));
@@ -148,7 +163,13 @@ pub(super) fn regroup(sums: Vec<ParamSum>, rows: i64, k: i64, method: NormMethod
 /// # Errors
 /// As [`super::clip_and_sum`], and [`Error::InvalidParameter`] for a group size below 1 or a
 /// batch that is not a multiple of it.
-pub fn clip_and_sum_grouped(model: &Sequential, inputs: &Tensor, labels: &Tensor, group_size: i64, config: &ClipConfig) -> Result<ClippedBatch> {
+pub fn clip_and_sum_grouped(
+    model: &Sequential,
+    inputs: &Tensor,
+    labels: &Tensor,
+    group_size: i64,
+    config: &ClipConfig,
+) -> Result<ClippedBatch> {
     if !(config.max_norm.is_finite() && config.max_norm > 0.0) {
         return Err(Error::invalid("clipping norm C", config.max_norm, "must be finite and positive"));
     }
@@ -156,7 +177,8 @@ pub fn clip_and_sum_grouped(model: &Sequential, inputs: &Tensor, labels: &Tensor
     let _guard = tch::no_grad_guard();
     let norms = sq.f_clamp_min(0.0)?.f_sqrt()?;
     check_finite(&norms, "per-group gradient norms")?;
-    let clip_factors = norms.f_add_scalar(CLIP_STABILITY)?.f_reciprocal()?.f_mul_scalar(config.max_norm)?.f_clamp_max(1.0)?;
+    let clip_factors =
+        norms.f_add_scalar(CLIP_STABILITY)?.f_reciprocal()?.f_mul_scalar(config.max_norm)?.f_clamp_max(1.0)?;
     let clipped_sum = sums.iter().map(|s| s.clipped_sum(&clip_factors)).collect::<Result<Vec<_>>>()?;
     Ok(ClippedBatch { norms, clip_factors, clipped_sum, loss_sum, losses })
 }
@@ -165,7 +187,12 @@ pub fn clip_and_sum_grouped(model: &Sequential, inputs: &Tensor, labels: &Tensor
 ///
 /// # Errors
 /// As [`clip_and_sum_grouped`].
-pub fn per_group_gradients(model: &Sequential, inputs: &Tensor, labels: &Tensor, group_size: i64) -> Result<(Vec<Tensor>, f64)> {
+pub fn per_group_gradients(
+    model: &Sequential,
+    inputs: &Tensor,
+    labels: &Tensor,
+    group_size: i64,
+) -> Result<(Vec<Tensor>, f64)> {
     let (_, sums, loss_sum, _) = prepare_grouped(model, inputs, labels, group_size, NormMethod::Ghost)?;
     let _guard = tch::no_grad_guard();
     Ok((sums.iter().map(ParamSum::per_example).collect::<Result<Vec<_>>>()?, loss_sum))

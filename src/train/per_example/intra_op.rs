@@ -31,11 +31,7 @@ fn openmp() -> Option<OpenMp> {
             let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
             (!p.is_null()).then_some(p)
         };
-        let (p, t, n) = (
-            find(c"GOMP_parallel")?,
-            find(c"omp_get_thread_num")?,
-            find(c"omp_get_num_threads")?,
-        );
+        let (p, t, n) = (find(c"GOMP_parallel")?, find(c"omp_get_thread_num")?, find(c"omp_get_num_threads")?);
         // SAFETY: these are libgomp's exported functions, whose C signatures are the ones given
         // (`void GOMP_parallel(void (*)(void *), void *, unsigned, unsigned)`, `int omp_...(void)`).
         unsafe {

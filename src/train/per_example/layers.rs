@@ -115,30 +115,15 @@ impl LayerSpec {
             if v > 0 {
                 Ok(())
             } else {
-                Err(Error::invalid(
-                    name,
-                    v,
-                    format!("must be positive (layer {index}: {self:?})"),
-                ))
+                Err(Error::invalid(name, v, format!("must be positive (layer {index}: {self:?})")))
             }
         };
         match self {
-            LayerSpec::Linear {
-                in_features,
-                out_features,
-                ..
-            } => {
+            LayerSpec::Linear { in_features, out_features, .. } => {
                 positive("linear in_features", *in_features)?;
                 positive("linear out_features", *out_features)
             }
-            LayerSpec::Conv2d {
-                in_channels,
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                ..
-            } => {
+            LayerSpec::Conv2d { in_channels, out_channels, kernel, stride, padding, .. } => {
                 positive("conv in_channels", *in_channels)?;
                 positive("conv out_channels", *out_channels)?;
                 positive("conv kernel", *kernel)?;
@@ -162,28 +147,20 @@ impl LayerSpec {
             }
             LayerSpec::LayerNorm { shape } => {
                 if shape.is_empty() {
-                    return Err(Error::invalid(
-                        "layer norm shape",
-                        "[]",
-                        "must name at least one dimension",
-                    ));
+                    return Err(Error::invalid("layer norm shape", "[]", "must name at least one dimension"));
                 }
-                shape
-                    .iter()
-                    .try_for_each(|&d| positive("layer norm shape", d))
+                shape.iter().try_for_each(|&d| positive("layer norm shape", d))
             }
             LayerSpec::Embedding { vocabulary, dim } => {
                 if index != 0 {
-                    return Err(Error::invalid(
-                        "embedding position",
-                        index,
-                        "an embedding must be the first layer",
-                    ));
+                    return Err(Error::invalid("embedding position", index, "an embedding must be the first layer"));
                 }
                 positive("embedding vocabulary", *vocabulary)?;
                 positive("embedding dim", *dim)
             }
-            LayerSpec::BatchNorm2d { channels } | LayerSpec::PublicBatchNorm2d { channels } => positive("batch norm channels", *channels),
+            LayerSpec::BatchNorm2d { channels } | LayerSpec::PublicBatchNorm2d { channels } => {
+                positive("batch norm channels", *channels)
+            }
             LayerSpec::MaxPool2d { kernel, stride } | LayerSpec::AvgPool2d { kernel, stride } => {
                 positive("pool kernel", *kernel)?;
                 positive("pool stride", *stride)
@@ -223,10 +200,7 @@ pub struct Sequential {
 }
 
 fn uniform(bound: f64) -> nn::Init {
-    nn::Init::Uniform {
-        lo: -bound,
-        up: bound,
-    }
+    nn::Init::Uniform { lo: -bound, up: bound }
 }
 
 impl Sequential {
@@ -240,11 +214,7 @@ impl Sequential {
     /// [`Error::Torch`] if libtorch fails to allocate.
     pub fn new(path: &nn::Path, specs: &[LayerSpec]) -> Result<Self> {
         if specs.is_empty() {
-            return Err(Error::invalid(
-                "layers",
-                0,
-                "a network needs at least one layer",
-            ));
+            return Err(Error::invalid("layers", 0, "a network needs at least one layer"));
         }
         let mut layers = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
@@ -257,45 +227,24 @@ impl Sequential {
                 params.push(t);
             };
             match spec {
-                LayerSpec::Linear {
-                    in_features,
-                    out_features,
-                    bias,
-                } => {
+                LayerSpec::Linear { in_features, out_features, bias } => {
                     let bound = 1.0 / (*in_features as f64).sqrt();
-                    add(
-                        "weight",
-                        p.f_var("weight", &[*out_features, *in_features], uniform(bound))?,
-                    );
+                    add("weight", p.f_var("weight", &[*out_features, *in_features], uniform(bound))?);
                     if *bias {
                         add("bias", p.f_var("bias", &[*out_features], uniform(bound))?);
                     }
                 }
-                LayerSpec::Conv2d {
-                    in_channels,
-                    out_channels,
-                    kernel,
-                    bias,
-                    ..
-                } => {
+                LayerSpec::Conv2d { in_channels, out_channels, kernel, bias, .. } => {
                     let bound = 1.0 / ((in_channels * kernel * kernel) as f64).sqrt();
-                    add(
-                        "weight",
-                        p.f_var(
-                            "weight",
-                            &[*out_channels, *in_channels, *kernel, *kernel],
-                            uniform(bound),
-                        )?,
-                    );
+                    add("weight", p.f_var("weight", &[*out_channels, *in_channels, *kernel, *kernel], uniform(bound))?);
                     if *bias {
                         add("bias", p.f_var("bias", &[*out_channels], uniform(bound))?);
                     }
                 }
-                LayerSpec::GroupNorm { channels, .. } | LayerSpec::BatchNorm2d { channels } | LayerSpec::PublicBatchNorm2d { channels } => {
-                    add(
-                        "weight",
-                        p.f_var("weight", &[*channels], nn::Init::Const(1.0))?,
-                    );
+                LayerSpec::GroupNorm { channels, .. }
+                | LayerSpec::BatchNorm2d { channels }
+                | LayerSpec::PublicBatchNorm2d { channels } => {
+                    add("weight", p.f_var("weight", &[*channels], nn::Init::Const(1.0))?);
                     add("bias", p.f_var("bias", &[*channels], nn::Init::Const(0.0))?);
                 }
                 LayerSpec::LayerNorm { shape } => {
@@ -303,26 +252,11 @@ impl Sequential {
                     add("bias", p.f_var("bias", shape, nn::Init::Const(0.0))?);
                 }
                 LayerSpec::Embedding { vocabulary, dim } => {
-                    add(
-                        "weight",
-                        p.f_var(
-                            "weight",
-                            &[*vocabulary, *dim],
-                            nn::Init::Randn {
-                                mean: 0.0,
-                                stdev: 1.0,
-                            },
-                        )?,
-                    );
+                    add("weight", p.f_var("weight", &[*vocabulary, *dim], nn::Init::Randn { mean: 0.0, stdev: 1.0 })?);
                 }
                 _ => {}
             }
-            layers.push(Layer {
-                spec: spec.clone(),
-                params,
-                names,
-                public_stats: std::sync::Mutex::new(None),
-            });
+            layers.push(Layer { spec: spec.clone(), params, names, public_stats: std::sync::Mutex::new(None) });
         }
         Ok(Sequential { layers })
     }
@@ -337,12 +271,7 @@ impl Sequential {
     pub fn parameters(&self) -> Vec<(String, Tensor)> {
         self.layers
             .iter()
-            .flat_map(|l| {
-                l.names
-                    .iter()
-                    .cloned()
-                    .zip(l.params.iter().map(Tensor::shallow_clone))
-            })
+            .flat_map(|l| l.names.iter().cloned().zip(l.params.iter().map(Tensor::shallow_clone)))
             .collect()
     }
 
@@ -382,7 +311,11 @@ impl Sequential {
     /// [`Error::Torch`] on shape mismatches; [`Error::InvalidParameter`] for an empty batch.
     pub fn set_public_batch(&self, x: &Tensor) -> Result<()> {
         if x.size().first().copied().unwrap_or(0) < 2 {
-            return Err(Error::invalid("public batch", x.size().first().copied().unwrap_or(0), "needs at least 2 examples"));
+            return Err(Error::invalid(
+                "public batch",
+                x.size().first().copied().unwrap_or(0),
+                "needs at least 2 examples",
+            ));
         }
         let _guard = tch::no_grad_guard();
         // Clear every layer first, then fill them in order (a layer's statistics depend on the
@@ -395,7 +328,8 @@ impl Sequential {
             if let LayerSpec::PublicBatchNorm2d { .. } = l.spec {
                 let mean = h.f_mean_dim(&[0i64, 2, 3][..], true, None::<Kind>)?;
                 let var = h.f_sub(&mean)?.f_square()?.f_mean_dim(&[0i64, 2, 3][..], true, None::<Kind>)?;
-                *l.public_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((mean.f_detach()?, var.f_detach()?));
+                *l.public_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                    Some((mean.f_detach()?, var.f_detach()?));
             }
             h = self.forward_layer(i, &h)?;
         }
@@ -410,7 +344,13 @@ impl Sequential {
                 spec: l.spec.clone(),
                 params: l.params.iter().map(Tensor::shallow_clone).collect(),
                 names: l.names.clone(),
-                public_stats: std::sync::Mutex::new(l.public_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|(m, v)| (m.shallow_clone(), v.shallow_clone()))),
+                public_stats: std::sync::Mutex::new(
+                    l.public_stats
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .as_ref()
+                        .map(|(m, v)| (m.shallow_clone(), v.shallow_clone())),
+                ),
             }],
         };
         Ok(view.forward_impl(h, false)?.0)
@@ -431,25 +371,14 @@ impl Sequential {
         for (i, l) in self.layers.iter().enumerate() {
             let w = l.params.first();
             let bias = l.params.get(1);
-            let weight = || {
-                w.ok_or_else(|| Error::invalid("layer", i, "has no weight (internal invariant)"))
-            };
+            let weight = || w.ok_or_else(|| Error::invalid("layer", i, "has no weight (internal invariant)"));
             let (a, z) = match &l.spec {
                 LayerSpec::Linear { .. } => {
                     let z = h.f_linear(weight()?, bias)?;
                     (h, z)
                 }
-                LayerSpec::Conv2d {
-                    stride, padding, ..
-                } => {
-                    let z = h.f_conv2d(
-                        weight()?,
-                        bias,
-                        [*stride, *stride],
-                        [*padding, *padding],
-                        [1, 1],
-                        1,
-                    )?;
+                LayerSpec::Conv2d { stride, padding, .. } => {
+                    let z = h.f_conv2d(weight()?, bias, [*stride, *stride], [*padding, *padding], [1, 1], 1)?;
                     (h, z)
                 }
                 LayerSpec::GroupNorm { groups, .. } => {
@@ -458,8 +387,7 @@ impl Sequential {
                     (xhat, z)
                 }
                 LayerSpec::LayerNorm { shape } => {
-                    let xhat =
-                        h.f_layer_norm::<Tensor>(shape.as_slice(), None, None, NORM_EPS, true)?;
+                    let xhat = h.f_layer_norm::<Tensor>(shape.as_slice(), None, None, NORM_EPS, true)?;
                     let z = xhat.f_mul(&l.params[0])?.f_add(&l.params[1])?;
                     (xhat, z)
                 }
@@ -470,23 +398,19 @@ impl Sequential {
                 LayerSpec::PublicBatchNorm2d { .. } => {
                     let stats = l.public_stats.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                     let (mean, var) = stats.as_ref().ok_or_else(|| {
-                        Error::invalid("public batch norm", i, "has no public statistics; call Sequential::set_public_batch first")
+                        Error::invalid(
+                            "public batch norm",
+                            i,
+                            "has no public statistics; call Sequential::set_public_batch first",
+                        )
                     })?;
                     let xhat = h.f_sub(mean)?.f_div(&var.f_add_scalar(NORM_EPS)?.f_sqrt()?)?;
                     let z = affine_channels(&xhat, &l.params[0], &l.params[1])?;
                     (xhat, z)
                 }
                 LayerSpec::BatchNorm2d { .. } => {
-                    let z = h.f_batch_norm(
-                        Some(&l.params[0]),
-                        Some(&l.params[1]),
-                        None,
-                        None,
-                        true,
-                        0.1,
-                        NORM_EPS,
-                        true,
-                    )?;
+                    let z =
+                        h.f_batch_norm(Some(&l.params[0]), Some(&l.params[1]), None, None, true, 0.1, NORM_EPS, true)?;
                     (h, z)
                 }
                 LayerSpec::Tanh => {
@@ -512,14 +436,7 @@ impl Sequential {
                     continue;
                 }
                 LayerSpec::AvgPool2d { kernel, stride } => {
-                    h = h.f_avg_pool2d(
-                        [*kernel, *kernel],
-                        [*stride, *stride],
-                        [0, 0],
-                        false,
-                        true,
-                        None,
-                    )?;
+                    h = h.f_avg_pool2d([*kernel, *kernel], [*stride, *stride], [0, 0], false, true, None)?;
                     continue;
                 }
                 LayerSpec::Flatten => {
@@ -528,11 +445,7 @@ impl Sequential {
                 }
             };
             if record {
-                records.push(Record {
-                    layer: i,
-                    a: a.f_detach()?,
-                    z: z.shallow_clone(),
-                });
+                records.push(Record { layer: i, a: a.f_detach()?, z: z.shallow_clone() });
             }
             h = z;
         }
@@ -550,24 +463,17 @@ fn channels_last_on_cpu(x: &Tensor) -> Result<Tensor> {
     if x.dim() != 4 || x.device() != tch::Device::Cpu {
         return Ok(x.shallow_clone());
     }
-    Ok(x.f_permute([0, 2, 3, 1])?
-        .f_contiguous()?
-        .f_permute([0, 3, 1, 2])?)
+    Ok(x.f_permute([0, 2, 3, 1])?.f_contiguous()?.f_permute([0, 3, 1, 2])?)
 }
 
 /// `x * w[c] + b[c]` along dimension 1 of a (B, C, ...) tensor.
 fn affine_channels(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
     let mut shape = vec![1i64; x.dim()];
     if x.dim() < 2 {
-        return Err(Error::invalid(
-            "group norm input",
-            format!("{:?}", x.size()),
-            "must be (B, C, ...)",
-        ));
+        return Err(Error::invalid("group norm input", format!("{:?}", x.size()), "must be (B, C, ...)"));
     }
     shape[1] = -1;
-    Ok(x.f_mul(&w.f_reshape(shape.as_slice())?)?
-        .f_add(&b.f_reshape(shape.as_slice())?)?)
+    Ok(x.f_mul(&w.f_reshape(shape.as_slice())?)?.f_add(&b.f_reshape(shape.as_slice())?)?)
 }
 
 /// The per-example cross-entropy losses (B,) of `logits` (B, K) against integer `labels` (B,).
@@ -578,11 +484,7 @@ fn affine_channels(x: &Tensor, w: &Tensor, b: &Tensor) -> Result<Tensor> {
 pub fn per_example_cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     let ls = logits.size();
     if ls.len() != 2 {
-        return Err(Error::invalid(
-            "network output",
-            format!("{ls:?}"),
-            "must be (batch, classes) logits",
-        ));
+        return Err(Error::invalid("network output", format!("{ls:?}"), "must be (batch, classes) logits"));
     }
     if labels.size() != [ls[0]] {
         return Err(Error::invalid(
@@ -592,21 +494,13 @@ pub fn per_example_cross_entropy(logits: &Tensor, labels: &Tensor) -> Result<Ten
         ));
     }
     if labels.f_kind()? != Kind::Int64 {
-        return Err(Error::invalid(
-            "labels",
-            format!("{:?}", labels.f_kind()?),
-            "must be Int64 class indices",
-        ));
+        return Err(Error::invalid("labels", format!("{:?}", labels.f_kind()?), "must be Int64 class indices"));
     }
     if ls[0] > 0 {
         let lo = labels.f_min()?.f_int64_value(&[])?;
         let hi = labels.f_max()?.f_int64_value(&[])?;
         if lo < 0 || hi >= ls[1] {
-            return Err(Error::invalid(
-                "labels",
-                format!("range [{lo}, {hi}]"),
-                format!("must lie in 0..{}", ls[1]),
-            ));
+            return Err(Error::invalid("labels", format!("range [{lo}, {hi}]"), format!("must lie in 0..{}", ls[1])));
         }
     }
     Ok(logits.f_cross_entropy_loss::<Tensor>(labels, None, Reduction::None, -100, 0.0)?)

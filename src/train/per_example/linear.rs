@@ -12,12 +12,7 @@ use super::{NormMethod, ParamSum};
 use crate::error::Result;
 use tch::Tensor;
 
-pub(crate) fn prepare(
-    a: &Tensor,
-    b: &Tensor,
-    bias: bool,
-    norm_method: NormMethod,
-) -> Result<(Tensor, Vec<ParamSum>)> {
+pub(crate) fn prepare(a: &Tensor, b: &Tensor, bias: bool, norm_method: NormMethod) -> Result<(Tensor, Vec<ParamSum>)> {
     let batch = a.size()[0];
     let d = *a.size().last().unwrap_or(&1);
     let p = *b.size().last().unwrap_or(&1);
@@ -26,10 +21,7 @@ pub(crate) fn prepare(
         let na = a.f_square()?.f_sum_dim_intlist(1, false, None)?;
         let nb = b.f_square()?.f_sum_dim_intlist(1, false, None)?;
         let mut sq = na.f_mul(&nb)?;
-        sums.push(ParamSum::Rows {
-            a: a.shallow_clone(),
-            b: b.f_unsqueeze(1)?,
-        });
+        sums.push(ParamSum::Rows { a: a.shallow_clone(), b: b.f_unsqueeze(1)? });
         if bias {
             sq = sq.f_add(&nb)?;
             sums.push(ParamSum::PerExample(b.shallow_clone()));
@@ -42,26 +34,17 @@ pub(crate) fn prepare(
     let ghost = match norm_method {
         NormMethod::Ghost => true,
         NormMethod::Materialise => false,
-        NormMethod::Auto => {
-            super::conv::prefer_ghost(batch, t, p, d, a.f_kind()?.elt_size_in_bytes() as i64)
-        }
+        NormMethod::Auto => super::conv::prefer_ghost(batch, t, p, d, a.f_kind()?.elt_size_in_bytes() as i64),
     };
     let mut sq = if ghost {
         let ga = a3.f_bmm(&a3.f_transpose(1, 2)?)?;
         let gb = b3.f_bmm(&b3.f_transpose(1, 2)?)?;
-        let sq = ga
-            .f_mul(&gb)?
-            .f_sum_dim_intlist([1i64, 2].as_slice(), false, None)?;
-        sums.push(ParamSum::Rows {
-            a: a3.f_reshape([-1, d])?,
-            b: b3.shallow_clone(),
-        });
+        let sq = ga.f_mul(&gb)?.f_sum_dim_intlist([1i64, 2].as_slice(), false, None)?;
+        sums.push(ParamSum::Rows { a: a3.f_reshape([-1, d])?, b: b3.shallow_clone() });
         sq
     } else {
         let g = b3.f_transpose(1, 2)?.f_bmm(&a3)?; // (B, p, d)
-        let sq = g
-            .f_square()?
-            .f_sum_dim_intlist([1i64, 2].as_slice(), false, None)?;
+        let sq = g.f_square()?.f_sum_dim_intlist([1i64, 2].as_slice(), false, None)?;
         sums.push(ParamSum::PerExample(g));
         sq
     };

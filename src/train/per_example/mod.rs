@@ -15,9 +15,9 @@
 //! Everything runs on the device of the model and inputs (CPU or CUDA alike).
 pub mod conv;
 mod conv_direct;
-mod intra_op;
 pub mod embedding;
 pub mod grouped;
+mod intra_op;
 pub mod layers;
 pub mod linear;
 pub mod norm;
@@ -60,10 +60,7 @@ pub struct ClipConfig {
 impl ClipConfig {
     /// Clipping at `max_norm` with [`NormMethod::Auto`].
     pub fn new(max_norm: f64) -> Self {
-        ClipConfig {
-            max_norm,
-            norm_method: NormMethod::Auto,
-        }
+        ClipConfig { max_norm, norm_method: NormMethod::Auto }
     }
 }
 
@@ -105,17 +102,9 @@ pub(crate) enum ParamSum {
     ConvGradients { g: Tensor, shape: Vec<i64> },
     /// A Conv2d weight: `sum_{i,l} c_i b_il cols_il^T` with `cols` (B, L, D) in the patches'
     /// (kh, kw, c) order, `b` (B, O, L).
-    Conv {
-        cols: Tensor,
-        b: Tensor,
-        shape: Vec<i64>,
-    },
+    Conv { cols: Tensor, b: Tensor, shape: Vec<i64> },
     /// An Embedding table (V, d): `index_add` of `c_i b_it` at rows `idx_it`.
-    Embedding {
-        idx: Tensor,
-        b: Tensor,
-        vocabulary: i64,
-    },
+    Embedding { idx: Tensor, b: Tensor, vocabulary: i64 },
 }
 
 impl ParamSum {
@@ -125,9 +114,7 @@ impl ParamSum {
         Ok(match self {
             ParamSum::PerExample(g) => {
                 let shape: Vec<i64> = g.size()[1..].to_vec();
-                c.f_unsqueeze(0)?
-                    .f_mm(&g.f_reshape([batch, -1])?)?
-                    .f_reshape(shape.as_slice())?
+                c.f_unsqueeze(0)?.f_mm(&g.f_reshape([batch, -1])?)?.f_reshape(shape.as_slice())?
             }
             ParamSum::ConvGradients { g, shape } => {
                 let summed = c.f_unsqueeze(0)?.f_mm(&g.f_reshape([batch, -1])?)?; // (1, D O)
@@ -142,10 +129,7 @@ impl ParamSum {
             ParamSum::Conv { cols, b, shape } => {
                 let o = b.size()[1];
                 let d = cols.size()[2];
-                let cb = b
-                    .f_mul(&c.f_reshape([batch, 1, 1])?)?
-                    .f_permute([1, 0, 2])?
-                    .f_reshape([o, -1])?;
+                let cb = b.f_mul(&c.f_reshape([batch, 1, 1])?)?.f_permute([1, 0, 2])?.f_reshape([o, -1])?;
                 conv::to_weight_layout(&cb.f_mm(&cols.f_reshape([-1, d])?)?, &[], shape)?
             }
             ParamSum::Embedding { idx, b, vocabulary } => {
@@ -171,14 +155,11 @@ impl ParamSum {
             ParamSum::ConvGradients { g, shape } => {
                 conv::to_weight_layout(&g.f_transpose(1, 2)?, &[g.size()[0]], shape)?
             }
-            ParamSum::Conv { cols, b, shape } => {
-                conv::to_weight_layout(&b.f_bmm(cols)?, &[b.size()[0]], shape)?
-            }
+            ParamSum::Conv { cols, b, shape } => conv::to_weight_layout(&b.f_bmm(cols)?, &[b.size()[0]], shape)?,
             ParamSum::Embedding { idx, b, vocabulary } => {
                 let (batch, t, d) = (b.size()[0], b.size()[1], b.size()[2]);
                 let index = idx.f_unsqueeze(2)?.f_expand([batch, t, d], false)?;
-                Tensor::f_zeros([batch, *vocabulary, d], (b.f_kind()?, b.device()))?
-                    .f_scatter_add(1, &index, b)?
+                Tensor::f_zeros([batch, *vocabulary, d], (b.f_kind()?, b.device()))?.f_scatter_add(1, &index, b)?
             }
         })
     }
@@ -194,10 +175,7 @@ struct Prepared {
 
 fn check_finite(t: &Tensor, what: &'static str) -> Result<()> {
     if t.f_is_floating_point()? && !bool::try_from(t.f_isfinite()?.f_all()?)? {
-        return Err(Error::numerical(
-            what,
-            "contains NaN or infinity; no update made",
-        ));
+        return Err(Error::numerical(what, "contains NaN or infinity; no update made"));
     }
     Ok(())
 }
@@ -233,11 +211,7 @@ fn prepare(
     let batch = check_batch(inputs, labels)?;
     let (logits, records) = model.forward_impl(inputs, true)?;
     if records.is_empty() {
-        return Err(Error::invalid(
-            "layers",
-            "none trainable",
-            "the network has no parameters to train",
-        ));
+        return Err(Error::invalid("layers", "none trainable", "the network has no parameters to train"));
     }
     let row_losses = per_example_cross_entropy(&logits, labels)?;
     let loss = row_losses.f_sum(None::<Kind>)?;
@@ -245,10 +219,7 @@ fn prepare(
     drop(row_losses);
     let loss_sum = loss.f_double_value(&[])?;
     if !loss_sum.is_finite() {
-        return Err(Error::numerical(
-            "loss",
-            format!("sum over the batch is {loss_sum}; no update made"),
-        ));
+        return Err(Error::numerical("loss", format!("sum over the batch is {loss_sum}; no update made")));
     }
     let zs: Vec<&Tensor> = records.iter().map(|r| &r.z).collect();
     let backprops = Tensor::f_run_backward(&[&loss], &zs, false, false)?;
@@ -269,41 +240,23 @@ fn prepare(
         let per_row = |(sq, s): (Tensor, Vec<ParamSum>)| (sq, s, group_size == 1);
         let (sq, s, grouped) = match &l.spec {
             LayerSpec::Linear { .. } => per_row(linear::prepare(a, b, has_bias, norm_method)?),
-            LayerSpec::Conv2d {
-                stride, padding, ..
-            } => conv::prepare(
-                a,
-                b,
-                &l.params[0].size(),
-                *stride,
-                *padding,
-                has_bias,
-                norm_method,
-                group_size,
-            )?,
+            LayerSpec::Conv2d { stride, padding, .. } => {
+                conv::prepare(a, b, &l.params[0].size(), *stride, *padding, has_bias, norm_method, group_size)?
+            }
             // Public-statistics BatchNorm is, per example, a fixed normalisation followed by a
             // per-channel affine map: GroupNorm's rule applies to its recorded x_hat.
             LayerSpec::GroupNorm { .. } | LayerSpec::PublicBatchNorm2d { .. } => per_row(norm::prepare_group(a, b)?),
             LayerSpec::LayerNorm { shape } => per_row(norm::prepare_layer(a, b, shape.len())?),
             LayerSpec::Embedding { vocabulary, .. } => per_row(embedding::prepare(a, b, *vocabulary)?),
             other => {
-                return Err(Error::invalid(
-                    "layer",
-                    format!("{other:?}"),
-                    "has no per-example gradient rule",
-                ));
+                return Err(Error::invalid("layer", format!("{other:?}"), "has no per-example gradient rule"));
             }
         };
         let (sq, s) = if grouped { (sq, s) } else { grouped::regroup(s, batch, group_size, norm_method)? };
         square_norms = square_norms.f_add(&sq)?;
         sums.extend(s);
     }
-    Ok(Prepared {
-        square_norms,
-        sums,
-        loss_sum,
-        losses,
-    })
+    Ok(Prepared { square_norms, sums, loss_sum, losses })
 }
 
 /// One private step's gradient work: per-example gradient norms, clip factors and the clipped sum
@@ -323,41 +276,19 @@ fn prepare(
 /// - [`Error::Numerical`]: NaN or infinity in the inputs, the loss or the gradient norms (nothing
 ///   is returned, so no update can be made from it).
 /// - [`Error::Torch`]: shape mismatches between the inputs and the network, device mismatches.
-pub fn clip_and_sum(
-    model: &Sequential,
-    inputs: &Tensor,
-    labels: &Tensor,
-    config: &ClipConfig,
-) -> Result<ClippedBatch> {
+pub fn clip_and_sum(model: &Sequential, inputs: &Tensor, labels: &Tensor, config: &ClipConfig) -> Result<ClippedBatch> {
     if !(config.max_norm.is_finite() && config.max_norm > 0.0) {
-        return Err(Error::invalid(
-            "clipping norm C",
-            config.max_norm,
-            "must be finite and positive",
-        ));
+        return Err(Error::invalid("clipping norm C", config.max_norm, "must be finite and positive"));
     }
     let prepared = prepare(model, inputs, labels, config.norm_method, 1)?;
     let _guard = tch::no_grad_guard();
     // Ghost norms are sums of products that can round to a tiny negative number.
     let norms = prepared.square_norms.f_clamp_min(0.0)?.f_sqrt()?;
     check_finite(&norms, "per-example gradient norms")?;
-    let clip_factors = norms
-        .f_add_scalar(CLIP_STABILITY)?
-        .f_reciprocal()?
-        .f_mul_scalar(config.max_norm)?
-        .f_clamp_max(1.0)?;
-    let clipped_sum = prepared
-        .sums
-        .iter()
-        .map(|s| s.clipped_sum(&clip_factors))
-        .collect::<Result<Vec<_>>>()?;
-    Ok(ClippedBatch {
-        norms,
-        clip_factors,
-        clipped_sum,
-        loss_sum: prepared.loss_sum,
-        losses: prepared.losses,
-    })
+    let clip_factors =
+        norms.f_add_scalar(CLIP_STABILITY)?.f_reciprocal()?.f_mul_scalar(config.max_norm)?.f_clamp_max(1.0)?;
+    let clipped_sum = prepared.sums.iter().map(|s| s.clipped_sum(&clip_factors)).collect::<Result<Vec<_>>>()?;
+    Ok(ClippedBatch { norms, clip_factors, clipped_sum, loss_sum: prepared.loss_sum, losses: prepared.losses })
 }
 
 /// Every example's unclipped gradient, materialised: one (B, *shape) tensor per variable in
@@ -366,18 +297,10 @@ pub fn clip_and_sum(
 ///
 /// # Errors
 /// As [`clip_and_sum`].
-pub fn per_example_gradients(
-    model: &Sequential,
-    inputs: &Tensor,
-    labels: &Tensor,
-) -> Result<(Vec<Tensor>, f64)> {
+pub fn per_example_gradients(model: &Sequential, inputs: &Tensor, labels: &Tensor) -> Result<(Vec<Tensor>, f64)> {
     let prepared = prepare(model, inputs, labels, NormMethod::Ghost, 1)?;
     let _guard = tch::no_grad_guard();
-    let grads = prepared
-        .sums
-        .iter()
-        .map(ParamSum::per_example)
-        .collect::<Result<Vec<_>>>()?;
+    let grads = prepared.sums.iter().map(ParamSum::per_example).collect::<Result<Vec<_>>>()?;
     Ok((grads, prepared.loss_sum))
 }
 
@@ -386,25 +309,15 @@ pub fn per_example_gradients(
 ///
 /// # Errors
 /// As [`clip_and_sum`], except that BatchNorm is allowed.
-pub fn nonprivate_gradient(
-    model: &Sequential,
-    inputs: &Tensor,
-    labels: &Tensor,
-) -> Result<NonPrivateStep> {
+pub fn nonprivate_gradient(model: &Sequential, inputs: &Tensor, labels: &Tensor) -> Result<NonPrivateStep> {
     check_batch(inputs, labels)?;
     let (logits, _) = model.forward_impl(inputs, false)?;
     let loss = per_example_cross_entropy(&logits, labels)?.f_mean(None::<Kind>)?;
     let loss_mean = loss.f_double_value(&[])?;
     if !loss_mean.is_finite() {
-        return Err(Error::numerical(
-            "loss",
-            format!("mean over the batch is {loss_mean}; no update made"),
-        ));
+        return Err(Error::numerical("loss", format!("mean over the batch is {loss_mean}; no update made")));
     }
     let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, t)| t).collect();
     let gradients = Tensor::f_run_backward(&[&loss], &params, false, false)?;
-    Ok(NonPrivateStep {
-        gradients,
-        loss_mean,
-    })
+    Ok(NonPrivateStep { gradients, loss_mean })
 }

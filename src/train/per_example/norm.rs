@@ -12,11 +12,7 @@ pub(crate) fn prepare_group(xhat: &Tensor, b: &Tensor) -> Result<(Tensor, Vec<Pa
 }
 
 /// LayerNorm over `shape_len` trailing dimensions: `xhat`, `b` are (B, ..., *shape).
-pub(crate) fn prepare_layer(
-    xhat: &Tensor,
-    b: &Tensor,
-    shape_len: usize,
-) -> Result<(Tensor, Vec<ParamSum>)> {
+pub(crate) fn prepare_layer(xhat: &Tensor, b: &Tensor, shape_len: usize) -> Result<(Tensor, Vec<ParamSum>)> {
     let dims: Vec<i64> = (1..(xhat.dim() - shape_len) as i64).collect();
     prepare(xhat, b, &dims)
 }
@@ -26,10 +22,7 @@ fn prepare(xhat: &Tensor, b: &Tensor, dims: &[i64]) -> Result<(Tensor, Vec<Param
     let (gw, gb) = if dims.is_empty() {
         (bx, b.shallow_clone())
     } else {
-        (
-            bx.f_sum_dim_intlist(dims, false, None)?,
-            b.f_sum_dim_intlist(dims, false, None)?,
-        )
+        (bx.f_sum_dim_intlist(dims, false, None)?, b.f_sum_dim_intlist(dims, false, None)?)
     };
     let sq = per_example_square_norm(&gw)?.f_add(&per_example_square_norm(&gb)?)?;
     Ok((sq, vec![ParamSum::PerExample(gw), ParamSum::PerExample(gb)]))
@@ -38,7 +31,5 @@ fn prepare(xhat: &Tensor, b: &Tensor, dims: &[i64]) -> Result<(Tensor, Vec<Param
 /// `|g_i|^2` for a (B, ...) tensor.
 pub(crate) fn per_example_square_norm(g: &Tensor) -> Result<Tensor> {
     let batch = g.size()[0];
-    Ok(g.f_reshape([batch, -1])?
-        .f_square()?
-        .f_sum_dim_intlist(1, false, None)?)
+    Ok(g.f_reshape([batch, -1])?.f_square()?.f_sum_dim_intlist(1, false, None)?)
 }
