@@ -4,5 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# Formatting is part of the suite (rustfmt.toml).
+cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+cargo fmt --check
 cargo test --all-targets "$@"
 cargo test --doc
