@@ -4,13 +4,13 @@
 # 1e-4) and Opacus' RDP. The two sides are run in interleaved rounds and the medians compared,
 # since single short runs vary by +-30% on shared machines.
 # Usage: benches/compare_accountants.sh [ROUNDS] [Q SIGMA STEPS DELTA]
-# Needs the peers: ../shared/anchors/setup.sh .anchors-venv (or set ANCHORS_PY).
+# Needs the peers: peers/setup.sh (creates .peers-venv), or PEERS_PY=path/to/their/python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-5}
 q=${2:-0.0042666667} sigma=${3:-1.1} steps=${4:-10000} delta=${5:-1e-5}
-py=${ANCHORS_PY:-.anchors-venv/bin/python}
-[ -x "$py" ] || { echo "peers not installed: run ../shared/anchors/setup.sh .anchors-venv" >&2; exit 1; }
+py=${PEERS_PY:-.peers-venv/bin/python}
+[ -x "$py" ] || { echo "peers not installed: run peers/setup.sh (or set PEERS_PY)" >&2; exit 1; }
 cargo build --release --quiet --example accountant_timing
 ours=target/release/examples/accountant_timing
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

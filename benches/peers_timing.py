@@ -1,7 +1,7 @@
 # Times the peers' accountants on one mechanism, for benches/compare_accountants.sh.
 # Prints one JSON line: epsilon and median seconds per call for Google's dp_accounting RDP (compose +
 # get_epsilon, and get_epsilon alone on an already composed curve) and PLD
-# (value_discretization_interval=1e-4, as in ../shared/anchors/peer_epsilon.py) and Opacus' RDP.
+# (value_discretization_interval=1e-4, as in peers/peer_epsilon.py) and Opacus' RDP.
 # Usage: python peers_timing.py Q SIGMA STEPS DELTA REPEATS
 import json, statistics, sys, time, warnings
 warnings.filterwarnings("ignore")
