@@ -5,6 +5,9 @@
 #
 #   benches/gan_epoch_speed.sh BIN_A BIN_B [ROUNDS] [DATA]
 #
+# DATA is the MNIST folder (default: the DATA variable, else data/mnist; fill it with
+# `dpaudit data fetch mnist --dir data/mnist`).
+#
 # The settings are those of benches/reproduce/gan_mnist.sh with the classifier discriminator
 # (design (b), lot 128, C = 1, n_critic 10, 2 threads, seed 1), with a fixed noise multiplier (2.47)
 # so that no calibration runs: one epoch = 469 discriminator steps and 47 generator steps. Single
@@ -15,7 +18,11 @@ cd "$(dirname "$0")/.."
 A=${1:?binary A}
 B=${2:?binary B}
 ROUNDS=${3:-3}
-DATA=${4:-../shared/data/mnist}
+DATA=${4:-${DATA:-data/mnist}}
+[[ -e "$DATA/train-images-idx3-ubyte.gz" || -e "$DATA/train-images-idx3-ubyte" ]] || {
+    echo "no MNIST in $DATA: pass its folder as DATA (4th argument), or run dpaudit data fetch mnist --dir data/mnist" >&2
+    exit 1
+}
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 one() {

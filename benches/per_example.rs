@@ -1,7 +1,7 @@
 //! Throughput of one private step's gradient work (per-example norms, clipping, clipped sum)
 //! against a non-private step (forward, backward of the mean loss) on the tanh CNN of Papernot et
 //! al. 2021, lot 256, 2 threads, the same fixed random inputs (seed 0). Compare with
-//! `/work/shared/anchors/opacus_throughput.py` (Opacus on the same model and machine).
+//! `peers/opacus_throughput.py` (Opacus on the same model and machine; `peers/setup.sh` installs it).
 //!
 //! `cargo bench --bench per_example`; throughput is reported in elements (examples) per second.
 //! After criterion's sequential groups, an interleaved comparison (modes alternate within each

@@ -4,13 +4,14 @@
 # standard MNIST names, plus SHA256SUMS of the decompressed files.
 #
 # Usage: scripts/make_fixtures.sh [MNIST_DIR]
-#   MNIST_DIR defaults to data/mnist if it exists, else /work/shared/data/mnist. It must hold the four
-#   standard .gz files; their decompressed SHA-256s are checked against the pinned values first.
+#   MNIST_DIR (argument, else the MNIST_DIR variable, else data/mnist, which
+#   `dpaudit data fetch mnist --dir data/mnist` fills) must hold the four standard .gz files; their decompressed SHA-256s are checked against the pinned values first.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SRC="${1:-}"
-if [[ -z "$SRC" ]]; then
-  if [[ -d data/mnist ]]; then SRC=data/mnist; else SRC=/work/shared/data/mnist; fi
+SRC="${1:-${MNIST_DIR:-data/mnist}}"
+if [[ ! -d "$SRC" ]]; then
+  echo "no MNIST folder at $SRC: pass one (scripts/make_fixtures.sh DIR or MNIST_DIR=DIR), or run dpaudit data fetch mnist --dir data/mnist" >&2
+  exit 1
 fi
 OUT=fixtures/mnist-small
 N_TRAIN=2000

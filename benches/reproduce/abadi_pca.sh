@@ -23,8 +23,8 @@
 # Abadi et al. used lot 600, C = 4, lr 0.1 decayed to 0.052, sigma 2 / sigma_p 4.
 #
 # Usage: benches/reproduce/abadi_pca.sh [OUT_DIR] [THREADS]
-#   DATA=path/to/mnist overrides the data folder (default: ../shared/data/mnist when present,
-#   else data/mnist, fetched with `dpaudit data fetch mnist`).
+#   DATA=path/to/mnist names the data folder (default: data/mnist, fetched there with
+#   `dpaudit data fetch mnist` when it holds no MNIST).
 OUT=${1:-runs/abadi-pca}
 THREADS=${2:-1}
 set -euo pipefail

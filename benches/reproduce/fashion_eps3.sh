@@ -15,8 +15,8 @@
 # tanh-cnn (10 epochs) reaches 0.8886 validation.
 #
 # Usage: benches/reproduce/fashion_eps3.sh [OUT_DIR] [THREADS]
-#   DATA=path/to/fashion-mnist overrides the data folder (default: ../shared/data/fashion-mnist
-#   when present, else data/fashion-mnist, fetched with `dpaudit data fetch fashion-mnist`).
+#   DATA=path/to/fashion-mnist names the data folder (default: data/fashion-mnist, fetched there
+#   with `dpaudit data fetch fashion-mnist` when it holds no Fashion-MNIST).
 OUT=${1:-runs/fashion-eps3}
 THREADS=${2:-2}
 set -euo pipefail

@@ -6,16 +6,14 @@
 # resolution about 5e-5).
 #
 # Usage: benches/reproduce/mia_mnist.sh [OUT_DIR] [THREADS]
-#   DATA=path/to/mnist overrides the data folder (default: ../shared/data/mnist when present,
-#   else data/mnist, fetched with `dpaudit data fetch mnist`).
+#   DATA=path/to/mnist names the data folder (default: data/mnist, fetched there with
+#   `dpaudit data fetch mnist` when it holds no MNIST).
 # Re-running resumes: finished models are kept in OUT_DIR/*/runs.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-runs/mia-mnist}
 THREADS=${2:-2}
-if [[ -z "${DATA:-}" ]]; then
-    if [[ -d ../shared/data/mnist ]]; then DATA=$(cd ../shared/data/mnist && pwd); else DATA=data/mnist; fi
-fi
+DATA=${DATA:-data/mnist}
 cargo build --release --quiet
 BIN=target/release/dpaudit
 [[ -e "$DATA/train-images-idx3-ubyte.gz" || -e "$DATA/train-images-idx3-ubyte" ]] || "$BIN" data fetch mnist --dir "$DATA"

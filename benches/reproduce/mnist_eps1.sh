@@ -9,8 +9,8 @@
 # optimistic; the test figure is clean.
 #
 # Usage: benches/reproduce/mnist_eps1.sh [OUT_DIR] [THREADS]
-#   DATA=path/to/mnist overrides the data folder (default: ../shared/data/mnist when present,
-#   else data/mnist, fetched with `dpaudit data fetch mnist`).
+#   DATA=path/to/mnist names the data folder (default: data/mnist, fetched there with
+#   `dpaudit data fetch mnist` when it holds no MNIST).
 OUT=${1:-runs/mnist-eps1}
 THREADS=${2:-2}
 set -euo pipefail

@@ -16,8 +16,8 @@
 # epochs, lot 512, C = 0.1, SGD lr 8, validation 0.9840): 0.9826 test, bar not met.
 #
 # Usage: benches/reproduce/mnist_eps3.sh [OUT_DIR] [THREADS]
-#   DATA=path/to/mnist overrides the data folder (default: ../shared/data/mnist when present,
-#   else data/mnist, fetched with `dpaudit data fetch mnist`).
+#   DATA=path/to/mnist names the data folder (default: data/mnist, fetched there with
+#   `dpaudit data fetch mnist` when it holds no MNIST).
 OUT=${1:-runs/mnist-eps3}
 THREADS=${2:-2}
 set -euo pipefail

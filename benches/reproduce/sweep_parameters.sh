@@ -20,7 +20,7 @@
 #   RESULTS_DIR  results.tsv, results.json, one SVG per parameter
 #                (default benches/reproduce/results/sweep)
 #   DATASET=fixture|mnist|fashion-mnist (default fixture: fixtures/mnist-small, 2,000/500),
-#   DATA_DIR=path (e.g. ../shared/data/mnist with DATASET=mnist), EPOCHS (10),
+#   DATA_DIR=path (e.g. data/mnist with DATASET=mnist), EPOCHS (10),
 #   VALIDATION (500), SEEDS ("1 2 3"), THREADS (1); the baseline: LOT, SIGMA, CLIP, LR, PCA, HIDDEN
 #   (the value lists below contain the default baseline only).
 OUT=${1:-runs/sweep}

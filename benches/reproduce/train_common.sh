@@ -3,18 +3,15 @@
 #
 #   reproduce_training DATASET BAR EPSILON OUT THREADS -- TRAIN_FLAGS...
 #
-# DATASET is mnist or fashion-mnist; DATA=path overrides its folder (default:
-# ../shared/data/DATASET when present, else data/DATASET, fetched with `dpaudit data fetch`).
+# DATASET is mnist or fashion-mnist; DATA=path names its folder (default: data/DATASET, fetched
+# there with `dpaudit data fetch` when it holds no data).
 # Re-running continues the run in OUT (--resume); delete OUT to start over.
 reproduce_training() {
     local dataset=$1 bar=$2 epsilon=$3 out=$4 threads=$5
     shift 5
     [[ "${1:-}" == "--" ]] && shift
     cd "$(dirname "${BASH_SOURCE[0]}")/../.."
-    local data=${DATA:-}
-    if [[ -z "$data" ]]; then
-        if [[ -d ../shared/data/$dataset ]]; then data=$(cd "../shared/data/$dataset" && pwd); else data=data/$dataset; fi
-    fi
+    local data=${DATA:-data/$dataset}
     cargo build --release --quiet
     local bin=target/release/dpaudit
     [[ -e "$data/train-images-idx3-ubyte.gz" || -e "$data/train-images-idx3-ubyte" ]] || "$bin" data fetch "$dataset" --dir "$data"

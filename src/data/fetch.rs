@@ -35,7 +35,7 @@ pub const MNIST_FILE_STEMS: [&str; 4] =
     ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"];
 
 /// SHA-256 of the decompressed MNIST IDX files (the standard LeCun files; the same values are
-/// published by many projects and match `/work/shared/data/mnist/SHA256SUMS`).
+/// published by many projects; `scripts/make_fixtures.sh` checks its source against the same four).
 const MNIST_SHA256: [&str; 4] = [
     "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
     "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
