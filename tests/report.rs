@@ -3,7 +3,6 @@
 //! refusal to overwrite; lenient reading of older audit files; runs without privacy; a torn
 //! ledger left untouched. The audits are the hand-made examples in `fixtures/report/`.
 use dpaudit::accounting::ledger::phases_of;
-use dpaudit::accounting::pld::PldAccountant;
 use dpaudit::accounting::rdp;
 use dpaudit::cert::sign::{sign_run, CertifyOptions};
 use dpaudit::report::{self, format_upper, Format, ReportOptions, VerdictStatus};
@@ -45,7 +44,7 @@ fn train(out: &Path, extra: &[&str]) {
     assert!(o.status.success(), "dpaudit {args:?}: {}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// One private run (sigma = 1.2, seed 1), with a key pair and a signed certificate, shared by the
+/// One private run (sigma = 1.2, noise from the OS CSPRNG), with a key pair and a signed certificate, shared by the
 /// tests of this file (trained once).
 struct Shared {
     _dir: tempfile::TempDir,
@@ -60,7 +59,7 @@ fn shared() -> &'static Shared {
     SHARED.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("logreg-sigma1.2");
-        train(&run, &["--noise-multiplier", "1.2", "--seed", "1"]);
+        train(&run, &["--noise-multiplier", "1.2"]);
         let keys = dpaudit::cert::keys::generate_keypair(&dir.path().join("keys")).unwrap();
         let cert = dir.path().join("cert.json");
         sign_run(&run, &CertifyOptions::model(1e-5), &keys.secret_key_path, &cert).unwrap();
@@ -80,13 +79,14 @@ fn options(s: &Shared, audits: &[PathBuf]) -> ReportOptions {
     o
 }
 
-/// The claim's epsilon, recomputed here independently of the report: the smaller of RDP and PLD.
+/// The claim's epsilon, recomputed here independently of the report: the number a certificate
+/// certifies, the MPFR oracle's RDP bound.
 fn expected_epsilon(run: &Path) -> f64 {
     let text = std::fs::read_to_string(run.join("ledger.jsonl")).unwrap();
     let entries: Vec<dpaudit::accounting::ledger::LedgerEntry> =
         text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let phases = phases_of(&entries).unwrap();
-    rdp::epsilon(&phases, 1e-5).unwrap().epsilon.min(PldAccountant::default().epsilon(&phases, 1e-5).unwrap().epsilon)
+    dpaudit::accounting::exact::verified_epsilon(&phases, 1e-5, &rdp::default_orders()).unwrap().epsilon
 }
 
 #[test]
