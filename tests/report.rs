@@ -586,6 +586,28 @@ fn a_synthetic_data_release_gets_its_own_claim_sample_grid_and_nearest_neighbour
     );
     let md = report::render(&rep, Format::Markdown).unwrap();
     assert!(md.contains("## Synthetic data") && md.contains("GAN-Leaks"));
+    // What was trained, and the release's utility: said plainly when not evaluated, shown when
+    // given; never a model's test accuracy.
+    assert!(rep.utility.model.starts_with("DP-GAN (design joint"), "{}", rep.utility.model);
+    assert_eq!(rep.title(), "Privacy report: synthetic dataset release");
+    for text in [&html, &md] {
+        assert!(text.contains("was not evaluated for this report") && !text.contains("not recorded"), "{text}");
+    }
+    let eval = dir.path().join("evaluation.json");
+    std::fs::write(
+        &eval,
+        r#"{"cas": {"test_accuracy": 0.8123, "selected_epoch": 3, "protocol": "CAS protocol"},
+            "fid_mnist_classifier": 12.5, "fid_protocol": "FID protocol",
+            "real_vs_fake_accuracy": 0.61, "real_vs_fake_protocol": "RvF protocol", "synthetic_examples": 100}"#,
+    )
+    .unwrap();
+    let mut with_eval = o.clone();
+    with_eval.evaluation = Some(eval);
+    let rep_eval = report::build(&with_eval).unwrap();
+    let html_eval = report::render(&rep_eval, Format::Html).unwrap();
+    assert!(html_eval.contains("81.23%") && html_eval.contains("12.50") && html_eval.contains("61.00%"));
+    assert!(!html_eval.contains("was not evaluated"));
+    assert!(report::build(&ReportOptions { evaluation: Some(dir.path().join("nn.json")), ..o.clone() }).is_err());
     // A released file changed after release.json was written is flagged.
     let mut grid = std::fs::read(rel.join("grid.png")).unwrap();
     grid.push(0);
