@@ -11,7 +11,7 @@
 //!    against the last quarter as holdout;
 //! 5. sign a certificate for each release (the model, with the audit recorded; the synthetic
 //!    set) and verify both, epsilon re-derived by the MPFR oracle;
-//! 6. write the compliance reports (HTML) of both releases.
+//! 6. write the compliance reports of both releases (HTML, and the same content as JSON beside it).
 //!
 //! Everything lands in one folder, with `demo.json` listing every file and number. The library
 //! function [`run_demo`] does the work; the command-line tool only draws the progress bars.
@@ -68,7 +68,10 @@ pub struct DemoConfig {
     pub gan_target_epsilon: f64,
     /// Synthetic images released.
     pub release_count: usize,
-    /// Seed of everything (the audit derives one seed per run from it).
+    /// Seed of the experiments: the audit (which derives one seed per replay from it), the
+    /// membership-inference target and the synthetic release's latents. The two releases the demo
+    /// certifies (the DP-SGD model and the DP-GAN) draw their noise, lots and initialisation from
+    /// the operating system's CSPRNG, never from this seed.
     pub seed: u64,
     /// Worker threads for the audit and the membership-inference models.
     pub threads: usize,
@@ -205,7 +208,7 @@ pub struct DemoSummary {
     pub model_certificate: PathBuf,
     /// The synthetic set's certificate.
     pub release_certificate: PathBuf,
-    /// The compliance report of the model.
+    /// The compliance report of the model (HTML; its JSON form has the extension `.json`).
     pub model_report: PathBuf,
     /// The compliance report of the synthetic set.
     pub release_report: PathBuf,
@@ -265,14 +268,17 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
     let test = data::load_mnist_dir(&config.data_dir, Split::Test, 10)?;
     let n = train.len();
     // The subset as an MNIST-format folder, so that the audit, the attack, the GAN and the reports
-    // all read exactly the records the model was trained on.
-    let data_dir = if config.train_examples.is_some_and(|k| k < train_full.len()) {
+    // all read exactly the records the model was trained on (read back from there, so that the
+    // run records the folder and its report can train the same recipe again).
+    let (data_dir, train, test) = if config.train_examples.is_some_and(|k| k < train_full.len()) {
         let dir = out.join("data");
         data::write_mnist_dir(&dir, Split::Train, &train)?;
         data::write_mnist_dir(&dir, Split::Test, &test)?;
-        dir
+        let train = data::load_mnist_dir(&dir, Split::Train, 10)?;
+        let test = data::load_mnist_dir(&dir, Split::Test, 10)?;
+        (dir, train, test)
     } else {
-        config.data_dir.clone()
+        (config.data_dir.clone(), train, test)
     };
 
     // 1. DP-SGD to a target epsilon.
@@ -301,7 +307,8 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
         epochs: config.epochs,
         delta: config.delta,
         target_epsilon: Some(config.target_epsilon),
-        seed: Some(config.seed),
+        // A release: noise from the OS CSPRNG (the audit below replays the recipe with seeds).
+        seed: None,
         checkpoint_every: 0,
         resume: false,
         inject_fault: None,
@@ -361,7 +368,8 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
         delta = config.delta,
         seed = config.seed,
     );
-    let audit_spec_path = out.join("audit-white-box.toml");
+    // Named after the spec, beside the audit folder: where the report looks for it.
+    let audit_spec_path = out.join("demo-white-box.toml");
     write_text(&audit_spec_path, &audit_toml)?;
     let audit_spec = AuditSpec::load(&audit_spec_path)?;
     let audit_dir = out.join("audit");
@@ -431,7 +439,8 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
         epochs: config.gan_epochs,
         delta: config.delta,
         target_epsilon: Some(config.gan_target_epsilon),
-        seed: Some(config.seed),
+        // A release: noise from the OS CSPRNG.
+        seed: None,
         force: false,
     };
     let mut gan_progress = |done: u64, total: u64, eps: f64| {
@@ -503,33 +512,43 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
 
     // 6. Reports.
     observer.stage(6, STAGES, "compliance reports (HTML)");
-    let command_line = Some("dpaudit demo".to_owned());
+    // Each report's "write this report again" is the `dpaudit report` command that writes it.
     let model_report = out.join("model-report.html");
-    let rep = crate::report::build(&crate::report::ReportOptions {
+    let mut options = crate::report::ReportOptions {
         runs: vec![model_run.clone()],
         audits: vec![audit_dir.clone()],
         certificate: Some(model_cert.clone()),
         public_key: Some(k.public_key_path.clone()),
         delta: Some(config.delta),
         epsilon_points: crate::report::DEFAULT_EPSILON_POINTS,
-        command_line: command_line.clone(),
+        command_line: None,
         release: None,
         nearest_neighbour: None,
-    })?;
+        evaluation: None,
+    };
+    options.command_line = Some(options.command_line(&model_report));
+    let rep = crate::report::build(&options)?;
     crate::report::write_report(&model_report, &crate::report::render(&rep, crate::report::Format::Html)?, false)?;
+    let json = crate::report::render(&rep, crate::report::Format::Json)?;
+    crate::report::write_report(&model_report.with_extension("json"), &json, false)?;
     let release_report = out.join("synthetic-report.html");
-    let rep = crate::report::build(&crate::report::ReportOptions {
+    let mut options = crate::report::ReportOptions {
         runs: vec![gan_run.clone()],
         audits: Vec::new(),
         certificate: Some(release_cert.clone()),
         public_key: Some(k.public_key_path.clone()),
         delta: Some(config.delta),
         epsilon_points: crate::report::DEFAULT_EPSILON_POINTS,
-        command_line,
+        command_line: None,
         release: Some(release.clone()),
         nearest_neighbour: Some(nn_path.clone()),
-    })?;
+        evaluation: None,
+    };
+    options.command_line = Some(options.command_line(&release_report));
+    let rep = crate::report::build(&options)?;
     crate::report::write_report(&release_report, &crate::report::render(&rep, crate::report::Format::Html)?, false)?;
+    let json = crate::report::render(&rep, crate::report::Format::Json)?;
+    crate::report::write_report(&release_report.with_extension("json"), &json, false)?;
 
     let summary = DemoSummary {
         tool_version: env!("CARGO_PKG_VERSION"),

@@ -102,6 +102,11 @@ enum CertCommand {
         /// certificate (repeatable). A violated audit, or one of another recipe, is refused.
         #[arg(long = "audit", value_name = "DIR")]
         audits: Vec<PathBuf>,
+        /// Certify a run trained with an explicit --seed (reproducible noise). The certificate
+        /// and any report of it then say in plain words that it is not fit for release: its
+        /// noise can be regenerated from the seed.
+        #[arg(long)]
+        allow_seeded_noise: bool,
     },
     /// Verify a certificate. Exit codes: 0 valid; 2 unreadable input; 3 bad signature or wrong
     /// key; 4 claim does not reproduce (or a violated audit); 5 artifact missing or mismatched.
@@ -226,10 +231,13 @@ struct TrainArgs {
     /// Train without privacy (baseline): no clipping, no noise, no ledger.
     #[arg(long)]
     no_privacy: bool,
-    /// Seed for sampling, noise and initialisation (reproducible runs; audits need them).
+    /// Seed for sampling, noise and initialisation: a reproducible-noise run, for experiments.
+    /// Anyone who knows the seed can regenerate the noise, so the run is recorded as `seeded` in
+    /// metrics.json, the ledger and its certificate, and `cert sign` refuses it unless given
+    /// --allow-seeded-noise. Default: everything seeded from the operating system's CSPRNG.
     #[arg(long, conflicts_with = "secure_noise")]
     seed: Option<u64>,
-    /// Seed everything from the operating system's CSPRNG instead (not replayable).
+    /// Seed everything from the operating system's CSPRNG (the default; kept for older scripts).
     #[arg(long)]
     secure_noise: bool,
     /// libtorch threads.
@@ -500,7 +508,15 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Cert(CertCommand::Sign { run, release: Some(release), key, out, delta, audits }) => {
+        Command::Cert(CertCommand::Sign {
+            run,
+            release: Some(release),
+            key,
+            out,
+            delta,
+            audits,
+            allow_seeded_noise,
+        }) => {
             if !audits.is_empty() {
                 bail!("--audit is for model runs; audits of a synthetic-data release are not recorded in its certificate yet");
             }
@@ -511,8 +527,10 @@ fn run(cli: Cli) -> Result<()> {
             };
             let mut opts = dpaudit::cert::sign::CertifyOptions::model(delta);
             opts.kind = dpaudit::cert::schema::ArtifactKind::SyntheticDataset;
+            opts.allow_seeded_noise = allow_seeded_noise;
             let signed = dpaudit::cert::sign::sign_release(&release, &run, &opts, &key, &out)
-                .with_context(|| format!("certifying the release {} of {}", release.display(), run.display()))?;
+                .with_context(|| format!("certifying the release {} of {}", release.display(), run.display()))
+                .map_err(seeded_noise_hint)?;
             println!(
                 "signed {} with key {} (synthetic dataset {}, {} files)",
                 out.display(),
@@ -522,9 +540,10 @@ fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Cert(CertCommand::Sign { run, release: None, key, out, delta, audits }) => {
+        Command::Cert(CertCommand::Sign { run, release: None, key, out, delta, audits, allow_seeded_noise }) => {
             let run = run.context("--run is required")?;
             let mut opts = dpaudit::cert::sign::CertifyOptions::model(delta);
+            opts.allow_seeded_noise = allow_seeded_noise;
             if !audits.is_empty() {
                 let metrics_path = run.join("metrics.json");
                 let metrics: serde_json::Value = serde_json::from_str(
@@ -545,8 +564,12 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             let signed = dpaudit::cert::sign::sign_run(&run, &opts, &key, &out)
-                .with_context(|| format!("certifying {}", run.display()))?;
+                .with_context(|| format!("certifying {}", run.display()))
+                .map_err(seeded_noise_hint)?;
             println!("signed {} with key {}", out.display(), signed.signature.key_id);
+            if signed.certificate.noise_seeding == Some(dpaudit::train::noise::NoiseSeeding::Seeded) {
+                println!("  {}", dpaudit::train::noise::SEEDED_NOISE_WARNING);
+            }
             Ok(())
         }
         Command::Cert(CertCommand::Verify { cert, pubkey, artifacts, recompute, json }) => {
@@ -556,9 +579,13 @@ fn run(cli: Cli) -> Result<()> {
                         println!(
                             "{}",
                             serde_json::to_string_pretty(&json!({"valid": true, "key_id": report.key_id,
-                            "artifacts_checked": report.artifacts_checked, "recomputed_epsilon": report.recomputed_epsilon}))?
+                            "artifacts_checked": report.artifacts_checked, "recomputed_epsilon": report.recomputed_epsilon,
+                            "noise_seeding": report.certificate.noise_seeding}))?
                         );
                     } else {
+                        if report.certificate.noise_seeding == Some(dpaudit::train::noise::NoiseSeeding::Seeded) {
+                            println!("warning: the certified run is {}", dpaudit::train::noise::SEEDED_NOISE_WARNING);
+                        }
                         println!(
                             "valid: signature by key {}; {} artifact(s) checked{}",
                             report.key_id,
@@ -764,6 +791,15 @@ fn data_info(path: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
+/// Adds the flag that overrides a refusal of seeded noise (library errors never name flags).
+fn seeded_noise_hint(e: anyhow::Error) -> anyhow::Error {
+    if e.chain().any(|c| c.to_string().contains("reproducible noise")) {
+        e.context("its noise can be regenerated from the seed; to certify it anyway (not fit for release), give --allow-seeded-noise")
+    } else {
+        e
+    }
+}
+
 fn train(args: &TrainArgs) -> Result<()> {
     if let Some(t) = args.threads {
         tch::set_num_threads(t);
@@ -831,7 +867,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         epochs: args.epochs,
         delta: args.delta,
         target_epsilon: args.target_epsilon,
-        seed: if args.secure_noise { None } else { Some(args.seed.unwrap_or(0)) },
+        seed: args.seed,
         checkpoint_every: args.checkpoint_every,
         resume: args.resume,
         inject_fault: args.inject_fault,

@@ -262,8 +262,6 @@ fn a_certificate_records_an_audit_of_the_runs_recipe_and_refuses_another_recipes
         "1",
         "--lot-size",
         "200",
-        "--seed",
-        "1",
         "--out",
         &p("run"),
     ]);

@@ -46,6 +46,7 @@ fn run_folder(dir: &Path, private: bool, extra_metrics: Value) -> PathBuf {
         "config": {"model": "mlp", "lot_size": 10.0, "noise_multiplier": 1.1, "max_grad_norm": 1.0, "private": private},
         "train_data_sha256": "ab".repeat(32),
         "model_sha256": hex::encode(Sha256::digest(&model)),
+        "noise_seeding": "csprng",
     });
     for (k, v) in extra_metrics.as_object().unwrap() {
         metrics[k] = v.clone();
@@ -380,4 +381,67 @@ fn refuses_to_certify_faulty_non_private_or_inconsistent_runs() {
     // An artifact path that escapes the run folder.
     let escape = CertifyOptions { artifacts: vec![PathBuf::from("../k/dpaudit-cert.pub")], ..options.clone() };
     assert!(certify_run(&fresh(json!({}), true), &escape, &key).is_err());
+}
+
+/// A run whose noise was seeded explicitly (its metrics, or any ledger step, says `seeded`), or
+/// that does not say how (an older run), is refused; with `allow_seeded_noise` it is certified,
+/// recorded as `seeded` under the signature, and the certificate says in plain words that it is
+/// not fit for release. A CSPRNG run is recorded as such. Certificates from before the field
+/// existed still verify.
+#[test]
+fn seeded_noise_is_refused_unless_allowed_and_then_marked_not_fit_for_release() {
+    use dpaudit::train::noise::NoiseSeeding;
+    let tmp = tempfile::tempdir().unwrap();
+    let key_info = generate_keypair(&tmp.path().join("k")).unwrap();
+    let key = load_secret_key(&key_info.secret_key_path).unwrap();
+    let options = CertifyOptions::model(DELTA);
+    let allowed = CertifyOptions { allow_seeded_noise: true, ..options.clone() };
+    let fresh = |extra: Value| {
+        let d = tempfile::tempdir_in(tmp.path()).unwrap().keep();
+        run_folder(&d, true, extra)
+    };
+    let csprng = certify_run(&fresh(json!({})), &options, &key).unwrap();
+    assert_eq!(csprng.noise_seeding, Some(NoiseSeeding::Csprng));
+    assert!(!csprng.limitations.iter().any(|l| l.contains("NOT FIT FOR RELEASE")));
+    // Seeded by metrics.json; by an older metrics.json's non-null seed; by one ledger step; or not
+    // recorded at all.
+    let by_ledger = fresh(json!({"steps": 0}));
+    let mut l = Ledger::open(by_ledger.join("ledger.jsonl")).unwrap();
+    l.set_noise_seeding(NoiseSeeding::Seeded);
+    l.record(SamplingScheme::Poisson, 0.01, 1.1, 1.0, "dpsgd").unwrap();
+    let unrecorded = fresh(json!({}));
+    let mut m: Value = serde_json::from_slice(&std::fs::read(unrecorded.join("metrics.json")).unwrap()).unwrap();
+    m.as_object_mut().unwrap().remove("noise_seeding");
+    std::fs::write(unrecorded.join("metrics.json"), m.to_string()).unwrap();
+    for run in [
+        fresh(json!({"noise_seeding": "seeded"})),
+        fresh(json!({"noise_seeding": null, "seed": 7})),
+        by_ledger,
+        unrecorded,
+    ] {
+        let err = certify_run(&run, &options, &key).unwrap_err().to_string();
+        assert!(err.contains("reproducible noise"), "{}: {err}", run.display());
+        let cert = certify_run(&run, &allowed, &key).unwrap();
+        assert_eq!(cert.noise_seeding, Some(NoiseSeeding::Seeded), "{}", run.display());
+        assert!(
+            cert.limitations[0].contains("NOT FIT FOR RELEASE: its noise can be regenerated from the seed"),
+            "{:?}",
+            cert.limitations
+        );
+        let out = tmp.path().join(format!("seeded-{}.json", rand::random::<u32>()));
+        write_signed(&out, &sign(&cert, &key).unwrap()).unwrap();
+        assert_eq!(code(verify(&out, &key_info.public_key_path, Some(&run), true)), 0);
+        assert!(std::fs::read_to_string(&out).unwrap().contains("\"noise_seeding\": \"seeded\""));
+    }
+    // An older run with `seed: null` (trained with --secure-noise) is CSPRNG.
+    let old_secure = fresh(json!({"noise_seeding": null, "seed": null}));
+    assert_eq!(certify_run(&old_secure, &options, &key).unwrap().noise_seeding, Some(NoiseSeeding::Csprng));
+    // A certificate issued before the field existed (no `noise_seeding`) still verifies.
+    let mut older = csprng.clone();
+    older.noise_seeding = None;
+    let out = tmp.path().join("older.json");
+    write_signed(&out, &sign(&older, &key).unwrap()).unwrap();
+    assert!(!std::fs::read_to_string(&out).unwrap().contains("noise_seeding"));
+    let report = verify(&out, &key_info.public_key_path, None, true).unwrap();
+    assert_eq!(report.certificate.noise_seeding, None);
 }

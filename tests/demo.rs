@@ -111,6 +111,61 @@ fn tiny_demo_runs_every_step_and_its_certificates_verify() {
     assert_eq!(listed["audit_verdict"], "consistent");
 }
 
+/// Every command a demo report lists under "How to reproduce", run as printed (by `sh`, from the
+/// crate root where the demo ran, with this build's `dpaudit` first on PATH), exits 0; and no
+/// report of the demo's releases prints a noise seed, names a file that does not exist, or leaves
+/// a placeholder.
+#[test]
+fn every_reproduce_command_of_the_demo_reports_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = tiny(dir.path());
+    let bin = Path::new(env!("CARGO_BIN_EXE_dpaudit"));
+    let path = format!("{}:{}", bin.parent().unwrap().display(), std::env::var("PATH").unwrap_or_default());
+    let mut ran = 0;
+    for report in [&s.model_report, &s.release_report] {
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(report.with_extension("json")).unwrap()).unwrap();
+        let html = std::fs::read_to_string(report).unwrap();
+        assert!(!html.contains("KEY.pub") && !html.contains("--seed"), "{}", report.display());
+        assert_eq!(json["claim"]["noise_seeding"], "csprng", "{}", report.display());
+        assert_eq!(json["certificate"]["noise_seeding"], "csprng", "{}", report.display());
+        assert_eq!(
+            json["claim"]["epsilon"],
+            json["certificate"]["verified_epsilon"],
+            "one certified number in the headline and the certificate box: {}",
+            report.display()
+        );
+        for h in json["reproduce"]["hashes"].as_array().unwrap() {
+            let p = h["path"].as_str().unwrap();
+            assert!(
+                p.starts_with("content hash") || Path::new(p).is_file(),
+                "{} hashes {p}, which does not exist",
+                report.display()
+            );
+        }
+        let commands = json["reproduce"]["commands"].as_array().unwrap();
+        assert!(commands.len() >= 4, "{}: {commands:?}", report.display());
+        for c in commands {
+            let command = c["command"].as_str().unwrap();
+            let o = Command::new("sh").args(["-c", command]).env("PATH", &path).output().unwrap();
+            assert!(
+                o.status.success(),
+                "{}: `{command}` exited {:?}\n{}{}",
+                report.display(),
+                o.status.code(),
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            );
+            ran += 1;
+        }
+    }
+    // The model's list: train, account, sha256sum, cert verify, audit run, report; the synthetic
+    // set's: its GAN configuration, account, sha256sum, cert verify, report.
+    assert_eq!(ran, 11);
+    assert!(s.out.join("model-reproduced").join("ledger.jsonl").is_file(), "the model was trained again");
+    assert!(s.out.join("audit-reproduced").join("audit.json").is_file(), "the audit was run again");
+}
+
 #[test]
 fn the_demo_command_refuses_a_used_folder_and_says_so() {
     let dir = tempfile::tempdir().unwrap();

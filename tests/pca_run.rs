@@ -118,8 +118,14 @@ fn dp_pca_is_the_first_phase_and_every_epsilon_includes_it() {
     let key_dir = tempfile::tempdir().unwrap();
     dpaudit::cert::keys::generate_keypair(key_dir.path()).unwrap();
     let key = dpaudit::cert::keys::load_secret_key(&key_dir.path().join("dpaudit-cert.key")).unwrap();
-    let cert =
-        dpaudit::cert::sign::certify_run(dir.path(), &dpaudit::cert::sign::CertifyOptions::model(1e-5), &key).unwrap();
+    // The run is seeded (reproducible test), so it is certified only as reproducible noise.
+    let options = dpaudit::cert::sign::CertifyOptions {
+        allow_seeded_noise: true,
+        ..dpaudit::cert::sign::CertifyOptions::model(1e-5)
+    };
+    let cert = dpaudit::cert::sign::certify_run(dir.path(), &options, &key).unwrap();
+    assert_eq!(cert.noise_seeding, Some(dpaudit::train::noise::NoiseSeeding::Seeded));
+    assert!(cert.limitations[0].contains("NOT FIT FOR RELEASE"), "{:?}", cert.limitations);
     assert_eq!(cert.mechanism.labels, ["dp-pca", "dpsgd"]);
     let p = &cert.mechanism.phases[0];
     assert_eq!((p.label.as_str(), p.sampling_rate, p.noise_multiplier, p.steps), ("dp-pca", 1.0, SIGMA_P, 1));

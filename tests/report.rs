@@ -3,7 +3,6 @@
 //! refusal to overwrite; lenient reading of older audit files; runs without privacy; a torn
 //! ledger left untouched. The audits are the hand-made examples in `fixtures/report/`.
 use dpaudit::accounting::ledger::phases_of;
-use dpaudit::accounting::pld::PldAccountant;
 use dpaudit::accounting::rdp;
 use dpaudit::cert::sign::{sign_run, CertifyOptions};
 use dpaudit::report::{self, format_upper, Format, ReportOptions, VerdictStatus};
@@ -45,7 +44,7 @@ fn train(out: &Path, extra: &[&str]) {
     assert!(o.status.success(), "dpaudit {args:?}: {}", String::from_utf8_lossy(&o.stderr));
 }
 
-/// One private run (sigma = 1.2, seed 1), with a key pair and a signed certificate, shared by the
+/// One private run (sigma = 1.2, noise from the OS CSPRNG), with a key pair and a signed certificate, shared by the
 /// tests of this file (trained once).
 struct Shared {
     _dir: tempfile::TempDir,
@@ -60,7 +59,7 @@ fn shared() -> &'static Shared {
     SHARED.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let run = dir.path().join("logreg-sigma1.2");
-        train(&run, &["--noise-multiplier", "1.2", "--seed", "1"]);
+        train(&run, &["--noise-multiplier", "1.2"]);
         let keys = dpaudit::cert::keys::generate_keypair(&dir.path().join("keys")).unwrap();
         let cert = dir.path().join("cert.json");
         sign_run(&run, &CertifyOptions::model(1e-5), &keys.secret_key_path, &cert).unwrap();
@@ -80,13 +79,14 @@ fn options(s: &Shared, audits: &[PathBuf]) -> ReportOptions {
     o
 }
 
-/// The claim's epsilon, recomputed here independently of the report: the smaller of RDP and PLD.
+/// The claim's epsilon, recomputed here independently of the report: the number a certificate
+/// certifies, the MPFR oracle's RDP bound.
 fn expected_epsilon(run: &Path) -> f64 {
     let text = std::fs::read_to_string(run.join("ledger.jsonl")).unwrap();
     let entries: Vec<dpaudit::accounting::ledger::LedgerEntry> =
         text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let phases = phases_of(&entries).unwrap();
-    rdp::epsilon(&phases, 1e-5).unwrap().epsilon.min(PldAccountant::default().epsilon(&phases, 1e-5).unwrap().epsilon)
+    dpaudit::accounting::exact::verified_epsilon(&phases, 1e-5, &rdp::default_orders()).unwrap().epsilon
 }
 
 #[test]
@@ -161,6 +161,81 @@ fn epsilon_curve_ends_at_the_ledgers_epsilon_and_never_decreases() {
     assert_eq!(rep.verdict.status, VerdictStatus::NotAudited);
     let few = report::inputs::epsilon_over_steps(&entries, 1e-5, 7).unwrap();
     assert_eq!(few.iter().map(|p| p.step).collect::<Vec<_>>(), vec![3, 6, 9, 12, 15, 18, 20]);
+    // The plotted curve is the claimed accountant's: it ends at the certified claim, to the
+    // f64 RDP accountant's rounding (never below the oracle), and never crosses it before.
+    let claim = rep.claim.epsilon.value();
+    assert_eq!(claim, expected_epsilon(&s.run));
+    assert!((pts.last().unwrap().epsilon - claim).abs() <= 1e-9 * claim, "{} vs {claim}", pts.last().unwrap().epsilon);
+    assert!(pts.iter().all(|p| p.epsilon <= claim * (1.0 + 1e-9)));
+    assert!(rep.claim.statement.contains("RDP accountant, verified by the MPFR oracle"), "{}", rep.claim.statement);
+}
+
+/// One certified number: the headline, the certificate box and the plot's claim line show the
+/// same epsilon (the certificate's), the accountant is named, the table lists the others; the
+/// title says what the report is about once.
+#[test]
+fn headline_certificate_box_and_plot_show_one_certified_epsilon() {
+    let s = shared();
+    let rep = report::build(&options(s, &[])).unwrap();
+    let c = rep.certificate.as_ref().unwrap();
+    assert_eq!(rep.claim.epsilon, c.verified_epsilon);
+    let eps = report::format_epsilon(rep.claim.epsilon);
+    let html = report::render(&rep, Format::Html).unwrap();
+    assert!(html.contains(&format!("certifies ε = <span id=\"certified-epsilon\">{eps}</span>")), "{html}");
+    assert!(html.contains(&format!("certified claim ε = {eps}")), "the plot's claim line");
+    assert!(html.contains("the same ε as the claim above"));
+    let claimed: Vec<&str> = rep
+        .mechanism
+        .epsilons
+        .iter()
+        .filter(|e| report::html::is_claimed_row(&e.accountant))
+        .map(|e| e.accountant.as_str())
+        .collect();
+    assert_eq!(claimed, ["mpfr oracle"]);
+    assert!(rep.mechanism.epsilons.iter().any(|e| e.accountant == "pld"), "the others are listed");
+    assert_eq!(rep.title(), "Privacy report: model logreg-sigma1.2");
+    assert_eq!(rep.claim.noise_seeding, "csprng");
+}
+
+/// A run trained with an explicit seed: its report says in plain words that it is not fit for
+/// release, and prints the seed nowhere.
+#[test]
+fn a_seeded_run_is_marked_not_fit_for_release_and_its_seed_is_not_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("seeded");
+    train(&run, &["--noise-multiplier", "1.2", "--seed", "424242"]);
+    let rep = report::build(&ReportOptions::for_run(&run)).unwrap();
+    assert_eq!(rep.claim.noise_seeding, "seeded");
+    assert!(
+        rep.claim.statement.ends_with("NOT FIT FOR RELEASE: its noise can be regenerated from the seed."),
+        "{}",
+        rep.claim.statement
+    );
+    for format in [Format::Html, Format::Markdown, Format::Json] {
+        let text = report::render(&rep, format).unwrap();
+        assert!(!text.contains("424242"), "{format:?} prints the seed");
+        assert!(text.contains("NOT FIT FOR RELEASE"), "{format:?}");
+    }
+    // `cert sign` refuses it, naming the flag that overrides; with the flag, the certificate says so.
+    let keys = dpaudit::cert::keys::generate_keypair(&dir.path().join("keys")).unwrap();
+    let (key, cert) = (keys.secret_key_path.to_str().unwrap(), dir.path().join("cert.json"));
+    let sign = ["cert", "sign", "--run", run.to_str().unwrap(), "--key", key, "--out", cert.to_str().unwrap()];
+    let o = dpaudit(&sign);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("--allow-seeded-noise"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!cert.exists());
+    let o = dpaudit(&[&sign[..], &["--allow-seeded-noise"]].concat());
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut options = ReportOptions::for_run(&run);
+    options.certificate = Some(cert);
+    options.public_key = Some(keys.public_key_path);
+    let rep = report::build(&options).unwrap();
+    assert_eq!(rep.certificate.as_ref().unwrap().noise_seeding, "seeded");
+    assert!(report::render(&rep, Format::Html).unwrap().contains("The certified run is NOT FIT FOR RELEASE"));
 }
 
 #[test]
@@ -227,8 +302,11 @@ fn text_from_the_inputs_is_escaped_in_html_and_markdown() {
     v["spec_name"] = evil.into();
     v["attack"] = "<img src=x onerror=alert(1)>".into();
     v["verdict_reason"] = "a </td></tr></table><h1>x</h1>".into();
-    std::fs::write(dir.path().join("audit.json"), serde_json::to_vec(&v).unwrap()).unwrap();
-    let rep = report::build(&options(s, &[dir.path().to_path_buf()])).unwrap();
+    // A folder name that would run a second command if pasted unquoted.
+    let folder = dir.path().join("it's | *b* & q");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("audit.json"), serde_json::to_vec(&v).unwrap()).unwrap();
+    let rep = report::build(&options(s, &[folder])).unwrap();
     let html = report::render(&rep, Format::Html).unwrap();
     assert!(!html.contains("<script") && !html.contains("<img") && !html.contains("</table><h1>"));
     assert!(html.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"));
@@ -254,7 +332,7 @@ fn text_from_the_inputs_is_escaped_in_html_and_markdown() {
         );
     }
     // Commands are shell-quoted: pasting one runs no second command.
-    assert!(md.contains("dpaudit audit run 'audits/<script>alert('\\''x'\\'')</script> & \"q\" | *b* [l](javascript:x).toml' --out "), "{md}");
+    assert!(md.contains("it'\\''s | *b* & q/audit.json' "), "{md}");
     assert!(
         md.contains("### &lt;script&gt;alert('x')&lt;/script&gt; &amp; \"q\" \\| \\*b\\* \\[l\\](javascript:x)"),
         "{md}"
@@ -332,6 +410,16 @@ fn the_cli_writes_atomically_and_refuses_to_overwrite_without_force() {
         String::from_utf8_lossy(&o.stderr)
     );
     assert_eq!(std::fs::read(&out).unwrap(), first, "a refused run must leave the file as it was");
+    // Without --format, the extension of --out decides.
+    let other = tempfile::tempdir().unwrap();
+    for (name, starts) in [("r.md", "# Privacy report"), ("r.json", "{")] {
+        let path = other.path().join(name);
+        let mut a = args.to_vec();
+        *a.last_mut().unwrap() = path.to_str().unwrap();
+        let o = dpaudit(&a);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert!(std::fs::read_to_string(&path).unwrap().starts_with(starts), "{name}");
+    }
     let mut forced = args.to_vec();
     forced.extend(["--force", "--format", "json"]);
     let o = dpaudit(&forced);
@@ -434,8 +522,6 @@ fn a_synthetic_data_release_gets_its_own_claim_sample_grid_and_nearest_neighbour
             "16",
             "--d-width",
             "16",
-            "--seed",
-            "1",
             "--threads",
             "1",
             "--out",
@@ -500,6 +586,28 @@ fn a_synthetic_data_release_gets_its_own_claim_sample_grid_and_nearest_neighbour
     );
     let md = report::render(&rep, Format::Markdown).unwrap();
     assert!(md.contains("## Synthetic data") && md.contains("GAN-Leaks"));
+    // What was trained, and the release's utility: said plainly when not evaluated, shown when
+    // given; never a model's test accuracy.
+    assert!(rep.utility.model.starts_with("DP-GAN (design joint"), "{}", rep.utility.model);
+    assert_eq!(rep.title(), "Privacy report: synthetic dataset release");
+    for text in [&html, &md] {
+        assert!(text.contains("was not evaluated for this report") && !text.contains("not recorded"), "{text}");
+    }
+    let eval = dir.path().join("evaluation.json");
+    std::fs::write(
+        &eval,
+        r#"{"cas": {"test_accuracy": 0.8123, "selected_epoch": 3, "protocol": "CAS protocol"},
+            "fid_mnist_classifier": 12.5, "fid_protocol": "FID protocol",
+            "real_vs_fake_accuracy": 0.61, "real_vs_fake_protocol": "RvF protocol", "synthetic_examples": 100}"#,
+    )
+    .unwrap();
+    let mut with_eval = o.clone();
+    with_eval.evaluation = Some(eval);
+    let rep_eval = report::build(&with_eval).unwrap();
+    let html_eval = report::render(&rep_eval, Format::Html).unwrap();
+    assert!(html_eval.contains("81.23%") && html_eval.contains("12.50") && html_eval.contains("61.00%"));
+    assert!(!html_eval.contains("was not evaluated"));
+    assert!(report::build(&ReportOptions { evaluation: Some(dir.path().join("nn.json")), ..o.clone() }).is_err());
     // A released file changed after release.json was written is flagged.
     let mut grid = std::fs::read(rel.join("grid.png")).unwrap();
     grid.push(0);

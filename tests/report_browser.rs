@@ -82,8 +82,6 @@ fn chromium_renders_the_report_with_its_key_elements_and_no_console_messages() {
             "1.2",
             "--max-grad-norm",
             "1",
-            "--seed",
-            "1",
             "--threads",
             "1",
             "--out",

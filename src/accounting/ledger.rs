@@ -5,6 +5,7 @@
 //! Proof of the crash property: [`proofs/accounting/ledger.md`](../../../proofs/accounting/ledger.md).
 use crate::accounting::{Phase, SamplingScheme};
 use crate::error::{Error, Result};
+use crate::train::noise::NoiseSeeding;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -25,6 +26,10 @@ pub struct LedgerEntry {
     pub clipping_norm: f64,
     /// What the step was (e.g. `dpsgd`, `dp-pca`, `discriminator`).
     pub label: String,
+    /// How the step's noise was seeded (`csprng` or `seeded`); absent in ledgers written before
+    /// dpaudit recorded it (read as unknown: see [`noise_seeding_of`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_seeding: Option<NoiseSeeding>,
 }
 
 /// An open, append-only ledger file (or, for audit replays, a ledger kept in memory).
@@ -35,6 +40,8 @@ pub struct Ledger {
     file: Option<File>,
     entries: Vec<LedgerEntry>,
     repaired_bytes: u64,
+    /// Written into every entry [`Ledger::record`] appends.
+    noise_seeding: Option<NoiseSeeding>,
 }
 
 impl Ledger {
@@ -51,14 +58,20 @@ impl Ledger {
             .open(&path)
             .map_err(|e| Error::io(format!("creating ledger {}", path.display()), e))?;
         sync_parent_dir(&path)?;
-        Ok(Ledger { path, file: Some(file), entries: Vec::new(), repaired_bytes: 0 })
+        Ok(Ledger { path, file: Some(file), entries: Vec::new(), repaired_bytes: 0, noise_seeding: None })
     }
 
     /// A ledger that lives only in memory: for audit replays, which train thousands of throwaway
     /// models whose epsilon is never certified. Nothing survives a crash, so never use it for a
     /// run whose privacy is reported; [`crate::train::dpsgd::DpSgd::new`] always uses a file.
     pub fn in_memory() -> Self {
-        Ledger { path: PathBuf::from("<memory>"), file: None, entries: Vec::new(), repaired_bytes: 0 }
+        Ledger {
+            path: PathBuf::from("<memory>"),
+            file: None,
+            entries: Vec::new(),
+            repaired_bytes: 0,
+            noise_seeding: None,
+        }
     }
 
     /// Opens an existing ledger to continue it (resume after a checkpoint or a crash).
@@ -105,7 +118,7 @@ impl Ledger {
             file.sync_all().map_err(|e| Error::io(format!("syncing ledger {}", path.display()), e))?;
         }
         file.seek(SeekFrom::End(0)).map_err(|e| Error::io(format!("seeking ledger {}", path.display()), e))?;
-        Ok(Ledger { path, file: Some(file), entries, repaired_bytes })
+        Ok(Ledger { path, file: Some(file), entries, repaired_bytes, noise_seeding: None })
     }
 
     /// Appends one step and makes it durable (write, then `fsync`) before returning. Call it
@@ -133,6 +146,7 @@ impl Ledger {
             noise_multiplier,
             clipping_norm,
             label: label.to_owned(),
+            noise_seeding: self.noise_seeding,
         };
         if let Some(file) = self.file.as_mut() {
             let mut line = serde_json::to_vec(&entry).map_err(|e| Error::data(&self.path, e.to_string()))?;
@@ -142,6 +156,12 @@ impl Ledger {
         }
         self.entries.push(entry);
         Ok(self.entries.last().expect("just pushed"))
+    }
+
+    /// Records `seeding` in every step appended from now on (the trainers set it from their run
+    /// seed before their first step, and again after a resume).
+    pub fn set_noise_seeding(&mut self, seeding: NoiseSeeding) {
+        self.noise_seeding = Some(seeding);
     }
 
     /// Every recorded step.
@@ -195,6 +215,20 @@ pub fn phases_of(entries: &[LedgerEntry]) -> Result<Vec<Phase>> {
         }
     }
     Ok(phases)
+}
+
+/// How the noise of a ledger's steps was seeded, taken together: `Some(Seeded)` when any step
+/// says `seeded`; `Some(Csprng)` when every step says `csprng`; `None` (unknown) when no step says
+/// `seeded` but some say nothing (ledgers written before dpaudit recorded it). An empty ledger is
+/// unknown.
+pub fn noise_seeding_of(entries: &[LedgerEntry]) -> Option<NoiseSeeding> {
+    if entries.iter().any(|e| e.noise_seeding == Some(NoiseSeeding::Seeded)) {
+        Some(NoiseSeeding::Seeded)
+    } else if !entries.is_empty() && entries.iter().all(|e| e.noise_seeding == Some(NoiseSeeding::Csprng)) {
+        Some(NoiseSeeding::Csprng)
+    } else {
+        None
+    }
 }
 
 fn sync_parent_dir(path: &Path) -> Result<()> {
@@ -256,9 +290,35 @@ mod tests {
             noise_multiplier: 1.0,
             clipping_norm: 1.0,
             label: "x".into(),
+            noise_seeding: None,
         };
         std::fs::write(&path, format!("{}\n", serde_json::to_string(&e).unwrap())).unwrap();
         assert!(matches!(Ledger::open(&path), Err(Error::Data { .. })));
+    }
+
+    #[test]
+    fn noise_seeding_is_recorded_per_step_and_older_lines_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.jsonl");
+        // A line as written before the field existed.
+        std::fs::write(
+            &path,
+            "{\"step\":1,\"sampling\":\"poisson\",\"sampling_rate\":0.01,\"noise_multiplier\":1.1,\"clipping_norm\":1.0,\"label\":\"dpsgd\"}\n",
+        )
+        .unwrap();
+        let mut l = Ledger::open(&path).unwrap();
+        assert_eq!(l.entries()[0].noise_seeding, None);
+        assert_eq!(noise_seeding_of(l.entries()), None, "unknown: older line");
+        l.set_noise_seeding(NoiseSeeding::Csprng);
+        l.record(SamplingScheme::Poisson, 0.01, 1.1, 1.0, "dpsgd").unwrap();
+        let l = Ledger::open(&path).unwrap();
+        assert_eq!(l.entries()[1].noise_seeding, Some(NoiseSeeding::Csprng));
+        assert_eq!(noise_seeding_of(l.entries()), None, "one step of unknown seeding keeps the whole unknown");
+        assert_eq!(noise_seeding_of(&l.entries()[1..]), Some(NoiseSeeding::Csprng));
+        let mut seeded = l.entries()[1].clone();
+        seeded.noise_seeding = Some(NoiseSeeding::Seeded);
+        assert_eq!(noise_seeding_of(&[l.entries()[1].clone(), seeded]), Some(NoiseSeeding::Seeded));
+        assert!(std::fs::read_to_string(&path).unwrap().contains("\"noise_seeding\":\"csprng\""));
     }
 
     #[test]
@@ -270,6 +330,7 @@ mod tests {
             noise_multiplier: 1.0,
             clipping_norm: 1.0,
             label: "x".into(),
+            noise_seeding: None,
         };
         assert!(phases_of(&[e]).is_err());
     }

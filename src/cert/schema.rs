@@ -35,6 +35,12 @@ pub struct Certificate {
     pub audits: Vec<AuditRecord>,
     /// What the certificate does not say, in plain words.
     pub limitations: Vec<String>,
+    /// How the run's noise was seeded: `csprng` (from the operating system's CSPRNG), or `seeded`
+    /// (an explicit seed: reproducible noise, certified only on request and then NOT FIT FOR
+    /// RELEASE, said in `limitations`). Signed like every field; absent in certificates issued
+    /// before dpaudit recorded it (read as not recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_seeding: Option<crate::train::noise::NoiseSeeding>,
 }
 
 /// The issuing tool.

@@ -10,6 +10,7 @@ use crate::cert::canonical::canonical_json;
 use crate::cert::keys::{load_secret_key, SecretKey};
 use crate::cert::schema::*;
 use crate::error::{Error, Result};
+use crate::train::noise::{NoiseSeeding, SEEDED_NOISE_WARNING};
 use ed25519_dalek::Signer;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -61,6 +62,9 @@ pub struct CertifyOptions {
     pub audits: Vec<AuditRecord>,
     /// Certify a non-private run as an uncertified claim (epsilon `"infinity"`) instead of refusing.
     pub allow_uncertified: bool,
+    /// Certify a run whose noise was seeded explicitly (reproducible noise) instead of refusing;
+    /// the certificate then records `noise_seeding: seeded` and says it is not fit for release.
+    pub allow_seeded_noise: bool,
     /// The tool's git commit; `None` means: build-time `DPAUDIT_GIT_COMMIT` if set, else
     /// `git rev-parse HEAD` in the crate's source folder, else `unknown`.
     pub git_commit: Option<String>,
@@ -75,6 +79,7 @@ impl CertifyOptions {
             artifacts: Vec::new(),
             audits: Vec::new(),
             allow_uncertified: false,
+            allow_seeded_noise: false,
             git_commit: None,
         }
     }
@@ -93,7 +98,9 @@ impl CertifyOptions {
 ///
 /// # Errors
 /// Refuses ([`Error::InvalidParameter`]) a run with an `inject_fault` field that is not null (in
-/// `metrics.json` or its `config`), a non-private run unless `allow_uncertified`, a ledger
+/// `metrics.json` or its `config`), a non-private run unless `allow_uncertified`, a private run
+/// whose noise was seeded explicitly or whose seeding is not recorded ([`run_noise_seeding`])
+/// unless `allow_seeded_noise`, a ledger
 /// step that is not Poisson-sampled, a ledger with a torn last line, fewer ledger steps than
 /// `metrics.json` reports, a model whose hash differs from the recorded one, an audit with
 /// verdict `violated` or a lower bound above the verified epsilon, and unsafe artifact paths.
@@ -129,6 +136,7 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
 
     let ledger_path = run_dir.join(LEDGER_FILE);
     let (ledger, entries) = read_ledger(run_dir)?;
+    let noise_seeding = checked_noise_seeding(run_dir, &metrics, &entries, private, options)?;
     let phases: Vec<Phase> = crate::accounting::ledger::phases_of(&entries)?; // refuses non-Poisson steps
     if let Some(steps) = metrics.get("steps").and_then(serde_json::Value::as_u64) {
         if private && (entries.len() as u64) < steps {
@@ -173,7 +181,65 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
         ledger,
         &entries,
         &phases,
+        noise_seeding,
     )
+}
+
+/// How a run's noise was seeded, from its `metrics.json` and its ledger: `seeded` when either
+/// says `seeded` (or, for runs written before `noise_seeding` was recorded, when `metrics.json`
+/// has a non-null `seed`); `csprng` when `metrics.json` says `csprng` (or has `seed: null`) and no
+/// ledger step says `seeded`; `None` (unknown) when nothing says.
+///
+/// Ledger steps without the field (older ledgers) do not make a run seeded by themselves: the
+/// run-level record decides for them.
+pub fn run_noise_seeding(
+    metrics: &serde_json::Value,
+    entries: &[crate::accounting::ledger::LedgerEntry],
+) -> Option<NoiseSeeding> {
+    let from_metrics = match metrics.get("noise_seeding").and_then(serde_json::Value::as_str) {
+        Some("seeded") => Some(NoiseSeeding::Seeded),
+        Some("csprng") => Some(NoiseSeeding::Csprng),
+        Some(_) => None,
+        None => match metrics.get("seed") {
+            Some(serde_json::Value::Null) => Some(NoiseSeeding::Csprng),
+            Some(_) => Some(NoiseSeeding::Seeded),
+            None => None,
+        },
+    };
+    if from_metrics == Some(NoiseSeeding::Seeded)
+        || entries.iter().any(|e| e.noise_seeding == Some(NoiseSeeding::Seeded))
+    {
+        Some(NoiseSeeding::Seeded)
+    } else {
+        from_metrics
+    }
+}
+
+/// The noise seeding a certificate records, or the refusal: a private run whose noise was seeded
+/// explicitly, or whose seeding is not recorded (treated as seeded, for safety), is certified only
+/// with `allow_seeded_noise`, and then recorded as `seeded`.
+fn checked_noise_seeding(
+    what: &Path,
+    metrics: &serde_json::Value,
+    entries: &[crate::accounting::ledger::LedgerEntry],
+    private: bool,
+    options: &CertifyOptions,
+) -> Result<Option<NoiseSeeding>> {
+    if !private {
+        return Ok(None);
+    }
+    match run_noise_seeding(metrics, entries) {
+        Some(NoiseSeeding::Csprng) => Ok(Some(NoiseSeeding::Csprng)),
+        _ if options.allow_seeded_noise => Ok(Some(NoiseSeeding::Seeded)),
+        found => Err(Error::invalid(
+            "run",
+            what.display(),
+            format!(
+                "{} reproducible noise: anyone who knows the seed can regenerate its noise and subtract it; refusing to certify it for release",
+                if found.is_some() { "was trained with an explicit seed, i.e." } else { "does not record how its noise was seeded (an older run), so it is taken as" }
+            ),
+        )),
+    }
 }
 
 /// A JSON file, read and parsed.
@@ -195,6 +261,7 @@ fn assemble(
     ledger: Option<FileDigest>,
     entries: &[crate::accounting::ledger::LedgerEntry],
     phases: &[Phase],
+    noise_seeding: Option<NoiseSeeding>,
 ) -> Result<Certificate> {
     let (status, privacy) = if proven {
         (ClaimStatus::Certified, privacy_of(phases, options.delta)?)
@@ -219,7 +286,15 @@ fn assemble(
         mechanism: mechanism_of(entries),
         privacy,
         audits: options.audits.clone(),
-        limitations: standard_limitations(),
+        limitations: {
+            let mut l = Vec::new();
+            if noise_seeding == Some(NoiseSeeding::Seeded) {
+                l.push(format!("This release is {SEEDED_NOISE_WARNING}."));
+            }
+            l.extend(standard_limitations());
+            l
+        },
+        noise_seeding,
     })
 }
 
@@ -316,6 +391,7 @@ pub fn certify_release(
     }
     let training_data_sha256 = recorded_data_hash(&metrics, &metrics_path)?;
     let (ledger, entries) = read_ledger(gan_run_dir)?;
+    let noise_seeding = checked_noise_seeding(gan_run_dir, &metrics, &entries, proven, options)?;
     let stated_ledger = release.get("ledger").and_then(|l| l.get("sha256")).and_then(serde_json::Value::as_str);
     if stated_ledger != ledger.as_ref().map(|l| l.sha256.as_str()) {
         return Err(Error::data(
@@ -356,6 +432,7 @@ pub fn certify_release(
         ledger,
         &entries,
         &phases,
+        noise_seeding,
     )
 }
 

@@ -66,6 +66,9 @@ pub struct GanRunInfo {
     pub train_data_sha256: String,
     /// Seed (null: OS CSPRNG).
     pub seed: Option<u64>,
+    /// How the discriminator's noise was seeded (`csprng` or `seeded`; absent in older runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub noise_seeding: Option<crate::train::noise::NoiseSeeding>,
 }
 
 /// One epoch's mean losses.
@@ -119,8 +122,11 @@ pub struct GanMetrics {
     pub config: GanConfig,
     /// Epochs asked for.
     pub epochs: f64,
-    /// Seed (null: OS CSPRNG).
+    /// Seed (null: OS CSPRNG). Operator's record only: reports never print it.
     pub seed: Option<u64>,
+    /// How the discriminator's noise was seeded: `csprng`, or `seeded` (reproducible noise, not
+    /// fit for release; `cert sign` refuses it unless told otherwise).
+    pub noise_seeding: crate::train::noise::NoiseSeeding,
     /// Per-epoch losses.
     pub per_epoch: Vec<EpochLosses>,
     /// What the losses are.
@@ -306,7 +312,8 @@ pub fn train_gan(
     }
     fresh_folder(out, spec.force)?;
     let seed = spec.seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit);
-    let ledger = Ledger::create(out.join(LEDGER_FILE))?;
+    let mut ledger = Ledger::create(out.join(LEDGER_FILE))?;
+    ledger.set_noise_seeding(seed.seeding());
     let examples = Examples::from_dataset(train, device)?;
     let mut gan = DpGan::new(config.clone(), n, ledger, seed, device)?;
     let info = GanRunInfo {
@@ -317,6 +324,7 @@ pub fn train_gan(
         train_examples: n,
         train_data_sha256: train.content_sha256(),
         seed: spec.seed,
+        noise_seeding: Some(seed.seeding()),
     };
     write_atomically(
         &out.join(GAN_FILE),
@@ -387,6 +395,7 @@ pub fn train_gan(
         config,
         epochs: spec.epochs,
         seed: spec.seed,
+        noise_seeding: seed.seeding(),
         per_epoch,
         losses_note: "discriminator_real_loss is measured on the private training lots without noise and is NOT covered by epsilon: a tuning aid for the operator, never to be released (gan sample's release.json does not include it)",
         wall_seconds: start.elapsed().as_secs_f64(),

@@ -60,8 +60,7 @@ fn opt<T: std::fmt::Display>(x: Option<T>) -> String {
 /// A plot that cannot be drawn.
 pub fn render(r: &Report) -> Result<String> {
     let mut o = String::with_capacity(256 * 1024);
-    let title =
-        format!("Privacy report: {} {}", r.claim.subject, r.utility.runs.first().map_or("", |u| u.run.as_str()));
+    let title = r.title();
     let _ = write!(
         o,
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
@@ -86,12 +85,14 @@ pub fn render(r: &Report) -> Result<String> {
         Some(c) => {
             let _ = writeln!(
                 o,
-                "<p id=\"certificate\" class=\"cert\"><strong>Certificate:</strong> signed by key id <code id=\"key-id\">{}</code>, issued {}, status {}, verified ε = {} at δ = {}. Signature: {}</p>",
+                "<p id=\"certificate\" class=\"cert\"><strong>Certificate:</strong> signed by key id <code id=\"key-id\">{}</code>, issued {}, status {}, certifies ε = <span id=\"certified-epsilon\">{}</span> at δ = {} ({}).{} Signature: {}</p>",
                 escape(&c.key_id),
                 escape(&c.issued_at),
                 escape(&c.status),
                 escape(&format_epsilon(c.verified_epsilon)),
                 escape(&format_delta(c.delta)),
+                escape(&certified_accountant(c, r)),
+                escape(&certificate_noise_note(c)),
                 escape(&c.signature)
             );
         }
@@ -133,6 +134,7 @@ pub fn render(r: &Report) -> Result<String> {
     row(&mut o, "neighbouring datasets", &m.adjacency);
     row(&mut o, "noisy steps (from the ledger)", &m.steps.to_string());
     row(&mut o, "how sigma was chosen", &m.noise_multiplier_source);
+    row(&mut o, "noise generator", &noise_words(&r.claim.noise_seeding));
     row(&mut o, "δ", &format_delta(m.delta));
     row(&mut o, "model", &r.utility.model);
     row(&mut o, "training data", &format!("{} ({} examples)", r.utility.train_dataset, r.utility.train_examples));
@@ -153,13 +155,14 @@ pub fn render(r: &Report) -> Result<String> {
         o.push_str("</table>\n");
     }
     if !m.epsilons.is_empty() {
-        o.push_str("<table id=\"accountants\">\n<caption>ε at the report's δ from each accountant, recomputed from the ledger (all are upper bounds; shown rounded up)</caption>\n<tr><th>accountant</th><th>ε</th><th>how</th></tr>\n");
+        o.push_str("<table id=\"accountants\">\n<caption>ε at the report's δ from each accountant, recomputed from the ledger (all are upper bounds; shown rounded up). The claim is the MPFR oracle's row; the others are listed, not claimed.</caption>\n<tr><th>accountant</th><th>ε</th><th>claimed</th><th>how</th></tr>\n");
         for e in &m.epsilons {
             let _ = writeln!(
                 o,
-                "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
                 escape(&e.accountant),
                 escape(&format_epsilon(e.epsilon)),
+                if is_claimed_row(&e.accountant) { "yes" } else { "no" },
                 escape(&e.method)
             );
         }
@@ -175,7 +178,7 @@ pub fn render(r: &Report) -> Result<String> {
         let finals: Vec<(String, f64)> = m
             .epsilons
             .iter()
-            .filter(|e| e.accountant != "rdp")
+            .filter(|e| e.accountant != "rdp" && !is_claimed_row(&e.accountant))
             .map(|e| (e.accountant.clone(), e.epsilon.value()))
             .collect();
         let svg = plots::epsilon_over_steps_svg(&r.epsilon_over_steps, &finals, r.claim.epsilon.value())?;
@@ -184,8 +187,9 @@ pub fn render(r: &Report) -> Result<String> {
             "plot-epsilon",
             &svg,
             &format!(
-                "ε (RDP accountant) after each of {} points of the ledger; markers: the other accountants' final ε.",
-                r.epsilon_over_steps.len()
+                "ε of the claimed accountant (RDP) after each of {} points of the ledger, against the certified claim ε = {} (its final value re-derived by the MPFR oracle); markers: the final ε of accountants that are not claimed.",
+                r.epsilon_over_steps.len(),
+                format_epsilon(r.claim.epsilon)
             ),
         );
         o.push_str("<details><summary>The numbers</summary>\n<table id=\"epsilon-table\"><tr><th>step</th><th>ε (RDP)</th></tr>\n");
@@ -204,15 +208,53 @@ pub fn render(r: &Report) -> Result<String> {
     // Utility.
     let u = &r.utility;
     o.push_str("<section id=\"utility\">\n<h2>Utility</h2>\n");
-    let _ = writeln!(
-        o,
-        "<p id=\"test-accuracy\">Test accuracy of the released model: <strong>{}</strong>{}.</p>",
-        escape(&fmt_acc(u.test_accuracy)),
-        u.robust_test_accuracy.map_or_else(String::new, |a| format!(
-            "; under PGD adversarial examples: <strong>{}</strong>",
-            escape(&fmt_acc(a))
-        ))
-    );
+    match &r.synthetic_data {
+        Some(s) => match &s.evaluation {
+            Some(e) => {
+                let _ = writeln!(o, "<table id=\"synthetic-utility\"><caption>Utility of the released records (from {})</caption><tr><th>measure</th><th>value</th><th>how it was measured</th></tr>", escape(&e.file));
+                for (k, v, how) in [
+                    (
+                        "CAS: real test accuracy of a classifier trained on the synthetic records",
+                        fmt_acc(e.cas),
+                        &e.cas_protocol,
+                    ),
+                    (
+                        "fid_mnist_classifier (not Inception-FID; lower is closer)",
+                        format_value(e.fid_mnist_classifier),
+                        &e.fid_protocol,
+                    ),
+                    (
+                        "real-vs-fake accuracy (0.5 is perfect)",
+                        fmt_acc(e.real_vs_fake_accuracy),
+                        &e.real_vs_fake_protocol,
+                    ),
+                ] {
+                    let _ = writeln!(
+                        o,
+                        "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",
+                        escape(k),
+                        escape(&v),
+                        escape(how)
+                    );
+                }
+                o.push_str("</table>\n");
+            }
+            None => {
+                let _ = writeln!(o, "<p id=\"synthetic-utility\">{}</p>", escape(&not_evaluated(s)));
+            }
+        },
+        None => {
+            let _ = writeln!(
+                o,
+                "<p id=\"test-accuracy\">Test accuracy of the released model: <strong>{}</strong>{}.</p>",
+                escape(&fmt_acc(u.test_accuracy)),
+                u.robust_test_accuracy.map_or_else(String::new, |a| format!(
+                    "; under PGD adversarial examples: <strong>{}</strong>",
+                    escape(&fmt_acc(a))
+                ))
+            );
+        }
+    }
     if u.runs.len() > 1 {
         let svg = plots::utility_svg(&u.runs)?;
         figure(
@@ -222,18 +264,22 @@ pub fn render(r: &Report) -> Result<String> {
             "Each run given to the report; the released one is the large orange point.",
         );
     }
-    o.push_str("<table id=\"runs\"><tr><th>run</th><th>released</th><th>ε</th><th>test accuracy</th></tr>\n");
-    for p in &u.runs {
-        let _ = writeln!(
-            o,
-            "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
-            escape(&p.run),
-            if p.released { "yes" } else { "no" },
-            escape(&format_epsilon(p.epsilon)),
-            escape(&fmt_acc(p.test_accuracy))
-        );
+    if r.synthetic_data.is_some() {
+        o.push_str("</section>\n");
+    } else {
+        o.push_str("<table id=\"runs\"><tr><th>run</th><th>released</th><th>ε</th><th>test accuracy</th></tr>\n");
+        for p in &u.runs {
+            let _ = writeln!(
+                o,
+                "<tr><td>{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
+                escape(&p.run),
+                if p.released { "yes" } else { "no" },
+                escape(&format_epsilon(p.epsilon)),
+                escape(&fmt_acc(p.test_accuracy))
+            );
+        }
+        o.push_str("</table>\n</section>\n");
     }
-    o.push_str("</table>\n</section>\n");
 
     // Audits.
     o.push_str("<section id=\"audits\">\n<h2>Audits</h2>\n");
@@ -383,6 +429,49 @@ pub fn render(r: &Report) -> Result<String> {
     o.push_str("</table>\n</section>\n");
     let _ = writeln!(o, "<footer>Written by {} {} ({}). Epsilons are upper bounds rounded up; audit lower bounds are rounded down. The same content is available with <code>--format json</code> and <code>--format markdown</code>.</footer>\n</body>\n</html>", escape(&r.generated_by.name), escape(&r.generated_by.version), escape(&r.generated_at));
     Ok(o)
+}
+
+/// Whether an accountant row of the mechanism table is the claimed one (the MPFR oracle's).
+pub fn is_claimed_row(accountant: &str) -> bool {
+    accountant == "mpfr oracle"
+}
+
+/// Which accountant a certificate's epsilon comes from, and whether it is the headline's.
+pub fn certified_accountant(c: &CertificateSummary, r: &Report) -> String {
+    if c.verified_epsilon == r.claim.epsilon {
+        "RDP accountant, verified by the MPFR oracle: the same ε as the claim above".to_owned()
+    } else {
+        format!(
+            "RDP accountant, verified by the MPFR oracle; NOT the ε of this report's claim ({}), which was recomputed from the run's ledger",
+            format_epsilon(r.claim.epsilon)
+        )
+    }
+}
+
+/// What a certificate says about its run's noise, in plain words (empty for CSPRNG noise).
+pub fn certificate_noise_note(c: &CertificateSummary) -> String {
+    match c.noise_seeding.as_str() {
+        "csprng" => " Noise: from the operating system's CSPRNG.".to_owned(),
+        "seeded" => format!(" The certified run is {}.", crate::train::noise::SEEDED_NOISE_WARNING),
+        _ => " The certificate does not record how the run's noise was seeded (an older certificate).".to_owned(),
+    }
+}
+
+/// The noise generator's seeding, in words.
+pub fn noise_words(seeding: &str) -> String {
+    match seeding {
+        "csprng" => "Gaussian noise from a ChaCha20 stream seeded by the operating system's CSPRNG (so are the Poisson lots): nobody can regenerate it".to_owned(),
+        "seeded" => format!("seeded explicitly: {}", crate::train::noise::SEEDED_NOISE_WARNING),
+        _ => "not recorded (an older run)".to_owned(),
+    }
+}
+
+/// The sentence of a synthetic release whose utility was not evaluated.
+pub fn not_evaluated(s: &SyntheticData) -> String {
+    format!(
+        "The released records' utility (CAS, fid_mnist_classifier, real-vs-fake accuracy) was not evaluated for this report: run `dpaudit evaluate synthetic --synthetic {} --real DATA --json > evaluation.json` (DATA: the real MNIST-format folder) and give the file to `dpaudit report --evaluation`.",
+        super::inputs::shell_quote(&s.release)
+    )
 }
 
 /// The CSS class suffix and `data-status` of a verdict.

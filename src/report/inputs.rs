@@ -11,6 +11,7 @@ use crate::accounting::{rdp, validate_delta, Phase};
 use crate::cert::schema::rfc3339_utc;
 use crate::cert::sign::{mechanism_of, privacy_of, SignedCertificate};
 use crate::data::sha256_file;
+use crate::train::noise::{NoiseSeeding, SEEDED_NOISE_WARNING};
 use serde::de::IgnoredAny;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -38,8 +39,18 @@ pub struct RunMetrics {
     pub config: Value,
     /// Epochs asked for.
     pub epochs: Option<f64>,
-    /// Seed (null: OS CSPRNG).
+    /// Seed (null: OS CSPRNG). Read only to tell how the noise was seeded: never printed.
     pub seed: Option<u64>,
+    /// `csprng`, `seeded` or `unknown` (absent in older runs).
+    pub noise_seeding: Option<String>,
+    /// The folder the training data was read from (absent in older runs).
+    pub train_data_dir: Option<String>,
+    /// Held-out validation examples (`--validation N`).
+    pub validation_examples: Option<u64>,
+    /// The decay of the parameter average (`--ema`).
+    pub parameter_averaging: Option<f64>,
+    /// A DP-GAN run's design (`joint`, `real-only`, `noise-layer`); absent for DP-SGD runs.
+    pub design: Option<String>,
     /// Training set name.
     pub train_dataset: Option<String>,
     /// Training examples.
@@ -65,6 +76,8 @@ pub struct RunFolder {
     pub name: String,
     /// `metrics.json`.
     pub metrics: RunMetrics,
+    /// `metrics.json` as JSON (for [`crate::cert::sign::run_noise_seeding`]).
+    pub metrics_json: Value,
     /// SHA-256 of `metrics.json`.
     pub metrics_sha256: String,
     /// The ledger's complete lines.
@@ -95,6 +108,21 @@ impl RunFolder {
             .map(|f| f.as_str().map_or_else(|| f.to_string(), str::to_owned))
     }
 
+    /// How the run's noise was seeded (`None`: not recorded), as `dpaudit cert sign` reads it.
+    pub fn noise_seeding(&self) -> Option<NoiseSeeding> {
+        crate::cert::sign::run_noise_seeding(&self.metrics_json, &self.entries)
+    }
+
+    /// What was trained, in words: the model's architecture, or the DP-GAN's design.
+    pub fn model_description(&self) -> Option<String> {
+        if let Some(design) = &self.metrics.design {
+            let conditioning =
+                self.config_str("conditioning").map_or_else(String::new, |c| format!(", {c} conditioning"));
+            return Some(format!("DP-GAN (design {design}{conditioning}; only the discriminator sees private data)"));
+        }
+        self.config_str("model")
+    }
+
     /// A string field of the trainer's configuration.
     fn config_str(&self, key: &str) -> Option<String> {
         self.metrics.config.get(key).and_then(Value::as_str).map(str::to_owned)
@@ -116,6 +144,8 @@ pub fn read_run(dir: &Path) -> Result<RunFolder> {
     let bytes =
         std::fs::read(&metrics_path).map_err(|e| Error::io(format!("reading {}", metrics_path.display()), e))?;
     let metrics: RunMetrics = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::data(&metrics_path, format!("not a run's metrics.json: {e}")))?;
+    let metrics_json: Value = serde_json::from_slice(&bytes)
         .map_err(|e| Error::data(&metrics_path, format!("not a run's metrics.json: {e}")))?;
     let metrics_sha256 = hex::encode(Sha256::digest(&bytes));
     let ledger_path = dir.join(crate::cert::sign::LEDGER_FILE);
@@ -149,6 +179,7 @@ pub fn read_run(dir: &Path) -> Result<RunFolder> {
         dir: dir.to_path_buf(),
         name,
         metrics,
+        metrics_json,
         metrics_sha256,
         entries,
         ledger_sha256,
@@ -311,7 +342,8 @@ fn run_delta(run: &RunFolder) -> Option<f64> {
     run.metrics.epsilons.iter().find_map(|e| e.get("delta").and_then(Value::as_f64))
 }
 
-/// Epsilon (RDP) after up to `points` evenly spaced prefixes of the ledger.
+/// Epsilon (RDP accountant, the accountant of the report's claim) after up to `points` evenly
+/// spaced prefixes of the ledger.
 ///
 /// # Errors
 /// As the RDP accountant; non-Poisson steps.
@@ -385,7 +417,33 @@ struct ReleaseFolder {
     release_json_sha256: String,
 }
 
-fn read_release(dir: &Path, nearest: Option<&Path>) -> Result<ReleaseFolder> {
+/// The utility section of a synthetic release, from `dpaudit evaluate synthetic --json`.
+fn read_evaluation(path: &Path) -> Result<SyntheticUtility> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let v: Value = serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not JSON: {e}")))?;
+    let num = |x: Option<&Value>, what: &str| {
+        x.and_then(Value::as_f64).ok_or_else(|| {
+            Error::data(path, format!("no `{what}`: not the output of `dpaudit evaluate synthetic --json`"))
+        })
+    };
+    let text = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or("not recorded").to_owned();
+    Ok(SyntheticUtility {
+        file: path.display().to_string(),
+        cas: num(v.get("cas").and_then(|c| c.get("test_accuracy")), "cas.test_accuracy")?,
+        cas_protocol: v
+            .get("cas")
+            .and_then(|c| c.get("protocol"))
+            .and_then(Value::as_str)
+            .unwrap_or("not recorded")
+            .to_owned(),
+        fid_mnist_classifier: num(v.get("fid_mnist_classifier"), "fid_mnist_classifier")?,
+        fid_protocol: text("fid_protocol"),
+        real_vs_fake_accuracy: num(v.get("real_vs_fake_accuracy"), "real_vs_fake_accuracy")?,
+        real_vs_fake_protocol: text("real_vs_fake_protocol"),
+    })
+}
+
+fn read_release(dir: &Path, nearest: Option<&Path>, evaluation: Option<&Path>) -> Result<ReleaseFolder> {
     let path = dir.join("release.json");
     let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| Error::data(&path, format!("not JSON: {e}")))?;
@@ -424,6 +482,7 @@ fn read_release(dir: &Path, nearest: Option<&Path>) -> Result<ReleaseFolder> {
             nearest_neighbour,
             nearest_neighbour_flags,
             sample_grid_png_base64,
+            evaluation: evaluation.map(read_evaluation).transpose()?,
         },
         files,
         ledger_sha256: v.get("ledger").and_then(|l| l.get("sha256")).and_then(Value::as_str).map(str::to_owned),
@@ -509,7 +568,7 @@ fn claim_statement(private: bool, fault: Option<&str>, epsilon: Epsilon, delta: 
     let eps = format_epsilon(epsilon);
     let verb = if subject == "model" { "trained" } else { "produced" };
     let base = format!(
-        "This {subject} was {verb} with (ε = {eps}, δ = {})-differential privacy, per record",
+        "This {subject} was {verb} with (ε = {eps}, δ = {})-differential privacy, per record (ε by the RDP accountant, verified by the MPFR oracle: the number its certificate certifies)",
         format_delta(delta)
     );
     if let Some(f) = fault {
@@ -617,7 +676,7 @@ fn summarise_certificate(
         None => (
             None,
             format!(
-                "not checked by this report; run `dpaudit cert verify {} --pubkey KEY.pub --artifacts {} --recompute`",
+                "not checked by this report (no public key was given): check it with `dpaudit cert verify {} --artifacts {} --recompute` and `--pubkey` the signer's public key file",
                 sq(path),
                 sq(artifacts_dir)
             ),
@@ -639,18 +698,29 @@ fn summarise_certificate(
         ledger_matches,
         signature_verified,
         signature,
+        noise_seeding: c.noise_seeding.map_or_else(|| "not recorded".to_owned(), |n| n.as_str().to_owned()),
     })
 }
 
+/// The accountant of every report's claim, named in its headline: the number `dpaudit cert sign`
+/// certifies (`privacy.verified_epsilon`).
+pub const CLAIM_ACCOUNTANT: &str =
+    "RDP accountant, re-derived by the MPFR oracle with every rounding upward (the ε a certificate certifies)";
+
 /// `dpaudit train` flags that reproduce a run, from its `metrics.json` (best effort).
-fn train_command(run: &RunFolder) -> String {
+///
+/// The command never carries a seed: a released run's noise seed must not be published, and
+/// without one the noise is drawn afresh from the OS CSPRNG (the same recipe, not the same
+/// numbers). It writes to `<run folder>-reproduced`, so that it runs as printed. `None` when the
+/// training data's folder is not known (older runs trained on anything but the built-in names).
+fn train_command(run: &RunFolder) -> Option<String> {
     let m = &run.metrics;
     let mut cmd = vec!["dpaudit train".to_owned()];
-    match m.train_dataset.as_deref().map(|d| d.split('/').next().unwrap_or(d)) {
-        Some("mnist-small") => cmd.push("--dataset fixture".into()),
-        Some(d @ ("mnist" | "fashion-mnist")) => cmd.push(format!("--dataset {d}")),
-        Some(_) => cmd.push("--data-dir DATA".into()),
-        None => {}
+    match (m.train_data_dir.as_deref(), m.train_dataset.as_deref().map(|d| d.split('/').next().unwrap_or(d))) {
+        (Some(dir), _) => cmd.push(format!("--data-dir {}", shell_quote(dir))),
+        (None, Some("mnist-small")) => cmd.push("--dataset fixture".into()),
+        (None, Some(d @ ("mnist" | "fashion-mnist"))) => cmd.push(format!("--dataset {d}")),
+        (None, _) => return None,
     }
     if let Some(model) = run.config_str("model") {
         cmd.push(format!("--model {}", shell_quote(&model)));
@@ -688,15 +758,32 @@ fn train_command(run: &RunFolder) -> String {
     if let Some(kind) = run.metrics.config.get("schedule").and_then(|s| s.get("kind")).and_then(Value::as_str) {
         cmd.push(format!("--schedule {}", shell_quote(kind)));
     }
-    match m.seed {
-        Some(s) => cmd.push(format!("--seed {s}")),
-        None => cmd.push("--secure-noise".into()),
+    if let Some(v) = m.validation_examples.filter(|&v| v > 0) {
+        cmd.push(format!("--validation {v}"));
+    }
+    if let Some(d) = m.parameter_averaging {
+        cmd.push(format!("--ema {d}"));
     }
     if let Some(f) = run.fault() {
         cmd.push(format!("--inject-fault {}", shell_quote(&f)));
     }
-    cmd.push(format!("--out {}", sq(&run.dir)));
-    cmd.join(" ")
+    cmd.push(format!("--out {}", sq(&reproduced(&run.dir))));
+    Some(cmd.join(" "))
+}
+
+/// Where a command that reproduces `dir` writes: a sibling `<name>-reproduced`, so that it never
+/// meets the original's files.
+fn reproduced(dir: &Path) -> PathBuf {
+    let name = dir.file_name().map_or_else(|| "run".into(), |n| n.to_string_lossy().into_owned());
+    dir.with_file_name(format!("{name}-reproduced"))
+}
+
+/// The spec file of an audit, when one can be found: `<name>.toml` beside the audit folder, or in
+/// `audits/` (relative to where the report is read).
+fn audit_spec_file(a: &AuditSummary) -> Option<PathBuf> {
+    let file = format!("{}.toml", a.name);
+    let beside = Path::new(&a.folder).parent().map(|p| p.join(&file));
+    beside.into_iter().chain(std::iter::once(Path::new("audits").join(&file))).find(|p| p.is_file())
 }
 
 /// Builds the report.
@@ -713,8 +800,15 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
     let fault = run.fault();
     let mut warnings = Vec::new();
     let release = match &options.release {
-        Some(dir) => Some(read_release(dir, options.nearest_neighbour.as_deref())?),
+        Some(dir) => Some(read_release(dir, options.nearest_neighbour.as_deref(), options.evaluation.as_deref())?),
         None => {
+            if options.evaluation.is_some() {
+                return Err(Error::invalid(
+                    "synthetic-data evaluation",
+                    "given",
+                    "needs the release it is about (--release DIR)",
+                ));
+            }
             if options.nearest_neighbour.is_some() {
                 return Err(Error::invalid(
                     "nearest-neighbour results",
@@ -806,21 +900,21 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
                 v.conversion.and_then(|c| serde_json::to_value(c).ok()).and_then(|c| c.as_str().map(str::to_owned)).unwrap_or_default()
             ),
         });
-        let best = rows.iter().min_by(|a, b| a.epsilon.value().total_cmp(&b.epsilon.value())).expect("three rows");
-        let others: Vec<String> = rows
-            .iter()
-            .filter(|r| r.accountant != best.accountant)
-            .map(|r| format!("{} {}", r.accountant, format_epsilon(r.epsilon)))
-            .collect();
-        let accountant = format!(
-            "{} accountant, the smallest of the upper bounds computed from the ledger (also: {})",
-            best.accountant,
-            others.join(", ")
-        );
-        (rows.clone(), best.epsilon, accountant)
+        // The claim is the number a certificate certifies (`privacy.verified_epsilon`): the RDP
+        // accountant's bound re-derived by the MPFR oracle. The other accountants are listed, not
+        // claimed, so that the headline, the certificate and the plot show one number.
+        (rows, v.epsilon, CLAIM_ACCOUNTANT.to_owned())
     } else {
         (Vec::new(), Epsilon::Infinity, "none (not private)".to_owned())
     };
+    let noise_seeding = run.noise_seeding();
+    if private {
+        match noise_seeding {
+            Some(NoiseSeeding::Seeded) => warnings.push(format!("this release is {SEEDED_NOISE_WARNING}")),
+            None => warnings.push("the run does not record how its noise was seeded (an older run): if it was trained with an explicit seed, its noise can be regenerated from the seed and it is not fit for release".into()),
+            Some(NoiseSeeding::Csprng) => {}
+        }
+    }
     let subject = if release.is_some() { "synthetic dataset" } else { "model" };
     let claim = Claim {
         private,
@@ -831,13 +925,18 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
         adjacency: "neighbouring datasets differ by adding or removing one training example".into(),
         statement: match &release {
             Some(r) if private && !r.section.epsilon_proven => format!(
-                "This synthetic dataset comes with a CLAIMED, NOT PROVEN (ε = {}, δ = {}): {}. No differential-privacy guarantee is established for it.",
+                "This synthetic dataset comes with a CLAIMED, NOT PROVEN (ε = {}, δ = {}) (RDP accountant, verified by the MPFR oracle): {}. No differential-privacy guarantee is established for it.",
                 format_epsilon(claim_epsilon),
                 format_delta(delta),
                 r.section.epsilon_status
             ),
             _ => claim_statement(private, fault.as_deref(), claim_epsilon, delta, subject),
+        } + if private && noise_seeding == Some(NoiseSeeding::Seeded) {
+            " NOT FIT FOR RELEASE: its noise can be regenerated from the seed."
+        } else {
+            ""
         },
+        noise_seeding: noise_seeding.map_or_else(|| "not recorded".to_owned(), |n| n.as_str().to_owned()),
     };
     let mechanism = MechanismSection {
         sampling: mechanism_steps.sampling.clone(),
@@ -860,7 +959,7 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
     }];
     for o in &others {
         let eps = match (o.private(), accountant_epsilons(&o.entries, delta)?) {
-            (true, Some((r, p))) => finite(r.min(p))?,
+            (true, Some((r, _))) => finite(r)?,
             _ => Epsilon::Infinity,
         };
         utility_runs.push(UtilityPoint {
@@ -871,7 +970,7 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
         });
     }
     let utility = Utility {
-        model: run.config_str("model").unwrap_or_else(|| "unknown".into()),
+        model: run.model_description().unwrap_or_else(|| "not recorded".into()),
         train_dataset: run.metrics.train_dataset.clone().unwrap_or_else(|| "unknown".into()),
         train_examples: run.metrics.train_examples.unwrap_or(0),
         test_accuracy: run.metrics.test_accuracy.unwrap_or(f64::NAN),
@@ -926,10 +1025,13 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
             command: format!("cat {}", sq(&run.dir.join(crate::gan::run::GAN_FILE))),
         }]
     } else {
-        vec![ReproduceCommand {
-            purpose: "train the model again (reconstructed from metrics.json)".into(),
-            command: train_command(&run),
-        }]
+        match train_command(&run) {
+            Some(command) => vec![ReproduceCommand {
+                purpose: "train the same recipe again into a new folder (reconstructed from metrics.json; fresh noise from the OS CSPRNG, so the same recipe, not the same numbers)".into(),
+                command,
+            }],
+            None => Vec::new(),
+        }
     };
     if private {
         let phases: Vec<String> = phases_of(&run.entries)?
@@ -941,35 +1043,29 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
             command: format!("dpaudit account epsilon {} --delta {delta} --accountant all --verify", phases.join(" ")),
         });
     }
-    commands.push(ReproduceCommand {
-        purpose: "check the files' hashes against the table below".into(),
-        command: format!(
-            "sha256sum {} {} {}",
-            sq(&run.dir.join("ledger.jsonl")),
-            sq(&run.dir.join("model.safetensors")),
-            sq(&run.dir.join("metrics.json"))
-        ),
-    });
-    if let Some(c) = &certificate {
+    let hash_command_at = commands.len();
+    if let (Some(c), Some(key)) = (&certificate, &options.public_key) {
         commands.push(ReproduceCommand {
             purpose: "verify the certificate: signature, file hashes, and epsilon recomputed with the MPFR oracle"
                 .into(),
             command: format!(
-                "dpaudit cert verify {} --pubkey KEY.pub --artifacts {} --recompute",
+                "dpaudit cert verify {} --pubkey {} --artifacts {} --recompute",
                 shell_quote(&c.path),
-                sq(&run.dir)
+                sq(key),
+                sq(options.release.as_deref().unwrap_or(&run.dir))
             ),
         });
     }
     for a in &audits {
-        commands.push(ReproduceCommand {
-            purpose: format!("run audit {} again (its full spec is inside {})", a.name, a.file),
-            command: format!(
-                "dpaudit audit run {} --out {}",
-                shell_quote(&format!("audits/{}.toml", a.name)),
-                shell_quote(&a.folder)
-            ),
-        });
+        if let Some(spec) = audit_spec_file(a) {
+            commands.push(ReproduceCommand {
+                purpose: format!(
+                    "run audit {} again into a new folder (the spec it ran is also recorded inside {})",
+                    a.name, a.file
+                ),
+                command: format!("dpaudit audit run {} --out {}", sq(&spec), sq(&reproduced(Path::new(&a.folder)))),
+            });
+        }
     }
     if let Some(c) = &options.command_line {
         commands.push(ReproduceCommand { purpose: "write this report again".into(), command: c.clone() });
@@ -1020,6 +1116,19 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
     }
     if let Some(p) = &options.certificate {
         hashes.push(FileHash { what: "certificate".into(), path: p.display().to_string(), sha256: sha256_file(p)? });
+    }
+    // Every hashed file that exists, in one command (the training data's hash is of its content,
+    // not of a file, and is left out).
+    let files: Vec<String> =
+        hashes.iter().filter(|h| Path::new(&h.path).is_file()).map(|h| shell_quote(&h.path)).collect();
+    if !files.is_empty() {
+        commands.insert(
+            hash_command_at,
+            ReproduceCommand {
+                purpose: "check the files' hashes against the table below".into(),
+                command: format!("sha256sum {}", files.join(" ")),
+            },
+        );
     }
 
     Ok(Report {

@@ -1,6 +1,8 @@
 //! The report as Markdown: the same sections as the HTML page, with each plot's data as a table.
 //! Text from the inputs is escaped so that it cannot start markup or break a table.
-use super::html::{fmt_acc, status_name};
+use super::html::{
+    certificate_noise_note, certified_accountant, fmt_acc, is_claimed_row, noise_words, not_evaluated, status_name,
+};
 use super::*;
 use std::fmt::Write as _;
 
@@ -35,20 +37,21 @@ fn fenced(s: &str) -> String {
 /// Renders the report as Markdown.
 pub fn render(r: &Report) -> String {
     let mut o = String::new();
-    let run = r.utility.runs.first().map_or("", |u| u.run.as_str());
-    let _ = writeln!(o, "# Privacy report: {} {}\n", escape(&r.claim.subject), escape(run));
+    let _ = writeln!(o, "# {}\n", escape(&r.title()));
     let _ = writeln!(o, "**Claim.** {}\n", escape(&r.claim.statement));
     let _ = writeln!(o, "**Audits ({}).** {}\n", status_name(r.verdict.status), escape(&r.verdict.statement));
     match &r.certificate {
         Some(c) => {
             let _ = writeln!(
                 o,
-                "**Certificate.** Key id `{}`, issued {}, status {}, verified ε = {} at δ = {}. Signature: {}\n",
+                "**Certificate.** Key id `{}`, issued {}, status {}, certifies ε = {} at δ = {} ({}).{} Signature: {}\n",
                 c.key_id.replace('`', ""),
                 escape(&c.issued_at),
                 escape(&c.status),
                 format_epsilon(c.verified_epsilon),
                 format_delta(c.delta),
+                escape(&certified_accountant(c, r)),
+                escape(&certificate_noise_note(c)),
                 escape(&c.signature)
             );
         }
@@ -76,6 +79,7 @@ pub fn render(r: &Report) -> String {
         ("neighbouring datasets", m.adjacency.clone()),
         ("noisy steps (from the ledger)", m.steps.to_string()),
         ("how sigma was chosen", m.noise_multiplier_source.clone()),
+        ("noise generator", noise_words(&r.claim.noise_seeding)),
         ("δ", format_delta(m.delta)),
         ("model", r.utility.model.clone()),
         ("training data", format!("{} ({} examples)", r.utility.train_dataset, r.utility.train_examples)),
@@ -99,10 +103,16 @@ pub fn render(r: &Report) -> String {
         o.push('\n');
     }
     if !m.epsilons.is_empty() {
-        o.push_str("| accountant | ε (upper bound, rounded up) | how |\n|---|---|---|\n");
+        o.push_str("| accountant | ε (upper bound, rounded up) | claimed | how |\n|---|---|---|---|\n");
         for e in &m.epsilons {
-            let _ =
-                writeln!(o, "| {} | {} | {} |", escape(&e.accountant), format_epsilon(e.epsilon), escape(&e.method));
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} |",
+                escape(&e.accountant),
+                format_epsilon(e.epsilon),
+                if is_claimed_row(&e.accountant) { "yes" } else { "no" },
+                escape(&e.method)
+            );
         }
         o.push('\n');
     }
@@ -111,6 +121,11 @@ pub fn render(r: &Report) -> String {
     if r.epsilon_over_steps.is_empty() {
         o.push_str("No noisy steps: the run was not private.\n\n");
     } else {
+        let _ = writeln!(
+            o,
+            "ε of the claimed accountant (RDP) over the ledger; the certified claim is ε = {}.\n",
+            format_epsilon(r.claim.epsilon)
+        );
         o.push_str("| step | ε (RDP) |\n|---|---|\n");
         for p in &r.epsilon_over_steps {
             let _ = writeln!(o, "| {} | {} |", p.step, format_upper(p.epsilon));
@@ -120,25 +135,58 @@ pub fn render(r: &Report) -> String {
 
     let u = &r.utility;
     o.push_str("## Utility\n\n");
-    let _ = writeln!(
-        o,
-        "Test accuracy of the released model: **{}**{}.\n",
-        fmt_acc(u.test_accuracy),
-        u.robust_test_accuracy
-            .map_or_else(String::new, |a| format!("; under PGD adversarial examples: **{}**", fmt_acc(a)))
-    );
-    o.push_str("| run | released | ε | test accuracy |\n|---|---|---|---|\n");
-    for p in &u.runs {
-        let _ = writeln!(
-            o,
-            "| {} | {} | {} | {} |",
-            escape(&p.run),
-            if p.released { "yes" } else { "no" },
-            format_epsilon(p.epsilon),
-            fmt_acc(p.test_accuracy)
-        );
+    match &r.synthetic_data {
+        Some(s) => match &s.evaluation {
+            Some(e) => {
+                let _ = writeln!(o, "Utility of the released records (from {}):\n", escape(&e.file));
+                o.push_str("| measure | value | how it was measured |\n|---|---|---|\n");
+                for (k, v, how) in [
+                    (
+                        "CAS: real test accuracy of a classifier trained on the synthetic records",
+                        fmt_acc(e.cas),
+                        &e.cas_protocol,
+                    ),
+                    (
+                        "fid_mnist_classifier (not Inception-FID; lower is closer)",
+                        format_value(e.fid_mnist_classifier),
+                        &e.fid_protocol,
+                    ),
+                    (
+                        "real-vs-fake accuracy (0.5 is perfect)",
+                        fmt_acc(e.real_vs_fake_accuracy),
+                        &e.real_vs_fake_protocol,
+                    ),
+                ] {
+                    let _ = writeln!(o, "| {} | {} | {} |", escape(k), escape(&v), escape(how));
+                }
+                o.push('\n');
+            }
+            None => {
+                let _ = writeln!(o, "{}\n", escape(&not_evaluated(s)));
+            }
+        },
+        None => {
+            let _ = writeln!(
+                o,
+                "Test accuracy of the released model: **{}**{}.\n",
+                fmt_acc(u.test_accuracy),
+                u.robust_test_accuracy
+                    .map_or_else(String::new, |a| format!("; under PGD adversarial examples: **{}**", fmt_acc(a)))
+            );
+            o.push_str("| run | released | ε | test accuracy |\n|---|---|---|---|\n");
+            for p in &u.runs {
+                let _ = writeln!(
+                    o,
+                    "| {} | {} | {} | {} |",
+                    escape(&p.run),
+                    if p.released { "yes" } else { "no" },
+                    format_epsilon(p.epsilon),
+                    fmt_acc(p.test_accuracy)
+                );
+            }
+            o.push('\n');
+        }
     }
-    o.push('\n');
 
     o.push_str("## Audits\n\n");
     let _ = writeln!(o, "{}\n", escape(&r.verdict.statement));

@@ -69,9 +69,40 @@ pub struct ReportOptions {
     pub release: Option<PathBuf>,
     /// The JSON of `dpaudit attack nearest-neighbour --out FILE` on that release.
     pub nearest_neighbour: Option<PathBuf>,
+    /// The JSON of `dpaudit evaluate synthetic --json` on that release (CAS, FID, real-vs-fake).
+    pub evaluation: Option<PathBuf>,
 }
 
 impl ReportOptions {
+    /// The `dpaudit report` command that builds this report into `out` (with `--force`, so that
+    /// it runs as printed when `out` exists), arguments quoted for a POSIX shell.
+    pub fn command_line(&self, out: &Path) -> String {
+        let q = |p: &Path| inputs::shell_quote(&p.display().to_string());
+        let mut w = vec!["dpaudit report".to_owned()];
+        w.extend(self.runs.iter().map(|r| format!("--run {}", q(r))));
+        w.extend(self.audits.iter().map(|a| format!("--audit {}", q(a))));
+        if let Some(c) = &self.certificate {
+            w.push(format!("--cert {}", q(c)));
+        }
+        if let Some(k) = &self.public_key {
+            w.push(format!("--pubkey {}", q(k)));
+        }
+        if let Some(r) = &self.release {
+            w.push(format!("--release {}", q(r)));
+        }
+        if let Some(n) = &self.nearest_neighbour {
+            w.push(format!("--nearest-neighbour {}", q(n)));
+        }
+        if let Some(e) = &self.evaluation {
+            w.push(format!("--evaluation {}", q(e)));
+        }
+        if let Some(d) = self.delta {
+            w.push(format!("--delta {d:e}"));
+        }
+        w.push(format!("--out {} --force", q(out)));
+        w.join(" ")
+    }
+
     /// A report on one run, nothing else.
     pub fn for_run(run: impl Into<PathBuf>) -> Self {
         ReportOptions {
@@ -84,6 +115,7 @@ impl ReportOptions {
             command_line: None,
             release: None,
             nearest_neighbour: None,
+            evaluation: None,
         }
     }
 }
@@ -106,7 +138,7 @@ pub struct Report {
     pub certificate: Option<CertificateSummary>,
     /// The mechanism and how epsilon was computed.
     pub mechanism: MechanismSection,
-    /// Epsilon (RDP accountant) after each of up to [`DEFAULT_EPSILON_POINTS`] steps.
+    /// Epsilon (RDP accountant, the claim's) after each of up to [`DEFAULT_EPSILON_POINTS`] steps.
     pub epsilon_over_steps: Vec<EpsilonPoint>,
     /// Test accuracy, and the privacy–utility curve when several runs were given.
     pub utility: Utility,
@@ -141,17 +173,22 @@ pub struct Claim {
     pub private: bool,
     /// `model` (or `synthetic dataset`).
     pub subject: String,
-    /// The claimed epsilon: the smallest of the accountants' upper bounds (each is valid, so the
-    /// smallest is too); `"infinity"` without privacy.
+    /// The claimed epsilon: the one number a certificate of the run certifies
+    /// (`privacy.verified_epsilon`: the RDP accountant's bound re-derived by the MPFR oracle), shown
+    /// alike in the headline, the certificate box and the plot; `"infinity"` without privacy. The
+    /// other accountants are listed in [`MechanismSection::epsilons`], not claimed.
     pub epsilon: Epsilon,
     /// The delta.
     pub delta: f64,
-    /// Which accountant gave `epsilon`.
+    /// Which accountant gave `epsilon` ([`inputs::CLAIM_ACCOUNTANT`]).
     pub accountant: String,
     /// The unit of privacy in words.
     pub adjacency: String,
-    /// The claim as a sentence (epsilon rounded up).
+    /// The claim as a sentence (epsilon rounded up, the accountant named).
     pub statement: String,
+    /// How the noise was seeded: `csprng`, `seeded` (reproducible noise: NOT FIT FOR RELEASE, said
+    /// in `statement`) or `not recorded`. The seed itself is never part of a report.
+    pub noise_seeding: String,
 }
 
 /// The audits' overall verdict.
@@ -202,6 +239,9 @@ pub struct CertificateSummary {
     pub signature_verified: Option<bool>,
     /// The verification outcome in words.
     pub signature: String,
+    /// How the certified run's noise was seeded, as the certificate records it (`csprng`,
+    /// `seeded`, or `not recorded` for older certificates).
+    pub noise_seeding: String,
 }
 
 /// The mechanism and the accountants.
@@ -239,7 +279,7 @@ pub struct AccountantRow {
 pub struct EpsilonPoint {
     /// Steps so far.
     pub step: u64,
-    /// RDP epsilon of those steps at the report's delta.
+    /// RDP epsilon of those steps at the report's delta (the claimed accountant).
     pub epsilon: f64,
 }
 
@@ -362,6 +402,28 @@ pub struct SyntheticData {
     pub nearest_neighbour_flags: Vec<String>,
     /// The release's `grid.png` (samples, one label per row), base64.
     pub sample_grid_png_base64: Option<String>,
+    /// Utility of the released records (`dpaudit evaluate synthetic --json`); `None`: not
+    /// evaluated, and the report says so.
+    pub evaluation: Option<SyntheticUtility>,
+}
+
+/// The utility of a synthetic release, from `dpaudit evaluate synthetic --json`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SyntheticUtility {
+    /// The file read.
+    pub file: String,
+    /// CAS: test accuracy on the real test set of a classifier trained on the synthetic records.
+    pub cas: f64,
+    /// How CAS was measured.
+    pub cas_protocol: String,
+    /// Fréchet distance in the feature space of an MNIST classifier (not Inception-FID).
+    pub fid_mnist_classifier: f64,
+    /// How it was measured.
+    pub fid_protocol: String,
+    /// Accuracy of a classifier telling real from synthetic records (0.5 is perfect).
+    pub real_vs_fake_accuracy: f64,
+    /// How it was measured.
+    pub real_vs_fake_protocol: String,
 }
 
 /// One nearest-neighbour statistic.
@@ -404,6 +466,37 @@ pub struct FileHash {
     pub path: String,
     /// SHA-256, lowercase hex.
     pub sha256: String,
+}
+
+impl Report {
+    /// The page's title: `Privacy report: model`, or with the run's (or release's) folder name
+    /// when it says more than the subject does (`Privacy report: model mnist-eps3`).
+    pub fn title(&self) -> String {
+        let name = match &self.synthetic_data {
+            Some(s) => Path::new(&s.release)
+                .file_name()
+                .map_or_else(|| s.release.clone(), |n| n.to_string_lossy().into_owned()),
+            None => self.utility.runs.first().map_or_else(String::new, |u| u.run.clone()),
+        };
+        let subject = &self.claim.subject;
+        if name.is_empty() || subject.to_lowercase().contains(&name.to_lowercase()) {
+            format!("Privacy report: {subject}")
+        } else {
+            format!("Privacy report: {subject} {name}")
+        }
+    }
+}
+
+impl Format {
+    /// The format a file name asks for: `.md` / `.markdown` Markdown, `.json` JSON, anything
+    /// else HTML.
+    pub fn from_path(path: &Path) -> Self {
+        match path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).as_deref() {
+            Some("md" | "markdown") => Format::Markdown,
+            Some("json") => Format::Json,
+            _ => Format::Html,
+        }
+    }
 }
 
 /// Builds the report (see [`inputs::build`]).
@@ -504,6 +597,15 @@ pub fn format_epsilon(e: Epsilon) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_output_file_name_chooses_the_format() {
+        assert_eq!(Format::from_path(Path::new("x.md")), Format::Markdown);
+        assert_eq!(Format::from_path(Path::new("dir/x.MARKDOWN")), Format::Markdown);
+        assert_eq!(Format::from_path(Path::new("x.json")), Format::Json);
+        assert_eq!(Format::from_path(Path::new("x.html")), Format::Html);
+        assert_eq!(Format::from_path(Path::new("report")), Format::Html);
+    }
 
     #[test]
     fn directed_formatting_never_crosses_the_number() {

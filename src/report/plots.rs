@@ -17,8 +17,9 @@ fn draw_err(e: impl std::fmt::Display) -> Error {
     Error::numerical("report plot", e.to_string())
 }
 
-/// Epsilon (RDP accountant) against training steps, with the final epsilon of each other
-/// accountant as a marker and the claim as a dashed line.
+/// Epsilon of the claimed accountant (RDP) against training steps, with the claim (its
+/// MPFR-verified final value, the certified epsilon) as a dashed line and the final epsilon of
+/// each accountant that is not claimed as a marker.
 ///
 /// # Errors
 /// Fewer than one point; drawing errors.
@@ -55,19 +56,19 @@ pub fn epsilon_over_steps_svg(points: &[EpsilonPoint], finals: &[(String, f64)],
         chart
             .draw_series(LineSeries::new(curve, BLUE.stroke_width(2)))
             .map_err(draw_err)?
-            .label("RDP accountant")
+            .label("RDP accountant (claimed)")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
         chart
             .draw_series(DashedLineSeries::new(vec![(0.0, claim), (x_max * 1.02, claim)], 6, 4, GREY.stroke_width(1)))
             .map_err(draw_err)?
-            .label(format!("claim ε = {}", format_upper(claim)))
+            .label(format!("certified claim ε = {}", format_upper(claim)))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], GREY));
         for (i, (name, eps)) in finals.iter().enumerate() {
             let colour = [ORANGE, GREEN, RED][i % 3];
             chart
                 .draw_series(std::iter::once(Circle::new((last.step as f64, *eps), 5, colour.filled())))
                 .map_err(draw_err)?
-                .label(format!("{name}: {}", format_upper(*eps)))
+                .label(format!("{name} (not claimed): {}", format_upper(*eps)))
                 .legend(move |(x, y)| Circle::new((x + 10, y), 4, colour.filled()));
         }
         chart

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::train::adversarial::{pgd, PgdConfig};
 use crate::train::fault::Fault;
 use crate::train::models;
-use crate::train::noise::{self, NoiseSeed};
+use crate::train::noise::{self, NoiseSeed, NoiseSeeding};
 use crate::train::optim::{warmed_up_decay, LrSchedule, Optimizer, OptimizerKind};
 use crate::train::per_example::{clip_and_sum, nonprivate_gradient, ClipConfig, Sequential};
 use crate::train::sampling::{PoissonSampler, SamplerState};
@@ -147,6 +147,10 @@ struct CheckpointState {
     /// `average.safetensors` in the checkpoint folder).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     average_decay: Option<f64>,
+    /// How the noise stream was seeded, kept across resumes (absent in older checkpoints: the
+    /// steps after such a resume are recorded with unknown seeding).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    noise_seeding: Option<NoiseSeeding>,
 }
 
 /// An exponential moving average of the parameters (Polyak averaging; De et al. 2022 use it for
@@ -182,6 +186,8 @@ pub struct DpSgd {
     /// No folder: the ledger is in memory and checkpoints are refused (audit replays).
     ephemeral: bool,
     average: Option<ParameterAverage>,
+    /// How the noise stream was seeded (`None`: resumed from a checkpoint that did not say).
+    noise_seeding: Option<NoiseSeeding>,
 }
 
 impl std::fmt::Debug for DpSgd {
@@ -284,12 +290,15 @@ impl DpSgd {
         let optimizer = Optimizer::new(config.optimizer, config.lr, config.schedule, &params)?;
         let sampler = PoissonSampler::new(dataset_size, q, seed.to_bytes(0))?;
         let noise_rng = ChaCha20Rng::from_seed(seed.to_bytes(1));
-        let ledger = match (config.private, keep_ledger) {
+        let mut ledger = match (config.private, keep_ledger) {
             (false, _) => None,
             (true, _) if ephemeral => Some(Ledger::in_memory()),
             (true, false) => Some(Ledger::create(run_dir.join(LEDGER_FILE))?),
             (true, true) => Some(Ledger::open(run_dir.join(LEDGER_FILE))?),
         };
+        if let Some(l) = ledger.as_mut() {
+            l.set_noise_seeding(seed.seeding());
+        }
         Ok(DpSgd {
             config,
             vs,
@@ -308,6 +317,7 @@ impl DpSgd {
             canaries: Vec::new(),
             ephemeral,
             average: None,
+            noise_seeding: Some(seed.seeding()),
         })
     }
 
@@ -370,7 +380,10 @@ impl DpSgd {
             None => None,
         };
         let ledger = if state.config.private {
-            let l = Ledger::open(run_dir.join(LEDGER_FILE))?;
+            let mut l = Ledger::open(run_dir.join(LEDGER_FILE))?;
+            if let Some(seeding) = state.noise_seeding {
+                l.set_noise_seeding(seeding);
+            }
             if l.steps() < state.steps {
                 return Err(Error::data(
                     l.path(),
@@ -399,6 +412,7 @@ impl DpSgd {
             canaries: Vec::new(),
             ephemeral: false,
             average,
+            noise_seeding: state.noise_seeding,
         })
     }
 
@@ -559,6 +573,7 @@ impl DpSgd {
             fault: self.fault,
             adversarial: self.adversarial,
             average_decay: self.average.as_ref().map(|a| a.decay),
+            noise_seeding: self.noise_seeding,
         };
         let json = serde_json::to_vec_pretty(&state).map_err(|e| Error::data(&folder, e.to_string()))?;
         write_atomically(&self.run_dir.join(CHECKPOINT_POINTER), &json)?;
@@ -761,6 +776,11 @@ impl DpSgd {
     /// iterates from them).
     pub fn parameters(&self) -> &[Tensor] {
         &self.params
+    }
+
+    /// How the noise stream was seeded (`None`: resumed from a checkpoint that did not say).
+    pub fn noise_seeding(&self) -> Option<NoiseSeeding> {
+        self.noise_seeding
     }
 
     /// The injected fault, if any.

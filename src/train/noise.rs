@@ -1,8 +1,20 @@
 //! The Gaussian noise of DP-SGD, drawn from a ChaCha20 stream (a cryptographically secure
 //! generator) rather than libtorch's Mersenne Twister, then copied to the model's device.
 //!
-//! - [`NoiseSeed::Explicit`] gives reproducible runs, which audits need (replays with known seeds).
-//! - [`NoiseSeed::Secure`] (`--secure-noise`) seeds from the operating system's CSPRNG.
+//! - [`NoiseSeed::Secure`], the default of every command that releases something (`train`,
+//!   `gan train`, `demo`), seeds from the operating system's CSPRNG: nobody, the operator
+//!   included, can regenerate the noise.
+//! - [`NoiseSeed::Explicit`] (`--seed N`) gives reproducible runs, which audits and tests need
+//!   (replays with known seeds). Anyone who knows the seed can regenerate the noise and subtract
+//!   it, so such a run is recorded as [`NoiseSeeding::Seeded`] in its metrics, its ledger and its
+//!   certificate, and `cert sign` refuses it unless told otherwise.
+//!
+//! One run seed feeds every random choice of a run through separate ChaCha20 streams: the
+//! Gaussian noise, the Poisson sampling of the lots and the initialisation (and, for a GAN, the
+//! latents). So a CSPRNG-seeded run has unpredictable noise *and* unpredictable lots (Poisson
+//! sampling's amplification assumes the adversary cannot predict them), and a seeded run has
+//! neither. Why, and how older files are read:
+//! [`proofs/train/noise_seeding.md`](../../../proofs/train/noise_seeding.md).
 //!
 //! What floating-point noise does and does not guarantee (Mironov 2012; Jin et al. 2022) is in
 //! `proofs/train/floating_point_noise.md`.
@@ -10,6 +22,7 @@ use crate::error::Result;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
 
 /// Where the noise generator's seed comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,7 +33,54 @@ pub enum NoiseSeed {
     Secure,
 }
 
+/// How a run's noise was seeded, as recorded in its `metrics.json`, its ledger and its
+/// certificate (`"csprng"` or `"seeded"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NoiseSeeding {
+    /// From the operating system's CSPRNG: the noise cannot be regenerated.
+    Csprng,
+    /// From an explicit seed (`--seed`): anyone who knows the seed can regenerate the noise and
+    /// subtract it. Fit for experiments, not for a release.
+    Seeded,
+}
+
+impl NoiseSeeding {
+    /// `csprng` or `seeded`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoiseSeeding::Csprng => "csprng",
+            NoiseSeeding::Seeded => "seeded",
+        }
+    }
+}
+
+impl std::fmt::Display for NoiseSeeding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What certificates and reports say, in plain words, about a run whose noise was seeded.
+pub const SEEDED_NOISE_WARNING: &str =
+    "NOT FIT FOR RELEASE: its noise can be regenerated from the seed (the run was trained with an explicit --seed, so anyone who knows the seed can recompute the noise and subtract it; its epsilon then protects nothing)";
+
+impl From<Option<u64>> for NoiseSeed {
+    /// `None` (no seed given) is [`NoiseSeed::Secure`].
+    fn from(seed: Option<u64>) -> Self {
+        seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit)
+    }
+}
+
 impl NoiseSeed {
+    /// How this seed is recorded.
+    pub fn seeding(self) -> NoiseSeeding {
+        match self {
+            NoiseSeed::Explicit(_) => NoiseSeeding::Seeded,
+            NoiseSeed::Secure => NoiseSeeding::Csprng,
+        }
+    }
+
     /// The 32-byte ChaCha20 seed. `stream` separates independent uses of one user seed (noise,
     /// sampling, initialisation) so that they never share a stream.
     pub fn to_bytes(self, stream: u64) -> [u8; 32] {

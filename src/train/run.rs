@@ -16,7 +16,7 @@ use crate::train::adversarial::PgdConfig;
 use crate::train::dpsgd::{write_atomically, DpSgd, Examples, StepReport, TrainConfig, CHECKPOINT_POINTER};
 use crate::train::fault::Fault;
 use crate::train::models;
-use crate::train::noise::NoiseSeed;
+use crate::train::noise::{NoiseSeed, NoiseSeeding};
 use crate::train::pca::{self, DpPca};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
@@ -134,8 +134,15 @@ pub struct Metrics {
     pub config: TrainConfig,
     /// Epochs asked for.
     pub epochs: f64,
-    /// Seed (null: OS CSPRNG).
+    /// Seed of this invocation (null: OS CSPRNG). Operator's record only: reports never print it.
     pub seed: Option<u64>,
+    /// How the noise of the run's ledger steps was seeded: `csprng`, `seeded` (reproducible noise,
+    /// not fit for release) or `unknown` (steps recorded before dpaudit recorded it; treated as
+    /// seeded by `cert sign`). From the ledger, so a resume that mixes the two says `seeded`.
+    pub noise_seeding: &'static str,
+    /// The folder the training data was read from, when it was read from files (reports print it
+    /// in the command that trains the model again).
+    pub train_data_dir: Option<String>,
     /// Wall time of this invocation, seconds.
     pub wall_seconds: f64,
     /// Training set name and size.
@@ -170,6 +177,13 @@ pub fn train_run(
     on_step: &mut dyn FnMut(&StepReport, u64, Option<f64>),
 ) -> Result<Metrics> {
     let start = Instant::now();
+    let train_data_dir = train.source_files().first().and_then(|f| f.parent()).map(|d| {
+        if d.as_os_str().is_empty() {
+            ".".to_owned()
+        } else {
+            d.display().to_string()
+        }
+    });
     let (train, validation) = hold_out_last(train, spec.validation)?;
     let train: &Dataset = &train;
     let n = train.len();
@@ -379,6 +393,11 @@ pub fn train_run(
         config: run.config().clone(),
         epochs: spec.epochs,
         seed: spec.seed,
+        noise_seeding: match run.ledger() {
+            Some(l) => crate::accounting::ledger::noise_seeding_of(l.entries()).map_or("unknown", NoiseSeeding::as_str),
+            None => NoiseSeed::from(spec.seed).seeding().as_str(),
+        },
+        train_data_dir,
         wall_seconds: start.elapsed().as_secs_f64(),
         train_dataset: train.name().to_owned(),
         train_examples: n,
