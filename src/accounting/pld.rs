@@ -55,6 +55,14 @@ pub const MAX_DISCRETIZATION: f64 = 0.1;
 /// mass over neighbouring grid points, adding at most `h^2 / 4` to its variance: at this
 /// fraction at most 0.0625% (proof section 7).
 pub const AUTO_GRID_FRACTION: f64 = 0.05;
+/// [`Discretization::Auto`]: when the charged error terms exceed this share of delta, the grid
+/// is made [`AUTO_COARSENING`] times coarser (at most [`AUTO_COARSENINGS`] times) and the smallest
+/// epsilon kept (proof section 7).
+pub const AUTO_CHARGED_SHARE: f64 = 0.01;
+/// Factor of each coarsening.
+pub const AUTO_COARSENING: f64 = 4.0;
+/// Most coarsenings.
+pub const AUTO_COARSENINGS: u32 = 3;
 /// [`Discretization::Auto`]: largest FFT window; a wider one makes the grid coarser.
 pub const AUTO_MAX_POINTS: usize = 1 << 22;
 /// [`Discretization::Auto`]: largest per-step support.
@@ -65,7 +73,7 @@ const PILOT_POINTS: f64 = 4096.0;
 /// recomputed in double-word arithmetic (proof section 5b).
 const FFT_ERROR_SHARE: f64 = 1e-6;
 /// Most `(bin, support point)` pairs recomputed in double-word arithmetic per direction.
-const DOUBLE_WORD_BUDGET: usize = 20_000_000;
+const DOUBLE_WORD_BUDGET: usize = 4_000_000;
 /// Per-step truncation of the noise, in standard deviations: everything beyond is sent to
 /// `+inf` (charged to delta in full) or rounded up to the lowest grid point (upward, safe).
 /// `P(Z > 10) = 7.6e-24`.
@@ -339,16 +347,44 @@ impl PldAccountant {
         match self.discretization {
             Discretization::Fixed(h) => self.epsilon_at(phases, delta, h, MAX_POINTS).map_err(compose_error),
             Discretization::Auto => {
+                // Section 7: every attempt is a valid bound, so the smallest epsilon found is.
                 let mut h = auto_discretization(phases)?;
+                let mut best: Option<PldEpsilon> = None;
+                let mut coarsenings = 0;
                 loop {
+                    let last = coarsenings == AUTO_COARSENINGS || h >= MAX_DISCRETIZATION;
                     match self.epsilon_at(phases, delta, h, AUTO_MAX_POINTS) {
                         Err(ComposeError::TooWide(points)) if h < MAX_DISCRETIZATION => {
-                            // Section 7: a coarser grid, sized so the window fits.
+                            // A coarser grid, sized so the window fits.
                             h = (h * points / AUTO_MAX_POINTS as f64 * 1.05).max(h * 1.5).min(MAX_DISCRETIZATION);
+                            continue;
                         }
-                        other => return other.map_err(compose_error),
+                        Ok(e) => {
+                            let charged = e.remove.delta_charged.max(e.add.delta_charged);
+                            if best.is_none_or(|b| e.epsilon < b.epsilon) {
+                                best = Some(e);
+                            }
+                            if charged <= AUTO_CHARGED_SHARE * delta || last {
+                                break;
+                            }
+                        }
+                        Err(e)
+                            if last
+                                || (best.is_some() && !matches!(e, ComposeError::Failed(Error::Numerical { .. }))) =>
+                        {
+                            match best {
+                                Some(_) => break,
+                                None => return Err(compose_error(e)),
+                            }
+                        }
+                        Err(_) => {}
                     }
+                    // The charged error terms took more than their share of delta (or all of it):
+                    // the FFT error grows like sqrt(N), so a coarser grid charges less.
+                    coarsenings += 1;
+                    h = (h * AUTO_COARSENING).min(MAX_DISCRETIZATION);
                 }
+                best.ok_or_else(|| Error::numerical("PLD epsilon", "no grid gave an epsilon"))
             }
         }
     }
@@ -590,13 +626,15 @@ fn compose(
         pmfs.iter().zip(&steps).map(|(pmf, &s)| if s == 0.0 { 0.0 } else { s * pmf.log_mgf(t) }).sum()
     };
     // Any t > 0 gives a valid bound; search a coarse grid of t around the Gaussian guess, then
-    // refine around the best point.
+    // refine around the best point. The grid reaches far below the guess: with a heavy upper tail
+    // (small q, small sigma) the best t is orders of magnitude smaller, and the window that much
+    // narrower.
     let high_at = |t: f64| (cumulant(t) - ln_tail) / t;
     let low_at = |t: f64| (ln_tail - cumulant(-t)) / t;
     let grid = |k: i32| t0 * 2f64.powf(f64::from(k) / 2.0);
     let (mut high, mut k_high) = (f64::INFINITY, 0);
     let (mut low, mut k_low) = (f64::NEG_INFINITY, 0);
-    for k in (-10..=4).step_by(2) {
+    for k in (-40..=4).step_by(2) {
         // P(L >= l) <= exp(K(t) - t l): the tail is <= tail at l = (K(t) - ln tail) / t.
         let v = high_at(grid(k));
         if v < high {
@@ -703,15 +741,18 @@ fn compose(
     candidates.sort_by(|x, y| y.0.total_cmp(&x.0));
     let support: usize = pmfs.iter().zip(phases).filter(|(_, p)| p.steps > 0).map(|(pmf, _)| pmf.mass.len()).sum();
     let mut in_direct = vec![false; bins];
-    let mut budget = DOUBLE_WORD_BUDGET;
     let mut double_word_bins = 0;
-    for &(_, k) in &candidates {
-        if support > budget {
-            break;
+    // The bound over the other bins is set by the largest share left out: recomputing a prefix
+    // only pays when the first bin left out carries at most a tenth of the top share (otherwise,
+    // typically when the composed distribution is nearly a lattice and no bin is damped, none is
+    // recomputed).
+    let fits = (DOUBLE_WORD_BUDGET / support.max(1)).min(candidates.len());
+    let left_out_share = candidates.get(fits).map_or(0.0, |c| c.0);
+    if candidates.first().is_some_and(|top| left_out_share <= 0.1 * top.0) {
+        for &(_, k) in &candidates[..fits] {
+            in_direct[k] = true;
+            double_word_bins += 1;
         }
-        budget -= support;
-        in_direct[k] = true;
-        double_word_bins += 1;
     }
     // Input error of the other bins, in 2-norm over the full spectrum: sum_p e_p max_k g_{p,k}.
     let mut max_gain = vec![0.0f64; spectra.len()];
