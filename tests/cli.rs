@@ -91,10 +91,9 @@ fn phases_compose_and_calibration_meets_its_target() {
 
 #[test]
 fn account_epsilon_prints_every_accountant_that_succeeded() {
-    // A fixed PLD grid too fine for sigma 0.05 (the per-step support needs too many points): PLD
+    // A fixed PLD grid too fine for sigma 0.5 (the per-step support needs too many points): PLD
     // fails, RDP still prints, the failure goes to stderr and the exit status is 3.
-    let args =
-        ["account", "epsilon", "-q", "1", "-s", "0.05", "-t", "10", "-d", "1e-5", "--pld-discretization", "1e-7"];
+    let args = ["account", "epsilon", "-q", "1", "-s", "0.5", "-t", "10", "-d", "1e-5", "--pld-discretization", "1e-7"];
     let out = dpaudit(&args);
     assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -114,7 +113,7 @@ fn account_epsilon_prints_every_accountant_that_succeeded() {
     only_pld.extend(["--accountant", "pld"]);
     assert_eq!(dpaudit(&only_pld).status.code(), Some(1));
     // The automatic grid answers the same problem, and says which grid it used.
-    let v = json(&["account", "epsilon", "-q", "1", "-s", "0.05", "-t", "10", "-d", "1e-5", "--json"]);
+    let v = json(&["account", "epsilon", "-q", "1", "-s", "0.5", "-t", "10", "-d", "1e-5", "--json"]);
     assert!(v["pld"]["epsilon"].as_f64().unwrap() > 0.0 && v.get("errors").is_none(), "{v}");
     assert_eq!(v["pld"]["discretization_choice"], "auto");
     assert!(v["pld"]["discretization"].as_f64().unwrap() > 0.0);
