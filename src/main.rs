@@ -278,8 +278,12 @@ enum AccountCommand {
     /// Every figure printed names its accountant and the sampling scheme (Poisson), so it can be
     /// traced. RDP: Rényi DP at the best order (Mironov et al. 2019), converted with the tighter of
     /// the classic and the improved conversion. PLD: a pessimistic privacy loss distribution
-    /// (never below the true epsilon). --verify re-derives an upper bound with the 256-bit MPFR
-    /// oracle and directed rounding.
+    /// (never below the true epsilon), on a grid chosen from the problem unless
+    /// --pld-discretization fixes it. --verify re-derives an upper bound with the 256-bit MPFR
+    /// oracle and directed rounding. Every accountant asked for runs: those that succeed are
+    /// printed, each failure is reported on stderr (and under `errors` with --json). Exit status:
+    /// 0 when all succeeded, 3 when some but not all failed, 1 when all failed or the input is
+    /// invalid.
     Epsilon(EpsilonArgs),
     /// The smallest noise multiplier that keeps epsilon at or below a target for --steps, or (with
     /// --noise-multiplier) the most steps that do.
