@@ -2,7 +2,8 @@
 //! calls the library, and prints (human text or `--json`). Errors get context here (`anyhow`).
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use dpaudit::accounting::{self, calibration, exact, pld::PldAccountant, rdp, Phase};
+use dpaudit::accounting::pld::{Discretization, PldAccountant};
+use dpaudit::accounting::{self, calibration, exact, rdp, Phase};
 use dpaudit::data::{self, Split};
 use dpaudit::train::dpsgd::TrainConfig;
 use dpaudit::train::optim::{LrSchedule, OptimizerKind};
@@ -285,8 +286,12 @@ enum AccountCommand {
     /// Every figure printed names its accountant and the sampling scheme (Poisson), so it can be
     /// traced. RDP: Rényi DP at the best order (Mironov et al. 2019), converted with the tighter of
     /// the classic and the improved conversion. PLD: a pessimistic privacy loss distribution
-    /// (never below the true epsilon). --verify re-derives an upper bound with the 256-bit MPFR
-    /// oracle and directed rounding.
+    /// (never below the true epsilon), on a grid chosen from the problem unless
+    /// --pld-discretization fixes it. --verify re-derives an upper bound with the 256-bit MPFR
+    /// oracle and directed rounding. Every accountant asked for runs: those that succeed are
+    /// printed, each failure is reported on stderr (and under `errors` with --json). Exit status:
+    /// 0 when all succeeded, 3 when some but not all failed, 1 when all failed or the input is
+    /// invalid.
     Epsilon(EpsilonArgs),
     /// The smallest noise multiplier that keeps epsilon at or below a target for --steps, or (with
     /// --noise-multiplier) the most steps that do.
@@ -319,10 +324,15 @@ struct EpsilonArgs {
     /// Which accountant(s) to run.
     #[arg(long, value_enum, default_value_t = AccountantChoice::All)]
     accountant: AccountantChoice,
+    /// PLD grid width: `auto` (chosen from the problem, a twentieth of the per-step privacy loss's
+    /// standard deviation) or a fixed width in [1e-7, 0.1] such as 1e-4.
+    #[arg(long, default_value = "auto", value_parser = parse_discretization)]
+    pld_discretization: Discretization,
     /// Also compute a rigorous upper bound with the arbitrary-precision (MPFR) oracle.
     #[arg(long)]
     verify: bool,
-    /// Print JSON (keys rdp.epsilon, rdp.order, pld.epsilon, verified.epsilon).
+    /// Print JSON (keys rdp.epsilon, rdp.order, pld.epsilon, pld.discretization,
+    /// verified.epsilon; errors.<accountant> for each that failed).
     #[arg(long)]
     json: bool,
 }
@@ -347,6 +357,10 @@ struct CalibrateArgs {
     /// The accountant whose epsilon must stay at or below the target.
     #[arg(long, value_enum, default_value_t = SingleAccountant::Rdp)]
     accountant: SingleAccountant,
+    /// PLD grid width (with --accountant pld): `auto` (chosen from the problem at each noise
+    /// multiplier tried) or a fixed width in [1e-7, 0.1].
+    #[arg(long, default_value = "auto", value_parser = parse_discretization)]
+    pld_discretization: Discretization,
     /// Print JSON.
     #[arg(long)]
     json: bool,
@@ -615,9 +629,20 @@ fn describe_phases(phases: &[Phase]) -> serde_json::Value {
         .collect::<Vec<_>>())
 }
 
+/// `--pld-discretization`: `auto` or a grid width.
+fn parse_discretization(s: &str) -> std::result::Result<Discretization, String> {
+    s.parse::<Discretization>().map_err(|e| e.to_string())
+}
+
+/// Exit status of `account epsilon` when some, but not all, of the accountants asked for failed:
+/// the others' results are printed, each failure is reported on stderr (and under `errors` in
+/// JSON).
+const EXIT_SOME_ACCOUNTANTS_FAILED: i32 = 3;
+
 fn account_epsilon(args: &EpsilonArgs) -> Result<()> {
     let phases = args.mechanism.phases()?;
     accounting::validate_delta(args.delta)?;
+    let pld_accountant = PldAccountant::with_discretization(args.pld_discretization)?;
     let mut out = json!({
         "mechanism": "poisson_subsampled_gaussian",
         "sampling": "poisson",
@@ -625,54 +650,93 @@ fn account_epsilon(args: &EpsilonArgs) -> Result<()> {
         "delta": args.delta,
         "phases": describe_phases(&phases),
     });
+    // Every accountant asked for runs; a failure of one does not hide the others' results.
+    let mut errors = serde_json::Map::new();
+    let mut record = |key: &str, name: &str, result: Result<serde_json::Value>| match result {
+        Ok(v) => out[key] = v,
+        Err(e) => {
+            errors.insert(key.to_string(), json!(format!("{name}: {e:#}")));
+        }
+    };
     if args.accountant != AccountantChoice::Pld {
-        let r = rdp::epsilon(&phases, args.delta).context("RDP accountant")?;
-        out["rdp"] = serde_json::to_value(r)?;
+        record(
+            "rdp",
+            "RDP accountant",
+            rdp::epsilon(&phases, args.delta).map_err(Into::into).and_then(|r| Ok(serde_json::to_value(r)?)),
+        );
     }
     if args.accountant != AccountantChoice::Rdp {
-        let p = PldAccountant::default().epsilon(&phases, args.delta).context("PLD accountant")?;
-        out["pld"] = serde_json::to_value(p)?;
+        record(
+            "pld",
+            "PLD accountant",
+            pld_accountant.epsilon(&phases, args.delta).map_err(Into::into).and_then(|p| Ok(serde_json::to_value(p)?)),
+        );
     }
     if args.verify {
-        let v = exact::verified_epsilon(&phases, args.delta, &rdp::default_orders()).context("MPFR oracle")?;
-        out["verified"] = serde_json::to_value(v)?;
+        record(
+            "verified",
+            "MPFR oracle",
+            exact::verified_epsilon(&phases, args.delta, &rdp::default_orders())
+                .map_err(Into::into)
+                .and_then(|v| Ok(serde_json::to_value(v)?)),
+        );
+    }
+    let asked = usize::from(args.accountant != AccountantChoice::Pld)
+        + usize::from(args.accountant != AccountantChoice::Rdp)
+        + usize::from(args.verify);
+    let failed = errors.len();
+    for message in errors.values() {
+        eprintln!("error: {}", message.as_str().unwrap_or("?"));
+    }
+    if failed == asked {
+        bail!("no accountant gave an epsilon");
+    }
+    if failed > 0 {
+        out["errors"] = serde_json::Value::Object(errors);
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&out)?);
-        return Ok(());
+    } else {
+        println!("mechanism: Poisson-subsampled Gaussian, add/remove-one adjacency, delta = {:e}", args.delta);
+        for (i, p) in phases.iter().enumerate() {
+            println!("  phase {}: q = {}, sigma = {}, steps = {}", i + 1, p.sampling_rate, p.noise_multiplier, p.steps);
+        }
+        if let Some(r) = out.get("rdp") {
+            println!(
+                "RDP accountant:      epsilon = {:.6}  (order {}, {} conversion)",
+                r["epsilon"].as_f64().unwrap_or(f64::NAN),
+                r["order"],
+                r["conversion"].as_str().unwrap_or("?")
+            );
+        }
+        if let Some(p) = out.get("pld") {
+            println!(
+                "PLD accountant:      epsilon = {:.6}  (pessimistic; discretisation {:e}, {})",
+                p["epsilon"].as_f64().unwrap_or(f64::NAN),
+                p["discretization"].as_f64().unwrap_or(f64::NAN),
+                match args.pld_discretization {
+                    Discretization::Auto => "chosen automatically",
+                    Discretization::Fixed(_) => "fixed",
+                }
+            );
+        }
+        if let Some(v) = out.get("verified") {
+            println!(
+                "MPFR oracle (RDP):   epsilon <= {:.6}  (order {}, 256-bit, rounded up)",
+                v["epsilon"].as_f64().unwrap_or(f64::NAN),
+                v["order"]
+            );
+        }
     }
-    println!("mechanism: Poisson-subsampled Gaussian, add/remove-one adjacency, delta = {:e}", args.delta);
-    for (i, p) in phases.iter().enumerate() {
-        println!("  phase {}: q = {}, sigma = {}, steps = {}", i + 1, p.sampling_rate, p.noise_multiplier, p.steps);
-    }
-    if let Some(r) = out.get("rdp") {
-        println!(
-            "RDP accountant:      epsilon = {:.6}  (order {}, {} conversion)",
-            r["epsilon"].as_f64().unwrap_or(f64::NAN),
-            r["order"],
-            r["conversion"].as_str().unwrap_or("?")
-        );
-    }
-    if let Some(p) = out.get("pld") {
-        println!(
-            "PLD accountant:      epsilon = {:.6}  (pessimistic; discretisation {})",
-            p["epsilon"].as_f64().unwrap_or(f64::NAN),
-            p["discretization"]
-        );
-    }
-    if let Some(v) = out.get("verified") {
-        println!(
-            "MPFR oracle (RDP):   epsilon <= {:.6}  (order {}, 256-bit, rounded up)",
-            v["epsilon"].as_f64().unwrap_or(f64::NAN),
-            v["order"]
-        );
+    if failed > 0 {
+        std::process::exit(EXIT_SOME_ACCOUNTANTS_FAILED);
     }
     Ok(())
 }
 
 fn account_calibrate(args: &CalibrateArgs) -> Result<()> {
     let rdp_accountant = rdp::RdpAccountant::default();
-    let pld_accountant = PldAccountant::default();
+    let pld_accountant = PldAccountant::with_discretization(args.pld_discretization)?;
     let accountant: &dyn calibration::EpsilonAccountant = match args.accountant {
         SingleAccountant::Rdp => &rdp_accountant,
         SingleAccountant::Pld => &pld_accountant,
@@ -682,6 +746,9 @@ fn account_calibrate(args: &CalibrateArgs) -> Result<()> {
         "accountant": name, "sampling": "poisson", "target_epsilon": args.target_epsilon,
         "sampling_rate": args.sampling_rate, "delta": args.delta,
     });
+    if args.accountant == SingleAccountant::Pld {
+        out["pld_discretization"] = json!(args.pld_discretization.to_string());
+    }
     let sentence = if let (Some(steps), None) = (args.steps, args.noise_multiplier) {
         let cal = calibration::noise_multiplier_for_epsilon(
             args.target_epsilon,

@@ -1,6 +1,6 @@
 //! Integration tests of the PLD accountant (`src/accounting/pld.rs`, proof
 //! `proofs/accounting/pld.md`).
-use dpaudit::accounting::pld::{Direction, PldAccountant};
+use dpaudit::accounting::pld::{Direction, Discretization, PldAccountant};
 use dpaudit::accounting::Phase;
 use dpaudit::Error;
 use proptest::prelude::*;
@@ -182,8 +182,14 @@ fn heterogeneous_phases_compose() {
 #[test]
 fn result_is_traceable_and_serialisable() {
     let acc = PldAccountant::default();
-    let r = acc.epsilon(&[Phase::new(256.0 / 60_000.0, 1.1, 1000).unwrap()], 1e-5).unwrap();
-    assert_eq!(r.discretization, 1e-4);
+    let phases = [Phase::new(256.0 / 60_000.0, 1.1, 1000).unwrap()];
+    let r = acc.epsilon(&phases, 1e-5).unwrap();
+    // The automatic grid is recorded, and a fixed-grid accountant at it recomputes the same epsilon
+    // (what `cert verify --recompute` relies on).
+    assert_eq!(r.discretization_choice, Discretization::Auto);
+    assert_eq!(r.discretization, acc.grid_width(&phases).unwrap());
+    let again = PldAccountant::new(r.discretization).unwrap().epsilon(&phases, 1e-5).unwrap();
+    assert_eq!(again.epsilon, r.epsilon);
     assert_eq!(r.worse_direction, if r.remove.epsilon >= r.add.epsilon { Direction::Remove } else { Direction::Add });
     for d in [r.remove, r.add] {
         assert!(d.delta_charged < 1e-3 * r.delta, "{d:?}");
@@ -284,4 +290,44 @@ fn calibration_with_pld_round_trips() {
         noise_multiplier_for_epsilon(target, q, steps, delta, &dpaudit::accounting::rdp::RdpAccountant::default())
             .unwrap();
     assert!(cal.noise_multiplier < rdp_cal.noise_multiplier);
+}
+
+#[test]
+fn lower_bound_brackets_exact_gaussian() {
+    // Rounded-down PLD (proof section 8) <= exact <= connect-the-dots PLD, on both kinds of grid.
+    for acc in [PldAccountant::default(), PldAccountant::new(1e-3).unwrap()] {
+        for (s, steps, delta) in [(5.0, 10, 1e-5), (1.0, 1, 1e-5), (2.0, 100, 1e-9), (0.8, 3, 1e-3)] {
+            let phases = [Phase::new(1.0, s, steps).unwrap()];
+            let exact = gaussian_epsilon(s, steps, delta);
+            let lower = acc.epsilon_lower_bound(&phases, delta).unwrap();
+            let upper = acc.epsilon(&phases, delta).unwrap().epsilon;
+            assert!(lower <= exact && exact <= upper, "s={s} T={steps}: {lower} <= {exact} <= {upper}");
+        }
+    }
+}
+
+#[test]
+fn discretization_parses_auto_and_widths() {
+    assert_eq!("auto".parse::<Discretization>().unwrap(), Discretization::Auto);
+    assert_eq!("1e-4".parse::<Discretization>().unwrap(), Discretization::Fixed(1e-4));
+    for bad in ["", "fine", "0", "1", "1e-9", "NaN"] {
+        assert!(matches!(bad.parse::<Discretization>(), Err(Error::InvalidParameter { .. })), "{bad:?}");
+    }
+    assert_eq!(PldAccountant::default(), PldAccountant::auto());
+    assert_eq!(PldAccountant::new(1e-3).unwrap().fixed_width(), Some(1e-3));
+}
+
+#[test]
+fn auto_grid_answers_small_delta_and_wide_windows() {
+    // The failures at h = 1e-4: the FFT error term used the whole delta (small delta, many
+    // steps) or the window needed too many points (q = 1, sigma 0.4). The automatic grid answers,
+    // and the charged error terms stay a small share of delta.
+    let acc = PldAccountant::default();
+    for (q, s, steps, delta) in [(0.0275, 14.0, 15_152, 1.6e-9), (1.0, 0.4, 100_000, 1e-5), (0.01, 1.0, 100_000, 1e-10)]
+    {
+        let r = acc.epsilon(&[Phase::new(q, s, steps).unwrap()], delta).unwrap();
+        for d in [r.remove, r.add] {
+            assert!(d.delta_charged < 1e-3 * delta, "q={q} s={s} T={steps}: {d:?}");
+        }
+    }
 }

@@ -90,6 +90,36 @@ fn phases_compose_and_calibration_meets_its_target() {
 }
 
 #[test]
+fn account_epsilon_prints_every_accountant_that_succeeded() {
+    // A fixed PLD grid too fine for sigma 0.5 (the per-step support needs too many points): PLD
+    // fails, RDP still prints, the failure goes to stderr and the exit status is 3.
+    let args = ["account", "epsilon", "-q", "1", "-s", "0.5", "-t", "10", "-d", "1e-5", "--pld-discretization", "1e-7"];
+    let out = dpaudit(&args);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stdout.contains("RDP accountant:") && !stdout.contains("PLD accountant:"), "{stdout}");
+    assert!(stderr.contains("PLD accountant") && stderr.contains("too many points"), "{stderr}");
+    let mut with_json = args.to_vec();
+    with_json.push("--json");
+    let out = dpaudit(&with_json);
+    assert_eq!(out.status.code(), Some(3));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["rdp"]["epsilon"].as_f64().unwrap() > 0.0);
+    assert!(v.get("pld").is_none());
+    assert!(v["errors"]["pld"].as_str().unwrap().contains("PLD accountant"), "{v}");
+    // Only the failing accountant asked for: an error, exit 1.
+    let mut only_pld = args.to_vec();
+    only_pld.extend(["--accountant", "pld"]);
+    assert_eq!(dpaudit(&only_pld).status.code(), Some(1));
+    // The automatic grid answers the same problem, and says which grid it used.
+    let v = json(&["account", "epsilon", "-q", "1", "-s", "0.5", "-t", "10", "-d", "1e-5", "--json"]);
+    assert!(v["pld"]["epsilon"].as_f64().unwrap() > 0.0 && v.get("errors").is_none(), "{v}");
+    assert_eq!(v["pld"]["discretization_choice"], "auto");
+    assert!(v["pld"]["discretization"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
 fn impossible_input_is_a_clear_error_with_a_nonzero_exit() {
     for (args, needle) in [
         (vec!["account", "epsilon", "-q", "1.5", "-s", "1", "-t", "10", "-d", "1e-5"], "sampling rate"),
@@ -98,6 +128,10 @@ fn impossible_input_is_a_clear_error_with_a_nonzero_exit() {
         (vec!["account", "epsilon", "-q", "0.1", "-s", "1", "-t", "10", "-d", "1"], "delta"),
         (vec!["account", "epsilon", "-q", "0.1", "-d", "1e-5"], "--noise-multiplier"),
         (vec!["account", "epsilon", "--phase", "0.1,1", "-d", "1e-5"], "Q,SIGMA,STEPS"),
+        (
+            vec!["account", "epsilon", "-q", "0.1", "-s", "1", "-t", "10", "-d", "1e-5", "--pld-discretization", "0.5"],
+            "PLD discretization",
+        ),
         (vec!["data", "info", "fixtures/does-not-exist"], "does-not-exist"),
     ] {
         let out = dpaudit(&args);

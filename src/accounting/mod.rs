@@ -12,6 +12,7 @@
 //! at least as large as the true one: it may be loose, never optimistic.
 pub mod calibration;
 pub mod conversion;
+mod double_word;
 pub mod exact;
 pub mod ledger;
 pub mod pld;

@@ -4,6 +4,10 @@
 //! Pipeline, per direction (remove, then add), each step proven in
 //! [`proofs/accounting/pld.md`](../../../proofs/accounting/pld.md):
 //!
+//! 0. **Grid width** (section 7): by default ([`Discretization::Auto`]) chosen from the problem,
+//!    a twentieth of the per-step privacy loss's standard deviation, widened when the window would
+//!    need too many points; or fixed by the caller ([`PldAccountant::new`]). Any width gives a
+//!    valid bound; the choice only affects tightness and time.
 //! 1. **Dominating discretisation** ("connect the dots", Doroshenko, Ghazi, Kamath, Kumar and
 //!    Manurangsi 2022, Algorithm 1): the hockey-stick curve of one step is evaluated in closed
 //!    form at the grid `eps_i = i h` and interpolated linearly in `e^eps`. The interpolant is the
@@ -19,13 +23,17 @@
 //! 4. **Mass at infinity**: the per-step truncated tail is charged to delta in full:
 //!    `1 - prod_p (1 - p_inf,p)^(T_p) <= sum_p T_p p_inf,p` (section 4).
 //! 5. **Floating-point error of the FFT route**, bounded from Higham's FFT error bound and the
-//!    conditioning of the pointwise power, and added to delta (section 5).
+//!    conditioning of the pointwise power, and added to delta (section 5). The power amplifies a
+//!    bin's input error by `T |z|^(T-1)`: the few bins where that is large are recomputed
+//!    directly in double-word arithmetic (section 5b), so the charge stays far below delta for
+//!    any number of steps.
 //! 6. **Epsilon search**: exact inversion of the piecewise-linear-in-`e^eps` upper curve (section 6).
 //!
 //! Epsilon is the larger of the two directions' epsilons: the neighbouring datasets are fixed for
 //! the whole run, so every step has the same direction.
 // Negated comparisons (`!(x <= limit)`) are deliberate: they also reject NaN.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
+use super::double_word::{powu_rel_error, CDw, CMUL_REL, U2};
 use super::{validate_delta, validate_phases, Phase};
 use crate::error::{Error, Result};
 use realfft::num_complex::Complex;
@@ -33,8 +41,8 @@ use realfft::RealFftPlanner;
 use serde::{Deserialize, Serialize};
 use statrs::function::erf::erfc;
 
-/// Default grid width `h` of the privacy-loss discretisation (the same as Google's
-/// `value_discretization_interval=1e-4` comparison point).
+/// The fixed grid width `h = 1e-4` the accountant used before it chose its own (Google's
+/// `value_discretization_interval=1e-4` comparison point); see [`PldAccountant::new`].
 pub const DEFAULT_DISCRETIZATION: f64 = 1e-4;
 /// Default target for the Chernoff bound on the composed mass outside the window, each side.
 pub const DEFAULT_TAIL_MASS: f64 = 1e-15;
@@ -42,6 +50,30 @@ pub const DEFAULT_TAIL_MASS: f64 = 1e-15;
 pub const MIN_DISCRETIZATION: f64 = 1e-7;
 /// Largest accepted grid width.
 pub const MAX_DISCRETIZATION: f64 = 0.1;
+/// [`Discretization::Auto`]: the grid width is this fraction of the per-step privacy loss's
+/// standard deviation (averaged over the steps' variances). Connect-the-dots spreads a step's
+/// mass over neighbouring grid points, adding at most `h^2 / 4` to its variance: at this
+/// fraction at most 0.0625% (proof section 7).
+pub const AUTO_GRID_FRACTION: f64 = 0.05;
+/// [`Discretization::Auto`]: when the charged error terms exceed this share of delta, the grid
+/// is made [`AUTO_COARSENING`] times coarser (at most [`AUTO_COARSENINGS`] times) and the smallest
+/// epsilon kept (proof section 7).
+pub const AUTO_CHARGED_SHARE: f64 = 0.01;
+/// Factor of each coarsening.
+pub const AUTO_COARSENING: f64 = 4.0;
+/// Most coarsenings.
+pub const AUTO_COARSENINGS: u32 = 3;
+/// [`Discretization::Auto`]: largest FFT window; a wider one makes the grid coarser.
+pub const AUTO_MAX_POINTS: usize = 1 << 22;
+/// [`Discretization::Auto`]: largest per-step support.
+const AUTO_MAX_STEP_POINTS: f64 = (1u64 << 22) as f64;
+/// Points of the pilot grid on which [`Discretization::Auto`] measures the per-step variance.
+const PILOT_POINTS: f64 = 4096.0;
+/// Share of delta the FFT route's error may use before the low-frequency bins that carry it are
+/// recomputed in double-word arithmetic (proof section 5b).
+const FFT_ERROR_SHARE: f64 = 1e-6;
+/// Most `(bin, support point)` pairs recomputed in double-word arithmetic per direction.
+const DOUBLE_WORD_BUDGET: usize = 4_000_000;
 /// Per-step truncation of the noise, in standard deviations: everything beyond is sent to
 /// `+inf` (charged to delta in full) or rounded up to the lowest grid point (upward, safe).
 /// `P(Z > 10) = 7.6e-24`.
@@ -55,7 +87,7 @@ const U: f64 = f64::EPSILON / 2.0;
 /// them with `sin`/`cos`, correctly rounded to within one ulp; we allow four).
 const TWIDDLE_ERROR: f64 = 4.0 * U;
 /// Multiplicative slack applied to every computed bound that is itself a floating-point sum of
-/// positive terms (relative rounding error far below 1e-9).
+/// a few positive terms (relative rounding error far below 1e-9).
 const BOUND_SLACK: f64 = 1.0 + 1e-9;
 
 /// Which neighbouring relation a bound is for.
@@ -78,19 +110,56 @@ impl Direction {
     }
 }
 
+/// How the grid width `h` of the privacy loss is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Discretization {
+    /// From the problem: [`AUTO_GRID_FRACTION`] of the per-step loss's standard deviation,
+    /// coarser when the window would exceed [`AUTO_MAX_POINTS`] (proof section 7).
+    Auto,
+    /// A fixed width, in `[MIN_DISCRETIZATION, MAX_DISCRETIZATION]`.
+    Fixed(f64),
+}
+
+impl std::fmt::Display for Discretization {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Discretization::Auto => write!(f, "auto"),
+            Discretization::Fixed(h) => write!(f, "{h}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Discretization {
+    type Err = Error;
+
+    /// `auto`, or a grid width in `[MIN_DISCRETIZATION, MAX_DISCRETIZATION]`.
+    fn from_str(s: &str) -> Result<Self> {
+        if s.trim().eq_ignore_ascii_case("auto") {
+            return Ok(Discretization::Auto);
+        }
+        let h: f64 = s
+            .trim()
+            .parse()
+            .map_err(|_| Error::invalid("PLD discretization", s, "must be `auto` or a grid width such as 1e-4"))?;
+        PldAccountant::new(h)?;
+        Ok(Discretization::Fixed(h))
+    }
+}
+
 /// The PLD accountant. See the module documentation for the method.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct PldAccountant {
-    /// Grid width `h` of the privacy loss.
-    discretization: f64,
+    /// How the grid width `h` of the privacy loss is chosen.
+    discretization: Discretization,
     /// Target bound on the composed mass outside the FFT window, each side.
     tail_mass: f64,
 }
 
 impl Default for PldAccountant {
-    /// `h = 1e-4`, tail mass `1e-15`.
+    /// Grid chosen from the problem ([`Discretization::Auto`]), tail mass `1e-15`.
     fn default() -> Self {
-        PldAccountant { discretization: DEFAULT_DISCRETIZATION, tail_mass: DEFAULT_TAIL_MASS }
+        PldAccountant { discretization: Discretization::Auto, tail_mass: DEFAULT_TAIL_MASS }
     }
 }
 
@@ -118,6 +187,9 @@ pub struct PldDirectionBound {
     pub fft_error: f64,
     /// Sum of the terms above as charged to delta (`2 upper + lower + infinity + fft`).
     pub delta_charged: f64,
+    /// Spectrum bins recomputed in double-word arithmetic (proof section 5b).
+    #[serde(default)]
+    pub double_word_bins: usize,
 }
 
 /// An epsilon from [`PldAccountant::epsilon`], with everything needed to trace it.
@@ -127,8 +199,15 @@ pub struct PldEpsilon {
     pub epsilon: f64,
     /// The delta it was computed for.
     pub delta: f64,
-    /// Grid width `h`.
+    /// Grid width `h` actually used: `PldAccountant::new(h)` recomputes this epsilon exactly.
     pub discretization: f64,
+    /// How `discretization` was chosen (`auto` or the fixed width asked for).
+    #[serde(default = "fixed_unknown")]
+    pub discretization_choice: Discretization,
+    /// Target of the Chernoff bound on the mass outside the window, each side, as asked for
+    /// (the search uses the smaller of it and `1e-6 delta`).
+    #[serde(default = "default_tail_mass")]
+    pub tail_mass: f64,
     /// The direction with the larger epsilon.
     pub worse_direction: Direction,
     /// Details for the remove direction.
@@ -137,8 +216,37 @@ pub struct PldEpsilon {
     pub add: PldDirectionBound,
 }
 
+fn fixed_unknown() -> Discretization {
+    Discretization::Fixed(f64::NAN)
+}
+
+fn default_tail_mass() -> f64 {
+    DEFAULT_TAIL_MASS
+}
+
+/// Which discrete pair each step is replaced by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Rounding {
+    /// Connect-the-dots: dominates the true pair (upper bounds, section 1).
+    Dominating,
+    /// Each loss rounded down to the grid: dominated by the true pair (lower bounds, section 8).
+    Down,
+}
+
+/// Why a composition failed: too wide a window (the automatic grid then widens), or another error.
+enum ComposeError {
+    TooWide(f64),
+    Failed(Error),
+}
+
+impl From<Error> for ComposeError {
+    fn from(e: Error) -> Self {
+        ComposeError::Failed(e)
+    }
+}
+
 impl PldAccountant {
-    /// An accountant with grid width `discretization` and the default tail mass.
+    /// An accountant with the fixed grid width `discretization` and the default tail mass.
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] unless `discretization` is in `[1e-7, 0.1]`.
@@ -150,7 +258,23 @@ impl PldAccountant {
                 format!("must be in [{MIN_DISCRETIZATION}, {MAX_DISCRETIZATION}]"),
             ));
         }
-        Ok(PldAccountant { discretization, tail_mass: DEFAULT_TAIL_MASS })
+        Ok(PldAccountant { discretization: Discretization::Fixed(discretization), tail_mass: DEFAULT_TAIL_MASS })
+    }
+
+    /// An accountant that chooses its grid from the problem (the same as `default()`).
+    pub fn auto() -> Self {
+        PldAccountant::default()
+    }
+
+    /// An accountant with the given discretization choice.
+    ///
+    /// # Errors
+    /// As [`PldAccountant::new`] for a fixed width.
+    pub fn with_discretization(discretization: Discretization) -> Result<Self> {
+        match discretization {
+            Discretization::Auto => Ok(PldAccountant::auto()),
+            Discretization::Fixed(h) => PldAccountant::new(h),
+        }
     }
 
     /// The same accountant with another target for the mass outside the window (each side).
@@ -164,14 +288,35 @@ impl PldAccountant {
         Ok(PldAccountant { tail_mass, ..self })
     }
 
-    /// Grid width `h`.
-    pub fn discretization(&self) -> f64 {
+    /// How the grid width is chosen.
+    pub fn discretization(&self) -> Discretization {
         self.discretization
+    }
+
+    /// The fixed grid width, if there is one.
+    pub fn fixed_width(&self) -> Option<f64> {
+        match self.discretization {
+            Discretization::Fixed(h) => Some(h),
+            Discretization::Auto => None,
+        }
     }
 
     /// Target bound on the composed mass outside the window, each side.
     pub fn tail_mass(&self) -> f64 {
         self.tail_mass
+    }
+
+    /// The grid width this accountant uses for `phases` before any widening
+    /// ([`auto_discretization`] for [`Discretization::Auto`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for invalid phases; [`Error::Numerical`] as [`auto_discretization`].
+    pub fn grid_width(&self, phases: &[Phase]) -> Result<f64> {
+        validate_phases(phases)?;
+        match self.discretization {
+            Discretization::Fixed(h) => Ok(h),
+            Discretization::Auto => auto_discretization(phases),
+        }
     }
 
     /// Epsilon of the composition of `phases` at `delta`.
@@ -180,8 +325,9 @@ impl PldAccountant {
     /// For valid `phases` and `delta` in (0, 1), returns `Ok(e)` where `e.epsilon >= 0` and the
     /// composition of the Poisson-subsampled Gaussian mechanisms of `phases` under add/remove
     /// adjacency is `(e.epsilon, delta)`-DP (for both directions), or returns an error.
-    /// Proof: `proofs/accounting/pld.md`, theorem 7; checked by `tests/accounting_pld.rs`
-    /// (`pld_dominates_exact_gaussian`, `pld_matches_google_golden`, `pld_below_crate_rdp`).
+    /// Proof: `proofs/accounting/pld.md`, theorem 7 (and section 7 for the grid choice, which
+    /// affects tightness only); checked by `tests/accounting_pld.rs` (`pld_dominates_exact_gaussian`,
+    /// `pld_matches_google_golden`, `pld_below_crate_rdp`, `auto_grid_sample_*`).
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] for invalid phases or delta; [`Error::Numerical`] when the
@@ -198,15 +344,80 @@ impl PldAccountant {
     pub fn epsilon(&self, phases: &[Phase], delta: f64) -> Result<PldEpsilon> {
         validate_phases(phases)?;
         validate_delta(delta)?;
+        match self.discretization {
+            Discretization::Fixed(h) => self.epsilon_at(phases, delta, h, MAX_POINTS).map_err(compose_error),
+            Discretization::Auto => {
+                // Section 7: every attempt is a valid bound, so the smallest epsilon found is.
+                let mut h = auto_discretization(phases)?;
+                let mut best: Option<PldEpsilon> = None;
+                let mut coarsenings = 0;
+                loop {
+                    let last = coarsenings == AUTO_COARSENINGS || h >= MAX_DISCRETIZATION;
+                    match self.epsilon_at(phases, delta, h, AUTO_MAX_POINTS) {
+                        Err(ComposeError::TooWide(points)) if h < MAX_DISCRETIZATION => {
+                            // A coarser grid, sized so the window fits.
+                            h = (h * points / AUTO_MAX_POINTS as f64 * 1.05).max(h * 1.5).min(MAX_DISCRETIZATION);
+                            continue;
+                        }
+                        Ok(e) => {
+                            let charged = e.remove.delta_charged.max(e.add.delta_charged);
+                            if best.is_none_or(|b| e.epsilon < b.epsilon) {
+                                best = Some(e);
+                            }
+                            if charged <= AUTO_CHARGED_SHARE * delta || last {
+                                break;
+                            }
+                        }
+                        Err(e)
+                            if last
+                                || (best.is_some() && !matches!(e, ComposeError::Failed(Error::Numerical { .. }))) =>
+                        {
+                            match best {
+                                Some(_) => break,
+                                None => return Err(compose_error(e)),
+                            }
+                        }
+                        Err(_) => {}
+                    }
+                    // The charged error terms took more than their share of delta (or all of it):
+                    // the FFT error grows like sqrt(N), so a coarser grid charges less.
+                    coarsenings += 1;
+                    h = (h * AUTO_COARSENING).min(MAX_DISCRETIZATION);
+                }
+                best.ok_or_else(|| Error::numerical("PLD epsilon", "no grid gave an epsilon"))
+            }
+        }
+    }
+
+    /// Both directions on the grid `h`.
+    fn epsilon_at(
+        &self,
+        phases: &[Phase],
+        delta: f64,
+        h: f64,
+        max_points: usize,
+    ) -> std::result::Result<PldEpsilon, ComposeError> {
         let tail = self.tail_mass.min(delta * 1e-6);
-        let remove = self.compose(phases, Direction::Remove, tail)?.epsilon_bound(delta)?;
-        let add = self.compose(phases, Direction::Add, tail)?.epsilon_bound(delta)?;
+        let fft_target = delta * FFT_ERROR_SHARE;
+        let remove = compose(phases, Direction::Remove, h, tail, fft_target, max_points, Rounding::Dominating)?
+            .epsilon_bound(delta)?;
+        let add = compose(phases, Direction::Add, h, tail, fft_target, max_points, Rounding::Dominating)?
+            .epsilon_bound(delta)?;
         let (epsilon, worse_direction) = if remove.epsilon >= add.epsilon {
             (remove.epsilon, Direction::Remove)
         } else {
             (add.epsilon, Direction::Add)
         };
-        Ok(PldEpsilon { epsilon, delta, discretization: self.discretization, worse_direction, remove, add })
+        Ok(PldEpsilon {
+            epsilon,
+            delta,
+            discretization: h,
+            discretization_choice: self.discretization,
+            tail_mass: self.tail_mass,
+            worse_direction,
+            remove,
+            add,
+        })
     }
 
     /// Delta of the composition of `phases` at `epsilon`.
@@ -224,176 +435,434 @@ impl PldAccountant {
         if !epsilon.is_finite() {
             return Err(Error::invalid("epsilon", epsilon, "must be finite"));
         }
-        let mut worst: f64 = 0.0;
-        for direction in [Direction::Remove, Direction::Add] {
-            let composed = self.compose(phases, direction, self.tail_mass)?;
-            worst = worst.max(composed.delta_upper(epsilon));
+        let mut h = self.grid_width(phases)?;
+        let max_points = if self.fixed_width().is_some() { MAX_POINTS } else { AUTO_MAX_POINTS };
+        'grid: loop {
+            let mut worst: f64 = 0.0;
+            for direction in [Direction::Remove, Direction::Add] {
+                match compose(phases, direction, h, self.tail_mass, self.tail_mass, max_points, Rounding::Dominating) {
+                    Ok(composed) => worst = worst.max(composed.delta_upper(epsilon)),
+                    Err(ComposeError::TooWide(points)) if self.fixed_width().is_none() && h < MAX_DISCRETIZATION => {
+                        h = (h * points / AUTO_MAX_POINTS as f64 * 1.05).max(h * 1.5).min(MAX_DISCRETIZATION);
+                        continue 'grid;
+                    }
+                    Err(e) => return Err(compose_error(e)),
+                }
+            }
+            return Ok(worst.min(1.0));
         }
-        Ok(worst.min(1.0))
     }
+}
 
-    /// Composes one direction on a window of its own.
-    fn compose(&self, phases: &[Phase], direction: Direction, tail: f64) -> Result<Composed> {
-        let h = self.discretization;
-        let pmfs = phases
-            .iter()
-            .map(|p| step_pmf(p.sampling_rate, p.noise_multiplier, direction, h))
-            .collect::<Result<Vec<_>>>()?;
-        let steps: Vec<f64> = phases.iter().map(|p| p.steps as f64).collect();
-        let total_steps: f64 = steps.iter().sum();
-
-        // Mass at +inf (section 4): 1 - prod (1 - p)^T <= sum T p (union bound), rounded up.
-        let infinity_mass =
-            (pmfs.iter().zip(&steps).map(|(pmf, &t)| t * pmf.infinity).sum::<f64>() * BOUND_SLACK).min(1.0);
-
-        // Window from Chernoff bounds (section 3).
-        let ln_tail = tail.ln();
-        let (mut mean, mut var) = (0.0, 0.0);
-        for (pmf, &t) in pmfs.iter().zip(&steps) {
-            let (m, v) = pmf.mean_var(h);
-            mean += t * m;
-            var += t * v;
+impl PldAccountant {
+    /// A lower bound on the true epsilon of the composition of `phases` at `delta`: the
+    /// reference that the upper bound [`PldAccountant::epsilon`] is checked against (how far
+    /// above the truth it can be, and that it is never below this).
+    ///
+    /// # Proof definition
+    /// For valid `phases` and `delta` in (0, 1), returns `Ok(e)` with `e <= ` the true epsilon of
+    /// the composition at `delta` (the smallest epsilon at which both directions' hockey-stick
+    /// divergences are `<= delta`), up to the f64 rounding of the per-step masses (caveat 1), or an
+    /// error. Proof: `proofs/accounting/pld.md`, section 8; checked by
+    /// `lower_bound_brackets_exact_gaussian` and the sample tests.
+    ///
+    /// # Errors
+    /// As [`PldAccountant::epsilon`].
+    pub fn epsilon_lower_bound(&self, phases: &[Phase], delta: f64) -> Result<f64> {
+        validate_phases(phases)?;
+        validate_delta(delta)?;
+        let mut h = self.grid_width(phases)?;
+        let max_points = if self.fixed_width().is_some() { MAX_POINTS } else { AUTO_MAX_POINTS };
+        let tail = self.tail_mass.min(delta * 1e-6);
+        'grid: loop {
+            let mut best: f64 = 0.0;
+            for direction in [Direction::Remove, Direction::Add] {
+                match compose(phases, direction, h, tail, delta * FFT_ERROR_SHARE, max_points, Rounding::Down) {
+                    Ok(composed) => best = best.max(composed.epsilon_lower(delta)),
+                    Err(ComposeError::TooWide(points)) if self.fixed_width().is_none() && h < MAX_DISCRETIZATION => {
+                        h = (h * points / AUTO_MAX_POINTS as f64 * 1.05).max(h * 1.5).min(MAX_DISCRETIZATION);
+                        continue 'grid;
+                    }
+                    Err(e) => return Err(compose_error(e)),
+                }
+            }
+            return Ok(best);
         }
-        let sd = var.sqrt().max(h);
-        let t0 = (2.0 * -ln_tail).sqrt() / sd;
-        let cumulant = |t: f64| -> f64 {
-            pmfs.iter().zip(&steps).map(|(pmf, &s)| if s == 0.0 { 0.0 } else { s * pmf.log_mgf(t) }).sum()
-        };
-        // Any t > 0 gives a valid bound; search a coarse grid of t around the Gaussian guess, then
-        // refine around the best point.
-        let high_at = |t: f64| (cumulant(t) - ln_tail) / t;
-        let low_at = |t: f64| (ln_tail - cumulant(-t)) / t;
-        let grid = |k: i32| t0 * 2f64.powf(f64::from(k) / 2.0);
-        let (mut high, mut k_high) = (f64::INFINITY, 0);
-        let (mut low, mut k_low) = (f64::NEG_INFINITY, 0);
-        for k in (-10..=4).step_by(2) {
+    }
+}
+
+fn compose_error(e: ComposeError) -> Error {
+    match e {
+        ComposeError::Failed(e) => e,
+        ComposeError::TooWide(points) => Error::numerical(
+            "PLD window",
+            format!("{points} points needed, above the limit; a coarser discretization needs fewer"),
+        ),
+    }
+}
+
+/// The grid width [`Discretization::Auto`] starts from (proof section 7): [`AUTO_GRID_FRACTION`]
+/// of `sqrt(sum_p T_p v_p / sum_p T_p)`, `v_p` the variance of phase `p`'s per-step privacy loss
+/// (measured on a pilot grid, in the direction where it is smaller), at least the width that keeps
+/// each step's support within 2^22 points, clamped to `[MIN_DISCRETIZATION, MAX_DISCRETIZATION]`.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for invalid phases; [`Error::Numerical`] if the pilot grid fails.
+pub fn auto_discretization(phases: &[Phase]) -> Result<f64> {
+    validate_phases(phases)?;
+    let mut h = MAX_DISCRETIZATION;
+    let mut floor = MIN_DISCRETIZATION;
+    for direction in [Direction::Remove, Direction::Add] {
+        let (mut weighted_var, mut total_steps) = (0.0, 0.0);
+        for p in phases.iter().filter(|p| p.steps > 0) {
+            let (q, s) = (p.sampling_rate, p.noise_multiplier);
+            let (l_low, l_high) = loss_range(q, s, direction);
+            let range = l_high - l_low;
+            let pilot = range / PILOT_POINTS;
+            if !(pilot > 0.0 && pilot.is_finite()) {
+                continue;
+            }
+            let pmf = step_pmf(q, s, direction, pilot)?;
+            let (_, var) = pmf.mean_var(pilot);
+            weighted_var += p.steps as f64 * var;
+            total_steps += p.steps as f64;
+            floor = floor.max(range / AUTO_MAX_STEP_POINTS);
+        }
+        if total_steps > 0.0 && weighted_var > 0.0 {
+            h = h.min(AUTO_GRID_FRACTION * (weighted_var / total_steps).sqrt());
+        }
+    }
+    if !h.is_finite() {
+        return Err(Error::numerical("PLD discretization", "non-finite automatic grid width"));
+    }
+    Ok(h.max(floor).clamp(MIN_DISCRETIZATION, MAX_DISCRETIZATION))
+}
+
+/// The privacy-loss range of one step: losses of `x in [-10 s, 1 + 10 s]`.
+fn loss_range(q: f64, s: f64, direction: Direction) -> (f64, f64) {
+    let x_low = -TRUNCATION_Z * s;
+    let x_high = 1.0 + TRUNCATION_Z * s;
+    match direction {
+        Direction::Remove => (remove_loss(q, s, x_low), remove_loss(q, s, x_high)),
+        Direction::Add => (-remove_loss(q, s, x_high), -remove_loss(q, s, x_low)),
+    }
+}
+
+/// One phase's forward spectrum, kept for the error analysis of section 5.
+struct PhaseSpectrum {
+    steps: u64,
+    /// `|Z_k|` as computed, rounded up by `2u`.
+    modulus: Vec<f64>,
+    /// Bound on `||Z_hat - Z||_2` over the full spectrum (section 5 (i)).
+    error: f64,
+}
+
+/// `ln(g_{p,k})` upper bounds (section 5b): `g_{p,k} = T_p a_p^{T_p - 1} prod_{p' != p} a_{p'}^{T_p'}`
+/// with `a_p = |Z_p,k| + e_p`, from `ln a_p` for every phase, rounding of the sums included.
+fn log_gains(ln_a: &[f64], steps: &[f64], out: &mut Vec<f64>) {
+    let total: f64 = ln_a.iter().zip(steps).map(|(l, t)| t * l).sum();
+    let slack: f64 = ln_a.iter().zip(steps).map(|(l, t)| t * (l.abs() + 1.0)).sum::<f64>() * 8.0 * U;
+    out.clear();
+    out.extend(
+        ln_a.iter().zip(steps).map(|(l, t)| total - l + t.ln() + slack + 8.0 * U * (l.abs() + t.ln().abs() + 1.0)),
+    );
+}
+
+/// `sum_j mass_j w^j` for `w = exp(-2 pi i k / n)` in double-word arithmetic, and a bound on its
+/// error (section 5b, lemma 9): `48 (len + 1) u^2 max(1, sum mass)`.
+fn dft_bin_double_word(pmf: &StepPmf, k: usize, n: usize) -> (CDw, f64) {
+    let root = CDw::unit_root(k as u64, n as u64);
+    let mut w = CDw::ONE;
+    let mut sum = CDw::ZERO;
+    for &m in &pmf.mass {
+        if m != 0.0 {
+            sum = sum.add(w.scale(m));
+        }
+        w = w.mul(root);
+    }
+    // `total` is the f64 sum of the masses (relative error <= gamma_len < 1e-6).
+    let bound = 48.0 * (pmf.mass.len() as f64 + 1.0) * U2 * (pmf.total * (1.0 + 1e-6)).max(1.0);
+    (sum, bound)
+}
+
+/// Composes one direction on a window of its own, with grid width `h`.
+///
+/// `tail`: target of the Chernoff bounds outside the window; `fft_target`: bins whose share of the
+/// FFT error bound exceeds it are recomputed in double-word arithmetic (within a budget);
+/// `max_points`: largest window accepted.
+fn compose(
+    phases: &[Phase],
+    direction: Direction,
+    h: f64,
+    tail: f64,
+    fft_target: f64,
+    max_points: usize,
+    rounding: Rounding,
+) -> std::result::Result<Composed, ComposeError> {
+    let pmfs = phases
+        .iter()
+        .map(|p| match rounding {
+            Rounding::Dominating => step_pmf(p.sampling_rate, p.noise_multiplier, direction, h),
+            Rounding::Down => step_pmf_rounded_down(p.sampling_rate, p.noise_multiplier, direction, h),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let steps: Vec<f64> = phases.iter().map(|p| p.steps as f64).collect();
+    let total_steps: f64 = steps.iter().sum();
+
+    // Mass at +inf (section 4): 1 - prod (1 - p)^T <= sum T p (union bound), rounded up.
+    let infinity_mass = (pmfs.iter().zip(&steps).map(|(pmf, &t)| t * pmf.infinity).sum::<f64>() * BOUND_SLACK).min(1.0);
+
+    // Window from Chernoff bounds (section 3).
+    let ln_tail = tail.ln();
+    let (mut mean, mut var) = (0.0, 0.0);
+    for (pmf, &t) in pmfs.iter().zip(&steps) {
+        let (m, v) = pmf.mean_var(h);
+        mean += t * m;
+        var += t * v;
+    }
+    let sd = var.sqrt().max(h);
+    let t0 = (2.0 * -ln_tail).sqrt() / sd;
+    let cumulant = |t: f64| -> f64 {
+        pmfs.iter().zip(&steps).map(|(pmf, &s)| if s == 0.0 { 0.0 } else { s * pmf.log_mgf(t) }).sum()
+    };
+    // Any t > 0 gives a valid bound; search a coarse grid of t around the Gaussian guess, then
+    // refine around the best point. The grid reaches far below the guess: with a heavy upper tail
+    // (small q, small sigma) the best t is orders of magnitude smaller, and the window that much
+    // narrower.
+    let high_at = |t: f64| (cumulant(t) - ln_tail) / t;
+    let low_at = |t: f64| (ln_tail - cumulant(-t)) / t;
+    let grid = |k: i32| t0 * 2f64.powf(f64::from(k) / 2.0);
+    let (mut high, mut k_high) = (f64::INFINITY, 0);
+    let (mut low, mut k_low) = (f64::NEG_INFINITY, 0);
+    // From the top of the grid down; below the Gaussian guess's neighbourhood (k < -10) stop
+    // each side once it gets worse (the bound is unimodal in t in practice; stopping early only
+    // costs tightness, never validity).
+    let (mut high_done, mut low_done) = (false, false);
+    for k in (-40..=4).rev().step_by(2) {
+        if !high_done {
             // P(L >= l) <= exp(K(t) - t l): the tail is <= tail at l = (K(t) - ln tail) / t.
             let v = high_at(grid(k));
             if v < high {
                 (high, k_high) = (v, k);
+            } else if k < -10 {
+                high_done = true;
             }
+        }
+        if !low_done {
             // P(L <= l) <= exp(K(-t) + t l): the tail is <= tail at l = (ln tail - K(-t)) / t.
             let v = low_at(grid(k));
             if v > low {
                 (low, k_low) = (v, k);
+            } else if k < -10 {
+                low_done = true;
             }
         }
-        for k in [k_high - 1, k_high + 1] {
-            high = high.min(high_at(grid(k)));
+        if high_done && low_done {
+            break;
         }
-        for k in [k_low - 1, k_low + 1] {
-            low = low.max(low_at(grid(k)));
-        }
-        if !(high.is_finite() && low.is_finite()) {
-            return Err(Error::numerical("PLD window", format!("non-finite Chernoff window [{low}, {high}]")));
-        }
-        let low = low.min(mean).min(high);
-        let a = (low / h).floor();
-        let b = (high / h).ceil();
-        let width = b - a + 1.0;
-        if !(width <= MAX_POINTS as f64) {
-            return Err(Error::numerical(
-                "PLD window",
-                format!("{width} points needed (limit {MAX_POINTS}); use a coarser discretization"),
-            ));
-        }
-        let n = fast_size((width as usize).max(16));
-        if n > MAX_POINTS {
-            return Err(Error::numerical("PLD window", format!("FFT size {n} above limit {MAX_POINTS}")));
-        }
-        let a = a as i64;
-        // The window [a, a + n) is at least [low, high], so both tails are <= tail.
-        let upper_tail_mass = tail * BOUND_SLACK;
-        let lower_tail_mass = tail * BOUND_SLACK;
+    }
+    for k in [k_high - 1, k_high + 1] {
+        high = high.min(high_at(grid(k)));
+    }
+    for k in [k_low - 1, k_low + 1] {
+        low = low.max(low_at(grid(k)));
+    }
+    if !(high.is_finite() && low.is_finite()) {
+        return Err(Error::numerical("PLD window", format!("non-finite Chernoff window [{low}, {high}]")).into());
+    }
+    let low = low.min(mean).min(high);
+    let a = (low / h).floor();
+    let b = (high / h).ceil();
+    let width = b - a + 1.0;
+    if !(width <= max_points as f64) {
+        return Err(ComposeError::TooWide(width));
+    }
+    let n = fast_size((width as usize).max(16));
+    if n > MAX_POINTS {
+        return Err(ComposeError::TooWide(n as f64));
+    }
+    let a = a as i64;
+    // The window [a, a + n) is at least [low, high], so both tails are <= tail.
+    let upper_tail_mass = tail * BOUND_SLACK;
+    let lower_tail_mass = tail * BOUND_SLACK;
 
-        // FFT composition (section 2) with its error bound (section 5).
-        let mut planner = RealFftPlanner::<f64>::new();
-        let forward = planner.plan_fft_forward(n);
-        let inverse = planner.plan_fft_inverse(n);
-        let bins = n / 2 + 1;
-        let log2n = (n as f64).log2().ceil() + 1.0; // + 1 for realfft's post-processing pass
-        let eta = TWIDDLE_ERROR + gamma(4) * (std::f64::consts::SQRT_2 + TWIDDLE_ERROR);
-        let eps_fft = log2n * eta / (1.0 - log2n * eta);
-        let mut log_abs = vec![0.0f64; bins];
-        let mut angle = vec![0.0f64; bins];
-        let mut zero = vec![false; bins];
-        let mut input_error = 0.0; // sum_p T_p e1_p, e1_p = eps_fft ||X_p||_2
-        let mut base: i128 = 0;
-        let mut buffer = vec![0.0f64; n];
-        let mut spectrum = forward.make_output_vec();
-        for (pmf, &t) in pmfs.iter().zip(&steps) {
-            if t == 0.0 {
-                continue;
-            }
-            buffer.iter_mut().for_each(|v| *v = 0.0);
-            for (i, &m) in pmf.mass.iter().enumerate() {
-                buffer[i % n] += m;
-            }
-            let norm2: f64 = buffer.iter().map(|v| v * v).sum::<f64>().sqrt();
-            let e1 = eps_fft * (n as f64).sqrt() * norm2 * BOUND_SLACK + U * pmf.total;
-            input_error += t * e1;
-            base += i128::from(pmf.lo) * i128::from(t as u64);
-            forward
-                .process(&mut buffer, &mut spectrum)
-                .map_err(|e| Error::numerical("PLD forward FFT", e.to_string()))?;
-            for (k, z) in spectrum.iter().enumerate() {
-                let r = z.norm();
-                if r == 0.0 {
-                    zero[k] = true;
-                } else {
-                    log_abs[k] += t * r.ln();
-                    angle[k] = (angle[k] + t * z.arg()).rem_euclid(std::f64::consts::TAU);
-                }
+    // FFT composition (section 2) with its error bound (section 5).
+    let mut planner = RealFftPlanner::<f64>::new();
+    let forward = planner.plan_fft_forward(n);
+    let inverse = planner.plan_fft_inverse(n);
+    let bins = n / 2 + 1;
+    let n_f = n as f64;
+    let sqrt_n = n_f.sqrt();
+    let log2n = n_f.log2().ceil() + 1.0; // + 1 for realfft's post-processing pass
+    let eta = TWIDDLE_ERROR + gamma(4) * (std::f64::consts::SQRT_2 + TWIDDLE_ERROR);
+    let eps_fft = log2n * eta / (1.0 - log2n * eta);
+    // Relative rounding of a sum of up to n + 2 non-negative terms (and of its square root).
+    let sum_slack = 1.0 + gamma_f(n_f + 4.0);
+    let mut log_abs = vec![0.0f64; bins];
+    let mut angle = vec![0.0f64; bins];
+    let mut zero = vec![false; bins];
+    let mut spectra: Vec<PhaseSpectrum> = Vec::with_capacity(phases.len());
+    let mut base: i128 = 0;
+    let mut buffer = vec![0.0f64; n];
+    let mut spectrum = forward.make_output_vec();
+    for (pmf, p) in pmfs.iter().zip(phases) {
+        if p.steps == 0 {
+            continue;
+        }
+        let t = p.steps as f64;
+        buffer.iter_mut().for_each(|v| *v = 0.0);
+        for (i, &m) in pmf.mass.iter().enumerate() {
+            buffer[i % n] += m;
+        }
+        // Folding adds at most `ceil(len / n) - 1` terms per slot: relative error gamma of that.
+        let fold = gamma_f((pmf.mass.len().div_ceil(n) as f64 - 1.0).max(0.0));
+        let norm2: f64 = buffer.iter().map(|v| v * v).sum::<f64>().sqrt() * sum_slack;
+        // Section 5 (i): ||Z_hat - Z||_2 <= (eps_fft (1 + fold) + fold) sqrt(N) ||x_hat||_2.
+        let error = (eps_fft * (1.0 + fold) + fold) * sqrt_n * norm2 * BOUND_SLACK;
+        base += i128::from(pmf.lo) * i128::from(p.steps);
+        forward.process(&mut buffer, &mut spectrum).map_err(|e| Error::numerical("PLD forward FFT", e.to_string()))?;
+        let mut modulus = Vec::with_capacity(bins);
+        for (k, z) in spectrum.iter().enumerate() {
+            let r = z.norm();
+            modulus.push(r * (1.0 + 2.0 * U));
+            if r == 0.0 {
+                zero[k] = true;
+            } else {
+                log_abs[k] += t * r.ln();
+                angle[k] = (angle[k] + t * z.arg()).rem_euclid(std::f64::consts::TAU);
             }
         }
-        let input_error_total = input_error * input_error.exp();
-        // Pointwise power; accumulate ||Y||_2^2 and the power's rounding error over the full
-        // (conjugate-symmetric) spectrum.
-        let n_phases = phases.len() as f64;
-        let mut y_norm2 = 0.0;
-        let mut pow_err2 = 0.0;
-        for k in 0..bins {
-            let weight = if k == 0 || (n.is_multiple_of(2) && k == bins - 1) { 1.0 } else { 2.0 };
+        spectra.push(PhaseSpectrum { steps: p.steps, modulus, error });
+    }
+    let phase_steps: Vec<f64> = spectra.iter().map(|s| s.steps as f64).collect();
+
+    // Section 5b: each bin's share of the propagated input error, G_k = sum_p e_p g_{p,k}.
+    let mut ln_a = vec![0.0; spectra.len()];
+    let mut ln_g = Vec::with_capacity(spectra.len());
+    let gains_at = |k: usize, ln_a: &mut Vec<f64>, ln_g: &mut Vec<f64>| {
+        for (p, s) in spectra.iter().enumerate() {
+            ln_a[p] = (s.modulus[k] + s.error).ln();
+        }
+        log_gains(ln_a, &phase_steps, ln_g);
+    };
+    let mut candidates: Vec<(f64, usize)> = Vec::new();
+    for k in 0..bins {
+        gains_at(k, &mut ln_a, &mut ln_g);
+        let share: f64 = spectra.iter().zip(&ln_g).map(|(s, &lg)| s.error * lg.exp()).sum();
+        if share > fft_target {
+            candidates.push((share, k));
+        }
+    }
+    candidates.sort_by(|x, y| y.0.total_cmp(&x.0));
+    let support: usize = pmfs.iter().zip(phases).filter(|(_, p)| p.steps > 0).map(|(pmf, _)| pmf.mass.len()).sum();
+    let mut in_direct = vec![false; bins];
+    let mut double_word_bins = 0;
+    // The bound over the other bins is set by the largest share left out: recomputing a prefix
+    // only pays when the first bin left out carries at most a tenth of the top share (otherwise,
+    // typically when the composed distribution is nearly a lattice and no bin is damped, none is
+    // recomputed).
+    let fits = (DOUBLE_WORD_BUDGET / support.max(1)).min(candidates.len());
+    let left_out_share = candidates.get(fits).map_or(0.0, |c| c.0);
+    if candidates.first().is_some_and(|top| left_out_share <= 0.1 * top.0) {
+        for &(_, k) in &candidates[..fits] {
+            in_direct[k] = true;
+            double_word_bins += 1;
+        }
+    }
+    // Input error of the other bins, in 2-norm over the full spectrum: sum_p e_p max_k g_{p,k}.
+    let mut max_gain = vec![0.0f64; spectra.len()];
+    for k in (0..bins).filter(|&k| !in_direct[k]) {
+        gains_at(k, &mut ln_a, &mut ln_g);
+        for (m, &lg) in max_gain.iter_mut().zip(&ln_g) {
+            *m = m.max(lg.exp());
+        }
+    }
+    let fft_input_error: f64 =
+        spectra.iter().zip(&max_gain).map(|(s, &g)| s.error * g).sum::<f64>() * (1.0 + 8.0 * U) * BOUND_SLACK;
+
+    // Pointwise power; accumulate ||Y||_2^2 and the power's error over the full
+    // (conjugate-symmetric) spectrum.
+    let n_phases = spectra.len() as f64;
+    let mut y_norm2 = 0.0;
+    let mut pow_err2 = 0.0;
+    let active: Vec<(&StepPmf, u64)> =
+        pmfs.iter().zip(phases).filter(|(_, p)| p.steps > 0).map(|(pmf, p)| (pmf, p.steps)).collect();
+    let mut ln_direct = vec![0.0; active.len()];
+    let mut errs_direct = vec![0.0; active.len()];
+    for k in 0..bins {
+        let weight = if k == 0 || (n.is_multiple_of(2) && k == bins - 1) { 1.0 } else { 2.0 };
+        let (y, e) = if in_direct[k] {
+            // Section 5b: the bin recomputed from the unfolded pmf in double-word arithmetic.
+            let mut product = CDw::ONE;
+            let mut pow_rel = 0.0;
+            for (p, &(pmf, t)) in active.iter().enumerate() {
+                let (z, err) = dft_bin_double_word(pmf, k, n);
+                ln_direct[p] = (z.abs() * (1.0 + 4.0 * U) + err).ln();
+                errs_direct[p] = err;
+                product = product.mul(z.powu(t));
+                pow_rel += powu_rel_error(t) + 1.01 * CMUL_REL * U2;
+            }
+            log_gains(&ln_direct, &phase_steps, &mut ln_g);
+            let input: f64 = errs_direct.iter().zip(&ln_g).map(|(e, lg)| e * lg.exp()).sum();
+            let ln_m: f64 = ln_direct.iter().zip(&phase_steps).map(|(l, t)| t * l).sum::<f64>()
+                + 8.0 * U * ln_direct.iter().zip(&phase_steps).map(|(l, t)| t * (l.abs() + 1.0)).sum::<f64>();
+            let (re, im) = product.to_f64();
+            let y = Complex::new(re, im);
+            // |Y_hat - Y| <= input + M pow_rel + rounding to f64 (2u |Y_hat| + 4u^2).
+            let e = (input + ln_m.exp() * pow_rel + 2.0 * U * y.norm() + 4.0 * U2) * BOUND_SLACK;
+            (y, e)
+        } else {
             let y = if zero[k] { Complex::new(0.0, 0.0) } else { Complex::from_polar(log_abs[k].exp(), angle[k]) };
             let r = y.norm();
             // Relative error of exp(sum_p T_p ln r_p + i sum_p T_p theta_p): per phase, ln r is off
             // by <= u |ln r| + 2u and theta by <= 2 pi u, each times T_p; the products, the sums,
             // the reduction mod 2 pi, exp and from_polar add a few u each (proof section 5).
             let rel = 4.0 * U * ((-log_abs[k]).max(0.0) + 5.0 * total_steps + n_phases + 2.0);
-            let e = r * rel * (1.0 + rel);
-            y_norm2 += weight * r * r;
-            pow_err2 += weight * e * e;
-            spectrum[k] = y;
-        }
-        spectrum[0].im = 0.0;
-        if n.is_multiple_of(2) {
-            spectrum[bins - 1].im = 0.0;
-        }
-        let mut out = inverse.make_output_vec();
-        inverse.process(&mut spectrum, &mut out).map_err(|e| Error::numerical("PLD inverse FFT", e.to_string()))?;
-        let scale = 1.0 / n as f64;
-        let n_i = n as i128;
-        let shift = (i128::from(a) - base).rem_euclid(n_i) as usize;
-        let y: Vec<f64> = (0..n).map(|k| out[(shift + k) % n] * scale).collect();
-        let abs_sum: f64 = y.iter().map(|v| v.abs()).sum();
-        // Section 5: |sum_k c_k (yhat_k - y_k)| <= ||c||_2 ||yhat - y||_2 <= sqrt(N) ||yhat - y||_2,
-        // ||yhat - y||_2 <= (||dY||_2 + eps_fft ||Y||_2) / sqrt(N) + u ||y||_2; plus the final sums.
-        let d_y = input_error_total + pow_err2.sqrt();
-        let fft_error = (d_y * (1.0 + eps_fft)
-            + eps_fft * y_norm2.sqrt()
-            + U * (n as f64).sqrt() * abs_sum
-            + 6.0 * (n as f64) * U * abs_sum)
-            * BOUND_SLACK;
-        if !fft_error.is_finite() || !abs_sum.is_finite() {
-            return Err(Error::numerical("PLD composition", "non-finite FFT output"));
-        }
-        Ok(Composed { direction, h, a, y, infinity_mass, upper_tail_mass, lower_tail_mass, fft_error })
+            (y, r * rel * (1.0 + rel))
+        };
+        y_norm2 += weight * y.norm_sqr();
+        pow_err2 += weight * e * e;
+        spectrum[k] = y;
     }
+    spectrum[0].im = 0.0;
+    if n.is_multiple_of(2) {
+        spectrum[bins - 1].im = 0.0;
+    }
+    let mut out = inverse.make_output_vec();
+    inverse.process(&mut spectrum, &mut out).map_err(|e| Error::numerical("PLD inverse FFT", e.to_string()))?;
+    let scale = 1.0 / n_f;
+    let n_i = n as i128;
+    let shift = (i128::from(a) - base).rem_euclid(n_i) as usize;
+    let mut y: Vec<f64> = (0..n).map(|k| out[(shift + k) % n] * scale).collect();
+    let y_hat_norm = y.iter().map(|v| v * v).sum::<f64>().sqrt() * sum_slack;
+    // The true composed masses are >= 0, so clamping at 0 only brings each value closer.
+    for v in &mut y {
+        if !(*v > 0.0) {
+            *v = 0.0;
+        }
+    }
+    // Section 5: |sum_k c_k (yhat_k - y_k)| <= ||c||_2 ||yhat - y||_2 <= sqrt(N) ||yhat - y||_2,
+    // ||yhat - y||_2 <= (||dY||_2 (1 + eps_fft) + eps_fft ||Y_hat||_2) / sqrt(N) + u ||y_hat||_2.
+    // The final sums' rounding is a relative factor applied in the epsilon search (section 6).
+    let d_y = fft_input_error + (pow_err2 * sum_slack).sqrt() * sum_slack;
+    let fft_error = (d_y * (1.0 + eps_fft)
+        + eps_fft * (y_norm2 * sum_slack).sqrt() * sum_slack
+        + U * sqrt_n * y_hat_norm * (1.0 + 2.0 * U))
+        * BOUND_SLACK;
+    if !fft_error.is_finite() || !y_hat_norm.is_finite() {
+        return Err(Error::numerical("PLD composition", "non-finite FFT output").into());
+    }
+    Ok(Composed { direction, h, a, y, infinity_mass, upper_tail_mass, lower_tail_mass, fft_error, double_word_bins })
 }
 
 /// `gamma_k = k u / (1 - k u)` (Higham's notation).
 fn gamma(k: u32) -> f64 {
-    let ku = f64::from(k) * U;
+    gamma_f(f64::from(k))
+}
+
+/// `gamma_k` for a real `k`.
+fn gamma_f(k: f64) -> f64 {
+    let ku = k * U;
     ku / (1.0 - ku)
 }
 
@@ -508,14 +977,79 @@ fn step_delta(q: f64, s: f64, direction: Direction, eps: f64) -> f64 {
     d.clamp(0.0, 1.0)
 }
 
+/// `P(a <= Z < b)` for a standard normal `Z`, accurate in absolute terms in both tails.
+fn normal_between(a: f64, b: f64) -> f64 {
+    let cdf = |z: f64| normal_sf(-z);
+    let v = if a >= 0.0 {
+        normal_sf(a) - normal_sf(b)
+    } else if b <= 0.0 {
+        cdf(b) - cdf(a)
+    } else {
+        1.0 - normal_sf(b) - cdf(a)
+    };
+    v.max(0.0)
+}
+
+/// The remove pair's threshold: `L(x) >= l` iff `x >= s^2 ln((e^l - 1 + q) / q) + 1/2`
+/// (`-inf` when `e^l - 1 + q <= 0`).
+fn remove_threshold(q: f64, s: f64, l: f64) -> f64 {
+    let c = l.exp_m1() + q;
+    if c <= 0.0 {
+        f64::NEG_INFINITY
+    } else {
+        s * s * (c.ln() - q.ln()) + 0.5
+    }
+}
+
+/// One step's privacy loss rounded down to the grid (proof section 8): mass
+/// `P(i h <= L < (i + 1) h)` at `i h`, for the losses of `x in [-10 s, 1 + 10 s]`; the rest of `P`
+/// is dropped. Its privacy curve is below the true one at every epsilon.
+fn step_pmf_rounded_down(q: f64, s: f64, direction: Direction, h: f64) -> Result<StepPmf> {
+    let (l_low, l_high) = loss_range(q, s, direction);
+    let lo = (l_low / h).floor();
+    let hi = (l_high / h).ceil();
+    if !(lo.is_finite() && hi.is_finite() && hi - lo + 1.0 <= MAX_POINTS as f64) {
+        return Err(Error::numerical(
+            "PLD discretisation",
+            format!("loss range [{l_low}, {l_high}] needs too many points at h = {h}"),
+        ));
+    }
+    let (lo, hi) = (lo as i64, (hi as i64).max(lo as i64 + 2));
+    let len = (hi - lo) as usize;
+    let (x_low, x_high) = (-TRUNCATION_Z * s, 1.0 + TRUNCATION_Z * s);
+    // P(x in [u, v)) under the direction's P, x clipped to the truncation range.
+    let p_mass = |u: f64, v: f64| -> f64 {
+        let (u, v) = (u.max(x_low), v.min(x_high));
+        if !(v > u) {
+            return 0.0;
+        }
+        match direction {
+            Direction::Remove => {
+                (1.0 - q) * normal_between(u / s, v / s) + q * normal_between((u - 1.0) / s, (v - 1.0) / s)
+            }
+            Direction::Add => normal_between(u / s, v / s),
+        }
+    };
+    let mass: Vec<f64> = (0..len)
+        .map(|i| {
+            let (a, b) = ((lo + i as i64) as f64 * h, (lo + i as i64 + 1) as f64 * h);
+            match direction {
+                // L increasing in x: L in [a, b) iff x in [x(a), x(b)).
+                Direction::Remove => p_mass(remove_threshold(q, s, a), remove_threshold(q, s, b)),
+                // L = -L_remove, decreasing: L in [a, b) iff L_remove in (-b, -a].
+                Direction::Add => p_mass(remove_threshold(q, s, -b), remove_threshold(q, s, -a)),
+            }
+        })
+        .collect();
+    let total: f64 = mass.iter().sum();
+    let log_support =
+        mass.iter().enumerate().filter(|(_, &m)| m > 0.0).map(|(i, &m)| ((lo + i as i64) as f64 * h, m.ln())).collect();
+    Ok(StepPmf { lo, mass, infinity: 0.0, total, log_support })
+}
+
 /// The connect-the-dots pmf of one step (proof section 1).
 fn step_pmf(q: f64, s: f64, direction: Direction, h: f64) -> Result<StepPmf> {
-    let x_low = -TRUNCATION_Z * s;
-    let x_high = 1.0 + TRUNCATION_Z * s;
-    let (l_low, l_high) = match direction {
-        Direction::Remove => (remove_loss(q, s, x_low), remove_loss(q, s, x_high)),
-        Direction::Add => (-remove_loss(q, s, x_high), -remove_loss(q, s, x_low)),
-    };
+    let (l_low, l_high) = loss_range(q, s, direction);
     let lo = (l_low / h).floor();
     let hi = (l_high / h).ceil();
     if !(lo.is_finite() && hi.is_finite() && hi - lo + 1.0 <= MAX_POINTS as f64) {
@@ -597,6 +1131,7 @@ struct Composed {
     upper_tail_mass: f64,
     lower_tail_mass: f64,
     fft_error: f64,
+    double_word_bins: usize,
 }
 
 impl Composed {
@@ -617,14 +1152,43 @@ impl Composed {
                 sum += y * -(eps - l).exp_m1();
             }
         }
+        // Non-negative terms: the sum's rounding is relative (section 6).
+        let sum = sum * (1.0 + gamma_f(3.0 * self.y.len() as f64 + 8.0));
         let below = if eps < self.loss(0) { self.lower_tail_mass } else { 0.0 };
         (sum + self.charged() + below).clamp(0.0, 1.0)
+    }
+
+    /// The smallest epsilon at which a lower bound on this direction's delta curve is `<= delta`,
+    /// rounded down (proof section 8): `D_hat / (1 + gamma) - fft_error - aliasing`.
+    fn epsilon_lower(&self, delta: f64) -> f64 {
+        let n = self.y.len();
+        let shrink = 1.0 / (1.0 + gamma_f(6.0 * n as f64 + 8.0));
+        let minus = (self.fft_error + self.upper_tail_mass + self.lower_tail_mass) * BOUND_SLACK;
+        let lower = |d: f64| d * shrink - minus;
+        let c1 = -(-self.h).exp_m1();
+        let c2 = (-self.h).exp();
+        let (mut d_j, mut s_j) = (0.0, 0.0);
+        for j in (1..n).rev() {
+            s_j += self.y[j];
+            let d_prev = c1 * s_j + c2 * d_j;
+            if lower(d_prev) > delta {
+                // The lower curve is linear in e^eps on [l_{j-1}, l_j] and crosses delta there.
+                let (d_lo, d_hi) = (lower(d_prev), lower(d_j));
+                let frac = ((d_lo - delta) / (d_lo - d_hi)).clamp(0.0, 1.0);
+                let eps = self.loss(j - 1) + (frac * self.h.exp_m1()).ln_1p();
+                return (eps - 8.0 * U * eps.abs() - 4.0 * f64::MIN_POSITIVE).max(self.loss(j - 1)).max(0.0);
+            }
+            d_j = d_prev;
+        }
+        0.0
     }
 
     /// The smallest epsilon at which the upper delta curve is <= delta (proof section 6).
     fn epsilon_bound(&self, delta: f64) -> Result<PldDirectionBound> {
         let charged = self.charged();
-        let target = delta - charged;
+        // The recurrence below adds non-negative terms (y was clamped at 0), so its rounding is a
+        // relative error of at most gamma_{6n+8}: compare D_hat (1 + gamma) with the target.
+        let target = (delta - charged) / (1.0 + gamma_f(6.0 * self.y.len() as f64 + 8.0));
         if !(target > 0.0) {
             return Err(Error::numerical(
                 "PLD epsilon",
@@ -674,6 +1238,7 @@ impl Composed {
             infinity_mass: self.infinity_mass,
             fft_error: self.fft_error,
             delta_charged: charged,
+            double_word_bins: self.double_word_bins,
         })
     }
 }
@@ -753,9 +1318,11 @@ mod test {
     fn fft_composition_matches_direct_convolution() {
         // Two steps of a coarse pmf: FFT result vs direct convolution, within the stated bound.
         let h = 1e-2;
-        let acc = PldAccountant::new(h).unwrap();
         let phase = Phase::new(0.2, 1.0, 3).unwrap();
-        let composed = acc.compose(&[phase], Direction::Remove, 1e-15).unwrap();
+        let Ok(composed) = compose(&[phase], Direction::Remove, h, 1e-15, 1e-15, MAX_POINTS, Rounding::Dominating)
+        else {
+            panic!()
+        };
         let pmf = step_pmf(0.2, 1.0, Direction::Remove, h).unwrap();
         let mut conv = pmf.mass.clone();
         for _ in 1..3 {

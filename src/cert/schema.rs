@@ -210,8 +210,9 @@ pub struct AccountantEpsilon {
     pub accountant: String,
     /// The epsilon.
     pub epsilon: Epsilon,
-    /// How: for `rdp`, `order`, `rdp` and `conversion`; for `pld`, `discretization`,
-    /// `tail_mass` and `worse_direction`.
+    /// How: for `rdp`, `order`, `rdp` and `conversion`; for `pld`, `discretization` (the grid
+    /// width used, which `PldAccountant::new` recomputes from), `discretization_choice` (`auto` or
+    /// the fixed width asked for), `tail_mass` and `worse_direction`.
     pub method: serde_json::Value,
 }
 

@@ -501,7 +501,7 @@ pub(crate) fn privacy_of(phases: &[Phase], delta: f64) -> Result<Privacy> {
             AccountantEpsilon {
                 accountant: "pld".into(),
                 epsilon: eps(p.epsilon)?,
-                method: serde_json::json!({ "discretization": p.discretization, "tail_mass": pld.tail_mass(), "worse_direction": p.worse_direction, "pessimistic": true }),
+                method: serde_json::json!({ "discretization": p.discretization, "discretization_choice": p.discretization_choice.to_string(), "tail_mass": pld.tail_mass(), "worse_direction": p.worse_direction, "pessimistic": true }),
             },
         ],
         verified_epsilon: VerifiedClaim {
