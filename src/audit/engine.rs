@@ -402,6 +402,19 @@ pub fn run_audit(
 /// # Errors
 /// Folders of different specs, records that do not check, corrupt files, I/O errors.
 pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<(AuditSpec, Vec<RunRecord>)> {
+    merge_checked(dirs, out, &|_, _| Ok(()))
+}
+
+/// [`merge`], with `check` run on the gathered records before anything is written to `out` (the
+/// CLI replays a few of them there, so a refused merge leaves no folder of unchecked runs).
+///
+/// # Errors
+/// As [`merge`], and `check`'s.
+pub fn merge_checked(
+    dirs: &[PathBuf],
+    out: &Path,
+    check: &dyn Fn(&AuditSpec, &[RunRecord]) -> Result<()>,
+) -> Result<(AuditSpec, Vec<RunRecord>)> {
     let mut spec: Option<AuditSpec> = None;
     let mut runs: BTreeMap<(Side, u64), RunRecord> = BTreeMap::new();
     for d in dirs {
@@ -437,6 +450,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<(AuditSpec, Vec<RunRecord>)
         spec.get_or_insert(sf.spec);
     }
     let spec = spec.ok_or_else(|| Error::invalid("shard folders", 0, "give at least one"))?;
+    check(&spec, &runs.values().cloned().collect::<Vec<_>>())?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
     check_or_write_spec(out, &spec, None)?;
     let mut bytes = Vec::new();

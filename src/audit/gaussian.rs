@@ -104,7 +104,7 @@ pub struct IdealBound {
 /// with 1,000 runs and 0.81 with 5,000.
 ///
 /// # Errors
-/// As [`mu_for_epsilon`] and [`epsilon_lower_bound`].
+/// As [`mu_for_epsilon`] and [`crate::audit::bounds::epsilon_lower_bound`].
 pub fn ideal_lower_bound(true_epsilon: f64, delta: f64, runs: u64, alpha: f64) -> Result<IdealBound> {
     let mu = mu_for_epsilon(true_epsilon, delta)?;
     ideal_lower_bound_mu(mu, delta, runs, alpha)
@@ -113,7 +113,7 @@ pub fn ideal_lower_bound(true_epsilon: f64, delta: f64, runs: u64, alpha: f64) -
 /// [`ideal_lower_bound`] for a given mu.
 ///
 /// # Errors
-/// As [`epsilon_lower_bound`].
+/// As [`crate::audit::bounds::epsilon_lower_bound`].
 pub fn ideal_lower_bound_mu(mu: f64, delta: f64, runs: u64, alpha: f64) -> Result<IdealBound> {
     if runs == 0 {
         return Err(Error::invalid("runs per side", 0, "must be at least 1"));

@@ -290,11 +290,26 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
             summarise(&report, json)
         }
         AuditCommand::Merge { shards, out, json, recheck } => {
-            let (s, runs) = engine::merge(&shards, &out)?;
+            // The replays run before the merged folder is written: a refused merge leaves nothing.
+            let replayed = std::cell::RefCell::new(None);
+            let (s, runs) = engine::merge_checked(&shards, &out, &|s, runs| {
+                if recheck > 0 {
+                    let ctx = engine::prepare(s)?;
+                    let origin = PathBuf::from(
+                        shards
+                            .iter()
+                            .map(|d| d.join(engine::RUNS_FILE).display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(" + "),
+                    );
+                    *replayed.borrow_mut() = Some(engine::replay_check(&ctx, runs, recheck, &origin)?);
+                }
+                Ok(())
+            })?;
             let mut report = engine::analyse(&s, &runs, 0.0)?;
-            if recheck > 0 {
-                let ctx = engine::prepare(&s).context("preparing the replays that check the merged records")?;
-                recheck_into(&ctx, &mut report, recheck, &out.join(engine::RUNS_FILE))?;
+            if let Some(r) = replayed.into_inner() {
+                report.record_check.note = format!("every record's spec digest, side, index, seed and score digest checked; {} chosen at random were trained again and reproduced score and score digest exactly", r.len());
+                report.record_check.replayed = r;
             }
             let path = engine::write_report(&out, &report)?;
             if !json {
