@@ -380,12 +380,12 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
     );
     engine::write_report(&audit_dir, &audit)?;
     observer.note(&format!(
-        "audit: {} (epsilon >= {:.4} at 95% confidence; the ideal test of K = {} could show at most {:.4} against the claim {:.4})",
+        "audit: {} (epsilon >= {:.4} at 95% confidence against the claim {:.4}; with K = {} this procedure can report at most {:.4})",
         audit.verdict.to_uppercase(),
         audit.epsilon_lower,
+        audit.claim.epsilon,
         audit.runs_per_side,
-        audit.ideal_epsilon_lower,
-        audit.claim.epsilon
+        audit.plan.ceiling
     ));
 
     // 3b. Loss-threshold membership inference on a target trained on a random half.

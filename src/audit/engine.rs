@@ -791,8 +791,14 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
         (
             "inconclusive".to_string(),
             format!(
-                "this procedure cannot refute the claim: the largest bound it can report with {} runs per side is {:.4}, not above the claimed epsilon {:.4} (lower bound {:.4}); more runs, or a claim it can reach, are needed",
-                plan.counted_runs_per_side, plan.ceiling, claim.epsilon, bound.epsilon_lower
+                "this procedure cannot refute the claim: the largest bound it can report ({}) is {:.4}, not above the claimed epsilon {:.4} (lower bound {:.4}); more runs, or a claim it can reach, are needed",
+                match &one_run {
+                    Some(o) => format!("{} guesses among {} canaries", o.guesses, o.canaries),
+                    None => format!("{} runs per side", plan.counted_runs_per_side),
+                },
+                plan.ceiling,
+                claim.epsilon,
+                bound.epsilon_lower
             ),
         )
     } else {

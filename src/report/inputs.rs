@@ -599,9 +599,16 @@ fn overall_verdict(audits: &[AuditSummary], claim: &Claim) -> OverallVerdict {
         k => format!("{n} audits ({k} of them not recording the recipe tested)"),
     };
     let best = relevant.iter().max_by(|a, b| a.epsilon_lower.total_cmp(&b.epsilon_lower)).expect("not empty");
-    let ideal = best.ideal_epsilon_lower.map_or_else(String::new, |i| {
-        format!(" (a perfect audit of the same size could show at most {})", format_lower(i))
-    });
+    let ideal = match (best.could_show, best.ideal_epsilon_lower) {
+        (Some(c), _) => format!(" ({})", c.words()),
+        (None, Some(i)) => {
+            format!(
+                " (a Gaussian mechanism at exactly the claimed ε would give about {} with the same runs)",
+                format_lower(i)
+            )
+        }
+        _ => String::new(),
+    };
     let conf = best.confidence.map_or_else(String::new, |c| format!(" at {}% confidence", c * 100.0));
     OverallVerdict {
         status: VerdictStatus::Consistent,
