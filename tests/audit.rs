@@ -311,6 +311,38 @@ fn a_certificate_records_an_audit_of_the_runs_recipe_and_refuses_another_recipes
     assert_eq!(audits[0]["threat_model"], "white-box");
     let (code, out) = run(&["cert", "verify", &p("cert.json"), "--pubkey", &p("keys/dpaudit-cert.pub")]);
     assert_eq!(code, Some(0), "{out}");
+    // An audit.json edited after the fact (its verdict no longer what its runs give), or one none
+    // of whose records was replayed, is not cited.
+    let sign_with = |audit_dir: &str, cert: &str| {
+        run(&[
+            "cert",
+            "sign",
+            "--run",
+            &p("run"),
+            "--key",
+            &p("keys/dpaudit-cert.key"),
+            "--out",
+            &p(cert),
+            "--audit",
+            audit_dir,
+        ])
+    };
+    let report_path = dir.path().join("audit").join("audit.json");
+    let genuine = std::fs::read_to_string(&report_path).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&genuine).unwrap();
+    edited["verdict"] = "consistent".into();
+    std::fs::write(&report_path, edited.to_string()).unwrap();
+    let (code, out) = sign_with(&p("audit"), "cert-edited.json");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("its runs give"), "{out}");
+    let mut unreplayed: serde_json::Value = serde_json::from_str(&genuine).unwrap();
+    unreplayed["record_check"]["replayed"] = serde_json::json!([]);
+    std::fs::write(&report_path, unreplayed.to_string()).unwrap();
+    let (code, out) = sign_with(&p("audit"), "cert-unreplayed.json");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("none of its run records was replayed"), "{out}");
+    std::fs::write(&report_path, genuine).unwrap();
+    assert!(!dir.path().join("cert-edited.json").exists() && !dir.path().join("cert-unreplayed.json").exists());
     // An audit of another recipe (sigma 2) is refused, and no certificate is written.
     let other = toml_of(&s).replace("noise_multiplier = 4.0", "noise_multiplier = 2.0");
     std::fs::write(p("other.toml"), other).unwrap();
