@@ -784,7 +784,7 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
     if let Some(c) = ledger_check.as_ref().filter(|c| !c.ok) {
         reasons.push(format!("white-box: the runs applied {} noisy updates but a ledger recorded only {}, so the claim under-counts the mechanism", c.applied_steps, c.ledger_steps));
     }
-    let plan = audit_plan(spec, claim.epsilon, bound.confidence, one_run.as_ref())?;
+    let plan = audit_plan(spec, claim.epsilon, spec.attack.confidence)?;
     let (verdict, verdict_reason) = if !reasons.is_empty() {
         ("violated".to_string(), reasons.join("; "))
     } else if !plan.can_refute {
@@ -837,12 +837,10 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
     let gdp_eps =
         if mu.is_finite() { epsilon_for_mu(mu.min(1e3), delta).unwrap_or(f64::INFINITY) } else { f64::INFINITY };
     let mut notes = Vec::new();
-    let ideal_for_notes =
-        if one_run.is_some() { 0.0 } else { ideal_lower_bound(claim.epsilon, delta, counted, alpha)?.epsilon_lower };
-    if verdict != "violated" && ideal_for_notes > 0.0 && bound.epsilon_lower > ideal_for_notes {
+    if verdict != "violated" && ideal > 0.0 && bound.epsilon_lower > ideal {
         notes.push(format!(
             "the lower bound {:.4} is above the ideal bound {:.4} of a Gaussian mechanism at exactly the claimed epsilon with these runs: the runs separate better than such a mechanism's would on average, a hint that the mechanism leaks more than claimed; it is not significant evidence, since the bound stays at or below the claim {:.4}",
-            bound.epsilon_lower, ideal_for_notes, claim.epsilon
+            bound.epsilon_lower, ideal, claim.epsilon
         ));
     }
     if verdict != "violated" && gdp_eps > claim.epsilon {
@@ -916,12 +914,7 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
 ///
 /// # Errors
 /// As [`crate::audit::power::plan`].
-pub fn audit_plan(
-    spec: &AuditSpec,
-    claim_epsilon: f64,
-    confidence: f64,
-    _one_run: Option<&OneRunSummary>,
-) -> Result<AuditPlan> {
+pub fn audit_plan(spec: &AuditSpec, claim_epsilon: f64, confidence: f64) -> Result<AuditPlan> {
     let a = &spec.attack;
     let alpha = 1.0 - confidence;
     if a.mode == AuditMode::OneRun {

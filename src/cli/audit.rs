@@ -247,7 +247,7 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
             shard.check_against(&s)?;
             let ctx = engine::prepare(&s).with_context(|| format!("preparing the runs of {}", spec.display()))?;
             if let Some(claim) = engine::expected_claim(&ctx)? {
-                let plan = engine::audit_plan(&s, claim, s.attack.confidence, None)?;
+                let plan = engine::audit_plan(&s, claim, s.attack.confidence)?;
                 print_plan(&plan);
                 if !plan.can_refute && !allow_inconclusive {
                     bail!(
