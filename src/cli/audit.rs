@@ -161,6 +161,9 @@ fn summarise(r: &engine::AuditReport, json: bool) -> Result<i32> {
                 r.ideal_epsilon_lower,
                 match f {
                     Some(f) if f <= 1.0 => format!(": reached {:.0}% of it", 100.0 * f),
+                    Some(_) if r.verdict == "violated" => {
+                        ": above it, as a mechanism leakier than the claim would be".to_string()
+                    }
                     Some(_) => ": above it, see the notes".to_string(),
                     None => String::new(),
                 }
