@@ -839,18 +839,18 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
     let mut notes = Vec::new();
     if verdict != "violated" && ideal > 0.0 && bound.epsilon_lower > ideal {
         notes.push(format!(
-            "the lower bound {:.4} is above the ideal bound {:.4} of a Gaussian mechanism at exactly the claimed epsilon with these runs: the runs separate better than such a mechanism's would on average, a hint that the mechanism leaks more than claimed; it is not significant evidence, since the bound stays at or below the claim {:.4}",
+            "the lower bound {:.4} is above the ideal bound {:.4}, what a Gaussian mechanism at exactly the claimed epsilon gives on average with these runs: a mechanism at the claim does so about half the time by chance, so this is no evidence against the claim while the bound stays at or below it ({:.4})",
             bound.epsilon_lower, ideal, claim.epsilon
         ));
     }
     if verdict != "violated" && gdp_eps > claim.epsilon {
         notes.push(format!(
-            "the Gaussian-DP fit to the scores (an estimate, not a bound) puts epsilon at {}, above the claim {:.4}: the scores look leakier than claimed, but the rigorous bound did not exceed the claim{}",
+            "the Gaussian-DP fit to the scores puts epsilon at {}, above the claim {:.4}: a point estimate under a model of the scores, with sampling error, not a bound; the rigorous bound did not exceed the claim{}",
             if gdp_eps.is_finite() { format!("{gdp_eps:.4}") } else { "infinity".into() },
             claim.epsilon,
             match plan.detectable_epsilon_90 {
-                Some(e) => format!("; this audit catches a Gaussian mechanism with 90% probability only from epsilon {e:.4}: rerun with more runs"),
-                None => "; rerun with more runs".to_string(),
+                Some(e) => format!("; this audit catches a Gaussian mechanism with probability 0.9 only from epsilon {e:.4}: more runs would sharpen both"),
+                None => "; more runs would sharpen both".to_string(),
             }
         ));
     }
