@@ -89,6 +89,18 @@ fn the_scores_follow_the_gaussian_model_of_correct_dp_sgd() {
     assert_eq!(r.verdict, "consistent");
     assert!(r.ideal_epsilon_lower > 0.0 && r.ideal_epsilon_lower < 2.0);
     assert_eq!(r.roc.first().map(|p| (p.fpr, p.tpr)), Some((0.0, 0.0)));
+    // 150 canary-out runs resolve FPR 1% (1.5 runs) but not 0.1% or 0.01%: those are null with
+    // a reason, never a number.
+    assert!(r.tpr_at_fpr["0.01"].is_some());
+    for key in ["0.001", "0.0001"] {
+        assert_eq!(r.tpr_at_fpr[key], None, "{key}");
+        assert!(r.tpr_at_fpr_notes[key].contains("not measurable with 150"), "{}", r.tpr_at_fpr_notes[key]);
+    }
+    let json = serde_json::to_value(&r).unwrap();
+    assert!(json["tpr_at_fpr"]["0.001"].is_null());
+    // The plan: the from-claim ceiling exceeds the claim, and the audit says what it could catch.
+    assert!(r.plan.can_refute && r.plan.ceiling > 2.0, "{:?}", r.plan);
+    assert!(r.plan.detectable_epsilon_50.is_some_and(|e| e > 2.0), "{:?}", r.plan);
 }
 
 #[test]
@@ -225,7 +237,10 @@ seed = 3
     let r = audit(&correct, dir.path());
     let o = r.one_run.as_ref().unwrap();
     assert_eq!((o.canaries, o.guesses), (300, 60));
-    assert_eq!(r.verdict, "consistent", "{}", r.verdict_reason);
+    // 60 guesses, all right, give at most about 2.96 < the claim of about 10: the audit could
+    // not have refuted it, and says so.
+    assert!(!r.plan.can_refute && r.plan.ceiling < r.claim.epsilon, "{:?}", r.plan);
+    assert_eq!(r.verdict, "inconclusive", "{}", r.verdict_reason);
     assert!(
         r.epsilon_lower > 0.5 && r.epsilon_lower < r.claim.epsilon,
         "{} vs claim {}",
@@ -268,10 +283,12 @@ fn a_certificate_records_an_audit_of_the_runs_recipe_and_refuses_another_recipes
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(run(&["keygen", "--out", &p("keys")]).0, Some(0));
     // An audit of the same recipe (logreg, sigma 4, C 1).
+    // With 10 runs per side it cannot refute the claim (epsilon about 2): it runs only when
+    // forced, is `inconclusive` (exit 12), and the certificate records it so, never `consistent`.
     let s = spec(None, "\"accountant\"", 10, "held-out", 1.0);
     std::fs::write(p("spec.toml"), toml_of(&s)).unwrap();
-    let (code, out) = run(&["audit", "run", &p("spec.toml"), "--out", &p("audit")]);
-    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = run(&["audit", "run", &p("spec.toml"), "--out", &p("audit"), "--allow-inconclusive"]);
+    assert_eq!(code, Some(12), "{out}");
     let (code, out) = run(&[
         "cert",
         "sign",
@@ -288,14 +305,46 @@ fn a_certificate_records_an_audit_of_the_runs_recipe_and_refuses_another_recipes
     let cert: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(p("cert.json")).unwrap()).unwrap();
     let audits = cert["certificate"]["audits"].as_array().unwrap();
     assert_eq!(audits.len(), 1);
-    assert_eq!(audits[0]["verdict"], "consistent");
+    assert_eq!(audits[0]["verdict"], "inconclusive");
     assert_eq!(audits[0]["threat_model"], "white-box");
     let (code, out) = run(&["cert", "verify", &p("cert.json"), "--pubkey", &p("keys/dpaudit-cert.pub")]);
     assert_eq!(code, Some(0), "{out}");
+    // An audit.json edited after the fact (its verdict no longer what its runs give), or one none
+    // of whose records was replayed, is not cited.
+    let sign_with = |audit_dir: &str, cert: &str| {
+        run(&[
+            "cert",
+            "sign",
+            "--run",
+            &p("run"),
+            "--key",
+            &p("keys/dpaudit-cert.key"),
+            "--out",
+            &p(cert),
+            "--audit",
+            audit_dir,
+        ])
+    };
+    let report_path = dir.path().join("audit").join("audit.json");
+    let genuine = std::fs::read_to_string(&report_path).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&genuine).unwrap();
+    edited["verdict"] = "consistent".into();
+    std::fs::write(&report_path, edited.to_string()).unwrap();
+    let (code, out) = sign_with(&p("audit"), "cert-edited.json");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("its runs give"), "{out}");
+    let mut unreplayed: serde_json::Value = serde_json::from_str(&genuine).unwrap();
+    unreplayed["record_check"]["replayed"] = serde_json::json!([]);
+    std::fs::write(&report_path, unreplayed.to_string()).unwrap();
+    let (code, out) = sign_with(&p("audit"), "cert-unreplayed.json");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("none of its run records was replayed"), "{out}");
+    std::fs::write(&report_path, genuine).unwrap();
+    assert!(!dir.path().join("cert-edited.json").exists() && !dir.path().join("cert-unreplayed.json").exists());
     // An audit of another recipe (sigma 2) is refused, and no certificate is written.
     let other = toml_of(&s).replace("noise_multiplier = 4.0", "noise_multiplier = 2.0");
     std::fs::write(p("other.toml"), other).unwrap();
-    assert_eq!(run(&["audit", "run", &p("other.toml"), "--out", &p("audit2")]).0, Some(0));
+    assert_eq!(run(&["audit", "run", &p("other.toml"), "--out", &p("audit2"), "--allow-inconclusive"]).0, Some(12));
     let (code, out) = run(&[
         "cert",
         "sign",
@@ -398,4 +447,135 @@ fn gan_audit_specs_refuse_what_they_cannot_score() {
         assert_ne!(bad, good, "{from}");
         assert!(AuditSpec::from_toml(&bad, Path::new("t")).is_err(), "{to}");
     }
+}
+
+fn cli(args: &[&std::ffi::OsStr]) -> (Option<i32>, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_dpaudit")).args(args).output().unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+fn an_underpowered_audit_is_refused_or_inconclusive_never_consistent() {
+    // 10 runs per side, held-out: 5 evaluation runs per side can show at most
+    // ln((1 - d - u) / u) with u = 1 - 0.025^(1/5) = 0.52, i.e. 0: a claim of 2 cannot be refuted.
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("s.toml");
+    std::fs::write(&spec_path, toml_of(&spec(None, "2.0", 10, "held-out", 1.0))).unwrap();
+    let out = dir.path().join("audit");
+    let (code, text) =
+        cli(&["audit".as_ref(), "run".as_ref(), spec_path.as_os_str(), "--out".as_ref(), out.as_os_str()]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("cannot refute its claim"), "{text}");
+    assert!(!out.join(RUNS_FILE).exists(), "refused before any training");
+    let (code, text) = cli(&[
+        "audit".as_ref(),
+        "run".as_ref(),
+        spec_path.as_os_str(),
+        "--out".as_ref(),
+        out.as_os_str(),
+        "--allow-inconclusive".as_ref(),
+        "--threads".as_ref(),
+        "2".as_ref(),
+    ]);
+    assert_eq!(code, Some(12), "{text}");
+    assert!(text.contains("INCONCLUSIVE"), "{text}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("audit.json")).unwrap()).unwrap();
+    assert_eq!(v["verdict"], "inconclusive");
+    assert_eq!(v["plan"]["can_refute"], false);
+    assert_eq!(v["record_check"]["replayed"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn merge_refuses_records_that_do_not_check() {
+    let s = spec(None, "2.0", 5, "bonferroni", 1.0);
+    let ctx = engine::prepare(&s).unwrap();
+    let go = |dir: &Path, shard: Shard| run_audit(&ctx, dir, shard, 1, &|_, _| {}, &AtomicBool::new(false));
+    // A shard that owns no run (issue 28: --shard 4000/4001) is refused before anything is written.
+    let empty = tempfile::tempdir().unwrap();
+    let e = go(empty.path(), Shard { index: 4000, count: 4001 }).unwrap_err().to_string();
+    assert!(e.contains("at most 10 shards"), "{e}");
+    assert!(!empty.path().join(engine::SPEC_FILE).exists());
+    let parts: Vec<tempfile::TempDir> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    for (i, p) in parts.iter().enumerate() {
+        go(p.path(), Shard { index: i as u32, count: 2 }).unwrap();
+    }
+    let dirs: Vec<_> = parts.iter().map(|p| p.path().to_path_buf()).collect();
+    let merged = tempfile::tempdir().unwrap();
+    let (_, runs) = engine::merge(&dirs, merged.path()).unwrap();
+    assert_eq!(runs.len(), 10);
+    // Every record replays bit for bit.
+    assert_eq!(engine::replay_check(&ctx, &runs, 10, Path::new("x")).unwrap().len(), 10);
+
+    // Each forgery in shard 0's runs.jsonl, merged with the genuine shard 1.
+    let original = std::fs::read_to_string(parts[0].path().join(RUNS_FILE)).unwrap();
+    let edit = |f: &dyn Fn(&mut serde_json::Value)| {
+        let lines: Vec<String> = original
+            .lines()
+            .enumerate()
+            .map(|(i, l)| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                if i == 0 {
+                    f(&mut v);
+                }
+                v.to_string()
+            })
+            .collect();
+        std::fs::write(parts[0].path().join(RUNS_FILE), lines.join("\n") + "\n").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        engine::merge(&dirs, out.path()).map(|(_, r)| r)
+    };
+    let refused = |f: &dyn Fn(&mut serde_json::Value), why: &str| {
+        let e = edit(f).unwrap_err().to_string();
+        assert!(e.contains(why), "expected {why:?}: {e}");
+    };
+    refused(&|v| v["seed"] = 12345.into(), "is not the seed");
+    refused(&|v| v["spec_digest"] = "ab".repeat(32).into(), "belongs to spec");
+    refused(&|v| v["spec_digest"] = "".into(), "cannot be checked");
+    refused(&|v| v["score_digest"] = "".into(), "no score digest");
+    refused(&|v| v["index"] = 7.into(), "index outside");
+    // Index 1 of the other side: a real run of the spec, but shard 1's, not this folder's.
+    refused(
+        &|v| {
+            let other = if v["side"] == "with" { "without" } else { "with" };
+            let seed = dpaudit::audit::replay::run_seed(
+                11,
+                serde_json::from_value(other.into()).unwrap(),
+                v["index"].as_u64().unwrap(),
+            );
+            v["side"] = other.into();
+            v["seed"] = seed.into();
+        },
+        "is not a run of shard 0/2",
+    );
+    // A hand-written score with every field in order passes the field checks but not a replay.
+    let forged = edit(&|v| v["score"] = 9.5.into()).unwrap();
+    let e = engine::replay_check(&ctx, &forged, 10, Path::new("x")).unwrap_err().to_string();
+    assert!(e.contains("not produced by this spec's run"), "{e}");
+    std::fs::write(parts[0].path().join(RUNS_FILE), &original).unwrap();
+    // The same folder twice: every run twice.
+    let out = tempfile::tempdir().unwrap();
+    let e = engine::merge(&[dirs[0].clone(), dirs[0].clone(), dirs[1].clone()], out.path()).unwrap_err().to_string();
+    assert!(e.contains("also in another folder"), "{e}");
+    // A spec.json whose shard index is outside its count.
+    let spec_json = parts[1].path().join(engine::SPEC_FILE);
+    let text = std::fs::read_to_string(&spec_json).unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    v["shard"]["index"] = 5.into();
+    std::fs::write(&spec_json, v.to_string()).unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let e = engine::merge(&dirs, out.path()).unwrap_err().to_string();
+    assert!(e.contains("outside its count"), "{e}");
+}
+
+#[test]
+fn a_runs_file_without_its_spec_is_not_adopted() {
+    let s = spec(None, "2.0", 5, "bonferroni", 1.0);
+    let whole = tempfile::tempdir().unwrap();
+    audit(&s, whole.path());
+    let stray = tempfile::tempdir().unwrap();
+    std::fs::copy(whole.path().join(RUNS_FILE), stray.path().join(RUNS_FILE)).unwrap();
+    let ctx = engine::prepare(&s).unwrap();
+    let e = run_audit(&ctx, stray.path(), Shard::ALL, 1, &|_, _| {}, &AtomicBool::new(false)).unwrap_err().to_string();
+    assert!(e.contains("no spec.json"), "{e}");
+    assert!(!stray.path().join(engine::SPEC_FILE).exists());
 }

@@ -37,7 +37,10 @@ fn tiny_demo_runs_every_step_and_its_certificates_verify() {
             .as_f64()
             .unwrap()
     );
-    assert_eq!(s.audit_verdict, "consistent");
+    // Eight runs per side cannot refute a claim of 3 (the most they can show is about 0.54):
+    // the audit says so rather than call the claim consistent.
+    assert_eq!(s.audit_verdict, "inconclusive");
+    assert!(!audit.plan.can_refute && audit.plan.ceiling < s.config.target_epsilon);
     assert!(s.audit_epsilon_lower <= rdp);
     assert!((0.0..=1.0).contains(&s.mia_auc));
 
@@ -108,7 +111,7 @@ fn tiny_demo_runs_every_step_and_its_certificates_verify() {
         assert!(html.contains("differential privacy") && html.contains(&key_id[..16]), "{}", report.display());
     }
     let listed: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("demo.json")).unwrap()).unwrap();
-    assert_eq!(listed["audit_verdict"], "consistent");
+    assert_eq!(listed["audit_verdict"], "inconclusive");
 }
 
 /// Every command a demo report lists under "How to reproduce", run as printed (by `sh`, from the

@@ -621,3 +621,34 @@ fn a_synthetic_data_release_gets_its_own_claim_sample_grid_and_nearest_neighbour
     assert_eq!(dpaudit::report::inputs::base64(b"any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw==");
     assert_eq!(dpaudit::report::inputs::base64(b"ab"), "YWI=");
 }
+
+#[test]
+fn roc_plots_have_clopper_pearson_bands_from_where_the_data_starts_and_explain_points_above_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(fixture("audit.json")).unwrap()).unwrap();
+    v["roc_positives"] = 1000.into();
+    v["roc_negatives"] = 1000.into();
+    // TPR 0.05 at FPR 0.001 is above the claim's limit e^1.3087 * 0.001 + 1e-5 = 0.0037, while
+    // the audit's bound (0.17) stays below the claim: finite-sample noise, and the plot says so.
+    v["roc"][1]["tpr"] = 0.05.into();
+    let path = dir.path().join("audit.json");
+    std::fs::write(&path, v.to_string()).unwrap();
+    let claim = v["claim"]["epsilon"].as_f64().unwrap();
+    let a = report::inputs::read_audit(&path, None, claim).unwrap();
+    let (measured, bands) = report::plots::roc_with_bands(&a);
+    assert!(measured.iter().all(|p| p.fpr >= 1e-3), "no point below FPR 1/1000");
+    let bands = bands.unwrap();
+    assert_eq!(bands.len(), measured.len());
+    for ((f, lo, hi), p) in bands.iter().zip(&measured) {
+        assert!(*f == p.fpr && *lo <= p.tpr && p.tpr <= *hi && lo < hi, "{f} {lo} {hi} {}", p.tpr);
+    }
+    let svg = report::plots::roc_svg(&a, claim, 1e-5).unwrap();
+    assert!(svg.contains("Clopper"), "band legend");
+    assert!(svg.contains("above the limit: finite-sample noise"), "the point above the limit is explained");
+    // The same file without the counts (an older audit.json): no bands, and no crash.
+    let mut old = v.clone();
+    old.as_object_mut().unwrap().remove("roc_negatives");
+    std::fs::write(&path, old.to_string()).unwrap();
+    let a = report::inputs::read_audit(&path, None, claim).unwrap();
+    assert!(report::plots::roc_with_bands(&a).1.is_none());
+}

@@ -78,9 +78,44 @@ pub fn epsilon_lower_bound(o: &Outcomes, delta: f64, alpha: f64) -> Result<Epsil
     }
     let fpr_upper = clopper_pearson_upper(o.false_positives, o.negatives, alpha / 2.0)?;
     let fnr_upper = clopper_pearson_upper(o.false_negatives, o.positives, alpha / 2.0)?;
-    let side = |num: f64, den: f64| if num > 0.0 && den > 0.0 { (num / den).ln() } else { 0.0 };
-    let epsilon_lower = side(1.0 - delta - fnr_upper, fpr_upper).max(side(1.0 - delta - fpr_upper, fnr_upper)).max(0.0);
+    let epsilon_lower = epsilon_from_rate_bounds(fpr_upper, fnr_upper, delta);
     Ok(EpsilonLowerBound { epsilon_lower, confidence: 1.0 - alpha, fpr_upper, fnr_upper })
+}
+
+/// The bound of [`epsilon_lower_bound`] from the rates' upper bounds:
+/// `max(ln((1 - delta - FNR_u) / FPR_u), ln((1 - delta - FPR_u) / FNR_u), 0)`. Non-increasing in
+/// each upper bound.
+pub fn epsilon_from_rate_bounds(fpr_upper: f64, fnr_upper: f64, delta: f64) -> f64 {
+    let side = |num: f64, den: f64| if num > 0.0 && den > 0.0 { (num / den).ln() } else { 0.0 };
+    side(1.0 - delta - fnr_upper, fpr_upper).max(side(1.0 - delta - fpr_upper, fnr_upper)).max(0.0)
+}
+
+/// Clopper–Pearson upper bounds for every count `0..=n` of `n` trials at one `alpha`: the
+/// values of [`clopper_pearson_upper`], computed once (power and ceiling calculations look them
+/// up many times).
+#[derive(Debug, Clone)]
+pub struct ClopperPearsonTable {
+    upper: Vec<f64>,
+}
+
+impl ClopperPearsonTable {
+    /// The table for `n` trials at `alpha`.
+    ///
+    /// # Errors
+    /// As [`clopper_pearson_upper`].
+    pub fn new(n: u64, alpha: f64) -> Result<Self> {
+        Ok(ClopperPearsonTable { upper: (0..=n).map(|k| clopper_pearson_upper(k, n, alpha)).collect::<Result<_>>()? })
+    }
+
+    /// Trials.
+    pub fn trials(&self) -> u64 {
+        self.upper.len() as u64 - 1
+    }
+
+    /// The upper bound for `k` successes (`k` is clamped to `n`).
+    pub fn upper(&self, k: u64) -> f64 {
+        self.upper[(k as usize).min(self.upper.len() - 1)]
+    }
 }
 
 /// The best bound over every threshold between the observed scores, with a Bonferroni

@@ -9,7 +9,8 @@ use crate::accounting::Phase;
 use crate::audit::bounds::{
     best_threshold_bonferroni, epsilon_lower_bound, one_run_epsilon_lower, EpsilonLowerBound, Outcomes,
 };
-use crate::audit::gaussian::{epsilon_for_mu, ideal_lower_bound, ideal_lower_bound_mu, mu_for_epsilon};
+use crate::audit::gaussian::{epsilon_for_mu, ideal_lower_bound};
+use crate::audit::power::{held_out_runs, AuditPlan, Procedure};
 use crate::audit::replay::{ReplayContext, RunRecord, Side, Worker};
 use crate::audit::spec::{AuditMode, AuditSpec, ClaimedEpsilon, ThresholdChoice};
 use crate::durable::write_atomically;
@@ -66,6 +67,154 @@ impl Shard {
 struct SpecFile {
     digest: String,
     spec: AuditSpec,
+    /// The shard the folder's runs belong to (`None`: the whole audit, or a merged folder).
+    #[serde(default)]
+    shard: Option<Shard>,
+}
+
+impl Shard {
+    /// Checks that the shard owns at least one of the spec's runs (at most one shard per run).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when `count` exceeds the audit's runs.
+    pub fn check_against(self, spec: &AuditSpec) -> Result<()> {
+        let runs = total_runs(spec);
+        if u64::from(self.count) > runs {
+            return Err(Error::invalid(
+                "shard",
+                format!("{}/{}", self.index, self.count),
+                format!("the audit has {runs} runs, so at most {runs} shards (a shard that owns no run records nothing that can be checked)"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Runs in the whole audit: 2K replays, or the one training of a one-run audit.
+fn total_runs(spec: &AuditSpec) -> u64 {
+    if spec.attack.mode == AuditMode::OneRun {
+        1
+    } else {
+        2 * spec.attack.runs_per_side
+    }
+}
+
+/// Checks every record against the spec it claims to belong to: the spec digest, a side and
+/// index the spec has, the seed the spec derives for them, a score digest, no run twice, and
+/// (for a shard folder) a run the shard owns. Records that fail cannot be checked by replay and
+/// are refused.
+///
+/// # Errors
+/// [`Error::Data`] naming the first bad record and why.
+pub fn verify_records(spec: &AuditSpec, shard: Option<Shard>, runs: &[RunRecord], origin: &Path) -> Result<()> {
+    let digest = spec.digest();
+    let one_run = spec.attack.mode == AuditMode::OneRun;
+    let k = if one_run { spec.attack.canaries } else { spec.attack.runs_per_side };
+    let mut seen = std::collections::HashSet::new();
+    for (i, r) in runs.iter().enumerate() {
+        let bad = |why: String| Error::data(origin, format!("run record {} ({:?} {}): {why}", i + 1, r.side, r.index));
+        if r.spec_digest.is_empty() {
+            return Err(bad(
+                "has no spec digest (written by an older dpaudit, or by hand): it cannot be checked".into()
+            ));
+        }
+        if r.spec_digest != digest {
+            return Err(bad(format!("belongs to spec {} not {}", short(&r.spec_digest), short(&digest))));
+        }
+        if r.index >= k {
+            return Err(bad(format!("index outside the spec's {k} runs per side")));
+        }
+        let want = if one_run {
+            crate::audit::replay::run_seed(spec.attack.seed, Side::With, 0)
+        } else {
+            crate::audit::replay::run_seed(spec.attack.seed, r.side, r.index)
+        };
+        if r.seed != want {
+            return Err(bad(format!("seed {} is not the seed {want} the spec derives for this run", r.seed)));
+        }
+        if r.score_digest.len() != 64 || !r.score_digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad("has no score digest: it cannot be checked by replay".into()));
+        }
+        if !r.score.is_finite() {
+            return Err(bad(format!("score {} is not a finite number", r.score)));
+        }
+        if !seen.insert((r.side, r.index)) {
+            return Err(bad("appears twice".into()));
+        }
+        if let Some(s) = shard.filter(|_| !one_run) {
+            if !s.owns(r.side, r.index) {
+                return Err(bad(format!("is not a run of shard {}/{}", s.index, s.count)));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn short(digest: &str) -> &str {
+    &digest[..digest.len().min(12)]
+}
+
+/// How an audit's records were checked before analysis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordCheck {
+    /// Every record names this spec, a run it has, the seed it derives for that run and a score
+    /// digest; no run appears twice.
+    pub fields_checked: bool,
+    /// Records replayed (trained again from their seed) and found identical (score and score
+    /// digest), chosen at random after the runs.
+    pub replayed: Vec<(Side, u64)>,
+    /// In words.
+    pub note: String,
+}
+
+/// Replays `count` records chosen at random (from the operating system's entropy, so whoever
+/// wrote the records cannot know which) and compares score and score digest.
+///
+/// # Errors
+/// [`Error::Data`] for a record its replay does not reproduce; trainer and data errors.
+pub fn replay_check(ctx: &ReplayContext, runs: &[RunRecord], count: usize, origin: &Path) -> Result<Vec<(Side, u64)>> {
+    use rand::seq::SliceRandom;
+    if count == 0 || runs.is_empty() {
+        return Ok(Vec::new());
+    }
+    tch::set_num_threads(1);
+    let worker = Worker::new(ctx)?;
+    if ctx.spec().attack.mode == AuditMode::OneRun {
+        let again = worker.one_run()?;
+        for r in runs {
+            let same = again.iter().any(|a| {
+                a.side == r.side && a.index == r.index && a.score_digest == r.score_digest && a.score == r.score
+            });
+            if !same {
+                return Err(Error::data(
+                    origin,
+                    format!(
+                        "run record {:?} {}: its replay does not reproduce it (the one-run training was run again)",
+                        r.side, r.index
+                    ),
+                ));
+            }
+        }
+        return Ok(runs.iter().map(|r| (r.side, r.index)).collect());
+    }
+    let mut rng = rand::rngs::OsRng;
+    let chosen: Vec<&RunRecord> = runs.choose_multiple(&mut rng, count).collect();
+    let mut done = Vec::new();
+    for r in chosen {
+        let again = worker.run(r.side, r.index)?;
+        if again.score_digest != r.score_digest || again.score != r.score {
+            return Err(Error::data(
+                origin,
+                format!(
+                    "run record {:?} {}: its replay from seed {} scored {} (digest {}), the record says {} (digest {}): the record was not produced by this spec's run",
+                    r.side, r.index, r.seed, again.score, short(&again.score_digest), r.score, short(&r.score_digest)
+                ),
+            ));
+        }
+        done.push((r.side, r.index));
+    }
+    done.sort();
+    Ok(done)
 }
 
 /// Reads the finished runs of an audit folder (a torn last line, from a crash, is ignored).
@@ -88,7 +237,7 @@ pub fn read_runs(dir: &Path) -> Result<Vec<RunRecord>> {
         .collect()
 }
 
-fn check_or_write_spec(dir: &Path, spec: &AuditSpec) -> Result<()> {
+fn check_or_write_spec(dir: &Path, spec: &AuditSpec, shard: Option<Shard>) -> Result<()> {
     let path = dir.join(SPEC_FILE);
     let digest = spec.digest();
     match std::fs::read_to_string(&path) {
@@ -98,13 +247,33 @@ fn check_or_write_spec(dir: &Path, spec: &AuditSpec) -> Result<()> {
                 return Err(Error::invalid(
                     "audit folder",
                     dir.display(),
-                    format!("holds runs of another spec (digest {} vs {digest}); use a new --out", &old.digest[..12]),
+                    format!("holds runs of another spec (digest {} vs {digest}); use a new --out", short(&old.digest)),
+                ));
+            }
+            if old.shard != shard {
+                let name = |s: Option<Shard>| {
+                    s.map_or("the whole audit".to_string(), |s| format!("shard {}/{}", s.index, s.count))
+                };
+                return Err(Error::invalid(
+                    "audit folder",
+                    dir.display(),
+                    format!("holds the runs of {}, not of {}; use a new --out", name(old.shard), name(shard)),
                 ));
             }
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let json = serde_json::to_vec_pretty(&SpecFile { digest, spec: spec.clone() })
+            let runs = dir.join(RUNS_FILE);
+            if std::fs::metadata(&runs).is_ok_and(|m| m.len() > 0) {
+                return Err(Error::invalid(
+                    "audit folder",
+                    dir.display(),
+                    format!(
+                        "has a {RUNS_FILE} but no {SPEC_FILE}: runs of unknown origin are not adopted; use a new --out"
+                    ),
+                ));
+            }
+            let json = serde_json::to_vec_pretty(&SpecFile { digest, spec: spec.clone(), shard })
                 .map_err(|e| Error::data(&path, e.to_string()))?;
             write_atomically(&path, &json)
         }
@@ -130,11 +299,14 @@ pub fn run_audit(
     progress: Progress<'_>,
     stop: &AtomicBool,
 ) -> Result<Vec<RunRecord>> {
+    shard.check_against(ctx.spec())?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    check_or_write_spec(dir, ctx.spec())?;
+    let shard_of_folder = (shard != Shard::ALL).then_some(shard);
+    check_or_write_spec(dir, ctx.spec(), shard_of_folder)?;
+    let existing = read_runs(dir)?;
+    verify_records(ctx.spec(), shard_of_folder, &existing, &dir.join(RUNS_FILE))?;
     if ctx.spec().attack.mode == AuditMode::OneRun {
         // One training run: its canaries' records are written together, atomically.
-        let existing = read_runs(dir)?;
         if !existing.is_empty() || shard.index != 0 {
             progress(1, 1);
             return Ok(existing);
@@ -151,7 +323,7 @@ pub fn run_audit(
         progress(1, 1);
         return Ok(records);
     }
-    let done: std::collections::HashSet<(Side, u64)> = read_runs(dir)?.iter().map(|r| (r.side, r.index)).collect();
+    let done: std::collections::HashSet<(Side, u64)> = existing.iter().map(|r| (r.side, r.index)).collect();
     let k = ctx.spec().attack.runs_per_side;
     let mine: Vec<(Side, u64)> =
         (0..k).flat_map(|i| [(Side::Without, i), (Side::With, i)]).filter(|&(s, i)| shard.owns(s, i)).collect();
@@ -223,10 +395,26 @@ pub fn run_audit(
 }
 
 /// Gathers the runs of several shard folders into `out` (which gets the spec and every run once).
+/// Every folder's records are checked with [`verify_records`] against its spec and shard; a run
+/// found in two folders, a shard index outside its count, or a shard count above the audit's
+/// runs is refused.
 ///
 /// # Errors
-/// Folders of different specs, corrupt files, I/O errors.
+/// Folders of different specs, records that do not check, corrupt files, I/O errors.
 pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<(AuditSpec, Vec<RunRecord>)> {
+    merge_checked(dirs, out, &|_, _| Ok(()))
+}
+
+/// [`merge`], with `check` run on the gathered records before anything is written to `out` (the
+/// CLI replays a few of them there, so a refused merge leaves no folder of unchecked runs).
+///
+/// # Errors
+/// As [`merge`], and `check`'s.
+pub fn merge_checked(
+    dirs: &[PathBuf],
+    out: &Path,
+    check: &dyn Fn(&AuditSpec, &[RunRecord]) -> Result<()>,
+) -> Result<(AuditSpec, Vec<RunRecord>)> {
     let mut spec: Option<AuditSpec> = None;
     let mut runs: BTreeMap<(Side, u64), RunRecord> = BTreeMap::new();
     for d in dirs {
@@ -241,14 +429,30 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<(AuditSpec, Vec<RunRecord>)
                 return Err(Error::invalid("shard folder", d.display(), "holds runs of another spec"));
             }
         }
-        spec.get_or_insert(sf.spec);
-        for r in read_runs(d)? {
-            runs.entry((r.side, r.index)).or_insert(r);
+        sf.spec.validate()?;
+        if let Some(sh) = sf.shard {
+            if sh.count == 0 || sh.index >= sh.count {
+                return Err(Error::data(&path, format!("shard {}/{} is outside its count", sh.index, sh.count)));
+            }
+            sh.check_against(&sf.spec).map_err(|e| Error::data(&path, e.to_string()))?;
         }
+        let folder_runs = read_runs(d)?;
+        verify_records(&sf.spec, sf.shard, &folder_runs, &d.join(RUNS_FILE))?;
+        for r in folder_runs {
+            if runs.contains_key(&(r.side, r.index)) {
+                return Err(Error::data(
+                    d.join(RUNS_FILE),
+                    format!("run {:?} {} is also in another folder: each run belongs to one shard", r.side, r.index),
+                ));
+            }
+            runs.insert((r.side, r.index), r);
+        }
+        spec.get_or_insert(sf.spec);
     }
     let spec = spec.ok_or_else(|| Error::invalid("shard folders", 0, "give at least one"))?;
+    check(&spec, &runs.values().cloned().collect::<Vec<_>>())?;
     std::fs::create_dir_all(out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
-    check_or_write_spec(out, &spec)?;
+    check_or_write_spec(out, &spec, None)?;
     let mut bytes = Vec::new();
     for r in runs.values() {
         bytes.extend(serde_json::to_vec(r).map_err(|e| Error::data(out, e.to_string()))?);
@@ -353,7 +557,12 @@ pub struct AuditReport {
     pub ideal_epsilon_lower: f64,
     /// epsilon_lower / ideal_epsilon_lower (none when the ideal is 0 or not defined).
     pub fraction_of_ideal: Option<f64>,
-    /// `consistent` or `violated`.
+    /// What this procedure could show, computed from the claim and K alone: its threshold
+    /// (from-claim), its ceiling (the largest bound it can report) and its power (the smallest
+    /// true epsilon it catches with probability 1/2 and 0.9).
+    pub plan: AuditPlan,
+    /// `violated`, `consistent`, or `inconclusive` (the procedure's ceiling does not exceed the
+    /// claim, so no outcome could have refuted it).
     pub verdict: String,
     /// Why.
     pub verdict_reason: String,
@@ -361,8 +570,24 @@ pub struct AuditReport {
     pub ledger_check: Option<LedgerCheck>,
     /// The ROC of the statistic over all runs.
     pub roc: Vec<RocPoint>,
-    /// TPR at FPR 1%, 0.1%, 0.01% (keys "0.01", "0.001", "0.0001").
-    pub tpr_at_fpr: BTreeMap<String, f64>,
+    /// Canary-in runs behind the ROC.
+    #[serde(default)]
+    pub roc_positives: u64,
+    /// Canary-out runs behind the ROC (no FPR below 1 / this is measurable).
+    #[serde(default)]
+    pub roc_negatives: u64,
+    /// TPR at FPR 1%, 0.1%, 0.01% (keys "0.01", "0.001", "0.0001"); `null` where the FPR is
+    /// below 1 / (canary-out runs) and so cannot be measured (the reason in `tpr_at_fpr_notes`).
+    pub tpr_at_fpr: BTreeMap<String, Option<f64>>,
+    /// Why a TPR is `null`.
+    #[serde(default)]
+    pub tpr_at_fpr_notes: BTreeMap<String, String>,
+    /// Explanations of numbers that could be read against the verdict (a bound above the ideal,
+    /// a Gaussian-DP estimate above the claim).
+    #[serde(default)]
+    pub notes: Vec<String>,
+    /// How the run records were checked.
+    pub record_check: RecordCheck,
     /// The Gaussian-DP estimate.
     pub gdp_estimate: GdpEstimate,
     /// Every run.
@@ -444,6 +669,7 @@ fn mean_sd(x: &[f64]) -> (f64, f64) {
 /// # Errors
 /// Missing runs (the message says how many), invalid numbers.
 pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Result<AuditReport> {
+    verify_records(spec, None, runs, Path::new(RUNS_FILE))?;
     let one_run_mode = spec.attack.mode == AuditMode::OneRun;
     let k = if one_run_mode { spec.attack.canaries } else { spec.attack.runs_per_side };
     let mut by_side: BTreeMap<Side, Vec<&RunRecord>> = BTreeMap::new();
@@ -503,13 +729,17 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
             )
         }
         (_, ThresholdChoice::FromClaim) => {
-            let mu = mu_for_epsilon(claim.epsilon, delta)?;
-            let t = ideal_lower_bound_mu(mu, delta, k, alpha)?.threshold;
+            let fc = crate::audit::power::from_claim_threshold(claim.epsilon, delta, k, alpha)?;
+            let t = fc.threshold;
             let b = epsilon_lower_bound(&outcomes(&sw, &so, t), delta, alpha)?;
-            (t, b, k, 0, format!("fixed before the runs from the claim: the threshold that maximises the ideal bound of mu-GDP with mu = {mu:.4} (the claimed epsilon), t = {t:.4}"))
+            let aim = fc.design_epsilon.map_or_else(
+                || "with the highest ceiling (no threshold catches any Gaussian mechanism with probability 0.9 at this K)".to_string(),
+                |e| format!("that catches the least leaky Gaussian mechanism with probability 0.9 (epsilon {e:.4}), exactly computed"),
+            );
+            (t, b, k, 0, format!("fixed before the runs from the claim and K: the threshold {aim}, t = {t:.4}"))
         }
         (_, ThresholdChoice::HeldOut) => {
-            let h = ((k as f64 * spec.attack.held_out_fraction).round() as u64).clamp(1, k - 1);
+            let h = held_out_runs(k, spec.attack.held_out_fraction);
             let sel = |i: u64| i < h;
             let eval = |i: u64| i >= h;
             let (_, t) = best_threshold_bonferroni(&score(&with, &sel), &score(&without, &sel), delta, alpha)?;
@@ -554,28 +784,76 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
     if let Some(c) = ledger_check.as_ref().filter(|c| !c.ok) {
         reasons.push(format!("white-box: the runs applied {} noisy updates but a ledger recorded only {}, so the claim under-counts the mechanism", c.applied_steps, c.ledger_steps));
     }
-    let (verdict, verdict_reason) = if reasons.is_empty() {
+    let plan = audit_plan(spec, claim.epsilon, spec.attack.confidence)?;
+    let (verdict, verdict_reason) = if !reasons.is_empty() {
+        ("violated".to_string(), reasons.join("; "))
+    } else if !plan.can_refute {
         (
-            "consistent".to_string(),
+            "inconclusive".to_string(),
             format!(
-                "the lower bound {:.4} does not exceed the claimed epsilon {:.4}; this does not prove the claim",
-                bound.epsilon_lower, claim.epsilon
+                "this procedure cannot refute the claim: the largest bound it can report ({}) is {:.4}, not above the claimed epsilon {:.4} (lower bound {:.4}); more runs, or a claim it can reach, are needed",
+                match &one_run {
+                    Some(o) => format!("{} guesses among {} canaries", o.guesses, o.canaries),
+                    None => format!("{} runs per side", plan.counted_runs_per_side),
+                },
+                plan.ceiling,
+                claim.epsilon,
+                bound.epsilon_lower
             ),
         )
     } else {
-        ("violated".to_string(), reasons.join("; "))
+        (
+            "consistent".to_string(),
+            format!(
+                "the lower bound {:.4} does not exceed the claimed epsilon {:.4}; this does not prove the claim{}",
+                bound.epsilon_lower,
+                claim.epsilon,
+                detectable_words(&plan)
+            ),
+        )
     };
     let roc_points = roc(&sw, &so);
     let mut tpr_at_fpr = BTreeMap::new();
+    let mut tpr_at_fpr_notes = BTreeMap::new();
     for (key, f) in [("0.01", 0.01), ("0.001", 0.001), ("0.0001", 0.0001)] {
-        let tpr = roc_points.iter().filter(|p| p.fpr <= f).map(|p| p.tpr).fold(0.0, f64::max);
-        tpr_at_fpr.insert(key.to_string(), tpr);
+        if f * (so.len() as f64) < 1.0 {
+            tpr_at_fpr.insert(key.to_string(), None);
+            tpr_at_fpr_notes.insert(
+                key.to_string(),
+                format!(
+                    "not measurable with {} canary-out runs: the smallest nonzero FPR they can show is 1/{}",
+                    so.len(),
+                    so.len()
+                ),
+            );
+        } else {
+            let tpr = roc_points.iter().filter(|p| p.fpr <= f).map(|p| p.tpr).fold(0.0, f64::max);
+            tpr_at_fpr.insert(key.to_string(), Some(tpr));
+        }
     }
     let ((mw, sdw), (mo, sdo)) = (mean_sd(&sw), mean_sd(&so));
     let pooled = ((sdw * sdw + sdo * sdo) / 2.0).sqrt();
     let mu = if pooled > 0.0 { ((mw - mo) / pooled).max(0.0) } else { f64::INFINITY };
     let gdp_eps =
         if mu.is_finite() { epsilon_for_mu(mu.min(1e3), delta).unwrap_or(f64::INFINITY) } else { f64::INFINITY };
+    let mut notes = Vec::new();
+    if verdict != "violated" && ideal > 0.0 && bound.epsilon_lower > ideal {
+        notes.push(format!(
+            "the lower bound {:.4} is above the ideal bound {:.4}, what a Gaussian mechanism at exactly the claimed epsilon gives on average with these runs: a mechanism at the claim does so about half the time by chance, so this is no evidence against the claim while the bound stays at or below it ({:.4})",
+            bound.epsilon_lower, ideal, claim.epsilon
+        ));
+    }
+    if verdict != "violated" && gdp_eps > claim.epsilon {
+        notes.push(format!(
+            "the Gaussian-DP fit to the scores puts epsilon at {}, above the claim {:.4}: a point estimate under a model of the scores, with sampling error, not a bound; the rigorous bound did not exceed the claim{}",
+            if gdp_eps.is_finite() { format!("{gdp_eps:.4}") } else { "infinity".into() },
+            claim.epsilon,
+            match plan.detectable_epsilon_90 {
+                Some(e) => format!("; this audit catches a Gaussian mechanism with probability 0.9 only from epsilon {e:.4}: more runs would sharpen both"),
+                None => "; more runs would sharpen both".to_string(),
+            }
+        ));
+    }
     let mut sorted_runs: Vec<RunRecord> = with.iter().chain(&without).map(|r| (*r).clone()).collect();
     sorted_runs.sort_by_key(|r| (r.side, r.index));
     Ok(AuditReport {
@@ -605,11 +883,21 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
         one_run,
         ideal_epsilon_lower: ideal,
         fraction_of_ideal: (ideal > 0.0).then(|| bound.epsilon_lower / ideal),
+        plan,
         verdict,
         verdict_reason,
         ledger_check,
         roc: roc_points,
+        roc_positives: sw.len() as u64,
+        roc_negatives: so.len() as u64,
         tpr_at_fpr,
+        tpr_at_fpr_notes,
+        notes,
+        record_check: RecordCheck {
+            fields_checked: true,
+            replayed: Vec::new(),
+            note: "every record's spec digest, side, index, seed and score digest checked; none replayed".into(),
+        },
         gdp_estimate: GdpEstimate {
             mu: if mu.is_finite() { mu } else { 1e300 },
             epsilon: if gdp_eps.is_finite() { gdp_eps } else { 1e300 },
@@ -619,6 +907,77 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
         runs: sorted_runs,
         wall_seconds,
     })
+}
+
+/// The plan of `spec`'s procedure for a claim of `claim_epsilon` ([`crate::audit::power::plan`];
+/// for a one-run audit: its ceiling, all guesses right, and no power figures).
+///
+/// # Errors
+/// As [`crate::audit::power::plan`].
+pub fn audit_plan(spec: &AuditSpec, claim_epsilon: f64, confidence: f64) -> Result<AuditPlan> {
+    let a = &spec.attack;
+    let alpha = 1.0 - confidence;
+    if a.mode == AuditMode::OneRun {
+        let r = a.guesses;
+        let ceiling = one_run_epsilon_lower(a.canaries, r, r, spec.claim.delta, alpha)?;
+        return Ok(AuditPlan {
+            rule: "one-run".into(),
+            claim_epsilon,
+            counted_runs_per_side: 0,
+            threshold: None,
+            design_epsilon: None,
+            ceiling,
+            ceiling_meaning: format!("all {r} guesses right among {} canaries", a.canaries),
+            can_refute: ceiling > claim_epsilon,
+            detectable_epsilon_50: None,
+            detectable_epsilon_90: None,
+            power_method: "not computed for one-run audits".into(),
+        });
+    }
+    crate::audit::power::plan(&Procedure::new(
+        a.threshold,
+        a.runs_per_side,
+        a.held_out_fraction,
+        claim_epsilon,
+        spec.claim.delta,
+        alpha,
+    )?)
+}
+
+/// The claim an audit of `ctx`'s spec will test, known before any run: the explicit epsilon, or
+/// the accountant's on the recipe (q = lot size / examples, sigma, steps). `None` for a DP-GAN
+/// target with an accountant claim (its ledger is known only after a run).
+///
+/// # Errors
+/// Accountant errors.
+pub fn expected_claim(ctx: &ReplayContext) -> Result<Option<f64>> {
+    let spec = ctx.spec();
+    match spec.claim.epsilon {
+        ClaimedEpsilon::Explicit(e) => Ok(Some(e)),
+        ClaimedEpsilon::Accountant(_) if spec.target.gan.is_some() => Ok(None),
+        ClaimedEpsilon::Accountant(_) => {
+            let t = &spec.target;
+            let q = (t.lot_size / ctx.train_examples() as f64).min(1.0);
+            let phases = [Phase::new(q, t.noise_multiplier, t.steps)?];
+            Ok(Some(if spec.claim.accountant == "rdp" {
+                RdpAccountant::default().epsilon_of(&phases, spec.claim.delta)?
+            } else {
+                PldAccountant::default().epsilon_of(&phases, spec.claim.delta)?
+            }))
+        }
+    }
+}
+
+fn detectable_words(plan: &AuditPlan) -> String {
+    match (plan.detectable_epsilon_50, plan.detectable_epsilon_90) {
+        (Some(a), Some(b)) => format!(
+            "; it would have caught a Gaussian mechanism of epsilon {a:.4} with probability 1/2 and of epsilon {b:.4} with probability 0.9"
+        ),
+        (Some(a), None) => format!(
+            "; it would have caught a Gaussian mechanism of epsilon {a:.4} with probability 1/2, and no mechanism with probability 0.9"
+        ),
+        _ => String::new(),
+    }
 }
 
 /// Reads an audit folder's `audit.json`.
@@ -655,6 +1014,7 @@ impl AuditReport {
                 ),
             ));
         }
+        self.check_records()?;
         use crate::cert::schema::Verdict;
         let how = match &self.one_run {
             Some(o) => format!("one-run audit ({} canaries, {} guesses)", o.canaries, o.guesses),
@@ -673,8 +1033,43 @@ impl AuditReport {
             threat_model: self.threat_model.clone(),
             epsilon_lower_bound: self.epsilon_lower,
             confidence: self.confidence,
-            verdict: if self.verdict == "violated" { Verdict::Violated } else { Verdict::Consistent },
+            verdict: match self.verdict.as_str() {
+                "violated" => Verdict::Violated,
+                "consistent" => Verdict::Consistent,
+                _ => Verdict::Inconclusive,
+            },
         })
+    }
+
+    /// Checks that this report is what its own records give: the spec matches its digest, every
+    /// record checks ([`verify_records`]), at least one record was replayed when the audit was
+    /// run or merged, and analysing the records again reproduces the bound and the verdict.
+    ///
+    /// # Errors
+    /// [`Error::Data`] saying what does not check.
+    pub fn check_records(&self) -> Result<()> {
+        let origin = Path::new(AUDIT_FILE);
+        if self.spec.digest() != self.spec_digest {
+            return Err(Error::data(origin, "the spec does not match its digest"));
+        }
+        verify_records(&self.spec, None, &self.runs, origin)?;
+        if self.record_check.replayed.is_empty() {
+            return Err(Error::data(
+                origin,
+                "none of its run records was replayed when it was run or merged: it cannot be cited",
+            ));
+        }
+        let again = analyse(&self.spec, &self.runs, 0.0)?;
+        if again.epsilon_lower != self.epsilon_lower || again.verdict != self.verdict {
+            return Err(Error::data(
+                origin,
+                format!(
+                    "its runs give epsilon_lower {} and verdict {}, but it says {} and {}",
+                    again.epsilon_lower, again.verdict, self.epsilon_lower, self.verdict
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 

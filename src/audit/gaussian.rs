@@ -8,7 +8,7 @@
 //! threshold fixed in advance from the claim (so choosing it costs no confidence), and the
 //! clearly labelled Gaussian-DP *estimate* fitted to the scores. Derivation:
 //! `proofs/audit/ideal_bound.md`.
-use crate::audit::bounds::{epsilon_lower_bound, Outcomes};
+use crate::audit::bounds::{epsilon_from_rate_bounds, ClopperPearsonTable};
 use crate::error::{Error, Result};
 
 /// Standard normal CDF, accurate in the tails (erfc to about 1 ulp).
@@ -104,7 +104,7 @@ pub struct IdealBound {
 /// with 1,000 runs and 0.81 with 5,000.
 ///
 /// # Errors
-/// As [`mu_for_epsilon`] and [`epsilon_lower_bound`].
+/// As [`mu_for_epsilon`] and [`crate::audit::bounds::epsilon_lower_bound`].
 pub fn ideal_lower_bound(true_epsilon: f64, delta: f64, runs: u64, alpha: f64) -> Result<IdealBound> {
     let mu = mu_for_epsilon(true_epsilon, delta)?;
     ideal_lower_bound_mu(mu, delta, runs, alpha)
@@ -113,32 +113,38 @@ pub fn ideal_lower_bound(true_epsilon: f64, delta: f64, runs: u64, alpha: f64) -
 /// [`ideal_lower_bound`] for a given mu.
 ///
 /// # Errors
-/// As [`epsilon_lower_bound`].
+/// As [`crate::audit::bounds::epsilon_lower_bound`].
 pub fn ideal_lower_bound_mu(mu: f64, delta: f64, runs: u64, alpha: f64) -> Result<IdealBound> {
     if runs == 0 {
         return Err(Error::invalid("runs per side", 0, "must be at least 1"));
     }
+    if !(0.0..1.0).contains(&delta) {
+        return Err(Error::invalid("delta", delta, "must be in [0, 1)"));
+    }
+    let table = ClopperPearsonTable::new(runs, alpha / 2.0)?;
+    Ok(ideal_lower_bound_table(mu, delta, &table))
+}
+
+/// [`ideal_lower_bound_mu`] with the Clopper–Pearson table (`runs` trials at `alpha / 2`) given.
+pub(crate) fn ideal_lower_bound_table(mu: f64, delta: f64, table: &ClopperPearsonTable) -> IdealBound {
+    let runs = table.trials();
     let k = runs as f64;
     let (lo, hi) = (-3.0, mu + 9.0);
-    let grid = 4000;
     let mut best = IdealBound { epsilon_lower: 0.0, threshold: mu / 2.0 };
-    for i in 0..=grid {
-        let t = lo + (hi - lo) * i as f64 / grid as f64;
-        let fp = (k * normal_cdf(-t)).round() as u64;
-        let fn_ = (k * normal_cdf(t - mu)).round() as u64;
-        let o = Outcomes {
-            false_negatives: fn_.min(runs),
-            positives: runs,
-            false_positives: fp.min(runs),
-            negatives: runs,
-        };
-        let b = epsilon_lower_bound(&o, delta, alpha)?;
-        if b.epsilon_lower > best.epsilon_lower {
-            best = IdealBound { epsilon_lower: b.epsilon_lower, threshold: t };
+    for i in 0..=IDEAL_GRID {
+        let t = lo + (hi - lo) * i as f64 / IDEAL_GRID as f64;
+        let fp = ((k * normal_cdf(-t)).round() as u64).min(runs);
+        let fn_ = ((k * normal_cdf(t - mu)).round() as u64).min(runs);
+        let b = epsilon_from_rate_bounds(table.upper(fp), table.upper(fn_), delta);
+        if b > best.epsilon_lower {
+            best = IdealBound { epsilon_lower: b, threshold: t };
         }
     }
-    Ok(best)
+    best
 }
+
+/// Intervals of the threshold grid of the ideal bound (4,001 thresholds from -3 to mu + 9).
+const IDEAL_GRID: u32 = 4000;
 
 #[cfg(test)]
 mod tests {

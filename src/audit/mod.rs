@@ -6,9 +6,12 @@
 //! - [`engine`]: all runs on all cores, resumable and sharded, and the analysis into `audit.json`;
 //! - [`bounds`]: Clopper–Pearson lower bounds from attack outcomes;
 //! - [`gaussian`]: the Gaussian mechanism's exact curve: the ideal bound, thresholds fixed from
-//!   the claim, and the Gaussian-DP estimate.
+//!   the claim, and the Gaussian-DP estimate;
+//! - [`power`]: before any run, the threshold fixed from the claim, the largest bound each
+//!   threshold rule can report (its ceiling) and the smallest epsilon it would catch.
 pub mod bounds;
 pub mod engine;
 pub mod gaussian;
+pub mod power;
 pub mod replay;
 pub mod spec;

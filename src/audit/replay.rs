@@ -26,6 +26,7 @@ use crate::train::per_example::per_example_cross_entropy;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
@@ -61,6 +62,47 @@ pub struct RunRecord {
     pub ledger_steps: u64,
     /// The ledger's phases as (q, sigma, steps), for the claim.
     pub ledger_phases: Vec<(f64, f64, u64)>,
+    /// SHA-256 of the canonical JSON of the spec the run belongs to ([`AuditSpec::digest`]).
+    /// Empty in records written before issue 28 (which merge refuses: they cannot be checked).
+    #[serde(default)]
+    pub spec_digest: String,
+    /// SHA-256 of what the run scored: the trained parameters (f32, little-endian, in order),
+    /// then the attack's per-step observations and the score (f64, little-endian). A replay of
+    /// the same (side, index) reproduces it bit for bit ([`Worker::run`] on CPU).
+    #[serde(default)]
+    pub score_digest: String,
+}
+
+/// Accumulates [`RunRecord::score_digest`].
+struct ScoreDigest(Sha256);
+
+impl ScoreDigest {
+    fn new() -> Self {
+        ScoreDigest(Sha256::new())
+    }
+
+    fn tensors<'a>(&mut self, params: impl IntoIterator<Item = &'a Tensor>) -> Result<()> {
+        for p in params {
+            let flat = p.f_detach()?.f_to_kind(Kind::Float)?.f_contiguous()?.f_view(-1)?;
+            let v = Vec::<f32>::try_from(&flat)?;
+            for x in v {
+                self.0.update(x.to_le_bytes());
+            }
+        }
+        Ok(())
+    }
+
+    fn values(&mut self, v: &[f64]) {
+        for x in v {
+            self.0.update(x.to_le_bytes());
+        }
+    }
+
+    fn finish(self, score: f64) -> String {
+        let mut h = self.0;
+        h.update(score.to_le_bytes());
+        hex::encode(h.finalize())
+    }
 }
 
 /// The seed of run `index` on `side`: SplitMix64 of the audit seed, the side and the index.
@@ -75,11 +117,14 @@ pub fn run_seed(audit_seed: u64, side: Side, index: u64) -> u64 {
 }
 
 /// A finished run's record; refuses a non-finite score.
+#[allow(clippy::too_many_arguments)]
 fn record(
+    ctx: &ReplayContext,
     side: Side,
     index: u64,
     seed: u64,
     score: f64,
+    digest: ScoreDigest,
     start: Instant,
     applied_steps: u64,
     ledger: &crate::accounting::ledger::Ledger,
@@ -88,6 +133,8 @@ fn record(
         return Err(Error::numerical("audit score", format!("run {index} ({side:?}) scored {score}")));
     }
     Ok(RunRecord {
+        spec_digest: ctx.spec_digest.clone(),
+        score_digest: digest.finish(score),
         side,
         index,
         seed,
@@ -145,6 +192,8 @@ pub struct ReplayContext {
     null_coords: Vec<i64>,
     /// The parameters' shapes.
     shapes: Vec<Vec<i64>>,
+    /// The spec's digest, stamped on every record.
+    spec_digest: String,
 }
 
 /// Input pixels that are zero in every training example.
@@ -187,6 +236,7 @@ impl ReplayContext {
                 direction: None,
                 null_coords: Vec::new(),
                 shapes: Vec::new(),
+                spec_digest: spec.digest(),
             });
         }
         let specs = crate::train::models::specs(&spec.target.model)?;
@@ -254,7 +304,15 @@ impl ReplayContext {
                 input_canary = self::input_canary(spec, pixels, &train, test, &mut rng)?
             }
         }
-        Ok(ReplayContext { spec: spec.clone(), train, input_canary, direction, null_coords, shapes })
+        Ok(ReplayContext {
+            spec: spec.clone(),
+            train,
+            input_canary,
+            direction,
+            null_coords,
+            shapes,
+            spec_digest: spec.digest(),
+        })
     }
 
     /// The spec.
@@ -367,6 +425,8 @@ impl<'a> Worker<'a> {
         let to_units = q * self.without.len() as f64 / (t.lr * t.max_grad_norm);
         let white = spec.attack.threat_model == ThreatModel::WhiteBox;
         let (mut num, mut den) = (0.0f64, 0.0f64);
+        let mut digest = ScoreDigest::new();
+        let mut observed = Vec::new();
         for _ in 0..t.steps {
             let before = if white { Some(self.snapshot(&run)?) } else { None };
             run.step(data)?;
@@ -381,6 +441,7 @@ impl<'a> Worker<'a> {
                 };
                 // A floor far below any real noise level keeps a noiseless step finite.
                 let s2 = s2.max(1e-30);
+                observed.extend([p, s2]);
                 num += p / s2;
                 den += 1.0 / s2;
             }
@@ -396,8 +457,10 @@ impl<'a> Worker<'a> {
             let loss = per_example_cross_entropy(&run.model().forward(x)?, y)?;
             -f64::try_from(loss.f_sum(Kind::Double)?)?
         };
+        digest.tensors(run.parameters())?;
+        digest.values(&observed);
         let ledger = run.ledger().ok_or_else(|| Error::invalid("ledger", "none", "a private run must have one"))?;
-        record(side, index, seed, score, start, run.steps(), ledger)
+        record(self.ctx, side, index, seed, score, digest, start, run.steps(), ledger)
     }
 
     /// A DP-GAN replay: `t.steps` discriminator steps (rounds of `n_critic` plus a generator
@@ -472,7 +535,9 @@ impl<'a> Worker<'a> {
                 }
                 score += dot / norm2.sqrt().max(1e-30);
             }
-            return record(side, index, seed, score, start, gan.discriminator_steps(), gan.ledger());
+            let mut digest = ScoreDigest::new();
+            digest.tensors(&gan.discriminator().parameters())?;
+            return record(self.ctx, side, index, seed, score, digest, start, gan.discriminator_steps(), gan.ledger());
         }
         while gan.discriminator_steps() < t.steps {
             gan.round(data)?;
@@ -494,7 +559,9 @@ impl<'a> Worker<'a> {
             let reference = f64::try_from(gan.real_margin(&rx, &ry, g.score_draws, &mut rng)?.f_mean(Kind::Double)?)?;
             score -= reference;
         }
-        record(side, index, seed, score, start, gan.discriminator_steps(), gan.ledger())
+        let mut digest = ScoreDigest::new();
+        digest.tensors(&gan.discriminator().parameters())?;
+        record(self.ctx, side, index, seed, score, digest, start, gan.discriminator_steps(), gan.ledger())
     }
 
     /// The one-run audit (Steinke, Nasr & Jagielski 2023): one training on D plus each of m Dirac
@@ -580,6 +647,8 @@ impl<'a> Worker<'a> {
         let ledger_phases: Vec<(f64, f64, u64)> =
             ledger.phases()?.iter().map(|p| (p.sampling_rate, p.noise_multiplier, p.steps)).collect();
         let seconds = start.elapsed().as_secs_f64();
+        let mut common = ScoreDigest::new();
+        common.tensors(run.parameters())?;
         Ok(scores
             .iter()
             .zip(&included)
@@ -593,6 +662,12 @@ impl<'a> Worker<'a> {
                 applied_steps: run.steps(),
                 ledger_steps: ledger.steps(),
                 ledger_phases: ledger_phases.clone(),
+                spec_digest: self.ctx.spec_digest.clone(),
+                score_digest: {
+                    let mut d = ScoreDigest(common.0.clone());
+                    d.values(&[i as f64, f64::from(u8::from(inc))]);
+                    d.finish(score)
+                },
             })
             .collect())
     }

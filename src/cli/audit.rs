@@ -1,5 +1,5 @@
 //! `dpaudit audit ...`: run an audit spec (resumable, sharded), merge shards, the ideal bound.
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use dpaudit::audit::engine::{self, Shard};
 use dpaudit::audit::gaussian;
@@ -17,7 +17,15 @@ pub enum AuditCommand {
     /// (epsilon lower bound with its confidence, the verdict against the claim, the ideal bound
     /// for the same K, ROC, TPR at low FPR, the Gaussian-DP estimate, every run and seed).
     ///
-    /// Exit status: 0 consistent, 1 error, 10 violated.
+    /// Before any training it computes what the procedure can show (its ceiling: the largest
+    /// bound it can report with K runs per side; and the smallest epsilon it catches with
+    /// probability 1/2 and 0.9) and refuses an audit whose ceiling does not exceed the claim,
+    /// unless --allow-inconclusive. Records of an earlier run in --out are resumed only if they
+    /// check (spec digest, seed, side, index, score digest); after the runs, --recheck of them,
+    /// chosen at random, are trained again and must reproduce bit for bit.
+    ///
+    /// Exit status: 0 consistent, 1 error, 10 violated, 12 inconclusive (the procedure could not
+    /// have refuted the claim).
     Run {
         /// The audit spec (TOML).
         spec: PathBuf,
@@ -33,8 +41,22 @@ pub enum AuditCommand {
         /// Print audit.json to stdout instead of a summary.
         #[arg(long)]
         json: bool,
+        /// Run an audit whose ceiling does not exceed the claim anyway; its verdict is
+        /// `inconclusive` (exit 12), never `consistent`.
+        #[arg(long)]
+        allow_inconclusive: bool,
+        /// Records replayed after the runs to check them (0 skips the check; a certificate then
+        /// refuses to cite the audit).
+        #[arg(long, default_value_t = 2)]
+        recheck: usize,
     },
-    /// Gather shard folders into one and analyse them (all runs must be present).
+    /// Gather shard folders into one and analyse them (all runs must be present). Refuses
+    /// records that do not check (another spec's digest, a seed the spec does not derive for
+    /// that side and index, a run outside the folder's shard, a run in two folders, no score
+    /// digest) and shard indices outside their count; then replays --recheck records chosen at
+    /// random, which must reproduce bit for bit (this needs the spec's data).
+    ///
+    /// Exit status: as `audit run`.
     Merge {
         /// Shard folders written by `audit run --shard`.
         #[arg(required = true)]
@@ -43,6 +65,33 @@ pub enum AuditCommand {
         #[arg(long)]
         out: PathBuf,
         /// Print audit.json to stdout.
+        #[arg(long)]
+        json: bool,
+        /// Records replayed to check them (0 skips the check; a certificate then refuses to
+        /// cite the audit).
+        #[arg(long, default_value_t = 2)]
+        recheck: usize,
+    },
+    /// What each threshold rule can show before any run, for every claim and K given: the
+    /// from-claim threshold, the ceiling (largest bound reportable) of the rule used before issue
+    /// 28 and of every rule now, and the smallest epsilon each catches with probability 1/2 and 0.9.
+    Ceilings {
+        /// Claimed epsilons (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+        claims: Vec<f64>,
+        /// Runs per side (comma-separated).
+        #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,5000")]
+        runs: Vec<u64>,
+        /// Delta.
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+        /// Confidence.
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
+        /// Also compute the power of held-out and bonferroni (simulation; slower).
+        #[arg(long)]
+        power_all: bool,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -66,6 +115,26 @@ pub enum AuditCommand {
 
 /// Exit status of a violated audit.
 pub const EXIT_VIOLATED: i32 = 10;
+/// Exit status of an inconclusive audit (its procedure could not have refuted the claim).
+pub const EXIT_INCONCLUSIVE: i32 = 12;
+
+fn opt(e: Option<f64>) -> String {
+    e.map_or_else(|| "none".into(), |e| format!("{e:.4}"))
+}
+
+fn print_plan(p: &dpaudit::audit::power::AuditPlan) {
+    eprintln!(
+        "plan ({}, claim {:.4}, {} runs per side counted): ceiling {:.4} ({}); catches a Gaussian mechanism with probability 1/2 from epsilon {}, with 0.9 from {} ({})",
+        p.rule,
+        p.claim_epsilon,
+        p.counted_runs_per_side,
+        p.ceiling,
+        p.ceiling_meaning,
+        opt(p.detectable_epsilon_50),
+        opt(p.detectable_epsilon_90),
+        p.power_method
+    );
+}
 
 fn summarise(r: &engine::AuditReport, json: bool) -> Result<i32> {
     if json {
@@ -85,26 +154,84 @@ fn summarise(r: &engine::AuditReport, json: bool) -> Result<i32> {
                 o.included
             ),
             (None, f) => println!(
-                "  epsilon lower bound: {:.4} at {:.0}% confidence ({} runs per side; a perfect test of a Gaussian mechanism at the claimed epsilon would reach {:.4} with this K{})",
+                "  epsilon lower bound: {:.4} at {:.0}% confidence ({} runs per side; a Gaussian mechanism at exactly the claimed epsilon would give {:.4} on average with this K{})",
                 r.epsilon_lower,
                 100.0 * r.confidence,
                 r.runs_per_side,
                 r.ideal_epsilon_lower,
-                f.map_or(String::new(), |f| format!(": achieved {:.0}% of it", 100.0 * f))
+                match f {
+                    Some(f) if f <= 1.0 => format!(": reached {:.0}% of it", 100.0 * f),
+                    Some(_) if r.verdict == "violated" => {
+                        ": above it, as a mechanism leakier than the claim would be".to_string()
+                    }
+                    Some(_) => ": above it, see the notes".to_string(),
+                    None => String::new(),
+                }
             ),
         }
-        println!("  threshold: {}", r.threshold_selection);
         println!(
-            "  TPR at FPR 1% / 0.1% / 0.01%: {:.4} / {:.4} / {:.4}",
-            r.tpr_at_fpr["0.01"], r.tpr_at_fpr["0.001"], r.tpr_at_fpr["0.0001"]
+            "  what it could show: ceiling {:.4} ({}); {}",
+            r.plan.ceiling,
+            r.plan.ceiling_meaning,
+            match (r.plan.detectable_epsilon_50, r.plan.detectable_epsilon_90) {
+                (None, _) => "it would not have caught any Gaussian mechanism with probability 1/2".to_string(),
+                (a, b) => format!(
+                    "it catches a Gaussian mechanism of epsilon {} with probability 1/2, of epsilon {} with 0.9 ({})",
+                    opt(a),
+                    opt(b),
+                    r.plan.power_method
+                ),
+            }
         );
+        println!("  threshold: {}", r.threshold_selection);
+        let tpr = |key: &str| match r.tpr_at_fpr.get(key).copied().flatten() {
+            Some(t) => format!("{t:.4}"),
+            None => format!(
+                "not measurable with K = {}",
+                r.runs.iter().filter(|x| x.side == dpaudit::audit::replay::Side::Without).count()
+            ),
+        };
+        println!("  TPR at FPR 1% / 0.1% / 0.01%: {} / {} / {}", tpr("0.01"), tpr("0.001"), tpr("0.0001"));
         println!(
             "  Gaussian-DP fit (an estimate, not a bound): mu = {:.4}, epsilon = {:.4}",
             r.gdp_estimate.mu, r.gdp_estimate.epsilon
         );
+        for n in &r.notes {
+            println!("  note: {n}");
+        }
+        println!(
+            "  records: {} ({} replayed and reproduced)",
+            if r.record_check.fields_checked { "every field checked" } else { "not checked" },
+            r.record_check.replayed.len()
+        );
         println!("  {} runs, {:.1} s of training ({:.1} s wall)", r.runs.len(), r.run_seconds, r.wall_seconds);
     }
-    Ok(if r.verdict == "violated" { EXIT_VIOLATED } else { 0 })
+    Ok(exit_code(&r.verdict))
+}
+
+/// The exit status of a verdict.
+pub fn exit_code(verdict: &str) -> i32 {
+    match verdict {
+        "violated" => EXIT_VIOLATED,
+        "consistent" => 0,
+        _ => EXIT_INCONCLUSIVE,
+    }
+}
+
+fn recheck_into(
+    ctx: &dpaudit::audit::replay::ReplayContext,
+    report: &mut engine::AuditReport,
+    count: usize,
+    origin: &std::path::Path,
+) -> Result<()> {
+    let replayed = engine::replay_check(ctx, &report.runs, count, origin)?;
+    report.record_check.note = if replayed.is_empty() {
+        "every record's spec digest, side, index, seed and score digest checked; none replayed (--recheck 0)".into()
+    } else {
+        format!("every record's spec digest, side, index, seed and score digest checked; {} chosen at random after the runs were trained again and reproduced score and score digest exactly", replayed.len())
+    };
+    report.record_check.replayed = replayed;
+    Ok(())
 }
 
 /// Runs an audit subcommand; returns the exit status.
@@ -113,14 +240,25 @@ fn summarise(r: &engine::AuditReport, json: bool) -> Result<i32> {
 /// Bad specs, data, I/O.
 pub fn run(cmd: AuditCommand) -> Result<i32> {
     match cmd {
-        AuditCommand::Run { spec, out, shard, threads, json } => {
+        AuditCommand::Run { spec, out, shard, threads, json, allow_inconclusive, recheck } => {
             let start = engine::now();
             let s = AuditSpec::load(&spec).with_context(|| format!("loading audit spec {}", spec.display()))?;
             let shard = match shard {
                 Some(x) => Shard::parse(&x)?,
                 None => Shard::ALL,
             };
+            shard.check_against(&s)?;
             let ctx = engine::prepare(&s).with_context(|| format!("preparing the runs of {}", spec.display()))?;
+            if let Some(claim) = engine::expected_claim(&ctx)? {
+                let plan = engine::audit_plan(&s, claim, s.attack.confidence)?;
+                print_plan(&plan);
+                if !plan.can_refute && !allow_inconclusive {
+                    bail!(
+                        "this audit cannot refute its claim: with {} runs per side the {} rule can report at most {:.4}, not above the claimed epsilon {:.4}; use more runs per side, or --allow-inconclusive to run it anyway (verdict `inconclusive`, exit {EXIT_INCONCLUSIVE})",
+                        plan.counted_runs_per_side, plan.rule, plan.ceiling, claim
+                    );
+                }
+            }
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let bar = ProgressBar::new(0);
             bar.set_style(
@@ -146,16 +284,36 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
                 );
                 return Ok(0);
             }
-            let report = engine::analyse(&s, &runs, start.elapsed().as_secs_f64())?;
+            let mut report = engine::analyse(&s, &runs, start.elapsed().as_secs_f64())?;
+            recheck_into(&ctx, &mut report, recheck, &out.join(engine::RUNS_FILE))?;
             let path = engine::write_report(&out, &report)?;
             if !json {
                 eprintln!("wrote {}", path.display());
             }
             summarise(&report, json)
         }
-        AuditCommand::Merge { shards, out, json } => {
-            let (s, runs) = engine::merge(&shards, &out)?;
-            let report = engine::analyse(&s, &runs, 0.0)?;
+        AuditCommand::Merge { shards, out, json, recheck } => {
+            // The replays run before the merged folder is written: a refused merge leaves nothing.
+            let replayed = std::cell::RefCell::new(None);
+            let (s, runs) = engine::merge_checked(&shards, &out, &|s, runs| {
+                if recheck > 0 {
+                    let ctx = engine::prepare(s)?;
+                    let origin = PathBuf::from(
+                        shards
+                            .iter()
+                            .map(|d| d.join(engine::RUNS_FILE).display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(" + "),
+                    );
+                    *replayed.borrow_mut() = Some(engine::replay_check(&ctx, runs, recheck, &origin)?);
+                }
+                Ok(())
+            })?;
+            let mut report = engine::analyse(&s, &runs, 0.0)?;
+            if let Some(r) = replayed.into_inner() {
+                report.record_check.note = format!("every record's spec digest, side, index, seed and score digest checked; {} chosen at random were trained again and reproduced score and score digest exactly", r.len());
+                report.record_check.replayed = r;
+            }
             let path = engine::write_report(&out, &report)?;
             if !json {
                 eprintln!("wrote {}", path.display());
@@ -175,5 +333,82 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
             );
             Ok(0)
         }
+        AuditCommand::Ceilings { claims, runs, delta, confidence, power_all, json } => {
+            ceilings(&claims, &runs, delta, confidence, power_all, json)
+        }
     }
+}
+
+fn ceilings(claims: &[f64], runs: &[u64], delta: f64, confidence: f64, power_all: bool, json: bool) -> Result<i32> {
+    use dpaudit::audit::power::{self, Procedure};
+    use dpaudit::audit::spec::ThresholdChoice;
+    let alpha = 1.0 - confidence;
+    let mut rows = Vec::new();
+    if !json {
+        println!("delta = {delta:e}, confidence = {confidence}; ceiling = the largest bound the rule can report (from-claim: no canary-in run below the threshold, the median count of N(0, 1) canary-out runs above it); eps50 / eps90 = smallest epsilon of a Gaussian mechanism reported `violated` with probability 1/2 / 0.9 (none: not even mu = 20)");
+        println!(
+            "{:>6} {:>6} | {:>9} {:>9} | {:>9} {:>9} {:>9} {:>9} {:>9} | {:>9} {:>9}{}",
+            "claim",
+            "K",
+            "old t",
+            "old ceil",
+            "new t",
+            "aim eps",
+            "new ceil",
+            "eps50",
+            "eps90",
+            "held-out",
+            "bonferr.",
+            if power_all { "  held-out eps50/eps90  bonferroni eps50/eps90" } else { "" }
+        );
+    }
+    for &claim in claims {
+        for &k in runs {
+            let old_t = power::claim_maximising_threshold(claim, delta, k, alpha)?;
+            let old_ceiling = power::fixed_threshold_ceiling(old_t, delta, k, alpha)?;
+            let new = power::plan(&Procedure::new(ThresholdChoice::FromClaim, k, 0.5, claim, delta, alpha)?)?;
+            let mut adaptive = Vec::new();
+            for rule in [ThresholdChoice::HeldOut, ThresholdChoice::Bonferroni] {
+                let p = Procedure::new(rule, k, 0.5, claim, delta, alpha)?;
+                adaptive.push(if power_all { power::plan(&p)? } else { power::ceiling_only(&p)? });
+            }
+            if json {
+                rows.push(serde_json::json!({
+                    "claim": claim, "runs_per_side": k,
+                    "old_from_claim": {"threshold": old_t, "ceiling": old_ceiling},
+                    "from_claim": new, "held_out": adaptive[0], "bonferroni": adaptive[1],
+                }));
+            } else {
+                println!(
+                    "{:>6} {:>6} | {:>9.4} {:>9.4} | {:>9.4} {:>9} {:>9.4} {:>9} {:>9} | {:>9.4} {:>9.4}{}",
+                    claim,
+                    k,
+                    old_t,
+                    old_ceiling,
+                    new.threshold.unwrap_or(f64::NAN),
+                    opt(new.design_epsilon),
+                    new.ceiling,
+                    opt(new.detectable_epsilon_50),
+                    opt(new.detectable_epsilon_90),
+                    adaptive[0].ceiling,
+                    adaptive[1].ceiling,
+                    if power_all {
+                        format!(
+                            "  {:>9}/{:<9}  {:>9}/{:<9}",
+                            opt(adaptive[0].detectable_epsilon_50),
+                            opt(adaptive[0].detectable_epsilon_90),
+                            opt(adaptive[1].detectable_epsilon_50),
+                            opt(adaptive[1].detectable_epsilon_90)
+                        )
+                    } else {
+                        String::new()
+                    }
+                );
+            }
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(0)
 }

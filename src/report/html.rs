@@ -26,7 +26,7 @@ h1{font-size:1.6rem;margin:.2rem 0 1rem}h2{border-bottom:2px solid #ddd;padding-
 .claim{font-size:1.3rem;font-weight:600;background:#eef4fb;border-left:6px solid #1f77b4;padding:.8rem 1rem;margin:0 0 .8rem}
 .verdict{font-size:1.1rem;padding:.7rem 1rem;border-left:6px solid #999;background:#f4f4f4;margin:0 0 .8rem}
 .verdict-consistent{border-color:#2ca02c;background:#eef8ee}.verdict-violated{border-color:#d62728;background:#fcecec;font-weight:600}
-.verdict-not_audited{border-color:#ff7f0e;background:#fff5e8}
+.verdict-not_audited{border-color:#ff7f0e;background:#fff5e8}.verdict-inconclusive{border-color:#ff7f0e;background:#fff5e8}
 .cert{padding:.5rem 1rem;border-left:6px solid #9467bd;background:#f5f1fa;margin:0 0 .8rem}
 .warnings{border-left:6px solid #d62728;background:#fff3f3;padding:.5rem 1rem .5rem 2rem}
 code,pre{font-family:"DejaVu Sans Mono",Menlo,Consolas,monospace;font-size:.88rem}
@@ -335,8 +335,13 @@ pub fn render(r: &Report) -> Result<String> {
             );
             row(&mut o, "runs per side", &opt(a.runs_per_side));
             row(&mut o, "threshold selection", a.threshold_selection.as_deref().unwrap_or("not recorded"));
-            let tpr: Vec<String> = a.tpr_at_fpr.iter().map(|(f, t)| format!("TPR {t} at FPR {f}")).collect();
-            row(&mut o, "TPR at low FPR", &if tpr.is_empty() { "not recorded".into() } else { tpr.join("; ") });
+            row(&mut o, "TPR at low FPR", &a.tpr_words());
+            if let Some(c) = &a.could_show {
+                row(&mut o, "what it could show", &c.words());
+            }
+            for n in &a.notes {
+                row(&mut o, "note", n);
+            }
             if let Some(g) = &a.gdp_estimate {
                 row(
                     &mut o,
@@ -480,6 +485,7 @@ pub fn status_name(s: VerdictStatus) -> &'static str {
         VerdictStatus::NotAudited => "not_audited",
         VerdictStatus::Consistent => "consistent",
         VerdictStatus::Violated => "violated",
+        VerdictStatus::Inconclusive => "inconclusive",
     }
 }
 

@@ -206,7 +206,12 @@ struct AuditFile {
     verdict: Option<String>,
     verdict_reason: Option<String>,
     roc: Option<Vec<RocPoint>>,
-    tpr_at_fpr: Option<BTreeMap<String, f64>>,
+    tpr_at_fpr: Option<BTreeMap<String, Option<f64>>>,
+    tpr_at_fpr_notes: Option<BTreeMap<String, String>>,
+    roc_positives: Option<u64>,
+    roc_negatives: Option<u64>,
+    plan: Option<crate::report::CouldShow>,
+    notes: Option<Vec<String>>,
     gdp_estimate: Option<GdpSummary>,
     one_run: Option<Value>,
     runs: Option<Vec<IgnoredAny>>,
@@ -319,6 +324,10 @@ pub fn read_audit(dir: &Path, run: Option<&RunFolder>, claimed_epsilon: f64) -> 
         // An audit of another recipe says nothing about this run's epsilon.
         refutes_report_claim: epsilon_lower > claimed_epsilon && same_recipe_as_run != Some(false),
         tpr_at_fpr: a.tpr_at_fpr.clone().unwrap_or_default(),
+        tpr_at_fpr_notes: a.tpr_at_fpr_notes.clone().unwrap_or_default(),
+        roc_counts: a.roc_positives.zip(a.roc_negatives).filter(|&(p, n)| p > 0 && n > 0),
+        could_show: a.plan,
+        notes: a.notes.clone().unwrap_or_default(),
         gdp_estimate: a.gdp_estimate,
         one_run: a.one_run.clone().filter(|v| !v.is_null()),
         roc: staircase,
@@ -619,6 +628,25 @@ fn overall_verdict(audits: &[AuditSummary], claim: &Claim) -> OverallVerdict {
             ),
         };
     }
+    // An inconclusive audit could not have refuted the claim: it is no evidence either way.
+    let (inconclusive, relevant): (Vec<&AuditSummary>, Vec<&AuditSummary>) =
+        relevant.into_iter().partition(|a| a.verdict == "inconclusive");
+    let inconclusive_note = match inconclusive.len() {
+        0 => String::new(),
+        k => format!(
+            " {k} audit{} of this recipe {} inconclusive (its procedure could not have reported a bound above the claim) and {} not counted.",
+            if k == 1 { "" } else { "s" },
+            if k == 1 { "is" } else { "are" },
+            if k == 1 { "is" } else { "are" }
+        ),
+    };
+    if relevant.is_empty() {
+        return OverallVerdict {
+            status: VerdictStatus::Inconclusive,
+            statement: format!("Inconclusive: no audit of this recipe could have refuted the claim with the runs it made.{inconclusive_note}{other_note}"),
+        };
+    }
+    let other_note = format!("{inconclusive_note}{other_note}");
     let unknown = relevant.iter().filter(|a| a.same_recipe_as_run.is_none()).count();
     let n = relevant.len();
     let plural = if n == 1 { "" } else { "s" };
@@ -630,9 +658,16 @@ fn overall_verdict(audits: &[AuditSummary], claim: &Claim) -> OverallVerdict {
         k => format!("{n} audits ({k} of them not recording the recipe tested)"),
     };
     let best = relevant.iter().max_by(|a, b| a.epsilon_lower.total_cmp(&b.epsilon_lower)).expect("not empty");
-    let ideal = best.ideal_epsilon_lower.map_or_else(String::new, |i| {
-        format!(" (a perfect audit of the same size could show at most {})", format_lower(i))
-    });
+    let ideal = match (best.could_show, best.ideal_epsilon_lower) {
+        (Some(c), _) => format!(" ({})", c.words()),
+        (None, Some(i)) => {
+            format!(
+                " (a Gaussian mechanism at exactly the claimed ε would give about {} with the same runs)",
+                format_lower(i)
+            )
+        }
+        _ => String::new(),
+    };
     let conf = best.confidence.map_or_else(String::new, |c| format!(" at {}% confidence", c * 100.0));
     OverallVerdict {
         status: VerdictStatus::Consistent,

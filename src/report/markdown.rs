@@ -193,7 +193,6 @@ pub fn render(r: &Report) -> String {
     for a in &r.audits {
         let _ = writeln!(o, "### {}\n", escape(&a.name));
         o.push_str("| | |\n|---|---|\n");
-        let tpr: Vec<String> = a.tpr_at_fpr.iter().map(|(f, t)| format!("TPR {t} at FPR {f}")).collect();
         let rows = [
             ("verdict", format!("{}: {}", a.verdict, a.verdict_reason)),
             (
@@ -235,7 +234,9 @@ pub fn render(r: &Report) -> String {
             ),
             ("runs per side", a.runs_per_side.map_or_else(|| "not recorded".into(), |k| k.to_string())),
             ("threshold selection", a.threshold_selection.clone().unwrap_or_else(|| "not recorded".into())),
-            ("TPR at low FPR", if tpr.is_empty() { "not recorded".into() } else { tpr.join("; ") }),
+            ("TPR at low FPR", a.tpr_words()),
+            ("what it could show", a.could_show.map_or_else(|| "not recorded".into(), |c| c.words())),
+            ("notes", if a.notes.is_empty() { "none".into() } else { a.notes.join(" ") }),
             (
                 "Gaussian-DP fit (an estimate, not a bound)",
                 a.gdp_estimate

@@ -201,6 +201,8 @@ pub enum VerdictStatus {
     Consistent,
     /// An audit's lower bound exceeds a claim (its own, or this report's).
     Violated,
+    /// Every audit of the recipe was inconclusive: none could have refuted the claim.
+    Inconclusive,
 }
 
 /// The audits' verdict, in words.
@@ -355,8 +357,17 @@ pub struct AuditSummary {
     /// Whether this audit contradicts the report's claim: its lower bound is above it, and it did
     /// not audit another recipe.
     pub refutes_report_claim: bool,
-    /// TPR at FPR (keys are the FPRs).
-    pub tpr_at_fpr: BTreeMap<String, f64>,
+    /// TPR at FPR (keys are the FPRs); `None` where the FPR is below 1 / (canary-out runs).
+    pub tpr_at_fpr: BTreeMap<String, Option<f64>>,
+    /// Why a TPR is `None`.
+    pub tpr_at_fpr_notes: BTreeMap<String, String>,
+    /// Canary-in and canary-out runs behind the ROC, when recorded.
+    pub roc_counts: Option<(u64, u64)>,
+    /// What the audit's procedure could show: (ceiling, epsilon caught with probability 1/2,
+    /// with 0.9), when recorded.
+    pub could_show: Option<CouldShow>,
+    /// The audit's explanations of numbers that could be read against its verdict.
+    pub notes: Vec<String>,
     /// The Gaussian-DP fit: an estimate, not a bound.
     pub gdp_estimate: Option<GdpSummary>,
     /// The one-run audit's counts, as in the file.
@@ -369,6 +380,53 @@ pub struct AuditSummary {
     pub wall_seconds: Option<f64>,
     /// SHA-256 of `audit.json`.
     pub sha256: String,
+}
+
+impl AuditSummary {
+    /// TPR at each low FPR, in words ("not measurable with K = N" where the FPR is below
+    /// 1 / (canary-out runs)).
+    pub fn tpr_words(&self) -> String {
+        let v: Vec<String> = self
+            .tpr_at_fpr
+            .iter()
+            .map(|(f, t)| match t {
+                Some(t) => format!("TPR {t} at FPR {f}"),
+                None => format!(
+                    "TPR at FPR {f}: not measurable with K = {}",
+                    self.roc_counts.map_or_else(|| "this many runs".to_string(), |(_, n)| n.to_string())
+                ),
+            })
+            .collect();
+        if v.is_empty() {
+            "not recorded".into()
+        } else {
+            v.join("; ")
+        }
+    }
+}
+
+/// What an audit's procedure could have shown (`plan` in `audit.json`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CouldShow {
+    /// The largest bound the procedure can report.
+    pub ceiling: f64,
+    /// The smallest epsilon of a Gaussian mechanism it reports `violated` with probability 1/2.
+    pub detectable_epsilon_50: Option<f64>,
+    /// The same with probability 0.9.
+    pub detectable_epsilon_90: Option<f64>,
+}
+
+impl CouldShow {
+    /// In words.
+    pub fn words(&self) -> String {
+        let e = |x: Option<f64>| x.map_or_else(|| "none".to_string(), |v| format!("ε = {v:.3}"));
+        format!(
+            "the largest bound this procedure can report is {:.3}; it catches a Gaussian mechanism with probability 1/2 from {}, with probability 0.9 from {}",
+            self.ceiling,
+            e(self.detectable_epsilon_50),
+            e(self.detectable_epsilon_90)
+        )
+    }
 }
 
 /// The Gaussian-DP estimate of an audit.

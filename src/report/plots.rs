@@ -139,13 +139,56 @@ pub fn roc_svg(audit: &AuditSummary, claim_epsilon: f64, claim_delta: f64) -> Re
                 ))
                 .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED));
         }
-        let pts: Vec<(f64, f64)> =
-            audit.roc.iter().map(|p| (p.fpr.clamp(min_rate, 1.0), p.tpr.clamp(min_rate, 1.0))).collect();
+        // Where the data ends: no FPR below 1 / (canary-out runs) is measured, so the curve and
+        // its bands start there instead of being clamped onto the axis.
+        let (measured, bands) = roc_with_bands(audit);
+        let pts: Vec<(f64, f64)> = measured.iter().map(|p| (p.fpr, p.tpr.clamp(min_rate, 1.0))).collect();
         chart
             .draw_series(LineSeries::new(pts, BLUE.stroke_width(2)))
             .map_err(draw_err)?
             .label(format!("attack: {}", audit.attack))
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
+        if let Some(bands) = bands {
+            let lower: Vec<(f64, f64)> = bands.iter().map(|b| (b.0, b.1.clamp(min_rate, 1.0))).collect();
+            let upper: Vec<(f64, f64)> = bands.iter().map(|b| (b.0, b.2.clamp(min_rate, 1.0))).collect();
+            for (i, side) in [lower, upper].into_iter().enumerate() {
+                let series = chart
+                    .draw_series(DashedLineSeries::new(side, 4, 3, BLUE.mix(0.5).stroke_width(1)))
+                    .map_err(draw_err)?;
+                if i == 0 {
+                    series.label(format!(
+                        "95% Clopper–Pearson band of the TPR (from FPR 1/{}, where the data starts)",
+                        audit.roc_counts.map_or(0, |c| c.1)
+                    ));
+                    series.legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.mix(0.5)));
+                }
+            }
+        }
+        if claim_epsilon.is_finite() {
+            let above = measured.iter().filter(|p| p.tpr > claim_epsilon.exp() * p.fpr + claim_delta).count();
+            if above > 0 {
+                let why = if audit.epsilon_lower > claim_epsilon {
+                    format!(
+                        "evidence against the claim: the audit's bound {:.3} exceeds ε = {}",
+                        audit.epsilon_lower,
+                        format_upper(claim_epsilon)
+                    )
+                } else {
+                    format!(
+                        "finite-sample noise: the audit's bound, which accounts for it, is {:.3}, not above ε = {}",
+                        audit.epsilon_lower,
+                        format_upper(claim_epsilon)
+                    )
+                };
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        format!("{above} empirical point{} above the limit: {why}", if above == 1 { "" } else { "s" }),
+                        (min_rate * 1.5, 0.6),
+                        (FONT, 12).into_font().color(&RED),
+                    )))
+                    .map_err(draw_err)?;
+            }
+        }
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)
@@ -157,6 +200,29 @@ pub fn roc_svg(audit: &AuditSummary, claim_epsilon: f64, claim_delta: f64) -> Re
         root.present().map_err(draw_err)?;
     }
     Ok(svg)
+}
+
+/// The ROC points that can be measured (FPR 0 or at least 1 / canary-out runs; the FPR-0 points
+/// are dropped, being off a log axis) and, when the counts are recorded, the two-sided 95%
+/// Clopper–Pearson interval of each point's TPR as (FPR, lower, upper).
+#[allow(clippy::type_complexity)]
+pub fn roc_with_bands(audit: &AuditSummary) -> (Vec<crate::audit::engine::RocPoint>, Option<Vec<(f64, f64, f64)>>) {
+    let measured: Vec<crate::audit::engine::RocPoint> = audit.roc.iter().copied().filter(|p| p.fpr > 0.0).collect();
+    let bands = audit.roc_counts.map(|(positives, negatives)| {
+        measured
+            .iter()
+            .filter(|p| p.fpr * negatives as f64 >= 1.0 - 1e-9)
+            .filter_map(|p| {
+                let k = (p.tpr * positives as f64).round() as u64;
+                let upper = crate::audit::bounds::clopper_pearson_upper(k, positives, 0.025).ok()?;
+                let lower = 1.0
+                    - crate::audit::bounds::clopper_pearson_upper(positives - k.min(positives), positives, 0.025)
+                        .ok()?;
+                Some((p.fpr, lower, upper))
+            })
+            .collect()
+    });
+    (measured, bands)
 }
 
 /// Each audit's lower bound ε_lb beside the ideal bound for its size (the most a perfect audit
