@@ -151,8 +151,9 @@ fn every_reproduce_command_of_the_demo_reports_runs() {
         for c in commands {
             let command = c["command"].as_str().unwrap();
             let o = Command::new("sh").args(["-c", command]).env("PATH", &path).output().unwrap();
+            let expected = c["expected_exit"].as_i64().unwrap();
             assert!(
-                o.status.success(),
+                o.status.code() == Some(expected as i32),
                 "{}: `{command}` exited {:?}\n{}{}",
                 report.display(),
                 o.status.code(),

@@ -31,7 +31,8 @@ pub const SPEC_FILE: &str = "spec.json";
 /// The result.
 pub const AUDIT_FILE: &str = "audit.json";
 
-/// One shard of the work: runs whose global number `2 * index + side` is `i` modulo `n`.
+/// One shard of the work: the runs of index `i` (both sides, with and without the canary) whose
+/// `i` is the shard's index modulo the shard count, so every shard holds both sides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Shard {
     /// This shard, 0-based.
@@ -58,8 +59,113 @@ impl Shard {
         Ok(Shard { index, count })
     }
 
-    fn owns(self, side: Side, index: u64) -> bool {
-        (2 * index + u64::from(side == Side::With)) % u64::from(self.count) == u64::from(self.index)
+    /// Whether this shard runs `(side, index)`: both sides of every index `i` with
+    /// `i mod count = index`.
+    fn owns(self, _side: Side, index: u64) -> bool {
+        index % u64::from(self.count) == u64::from(self.index)
+    }
+
+    /// Parses a shard argument: `i/N`, `auto` (from the scheduler's environment, see
+    /// [`Shard::from_scheduler`]) or `auto/N` (the same, with the count given, as a Kubernetes
+    /// indexed Job needs).
+    ///
+    /// # Errors
+    /// As [`Shard::parse`] and [`Shard::from_scheduler`].
+    pub fn resolve(s: &str, var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        match s.trim() {
+            "auto" => Shard::from_scheduler(var, None),
+            t => match t.strip_prefix("auto/") {
+                Some(n) => {
+                    let count = n.trim().parse::<u32>().ok().filter(|&c| c > 0).ok_or_else(|| {
+                        Error::invalid("shard", s, "expected auto/N with N a positive whole number, e.g. auto/16")
+                    })?;
+                    Shard::from_scheduler(var, Some(count))
+                }
+                None => Shard::parse(t),
+            },
+        }
+    }
+
+    /// The shard a batch scheduler assigns to this process, from its environment (`var` reads
+    /// one variable): a Slurm array task (`SLURM_ARRAY_TASK_ID` counted from
+    /// `SLURM_ARRAY_TASK_MIN`, out of `SLURM_ARRAY_TASK_COUNT`; the array must have step 1), or a
+    /// Kubernetes indexed Job (`JOB_COMPLETION_INDEX`, out of `count`, which Kubernetes does not
+    /// export). `count`, when given, must agree with Slurm's.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when neither scheduler's variables are set, when they are not
+    /// numbers, when the array has a step other than 1, or when the index is not below the count.
+    ///
+    /// # Examples
+    /// ```
+    /// use dpaudit::audit::engine::Shard;
+    /// let env = |k: &str| match k {
+    ///     "SLURM_ARRAY_TASK_ID" => Some("5".to_string()),
+    ///     "SLURM_ARRAY_TASK_MIN" => Some("4".to_string()),
+    ///     "SLURM_ARRAY_TASK_COUNT" => Some("4".to_string()),
+    ///     _ => None,
+    /// };
+    /// assert_eq!(Shard::from_scheduler(env, None)?, Shard { index: 1, count: 4 });
+    /// # Ok::<(), dpaudit::Error>(())
+    /// ```
+    pub fn from_scheduler(var: impl Fn(&str) -> Option<String>, count: Option<u32>) -> Result<Self> {
+        let number = |name: &'static str| -> Result<Option<u64>> {
+            match var(name) {
+                None => Ok(None),
+                Some(v) => {
+                    v.trim().parse::<u64>().map(Some).map_err(|_| Error::invalid(name, v, "must be a whole number"))
+                }
+            }
+        };
+        let (index, total) = if let Some(id) = number("SLURM_ARRAY_TASK_ID")? {
+            let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
+            if let Some(step) = number("SLURM_ARRAY_TASK_STEP")? {
+                if step != 1 {
+                    return Err(Error::invalid(
+                        "SLURM_ARRAY_TASK_STEP",
+                        step,
+                        "shards need a contiguous array (step 1), e.g. --array=0-15",
+                    ));
+                }
+            }
+            let total = number("SLURM_ARRAY_TASK_COUNT")?.ok_or_else(|| {
+                Error::invalid("SLURM_ARRAY_TASK_COUNT", "unset", "Slurm sets it for array jobs (Slurm 17.02 or later)")
+            })?;
+            if let Some(c) = count {
+                if u64::from(c) != total {
+                    return Err(Error::invalid(
+                        "shard count",
+                        c,
+                        format!("the Slurm array has {total} tasks (SLURM_ARRAY_TASK_COUNT)"),
+                    ));
+                }
+            }
+            (id.checked_sub(min), total)
+        } else if let Some(i) = number("JOB_COMPLETION_INDEX")? {
+            let total = count.map(u64::from).ok_or_else(|| {
+                Error::invalid(
+                    "shard count",
+                    "missing",
+                    "a Kubernetes indexed Job does not export its completions: give the count (auto/N)",
+                )
+            })?;
+            (Some(i), total)
+        } else {
+            return Err(Error::invalid(
+                "shard",
+                "auto",
+                "no scheduler index found (SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX); give i/N",
+            ));
+        };
+        let ok = |v: u64| u32::try_from(v).ok();
+        match (index, ok(total)) {
+            (Some(i), Some(n)) if n > 0 && i < u64::from(n) => Ok(Shard { index: i as u32, count: n }),
+            _ => Err(Error::invalid(
+                "shard",
+                format!("{index:?} of {total}"),
+                "the scheduler's index is not below its task count",
+            )),
+        }
     }
 }
 
@@ -78,12 +184,12 @@ impl Shard {
     /// # Errors
     /// [`Error::InvalidParameter`] when `count` exceeds the audit's runs.
     pub fn check_against(self, spec: &AuditSpec) -> Result<()> {
-        let runs = total_runs(spec);
-        if u64::from(self.count) > runs {
+        let indices = total_runs(spec).div_ceil(2);
+        if u64::from(self.count) > indices {
             return Err(Error::invalid(
                 "shard",
                 format!("{}/{}", self.index, self.count),
-                format!("the audit has {runs} runs, so at most {runs} shards (a shard that owns no run records nothing that can be checked)"),
+                format!("the audit has {indices} run indices (each run with and without the canary), so at most {indices} shards (a shard that owns no run records nothing that can be checked)"),
             ));
         }
         Ok(())
@@ -1155,6 +1261,48 @@ mod tests {
         }
         assert!(Shard::parse("3/2").is_err() && Shard::parse("x").is_err() && Shard::parse("0/0").is_err());
         assert_eq!(Shard::parse("1/4").unwrap(), Shard { index: 1, count: 4 });
+    }
+
+    #[test]
+    fn every_shard_holds_both_sides_of_its_indices() {
+        for n in 1..6u32 {
+            for s in 0..n {
+                let shard = Shard { index: s, count: n };
+                for i in 0..40u64 {
+                    assert_eq!(shard.owns(Side::With, i), shard.owns(Side::Without, i), "{s}/{n} index {i}");
+                }
+                assert!((0..40u64).any(|i| shard.owns(Side::With, i)), "{s}/{n} owns nothing");
+            }
+        }
+    }
+
+    #[test]
+    fn scheduler_shards_come_from_slurm_or_kubernetes() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        let slurm =
+            env(&[("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_MIN", "0"), ("SLURM_ARRAY_TASK_COUNT", "4")]);
+        assert_eq!(Shard::resolve("auto", &slurm).unwrap(), Shard { index: 3, count: 4 });
+        assert_eq!(Shard::resolve("auto/4", &slurm).unwrap(), Shard { index: 3, count: 4 });
+        assert!(Shard::resolve("auto/5", &slurm).is_err(), "a count that disagrees with Slurm's");
+        let offset =
+            env(&[("SLURM_ARRAY_TASK_ID", "12"), ("SLURM_ARRAY_TASK_MIN", "10"), ("SLURM_ARRAY_TASK_COUNT", "4")]);
+        assert_eq!(Shard::resolve("auto", &offset).unwrap(), Shard { index: 2, count: 4 });
+        let stepped = env(&[
+            ("SLURM_ARRAY_TASK_ID", "2"),
+            ("SLURM_ARRAY_TASK_MIN", "0"),
+            ("SLURM_ARRAY_TASK_COUNT", "4"),
+            ("SLURM_ARRAY_TASK_STEP", "2"),
+        ]);
+        assert!(Shard::resolve("auto", &stepped).is_err());
+        let k8s = env(&[("JOB_COMPLETION_INDEX", "7")]);
+        assert_eq!(Shard::resolve("auto/8", &k8s).unwrap(), Shard { index: 7, count: 8 });
+        assert!(Shard::resolve("auto", &k8s).is_err(), "Kubernetes needs the count");
+        assert!(Shard::resolve("auto/7", &k8s).is_err(), "index 7 of 7");
+        assert!(Shard::resolve("auto", env(&[])).is_err());
+        assert!(Shard::resolve("auto", env(&[("SLURM_ARRAY_TASK_ID", "x"), ("SLURM_ARRAY_TASK_COUNT", "4")])).is_err());
+        assert_eq!(Shard::resolve("1/3", env(&[])).unwrap(), Shard { index: 1, count: 3 });
     }
 
     #[test]

@@ -28,8 +28,9 @@ pub enum AttackCommand {
         #[arg(long)]
         out: PathBuf,
         /// Train only shard i of N (i/N, 0-based; model m belongs to shard m mod N); gather the
-        /// shards with `dpaudit attack merge`.
-        #[arg(long, value_name = "i/N")]
+        /// shards with `dpaudit attack merge`. `auto` takes i and N from a Slurm array task, `auto/N`
+        /// from a Kubernetes indexed Job (JOB_COMPLETION_INDEX) with N completions.
+        #[arg(long, value_name = "i/N|auto|auto/N")]
         shard: Option<String>,
         /// Worker threads (default: all cores).
         #[arg(long)]
@@ -177,7 +178,7 @@ pub fn run(cmd: AttackCommand) -> Result<()> {
             let start = std::time::Instant::now();
             let spec = MiaSpec::load(&target_config).with_context(|| format!("loading {}", target_config.display()))?;
             let shard = match shard {
-                Some(s) => Shard::parse(&s)?,
+                Some(s) => Shard::resolve(&s, |k| std::env::var(k).ok())?,
                 None => Shard::ALL,
             };
             let ctx = shadows::prepare(&spec)

@@ -33,7 +33,10 @@ pub enum AuditCommand {
         #[arg(long)]
         out: PathBuf,
         /// Run only shard i of N (i/N, 0-based) for an array job; gather with `dpaudit audit merge`.
-        #[arg(long, value_name = "i/N")]
+        /// Shard i runs both sides of every run index congruent to i mod N. `auto` takes i and N from
+        /// a Slurm array task (SLURM_ARRAY_TASK_ID, _MIN, _COUNT); `auto/N` from a Kubernetes
+        /// indexed Job (JOB_COMPLETION_INDEX) with N completions.
+        #[arg(long, value_name = "i/N|auto|auto/N")]
         shard: Option<String>,
         /// Worker threads (default: all cores).
         #[arg(long)]
@@ -244,7 +247,7 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
             let start = engine::now();
             let s = AuditSpec::load(&spec).with_context(|| format!("loading audit spec {}", spec.display()))?;
             let shard = match shard {
-                Some(x) => Shard::parse(&x)?,
+                Some(x) => Shard::resolve(&x, |k| std::env::var(k).ok())?,
                 None => Shard::ALL,
             };
             shard.check_against(&s)?;

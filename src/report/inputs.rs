@@ -1055,13 +1055,14 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
     let mut commands = if run.dir.join(crate::gan::run::GAN_FILE).is_file() {
         // A DP-GAN run: its `dpaudit gan train` command is not reconstructed yet.
         vec![ReproduceCommand {
+            expected_exit: 0,
             purpose: "the DP-GAN's recorded training configuration (give the same values to `dpaudit gan train`)"
                 .into(),
             command: format!("cat {}", sq(&run.dir.join(crate::gan::run::GAN_FILE))),
         }]
     } else {
         match train_command(&run) {
-            Some(command) => vec![ReproduceCommand {
+            Some(command) => vec![ReproduceCommand { expected_exit: 0,
                 purpose: "train the same recipe again into a new folder (reconstructed from metrics.json; fresh noise from the OS CSPRNG, so the same recipe, not the same numbers)".into(),
                 command,
             }],
@@ -1074,6 +1075,7 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
             .map(|p| format!("--phase {},{},{}", p.sampling_rate, p.noise_multiplier, p.steps))
             .collect();
         commands.push(ReproduceCommand {
+            expected_exit: 0,
             purpose: "recompute epsilon from the ledger's mechanism with every accountant and the MPFR oracle".into(),
             command: format!("dpaudit account epsilon {} --delta {delta} --accountant all --verify", phases.join(" ")),
         });
@@ -1081,6 +1083,7 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
     let hash_command_at = commands.len();
     if let (Some(c), Some(key)) = (&certificate, &options.public_key) {
         commands.push(ReproduceCommand {
+            expected_exit: 0,
             purpose: "verify the certificate: signature, file hashes, and epsilon recomputed with the MPFR oracle"
                 .into(),
             command: format!(
@@ -1093,17 +1096,32 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
     }
     for a in &audits {
         if let Some(spec) = audit_spec_file(a) {
+            // An audit that could not refute its claim is refused unless allowed; rerun as it ran.
+            let (flag, expected_exit, ends) = match a.verdict.as_str() {
+                "inconclusive" => (" --allow-inconclusive", 12, "; it ends inconclusive (exit 12), as it did"),
+                "violated" => ("", 10, "; it ends violated (exit 10), as it did"),
+                _ => ("", 0, ""),
+            };
             commands.push(ReproduceCommand {
+                expected_exit,
                 purpose: format!(
-                    "run audit {} again into a new folder (the spec it ran is also recorded inside {})",
+                    "run audit {} again into a new folder (the spec it ran is also recorded inside {}){ends}",
                     a.name, a.file
                 ),
-                command: format!("dpaudit audit run {} --out {}", sq(&spec), sq(&reproduced(Path::new(&a.folder)))),
+                command: format!(
+                    "dpaudit audit run {} --out {}{flag}",
+                    sq(&spec),
+                    sq(&reproduced(Path::new(&a.folder)))
+                ),
             });
         }
     }
     if let Some(c) = &options.command_line {
-        commands.push(ReproduceCommand { purpose: "write this report again".into(), command: c.clone() });
+        commands.push(ReproduceCommand {
+            expected_exit: 0,
+            purpose: "write this report again".into(),
+            command: c.clone(),
+        });
     }
     let mut hashes = Vec::new();
     if let Some(h) = &run.metrics.train_data_sha256 {
@@ -1160,6 +1178,7 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
         commands.insert(
             hash_command_at,
             ReproduceCommand {
+                expected_exit: 0,
                 purpose: "check the files' hashes against the table below".into(),
                 command: format!("sha256sum {}", files.join(" ")),
             },

@@ -513,6 +513,9 @@ pub struct ReproduceCommand {
     pub purpose: String,
     /// The command line.
     pub command: String,
+    /// The exit status it should end with: 0, or an audit's verdict status (10 violated,
+    /// 12 inconclusive) when it reruns an audit that ended so.
+    pub expected_exit: i32,
 }
 
 /// A file (or data content) and its SHA-256.
