@@ -176,6 +176,8 @@ fn an_audit_sharded_as_a_slurm_array_job_merges_into_the_unsharded_result() {
         return;
     }
     let root = tempfile::tempdir().unwrap();
+    // munged runs as the user munge, which must reach the cluster folder inside this one.
+    std::fs::set_permissions(root.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let spec = root.path().join("spec.toml");
     std::fs::write(&spec, spec_text()).unwrap();
     let dpaudit = env!("CARGO_BIN_EXE_dpaudit");

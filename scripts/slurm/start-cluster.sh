@@ -25,6 +25,8 @@ dir=$(cd "$dir" && pwd)
 [ ! -e "$dir/slurmctld.pid" ] || { say "$dir already holds a cluster (stop it first)"; exit 1; }
 # munged runs as the munge user, which must reach its folder; munged refuses group/other-writable ones.
 chmod 0755 "$dir"
+runuser -u munge -- test -x "$dir" ||
+  { say "the user munge cannot reach $dir: every folder above it needs execute permission for others"; exit 1; }
 mkdir -p "$dir/log" "$dir/state" "$dir/spool" "$dir/munge"
 chown munge:munge "$dir/munge"
 chmod 0711 "$dir/munge"  # munged requires execute for all on its socket folder
