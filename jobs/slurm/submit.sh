@@ -32,7 +32,17 @@ merge_args=(--dependency="afterok:$array" --kill-on-invalid-dep=yes --output="$o
   --export="ALL,OUT=$out,SHARDS=$n,DPAUDIT=$dpaudit" "$@")
 if ((${#wait[@]})); then
   echo "merge job after $array -> $out/merged (waiting)"
-  exec sbatch "${wait[@]}" "${merge_args[@]}" "$here/$kind-merge.sbatch"
+  rc=0
+  merge=$(sbatch --parsable --wait "${merge_args[@]}" "$here/$kind-merge.sbatch") || rc=$?
+  merge=${merge%%;*}
+  # A merge cancelled because a shard failed never ran, and sbatch --wait then exits 0: ask its state.
+  state=$(scontrol show job "$merge" -o 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2 || true)
+  echo "merge job $merge: ${state:-state unknown}, exit status $rc"
+  if [ "$rc" -eq 0 ] && [ "$state" != COMPLETED ]; then
+    echo "the merge did not complete (a shard failed? see $out/slurm-logs)" >&2
+    exit 1
+  fi
+  exit "$rc"
 fi
 merge=$(sbatch --parsable "${merge_args[@]}" "$here/$kind-merge.sbatch")
 echo "merge job ${merge%%;*} after $array -> $out/merged"
