@@ -30,19 +30,24 @@ array=${array%%;*}
 echo "array job $array: $n shards of $spec -> $out/shard-*"
 merge_args=(--dependency="afterok:$array" --kill-on-invalid-dep=yes --output="$out/slurm-logs/$kind-merge-%j.out"
   --export="ALL,OUT=$out,SHARDS=$n,DPAUDIT=$dpaudit" "$@")
-if ((${#wait[@]})); then
-  echo "merge job after $array -> $out/merged (waiting)"
-  rc=0
-  merge=$(sbatch --parsable --wait "${merge_args[@]}" "$here/$kind-merge.sbatch") || rc=$?
-  merge=${merge%%;*}
-  # A merge cancelled because a shard failed never ran, and sbatch --wait then exits 0: ask its state.
-  state=$(scontrol show job "$merge" -o 2>/dev/null | grep -o 'JobState=[A-Z_]*' | cut -d= -f2 || true)
-  echo "merge job $merge: ${state:-state unknown}, exit status $rc"
-  if [ "$rc" -eq 0 ] && [ "$state" != COMPLETED ]; then
-    echo "the merge did not complete (a shard failed? see $out/slurm-logs)" >&2
-    exit 1
-  fi
-  exit "$rc"
-fi
 merge=$(sbatch --parsable "${merge_args[@]}" "$here/$kind-merge.sbatch")
-echo "merge job ${merge%%;*} after $array -> $out/merged"
+merge=${merge%%;*}
+echo "merge job $merge after $array -> $out/merged"
+((${#wait[@]})) || exit 0
+# Wait for the merge (polling its state every 2 s; sbatch --wait polls every 10 s) and return its
+# exit status. A merge cancelled because a shard failed never ran: exit 1.
+while :; do
+  job=$(scontrol show job "$merge" -o 2>/dev/null) || { echo "merge job $merge: state unknown" >&2; exit 1; }
+  state=$(grep -o 'JobState=[A-Z_]*' <<<"$job" | cut -d= -f2)
+  case "$state" in
+    PENDING | CONFIGURING | RUNNING | COMPLETING | SUSPENDED | REQUEUED | RESIZING) sleep 2 ;;
+    *) break ;;
+  esac
+done
+rc=$(grep -o 'ExitCode=[0-9]*' <<<"$job" | cut -d= -f2)
+echo "merge job $merge: $state, exit status $rc"
+case "$state" in
+  COMPLETED) exit 0 ;;
+  FAILED) exit "$((rc == 0 ? 1 : rc))" ;;
+  *) echo "the merge did not complete (a shard failed? see $out/slurm-logs)" >&2; exit 1 ;;
+esac

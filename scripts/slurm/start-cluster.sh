@@ -4,14 +4,16 @@
 # (scripts/setup.sh installs them). Stop it with scripts/slurm/stop-cluster.sh DIR.
 #
 #   scripts/slurm/start-cluster.sh DIR
-#   . DIR/env          # SLURM_CONF (and the munge socket) for sbatch, sinfo, squeue, scancel
+#   . DIR/env          # sets SLURM_CONF for sbatch, sinfo, squeue, scancel
 #
-# DIR gets slurm.conf, a fresh munge key (mode 0400, owned by munge), the daemons' pid files
-# (munged.pid, slurmctld.pid, slurmd.pid), their logs in DIR/log, and the controller's state and
-# the node's spool. The controller and node listen on two free TCP ports (SLURM_PORT=P picks P and
-# P+1), so a system Slurm or munge on the same machine is left alone. The script returns once the
-# node is idle (at most SLURM_START_TIMEOUT seconds, default 60); on failure it prints the
-# daemons' logs, stops what it started, and exits 1.
+# DIR gets slurm.conf, a fresh munge key (mode 0400, owned by munge) and munged's own socket (named
+# in slurm.conf), the daemons' pid files (munged.pid, slurmctld.pid, slurmd.pid), their logs in
+# DIR/log, and the controller's state and the node's spool. The node's CPUs and memory are what
+# `slurmd -C` reports. Controller and node listen on two free TCP ports (SLURM_PORT=P picks P and
+# P+1) and are reached on 127.0.0.1, so a system Slurm or munge on the same machine is left alone.
+# The backfill scheduler runs every second (SLURM_SCHEDULER_PARAMETERS= restores Slurm's defaults).
+# The script returns once the node is idle (at most SLURM_START_TIMEOUT seconds, default 60); on
+# failure it prints the daemons' logs, stops what it started, and exits 1.
 set -euo pipefail
 dir=${1:?usage: start-cluster.sh DIR}
 say() { printf '[slurm] %s\n' "$*" >&2; }
@@ -54,13 +56,16 @@ fi
 
 # 3. slurm.conf: this host as controller and only node, with its CPUs and memory from `slurmd -C`.
 host=$(hostname -s)
+# The backfill scheduler, which also starts jobs whose dependencies have just been met, runs every
+# second instead of every 30 (Slurm's default); SLURM_SCHEDULER_PARAMETERS= restores the defaults.
+sched_params=${SLURM_SCHEDULER_PARAMETERS-bf_interval=1}
 node=$(slurmd -C | head -n 1)
 case "$node" in NodeName=*) ;; *) say "slurmd -C gave no node line: $node"; exit 1 ;; esac
 node=${node#NodeName=* }
 cat >"$dir/slurm.conf" <<CONF
 # Written by scripts/slurm/start-cluster.sh: a single-node test cluster whose state is in $dir.
 ClusterName=dpaudit-test
-SlurmctldHost=$host
+SlurmctldHost=$host(127.0.0.1)
 SlurmctldPort=$port
 SlurmdPort=$((port + 1))
 SlurmUser=root
@@ -81,6 +86,7 @@ TaskPlugin=task/none
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 SchedulerType=sched/backfill
+SchedulerParameters=$sched_params
 SwitchType=switch/none
 MpiDefault=none
 JobCompType=jobcomp/none
@@ -93,7 +99,7 @@ InactiveLimit=0
 MinJobAge=300
 KillWait=5
 Waittime=0
-NodeName=$host $node State=UNKNOWN
+NodeName=$host NodeAddr=127.0.0.1 $node State=UNKNOWN
 PartitionName=main Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 cat >"$dir/env" <<ENV
