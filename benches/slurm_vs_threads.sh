@@ -44,9 +44,10 @@ timed() {
 # audit.json without the timing fields, for the equality check.
 strip() { grep -v -E '"(seconds|run_seconds|wall_seconds)"' "$1"; }
 
-printf 'round\tthreads_2_s\tslurm_2_shards_s\n'
+printf 'round\tthreads_2_s\tslurm_2_shards_s\tratio\n'
 threads=()
 slurm=()
+ratios=()
 for r in $(seq "$REPEATS"); do
   t=$(timed "$DPAUDIT" audit run "$spec" --out "$work/threads-$r" --threads 2)
   s=$(timed jobs/slurm/submit-audit.sh --wait "$spec" "$work/slurm-$r" 2)
@@ -54,10 +55,11 @@ for r in $(seq "$REPEATS"); do
     { echo "round $r: the Slurm result differs from the single process's" >&2; exit 1; }
   threads+=("$t")
   slurm+=("$s")
-  printf '%s\t%.2f\t%.2f\n' "$r" "$t" "$s"
+  ratios+=("$(awk -v s="$s" -v t="$t" 'BEGIN { print s / t }')")
+  printf '%s\t%.2f\t%.2f\t%.3f\n' "$r" "$t" "$s" "${ratios[-1]}"
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 mt=$(median "${threads[@]}")
 ms=$(median "${slurm[@]}")
-printf 'K = %s per side (%s runs), %s rounds on %s cores: median %.2f s with --threads 2, %.2f s as a 2-shard Slurm array + merge; ratio slurm/threads = %.3f\n' \
-  "$K" $((2 * K)) "$REPEATS" "$(nproc)" "$mt" "$ms" "$(awk -v s="$ms" -v t="$mt" 'BEGIN { print s / t }')"
+printf 'K = %s per side (%s runs), %s interleaved rounds on %s cores: median %.2f s with --threads 2, %.2f s as a 2-shard Slurm array + merge; median of the rounds'"'"' ratios slurm/threads = %.3f\n' \
+  "$K" $((2 * K)) "$REPEATS" "$(nproc)" "$mt" "$ms" "$(median "${ratios[@]}")"
