@@ -34,7 +34,7 @@ merge=$(sbatch --parsable "${merge_args[@]}" "$here/$kind-merge.sbatch")
 merge=${merge%%;*}
 echo "merge job $merge after $array -> $out/merged"
 ((${#wait[@]})) || exit 0
-# Wait for the merge (polling its state every 2 s; sbatch --wait polls every 10 s) and return its
+# Wait for the merge (polling its state every 2 s: sbatch --wait notices the end seconds later) and return its
 # exit status. A merge cancelled because a shard failed never ran: exit 1.
 while :; do
   job=$(scontrol show job "$merge" -o 2>/dev/null) || { echo "merge job $merge: state unknown" >&2; exit 1; }
