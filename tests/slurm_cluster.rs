@@ -1,6 +1,7 @@
 //! A real Slurm cluster: a small audit submitted as a 4-task array job with the merge as a
 //! dependent job (`jobs/slurm/submit-audit.sh`) gives exactly the `audit.json` of the unsharded run
-//! of the same spec and seed. The test starts a single-node cluster (munged, slurmctld, slurmd,
+//! of the same spec and seed, and a membership-inference experiment as a 3-task array
+//! (`jobs/slurm/submit-mia.sh`) the `mia.json` of the unsharded one. The test starts a single-node cluster (munged, slurmctld, slurmd,
 //! all state in a temporary folder) with `scripts/slurm/start-cluster.sh` and stops the daemons it
 //! started, by PID, with `scripts/slurm/stop-cluster.sh`, also when an assertion fails.
 //!
@@ -40,6 +41,15 @@ runs_per_side = {RUNS_PER_SIDE}
 threshold = "held-out"
 seed = 17
 "#
+    )
+}
+
+/// A membership-inference experiment on the MNIST fixture: 2 targets and 4 shadow logreg models
+/// (the spec of tests/attack_mia.rs).
+fn mia_spec_text() -> String {
+    format!(
+        "name = \"slurm-mia\"\n[data]\ndataset = \"{}\"\npopulation = 200\n[target]\nmodel = \"logreg\"\nlot_size = 25\nepochs = 2\nprivate = false\noptimizer = \"momentum\"\nlr = 0.1\n[attack]\nshadows = 4\ntargets = 2\nseed = 3\n",
+        repo().join("fixtures/mnist-small").display()
     )
 }
 
@@ -170,7 +180,7 @@ fn job_logs(dir: &Path) -> String {
 }
 
 #[test]
-fn an_audit_sharded_as_a_slurm_array_job_merges_into_the_unsharded_result() {
+fn audits_and_shadow_models_sharded_as_slurm_array_jobs_merge_into_the_unsharded_results() {
     if let Some(why) = cannot_run() {
         eprintln!("SKIPPED slurm_cluster: this machine cannot run a Slurm cluster: {why}");
         return;
@@ -239,9 +249,43 @@ fn an_audit_sharded_as_a_slurm_array_job_merges_into_the_unsharded_result() {
     differences(&reference, &merged, "", &mut diff);
     assert!(diff.is_empty(), "merged audit.json differs from the unsharded one:\n{}", diff.join("\n"));
     assert!(reference.as_object().is_some_and(|m| m.len() > 5), "audit.json compared nothing: {reference}");
+
+    // Membership inference: target and shadow models as a 3-task array, then `attack merge`.
+    let mia_spec = root.path().join("mia.toml");
+    std::fs::write(&mia_spec, mia_spec_text()).unwrap();
+    let mia_whole = root.path().join("mia-whole");
+    let single = Command::new(dpaudit)
+        .args(["attack", "mia", "--target-config"])
+        .arg(&mia_spec)
+        .arg("--out")
+        .arg(&mia_whole)
+        .args(["--threads", "2"])
+        .output()
+        .unwrap();
+    assert!(single.status.success(), "unsharded membership inference failed: {}", text(&single));
+    let mia_out = root.path().join("mia-array");
+    let submitted = cluster
+        .command(repo().join("jobs/slurm/submit-mia.sh"))
+        .arg("--wait")
+        .arg(&mia_spec)
+        .arg(&mia_out)
+        .arg("3")
+        .env("DPAUDIT", dpaudit)
+        .output()
+        .unwrap();
+    assert!(
+        submitted.status.success(),
+        "membership inference through Slurm failed:\n{}\n{}",
+        text(&submitted),
+        job_logs(&mia_out.join("slurm-logs"))
+    );
+    let reference_mia = without_timing(&read_json(&mia_whole.join("mia.json")));
+    let mut diff = Vec::new();
+    differences(&reference_mia, &without_timing(&read_json(&mia_out.join("merged/mia.json"))), "", &mut diff);
+    assert!(diff.is_empty(), "merged mia.json differs from the unsharded one:\n{}", diff.join("\n"));
     drop(cluster);
     eprintln!(
-        "slurm_cluster: {SHARDS}-task array job + dependent merge == unsharded audit ({} runs, verdict {})",
+        "slurm_cluster: {SHARDS}-task array job + dependent merge == unsharded audit ({} runs, verdict {}); 3-task membership inference == unsharded",
         2 * RUNS_PER_SIDE,
         reference["verdict"]
     );
