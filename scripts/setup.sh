@@ -2,8 +2,10 @@
 # Sets up everything dpaudit needs on a fresh Debian machine, then builds it. Safe to re-run:
 # each step is skipped when it is already done.
 #   1. Debian packages: GMP/MPFR headers (for `rug`, the arbitrary-precision oracle), a C++ compiler,
-#      Fashion-MNIST (`dataset-fashion-mnist`, the source of `dpaudit data fetch fashion-mnist`), and
-#      `chromium`, the headless browser tests/report_browser.rs renders the HTML report with.
+#      Fashion-MNIST (`dataset-fashion-mnist`, the source of `dpaudit data fetch fashion-mnist`),
+#      `chromium`, the headless browser tests/report_browser.rs renders the HTML report with, and
+#      `slurm-wlm` and `munge`, the single-node Slurm cluster tests/slurm_cluster.rs submits jobs to
+#      (scripts/slurm/start-cluster.sh; the packages' own services are not used).
 #   2. A project-local Python environment `.venv` holding PyTorch 2.11.0 (libtorch for `tch` 0.24).
 #   3. `.libtorch`, a link to that libtorch, which `.cargo/config.toml` points LIBTORCH at.
 #   4. `cargo build` (pass --release to build the optimised binary instead).
@@ -14,7 +16,7 @@ say() { printf '[setup] %s\n' "$*" >&2; }
 
 # 1. Debian packages.
 need=()
-for pkg in libgmp-dev libmpfr-dev g++ python3-venv dataset-fashion-mnist chromium; do
+for pkg in libgmp-dev libmpfr-dev g++ python3-venv dataset-fashion-mnist chromium slurm-wlm munge; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
 done
 # python3-venv is only needed when the system python lacks the venv module.
