@@ -212,23 +212,7 @@ pub fn render(r: &Report) -> Result<String> {
         Some(s) => match &s.evaluation {
             Some(e) => {
                 let _ = writeln!(o, "<table id=\"synthetic-utility\"><caption>Utility of the released records (from {})</caption><tr><th>measure</th><th>value</th><th>how it was measured</th></tr>", escape(&e.file));
-                for (k, v, how) in [
-                    (
-                        "CAS: real test accuracy of a classifier trained on the synthetic records",
-                        fmt_acc(e.cas),
-                        &e.cas_protocol,
-                    ),
-                    (
-                        "fid_mnist_classifier (not Inception-FID; lower is closer)",
-                        format_value(e.fid_mnist_classifier),
-                        &e.fid_protocol,
-                    ),
-                    (
-                        "real-vs-fake accuracy (0.5 is perfect)",
-                        fmt_acc(e.real_vs_fake_accuracy),
-                        &e.real_vs_fake_protocol,
-                    ),
-                ] {
+                for (k, v, how) in e.rows() {
                     let _ = writeln!(
                         o,
                         "<tr><td>{}</td><td class=\"num\">{}</td><td>{}</td></tr>",

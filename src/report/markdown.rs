@@ -140,23 +140,7 @@ pub fn render(r: &Report) -> String {
             Some(e) => {
                 let _ = writeln!(o, "Utility of the released records (from {}):\n", escape(&e.file));
                 o.push_str("| measure | value | how it was measured |\n|---|---|---|\n");
-                for (k, v, how) in [
-                    (
-                        "CAS: real test accuracy of a classifier trained on the synthetic records",
-                        fmt_acc(e.cas),
-                        &e.cas_protocol,
-                    ),
-                    (
-                        "fid_mnist_classifier (not Inception-FID; lower is closer)",
-                        format_value(e.fid_mnist_classifier),
-                        &e.fid_protocol,
-                    ),
-                    (
-                        "real-vs-fake accuracy (0.5 is perfect)",
-                        fmt_acc(e.real_vs_fake_accuracy),
-                        &e.real_vs_fake_protocol,
-                    ),
-                ] {
+                for (k, v, how) in e.rows() {
                     let _ = writeln!(o, "| {} | {} | {} |", escape(k), escape(&v), escape(how));
                 }
                 o.push('\n');

@@ -484,6 +484,29 @@ pub struct SyntheticUtility {
     pub real_vs_fake_protocol: String,
 }
 
+impl SyntheticUtility {
+    /// The report's rows: measure, value as printed, how it was measured.
+    pub fn rows(&self) -> [(&'static str, String, &str); 3] {
+        [
+            (
+                "CAS: real test accuracy of a classifier trained on the synthetic records",
+                html::fmt_acc(self.cas),
+                &self.cas_protocol,
+            ),
+            (
+                "fid_mnist_classifier (not Inception-FID; lower is closer)",
+                format_value(self.fid_mnist_classifier),
+                &self.fid_protocol,
+            ),
+            (
+                "real-vs-fake accuracy (0.5 is perfect)",
+                html::fmt_acc(self.real_vs_fake_accuracy),
+                &self.real_vs_fake_protocol,
+            ),
+        ]
+    }
+}
+
 /// One nearest-neighbour statistic.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct NearestNeighbourResult {
