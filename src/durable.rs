@@ -1,8 +1,10 @@
 //! Durable file writes: a crash (kill -9, power loss) leaves either the old file or the complete
-//! new one, never half of one. Used for datasets, checkpoints, metrics and certificates.
+//! new one, never half of one. Used for datasets, checkpoints, metrics and certificates. And
+//! bounded reads: a file given by a user (`/dev/zero`, a huge or endless file) is read up to a
+//! limit, never until memory runs out.
 use crate::error::{Error, Result};
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 /// Writes `bytes` to `path` atomically: a uniquely named temporary file in the same folder
@@ -56,4 +58,29 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(write_atomically(&dir.path().join("missing/a"), b"x").is_err());
     }
+}
+
+/// Largest certificate accepted (a real one is a few kilobytes).
+pub const MAX_CERTIFICATE_BYTES: u64 = 16 << 20;
+/// Largest key file accepted (a real one is under 200 bytes).
+pub const MAX_KEY_BYTES: u64 = 64 << 10;
+/// Largest ledger accepted (one line of about 250 bytes per noisy step: 4 million steps).
+pub const MAX_LEDGER_BYTES: u64 = 1 << 30;
+
+/// Reads the whole of `path`, refusing anything larger than `limit` bytes (including endless
+/// files such as `/dev/zero`) after reading at most `limit + 1` bytes.
+///
+/// # Errors
+/// The I/O error of opening or reading; [`std::io::ErrorKind::InvalidData`] when the file holds
+/// more than `limit` bytes.
+pub fn read_at_most(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    fs::File::open(path)?.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {limit} bytes, the most accepted for this file"),
+        ));
+    }
+    Ok(bytes)
 }

@@ -212,6 +212,19 @@ fn unreadable_inputs_give_code_2() {
     }
     assert_eq!(code(verify(&f.cert.with_file_name("missing.json"), &f.key.public_key_path, None, false)), 2);
     assert_eq!(code(verify(&f.cert, &f.cert.with_file_name("missing.pub"), None, false)), 2);
+    // Endless or oversized inputs are refused after a bounded read, not read until memory runs out.
+    let zero = Path::new("/dev/zero");
+    if zero.exists() {
+        let e = verify(zero, &f.key.public_key_path, None, false).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{e}");
+        assert!(e.to_string().contains("larger than"), "{e}");
+        assert_eq!(code(verify(&f.cert, zero, None, false)), 2);
+    }
+    let padded = f.cert.with_file_name("padded.json");
+    let mut big = original.clone();
+    big.resize(dpaudit::durable::MAX_CERTIFICATE_BYTES as usize + 1, b' ');
+    std::fs::write(&padded, &big).unwrap();
+    assert_eq!(code(verify(&padded, &f.key.public_key_path, None, false)), 2, "a certificate over the size limit");
     // Another format version.
     let text = String::from_utf8(original.clone()).unwrap().replace("dpaudit-cert-v1", "dpaudit-cert-v2");
     std::fs::write(&truncated, text).unwrap();

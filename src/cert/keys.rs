@@ -199,7 +199,8 @@ pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
             ));
         }
     }
-    let mut bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading secret key {}", path.display()), e))?;
+    let mut bytes = crate::durable::read_at_most(path, crate::durable::MAX_KEY_BYTES)
+        .map_err(|e| Error::io(format!("reading secret key {}", path.display()), e))?;
     let parsed: std::result::Result<SecretKeyFile, _> = serde_json::from_slice(&bytes);
     bytes.iter_mut().for_each(|b| *b = 0);
     let file = parsed.map_err(|_| Error::data(path, "not a dpaudit secret key file"))?;
@@ -225,7 +226,8 @@ pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
 /// [`Error::Io`] if unreadable, [`Error::Data`] for a bad format, an invalid curve point or a key
 /// id that does not match the key.
 pub fn load_public_key(path: &Path) -> Result<(VerifyingKey, String)> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading public key {}", path.display()), e))?;
+    let bytes = crate::durable::read_at_most(path, crate::durable::MAX_KEY_BYTES)
+        .map_err(|e| Error::io(format!("reading public key {}", path.display()), e))?;
     let file: PublicKeyFile =
         serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not a dpaudit public key file: {e}")))?;
     if file.format != PUBLIC_FORMAT {

@@ -244,7 +244,8 @@ fn checked_noise_seeding(
 
 /// A JSON file, read and parsed.
 fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let bytes = crate::durable::read_at_most(path, crate::durable::MAX_CERTIFICATE_BYTES)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not JSON: {e}")))
 }
 
@@ -315,7 +316,8 @@ fn read_ledger(run_dir: &Path) -> Result<(Option<FileDigest>, Vec<crate::account
     if !ledger_path.exists() {
         return Ok((None, Vec::new()));
     }
-    let bytes = std::fs::read(&ledger_path).map_err(|e| Error::io(format!("reading {}", ledger_path.display()), e))?;
+    let bytes = crate::durable::read_at_most(&ledger_path, crate::durable::MAX_LEDGER_BYTES)
+        .map_err(|e| Error::io(format!("reading {}", ledger_path.display()), e))?;
     if !bytes.is_empty() && bytes.last() != Some(&b'\n') {
         return Err(Error::data(
             &ledger_path,

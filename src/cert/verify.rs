@@ -87,7 +87,8 @@ pub fn verify(
     recompute: bool,
 ) -> Result<VerifyReport, VerifyFailure> {
     let unreadable = |path: &Path, reason: String| VerifyFailure::Unreadable { path: path.to_path_buf(), reason };
-    let bytes = std::fs::read(cert_path).map_err(|e| unreadable(cert_path, e.to_string()))?;
+    let bytes = crate::durable::read_at_most(cert_path, crate::durable::MAX_CERTIFICATE_BYTES)
+        .map_err(|e| unreadable(cert_path, e.to_string()))?;
     let value = parse_strict(&bytes).map_err(|e| unreadable(cert_path, format!("not a JSON certificate: {e}")))?;
     check_canonical_numbers(&bytes).map_err(|e| unreadable(cert_path, e))?;
     let format = value.get("certificate").and_then(|c| c.get("format")).and_then(|f| f.as_str());
@@ -176,7 +177,7 @@ fn recompute_claims(cert: &Certificate, artifacts_dir: Option<&Path>) -> Result<
     if let (Some(dir), Some(_)) = (artifacts_dir, &cert.ledger) {
         // Read-only (Ledger::open would repair a torn line in place; the hash was checked above).
         let path = dir.join(crate::cert::sign::LEDGER_FILE);
-        let bytes = std::fs::read(&path)
+        let bytes = crate::durable::read_at_most(&path, crate::durable::MAX_LEDGER_BYTES)
             .map_err(|e| VerifyFailure::ArtifactMismatch { path: path.clone(), reason: e.to_string() })?;
         let entries: Vec<LedgerEntry> = bytes
             .split(|&b| b == b'\n')
