@@ -193,6 +193,9 @@ pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
             std::fs::metadata(path).map_err(|e| Error::io(format!("reading secret key {}", path.display()), e))?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
+            if load_public_key(path).is_ok() {
+                return Err(public_not_secret(path));
+            }
             return Err(Error::data(
                 path,
                 format!("secret key file has mode {mode:o}; it must not be accessible by group or others (chmod 600)"),
@@ -203,7 +206,13 @@ pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
         .map_err(|e| Error::io(format!("reading secret key {}", path.display()), e))?;
     let parsed: std::result::Result<SecretKeyFile, _> = serde_json::from_slice(&bytes);
     bytes.iter_mut().for_each(|b| *b = 0);
-    let file = parsed.map_err(|_| Error::data(path, "not a dpaudit secret key file"))?;
+    let file = parsed.map_err(|_| {
+        if load_public_key(path).is_ok() {
+            public_not_secret(path)
+        } else {
+            Error::data(path, "not a dpaudit secret key file")
+        }
+    })?;
     if file.format != SECRET_FORMAT {
         return Err(Error::data(path, format!("format {:?} is not {SECRET_FORMAT}", file.format)));
     }
@@ -218,6 +227,14 @@ pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
         return Err(Error::data(path, "key_id does not match the key"));
     }
     Ok(SecretKey { signing, key_id: id })
+}
+
+/// The error for a public key given where the secret key is needed.
+fn public_not_secret(path: &Path) -> Error {
+    Error::data(
+        path,
+        "this is a dpaudit public key; signing needs the secret key file (mode 600) that key generation wrote beside it",
+    )
 }
 
 /// Loads a public key file; returns the key and its id (checked against the key).
@@ -281,6 +298,22 @@ mod tests {
         let info = generate_keypair(dir.path()).unwrap();
         std::fs::set_permissions(&info.secret_key_path, std::fs::Permissions::from_mode(0o640)).unwrap();
         assert!(matches!(load_secret_key(&info.secret_key_path), Err(Error::Data { .. })));
+    }
+
+    #[test]
+    fn a_public_key_given_as_the_secret_key_is_named_as_such() {
+        let dir = tempfile::tempdir().unwrap();
+        let info = generate_keypair(dir.path()).unwrap();
+        // Whatever its mode: as written (0644 under the usual umask) and private.
+        for mode in [0o644, 0o600] {
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&info.public_key_path, std::fs::Permissions::from_mode(mode)).unwrap();
+            }
+            let e = load_secret_key(&info.public_key_path).unwrap_err().to_string();
+            assert!(e.contains("this is a dpaudit public key") && !e.contains("has mode"), "mode {mode:o}: {e}");
+        }
     }
 
     #[test]
