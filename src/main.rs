@@ -301,10 +301,10 @@ enum AccountCommand {
 #[derive(Args)]
 struct MechanismArgs {
     /// Poisson sampling rate q = expected lot size / dataset size, in (0, 1].
-    #[arg(long, short = 'q')]
+    #[arg(long, allow_negative_numbers = true, short = 'q')]
     sampling_rate: Option<f64>,
     /// Noise multiplier sigma = noise standard deviation / clipping norm, > 0.
-    #[arg(long, short = 's')]
+    #[arg(long, allow_negative_numbers = true, short = 's')]
     noise_multiplier: Option<f64>,
     /// Number of steps (noisy updates).
     #[arg(long, short = 't')]
@@ -319,7 +319,7 @@ struct EpsilonArgs {
     #[command(flatten)]
     mechanism: MechanismArgs,
     /// Target delta, in (0, 1).
-    #[arg(long, short = 'd')]
+    #[arg(long, allow_negative_numbers = true, short = 'd')]
     delta: f64,
     /// Which accountant(s) to run.
     #[arg(long, value_enum, default_value_t = AccountantChoice::All)]
@@ -340,19 +340,19 @@ struct EpsilonArgs {
 #[derive(Args)]
 struct CalibrateArgs {
     /// The epsilon not to exceed.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     target_epsilon: f64,
     /// Poisson sampling rate q, in (0, 1].
-    #[arg(long, short = 'q')]
+    #[arg(long, allow_negative_numbers = true, short = 'q')]
     sampling_rate: f64,
     /// Number of steps: find the noise multiplier for them.
     #[arg(long, short = 't', required_unless_present = "noise_multiplier", conflicts_with = "noise_multiplier")]
     steps: Option<u64>,
     /// Noise multiplier: find instead the most steps the budget allows with it.
-    #[arg(long, short = 's')]
+    #[arg(long, allow_negative_numbers = true, short = 's')]
     noise_multiplier: Option<f64>,
     /// Target delta, in (0, 1).
-    #[arg(long, short = 'd')]
+    #[arg(long, allow_negative_numbers = true, short = 'd')]
     delta: f64,
     /// The accountant whose epsilon must stay at or below the target.
     #[arg(long, value_enum, default_value_t = SingleAccountant::Rdp)]

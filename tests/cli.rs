@@ -125,6 +125,11 @@ fn impossible_input_is_a_clear_error_with_a_nonzero_exit() {
         (vec!["account", "epsilon", "-q", "1.5", "-s", "1", "-t", "10", "-d", "1e-5"], "sampling rate"),
         (vec!["account", "epsilon", "-q", "0.1", "-s", "0", "-t", "10", "-d", "1e-5"], "noise multiplier"),
         (vec!["account", "epsilon", "-q", "0.1", "-s", "NaN", "-t", "10", "-d", "1e-5"], "noise multiplier"),
+        // A negative number is a value, named in the error, not clap's "unexpected argument".
+        (vec!["account", "epsilon", "-q", "0.1", "-s", "-1", "-t", "10", "-d", "1e-5"], "noise multiplier"),
+        (vec!["account", "epsilon", "-q", "-0.1", "-s", "1", "-t", "10", "-d", "1e-5"], "sampling rate"),
+        (vec!["account", "epsilon", "-q", "0.1", "-s", "1", "-t", "10", "-d", "-1e-5"], "delta"),
+        (vec!["account", "calibrate", "--target-epsilon", "-1", "-q", "0.1", "-t", "10", "-d", "1e-5"], "epsilon"),
         (vec!["account", "epsilon", "-q", "0.1", "-s", "1", "-t", "10", "-d", "1"], "delta"),
         (vec!["account", "epsilon", "-q", "0.1", "-d", "1e-5"], "--noise-multiplier"),
         (vec!["account", "epsilon", "--phase", "0.1,1", "-d", "1e-5"], "Q,SIGMA,STEPS"),
