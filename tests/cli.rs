@@ -177,3 +177,29 @@ fn train_reads_a_toml_config_and_the_command_line_overrides_it() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("noise-multplier"));
 }
+
+/// Key generation keeps its folder private whatever the umask, and refuses a folder others can write.
+#[cfg(unix)]
+#[test]
+fn keygen_makes_a_private_folder_under_any_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let keys = root.path().join("keys");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("umask 000; exec \"$0\" keygen --out '{}'", keys.display()))
+        .arg(env!("CARGO_BIN_EXE_dpaudit"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&keys), 0o700);
+    assert_eq!(mode(&keys.join("dpaudit-cert.key")), 0o600);
+    let open = root.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = dpaudit(&["keygen", "--out", open.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("others can replace its keys"), "{err}");
+    assert!(!open.join("dpaudit-cert.key").exists());
+}

@@ -112,13 +112,35 @@ pub(crate) fn decode_lower_hex(s: &str, bytes: usize) -> std::result::Result<Vec
 }
 
 /// Generates an Ed25519 key pair from the OS CSPRNG and writes [`SECRET_KEY_FILE`] (mode 0600,
-/// from creation) and [`PUBLIC_KEY_FILE`] into `dir` (created if missing). Refuses to overwrite
-/// either file.
+/// from creation) and [`PUBLIC_KEY_FILE`] into `dir` (created with mode 0700 if missing). Refuses
+/// to overwrite either file.
 ///
 /// # Errors
-/// [`Error::Io`] if a key file already exists or cannot be written.
+/// [`Error::Io`] if a key file already exists or cannot be written; [`Error::Data`] if `dir` is
+/// writable by group or others.
 pub fn generate_keypair(dir: &Path) -> Result<KeyInfo> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating key folder {}", dir.display()), e))?;
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        // Private from creation, whatever the umask (under umask 000 a default folder is 0777).
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(dir).map_err(|e| Error::io(format!("creating key folder {}", dir.display()), e))?;
+    #[cfg(unix)]
+    {
+        // Someone who can write the folder can swap the key files.
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(dir).map_err(|e| Error::io(format!("reading key folder {}", dir.display()), e))?;
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o022 != 0 {
+            return Err(Error::data(
+                dir,
+                format!("key folder has mode {mode:o}: others can replace its keys; use a folder only you can write (chmod 700)"),
+            ));
+        }
+    }
     let secret_path = dir.join(SECRET_KEY_FILE);
     let public_path = dir.join(PUBLIC_KEY_FILE);
     for p in [&secret_path, &public_path] {
