@@ -251,6 +251,52 @@ pub fn load_secret_key(path: &Path) -> Result<SecretKey> {
     Ok(SecretKey { signing, key_id: id })
 }
 
+/// Loads the secret key for signing a certificate of the folders `certified`, after checking
+/// where it lies: not a symbolic link (the file signed with is the file named), not in a folder
+/// that group or others can write (they could swap it), and not inside a folder being certified
+/// (it would be released with it). Then as [`load_secret_key`].
+///
+/// # Errors
+/// [`Error::Data`] naming the key for each refusal; as [`load_secret_key`].
+pub fn load_secret_key_for_signing(path: &Path, certified: &[&Path]) -> Result<SecretKey> {
+    let link =
+        std::fs::symlink_metadata(path).map_err(|e| Error::io(format!("reading secret key {}", path.display()), e))?;
+    if link.file_type().is_symlink() {
+        return Err(Error::data(path, "the secret key is a symbolic link; give the key file itself"));
+    }
+    let real =
+        std::fs::canonicalize(path).map_err(|e| Error::io(format!("reading secret key {}", path.display()), e))?;
+    #[cfg(unix)]
+    if let Some(folder) = real.parent() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(folder)
+            .map_err(|e| Error::io(format!("reading key folder {}", folder.display()), e))?
+            .permissions()
+            .mode()
+            & 0o7777;
+        if mode & 0o022 != 0 {
+            return Err(Error::data(
+                path,
+                format!(
+                    "the secret key's folder {} has mode {mode:o}: others can replace the key; keep it in a folder only you can write (chmod 700)",
+                    folder.display()
+                ),
+            ));
+        }
+    }
+    for dir in certified {
+        if let Ok(d) = std::fs::canonicalize(dir) {
+            if real.starts_with(&d) {
+                return Err(Error::data(
+                    path,
+                    format!("the secret key lies inside {}, the folder being certified, and would be released with it; keep keys elsewhere", dir.display()),
+                ));
+            }
+        }
+    }
+    load_secret_key(&real)
+}
+
 /// The error for a public key given where the secret key is needed.
 fn public_not_secret(path: &Path) -> Error {
     Error::data(
@@ -336,6 +382,32 @@ mod tests {
             let e = load_secret_key(&info.public_key_path).unwrap_err().to_string();
             assert!(e.contains("this is a dpaudit public key") && !e.contains("has mode"), "mode {mode:o}: {e}");
         }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_signing_key_must_be_a_private_file_outside_the_certified_folders() {
+        use std::os::unix::fs::PermissionsExt;
+        let root = tempfile::tempdir().unwrap();
+        let keys = root.path().join("keys");
+        let run = root.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        let info = generate_keypair(&keys).unwrap();
+        assert!(load_secret_key_for_signing(&info.secret_key_path, &[&run]).is_ok());
+        let refused = |p: &Path, why: &str| {
+            let e = load_secret_key_for_signing(p, &[&run]).unwrap_err().to_string();
+            assert!(e.contains(why), "{why:?}: {e}");
+        };
+        let link = root.path().join("link.key");
+        std::os::unix::fs::symlink(&info.secret_key_path, &link).unwrap();
+        refused(&link, "symbolic link");
+        let inside = run.join("dpaudit-cert.key");
+        std::fs::copy(&info.secret_key_path, &inside).unwrap();
+        std::fs::set_permissions(&inside, std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+        refused(&inside, "the folder being certified");
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o777)).unwrap();
+        refused(&info.secret_key_path, "others can replace the key");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::accounting::ledger::Ledger;
 use crate::accounting::pld::PldAccountant;
 use crate::accounting::{exact, rdp, validate_delta, Phase};
 use crate::cert::canonical::canonical_json;
-use crate::cert::keys::{load_secret_key, SecretKey};
+use crate::cert::keys::{load_secret_key_for_signing, SecretKey};
 use crate::cert::schema::*;
 use crate::error::{Error, Result};
 use crate::train::noise::{NoiseSeeding, SEEDED_NOISE_WARNING};
@@ -449,7 +449,7 @@ pub fn sign_release(
     secret_key_path: &Path,
     out: &Path,
 ) -> Result<SignedCertificate> {
-    let key = load_secret_key(secret_key_path)?;
+    let key = load_secret_key_for_signing(secret_key_path, &[release_dir, gan_run_dir])?;
     let cert = certify_release(release_dir, gan_run_dir, options, &key)?;
     let signed = sign(&cert, &key)?;
     write_signed(out, &signed)?;
@@ -682,14 +682,15 @@ pub fn write_signed(path: &Path, signed: &SignedCertificate) -> Result<()> {
 /// the certificate atomically to `out`.
 ///
 /// # Errors
-/// As [`crate::cert::keys::load_secret_key`], [`certify_run`], [`sign`] and [`write_signed`].
+/// As [`crate::cert::keys::load_secret_key_for_signing`], [`certify_run`], [`sign`] and
+/// [`write_signed`].
 pub fn sign_run(
     run_dir: &Path,
     options: &CertifyOptions,
     secret_key_path: &Path,
     out: &Path,
 ) -> Result<SignedCertificate> {
-    let key = load_secret_key(secret_key_path)?;
+    let key = load_secret_key_for_signing(secret_key_path, &[run_dir])?;
     let cert = certify_run(run_dir, options, &key)?;
     let signed = sign(&cert, &key)?;
     write_signed(out, &signed)?;
