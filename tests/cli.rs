@@ -203,3 +203,28 @@ fn keygen_makes_a_private_folder_under_any_umask() {
     assert!(!out.status.success() && err.contains("others can replace its keys"), "{err}");
     assert!(!open.join("dpaudit-cert.key").exists());
 }
+
+/// Settings that cannot work are refused before the first step, leaving nothing that blocks a
+/// rerun: an averaging decay of NaN (once an empty ledger), an absurd number of epochs (once 3e13
+/// steps started).
+#[test]
+fn train_refuses_impossible_settings_before_any_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = out.to_str().unwrap();
+    let base = ["train", "--model", "logreg", "--noise-multiplier", "1.5", "--lot-size", "200", "--out", o];
+    for (extra, needle) in [
+        (vec!["--epochs", "0.5", "--ema", "nan"], "parameter-average decay"),
+        (vec!["--epochs", "1e12"], "at most 5000000"),
+    ] {
+        let args: Vec<&str> = base.iter().copied().chain(extra.iter().copied()).collect();
+        let r = dpaudit(&args);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success() && err.contains(needle), "{extra:?}: {err}");
+        assert!(!out.join("ledger.jsonl").exists(), "{extra:?} left a ledger");
+    }
+    // The same folder then trains normally.
+    let r = dpaudit(&[&base[..], &["--epochs", "0.5", "--ema", "0.9"]].concat());
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert!(out.join("ledger.jsonl").is_file());
+}

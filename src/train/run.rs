@@ -26,6 +26,10 @@ use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
+/// Most noisy steps one training run may take: its ledger (about 140 bytes a step) then stays
+/// well under the size certificates read ([`crate::durable::MAX_LEDGER_BYTES`]).
+pub const MAX_TRAINING_STEPS: u64 = 5_000_000;
+
 /// What to run.
 #[derive(Debug, Clone)]
 pub struct RunSpec {
@@ -224,8 +228,21 @@ pub fn train_run(
     if !(spec.epochs > 0.0 && spec.epochs.is_finite()) {
         return Err(Error::invalid("epochs", spec.epochs, "must be a finite number > 0"));
     }
+    if let Some(decay) = spec.parameter_averaging {
+        if !(decay > 0.0 && decay < 1.0) {
+            return Err(Error::invalid("parameter-average decay", decay, "must be in (0, 1)"));
+        }
+    }
     let q = spec.config.lot_size / n as f64;
-    let total_steps = (spec.epochs / q).ceil() as u64;
+    let steps = (spec.epochs / q).ceil();
+    if !(steps <= MAX_TRAINING_STEPS as f64) {
+        return Err(Error::invalid(
+            "epochs",
+            spec.epochs,
+            format!("{steps} steps at sampling rate {q}; at most {MAX_TRAINING_STEPS} are accepted (a ledger line per step)"),
+        ));
+    }
+    let total_steps = steps as u64;
     let mut config = spec.config.clone();
     let mut sigma_source = format!("given: {}", config.noise_multiplier);
     // DP-PCA's phase comes first; calibration composes the training phase after it.
