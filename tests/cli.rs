@@ -228,3 +228,24 @@ fn train_refuses_impossible_settings_before_any_step() {
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(out.join("ledger.jsonl").is_file());
 }
+
+/// An audit spec that asks for the impossible is refused before any training: a billion runs per
+/// side (once a silent hang) and a claim of 1e308 (once every training ran, then it failed).
+#[test]
+fn audit_specs_that_cannot_work_are_refused_before_any_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/audits/dirac-eps2.toml")).unwrap();
+    for (from, to, needle) in [
+        ("runs_per_side = 1000", "runs_per_side = 1000000000", "must be between 2 and 1000000"),
+        ("epsilon = \"accountant\"", "epsilon = 1e308", "not above the claimed epsilon 1.0000e308"),
+    ] {
+        assert!(spec.contains(from), "{from}");
+        let path = dir.path().join("spec.toml");
+        std::fs::write(&path, spec.replacen(from, to, 1)).unwrap();
+        let out = dir.path().join("audit");
+        let r = dpaudit(&["audit", "run", path.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success() && err.contains(needle), "{to}: {err}");
+        assert!(!out.join("runs.jsonl").exists(), "{to}: runs were recorded");
+    }
+}

@@ -149,6 +149,10 @@ fn default_physical_batch() -> usize {
     1024
 }
 
+/// Most trainings per side an audit spec may ask for (a million trainings per side is days on a
+/// cluster; more is a typo, refused before anything is planned or trained).
+pub const MAX_RUNS_PER_SIDE: u64 = 1_000_000;
+
 /// The claim's epsilon: a number, or `"accountant"` (computed from the replays' ledgers).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -416,8 +420,12 @@ impl AuditSpec {
         }
         crate::accounting::validate_delta(self.claim.delta)?;
         let a = &self.attack;
-        if a.runs_per_side < 2 {
-            return Err(Error::invalid("attack.runs_per_side", a.runs_per_side, "must be at least 2"));
+        if !(2..=MAX_RUNS_PER_SIDE).contains(&a.runs_per_side) {
+            return Err(Error::invalid(
+                "attack.runs_per_side",
+                a.runs_per_side,
+                format!("must be between 2 and {MAX_RUNS_PER_SIDE} (trainings per side)"),
+            ));
         }
         if !(a.confidence > 0.0 && a.confidence < 1.0) {
             return Err(Error::invalid("attack.confidence", a.confidence, "must be in (0, 1)"));
@@ -510,6 +518,8 @@ threshold = "from-claim"
             ("model = \"logreg\"", "model = \"abadi-pca\""),
             ("epsilon = \"accountant\"", "epsilon = \"whatever\""),
             ("runs_per_side = 10", "runs_per_side = 10\nbogus = 1"),
+            ("runs_per_side = 10", "runs_per_side = 1000000000"),
+            ("runs_per_side = 10", "runs_per_side = 1"),
             ("lr = 1.0", "lr = 1.0\noptimizer = \"adam\""),
         ] {
             let bad = GOOD.replace(from, to);

@@ -122,14 +122,23 @@ pub const EXIT_VIOLATED: i32 = 10;
 pub const EXIT_INCONCLUSIVE: i32 = 12;
 
 fn opt(e: Option<f64>) -> String {
-    e.map_or_else(|| "none".into(), |e| format!("{e:.4}"))
+    e.map_or_else(|| "none".into(), eps)
+}
+
+/// An epsilon for a message: four decimals, or scientific notation when huge (a claim of 1e308).
+fn eps(e: f64) -> String {
+    if e.abs() < 1e6 {
+        format!("{e:.4}")
+    } else {
+        format!("{e:.4e}")
+    }
 }
 
 fn print_plan(p: &dpaudit::audit::power::AuditPlan) {
     eprintln!(
-        "plan ({}, claim {:.4}, {} runs per side counted): ceiling {:.4} ({}); catches a Gaussian mechanism with probability 1/2 from epsilon {}, with 0.9 from {} ({})",
+        "plan ({}, claim {}, {} runs per side counted): ceiling {:.4} ({}); catches a Gaussian mechanism with probability 1/2 from epsilon {}, with 0.9 from {} ({})",
         p.rule,
-        p.claim_epsilon,
+        eps(p.claim_epsilon),
         p.counted_runs_per_side,
         p.ceiling,
         p.ceiling_meaning,
@@ -257,8 +266,8 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
                 print_plan(&plan);
                 if !plan.can_refute && !allow_inconclusive {
                     bail!(
-                        "this audit cannot refute its claim: with {} runs per side the {} rule can report at most {:.4}, not above the claimed epsilon {:.4}; use more runs per side, or --allow-inconclusive to run it anyway (verdict `inconclusive`, exit {EXIT_INCONCLUSIVE})",
-                        plan.counted_runs_per_side, plan.rule, plan.ceiling, claim
+                        "this audit cannot refute its claim: with {} runs per side the {} rule can report at most {:.4}, not above the claimed epsilon {}; use more runs per side, or --allow-inconclusive to run it anyway (verdict `inconclusive`, exit {EXIT_INCONCLUSIVE})",
+                        plan.counted_runs_per_side, plan.rule, plan.ceiling, eps(claim)
                     );
                 }
             }
