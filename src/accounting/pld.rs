@@ -1001,10 +1001,12 @@ fn remove_threshold(q: f64, s: f64, l: f64) -> f64 {
     }
 }
 
-/// One step's privacy loss rounded down to the grid (proof section 8): mass
-/// `P(i h <= L < (i + 1) h)` at `i h`, for the losses of `x in [-10 s, 1 + 10 s]`; the rest of `P`
-/// is dropped. Its privacy curve is below the true one at every epsilon.
-fn step_pmf_rounded_down(q: f64, s: f64, direction: Direction, h: f64) -> Result<StepPmf> {
+/// The grid indices `floor(l_low / h)` and `ceil(l_high / h)` around one step's loss range
+/// ([`loss_range`]), as floats.
+///
+/// # Errors
+/// [`Error::Numerical`] when they are not finite or span more than `MAX_POINTS` points.
+fn grid_bounds(q: f64, s: f64, direction: Direction, h: f64) -> Result<(f64, f64)> {
     let (l_low, l_high) = loss_range(q, s, direction);
     let lo = (l_low / h).floor();
     let hi = (l_high / h).ceil();
@@ -1014,6 +1016,14 @@ fn step_pmf_rounded_down(q: f64, s: f64, direction: Direction, h: f64) -> Result
             format!("loss range [{l_low}, {l_high}] needs too many points at h = {h}"),
         ));
     }
+    Ok((lo, hi))
+}
+
+/// One step's privacy loss rounded down to the grid (proof section 8): mass
+/// `P(i h <= L < (i + 1) h)` at `i h`, for the losses of `x in [-10 s, 1 + 10 s]`; the rest of `P`
+/// is dropped. Its privacy curve is below the true one at every epsilon.
+fn step_pmf_rounded_down(q: f64, s: f64, direction: Direction, h: f64) -> Result<StepPmf> {
+    let (lo, hi) = grid_bounds(q, s, direction, h)?;
     let (lo, hi) = (lo as i64, (hi as i64).max(lo as i64 + 2));
     let len = (hi - lo) as usize;
     let (x_low, x_high) = (-TRUNCATION_Z * s, 1.0 + TRUNCATION_Z * s);
@@ -1049,15 +1059,7 @@ fn step_pmf_rounded_down(q: f64, s: f64, direction: Direction, h: f64) -> Result
 
 /// The connect-the-dots pmf of one step (proof section 1).
 fn step_pmf(q: f64, s: f64, direction: Direction, h: f64) -> Result<StepPmf> {
-    let (l_low, l_high) = loss_range(q, s, direction);
-    let lo = (l_low / h).floor();
-    let hi = (l_high / h).ceil();
-    if !(lo.is_finite() && hi.is_finite() && hi - lo + 1.0 <= MAX_POINTS as f64) {
-        return Err(Error::numerical(
-            "PLD discretisation",
-            format!("loss range [{l_low}, {l_high}] needs too many points at h = {h}"),
-        ));
-    }
+    let (lo, hi) = grid_bounds(q, s, direction, h)?;
     // At least three points, the top one at a positive loss (delta is used there).
     let (lo, hi) = (lo as i64, (hi as i64).max(lo as i64 + 2).max(1));
     let len = (hi - lo + 1) as usize;
