@@ -71,6 +71,13 @@ pub struct RunRecord {
     /// the same (side, index) reproduces it bit for bit ([`Worker::run`] on CPU).
     #[serde(default)]
     pub score_digest: String,
+    /// Further named statistics of the run (larger means "canary in" for each), for audits that
+    /// choose their statistic on held-out runs: e.g. `final-canary-loss` (negated),
+    /// `param-change-norm`, or `trainer:<name>` for a statistic an external trainer reported.
+    /// Empty (and absent from the JSON) in single-statistic audits, so their records and digests
+    /// are unchanged.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub statistics: std::collections::BTreeMap<String, f64>,
 }
 
 /// Accumulates [`RunRecord::score_digest`].
@@ -143,6 +150,7 @@ fn record(
         applied_steps,
         ledger_steps: ledger.steps(),
         ledger_phases: ledger.phases()?.iter().map(|p| (p.sampling_rate, p.noise_multiplier, p.steps)).collect(),
+        statistics: Default::default(),
     })
 }
 
@@ -668,6 +676,7 @@ impl<'a> Worker<'a> {
                     d.values(&[i as f64, f64::from(u8::from(inc))]);
                     d.finish(score)
                 },
+                statistics: Default::default(),
             })
             .collect())
     }
