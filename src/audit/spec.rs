@@ -283,6 +283,12 @@ pub struct Attack {
     /// from the bottom); fixed in advance.
     #[serde(default)]
     pub guesses: u64,
+    /// Which statistic scores a run. Absent: the threat model's own (today's single statistic).
+    /// `"select"`: every statistic the runs report ([`crate::audit::replay::RunRecord::statistics`],
+    /// each also negated) is tried; the statistic, its direction and the threshold are chosen on
+    /// held-out runs and the bound is computed on the rest. Any other word: that named statistic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistic: Option<String>,
 }
 
 /// How the audit gathers its evidence.
