@@ -25,6 +25,7 @@ pub mod demo;
 pub mod durable;
 pub mod error;
 pub mod gan;
+pub mod imported;
 pub mod report;
 pub mod testing;
 pub mod torch_rng;

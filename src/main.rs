@@ -68,6 +68,11 @@ enum Command {
     /// nearest-neighbour screen; a signed, verified certificate per release; the HTML compliance
     /// reports. Prints where everything is; demo.json lists every path and number.
     Demo(Box<cli::demo::DemoArgs>),
+    /// Import a model trained elsewhere (Opacus, JAX, TF Privacy) with its privacy history into a
+    /// run folder, so that `cert sign` and `report` can certify and report it. Epsilon is then
+    /// recomputed from the history by dpaudit's accountants; the certificate and the report say
+    /// that the training code was not dpaudit's.
+    Import(Box<cli::import::ImportArgs>),
     /// Attacks: membership inference against a training recipe (loss threshold, LiRA with shadow
     /// models) and nearest-neighbour attacks on released synthetic data. Evidence, not bounds.
     #[command(subcommand)]
@@ -503,6 +508,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Gan(cmd) => cli::gan::run(cmd),
         Command::Evaluate(cmd) => cli::gan::run_evaluate(cmd),
         Command::Report(args) => cli::report::run(&args),
+        Command::Import(args) => cli::import::run(&args),
         Command::Demo(args) => cli::demo::run(&args),
         Command::Audit(cmd) => {
             let code = cli::audit::run(cmd)?;
@@ -565,16 +571,22 @@ fn run(cli: Cli) -> Result<()> {
                         .with_context(|| format!("reading {}", metrics_path.display()))?,
                 )
                 .with_context(|| format!("parsing {}", metrics_path.display()))?;
-                let config: TrainConfig = serde_json::from_value(metrics["config"].clone())
-                    .with_context(|| format!("the config in {}", metrics_path.display()))?;
+                let imported = dpaudit::imported::provenance_of(&metrics, &metrics_path)?;
                 for dir in &audits {
                     let report = dpaudit::audit::engine::read_report(dir)
                         .with_context(|| format!("reading the audit in {}", dir.display()))?;
-                    opts.audits.push(
-                        report
-                            .cert_record_for(&config)
-                            .with_context(|| format!("recording the audit in {}", dir.display()))?,
-                    );
+                    let record = match &imported {
+                        Some(p) => {
+                            let (history, _) = dpaudit::imported::PrivacyHistory::load(&run.join(&p.history_file))?;
+                            report.cert_record_for_imported(&history)
+                        }
+                        None => {
+                            let config: TrainConfig = serde_json::from_value(metrics["config"].clone())
+                                .with_context(|| format!("the config in {}", metrics_path.display()))?;
+                            report.cert_record_for(&config)
+                        }
+                    };
+                    opts.audits.push(record.with_context(|| format!("recording the audit in {}", dir.display()))?);
                 }
             }
             let signed = dpaudit::cert::sign::sign_run(&run, &opts, &key, &out)
@@ -861,7 +873,7 @@ fn data_info(path: &Path, json: bool) -> Result<()> {
 /// Adds the flag that overrides a refusal of seeded noise (library errors never name flags).
 fn seeded_noise_hint(e: anyhow::Error) -> anyhow::Error {
     if e.chain().any(|c| c.to_string().contains("reproducible noise")) {
-        e.context("its noise can be regenerated from the seed; to certify it anyway (not fit for release), give --allow-seeded-noise")
+        e.context("to certify a run whose noise may be reproducible anyway (it is then marked not fit for release), give --allow-seeded-noise")
     } else {
         e
     }

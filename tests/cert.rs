@@ -75,6 +75,7 @@ fn audit(verdict: Verdict, epsilon_lower_bound: f64) -> AuditRecord {
         epsilon_lower_bound,
         confidence: 0.95,
         verdict,
+        power: None,
     }
 }
 

@@ -1144,7 +1144,71 @@ impl AuditReport {
                 "consistent" => Verdict::Consistent,
                 _ => Verdict::Inconclusive,
             },
+            power: Some(self.power_statement()),
         })
+    }
+
+    /// The certificate's record of this audit for a run trained elsewhere ([`crate::imported`]),
+    /// after checking that the audited runs used the noise multipliers of the imported history
+    /// (an audit backs only the mechanism it ran) and that the records check.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] when the noise multipliers differ; as [`Self::check_records`].
+    pub fn cert_record_for_imported(
+        &self,
+        history: &crate::imported::PrivacyHistory,
+    ) -> Result<crate::cert::schema::AuditRecord> {
+        let sigmas = |it: &mut dyn Iterator<Item = f64>| {
+            let mut v: Vec<f64> = it.collect();
+            v.sort_by(f64::total_cmp);
+            v.dedup();
+            v
+        };
+        let audited = sigmas(&mut self.runs.iter().flat_map(|r| r.ledger_phases.iter().map(|p| p.1)));
+        let imported = sigmas(&mut history.phases.iter().map(|p| p.noise_multiplier));
+        if audited != imported {
+            return Err(Error::invalid(
+                "audit",
+                &self.spec_name,
+                format!(
+                    "audited runs with noise multipliers {audited:?}, but the imported history has {imported:?}: an audit backs only the mechanism it ran"
+                ),
+            ));
+        }
+        self.check_records()?;
+        use crate::cert::schema::Verdict;
+        Ok(crate::cert::schema::AuditRecord {
+            name: format!(
+                "{}: replay audit ({} runs per side) of the training code, {}",
+                self.spec_name, self.runs_per_side, self.attack
+            ),
+            threat_model: self.threat_model.clone(),
+            epsilon_lower_bound: self.epsilon_lower,
+            confidence: self.confidence,
+            verdict: match self.verdict.as_str() {
+                "violated" => Verdict::Violated,
+                "consistent" => Verdict::Consistent,
+                _ => Verdict::Inconclusive,
+            },
+            power: Some(self.power_statement()),
+        })
+    }
+
+    /// What this audit could and could not have detected, in words, from its plan: the largest
+    /// bound it could report, and the epsilons of a Gaussian mechanism it reports as `violated`
+    /// with probability 1/2 and 0.9.
+    pub fn power_statement(&self) -> String {
+        let p = &self.plan;
+        let at =
+            |e: Option<f64>| e.map_or_else(|| "no epsilon up to about 280".to_owned(), |e| format!("epsilon {e:.2}"));
+        format!(
+            "with {} runs per side counted, it could report at most epsilon {:.2} ({}), so it could refute only claims below that; it catches a leakier Gaussian mechanism with probability 1/2 from {} and 0.9 from {}; it cannot detect leaks smaller than its ceiling, nor leaks its canary and statistic do not expose",
+            p.counted_runs_per_side,
+            p.ceiling,
+            p.rule,
+            at(p.detectable_epsilon_50),
+            at(p.detectable_epsilon_90)
+        )
     }
 
     /// Checks that this report is what its own records give: the spec matches its digest, every

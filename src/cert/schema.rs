@@ -41,6 +41,37 @@ pub struct Certificate {
     /// before dpaudit recorded it (read as not recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noise_seeding: Option<crate::train::noise::NoiseSeeding>,
+    /// Present when the training code was not dpaudit's (a run imported with `dpaudit import`):
+    /// who trained it and the history the epsilons were recomputed from. Absent for dpaudit's own
+    /// runs, so their certificates are unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_training: Option<ExternalTraining>,
+}
+
+/// A run trained by code that was not dpaudit's, as its certificate records it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalTraining {
+    /// The trainer (e.g. `opacus 1.6.0`), as the importer or its history named it.
+    pub trainer: String,
+    /// The privacy history the trainer reported, kept verbatim in the run folder.
+    pub history: FileDigest,
+    /// The trainer's own claim, when its history stated one (dpaudit's epsilons are in `privacy`).
+    pub trainer_claim: Option<TrainerClaimRecord>,
+    /// `dataset` (dpaudit hashed the data itself) or `given` (the importer stated the hash).
+    pub data_hash_source: String,
+}
+
+/// The epsilon an external trainer claimed for itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainerClaimRecord {
+    /// Its epsilon.
+    pub epsilon: f64,
+    /// Its delta.
+    pub delta: f64,
+    /// Its accountant, as it named it.
+    pub accountant: String,
 }
 
 /// The issuing tool.
@@ -242,6 +273,9 @@ pub struct AuditRecord {
     pub confidence: f64,
     /// The verdict.
     pub verdict: Verdict,
+    /// What the audit could have detected, in words (its ceiling and power), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub power: Option<String>,
 }
 
 /// An audit's verdict.

@@ -149,6 +149,10 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
     if private && entries.is_empty() {
         return Err(Error::data(&ledger_path, "a private run must have a ledger with at least one noisy step"));
     }
+    let external = match crate::imported::provenance_of(&metrics, &metrics_path)? {
+        Some(p) => Some(checked_import(run_dir, &p, &entries)?),
+        None => None,
+    };
 
     // Released files.
     // An abadi-pca model is applied to the DP-PCA projection: both are the release.
@@ -182,7 +186,99 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
         &entries,
         &phases,
         noise_seeding,
+        external,
     )
+}
+
+/// The certificate's record of an imported run, after checking that the folder's history file
+/// is the one imported (its SHA-256) and that the ledger is exactly its transcription (every
+/// step's sampling rate and noise multiplier, in order, and no step more or less).
+fn checked_import(
+    run_dir: &Path,
+    p: &crate::imported::ImportedProvenance,
+    entries: &[crate::accounting::ledger::LedgerEntry],
+) -> Result<ExternalTraining> {
+    let rel = relative_path_string(Path::new(&p.history_file))?;
+    let path = run_dir.join(&rel);
+    let sha256 = sha256_file(&path)?;
+    if sha256 != p.history_sha256 {
+        return Err(Error::data(
+            &path,
+            "differs from the history that was imported (its SHA-256 in metrics.json); refusing to certify",
+        ));
+    }
+    let (history, _) = crate::imported::PrivacyHistory::load(&path)?;
+    let mut expected = history.phases.iter().flat_map(|ph| (0..ph.steps).map(move |_| ph));
+    for e in entries {
+        match expected.next() {
+            Some(ph)
+                if e.sampling_rate == ph.sample_rate
+                    && e.noise_multiplier == ph.noise_multiplier
+                    && e.label == crate::imported::IMPORTED_LABEL => {}
+            _ => {
+                return Err(Error::data(
+                    run_dir.join(LEDGER_FILE),
+                    format!("step {} is not the transcription of {rel}; refusing to certify", e.step),
+                ))
+            }
+        }
+    }
+    if expected.next().is_some() {
+        return Err(Error::data(
+            run_dir.join(LEDGER_FILE),
+            format!("has fewer steps ({}) than {rel} ({}); refusing to certify", entries.len(), history.steps()),
+        ));
+    }
+    Ok(ExternalTraining {
+        trainer: p.trainer.clone(),
+        history: FileDigest { path: rel, sha256 },
+        trainer_claim: p.trainer_claim.as_ref().map(|c| TrainerClaimRecord {
+            epsilon: c.epsilon,
+            delta: c.delta,
+            accountant: c.accountant.clone(),
+        }),
+        data_hash_source: p.data_hash_source.clone(),
+    })
+}
+
+/// What a certificate of an imported run says in plain words: whose code trained it, what dpaudit
+/// recomputed, which audits back the claim and what they could and could not have detected.
+fn external_limitations(x: &ExternalTraining, privacy: &Privacy, audits: &[AuditRecord]) -> Vec<String> {
+    let mut l = vec![format!(
+        "The training code was not dpaudit's: the model was trained by {}. dpaudit did not run the training; it recomputed every epsilon from the privacy history the trainer reported ({}, SHA-256 {}) and cannot check that the training did what that history says.",
+        x.trainer, x.history.path, x.history.sha256
+    )];
+    if let Some(c) = &x.trainer_claim {
+        l.push(format!(
+            "The trainer claimed epsilon {} at delta {} with its {} accountant; dpaudit's verified epsilon from the same history is {} at delta {}.",
+            c.epsilon,
+            c.delta,
+            c.accountant,
+            match privacy.verified_epsilon.epsilon {
+                Epsilon::Finite(e) => format!("{e:.4}"),
+                Epsilon::Infinity => "infinite".into(),
+            },
+            privacy.delta
+        ));
+    }
+    if x.data_hash_source == "given" {
+        l.push("The training data hash was stated by the importer; dpaudit did not read the training data.".into());
+    }
+    if audits.is_empty() {
+        l.push("No audit backs this claim: nothing recorded here tested that the training code adds the noise, clips and samples as its history states.".into());
+    } else {
+        for a in audits {
+            l.push(format!(
+                "Audit \"{}\" backs the claim: lower bound {:.4} at confidence {}, verdict {}{}.",
+                a.name,
+                a.epsilon_lower_bound,
+                a.confidence,
+                serde_json::to_value(a.verdict).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+                a.power.as_deref().map_or_else(String::new, |p| format!("; {p}"))
+            ));
+        }
+    }
+    l
 }
 
 /// How a run's noise was seeded, from its `metrics.json` and its ledger: `seeded` when either
@@ -236,7 +332,13 @@ fn checked_noise_seeding(
             what.display(),
             format!(
                 "{} reproducible noise: anyone who knows the seed can regenerate its noise and subtract it; refusing to certify it for release",
-                if found.is_some() { "was trained with an explicit seed, i.e." } else { "does not record how its noise was seeded (an older run), so it is taken as" }
+                if found.is_some() {
+                    "was trained with an explicit seed, i.e."
+                } else if metrics.get("imported").is_some_and(|v| !v.is_null()) {
+                    "was trained elsewhere and nothing says how its noise was drawn (import it stating the noise source if it was a cryptographic generator), so it is taken as"
+                } else {
+                    "does not record how its noise was seeded (an older run), so it is taken as"
+                }
             ),
         )),
     }
@@ -263,6 +365,7 @@ fn assemble(
     entries: &[crate::accounting::ledger::LedgerEntry],
     phases: &[Phase],
     noise_seeding: Option<NoiseSeeding>,
+    external: Option<ExternalTraining>,
 ) -> Result<Certificate> {
     let (status, privacy) = if proven {
         (ClaimStatus::Certified, privacy_of(phases, options.delta)?)
@@ -271,6 +374,7 @@ fn assemble(
     };
     check_audits(&options.audits, privacy.verified_epsilon.epsilon)
         .map_err(|reason| Error::invalid("audit", "", reason))?;
+    let external_lines = external.as_ref().map(|x| external_limitations(x, &privacy, &options.audits));
     Ok(Certificate {
         format: FORMAT.into(),
         tool: Tool {
@@ -292,10 +396,12 @@ fn assemble(
             if noise_seeding == Some(NoiseSeeding::Seeded) {
                 l.push(format!("This release is {SEEDED_NOISE_WARNING}."));
             }
+            l.extend(external_lines.into_iter().flatten());
             l.extend(standard_limitations());
             l
         },
         noise_seeding,
+        external_training: external,
     })
 }
 
@@ -435,6 +541,7 @@ pub fn certify_release(
         &entries,
         &phases,
         noise_seeding,
+        None,
     )
 }
 

@@ -4,4 +4,5 @@ pub mod attack;
 pub mod audit;
 pub mod demo;
 pub mod gan;
+pub mod import;
 pub mod report;

@@ -92,7 +92,7 @@ pub fn render(r: &Report) -> Result<String> {
                 escape(&format_epsilon(c.verified_epsilon)),
                 escape(&format_delta(c.delta)),
                 escape(&certified_accountant(c, r)),
-                escape(&certificate_noise_note(c)),
+                escape(&certificate_noise_note(c, r.claim.training_code.is_some())),
                 escape(&c.signature)
             );
         }
@@ -132,9 +132,20 @@ pub fn render(r: &Report) -> Result<String> {
         &format!("{} (each example joins each step's lot independently with probability q)", m.sampling),
     );
     row(&mut o, "neighbouring datasets", &m.adjacency);
-    row(&mut o, "noisy steps (from the ledger)", &m.steps.to_string());
+    row(
+        &mut o,
+        if r.claim.training_code.is_some() {
+            "noisy steps (transcribed from the trainer's history)"
+        } else {
+            "noisy steps (from the ledger)"
+        },
+        &m.steps.to_string(),
+    );
     row(&mut o, "how sigma was chosen", &m.noise_multiplier_source);
-    row(&mut o, "noise generator", &noise_words(&r.claim.noise_seeding));
+    if let Some(t) = &r.claim.training_code {
+        row(&mut o, "training code", t);
+    }
+    row(&mut o, "noise generator", &noise_words(&r.claim.noise_seeding, r.claim.training_code.is_some()));
     row(&mut o, "δ", &format_delta(m.delta));
     row(&mut o, "model", &r.utility.model);
     row(&mut o, "training data", &format!("{} ({} examples)", r.utility.train_dataset, r.utility.train_examples));
@@ -438,8 +449,11 @@ pub fn certified_accountant(c: &CertificateSummary, r: &Report) -> String {
 }
 
 /// What a certificate says about its run's noise, in plain words (empty for CSPRNG noise).
-pub fn certificate_noise_note(c: &CertificateSummary) -> String {
+pub fn certificate_noise_note(c: &CertificateSummary, external: bool) -> String {
     match c.noise_seeding.as_str() {
+        "csprng" if external => {
+            " Noise: drawn by the trainer, stated at import to come from a cryptographic generator.".to_owned()
+        }
         "csprng" => " Noise: from the operating system's CSPRNG.".to_owned(),
         "seeded" => format!(" The certified run is {}.", crate::train::noise::SEEDED_NOISE_WARNING),
         _ => " The certificate does not record how the run's noise was seeded (an older certificate).".to_owned(),
@@ -447,7 +461,14 @@ pub fn certificate_noise_note(c: &CertificateSummary) -> String {
 }
 
 /// The noise generator's seeding, in words.
-pub fn noise_words(seeding: &str) -> String {
+pub fn noise_words(seeding: &str, external: bool) -> String {
+    if external {
+        return match seeding {
+            "csprng" => "the trainer's own generator, stated at import to be cryptographic (dpaudit did not draw it)".to_owned(),
+            "seeded" => format!("the trainer's own generator, stated at import to be seeded: {}", crate::train::noise::SEEDED_NOISE_WARNING),
+            _ => "the trainer's own generator; the import does not say whether it was cryptographic, so it is treated as reproducible".to_owned(),
+        };
+    }
     match seeding {
         "csprng" => "Gaussian noise from a ChaCha20 stream seeded by the operating system's CSPRNG (so are the Poisson lots): nobody can regenerate it".to_owned(),
         "seeded" => format!("seeded explicitly: {}", crate::train::noise::SEEDED_NOISE_WARNING),

@@ -943,9 +943,11 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
         (Vec::new(), Epsilon::Infinity, "none (not private)".to_owned())
     };
     let noise_seeding = run.noise_seeding();
+    let imported = crate::imported::provenance_of(&run.metrics_json, &run.dir.join(crate::cert::sign::METRICS_FILE))?;
     if private {
         match noise_seeding {
             Some(NoiseSeeding::Seeded) => warnings.push(format!("this release is {SEEDED_NOISE_WARNING}")),
+            None if imported.is_some() => warnings.push("the import does not say how the trainer drew its noise: unless it was a cryptographic generator, its noise may be reproducible and it is not fit for release".into()),
             None => warnings.push("the run does not record how its noise was seeded (an older run): if it was trained with an explicit seed, its noise can be regenerated from the seed and it is not fit for release".into()),
             Some(NoiseSeeding::Csprng) => {}
         }
@@ -970,8 +972,17 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
             " NOT FIT FOR RELEASE: its noise can be regenerated from the seed."
         } else {
             ""
-        },
+        } + &imported.as_ref().map_or_else(String::new, |p| {
+            format!(
+                " It was trained by {}, not by dpaudit: ε was recomputed by dpaudit's accountants from the privacy history the trainer reported{}; that the training followed this history is the trainer's word, tested only by the audits of its code listed here.",
+                p.trainer,
+                p.trainer_claim.as_ref().map_or_else(String::new, |c| format!(" (the trainer itself claimed ε = {} at δ = {} with its {} accountant)", c.epsilon, format_delta(c.delta), c.accountant))
+            )
+        }),
         noise_seeding: noise_seeding.map_or_else(|| "not recorded".to_owned(), |n| n.as_str().to_owned()),
+        training_code: imported.as_ref().map(|p| {
+            format!("{}, not dpaudit's (imported; privacy history {} with SHA-256 {})", p.trainer, p.history_file, p.history_sha256)
+        }),
     };
     let mechanism = MechanismSection {
         sampling: mechanism_steps.sampling.clone(),
@@ -1043,6 +1054,12 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
     }
 
     let mut limitations = Vec::new();
+    if let Some(p) = &imported {
+        limitations.push(format!(
+            "The training code was not dpaudit's ({}). dpaudit did not run the training: every ε here is recomputed from the privacy history the trainer reported ({}), and nothing here checks that the training did what that history says, except the audits of the training code listed in this report, within what each could detect.",
+            p.trainer, p.history_file
+        ));
+    }
     if !private {
         limitations.push("The model was trained without differential privacy. Nothing below limits what it reveals about its training data.".to_owned());
     }

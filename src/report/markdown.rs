@@ -51,7 +51,7 @@ pub fn render(r: &Report) -> String {
                 format_epsilon(c.verified_epsilon),
                 format_delta(c.delta),
                 escape(&certified_accountant(c, r)),
-                escape(&certificate_noise_note(c)),
+                escape(&certificate_noise_note(c, r.claim.training_code.is_some())),
                 escape(&c.signature)
             );
         }
@@ -77,9 +77,17 @@ pub fn render(r: &Report) -> String {
     for (k, v) in [
         ("sampling scheme", m.sampling.clone()),
         ("neighbouring datasets", m.adjacency.clone()),
-        ("noisy steps (from the ledger)", m.steps.to_string()),
+        (
+            if r.claim.training_code.is_some() {
+                "noisy steps (transcribed from the trainer's history)"
+            } else {
+                "noisy steps (from the ledger)"
+            },
+            m.steps.to_string(),
+        ),
         ("how sigma was chosen", m.noise_multiplier_source.clone()),
-        ("noise generator", noise_words(&r.claim.noise_seeding)),
+        ("training code", r.claim.training_code.clone().unwrap_or_else(|| "dpaudit's trainer".into())),
+        ("noise generator", noise_words(&r.claim.noise_seeding, r.claim.training_code.is_some())),
         ("δ", format_delta(m.delta)),
         ("model", r.utility.model.clone()),
         ("training data", format!("{} ({} examples)", r.utility.train_dataset, r.utility.train_examples)),

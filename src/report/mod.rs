@@ -189,6 +189,10 @@ pub struct Claim {
     /// How the noise was seeded: `csprng`, `seeded` (reproducible noise: NOT FIT FOR RELEASE, said
     /// in `statement`) or `not recorded`. The seed itself is never part of a report.
     pub noise_seeding: String,
+    /// Set when the training code was not dpaudit's (a run made by `dpaudit import`): who trained
+    /// it and the history epsilon was recomputed from, in words.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub training_code: Option<String>,
 }
 
 /// The audits' overall verdict.
