@@ -606,7 +606,8 @@ fn run(cli: Cli) -> Result<()> {
                             "{}",
                             serde_json::to_string_pretty(&json!({"valid": true, "key_id": report.key_id,
                             "artifacts_checked": report.artifacts_checked, "recomputed_epsilon": report.recomputed_epsilon,
-                            "noise_seeding": report.certificate.noise_seeding}))?
+                            "noise_seeding": report.certificate.noise_seeding,
+                            "external_training": report.certificate.external_training}))?
                         );
                     } else {
                         if report.certificate.noise_seeding == Some(dpaudit::train::noise::NoiseSeeding::Seeded) {
@@ -622,6 +623,12 @@ fn run(cli: Cli) -> Result<()> {
                                 ""
                             }
                         );
+                        if let Some(x) = &report.certificate.external_training {
+                            println!(
+                                "note: the training code was not dpaudit's ({}); its epsilon was recomputed from the history the trainer reported ({})",
+                                x.trainer, x.history.path
+                            );
+                        }
                     }
                     Ok(())
                 }
