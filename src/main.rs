@@ -455,13 +455,13 @@ fn main() {
     let args = match expand_train_config(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", cli::error_chain(&err));
             std::process::exit(2);
         }
     };
     let cli = Cli::parse_from(args);
     if let Err(err) = run(cli) {
-        eprintln!("error: {err:#}");
+        eprintln!("error: {}", cli::error_chain(&err));
         std::process::exit(1);
     }
 }
@@ -864,8 +864,12 @@ fn data_info(path: &Path, json: bool) -> Result<()> {
                 "classes": d.classes(), "class_counts": d.class_counts(), "content_sha256": d.content_sha256()}));
         }
     } else {
-        let a = data::read_idx(path).with_context(|| format!("reading {}", path.display()))?;
-        splits.push(json!({"file": path, "dims": a.dims()}));
+        match data::check_mnist_file(path, 10).with_context(|| format!("checking {}", path.display()))? {
+            data::MnistFile::Images { dims } => splits.push(json!({"file": path, "kind": "images", "dims": dims})),
+            data::MnistFile::Labels { examples, class_counts } => {
+                splits.push(json!({"file": path, "kind": "labels", "examples": examples, "class_counts": class_counts}))
+            }
+        }
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&splits)?);

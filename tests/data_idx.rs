@@ -320,3 +320,34 @@ fn svhn_reads_scipy_written_files() {
         }
     }
 }
+
+#[test]
+fn a_single_idx_file_is_checked_as_a_folder_checks_it() {
+    use dpaudit::data::{check_mnist_file, write_idx, IdxArray, MnistFile};
+    let tmp = tempfile::tempdir().unwrap();
+    let file = |name: &str, dims: Vec<usize>, data: Vec<u8>| {
+        let p = tmp.path().join(name);
+        write_idx(&p, &IdxArray::new(dims, data).unwrap(), false).unwrap();
+        p
+    };
+    let ok = file("labels", vec![4], vec![0, 9, 9, 3]);
+    match check_mnist_file(&ok, 10).unwrap() {
+        MnistFile::Labels { examples, class_counts } => {
+            assert_eq!(examples, 4);
+            assert_eq!((class_counts[9], class_counts[3], class_counts[1]), (2, 1, 0));
+        }
+        other => panic!("{other:?}"),
+    }
+    let e = check_mnist_file(&file("bad-labels", vec![3], vec![0, 12, 1]), 10).unwrap_err().to_string();
+    assert!(e.contains("label 12 of example 1 is not below 10 classes") && e.contains("bad-labels"), "{e}");
+    let e = check_mnist_file(&file("zero", vec![2, 0, 28], vec![]), 10).unwrap_err().to_string();
+    assert!(e.contains("none may be zero"), "{e}");
+    let e = check_mnist_file(&file("no-labels", vec![0], vec![]), 10).unwrap_err().to_string();
+    assert!(e.contains("no labels"), "{e}");
+    let e = check_mnist_file(&file("4d", vec![1, 1, 1, 1], vec![0]), 10).unwrap_err().to_string();
+    assert!(e.contains("expected images (n, rows, cols) or labels (n)"), "{e}");
+    assert_eq!(
+        check_mnist_file(&file("images", vec![2, 2, 3], vec![0; 12]), 10).unwrap(),
+        MnistFile::Images { dims: [2, 2, 3] }
+    );
+}

@@ -296,6 +296,61 @@ pub fn load_mnist_dir(dir: &Path, split: Split, classes: usize) -> Result<Datase
         .map(|d| d.with_source_files(vec![img_path, lbl_path]))
 }
 
+/// One MNIST-format IDX file, checked as [`load_mnist_dir`] checks it inside a folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MnistFile {
+    /// An images file: `n x rows x cols`, every dimension at least 1.
+    Images {
+        /// Examples, rows, columns.
+        dims: [usize; 3],
+    },
+    /// A labels file: `n` labels, each below the class count.
+    Labels {
+        /// Labels.
+        examples: usize,
+        /// How many labels of each class.
+        class_counts: Vec<usize>,
+    },
+}
+
+/// Reads one IDX file of an MNIST-format folder and checks it alone: images must be
+/// `n x rows x cols` with no zero dimension, labels `n` values below `classes`, and neither empty.
+///
+/// # Errors
+/// [`Error::Data`] for anything else (naming the file); I/O errors.
+pub fn check_mnist_file(path: &Path, classes: usize) -> Result<MnistFile> {
+    let (dims, data) = read_idx(path)?.into_parts();
+    match dims.as_slice() {
+        &[n, rows, cols] => {
+            if n == 0 || rows == 0 || cols == 0 {
+                return Err(Error::data(path, format!("images of dimensions {dims:?}: none may be zero")));
+            }
+            Ok(MnistFile::Images { dims: [n, rows, cols] })
+        }
+        &[n] => {
+            if n == 0 {
+                return Err(Error::data(path, "no labels"));
+            }
+            let mut class_counts = vec![0; classes];
+            for (i, &l) in data.iter().enumerate() {
+                match class_counts.get_mut(l as usize) {
+                    Some(c) => *c += 1,
+                    None => {
+                        return Err(Error::data(
+                            path,
+                            format!("label {l} of example {i} is not below {classes} classes"),
+                        ))
+                    }
+                }
+            }
+            Ok(MnistFile::Labels { examples: n, class_counts })
+        }
+        _ => {
+            Err(Error::data(path, format!("expected images (n, rows, cols) or labels (n), found dimensions {dims:?}")))
+        }
+    }
+}
+
 /// Writes a single-channel dataset as one split of an MNIST-format directory (gzip-compressed IDX,
 /// atomic writes), e.g. for releasing synthetic data. Returns the two paths written.
 ///

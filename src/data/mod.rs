@@ -15,7 +15,10 @@ pub mod pickle;
 pub mod svhn;
 
 pub use cifar::load_cifar10_dir;
-pub use dataset::{load_mnist_dir, mnist_files, sha256_file, sha256_hex, write_mnist_dir, Dataset, ImageShape, Split};
+pub use dataset::{
+    check_mnist_file, load_mnist_dir, mnist_files, sha256_file, sha256_hex, write_mnist_dir, Dataset, ImageShape,
+    MnistFile, Split,
+};
 pub use fetch::{fetch, verify_dir, DatasetName, FetchEvent, FetchOptions, FetchReport, FetchedFile, FileStatus};
 pub use idx::{read_idx, write_idx, IdxArray};
 pub use svhn::load_svhn_mat;
