@@ -14,6 +14,11 @@
 //!   are refused: JSON cannot hold them (an infinite epsilon is written as the string `"infinity"`).
 //!   Integers outside ±(2^53 − 1) are refused (I-JSON, RFC 7493 §2.2): they do not survive the
 //!   round trip through a double, so two different values could share one canonical form.
+//!
+//! Kept hand-written rather than a JCS crate (e.g. `serde_jcs`) because those canonicalise a
+//! `serde_json::Value`, which has already dropped duplicate keys silently: the strict parser here
+//! refuses them (`strict_parser_refuses_duplicates_and_trailing_data`, and `tests/cert.rs`, where a
+//! duplicate key placed before the real one would make a first-wins reader see epsilon 0).
 use crate::error::{Error, Result};
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;

@@ -9,6 +9,12 @@
 //!
 //! Byte strings are read through `Read::take`, so a corrupt length allocates only as many bytes as
 //! the stream really holds.
+//!
+//! Kept hand-written rather than `serde-pickle` because that crate resolves only Python's builtin
+//! globals: numpy's `_reconstruct`, which every array in `mnist.pkl.gz` goes through, is an error
+//! there (or `None` with `replace_unresolved_globals`), so it cannot read the arrays. This reader
+//! interprets exactly those three numpy globals and refuses every other by name
+//! (`pickle_with_unexpected_global_is_rejected` in `tests/data_fetch.rs`).
 use std::cell::RefCell;
 use std::io::Read;
 use std::path::Path;

@@ -1,8 +1,6 @@
-//! Sample grids as 8-bit grayscale PNG files (a minimal encoder: IHDR, one zlib IDAT with filter
-//! type 0 on every row, IEND; CRC-32 from `flate2`), so that no image crate is needed.
+//! Sample grids as 8-bit grayscale PNG files, encoded by the `png` crate.
 use crate::durable::write_atomically;
 use crate::error::{Error, Result};
-use std::io::Write;
 use std::path::Path;
 
 /// Encodes a `width` x `height` 8-bit grayscale image (row-major `pixels`) as PNG bytes.
@@ -17,31 +15,14 @@ pub fn encode_gray_png(width: u32, height: u32, pixels: &[u8]) -> Result<Vec<u8>
             "needs width * height bytes and positive sides",
         ));
     }
-    let mut raw = Vec::with_capacity(pixels.len() + height as usize);
-    for row in pixels.chunks(width as usize) {
-        raw.push(0u8);
-        raw.extend_from_slice(row);
-    }
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(&raw).and_then(|_| z.flush()).map_err(|e| Error::io("compressing a PNG", e))?;
-    let idat = z.finish().map_err(|e| Error::io("compressing a PNG", e))?;
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8; 4], data: &[u8]| {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut crc = flate2::Crc::new();
-        crc.update(kind);
-        crc.update(data);
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        out.extend_from_slice(&crc.sum().to_be_bytes());
-    };
-    let mut ihdr = Vec::with_capacity(13);
-    ihdr.extend_from_slice(&width.to_be_bytes());
-    ihdr.extend_from_slice(&height.to_be_bytes());
-    ihdr.extend_from_slice(&[8, 0, 0, 0, 0]); // 8-bit, grayscale, deflate, adaptive filters, no interlace
-    chunk(b"IHDR", &ihdr);
-    chunk(b"IDAT", &idat);
-    chunk(b"IEND", &[]);
+    let png_error = |e: png::EncodingError| Error::io("encoding a PNG", std::io::Error::other(e));
+    let mut out = Vec::new();
+    let mut encoder = png::Encoder::new(&mut out, width, height);
+    encoder.set_color(png::ColorType::Grayscale);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(png_error)?;
+    writer.write_image_data(pixels).map_err(png_error)?;
+    writer.finish().map_err(png_error)?;
     Ok(out)
 }
 
@@ -76,6 +57,17 @@ pub fn write_grid_png(path: &Path, images: &[&[u8]], side: usize, columns: usize
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn png_decodes_to_the_same_pixels() {
+        let pixels: Vec<u8> = (0..35u8).map(|i| i * 7).collect();
+        let png = encode_gray_png(7, 5, &pixels).unwrap();
+        let mut reader = png::Decoder::new(std::io::Cursor::new(png)).read_info().unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert_eq!((info.width, info.height, info.color_type), (7, 5, png::ColorType::Grayscale));
+        assert_eq!(&buf[..info.buffer_size()], &pixels[..]);
+    }
 
     #[test]
     fn png_has_signature_and_valid_chunk_crcs() {
