@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use std::path::Path;
 
 /// The trainer's privacy history, copied verbatim into an imported run folder.
-pub const HISTORY_FILE: &str = "privacy-history.json";
+pub const HISTORY_FILE: &str = crate::run_folder::HISTORY_FILE;
 /// The ledger label of a step transcribed from an imported history.
 pub const IMPORTED_LABEL: &str = "imported";
 /// Largest history file read (a history is a few lines per phase).

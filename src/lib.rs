@@ -8,6 +8,7 @@
 //! - [`audit`]: empirical epsilon lower bounds from attack outcomes (Clopper–Pearson).
 //! - [`data`]: IDX (MNIST-format) reading and dataset fetching.
 //! - [`gan`]: the private GAN (DP-GAN) for synthetic data releases, and their evaluation.
+//! - [`run_folder`]: the names of every file in the folders dpaudit writes.
 //! - [`report`]: the compliance report (HTML, Markdown, JSON) of a run, its audits and certificate.
 //! - [`torch_rng`]: the lock on libtorch's process-wide random generator (seeded builds).
 //! - [`train`]: DP-SGD's per-example gradients and clipping, models, noise, sampling.
@@ -27,6 +28,7 @@ pub mod error;
 pub mod gan;
 pub mod imported;
 pub mod report;
+pub mod run_folder;
 pub mod testing;
 pub mod torch_rng;
 pub mod train;

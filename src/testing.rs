@@ -21,7 +21,6 @@
 //!     .unwrap();
 //! ```
 use crate::accounting::calibration::EpsilonAccountant;
-use crate::accounting::ledger::Ledger;
 use crate::accounting::pld::PldAccountant;
 use crate::accounting::rdp::RdpAccountant;
 use crate::accounting::Phase;
@@ -120,8 +119,8 @@ pub fn assert_sensitivity_at_most(model: &str, pair: &AdjacentPair, c: f64) -> s
 /// # Errors
 /// A message naming the accountant and its epsilon, or a ledger error.
 pub fn assert_ledger_within_budget(ledger: &Path, delta: f64, budget: f64) -> std::result::Result<f64, String> {
-    let l = Ledger::open(ledger).map_err(|e| e.to_string())?;
-    let phases = l.phases().map_err(|e| e.to_string())?;
+    let l = crate::accounting::ledger::read_ledger(ledger).map_err(|e| e.to_string())?;
+    let phases = crate::accounting::ledger::phases_of(&l.entries).map_err(|e| e.to_string())?;
     let mut worst: f64 = 0.0;
     for (name, eps) in [
         ("rdp", RdpAccountant::default().epsilon_of(&phases, delta)),
@@ -131,7 +130,7 @@ pub fn assert_ledger_within_budget(ledger: &Path, delta: f64, budget: f64) -> st
         if eps > budget {
             return Err(format!(
                 "{name} epsilon {eps} at delta {delta} exceeds the budget {budget} ({} steps in {})",
-                l.steps(),
+                l.entries.len(),
                 ledger.display()
             ));
         }

@@ -112,3 +112,31 @@ fn kill_9_at_random_moments_never_undercounts() {
     let accounted: u64 = metrics["phases"].as_array().unwrap().iter().map(|p| p["steps"].as_u64().unwrap()).sum();
     assert_eq!(accounted, ledger.steps(), "epsilon must be computed from every ledger step");
 }
+
+#[test]
+fn the_read_only_ledger_reader_counts_a_torn_line_and_changes_nothing() {
+    use dpaudit::accounting::ledger::{read_ledger, Ledger};
+    use dpaudit::accounting::SamplingScheme;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("ledger.jsonl");
+    let mut l = Ledger::create(&path).unwrap();
+    for _ in 0..3 {
+        l.record(SamplingScheme::Poisson, 0.01, 1.1, 1.0, "dpsgd").unwrap();
+    }
+    drop(l);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.extend_from_slice(b"{\"step\":4,\"sampl");
+    std::fs::write(&path, &bytes).unwrap();
+    let s = read_ledger(&path).unwrap();
+    assert_eq!((s.entries.len(), s.torn_bytes), (3, 16));
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "reading never repairs");
+    // Ledger::open (continuing a run) applies the same rule and repairs.
+    assert_eq!(Ledger::open(&path).unwrap().steps(), 3);
+    assert_eq!(read_ledger(&path).unwrap().torn_bytes, 0);
+    // Out of sequence: an error naming the line, for every reader.
+    let text = std::fs::read_to_string(&path).unwrap().replacen("\"step\":2", "\"step\":7", 1);
+    std::fs::write(&path, text).unwrap();
+    let e = read_ledger(&path).unwrap_err().to_string();
+    assert!(e.contains("line 2: step 7 out of sequence"), "{e}");
+    assert!(Ledger::open(&path).unwrap_err().to_string().contains("line 2: step 7 out of sequence"));
+}

@@ -11,6 +11,62 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
+/// A ledger file as found, read without changing it: what certificates, reports and verifiers
+/// read (only [`Ledger::open`], which continues a run, repairs a torn line, and it parses the
+/// bytes with the same rule, [`parse_ledger`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LedgerSnapshot {
+    /// The steps of the complete lines.
+    pub entries: Vec<LedgerEntry>,
+    /// SHA-256 of the file's bytes (torn tail included), lowercase hex.
+    pub sha256: String,
+    /// Bytes after the last newline: a line torn by a crash, never counted (see the proof).
+    pub torn_bytes: usize,
+}
+
+/// Reads the ledger at `path` without changing it (at most [`crate::durable::MAX_LEDGER_BYTES`]).
+///
+/// # Errors
+/// [`Error::Io`] when it cannot be read or is larger than the cap; [`Error::Data`] for a complete
+/// line that is not an entry or steps out of sequence ([`parse_ledger`]).
+pub fn read_ledger(path: &Path) -> Result<LedgerSnapshot> {
+    let bytes = crate::durable::read_at_most(path, crate::durable::MAX_LEDGER_BYTES)
+        .map_err(|e| Error::io(format!("reading ledger {}", path.display()), e))?;
+    let (entries, complete) = parse_ledger(&bytes, path)?;
+    Ok(LedgerSnapshot {
+        entries,
+        sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)),
+        torn_bytes: bytes.len() - complete,
+    })
+}
+
+/// The one parsing rule of a ledger's bytes: every complete line (ending in a newline) must be an
+/// entry, steps numbered 1, 2, 3, ...; bytes after the last newline are a torn line (a crash
+/// inside [`Ledger::record`], whose step was never applied) and are not parsed. Returns the
+/// entries and the length of the complete part.
+///
+/// # Errors
+/// [`Error::Data`] naming `path` and the line.
+pub fn parse_ledger(bytes: &[u8], path: &Path) -> Result<(Vec<LedgerEntry>, usize)> {
+    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let mut entries = Vec::new();
+    for (lineno, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
+        if line.is_empty() {
+            continue;
+        }
+        let entry: LedgerEntry = serde_json::from_slice(line)
+            .map_err(|e| Error::data(path, format!("line {}: not a ledger entry: {e}", lineno + 1)))?;
+        if entry.step != entries.len() as u64 + 1 {
+            return Err(Error::data(
+                path,
+                format!("line {}: step {} out of sequence (expected {})", lineno + 1, entry.step, entries.len() + 1),
+            ));
+        }
+        entries.push(entry);
+    }
+    Ok((entries, complete))
+}
+
 /// One noisy step of a Gaussian mechanism on private data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LedgerEntry {
@@ -91,27 +147,7 @@ impl Ledger {
             .map_err(|e| Error::io(format!("opening ledger {}", path.display()), e))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes).map_err(|e| Error::io(format!("reading ledger {}", path.display()), e))?;
-        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let mut entries = Vec::new();
-        for (lineno, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            let entry: LedgerEntry = serde_json::from_slice(line)
-                .map_err(|e| Error::data(&path, format!("line {}: not a ledger entry: {e}", lineno + 1)))?;
-            if entry.step != entries.len() as u64 + 1 {
-                return Err(Error::data(
-                    &path,
-                    format!(
-                        "line {}: step {} out of sequence (expected {})",
-                        lineno + 1,
-                        entry.step,
-                        entries.len() + 1
-                    ),
-                ));
-            }
-            entries.push(entry);
-        }
+        let (entries, complete) = parse_ledger(&bytes, &path)?;
         let repaired_bytes = (bytes.len() - complete) as u64;
         if repaired_bytes > 0 {
             file.set_len(complete as u64).map_err(|e| Error::io(format!("repairing ledger {}", path.display()), e))?;

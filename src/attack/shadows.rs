@@ -61,11 +61,11 @@ use std::time::Instant;
 use tch::Device;
 
 /// The file of finished models in an experiment folder.
-pub const RUNS_FILE: &str = "runs.jsonl";
+pub const RUNS_FILE: &str = crate::run_folder::RUNS_FILE;
 /// The copy of the spec (with its digest), checked on resume and merge.
-pub const SPEC_FILE: &str = "spec.json";
+pub const SPEC_FILE: &str = crate::run_folder::SPEC_FILE;
 /// The result.
-pub const REPORT_FILE: &str = "mia.json";
+pub const REPORT_FILE: &str = crate::run_folder::MIA_REPORT_FILE;
 /// Examples per forward pass when scoring the population.
 const SCORE_BATCH: usize = 1024;
 /// LiRA needs an IN and an OUT shadow for every example: at least this many shadows.

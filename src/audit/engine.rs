@@ -25,11 +25,11 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 /// The file of finished runs in an audit folder.
-pub const RUNS_FILE: &str = "runs.jsonl";
+pub const RUNS_FILE: &str = crate::run_folder::RUNS_FILE;
 /// The copy of the spec in an audit folder (with its digest), checked on resume and merge.
-pub const SPEC_FILE: &str = "spec.json";
+pub const SPEC_FILE: &str = crate::run_folder::SPEC_FILE;
 /// The result.
-pub const AUDIT_FILE: &str = "audit.json";
+pub const AUDIT_FILE: &str = crate::run_folder::AUDIT_FILE;
 
 /// One shard of the work: the runs of index `i` (both sides, with and without the canary) whose
 /// `i` is the shard's index modulo the shard count, so every shard holds both sides.

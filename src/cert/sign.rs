@@ -3,7 +3,6 @@
 //! What the signature covers and why: [`proofs/cert/signing.md`](../../../proofs/cert/signing.md).
 //! The signed message is `b"dpaudit-cert-v1\0"` followed by the RFC 8785 canonical JSON of the
 //! certificate ([`signed_message`]).
-use crate::accounting::ledger::Ledger;
 use crate::accounting::pld::PldAccountant;
 use crate::accounting::{exact, rdp, validate_delta, Phase};
 use crate::cert::canonical::canonical_json;
@@ -21,11 +20,11 @@ pub const SIGNATURE_DOMAIN: &[u8] = b"dpaudit-cert-v1\0";
 /// `signature.algorithm` of a signed certificate.
 pub const SIGNATURE_ALGORITHM: &str = "ed25519";
 /// The ledger's file name in a run folder (the trainer's).
-pub const LEDGER_FILE: &str = crate::train::dpsgd::LEDGER_FILE;
+pub const LEDGER_FILE: &str = crate::run_folder::LEDGER_FILE;
 /// The metrics file in a run folder.
-pub const METRICS_FILE: &str = "metrics.json";
+pub const METRICS_FILE: &str = crate::run_folder::METRICS_FILE;
 /// The model file in a run folder (the default artifact).
-pub const MODEL_FILE: &str = "model.safetensors";
+pub const MODEL_FILE: &str = crate::run_folder::MODEL_FILE;
 
 /// The file a certificate is stored in: the certificate and its detached signature.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -158,8 +157,8 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
     // An abadi-pca model is applied to the DP-PCA projection: both are the release.
     let wanted: Vec<PathBuf> = if !options.artifacts.is_empty() {
         options.artifacts.clone()
-    } else if run_dir.join(crate::train::run::PCA_FILE).exists() {
-        vec![PathBuf::from(MODEL_FILE), PathBuf::from(crate::train::run::PCA_FILE)]
+    } else if run_dir.join(crate::run_folder::PCA_FILE).exists() {
+        vec![PathBuf::from(MODEL_FILE), PathBuf::from(crate::run_folder::PCA_FILE)]
     } else {
         vec![PathBuf::from(MODEL_FILE)]
     };
@@ -422,19 +421,14 @@ fn read_ledger(run_dir: &Path) -> Result<(Option<FileDigest>, Vec<crate::account
     if !ledger_path.exists() {
         return Ok((None, Vec::new()));
     }
-    let bytes = crate::durable::read_at_most(&ledger_path, crate::durable::MAX_LEDGER_BYTES)
-        .map_err(|e| Error::io(format!("reading {}", ledger_path.display()), e))?;
-    if !bytes.is_empty() && bytes.last() != Some(&b'\n') {
+    let snapshot = crate::accounting::ledger::read_ledger(&ledger_path)?;
+    if snapshot.torn_bytes > 0 {
         return Err(Error::data(
             &ledger_path,
             "ends with a torn line: the run did not finish cleanly; refusing to certify it",
         ));
     }
-    let opened = Ledger::open(&ledger_path)?;
-    Ok((
-        Some(FileDigest { path: LEDGER_FILE.into(), sha256: hex::encode(Sha256::digest(&bytes)) }),
-        opened.entries().to_vec(),
-    ))
+    Ok((Some(FileDigest { path: LEDGER_FILE.into(), sha256: snapshot.sha256 }), snapshot.entries))
 }
 
 /// Builds the certificate of a synthetic dataset released by `dpaudit gan sample` (unsigned).
@@ -462,7 +456,7 @@ pub fn certify_release(
     key: &SecretKey,
 ) -> Result<Certificate> {
     validate_delta(options.delta)?;
-    let release_path = release_dir.join("release.json");
+    let release_path = release_dir.join(crate::run_folder::RELEASE_FILE);
     let release = read_json(&release_path)?;
     let metrics_path = gan_run_dir.join(METRICS_FILE);
     let metrics = read_json(&metrics_path)?;
@@ -485,7 +479,7 @@ pub fn certify_release(
     if !proven && !options.allow_uncertified {
         return Err(Error::invalid("release", release_dir.display(), format!("comes from the {design} design, whose epsilon is claimed, not proven; refusing to certify it (it can only be signed as an uncertified claim)")));
     }
-    let generator = gan_run_dir.join(crate::gan::run::GENERATOR_FILE);
+    let generator = gan_run_dir.join(crate::run_folder::GENERATOR_FILE);
     let generator_sha256 = sha256_file(&generator)?;
     for (what, v) in
         [("release.json", release.get("generator_sha256")), ("metrics.json", metrics.get("generator_sha256"))]

@@ -177,17 +177,13 @@ fn recompute_claims(cert: &Certificate, artifacts_dir: Option<&Path>) -> Result<
     if let (Some(dir), Some(_)) = (artifacts_dir, &cert.ledger) {
         // Read-only (Ledger::open would repair a torn line in place; the hash was checked above).
         let path = dir.join(crate::cert::sign::LEDGER_FILE);
-        let bytes = crate::durable::read_at_most(&path, crate::durable::MAX_LEDGER_BYTES)
-            .map_err(|e| VerifyFailure::ArtifactMismatch { path: path.clone(), reason: e.to_string() })?;
-        let entries: Vec<LedgerEntry> = bytes
-            .split(|&b| b == b'\n')
-            .filter(|l| !l.is_empty())
-            .map(serde_json::from_slice)
-            .collect::<Result<_, _>>()
-            .map_err(|e| fail(format!("ledger: {e}")))?;
-        let in_sequence = entries.iter().enumerate().all(|(i, e)| e.step == i as u64 + 1);
+        let snapshot = crate::accounting::ledger::read_ledger(&path).map_err(|e| match e {
+            crate::Error::Io { .. } => VerifyFailure::ArtifactMismatch { path: path.clone(), reason: e.to_string() },
+            other => fail(format!("ledger: {other}")),
+        })?;
+        let entries: Vec<LedgerEntry> = snapshot.entries;
         let poisson = crate::accounting::ledger::phases_of(&entries).is_ok();
-        if !in_sequence || !poisson || mechanism_of(&entries) != cert.mechanism {
+        if snapshot.torn_bytes > 0 || !poisson || mechanism_of(&entries) != cert.mechanism {
             return Err(fail("the ledger's steps are not the mechanism the certificate states".into()));
         }
     }

@@ -11,7 +11,6 @@ use super::dpgan::{latents, Design};
 use super::image::write_grid_png;
 use super::networks::{Conditioning, Discriminator, Generator, CLASSES};
 use super::run::{epsilons_of, read_run_info, to_u8, DISCRIMINATOR_FILE, GENERATOR_FILE};
-use crate::accounting::ledger::Ledger;
 use crate::accounting::Phase;
 use crate::data::{sha256_file, write_mnist_dir, Dataset, ImageShape, Split};
 use crate::durable::write_atomically;
@@ -431,10 +430,18 @@ fn write_release(
     seed: u64,
 ) -> Result<Release> {
     let (count, temperature) = (opts.count, opts.temperature);
-    let ledger = Ledger::open(run.join(LEDGER_FILE))?;
-    let phases = ledger.phases()?;
+    // Read-only: sampling never changes the run's ledger.
+    let ledger_path = run.join(LEDGER_FILE);
+    let ledger = crate::accounting::ledger::read_ledger(&ledger_path)?;
+    if ledger.torn_bytes > 0 {
+        return Err(Error::data(
+            &ledger_path,
+            "ends with a torn line: the run was interrupted; resume it (or finish it) before sampling a release",
+        ));
+    }
+    let phases = crate::accounting::ledger::phases_of(&ledger.entries)?;
     let mut labels = BTreeMap::new();
-    for e in ledger.entries() {
+    for e in &ledger.entries {
         *labels.entry(e.label.clone()).or_insert(0u64) += 1;
     }
     let data = match d {
@@ -464,7 +471,7 @@ fn write_release(
     // The ledger travels with the release (it holds only q, sigma and C per step, no data), so a
     // certificate of the release can be verified, epsilon re-derived, from the release alone.
     let ledger_copy = dir.join(LEDGER_FILE);
-    std::fs::copy(ledger.path(), &ledger_copy)
+    std::fs::copy(&ledger_path, &ledger_copy)
         .map_err(|e| Error::io(format!("copying the ledger to {}", ledger_copy.display()), e))?;
     crate::durable::sync_file(&ledger_copy)?;
     let mut files = BTreeMap::new();
@@ -478,7 +485,7 @@ fn write_release(
         epsilon_status: info.config.design.epsilon_status(),
         epsilons: epsilons_of(&phases, info.delta)?,
         sampling: "poisson",
-        ledger: LedgerSummary { steps: ledger.steps(), phases, labels, sha256: sha256_file(ledger.path())? },
+        ledger: LedgerSummary { steps: ledger.entries.len() as u64, phases, labels, sha256: ledger.sha256.clone() },
         generator_sha256: sha256_file(&run.join(GENERATOR_FILE))?,
         generator: match info.config.g_ema {
             Some(decay) => format!("moving average (decay {decay})"),
@@ -509,7 +516,7 @@ fn write_release(
         files,
     };
     write_atomically(
-        &dir.join("release.json"),
+        &dir.join(crate::run_folder::RELEASE_FILE),
         &serde_json::to_vec_pretty(&release).map_err(|e| Error::data(dir, e.to_string()))?,
     )?;
     Ok(release)
@@ -564,7 +571,7 @@ pub fn sample_release(run: &Path, out: &Path, opts: &SampleOptions, force: bool,
 /// # Errors
 /// [`Error::Io`] / [`Error::Data`] for a missing or malformed `release.json`.
 pub fn release_run_dir(release_dir: &Path) -> Result<std::path::PathBuf> {
-    let path = release_dir.join("release.json");
+    let path = release_dir.join(crate::run_folder::RELEASE_FILE);
     let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let v: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| Error::data(&path, format!("not JSON: {e}")))?;

@@ -24,11 +24,11 @@ use std::time::Instant;
 use tch::{Device, Kind, Tensor};
 
 /// The generator's file in a run folder.
-pub const GENERATOR_FILE: &str = "generator.safetensors";
+pub const GENERATOR_FILE: &str = crate::run_folder::GENERATOR_FILE;
 /// The discriminator's file in a run folder.
-pub const DISCRIMINATOR_FILE: &str = "discriminator.safetensors";
+pub const DISCRIMINATOR_FILE: &str = crate::run_folder::DISCRIMINATOR_FILE;
 /// The run description `gan sample` reads.
-pub const GAN_FILE: &str = "gan.json";
+pub const GAN_FILE: &str = crate::run_folder::GAN_FILE;
 /// Stream of the fixed latents behind the per-epoch grids.
 const GRID_STREAM: u64 = 5;
 
@@ -407,7 +407,7 @@ pub fn train_gan(
         nearest_figure: format!("{nearest}: generated samples (left of each pair) beside their nearest training image in pixel space (the seed paper's Figure 3); it shows private training images, never release it"),
     };
     write_atomically(
-        &out.join("metrics.json"),
+        &out.join(crate::run_folder::METRICS_FILE),
         &serde_json::to_vec_pretty(&metrics).map_err(|e| Error::data(out, e.to_string()))?,
     )?;
     Ok(metrics)

@@ -141,8 +141,8 @@ impl RunFolder {
 /// does not parse, or steps out of sequence).
 pub fn read_run(dir: &Path) -> Result<RunFolder> {
     let metrics_path = dir.join(crate::cert::sign::METRICS_FILE);
-    let bytes =
-        std::fs::read(&metrics_path).map_err(|e| Error::io(format!("reading {}", metrics_path.display()), e))?;
+    let bytes = crate::durable::read_at_most(&metrics_path, crate::durable::MAX_CERTIFICATE_BYTES)
+        .map_err(|e| Error::io(format!("reading {}", metrics_path.display()), e))?;
     let metrics: RunMetrics = serde_json::from_slice(&bytes)
         .map_err(|e| Error::data(&metrics_path, format!("not a run's metrics.json: {e}")))?;
     let metrics_json: Value = serde_json::from_slice(&bytes)
@@ -150,25 +150,8 @@ pub fn read_run(dir: &Path) -> Result<RunFolder> {
     let metrics_sha256 = hex::encode(Sha256::digest(&bytes));
     let ledger_path = dir.join(crate::cert::sign::LEDGER_FILE);
     let (entries, ledger_sha256, torn_ledger_bytes) = if ledger_path.exists() {
-        let bytes =
-            std::fs::read(&ledger_path).map_err(|e| Error::io(format!("reading {}", ledger_path.display()), e))?;
-        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let mut entries: Vec<LedgerEntry> = Vec::new();
-        for (i, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
-            if line.is_empty() {
-                continue;
-            }
-            let e: LedgerEntry = serde_json::from_slice(line)
-                .map_err(|err| Error::data(&ledger_path, format!("line {}: not a ledger entry: {err}", i + 1)))?;
-            if e.step != entries.len() as u64 + 1 {
-                return Err(Error::data(
-                    &ledger_path,
-                    format!("line {}: step {} out of sequence (expected {})", i + 1, e.step, entries.len() + 1),
-                ));
-            }
-            entries.push(e);
-        }
-        (entries, Some(hex::encode(Sha256::digest(&bytes))), bytes.len() - complete)
+        let s = crate::accounting::ledger::read_ledger(&ledger_path)?;
+        (s.entries, Some(s.sha256), s.torn_bytes)
     } else {
         (Vec::new(), None, 0)
     };
@@ -234,7 +217,8 @@ struct AuditClaimFile {
 /// An unreadable file, JSON that is not an audit, a missing `epsilon_lower` or `verdict`.
 pub fn read_audit(dir: &Path, run: Option<&RunFolder>, claimed_epsilon: f64) -> Result<AuditSummary> {
     let path = if dir.is_file() { dir.to_path_buf() } else { dir.join("audit.json") };
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let bytes = crate::durable::read_at_most(&path, crate::durable::MAX_LEDGER_BYTES)
+        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let a: AuditFile =
         serde_json::from_slice(&bytes).map_err(|e| Error::data(&path, format!("not an audit.json: {e}")))?;
     let epsilon_lower = a
@@ -441,7 +425,7 @@ fn read_evaluation(path: &Path) -> Result<SyntheticUtility> {
 }
 
 fn read_release(dir: &Path, nearest: Option<&Path>, evaluation: Option<&Path>) -> Result<ReleaseFolder> {
-    let path = dir.join("release.json");
+    let path = dir.join(crate::run_folder::RELEASE_FILE);
     let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let v: Value = serde_json::from_slice(&bytes).map_err(|e| Error::data(&path, format!("not JSON: {e}")))?;
     if !v.is_object() {
@@ -1057,7 +1041,7 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
     limitations.push("Test accuracy is measured on the dataset's test split; hyper-parameters chosen after looking at it make it an optimistic estimate.".into());
 
     // How to reproduce.
-    let mut commands = if run.dir.join(crate::gan::run::GAN_FILE).is_file() {
+    let mut commands = if run.dir.join(crate::run_folder::GAN_FILE).is_file() {
         // A DP-GAN run: its `dpaudit gan train` command is not reconstructed yet.
         vec![ReproduceCommand {
             expected_exit: 0,

@@ -38,9 +38,9 @@ const NO_CLIP_NORM: f64 = 1e30;
 /// The label of a DP-SGD step in the ledger.
 pub const LEDGER_LABEL: &str = "dpsgd";
 /// The ledger's file name inside a run folder.
-pub const LEDGER_FILE: &str = "ledger.jsonl";
+pub const LEDGER_FILE: &str = crate::run_folder::LEDGER_FILE;
 /// The pointer to the latest checkpoint inside a run folder.
-pub const CHECKPOINT_POINTER: &str = "checkpoint.json";
+pub const CHECKPOINT_POINTER: &str = crate::run_folder::CHECKPOINT_POINTER;
 /// ChaCha20 streams (under the run's noise key) of PGD's random starts during training: this bit
 /// plus the step number. Stream 0 is the Gaussian noise.
 const PGD_TRAINING_STREAMS: u64 = 1 << 63;

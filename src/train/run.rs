@@ -69,7 +69,7 @@ pub struct RunSpec {
 }
 
 /// The file of the DP-PCA projection inside a run folder.
-pub const PCA_FILE: &str = "pca.safetensors";
+pub const PCA_FILE: &str = crate::run_folder::PCA_FILE;
 
 /// What `metrics.json` says about the DP-PCA projection of an `abadi-pca` run.
 #[derive(Debug, Clone, Serialize)]
@@ -429,7 +429,7 @@ pub fn train_run(
         model_sha256: sha256_file(&model_path)?,
     };
     let json = serde_json::to_vec_pretty(&metrics).map_err(|e| Error::data(out, e.to_string()))?;
-    write_atomically(&out.join("metrics.json"), &json)?;
+    write_atomically(&out.join(crate::run_folder::METRICS_FILE), &json)?;
     Ok(metrics)
 }
 
