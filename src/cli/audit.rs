@@ -367,7 +367,7 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
             bar.finish_and_clear();
             if shard != Shard::ALL {
                 eprintln!(
-                    "shard {}/{} done: {} runs in {}; gather the shards with `dpaudit audit merge`",
+                    "shard {}/{} done: {} runs in {}; gather the shards with `dpaudit audit merge` (or `dpaudit audit analyse` this folder for a partial bound from this shard alone)",
                     shard.index,
                     shard.count,
                     runs.len(),
