@@ -1652,7 +1652,10 @@ impl AuditReport {
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default(),
-                self.attack
+                match &self.statistic {
+                    Some(st) => format!("{} (statistic {st})", self.attack),
+                    None => self.attack.clone(),
+                }
             ),
             threat_model: self.threat_model.clone(),
             epsilon_lower_bound: self.epsilon_lower,
