@@ -568,6 +568,35 @@ pub fn merge_checked(
     Ok((spec, runs.into_values().collect()))
 }
 
+/// Reads an audit folder's spec (checked against its digest), the shard its runs belong to
+/// (`None`: the whole audit or a merged folder) and its runs.
+///
+/// # Errors
+/// A missing or corrupt `spec.json` or `runs.jsonl`; a spec that does not match its digest.
+pub fn read_folder(dir: &Path) -> Result<(AuditSpec, Option<Shard>, Vec<RunRecord>)> {
+    let path = dir.join(SPEC_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    let sf: SpecFile = serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))?;
+    if sf.spec.digest() != sf.digest {
+        return Err(Error::data(&path, "the spec does not match its digest"));
+    }
+    sf.spec.validate()?;
+    Ok((sf.spec, sf.shard, read_runs(dir)?))
+}
+
+/// Analyses an audit folder as it stands: the whole audit ([`analyse`]) or, for a shard's
+/// folder, that shard alone ([`analyse_shard`], a partial report).
+///
+/// # Errors
+/// As [`read_folder`], [`analyse`] and [`analyse_shard`].
+pub fn analyse_folder(dir: &Path) -> Result<AuditReport> {
+    let (spec, shard, runs) = read_folder(dir)?;
+    match shard {
+        Some(s) if s != Shard::ALL => analyse_shard(&spec, s, &runs, 0.0),
+        _ => analyse(&spec, &runs, 0.0),
+    }
+}
+
 /// The claim an audit tests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ClaimReport {
@@ -632,8 +661,24 @@ pub struct AuditReport {
     pub spec_name: String,
     /// SHA-256 of the spec's canonical JSON.
     pub spec_digest: String,
-    /// The spec.
-    pub spec: AuditSpec,
+    /// The spec (`None` for scores imported with [`crate::audit::from_scores`], which ran no
+    /// spec of dpaudit's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<AuditSpec>,
+    /// Where imported scores came from (`audit from-scores`): the file(s) and their SHA-256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scores_source: Option<String>,
+    /// The statistic the bound is on: `score` (the run's own score) when absent, else a named
+    /// statistic of the runs ([`RunRecord::statistics`]), `-` in front when negated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistic: Option<String>,
+    /// `attack.statistic = "select"`: every candidate, which one decided and the correction.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statistic_selection: Option<StatisticSelection>,
+    /// A shard's folder analysed alone: a valid bound from part of the runs, never the audit's
+    /// result (certificates refuse to cite it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial: Option<PartialScope>,
     /// The claim tested.
     pub claim: ClaimReport,
     /// `white-box` or `black-box`.
@@ -770,20 +815,387 @@ fn mean_sd(x: &[f64]) -> (f64, f64) {
     (m, v.sqrt())
 }
 
-/// Turns a complete set of runs into the audit's result.
+/// The name of a run's own score among the statistics ([`RunRecord::score`]).
+pub const SCORE: &str = "score";
+/// `attack.statistic` (and `--statistic`) value that selects the statistic on held-out runs.
+pub const SELECT: &str = "select";
+
+/// The value of statistic `name` for a run: `score` ([`RunRecord::score`]), a key of
+/// [`RunRecord::statistics`], or either with `-` in front (negated: smaller means "canary in").
+/// `None` when the run lacks it.
+pub fn statistic_value(r: &RunRecord, name: &str) -> Option<f64> {
+    let (negated, base) = match name.strip_prefix('-') {
+        Some(b) => (true, b),
+        None => (false, name),
+    };
+    let v = if base == SCORE { Some(r.score) } else { r.statistics.get(base).copied() };
+    v.map(|x| if negated { -x } else { x })
+}
+
+/// The values of statistic `name` for `runs`, in order.
 ///
 /// # Errors
-/// Missing runs (the message says how many), invalid numbers.
+/// [`Error::InvalidParameter`] naming the runs that lack it (the first ten) or whose value is
+/// not finite.
+pub fn statistic_values(runs: &[&RunRecord], name: &str) -> Result<Vec<f64>> {
+    let missing: Vec<String> = runs
+        .iter()
+        .filter(|r| statistic_value(r, name).is_none())
+        .map(|r| format!("{:?} {}", r.side, r.index))
+        .collect();
+    if !missing.is_empty() {
+        let shown = missing.iter().take(10).cloned().collect::<Vec<_>>().join(", ");
+        let more = if missing.len() > 10 { format!(" and {} more", missing.len() - 10) } else { String::new() };
+        return Err(Error::invalid("statistic", name, format!("missing from {} run(s): {shown}{more}", missing.len())));
+    }
+    let values: Vec<f64> = runs.iter().filter_map(|r| statistic_value(r, name)).collect();
+    if let Some((r, v)) = runs.iter().zip(&values).find(|(_, v)| !v.is_finite()) {
+        return Err(Error::invalid(
+            "statistic",
+            name,
+            format!("run {:?} {} has {v}, not a finite number", r.side, r.index),
+        ));
+    }
+    Ok(values)
+}
+
+/// One candidate of a statistic selection and what it showed on the held-out runs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateResult {
+    /// The statistic (`-` in front: negated).
+    pub statistic: String,
+    /// Its best Bonferroni bound on the held-out runs (the selection criterion; not a result).
+    pub held_out_epsilon_lower: f64,
+    /// The threshold that gave it.
+    pub threshold: f64,
+}
+
+/// How `attack.statistic = "select"` chose the statistic ([`select_statistic`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatisticSelection {
+    /// Every candidate: each statistic of the runs (and `score`), each in both directions, in the
+    /// order tried (ties go to the first).
+    pub candidates: Vec<CandidateResult>,
+    /// The candidate that decided: the bound is on it.
+    pub decided: String,
+    /// m: the number of candidates (statistics times 2 directions). The bound's test runs at
+    /// alpha / m.
+    pub tests: u64,
+    /// alpha / m.
+    pub alpha_per_test: f64,
+    /// Runs per side the choice was made on (the first of each side by index).
+    pub held_out_runs_per_side: u64,
+}
+
+/// Part of an audit analysed alone: one shard's folder.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PartialScope {
+    /// The shard (0-based).
+    pub shard_index: u32,
+    /// Shards in the audit.
+    pub shard_count: u32,
+    /// Runs per side this shard holds (k).
+    pub runs_per_side: u64,
+    /// Runs per side of the whole audit (K).
+    pub audit_runs_per_side: u64,
+    /// `partial: shard i of N, k of K runs per side` (i counted from 1).
+    pub label: String,
+}
+
+/// The parts of an analysis that are not the scores: the claim tested, the confidence and how
+/// the statistic and the threshold are chosen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnalysisSettings {
+    /// The claim tested.
+    pub claim: ClaimReport,
+    /// Confidence of the bound, in (0, 1).
+    pub confidence: f64,
+    /// How the threshold is chosen (ignored with [`SELECT`], which always splits as `held-out`).
+    pub threshold: ThresholdChoice,
+    /// `held-out` and [`SELECT`]: the share of runs per side spent choosing.
+    pub held_out_fraction: f64,
+    /// `None` or `score`: each run's score; [`SELECT`]; or a statistic name (see [`statistic_value`]).
+    pub statistic: Option<String>,
+}
+
+impl AnalysisSettings {
+    /// The settings a spec states, for the claim `claim`.
+    pub fn of_spec(spec: &AuditSpec, claim: ClaimReport) -> Self {
+        AnalysisSettings {
+            claim,
+            confidence: spec.attack.confidence,
+            threshold: spec.attack.threshold,
+            held_out_fraction: spec.attack.held_out_fraction,
+            statistic: spec.attack.statistic.clone(),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if !(self.confidence > 0.0 && self.confidence < 1.0) {
+            return Err(Error::invalid("confidence", self.confidence, "must be in (0, 1)"));
+        }
+        if !(self.held_out_fraction > 0.0 && self.held_out_fraction < 1.0) {
+            return Err(Error::invalid("held-out fraction", self.held_out_fraction, "must be in (0, 1)"));
+        }
+        if !(self.claim.epsilon >= 0.0 && self.claim.epsilon.is_finite()) {
+            return Err(Error::invalid("claimed epsilon", self.claim.epsilon, "must be a finite number >= 0"));
+        }
+        if !(self.claim.delta > 0.0 && self.claim.delta < 1.0) {
+            return Err(Error::invalid("claimed delta", self.claim.delta, "must be in (0, 1)"));
+        }
+        Ok(())
+    }
+}
+
+/// What the statistic and threshold rule decided, before the report is assembled.
+struct Decision {
+    threshold: f64,
+    bound: EpsilonLowerBound,
+    counted: u64,
+    selection: u64,
+    how: String,
+    statistic: Option<String>,
+    statistic_selection: Option<StatisticSelection>,
+    plan: AuditPlan,
+    /// The alpha the bound's test ran at (alpha / m after a selection): the ideal bound uses it.
+    test_alpha: f64,
+    /// The decided statistic over every run, canary in and out (ROC, Gaussian-DP fit).
+    sw: Vec<f64>,
+    so: Vec<f64>,
+    one_run: Option<OneRunSummary>,
+}
+
+/// Chooses a statistic, its direction and its threshold on the first `held_out` runs of each
+/// side, and bounds epsilon on the rest at alpha / m, m = 2 x the statistics (every key of the
+/// runs' [`RunRecord::statistics`], and `score`).
+///
+/// `with` and `without` must be sorted by run index; every run must carry every statistic.
+///
+/// # Proof definition
+/// If the mechanism is (epsilon, delta)-DP and the runs are independent, then with probability
+/// at least `1 - alpha` over the runs, `epsilon >= ` the returned bound's `epsilon_lower`
+/// (`proofs/audit/statistic_selection.md`; checked by `tests/audit_scores.rs`,
+/// `selection_raises_false_alarms_below_alpha_on_null_scores`).
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a statistic missing from a run or not finite, for fewer than 2 runs per side, `held_out` outside `1..` the smaller side, alpha or delta
+/// outside (0, 1).
+pub fn select_statistic(
+    with: &[&RunRecord],
+    without: &[&RunRecord],
+    held_out: u64,
+    delta: f64,
+    alpha: f64,
+) -> Result<(StatisticSelection, EpsilonLowerBound, f64)> {
+    let k = with.len().min(without.len()) as u64;
+    if k < 2 || held_out == 0 || held_out >= k {
+        return Err(Error::invalid(
+            "held-out runs",
+            format!("{held_out} of {} with and {} without", with.len(), without.len()),
+            "need at least 2 runs per side and 1 <= held-out < runs per side",
+        ));
+    }
+    let mut names: Vec<String> = vec![SCORE.to_string()];
+    let keys: std::collections::BTreeSet<&String> =
+        with.iter().chain(without).flat_map(|r| r.statistics.keys()).collect();
+    names.extend(keys.into_iter().filter(|n| n.as_str() != SCORE && !n.starts_with('-')).cloned());
+    let candidates: Vec<String> = names.iter().flat_map(|n| [n.clone(), format!("-{n}")]).collect();
+    let m = candidates.len() as u64;
+    let h = held_out as usize;
+    let mut results = Vec::with_capacity(candidates.len());
+    let mut best: Option<usize> = None;
+    for (i, c) in candidates.iter().enumerate() {
+        let (vw, vo) = (statistic_values(with, c)?, statistic_values(without, c)?);
+        let (b, t) = best_threshold_bonferroni(&vw[..h], &vo[..h], delta, alpha)?;
+        results.push(CandidateResult { statistic: c.clone(), held_out_epsilon_lower: b.epsilon_lower, threshold: t });
+        if best.is_none_or(|j| b.epsilon_lower > results[j].held_out_epsilon_lower) {
+            best = Some(i);
+        }
+    }
+    let chosen = results[best.expect("at least two candidates")].clone();
+    let (vw, vo) = (statistic_values(with, &chosen.statistic)?, statistic_values(without, &chosen.statistic)?);
+    let per_test = alpha / m as f64;
+    let b = epsilon_lower_bound(&outcomes(&vw[h..], &vo[h..], chosen.threshold), delta, per_test)?;
+    Ok((
+        StatisticSelection {
+            candidates: results,
+            decided: chosen.statistic.clone(),
+            tests: m,
+            alpha_per_test: per_test,
+            held_out_runs_per_side: held_out,
+        },
+        EpsilonLowerBound { confidence: 1.0 - alpha, ..b },
+        chosen.threshold,
+    ))
+}
+
+/// The statistic and threshold of a replay analysis (runs sorted by index).
+fn decide(s: &AnalysisSettings, with: &[&RunRecord], without: &[&RunRecord]) -> Result<Decision> {
+    s.validate()?;
+    let (delta, alpha) = (s.claim.delta, 1.0 - s.confidence);
+    let k = with.len().min(without.len()) as u64;
+    if k < 2 {
+        return Err(Error::invalid(
+            "runs",
+            format!("{} with and {} without the canary", with.len(), without.len()),
+            "need at least 2 on each side",
+        ));
+    }
+    let select = s.statistic.as_deref() == Some(SELECT);
+    if select {
+        let h = held_out_runs(k, s.held_out_fraction);
+        let (sel, bound, t) = select_statistic(with, without, h, delta, alpha)?;
+        let plan = crate::audit::power::plan(&Procedure::new(
+            ThresholdChoice::HeldOut,
+            k,
+            s.held_out_fraction,
+            s.claim.epsilon,
+            delta,
+            sel.alpha_per_test,
+        )?)?;
+        let (sw, so) = (statistic_values(with, &sel.decided)?, statistic_values(without, &sel.decided)?);
+        let how = format!(
+            "statistic, direction and threshold chosen on the first {h} runs per side among {} candidates ({} statistics, each also negated; the best Bonferroni bound there): {} >= {t:.4}; evaluated on the other {} runs per side at alpha / {}",
+            sel.tests,
+            sel.tests / 2,
+            sel.decided,
+            k - h,
+            sel.tests
+        );
+        return Ok(Decision {
+            threshold: t,
+            bound,
+            counted: k - h,
+            selection: h,
+            how,
+            statistic: Some(sel.decided.clone()),
+            test_alpha: sel.alpha_per_test,
+            statistic_selection: Some(sel),
+            plan,
+            sw,
+            so,
+            one_run: None,
+        });
+    }
+    let name = s.statistic.clone().filter(|n| n != SCORE);
+    let (sw, so) = (
+        statistic_values(with, name.as_deref().unwrap_or(SCORE))?,
+        statistic_values(without, name.as_deref().unwrap_or(SCORE))?,
+    );
+    let (threshold, bound, counted, selection, how) = match s.threshold {
+        ThresholdChoice::FromClaim => {
+            let fc = crate::audit::power::from_claim_threshold(s.claim.epsilon, delta, k, alpha)?;
+            let t = fc.threshold;
+            let b = epsilon_lower_bound(&outcomes(&sw, &so, t), delta, alpha)?;
+            let aim = fc.design_epsilon.map_or_else(
+                || "with the highest ceiling (no threshold catches any Gaussian mechanism with probability 0.9 at this K)".to_string(),
+                |e| format!("that catches the least leaky Gaussian mechanism with probability 0.9 (epsilon {e:.4}), exactly computed"),
+            );
+            (t, b, k, 0, format!("fixed before the runs from the claim and K: the threshold {aim}, t = {t:.4}"))
+        }
+        ThresholdChoice::HeldOut => {
+            let h = held_out_runs(k, s.held_out_fraction);
+            let hu = h as usize;
+            let (_, t) = best_threshold_bonferroni(&sw[..hu], &so[..hu], delta, alpha)?;
+            let b = epsilon_lower_bound(&outcomes(&sw[hu..], &so[hu..], t), delta, alpha)?;
+            (t, b, k - h, h, format!("chosen on the first {h} runs per side (the best Bonferroni bound there), evaluated on the other {}", k - h))
+        }
+        ThresholdChoice::Bonferroni => {
+            let (b, t) = best_threshold_bonferroni(&sw, &so, delta, alpha)?;
+            (
+                t,
+                b,
+                k,
+                0,
+                format!(
+                    "the best of all {} thresholds between the scores, each tested at alpha / {}",
+                    sw.len() + so.len(),
+                    sw.len() + so.len()
+                ),
+            )
+        }
+    };
+    let plan = crate::audit::power::plan(&Procedure::new(
+        s.threshold,
+        k,
+        s.held_out_fraction,
+        s.claim.epsilon,
+        delta,
+        alpha,
+    )?)?;
+    Ok(Decision {
+        threshold,
+        bound,
+        counted,
+        selection,
+        how,
+        statistic: name,
+        statistic_selection: None,
+        plan,
+        test_alpha: alpha,
+        sw,
+        so,
+        one_run: None,
+    })
+}
+
+/// Splits runs by side, each sorted by index.
+fn by_side(runs: &[RunRecord]) -> (Vec<&RunRecord>, Vec<&RunRecord>) {
+    let mut with: Vec<&RunRecord> = runs.iter().filter(|r| r.side == Side::With).collect();
+    let mut without: Vec<&RunRecord> = runs.iter().filter(|r| r.side == Side::Without).collect();
+    with.sort_by_key(|r| r.index);
+    without.sort_by_key(|r| r.index);
+    (with, without)
+}
+
+/// What a report says about where its runs came from.
+struct ReportHead {
+    spec: Option<AuditSpec>,
+    spec_name: String,
+    spec_digest: String,
+    threat_model: String,
+    canary: serde_json::Value,
+    attack: String,
+    scores_source: Option<String>,
+}
+
+impl ReportHead {
+    fn of_spec(spec: &AuditSpec) -> Self {
+        let white = spec.attack.threat_model == crate::audit::spec::ThreatModel::WhiteBox;
+        ReportHead {
+            spec: Some(spec.clone()),
+            spec_name: spec.name.clone(),
+            spec_digest: spec.digest(),
+            threat_model: if white { "white-box" } else { "black-box" }.into(),
+            canary: serde_json::to_value(&spec.canary).unwrap_or_default(),
+            attack: if white {
+                "update-projection (noise-weighted, all iterates)"
+            } else {
+                "canary-loss (final model)"
+            }
+            .into(),
+            scores_source: None,
+        }
+    }
+}
+
+/// Turns a complete set of runs into the audit's result.
+///
+/// # Proof definition
+/// The report's `epsilon_lower` is a lower bound on the epsilon of any (epsilon, delta)-DP
+/// mechanism that produced the runs, at the report's confidence: `proofs/audit/bounds.md` for a
+/// fixed statistic, `proofs/audit/statistic_selection.md` with `attack.statistic = "select"`,
+/// `proofs/audit/one_run.md` for a one-run audit.
+///
+/// # Errors
+/// Missing runs (the message says how many), invalid numbers, a named statistic missing from
+/// runs (named).
 pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Result<AuditReport> {
     verify_records(spec, None, runs, Path::new(RUNS_FILE))?;
     let one_run_mode = spec.attack.mode == AuditMode::OneRun;
     let k = if one_run_mode { spec.attack.canaries } else { spec.attack.runs_per_side };
-    let mut by_side: BTreeMap<Side, Vec<&RunRecord>> = BTreeMap::new();
-    for r in runs.iter().filter(|r| r.index < k) {
-        by_side.entry(r.side).or_default().push(r);
-    }
-    let (with, without) =
-        (by_side.remove(&Side::With).unwrap_or_default(), by_side.remove(&Side::Without).unwrap_or_default());
+    let kept: Vec<RunRecord> = runs.iter().filter(|r| r.index < k).cloned().collect();
+    let (with, without) = by_side(&kept);
     if one_run_mode {
         if (with.len() + without.len()) as u64 != k || with.is_empty() || without.is_empty() {
             return Err(Error::invalid(
@@ -800,75 +1212,12 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
         ));
     }
     let claim = claim_of(spec, runs)?;
-    let alpha = 1.0 - spec.attack.confidence;
-    let delta = spec.claim.delta;
-    let score = |v: &[&RunRecord], sel: &dyn Fn(u64) -> bool| -> Vec<f64> {
-        v.iter().filter(|r| sel(r.index)).map(|r| r.score).collect()
+    let settings = AnalysisSettings::of_spec(spec, claim);
+    let decision = if one_run_mode {
+        one_run_decision(spec, &settings, &with, &without)?
+    } else {
+        decide(&settings, &with, &without)?
     };
-    let all = |_: u64| true;
-    let (sw, so) = (score(&with, &all), score(&without, &all));
-    let mut one_run = None;
-    let (threshold, bound, counted, selection, how) = match (spec.attack.mode, spec.attack.threshold) {
-        (AuditMode::OneRun, _) => {
-            let m = spec.attack.canaries;
-            let mut ranked: Vec<&RunRecord> = with.iter().chain(&without).copied().collect();
-            ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
-            let half = spec.attack.guesses / 2;
-            let k_in = half.max(1) as usize;
-            let k_out = (spec.attack.guesses - half) as usize;
-            let correct = ranked[..k_in].iter().filter(|r| r.side == Side::With).count()
-                + ranked[ranked.len() - k_out..].iter().filter(|r| r.side == Side::Without).count();
-            let eps = one_run_epsilon_lower(m, (k_in + k_out) as u64, correct as u64, delta, alpha)?;
-            one_run = Some(OneRunSummary {
-                canaries: m,
-                included: with.len() as u64,
-                guesses: (k_in + k_out) as u64,
-                correct: correct as u64,
-            });
-            let t = ranked[k_in - 1].score;
-            (
-                t,
-                EpsilonLowerBound { epsilon_lower: eps, confidence: spec.attack.confidence, fpr_upper: f64::NAN, fnr_upper: f64::NAN },
-                1,
-                0,
-                format!("one run, {m} canaries: the top {k_in} scores guessed in, the bottom {k_out} out (fixed in the spec); Steinke et al. 2023, Theorem 3.1"),
-            )
-        }
-        (_, ThresholdChoice::FromClaim) => {
-            let fc = crate::audit::power::from_claim_threshold(claim.epsilon, delta, k, alpha)?;
-            let t = fc.threshold;
-            let b = epsilon_lower_bound(&outcomes(&sw, &so, t), delta, alpha)?;
-            let aim = fc.design_epsilon.map_or_else(
-                || "with the highest ceiling (no threshold catches any Gaussian mechanism with probability 0.9 at this K)".to_string(),
-                |e| format!("that catches the least leaky Gaussian mechanism with probability 0.9 (epsilon {e:.4}), exactly computed"),
-            );
-            (t, b, k, 0, format!("fixed before the runs from the claim and K: the threshold {aim}, t = {t:.4}"))
-        }
-        (_, ThresholdChoice::HeldOut) => {
-            let h = held_out_runs(k, spec.attack.held_out_fraction);
-            let sel = |i: u64| i < h;
-            let eval = |i: u64| i >= h;
-            let (_, t) = best_threshold_bonferroni(&score(&with, &sel), &score(&without, &sel), delta, alpha)?;
-            let b = epsilon_lower_bound(&outcomes(&score(&with, &eval), &score(&without, &eval), t), delta, alpha)?;
-            (t, b, k - h, h, format!("chosen on the first {h} runs per side (the best Bonferroni bound there), evaluated on the other {}", k - h))
-        }
-        (_, ThresholdChoice::Bonferroni) => {
-            let (b, t) = best_threshold_bonferroni(&sw, &so, delta, alpha)?;
-            (
-                t,
-                b,
-                k,
-                0,
-                format!(
-                    "the best of all {} thresholds between the scores, each tested at alpha / {}",
-                    sw.len() + so.len(),
-                    sw.len() + so.len()
-                ),
-            )
-        }
-    };
-    let ideal =
-        if one_run.is_some() { 0.0 } else { ideal_lower_bound(claim.epsilon, delta, counted, alpha)?.epsilon_lower };
     let ledger_check = (spec.attack.threat_model == crate::audit::spec::ThreatModel::WhiteBox).then(|| {
         let applied = runs.iter().map(|r| r.applied_steps).max().unwrap_or(0);
         let ledger = runs.iter().map(|r| r.ledger_steps).min().unwrap_or(0);
@@ -878,20 +1227,168 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
             ok: runs.iter().all(|r| r.ledger_steps >= r.applied_steps),
         }
     });
+    assemble(ReportHead::of_spec(spec), &settings, decision, ledger_check, &with, &without, None, wall_seconds)
+}
+
+/// Analyses one shard's runs alone (`i` of `N`): a valid bound from those runs, labelled
+/// `partial: shard i of N, k of K runs per side`, with the spec's claim, statistic and threshold
+/// rule applied to the shard's runs (K replaced by the shard's k). The whole audit's result comes
+/// only from [`merge`]; certificates refuse a partial report ([`AuditReport::cert_record_for`]).
+///
+/// # Proof definition
+/// As [`analyse`]: the shard's runs are independent replays of the same mechanism, so the bound
+/// holds at the stated confidence for the shard's runs alone.
+///
+/// # Errors
+/// As [`verify_records`] for the shard; a shard missing some of its runs (resume it); a one-run
+/// audit (one training, not sharded).
+pub fn analyse_shard(spec: &AuditSpec, shard: Shard, runs: &[RunRecord], wall_seconds: f64) -> Result<AuditReport> {
+    if spec.attack.mode == AuditMode::OneRun {
+        return Err(Error::invalid(
+            "shard",
+            format!("{}/{}", shard.index, shard.count),
+            "a one-run audit is one training: it has no shards to analyse alone",
+        ));
+    }
+    verify_records(spec, Some(shard), runs, Path::new(RUNS_FILE))?;
+    let big_k = spec.attack.runs_per_side;
+    let owned = (0..big_k).filter(|&i| shard.owns(Side::With, i)).count() as u64;
+    let (with, without) = by_side(runs);
+    if with.len() as u64 != owned || without.len() as u64 != owned {
+        return Err(Error::invalid(
+            "shard runs",
+            format!("{} with and {} without the canary", with.len(), without.len()),
+            format!("shard {}/{} owns {owned} of each; resume it with the same --shard", shard.index, shard.count),
+        ));
+    }
+    let claim = claim_of(spec, runs)?;
+    let settings = AnalysisSettings::of_spec(spec, claim);
+    let decision = decide(&settings, &with, &without)?;
+    let ledger_check = (spec.attack.threat_model == crate::audit::spec::ThreatModel::WhiteBox).then(|| LedgerCheck {
+        applied_steps: runs.iter().map(|r| r.applied_steps).max().unwrap_or(0),
+        ledger_steps: runs.iter().map(|r| r.ledger_steps).min().unwrap_or(0),
+        ok: runs.iter().all(|r| r.ledger_steps >= r.applied_steps),
+    });
+    let label = format!("partial: shard {} of {}, {owned} of {big_k} runs per side", shard.index + 1, shard.count);
+    let scope = PartialScope {
+        shard_index: shard.index,
+        shard_count: shard.count,
+        runs_per_side: owned,
+        audit_runs_per_side: big_k,
+        label,
+    };
+    assemble(ReportHead::of_spec(spec), &settings, decision, ledger_check, &with, &without, Some(scope), wall_seconds)
+}
+
+/// Analyses scores produced anywhere ([`crate::audit::from_scores`]): runs with a side, an index
+/// and a score (and any named statistics), no spec. The same computation as [`analyse`]: on the
+/// runs of a dpaudit audit, with its claim and rule, it gives the same bound bit for bit.
+///
+/// # Proof definition
+/// As [`analyse`], for runs that are independent outcomes of the mechanism on D and D'.
+///
+/// # Errors
+/// Settings out of range, fewer than 2 runs per side, a missing or non-finite statistic.
+pub fn analyse_scores(settings: &AnalysisSettings, runs: &[RunRecord], source: &str) -> Result<AuditReport> {
+    let (with, without) = by_side(runs);
+    let decision = decide(settings, &with, &without)?;
+    let head = ReportHead {
+        spec: None,
+        spec_name: format!("from-scores {source}"),
+        spec_digest: String::new(),
+        threat_model: "unknown (scores imported)".into(),
+        canary: serde_json::Value::Null,
+        attack: "imported scores (larger means canary in)".into(),
+        scores_source: Some(source.to_string()),
+    };
+    assemble(head, settings, decision, None, &with, &without, None, 0.0)
+}
+
+fn one_run_decision(
+    spec: &AuditSpec,
+    s: &AnalysisSettings,
+    with: &[&RunRecord],
+    without: &[&RunRecord],
+) -> Result<Decision> {
+    let (delta, alpha) = (s.claim.delta, 1.0 - s.confidence);
+    let m = spec.attack.canaries;
+    let mut ranked: Vec<&RunRecord> = with.iter().chain(without).copied().collect();
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+    let half = spec.attack.guesses / 2;
+    let k_in = half.max(1) as usize;
+    let k_out = (spec.attack.guesses - half) as usize;
+    let correct = ranked[..k_in].iter().filter(|r| r.side == Side::With).count()
+        + ranked[ranked.len() - k_out..].iter().filter(|r| r.side == Side::Without).count();
+    let eps = one_run_epsilon_lower(m, (k_in + k_out) as u64, correct as u64, delta, alpha)?;
+    let one_run = OneRunSummary {
+        canaries: m,
+        included: with.len() as u64,
+        guesses: (k_in + k_out) as u64,
+        correct: correct as u64,
+    };
+    let t = ranked[k_in - 1].score;
+    Ok(Decision {
+        threshold: t,
+        bound: EpsilonLowerBound { epsilon_lower: eps, confidence: s.confidence, fpr_upper: f64::NAN, fnr_upper: f64::NAN },
+        counted: 1,
+        selection: 0,
+        how: format!("one run, {m} canaries: the top {k_in} scores guessed in, the bottom {k_out} out (fixed in the spec); Steinke et al. 2023, Theorem 3.1"),
+        statistic: None,
+        statistic_selection: None,
+        plan: audit_plan(spec, s.claim.epsilon, s.confidence)?,
+        test_alpha: alpha,
+        sw: with.iter().map(|r| r.score).collect(),
+        so: without.iter().map(|r| r.score).collect(),
+        one_run: Some(one_run),
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn assemble(
+    head: ReportHead,
+    s: &AnalysisSettings,
+    d: Decision,
+    ledger_check: Option<LedgerCheck>,
+    with: &[&RunRecord],
+    without: &[&RunRecord],
+    partial: Option<PartialScope>,
+    wall_seconds: f64,
+) -> Result<AuditReport> {
+    let claim = s.claim.clone();
+    let delta = claim.delta;
+    let confidence = s.confidence;
+    let Decision {
+        threshold,
+        bound,
+        counted,
+        selection,
+        how,
+        statistic,
+        statistic_selection,
+        plan,
+        test_alpha,
+        sw,
+        so,
+        one_run,
+    } = d;
+    let ideal = if one_run.is_some() {
+        0.0
+    } else {
+        ideal_lower_bound(claim.epsilon, delta, counted, test_alpha)?.epsilon_lower
+    };
     let mut reasons = Vec::new();
     if bound.epsilon_lower > claim.epsilon {
         reasons.push(format!(
             "the lower bound {:.4} exceeds the claimed epsilon {:.4} at {:.0}% confidence",
             bound.epsilon_lower,
             claim.epsilon,
-            100.0 * spec.attack.confidence
+            100.0 * confidence
         ));
     }
     if let Some(c) = ledger_check.as_ref().filter(|c| !c.ok) {
         reasons.push(format!("white-box: the runs applied {} noisy updates but a ledger recorded only {}, so the claim under-counts the mechanism", c.applied_steps, c.ledger_steps));
     }
-    let plan = audit_plan(spec, claim.epsilon, spec.attack.confidence)?;
-    let (verdict, verdict_reason) = if !reasons.is_empty() {
+    let (verdict, mut verdict_reason) = if !reasons.is_empty() {
         ("violated".to_string(), reasons.join("; "))
     } else if !plan.can_refute {
         (
@@ -918,6 +1415,12 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
             ),
         )
     };
+    if let Some(p) = &partial {
+        verdict_reason = format!(
+            "{}: a bound from this shard's runs alone, not the audit's result (merge every shard for that); {verdict_reason}",
+            p.label
+        );
+    }
     let roc_points = roc(&sw, &so);
     let mut tpr_at_fpr = BTreeMap::new();
     let mut tpr_at_fpr_notes = BTreeMap::new();
@@ -960,28 +1463,25 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
             }
         ));
     }
-    let mut sorted_runs: Vec<RunRecord> = with.iter().chain(&without).map(|r| (*r).clone()).collect();
+    let mut sorted_runs: Vec<RunRecord> = with.iter().chain(without).map(|r| (*r).clone()).collect();
     sorted_runs.sort_by_key(|r| (r.side, r.index));
+    let imported = head.scores_source.is_some();
     Ok(AuditReport {
         tool_version: env!("CARGO_PKG_VERSION").into(),
-        spec_name: spec.name.clone(),
-        spec_digest: spec.digest(),
-        spec: spec.clone(),
+        spec_name: head.spec_name,
+        spec_digest: head.spec_digest,
+        spec: head.spec,
+        scores_source: head.scores_source,
+        statistic,
+        statistic_selection,
+        partial,
         claim,
-        threat_model: match spec.attack.threat_model {
-            crate::audit::spec::ThreatModel::WhiteBox => "white-box",
-            crate::audit::spec::ThreatModel::BlackBox => "black-box",
-        }
-        .into(),
-        canary: serde_json::to_value(&spec.canary).unwrap_or_default(),
-        attack: match spec.attack.threat_model {
-            crate::audit::spec::ThreatModel::WhiteBox => "update-projection (noise-weighted, all iterates)",
-            crate::audit::spec::ThreatModel::BlackBox => "canary-loss (final model)",
-        }
-        .into(),
+        threat_model: head.threat_model,
+        canary: head.canary,
+        attack: head.attack,
         runs_per_side: counted,
         selection_runs_per_side: selection,
-        confidence: spec.attack.confidence,
+        confidence,
         threshold_selection: how,
         threshold,
         epsilon_lower: bound.epsilon_lower,
@@ -1000,9 +1500,13 @@ pub fn analyse(spec: &AuditSpec, runs: &[RunRecord], wall_seconds: f64) -> Resul
         tpr_at_fpr_notes,
         notes,
         record_check: RecordCheck {
-            fields_checked: true,
+            fields_checked: !imported,
             replayed: Vec::new(),
-            note: "every record's spec digest, side, index, seed and score digest checked; none replayed".into(),
+            note: if imported {
+                "imported scores: no record can be checked or replayed".into()
+            } else {
+                "every record's spec digest, side, index, seed and score digest checked; none replayed".into()
+            },
         },
         gdp_estimate: GdpEstimate {
             mu: if mu.is_finite() { mu } else { 1e300 },
@@ -1106,7 +1610,21 @@ impl AuditReport {
         &self,
         run_config: &crate::train::dpsgd::TrainConfig,
     ) -> Result<crate::cert::schema::AuditRecord> {
-        let t = &self.spec.target;
+        if let Some(p) = &self.partial {
+            return Err(Error::invalid(
+                "audit",
+                &self.spec_name,
+                format!("its report is {}: one shard's bound is not the audit's result; cite the folder `dpaudit audit merge` writes from every shard", p.label),
+            ));
+        }
+        let spec = self.spec.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "audit",
+                &self.spec_name,
+                "its scores were imported (audit from-scores): it names no recipe dpaudit ran and none of its runs can be replayed, so it cannot be cited",
+            )
+        })?;
+        let t = &spec.target;
         if t.model != run_config.model
             || t.noise_multiplier != run_config.noise_multiplier
             || t.max_grad_norm != run_config.max_grad_norm
@@ -1130,11 +1648,14 @@ impl AuditReport {
             name: format!(
                 "{}: {how} of the recipe, {} canary, {}",
                 self.spec_name,
-                serde_json::to_value(self.spec.canary.kind)
+                serde_json::to_value(spec.canary.kind)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
                     .unwrap_or_default(),
-                self.attack
+                match &self.statistic {
+                    Some(st) => format!("{} (statistic {st})", self.attack),
+                    None => self.attack.clone(),
+                }
             ),
             threat_model: self.threat_model.clone(),
             epsilon_lower_bound: self.epsilon_lower,
@@ -1219,17 +1740,24 @@ impl AuditReport {
     /// [`Error::Data`] saying what does not check.
     pub fn check_records(&self) -> Result<()> {
         let origin = Path::new(AUDIT_FILE);
-        if self.spec.digest() != self.spec_digest {
+        if let Some(p) = &self.partial {
+            return Err(Error::data(origin, format!("it is {}, not a whole audit", p.label)));
+        }
+        let spec = self
+            .spec
+            .as_ref()
+            .ok_or_else(|| Error::data(origin, "its scores were imported: no spec to check them against"))?;
+        if spec.digest() != self.spec_digest {
             return Err(Error::data(origin, "the spec does not match its digest"));
         }
-        verify_records(&self.spec, None, &self.runs, origin)?;
+        verify_records(spec, None, &self.runs, origin)?;
         if self.record_check.replayed.is_empty() {
             return Err(Error::data(
                 origin,
                 "none of its run records was replayed when it was run or merged: it cannot be cited",
             ));
         }
-        let again = analyse(&self.spec, &self.runs, 0.0)?;
+        let again = analyse(spec, &self.runs, 0.0)?;
         if again.epsilon_lower != self.epsilon_lower || again.verdict != self.verdict {
             return Err(Error::data(
                 origin,

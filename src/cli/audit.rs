@@ -75,6 +75,67 @@ pub enum AuditCommand {
         #[arg(long, default_value_t = 2)]
         recheck: usize,
     },
+    /// Analyse an audit folder as it stands, without training: the whole audit (printed; its
+    /// audit.json is left as `audit run` or `audit merge` wrote it) or one shard's folder alone.
+    /// A shard's report is a valid bound from its own runs, labelled "partial: shard i of N, k of K
+    /// runs per side", written to the shard's audit.json; `cert sign` refuses to cite it.
+    ///
+    /// Exit status: as `audit run`.
+    Analyse {
+        /// The audit or shard folder (`spec.json` and `runs.jsonl`).
+        dir: PathBuf,
+        /// Print audit.json to stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Audit scores produced anywhere: the same epsilon lower bound, confidence, ideal bound, ROC
+    /// and verdict as `audit run`, from a CSV (`side,score` header, optional `index` column,
+    /// further columns are named statistics), JSON lines (`{"side": .., "score": ..}`, optional
+    /// `index` and `statistics`; a dpaudit runs.jsonl is one), or two files of one score per
+    /// line (--with, --without). Sides: with/without, in/out, 1/0; larger scores mean "canary
+    /// in". On a dpaudit audit's runs.jsonl with its claim and rule it reproduces its audit.json
+    /// bound exactly. Imported scores cannot be checked or replayed, so no certificate cites them.
+    ///
+    /// Exit status: as `audit run` (0 consistent, 1 error, 10 violated, 12 inconclusive).
+    FromScores {
+        /// A CSV or JSON-lines file of scores (or give --with and --without).
+        #[arg(required_unless_present_all = ["with", "without"], conflicts_with_all = ["with", "without"])]
+        scores: Option<PathBuf>,
+        /// Canary-in scores, one per line.
+        #[arg(long, requires = "without")]
+        with: Option<PathBuf>,
+        /// Canary-out scores, one per line.
+        #[arg(long, requires = "with")]
+        without: Option<PathBuf>,
+        /// The claimed epsilon to test.
+        #[arg(long)]
+        epsilon: f64,
+        /// The claimed delta.
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+        /// Confidence of the bound.
+        #[arg(long, default_value_t = 0.95)]
+        confidence: f64,
+        /// How the threshold is chosen: held-out (chosen on the first runs of each side, bound on
+        /// the rest), bonferroni (best of all thresholds, each at alpha / count) or from-claim
+        /// (fixed from the claim; scores in N(0, 1) units of a Gaussian canary).
+        #[arg(long, default_value = "held-out", value_parser = ["held-out", "bonferroni", "from-claim"])]
+        threshold: String,
+        /// held-out and --statistic select: the share of runs per side spent choosing.
+        #[arg(long, default_value_t = 0.5)]
+        held_out_fraction: f64,
+        /// `select`: choose the statistic (score and every named statistic, each also negated) on
+        /// the held-out runs, bound on the rest at alpha / candidates; or one name (`score`, a
+        /// named statistic, `-NAME` for negated).
+        #[arg(long)]
+        statistic: Option<String>,
+        /// Write audit.json into this folder (created; an existing audit.json is not overwritten).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print audit.json to stdout instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// What each threshold rule can show before any run, for every claim and K given: the
     /// from-claim threshold, the ceiling (largest bound reportable) of the rule used before issue
     /// 28 and of every rule now, and the smallest epsilon each catches with probability 1/2 and 0.9.
@@ -152,7 +213,10 @@ fn summarise(r: &engine::AuditReport, json: bool) -> Result<i32> {
     if json {
         println!("{}", serde_json::to_string_pretty(r)?);
     } else {
-        println!("audit {}: {}", r.spec_name, r.verdict.to_uppercase());
+        match &r.partial {
+            Some(p) => println!("audit {}: {} ({})", r.spec_name, r.verdict.to_uppercase(), p.label),
+            None => println!("audit {}: {}", r.spec_name, r.verdict.to_uppercase()),
+        }
         println!("  {}", r.verdict_reason);
         println!("  claim: epsilon = {:.4}, delta = {:e} ({})", r.claim.epsilon, r.claim.delta, r.claim.source);
         match (&r.one_run, r.fraction_of_ideal) {
@@ -196,6 +260,21 @@ fn summarise(r: &engine::AuditReport, json: bool) -> Result<i32> {
             }
         );
         println!("  threshold: {}", r.threshold_selection);
+        if let Some(sel) = &r.statistic_selection {
+            println!(
+                "  statistic: {} decided, among {} candidates ({}), bound at alpha / {} = {:e}",
+                sel.decided,
+                sel.tests,
+                sel.candidates.iter().map(|c| c.statistic.as_str()).collect::<Vec<_>>().join(", "),
+                sel.tests,
+                sel.alpha_per_test
+            );
+        } else if let Some(s) = &r.statistic {
+            println!("  statistic: {s}");
+        }
+        if let Some(src) = &r.scores_source {
+            println!("  scores: {src}");
+        }
         let tpr = |key: &str| match r.tpr_at_fpr.get(key).copied().flatten() {
             Some(t) => format!("{t:.4}"),
             None => format!(
@@ -288,7 +367,7 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
             bar.finish_and_clear();
             if shard != Shard::ALL {
                 eprintln!(
-                    "shard {}/{} done: {} runs in {}; gather the shards with `dpaudit audit merge`",
+                    "shard {}/{} done: {} runs in {}; gather the shards with `dpaudit audit merge` (or `dpaudit audit analyse` this folder for a partial bound from this shard alone)",
                     shard.index,
                     shard.count,
                     runs.len(),
@@ -329,6 +408,62 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
             let path = engine::write_report(&out, &report)?;
             if !json {
                 eprintln!("wrote {}", path.display());
+            }
+            summarise(&report, json)
+        }
+        AuditCommand::Analyse { dir, json } => {
+            let report = engine::analyse_folder(&dir).with_context(|| format!("analysing {}", dir.display()))?;
+            if report.partial.is_some() {
+                let path = engine::write_report(&dir, &report)?;
+                if !json {
+                    eprintln!("wrote {}", path.display());
+                }
+            } else if !json {
+                eprintln!("the whole audit, analysed again (its audit.json is left as written)");
+            }
+            summarise(&report, json)
+        }
+        AuditCommand::FromScores {
+            scores,
+            with,
+            without,
+            epsilon,
+            delta,
+            confidence,
+            threshold,
+            held_out_fraction,
+            statistic,
+            out,
+            json,
+        } => {
+            use dpaudit::audit::from_scores::{audit_from_scores, ScoresInput};
+            let input = match (scores, with, without) {
+                (Some(f), None, None) => ScoresInput::Table(f),
+                (None, Some(w), Some(o)) => ScoresInput::Pair { with: w, without: o },
+                _ => bail!("give one scores file, or --with and --without"),
+            };
+            if let Some(dir) = &out {
+                if dir.join(engine::AUDIT_FILE).exists() {
+                    bail!("{} already holds an {}: give a new --out", dir.display(), engine::AUDIT_FILE);
+                }
+            }
+            let rule: dpaudit::audit::spec::ThresholdChoice =
+                serde_json::from_value(serde_json::Value::String(threshold.clone()))
+                    .with_context(|| format!("--threshold {threshold}"))?;
+            let settings = engine::AnalysisSettings {
+                claim: engine::ClaimReport { epsilon, delta, source: "explicit (--epsilon, --delta)".into() },
+                confidence,
+                threshold: rule,
+                held_out_fraction,
+                statistic,
+            };
+            let report = audit_from_scores(&input, &settings).context("auditing the scores")?;
+            if let Some(dir) = &out {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                let path = engine::write_report(dir, &report)?;
+                if !json {
+                    eprintln!("wrote {}", path.display());
+                }
             }
             summarise(&report, json)
         }
