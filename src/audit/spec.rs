@@ -535,3 +535,22 @@ threshold = "from-claim"
         assert_eq!(AuditSpec::from_toml(&f, Path::new("t")).unwrap().target.inject_fault, Some(Fault::SkipNoise(2)));
     }
 }
+
+#[cfg(test)]
+mod digest_pins {
+    use super::*;
+
+    /// The digests of the shipped specs, pinned before command targets were added: a built-in
+    /// target must serialise exactly as before, or every existing audit folder stops resuming.
+    #[test]
+    fn shipped_spec_digests_are_unchanged() {
+        for (file, want) in [
+            ("audits/blackbox-blank.toml", "0a16dfaba6aaa386d314e2e21a3f2310e9680f83c10a7e1b10a4b0a062784090"),
+            ("audits/dirac-eps2.toml", "fad3ed22311832b18462ff29c114cd1ab672d7b6ce8b4c8f58dbf6a85c17d50e"),
+            ("audits/noise-layer-gan.toml", "ba1dca4e1fc16dd463e1bf67c22323d5edade76fd6e4b8e7f5bacd4735d278ca"),
+        ] {
+            let spec = AuditSpec::load(Path::new(file)).unwrap();
+            assert_eq!(spec.digest(), want, "{file}");
+        }
+    }
+}
