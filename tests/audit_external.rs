@@ -38,6 +38,7 @@ struct Setup<'a> {
     options: &'a str,
     statistic: &'a str,
     timeout: f64,
+    deterministic: bool,
 }
 
 impl Default for Setup<'_> {
@@ -50,6 +51,7 @@ impl Default for Setup<'_> {
             options: "behaviour = \"ok\"",
             statistic: "statistic = \"trainer:canary-signal\"",
             timeout: 60.0,
+            deterministic: false,
         }
     }
 }
@@ -71,6 +73,7 @@ dataset = "fixture"
 train_examples = 50
 workers = {workers}
 timeout_seconds = {timeout}
+deterministic = {deterministic}
 [target.options]
 {options}
 [claim]
@@ -89,6 +92,7 @@ seed = 5
         mode = s.mode,
         workers = s.workers,
         timeout = s.timeout,
+        deterministic = s.deterministic,
         options = s.options,
         claim = s.claim,
         runs = s.runs,
@@ -297,4 +301,27 @@ fn shards_of_an_external_audit_merge() {
     alone.sort_by_key(|r| (r.side, r.index));
     let key = |v: &[dpaudit::audit::replay::RunRecord]| v.iter().map(|r| r.score_digest.clone()).collect::<Vec<_>>();
     assert_eq!(key(&merged), key(&alone));
+}
+
+#[test]
+fn a_deterministic_trainer_is_rechecked_and_a_tampered_record_caught() {
+    let Some(py) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let s = spec(&py, &Setup { options: "behaviour = \"ok\"", ..Setup::default() });
+    let ctx = ExternalContext::new(&s).unwrap();
+    let runs = run(&s, dir.path()).unwrap();
+    let origin = dir.path().join(RUNS_FILE);
+    // The spec says deterministic = false: no replay is attempted.
+    assert!(external::replay_check_external(&ctx, dir.path(), &runs, 2, &origin).is_err());
+    let det = spec(&py, &Setup { deterministic: true, ..Setup::default() });
+    assert!(det.command().unwrap().deterministic);
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = ExternalContext::new(&det).unwrap();
+    let mut runs = run(&det, dir.path()).unwrap();
+    let origin = dir.path().join(RUNS_FILE);
+    let replayed = external::replay_check_external(&ctx, dir.path(), &runs, 6, &origin).unwrap();
+    assert_eq!(replayed.len(), 6);
+    runs[2].score += 1e-9;
+    let err = external::replay_check_external(&ctx, dir.path(), &runs, 6, &origin).unwrap_err().to_string();
+    assert!(err.contains("run record") && err.contains("not deterministic, or the record was not produced"), "{err}");
 }
