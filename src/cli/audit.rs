@@ -25,6 +25,15 @@ pub enum AuditCommand {
     /// check (spec digest, seed, side, index, score digest); after the runs, --recheck of them,
     /// chosen at random, are trained again and must reproduce bit for bit.
     ///
+    /// A spec with `[target] kind = "command"` audits a trainer dpaudit did not write
+    /// (docs/external-trainers.md): dpaudit writes D, D' and the canary under datasets/ in --out,
+    /// runs the command once per run (mode = "once") or feeds long-lived processes one request per
+    /// line (mode = "worker"; the spec's `workers` replace --threads), and reads back
+    /// model.safetensors and the optional initial and iterate parameters, scores.json and
+    /// claim.json. A run that fails stops the audit with an error naming the run, the file and
+    /// the trainer's last stderr lines; running the same command again resumes and retries it.
+    /// --recheck reruns records only for a `deterministic = true` trainer.
+    ///
     /// Exit status: 0 consistent, 1 error, 10 violated, 12 inconclusive (the procedure could not
     /// have refuted the claim).
     Run {
@@ -39,7 +48,7 @@ pub enum AuditCommand {
         /// indexed Job (JOB_COMPLETION_INDEX) with N completions.
         #[arg(long, value_name = "i/N|auto|auto/N")]
         shard: Option<String>,
-        /// Worker threads (default: all cores).
+        /// Worker threads (default: all cores; an external trainer uses the spec's `workers`).
         #[arg(long)]
         threads: Option<usize>,
         /// Print audit.json to stdout instead of a summary.
