@@ -1000,6 +1000,59 @@ mod tests {
         assert!(std::str::from_utf8(&y[10..10 + hl]).unwrap().contains("'shape': (5,)"));
     }
 
+    /// A safetensors file of (name, dtype, raw little-endian bytes), written by hand.
+    fn safetensors_file(tensors: &[(&str, &str, Vec<u8>, usize)]) -> Vec<u8> {
+        let mut header = serde_json::Map::new();
+        let mut data: Vec<u8> = Vec::new();
+        for (name, dtype, raw, n) in tensors {
+            header.insert(
+                name.to_string(),
+                serde_json::json!({"dtype": dtype, "shape": [n], "data_offsets": [data.len(), data.len() + raw.len()]}),
+            );
+            data.extend(raw);
+        }
+        let mut h = serde_json::Value::Object(header).to_string().into_bytes();
+        while h.len() % 8 != 0 {
+            h.push(b' ');
+        }
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend(h);
+        out.extend(data);
+        out
+    }
+
+    #[test]
+    fn every_float_dtype_is_read_sorted_by_name_and_integers_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.safetensors");
+        let f16: Vec<u8> = [1.5f32, -2.0].iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect();
+        let bf16: Vec<u8> = [1.0f32, 3.0].iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect();
+        let f64s: Vec<u8> = [0.1f64].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let f32s: Vec<u8> = [0.25f32].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let ints: Vec<u8> = [7i64].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let file = safetensors_file(&[
+            ("z.half", "F16", f16, 2),
+            ("b.brain", "BF16", bf16, 2),
+            ("d.double", "F64", f64s, 1),
+            ("a.float", "F32", f32s, 1),
+            ("count", "I64", ints, 1),
+        ]);
+        std::fs::write(&p, file).unwrap();
+        let t = read_float_tensors(&p).unwrap();
+        let names: Vec<&str> = t.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["a.float", "b.brain", "d.double", "z.half"]);
+        assert_eq!(t[0].1, vec![0.25]);
+        assert_eq!(t[1].1, vec![1.0, 3.0]);
+        assert_eq!(t[2].1, vec![0.1]);
+        assert_eq!(t[3].1, vec![1.5, -2.0]);
+        let nan: Vec<u8> = [f32::NAN].iter().flat_map(|x| x.to_le_bytes()).collect();
+        std::fs::write(&p, safetensors_file(&[("w", "F32", nan, 1)])).unwrap();
+        let e = read_float_tensors(&p).unwrap_err();
+        assert!(e.why.contains("non-finite"), "{}", e.why);
+        std::fs::write(&p, b"not a safetensors file").unwrap();
+        assert!(read_float_tensors(&p).unwrap_err().why.contains("not a safetensors file"));
+    }
+
     #[test]
     fn differences_of_mismatched_tensors_are_refused() {
         let a = vec![("w".to_string(), vec![3.0, 4.0])];
