@@ -190,6 +190,14 @@ fn the_datasets_hold_d_and_d_prime_with_the_canary_last() {
 }
 
 #[test]
+fn a_missing_program_is_refused_before_any_run() {
+    let Some(py) = python() else { return };
+    let s = spec(&py.replace("python", "no-such-python-for-dpaudit"), &Setup::default());
+    let err = ExternalContext::new(&s).unwrap_err().to_string();
+    assert!(err.contains("target.argv") && err.contains("no such program"), "{err}");
+}
+
+#[test]
 fn the_trainer_claim_is_the_largest_claimed_epsilon() {
     let Some(py) = python() else { return };
     let dir = tempfile::tempdir().unwrap();

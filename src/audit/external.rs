@@ -75,6 +75,14 @@ impl ExternalContext {
             .command()
             .ok_or_else(|| Error::invalid("target.kind", "built-in", "is not an external trainer"))?
             .clone();
+        let program = &target.argv[0];
+        if !program_exists(program) {
+            return Err(Error::invalid(
+                "target.argv",
+                program,
+                "no such program (a path is taken from the current folder; a bare name is searched on PATH)",
+            ));
+        }
         let (train, test) = load_audit_data(&target.dataset, target.train_examples)?;
         if train.shape().channels != 1 {
             return Err(Error::invalid(
@@ -104,6 +112,16 @@ impl ExternalContext {
     /// Training examples per run on D.
     pub fn train_examples(&self) -> usize {
         self.train.len()
+    }
+}
+
+/// Whether `program` names a file: a path (with a `/`) from the current folder, or a bare name on
+/// `PATH`.
+fn program_exists(program: &str) -> bool {
+    if program.contains('/') {
+        Path::new(program).is_file()
+    } else {
+        std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
     }
 }
 
