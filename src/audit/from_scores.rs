@@ -57,6 +57,7 @@ fn record(side: Side, index: u64, score: f64, statistics: BTreeMap<String, f64>)
         spec_digest: String::new(),
         score_digest: String::new(),
         statistics,
+        claimed_epsilon: None,
     }
 }
 

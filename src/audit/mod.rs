@@ -3,6 +3,7 @@
 //!
 //! - [`spec`]: the audit specification (`audits/*.toml`);
 //! - [`replay`]: one training run on D or D' (the canary in), scored by the attack's statistic;
+//! - [`external`]: trainers dpaudit did not write, run as commands (`docs/external-trainers.md`);
 //! - [`engine`]: all runs on all cores, resumable and sharded, and the analysis into `audit.json`;
 //! - [`from_scores`]: audits from scores produced anywhere (CSV, JSON lines, two files);
 //! - [`bounds`]: Clopper–Pearson lower bounds from attack outcomes;
@@ -12,6 +13,7 @@
 //!   threshold rule can report (its ceiling) and the smallest epsilon it would catch.
 pub mod bounds;
 pub mod engine;
+pub mod external;
 pub mod from_scores;
 pub mod gaussian;
 pub mod power;
