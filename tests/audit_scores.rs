@@ -27,6 +27,7 @@ fn record(side: Side, index: u64, score: f64, stats: &[(&str, f64)]) -> RunRecor
         spec_digest: String::new(),
         score_digest: String::new(),
         statistics: stats.iter().map(|(k, v)| (k.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+        claimed_epsilon: None,
     }
 }
 
