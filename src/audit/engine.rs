@@ -406,7 +406,8 @@ pub fn run_audit(
     stop: &AtomicBool,
 ) -> Result<Vec<RunRecord>> {
     shard.check_against(ctx.spec())?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    // One writer per audit folder, before runs.jsonl is read or appended to (creates the folder).
+    let _lock = crate::folder_lock::FolderLock::acquire(dir)?;
     let shard_of_folder = (shard != Shard::ALL).then_some(shard);
     check_or_write_spec(dir, ctx.spec(), shard_of_folder)?;
     let existing = read_runs(dir)?;
@@ -557,7 +558,7 @@ pub fn merge_checked(
     }
     let spec = spec.ok_or_else(|| Error::invalid("shard folders", 0, "give at least one"))?;
     check(&spec, &runs.values().cloned().collect::<Vec<_>>())?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
+    let _lock = crate::folder_lock::FolderLock::acquire(out)?;
     check_or_write_spec(out, &spec, None)?;
     let mut bytes = Vec::new();
     for r in runs.values() {

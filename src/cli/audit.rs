@@ -49,9 +49,12 @@ pub enum AuditCommand {
         #[arg(long)]
         allow_inconclusive: bool,
         /// Records replayed after the runs to check them (0 skips the check; a certificate then
-        /// refuses to cite the audit).
+        /// refuses to cite the audit). They are replayed on --device: records made on the CPU are
+        /// bit-reproducible there, CUDA records only on the device that made them.
         #[arg(long, default_value_t = 2)]
         recheck: usize,
+        #[command(flatten)]
+        device: crate::cli::DeviceArg,
     },
     /// Gather shard folders into one and analyse them (all runs must be present). Refuses
     /// records that do not check (another spec's digest, a seed the spec does not derive for
@@ -71,9 +74,11 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
         /// Records replayed to check them (0 skips the check; a certificate then refuses to
-        /// cite the audit).
+        /// cite the audit), on --device (the device the shards ran on).
         #[arg(long, default_value_t = 2)]
         recheck: usize,
+        #[command(flatten)]
+        device: crate::cli::DeviceArg,
     },
     /// What each threshold rule can show before any run, for every claim and K given: the
     /// from-claim threshold, the ceiling (largest bound reportable) of the rule used before issue
@@ -252,15 +257,18 @@ fn recheck_into(
 /// Bad specs, data, I/O.
 pub fn run(cmd: AuditCommand) -> Result<i32> {
     match cmd {
-        AuditCommand::Run { spec, out, shard, threads, json, allow_inconclusive, recheck } => {
+        AuditCommand::Run { spec, out, shard, threads, json, allow_inconclusive, recheck, device } => {
             let start = engine::now();
+            let device = device.resolve()?;
             let s = AuditSpec::load(&spec).with_context(|| format!("loading audit spec {}", spec.display()))?;
             let shard = match shard {
                 Some(x) => Shard::resolve(&x, |k| std::env::var(k).ok())?,
                 None => Shard::ALL,
             };
             shard.check_against(&s)?;
-            let ctx = engine::prepare(&s).with_context(|| format!("preparing the runs of {}", spec.display()))?;
+            let ctx = engine::prepare(&s)
+                .with_context(|| format!("preparing the runs of {}", spec.display()))?
+                .on_device(device)?;
             if let Some(claim) = engine::expected_claim(&ctx)? {
                 let plan = engine::audit_plan(&s, claim, s.attack.confidence)?;
                 print_plan(&plan);
@@ -304,12 +312,13 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
             }
             summarise(&report, json)
         }
-        AuditCommand::Merge { shards, out, json, recheck } => {
+        AuditCommand::Merge { shards, out, json, recheck, device } => {
+            let device = device.resolve()?;
             // The replays run before the merged folder is written: a refused merge leaves nothing.
             let replayed = std::cell::RefCell::new(None);
             let (s, runs) = engine::merge_checked(&shards, &out, &|s, runs| {
                 if recheck > 0 {
-                    let ctx = engine::prepare(s)?;
+                    let ctx = engine::prepare(s)?.on_device(device)?;
                     let origin = PathBuf::from(
                         shards
                             .iter()
