@@ -168,6 +168,10 @@ pub struct Metrics {
     /// The device this invocation trained on (`cpu`, `cuda:N`); files written before dpaudit
     /// recorded it have none (they ran on the CPU).
     pub device: String,
+    /// The per-example engine's CPU-only routes this run skipped on its device (by design; empty
+    /// and absent on the CPU).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpu_only_routes_skipped: Vec<&'static str>,
 }
 
 /// Runs (or resumes) training into `out`, calling `on_step` after each step with the running
@@ -434,6 +438,7 @@ pub fn train_run(
         train_data_sha256: train.content_sha256(),
         model_sha256: sha256_file(&model_path)?,
         device: crate::device::name(device),
+        cpu_only_routes_skipped: crate::train::per_example::cpu_only_fallbacks(),
     };
     let json = serde_json::to_vec_pretty(&metrics).map_err(|e| Error::data(out, e.to_string()))?;
     write_atomically(&out.join("metrics.json"), &json)?;
