@@ -271,3 +271,71 @@ fn a_second_audit_run_on_a_folder_being_written_is_refused_without_duplicate_row
         .collect();
     assert_eq!(keys.len(), 8, "every (side, index) once");
 }
+
+/// `Device::Cuda(0)` through the library's entry points on a machine without CUDA: the typed
+/// error, before any folder is created (not a libtorch stack trace).
+#[test]
+fn cuda_through_the_library_without_cuda_is_a_typed_error_at_every_entry_point() {
+    use dpaudit::data::{load_mnist_dir, Split};
+    use dpaudit::gan::dpgan::GanConfig;
+    use dpaudit::gan::run::{train_gan, GanRunSpec};
+    use dpaudit::train::dpsgd::TrainConfig;
+    use dpaudit::train::optim::{LrSchedule, OptimizerKind};
+    use dpaudit::train::run::{train_run, RunSpec};
+    use dpaudit::Error;
+    use tch::Device;
+    if tch::Cuda::is_available() {
+        eprintln!("skipped: this machine has CUDA, so Device::Cuda(0) is not refused here");
+        return;
+    }
+    let unavailable = |r: Result<(), Error>, what: &str| match r {
+        Err(Error::DeviceUnavailable { asked, .. }) => assert_eq!(asked, "cuda:0", "{what}"),
+        Err(other) => panic!("{what}: expected DeviceUnavailable, got {other}"),
+        Ok(()) => panic!("{what}: accepted cuda:0 without CUDA"),
+    };
+    let fixture = Path::new("fixtures/mnist-small");
+    let train = load_mnist_dir(fixture, Split::Train, 10).unwrap();
+    let test = load_mnist_dir(fixture, Split::Test, 10).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let spec = RunSpec {
+        config: TrainConfig {
+            model: "logreg".into(),
+            lot_size: 100.0,
+            noise_multiplier: 1.0,
+            max_grad_norm: 1.0,
+            physical_batch: 256,
+            optimizer: OptimizerKind::Sgd,
+            lr: 0.5,
+            schedule: LrSchedule::Constant,
+            private: true,
+        },
+        epochs: 1.0,
+        delta: 1e-5,
+        target_epsilon: None,
+        seed: Some(1),
+        checkpoint_every: 5,
+        resume: false,
+        inject_fault: None,
+        adversarial: None,
+        public_batch: None,
+        pca_noise_multiplier: None,
+        pca_whiten: false,
+        validation: 0,
+        parameter_averaging: None,
+    };
+    let out = dir.path().join("run");
+    unavailable(train_run(&spec, &train, &test, &out, Device::Cuda(0), &mut |_, _, _| {}).map(|_| ()), "train_run");
+    let gan_spec = GanRunSpec {
+        config: GanConfig { lot_size: 16.0, z_dim: 8, g_width: 4, d_width: 4, ..GanConfig::default() },
+        epochs: 0.1,
+        delta: 1e-5,
+        target_epsilon: None,
+        seed: Some(1),
+        force: false,
+    };
+    unavailable(train_gan(&gan_spec, &train, &out, Device::Cuda(0), &mut |_, _, _| {}).map(|_| ()), "train_gan");
+    let audit_spec = dpaudit::audit::spec::AuditSpec::from_toml(AUDIT_SPEC, Path::new("lock-test.toml")).unwrap();
+    let ctx = dpaudit::audit::engine::prepare(&audit_spec).unwrap();
+    unavailable(ctx.on_device(Device::Cuda(0)).map(|_| ()), "ReplayContext::on_device");
+    assert!(!out.exists(), "refused before the run folder was created");
+}
