@@ -5,7 +5,8 @@
 # On a machine without CUDA the tests skip (each says why); this script says so and exits 0.
 #
 # libtorch must be a CUDA build (LIBTORCH, or LIBTORCH_USE_PYTORCH=1 with a CUDA PyTorch), as for
-# any `--device cuda` run. Usage: scripts/gpu-check.sh
+# any `--device cuda` run. Tests and bench share cargo's `test` profile (opt-level 2), so the
+# crate and libtorch's C++ wrapper are built once. Usage: scripts/gpu-check.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -13,7 +14,7 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
 echo "== building and running the per-example equivalence tests on CUDA"
-cargo test --release --test per_example on_cuda -- --nocapture --test-threads 1 2>&1 | tee "$log"
+cargo test --test per_example on_cuda -- --nocapture --test-threads 1 2>&1 | tee "$log"
 tests=$(grep -E '^test result:' "$log" | tail -1)
 
 if grep -q 'no CUDA device (tch::Cuda::is_available() is false)' "$log"; then
@@ -24,7 +25,7 @@ if grep -q 'no CUDA device (tch::Cuda::is_available() is false)' "$log"; then
 fi
 
 echo "== DP-SGD / non-private throughput on cuda:0 (tanh-cnn, lot 256)"
-DPAUDIT_BENCH_DEVICE=cuda cargo bench --bench per_example -- --bench nomatch 2>&1 | tee "$log"
+DPAUDIT_BENCH_DEVICE=cuda cargo bench --profile test --bench per_example -- --bench nomatch 2>&1 | tee "$log"
 line=$(grep -E '^interleaved ' "$log" | tail -1)
 field() { sed -E "s/.*$1 ([0-9.]+).*/\\1/" <<<"$line"; }
 
