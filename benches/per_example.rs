@@ -4,6 +4,10 @@
 //! `peers/opacus_throughput.py` (Opacus on the same model and machine; `peers/setup.sh` installs it).
 //!
 //! `cargo bench --bench per_example`; throughput is reported in elements (examples) per second.
+//! `DPAUDIT_BENCH_DEVICE=cuda` (or `cuda:N`, `auto`; default `cpu`) runs it on a GPU, the model and
+//! the lot moved there after they are drawn on the CPU; each timing then waits for the device
+//! (`cudaDeviceSynchronize`). `<bench binary> --bench nomatch` runs only the interleaved comparison
+//! (what `scripts/gpu-check.sh` does).
 //! After criterion's sequential groups, an interleaved comparison (modes alternate within each
 //! round, median over rounds, as the Opacus anchor script does) prints samples/s per mode and the
 //! private/non-private ratio: on a shared machine the sequential figures drift with other load.
@@ -23,30 +27,58 @@ const LOT: i64 = 256;
 const THREADS: i32 = 2;
 const SEED: i64 = 0;
 
-/// The benchmark's fixed workload: tanh-cnn and one random lot, same seed for every mode.
+/// The device of `DPAUDIT_BENCH_DEVICE` (default: the CPU).
+fn device() -> Device {
+    let choice = std::env::var("DPAUDIT_BENCH_DEVICE").unwrap_or_else(|_| "cpu".into());
+    let choice: dpaudit::device::DeviceChoice = choice.parse().unwrap_or_else(|e| panic!("DPAUDIT_BENCH_DEVICE: {e}"));
+    choice.resolve().unwrap_or_else(|e| panic!("DPAUDIT_BENCH_DEVICE: {e}"))
+}
+
+/// Waits for the work queued on `device` (a no-op on the CPU), so that a timing covers it.
+fn wait_for(device: Device) {
+    if let Device::Cuda(n) = device {
+        tch::Cuda::synchronize(n as i64);
+    }
+}
+
+/// The benchmark's fixed workload: tanh-cnn and one random lot, same seed for every mode, drawn
+/// on the CPU and then moved to the benchmark's device.
 fn setup() -> (nn::VarStore, Sequential, Tensor, Tensor) {
     tch::set_num_threads(THREADS);
     tch::manual_seed(SEED);
-    let vs = nn::VarStore::new(Device::Cpu);
+    let mut vs = nn::VarStore::new(Device::Cpu);
     let model = models::build("tanh-cnn", &vs.root()).expect("tanh-cnn builds");
     let inputs = Tensor::rand([LOT, 1, 28, 28], (Kind::Float, Device::Cpu));
     let labels = Tensor::randint(10, [LOT], (Kind::Int64, Device::Cpu));
-    (vs, model, inputs, labels)
+    let device = device();
+    vs.set_device(device);
+    (vs, model, inputs.to_device(device), labels.to_device(device))
 }
 
 fn per_example(c: &mut Criterion) {
     let (_vs, model, inputs, labels) = setup();
+    let device = inputs.device();
 
     let mut group = c.benchmark_group("tanh-cnn-lot256");
     group.throughput(Throughput::Elements(LOT as u64));
     group.sample_size(30).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(6));
-    group.bench_function("nonprivate", |b| b.iter(|| nonprivate_gradient(&model, &inputs, &labels).expect("step")));
+    group.bench_function("nonprivate", |b| {
+        b.iter(|| {
+            let g = nonprivate_gradient(&model, &inputs, &labels).expect("step");
+            wait_for(device);
+            g
+        })
+    });
     for (name, norm_method) in
         [("auto", NormMethod::Auto), ("ghost", NormMethod::Ghost), ("materialise", NormMethod::Materialise)]
     {
         let config = ClipConfig { max_norm: 1.0, norm_method };
         group.bench_with_input(BenchmarkId::new("private", name), &config, |b, config| {
-            b.iter(|| clip_and_sum(&model, &inputs, &labels, config).expect("step"))
+            b.iter(|| {
+                let out = clip_and_sum(&model, &inputs, &labels, config).expect("step");
+                wait_for(device);
+                out
+            })
         });
     }
     group.finish();
@@ -68,13 +100,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn interleaved() {
     let (_vs, model, inputs, labels) = setup();
+    let device = inputs.device();
     let config = ClipConfig::new(1.0);
     let time = |f: &dyn Fn()| {
         f(); // warm-up
+        wait_for(device);
         let start = std::time::Instant::now();
         for _ in 0..STEPS {
             f();
         }
+        wait_for(device);
         (STEPS as f64 * LOT as f64) / start.elapsed().as_secs_f64()
     };
     let (mut nonprivate, mut private, mut ratio) = (Vec::new(), Vec::new(), Vec::new());
@@ -86,8 +121,9 @@ fn interleaved() {
         ratio.push(p / n);
     }
     println!(
-        "interleaved tanh-cnn lot {LOT}, {THREADS} threads, {ROUNDS} rounds x {STEPS} steps: \
+        "interleaved tanh-cnn lot {LOT} on {}, {THREADS} threads, {ROUNDS} rounds x {STEPS} steps: \
          non-private {:.0} samples/s, private (auto) {:.0} samples/s, median ratio {:.3}",
+        dpaudit::device::name(device),
         median(nonprivate),
         median(private),
         median(ratio)

@@ -75,6 +75,13 @@ pub struct DemoConfig {
     pub seed: u64,
     /// Worker threads for the audit and the membership-inference models.
     pub threads: usize,
+    /// Where every model trains (the CPU unless asked; recorded as `cpu` or `cuda:N`).
+    #[serde(serialize_with = "serialize_device")]
+    pub device: Device,
+}
+
+fn serialize_device<S: serde::Serializer>(device: &Device, s: S) -> std::result::Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::device::name(*device))
 }
 
 impl DemoConfig {
@@ -97,6 +104,7 @@ impl DemoConfig {
             release_count: 2000,
             seed: 1,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            device: Device::Cpu,
         }
     }
 
@@ -253,6 +261,7 @@ fn write_text(path: &Path, text: &str) -> Result<()> {
 /// Bad settings or data, a non-empty `out`, and any error of the steps (each names its step).
 pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) -> Result<DemoSummary> {
     let start = Instant::now();
+    crate::device::check_available(config.device)?;
     if out.exists()
         && std::fs::read_dir(out).map_err(|e| Error::io(format!("reading {}", out.display()), e))?.next().is_some()
     {
@@ -322,7 +331,7 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
     let mut on_step = |r: &crate::train::dpsgd::StepReport, total: u64, eps: Option<f64>| {
         observer.progress(r.step, total, &format!("loss {:.3}, epsilon {:.3} (RDP)", r.loss, eps.unwrap_or(f64::NAN)));
     };
-    let metrics = train_run(&spec, &train, &test, &model_run, Device::Cpu, &mut on_step)?;
+    let metrics = train_run(&spec, &train, &test, &model_run, config.device, &mut on_step)?;
     observer.note(&format!(
         "model: test accuracy {:.4} after {} steps; {}",
         metrics.test_accuracy, metrics.steps, metrics.noise_multiplier_source
@@ -374,7 +383,7 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
     let audit_spec = AuditSpec::load(&audit_spec_path)?;
     let audit_dir = out.join("audit");
     let audit_start = engine::now();
-    let ctx = engine::prepare(&audit_spec)?;
+    let ctx = engine::prepare(&audit_spec)?.on_device(config.device)?;
     let stop = AtomicBool::new(false);
     let audit_progress = |done: u64, total: u64| observer.progress(done, total, "replays");
     let runs = engine::run_audit(&ctx, &audit_dir, engine::Shard::ALL, config.threads.max(1), &audit_progress, &stop)?;
@@ -414,7 +423,7 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
     let mia_spec = shadows::MiaSpec::load(&mia_spec_path)?;
     let mia_dir = out.join("membership-inference");
     let mia_start = Instant::now();
-    let mia_ctx = shadows::prepare(&mia_spec)?;
+    let mia_ctx = shadows::prepare(&mia_spec)?.on_device(config.device)?;
     let mia_progress = |done: u64, total: u64| observer.progress(done, total, "target model");
     let records = shadows::run_models(&mia_ctx, &mia_dir, engine::Shard::ALL, 1, &mia_progress, &stop)?;
     let mia = shadows::analyse(&mia_ctx, &records, mia_start.elapsed().as_secs_f64())?;
@@ -462,14 +471,14 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
     let gan_data = out.join("gan-data");
     data::write_mnist_dir(&gan_data, Split::Train, &gan_train)?;
     data::write_mnist_dir(&gan_data, Split::Test, &holdout)?;
-    let gan = train_gan(&gan_spec, &gan_train, &gan_run, Device::Cpu, &mut gan_progress)?;
+    let gan = train_gan(&gan_spec, &gan_train, &gan_run, config.device, &mut gan_progress)?;
     let release = out.join("synthetic");
     let rel = sample_release(
         &gan_run,
         &release,
         &SampleOptions::new(config.release_count, Some(config.seed)),
         false,
-        Device::Cpu,
+        config.device,
     )?;
     let gan_epsilons: Vec<DemoEpsilon> =
         rel.epsilons.iter().map(|e| DemoEpsilon { accountant: e.accountant.into(), epsilon: e.epsilon }).collect();

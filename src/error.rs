@@ -52,6 +52,22 @@ pub enum Error {
         /// Why.
         reason: String,
     },
+    /// A CUDA device was asked for on a machine where libtorch sees no such device.
+    #[error("{asked} was asked for, but {available}")]
+    DeviceUnavailable {
+        /// The device asked for (`cuda:0`, ...).
+        asked: String,
+        /// What libtorch sees (`no CUDA device is available`, `only 1 CUDA device(s) are available`).
+        available: String,
+    },
+    /// Another process holds the folder's lock: it is writing the same run or audit folder.
+    #[error("{} is being written by another dpaudit process{}; wait for it to finish, or use another folder", folder.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    FolderBusy {
+        /// The folder.
+        folder: PathBuf,
+        /// The holder's process id, as recorded in the lock file (when it could be read).
+        pid: Option<u32>,
+    },
 }
 
 /// `Result` with dpaudit's [`Error`].

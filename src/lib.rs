@@ -7,6 +7,8 @@
 //! - [`attack`]: membership inference (loss threshold, LiRA) and nearest-neighbour attacks.
 //! - [`audit`]: empirical epsilon lower bounds from attack outcomes (Clopper–Pearson).
 //! - [`data`]: IDX (MNIST-format) reading and dataset fetching.
+//! - [`device`]: the CPU or a CUDA device, only when asked for.
+//! - [`folder_lock`]: one writing process per run or audit folder.
 //! - [`gan`]: the private GAN (DP-GAN) for synthetic data releases, and their evaluation.
 //! - [`run_folder`]: the names of every file in the folders dpaudit writes.
 //! - [`report`]: the compliance report (HTML, Markdown, JSON) of a run, its audits and certificate.
@@ -23,8 +25,10 @@ pub mod audit;
 pub mod cert;
 pub mod data;
 pub mod demo;
+pub mod device;
 pub mod durable;
 pub mod error;
+pub mod folder_lock;
 pub mod gan;
 pub mod imported;
 pub mod report;

@@ -249,6 +249,8 @@ struct TrainArgs {
     /// libtorch threads.
     #[arg(long)]
     threads: Option<i32>,
+    #[command(flatten)]
+    device: cli::DeviceArg,
     /// Checkpoint every N steps.
     #[arg(long, default_value_t = 100)]
     checkpoint_every: u64,
@@ -462,7 +464,7 @@ fn main() {
     let cli = Cli::parse_from(args);
     if let Err(err) = run(cli) {
         eprintln!("error: {}", cli::error_chain(&err));
-        std::process::exit(1);
+        std::process::exit(cli::exit_status_of(&err));
     }
 }
 
@@ -891,6 +893,7 @@ fn seeded_noise_hint(e: anyhow::Error) -> anyhow::Error {
 }
 
 fn train(args: &TrainArgs) -> Result<()> {
+    let device = args.device.resolve()?;
     if let Some(t) = args.threads {
         tch::set_num_threads(t);
     }
@@ -1005,7 +1008,7 @@ fn train(args: &TrainArgs) -> Result<()> {
         let eps = eps.map_or("no privacy".to_string(), |e| format!("epsilon {e:.3} (RDP, delta {:e})", args.delta));
         bar.set_message(format!("loss {:.4}, lot {}, {eps}", r.loss, r.lot_size));
     };
-    let metrics = train_run(&spec, &train_set, &test_set, &args.out, tch::Device::Cpu, &mut on_step)
+    let metrics = train_run(&spec, &train_set, &test_set, &args.out, device, &mut on_step)
         .with_context(|| format!("training into {}", args.out.display()))?;
     bar.finish_and_clear();
     if args.json {

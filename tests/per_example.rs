@@ -41,9 +41,14 @@ struct Net {
 }
 
 fn build(specs: &[LayerSpec], seed: u64) -> Net {
+    build_on(specs, seed, Device::Cpu)
+}
+
+/// [`build`] on `device` (the same values on every device).
+fn build_on(specs: &[LayerSpec], seed: u64, device: Device) -> Net {
     // The default initialisation draws from libtorch's shared generator (then is overwritten).
     let _rng = dpaudit::torch_rng::lock();
-    let mut vs = nn::VarStore::new(Device::Cpu);
+    let mut vs = nn::VarStore::new(device);
     let model = Sequential::new(&vs.root(), specs).expect("valid specs");
     vs.set_kind(Kind::Double);
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
@@ -58,8 +63,8 @@ fn build(specs: &[LayerSpec], seed: u64) -> Net {
 
 /// An f32 network, its values drawn as [`build`] draws them and scaled by 1/sqrt(fan-in) so that
 /// the logits stay moderate and the f32 forward pass is well conditioned.
-fn build_f32(specs: &[LayerSpec], seed: u64) -> Net {
-    let f64_net = build(specs, seed);
+fn build_f32(specs: &[LayerSpec], seed: u64, device: Device) -> Net {
+    let f64_net = build_on(specs, seed, device);
     tch::no_grad(|| {
         for (_, mut p) in f64_net.model.parameters() {
             let fan_in = if p.dim() > 1 { p.numel() as f64 / p.size()[0] as f64 } else { 100.0 };
@@ -69,7 +74,7 @@ fn build_f32(specs: &[LayerSpec], seed: u64) -> Net {
     });
     let f32_net = {
         let _rng = dpaudit::torch_rng::lock();
-        let mut vs = nn::VarStore::new(Device::Cpu);
+        let mut vs = nn::VarStore::new(device);
         let model = Sequential::new(&vs.root(), specs).expect("valid specs");
         vs.set_kind(Kind::Float);
         tch::no_grad(|| {
@@ -229,12 +234,8 @@ proptest! {
         hidden in 1i64..=5, classes in 2i64..=4, clip_scale in prop::sample::select(vec![0.3, 1.0, 3.0]),
         seed in any::<u64>(),
     ) {
-        let specs = image_specs(channels, side, &blocks, last_axis_linear, layer_norm, hidden, classes);
-        let net = build(&specs, seed);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
-        let inputs = random_tensor(&[batch, channels, side, side], &mut rng);
-        let labels = random_indices(&[batch], classes, &mut rng);
-        check_against_loop(&net.model, &inputs, &labels, clip_scale)?;
+        let case = ImageCase { batch, channels, side, blocks, last_axis_linear, layer_norm, hidden, classes, clip_scale, seed };
+        check_image_case(&case, Device::Cpu)?;
     }
 
     /// f32 image networks whose convolutions can take the direct per-example kernel (outputs a
@@ -258,52 +259,7 @@ proptest! {
         ),
         clip_scale in prop::sample::select(vec![0.3, 1.0, 3.0]), seed in any::<u64>(),
     ) {
-        let blocks: Vec<ConvBlock> = blocks
-            .into_iter()
-            .map(|(out, kernel, stride, padding, bias, act)| (out, kernel, stride, padding, bias, false, act, 1))
-            .collect();
-        let specs = image_specs(channels, side, &blocks, None, false, 5, 3);
-        let f32_net = build_f32(&specs, seed);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
-        let inputs = random_tensor(&[batch, channels, side, side], &mut rng).to_kind(Kind::Float);
-        let labels = random_indices(&[batch], 3, &mut rng);
-        // The ghost route's per-example gradients (`per_example_gradients` takes it), widened.
-        let reference: Vec<Tensor> = per_example_gradients(&f32_net.model, &inputs, &labels)
-            .map_err(|e| TestCaseError::fail(e.to_string()))?
-            .0
-            .into_iter()
-            .map(|g| g.to_kind(Kind::Double))
-            .collect();
-        let flat: Vec<Tensor> = reference.iter().map(|g| g.reshape([batch, -1])).collect();
-        let ghost_norms = Tensor::cat(&flat, 1).norm_scalaropt_dim(2, [1i64].as_slice(), false);
-        let max_norm = (ghost_norms.mean(Kind::Double).double_value(&[]) * clip_scale).max(1e-3);
-        let factors = (max_norm / (&ghost_norms + 1e-6)).clamp_max(1.0);
-        // f32 error grows with the size of the terms summed, not of the result: a clipped sum
-        // whose examples cancel is compared at the scale of its terms, sum_i c_i |g_i|.
-        let f32_close = |engine: &Tensor, reference: &Tensor, scale: f64| -> Result<(), TestCaseError> {
-            let diff = (engine.to_kind(Kind::Double) - reference).norm().double_value(&[]);
-            prop_assert!(diff <= RELATIVE_TOLERANCE * scale + 1e-9, "|route - ghost| = {diff:e}, scale {scale:e}: {engine} vs {reference}");
-            Ok(())
-        };
-        for norm_method in [NormMethod::Auto, NormMethod::Materialise] {
-            let out = clip_and_sum(&f32_net.model, &inputs, &labels, &ClipConfig { max_norm, norm_method })
-                .map_err(|e| TestCaseError::fail(e.to_string()))?;
-            let norm_scale = ghost_norms.norm().double_value(&[]);
-            f32_close(&out.norms, &ghost_norms, norm_scale)
-                .map_err(|e| TestCaseError::fail(format!("{norm_method:?} norms: {e}")))?;
-            for (sum, r) in out.clipped_sum.iter().zip(&reference) {
-                let mut shape = vec![batch];
-                shape.extend(std::iter::repeat_n(1, r.dim() - 1));
-                let terms = r * factors.reshape(shape.as_slice());
-                let expected = terms.sum_dim_intlist(0, false, None);
-                let scale = terms.reshape([batch, -1]).norm_scalaropt_dim(2, [1i64].as_slice(), false).sum(Kind::Double).double_value(&[]);
-                prop_assert_eq!(sum.size(), expected.size());
-                f32_close(sum, &expected, scale)
-                    .map_err(|e| TestCaseError::fail(format!("{norm_method:?} sum {:?}: {e}", r.size())))?;
-            }
-            let contributed = (&ghost_norms * out.clip_factors.to_kind(Kind::Double)).max().double_value(&[]);
-            prop_assert!(contributed <= max_norm * (1.0 + 1e-5), "{contributed} > C = {max_norm}");
-        }
+        check_f32_routes(batch, channels, side, blocks, clip_scale, seed, Device::Cpu)?;
     }
 
     /// Embedding (indices repeat within an example: small vocabularies), Linear on (B, T, d),
@@ -314,27 +270,224 @@ proptest! {
         flat_indices in any::<bool>(), norm in 0u8..3, act in 0u8..3, classes in 2i64..=4,
         clip_scale in prop::sample::select(vec![0.3, 1.0, 3.0]), seed in any::<u64>(),
     ) {
-        let flat = flat_indices && length == 1;
-        let mut specs = vec![
-            LayerSpec::Embedding { vocabulary, dim },
-            LayerSpec::Linear { in_features: dim, out_features: width, bias: true },
-        ];
-        match (norm, flat) {
-            (1, _) => specs.push(LayerSpec::LayerNorm { shape: vec![width] }),
-            (2, false) => specs.push(LayerSpec::LayerNorm { shape: vec![length, width] }),
-            _ => {}
-        }
-        specs.push(activation(act));
-        specs.push(LayerSpec::Flatten);
-        let features = if flat { width } else { length * width };
-        specs.push(LayerSpec::Linear { in_features: features, out_features: classes, bias: true });
-        let net = build(&specs, seed);
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
-        let shape: Vec<i64> = if flat { vec![batch] } else { vec![batch, length] };
-        let inputs = random_indices(&shape, vocabulary, &mut rng);
-        let labels = random_indices(&[batch], classes, &mut rng);
-        check_against_loop(&net.model, &inputs, &labels, clip_scale)?;
+        check_sequence_case(batch, vocabulary, length, dim, width, flat_indices, norm, act, classes, clip_scale, seed, Device::Cpu)?;
     }
+}
+
+/// One draw of `image_networks_match_one_example_loop`.
+#[derive(Debug, Clone)]
+struct ImageCase {
+    batch: i64,
+    channels: i64,
+    side: i64,
+    blocks: Vec<ConvBlock>,
+    last_axis_linear: Option<i64>,
+    layer_norm: bool,
+    hidden: i64,
+    classes: i64,
+    clip_scale: f64,
+    seed: u64,
+}
+
+fn image_case() -> impl Strategy<Value = ImageCase> {
+    (
+        (1i64..=5, 1i64..=3, 4i64..=9, prop::collection::vec(conv_block(), 1..=2)),
+        (prop::option::of(1i64..=3), any::<bool>(), 1i64..=5, 2i64..=4),
+        (prop::sample::select(vec![0.3, 1.0, 3.0]), any::<u64>()),
+    )
+        .prop_map(
+            |((batch, channels, side, blocks), (last_axis_linear, layer_norm, hidden, classes), (clip_scale, seed))| {
+                ImageCase {
+                    batch,
+                    channels,
+                    side,
+                    blocks,
+                    last_axis_linear,
+                    layer_norm,
+                    hidden,
+                    classes,
+                    clip_scale,
+                    seed,
+                }
+            },
+        )
+}
+
+fn check_image_case(c: &ImageCase, device: Device) -> Result<(), TestCaseError> {
+    let specs = image_specs(c.channels, c.side, &c.blocks, c.last_axis_linear, c.layer_norm, c.hidden, c.classes);
+    let net = build_on(&specs, c.seed, device);
+    let mut rng = ChaCha8Rng::seed_from_u64(c.seed ^ 0x5eed);
+    let inputs = random_tensor(&[c.batch, c.channels, c.side, c.side], &mut rng).to_device(device);
+    let labels = random_indices(&[c.batch], c.classes, &mut rng).to_device(device);
+    check_against_loop(&net.model, &inputs, &labels, c.clip_scale)
+}
+
+/// The f32 routes' check of `f32_direct_conv_route_matches_the_ghost_route`, on `device` (on
+/// CUDA the direct kernel is CPU-only, so the materialised route takes the patch route).
+fn check_f32_routes(
+    batch: i64,
+    channels: i64,
+    side: i64,
+    blocks: Vec<(i64, i64, i64, i64, bool, u8)>,
+    clip_scale: f64,
+    seed: u64,
+    device: Device,
+) -> Result<(), TestCaseError> {
+    let blocks: Vec<ConvBlock> = blocks
+        .into_iter()
+        .map(|(out, kernel, stride, padding, bias, act)| (out, kernel, stride, padding, bias, false, act, 1))
+        .collect();
+    let specs = image_specs(channels, side, &blocks, None, false, 5, 3);
+    let f32_net = build_f32(&specs, seed, device);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let inputs = random_tensor(&[batch, channels, side, side], &mut rng).to_kind(Kind::Float).to_device(device);
+    let labels = random_indices(&[batch], 3, &mut rng).to_device(device);
+    // The ghost route's per-example gradients (`per_example_gradients` takes it), widened.
+    let reference: Vec<Tensor> = per_example_gradients(&f32_net.model, &inputs, &labels)
+        .map_err(|e| TestCaseError::fail(e.to_string()))?
+        .0
+        .into_iter()
+        .map(|g| g.to_kind(Kind::Double))
+        .collect();
+    let flat: Vec<Tensor> = reference.iter().map(|g| g.reshape([batch, -1])).collect();
+    let ghost_norms = Tensor::cat(&flat, 1).norm_scalaropt_dim(2, [1i64].as_slice(), false);
+    let max_norm = (ghost_norms.mean(Kind::Double).double_value(&[]) * clip_scale).max(1e-3);
+    let factors = (max_norm / (&ghost_norms + 1e-6)).clamp_max(1.0);
+    // f32 error grows with the size of the terms summed, not of the result: a clipped sum
+    // whose examples cancel is compared at the scale of its terms, sum_i c_i |g_i|.
+    let f32_close = |engine: &Tensor, reference: &Tensor, scale: f64| -> Result<(), TestCaseError> {
+        let diff = (engine.to_kind(Kind::Double) - reference).norm().double_value(&[]);
+        prop_assert!(
+            diff <= RELATIVE_TOLERANCE * scale + 1e-9,
+            "|route - ghost| = {diff:e}, scale {scale:e}: {engine} vs {reference}"
+        );
+        Ok(())
+    };
+    for norm_method in [NormMethod::Auto, NormMethod::Materialise] {
+        let out = clip_and_sum(&f32_net.model, &inputs, &labels, &ClipConfig { max_norm, norm_method })
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let norm_scale = ghost_norms.norm().double_value(&[]);
+        f32_close(&out.norms, &ghost_norms, norm_scale)
+            .map_err(|e| TestCaseError::fail(format!("{norm_method:?} norms: {e}")))?;
+        for (sum, r) in out.clipped_sum.iter().zip(&reference) {
+            let mut shape = vec![batch];
+            shape.extend(std::iter::repeat_n(1, r.dim() - 1));
+            let terms = r * factors.reshape(shape.as_slice());
+            let expected = terms.sum_dim_intlist(0, false, None);
+            let scale = terms
+                .reshape([batch, -1])
+                .norm_scalaropt_dim(2, [1i64].as_slice(), false)
+                .sum(Kind::Double)
+                .double_value(&[]);
+            prop_assert_eq!(sum.size(), expected.size());
+            f32_close(sum, &expected, scale)
+                .map_err(|e| TestCaseError::fail(format!("{norm_method:?} sum {:?}: {e}", r.size())))?;
+        }
+        let contributed = (&ghost_norms * out.clip_factors.to_kind(Kind::Double)).max().double_value(&[]);
+        prop_assert!(contributed <= max_norm * (1.0 + 1e-5), "{contributed} > C = {max_norm}");
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn check_sequence_case(
+    batch: i64,
+    vocabulary: i64,
+    length: i64,
+    dim: i64,
+    width: i64,
+    flat_indices: bool,
+    norm: u8,
+    act: u8,
+    classes: i64,
+    clip_scale: f64,
+    seed: u64,
+    device: Device,
+) -> Result<(), TestCaseError> {
+    let flat = flat_indices && length == 1;
+    let mut specs = vec![
+        LayerSpec::Embedding { vocabulary, dim },
+        LayerSpec::Linear { in_features: dim, out_features: width, bias: true },
+    ];
+    match (norm, flat) {
+        (1, _) => specs.push(LayerSpec::LayerNorm { shape: vec![width] }),
+        (2, false) => specs.push(LayerSpec::LayerNorm { shape: vec![length, width] }),
+        _ => {}
+    }
+    specs.push(activation(act));
+    specs.push(LayerSpec::Flatten);
+    let features = if flat { width } else { length * width };
+    specs.push(LayerSpec::Linear { in_features: features, out_features: classes, bias: true });
+    let net = build_on(&specs, seed, device);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed);
+    let shape: Vec<i64> = if flat { vec![batch] } else { vec![batch, length] };
+    let inputs = random_indices(&shape, vocabulary, &mut rng).to_device(device);
+    let labels = random_indices(&[batch], classes, &mut rng).to_device(device);
+    check_against_loop(&net.model, &inputs, &labels, clip_scale)
+}
+
+/// CUDA device 0, or `None` after saying on stderr that the test is skipped.
+fn cuda_or_skip(test: &str) -> Option<Device> {
+    if tch::Cuda::is_available() {
+        Some(Device::Cuda(0))
+    } else {
+        eprintln!("skipped {test}: no CUDA device (tch::Cuda::is_available() is false); scripts/gpu-check.sh runs it on a GPU");
+        None
+    }
+}
+
+/// The CUDA variants: the same properties with the networks and inputs on CUDA device 0 (fewer
+/// cases: each case's one-example loop is many small kernel launches).
+fn cuda_runner() -> proptest::test_runner::TestRunner {
+    proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 32,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })
+}
+
+#[test]
+fn image_networks_match_one_example_loop_on_cuda() {
+    let Some(device) = cuda_or_skip("image_networks_match_one_example_loop_on_cuda") else { return };
+    cuda_runner().run(&image_case(), |c| check_image_case(&c, device)).unwrap();
+}
+
+#[test]
+fn f32_routes_match_the_ghost_route_on_cuda() {
+    let Some(device) = cuda_or_skip("f32_routes_match_the_ghost_route_on_cuda") else { return };
+    let blocks = prop::collection::vec(
+        (prop::sample::select(vec![8i64, 16, 24]), 1i64..=4, 1i64..=2, 0i64..=2, any::<bool>(), 0u8..3),
+        1..=2,
+    );
+    let strategy = (
+        1i64..=6,
+        prop::sample::select(vec![1i64, 2, 4]),
+        5i64..=12,
+        blocks,
+        prop::sample::select(vec![0.3, 1.0, 3.0]),
+        any::<u64>(),
+    );
+    cuda_runner()
+        .run(&strategy, |(batch, channels, side, blocks, clip_scale, seed)| {
+            check_f32_routes(batch, channels, side, blocks, clip_scale, seed, device)
+        })
+        .unwrap();
+}
+
+#[test]
+fn sequence_networks_match_one_example_loop_on_cuda() {
+    let Some(device) = cuda_or_skip("sequence_networks_match_one_example_loop_on_cuda") else { return };
+    let strategy = (
+        (1i64..=5, 2i64..=6, 1i64..=4, 1i64..=4, 1i64..=4, any::<bool>()),
+        (0u8..3, 0u8..3, 2i64..=4, prop::sample::select(vec![0.3, 1.0, 3.0]), any::<u64>()),
+    );
+    cuda_runner()
+        .run(&strategy, |((batch, vocabulary, length, dim, width, flat), (norm, act, classes, clip_scale, seed))| {
+            check_sequence_case(
+                batch, vocabulary, length, dim, width, flat, norm, act, classes, clip_scale, seed, device,
+            )
+        })
+        .unwrap();
 }
 
 fn tiny_image_net(extra: LayerSpec) -> Net {

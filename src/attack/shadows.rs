@@ -339,6 +339,7 @@ pub struct MiaContext {
     spec: MiaSpec,
     population: Dataset,
     keep: Vec<Vec<bool>>,
+    device: Device,
 }
 
 impl MiaContext {
@@ -353,6 +354,19 @@ impl MiaContext {
     /// The membership matrix.
     pub fn memberships(&self) -> &[Vec<bool>] {
         &self.keep
+    }
+    /// The models train on `device` instead of the CPU.
+    ///
+    /// # Errors
+    /// [`Error::DeviceUnavailable`] when libtorch does not see the device.
+    pub fn on_device(mut self, device: Device) -> Result<Self> {
+        crate::device::check_available(device)?;
+        self.device = device;
+        Ok(self)
+    }
+    /// The device the models train on (the CPU unless [`MiaContext::on_device`]).
+    pub fn device(&self) -> Device {
+        self.device
     }
 }
 
@@ -406,7 +420,7 @@ pub fn prepare(spec: &MiaSpec) -> Result<MiaContext> {
             ));
         }
     }
-    Ok(MiaContext { spec: spec.clone(), population, keep })
+    Ok(MiaContext { spec: spec.clone(), population, keep, device: Device::Cpu })
 }
 
 fn train_config(r: &Recipe, sigma: f64) -> TrainConfig {
@@ -450,8 +464,8 @@ pub fn train_model(ctx: &MiaContext, population: &Examples, index: u64) -> Resul
         }
     };
     let seed = model_seed(ctx.spec.attack.seed, index);
-    let data = Examples::from_dataset(&members, Device::Cpu)?;
-    let mut run = DpSgd::ephemeral(train_config(r, sigma), n, seed, Device::Cpu)?;
+    let data = Examples::from_dataset(&members, ctx.device)?;
+    let mut run = DpSgd::ephemeral(train_config(r, sigma), n, seed, ctx.device)?;
     for _ in 0..steps {
         run.step(&data)?;
     }
@@ -559,7 +573,8 @@ pub fn run_models(
     progress: Progress<'_>,
     stop: &AtomicBool,
 ) -> Result<Vec<ModelRecord>> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    // One writer per shadow folder, before runs.jsonl is read or appended to (creates the folder).
+    let _lock = crate::folder_lock::FolderLock::acquire(dir)?;
     check_or_write_spec(dir, &ctx.spec)?;
     let done: HashSet<u64> = read_runs(dir)?.iter().map(|r| r.index).collect();
     let mine: Vec<u64> =
@@ -596,7 +611,7 @@ pub fn run_models(
         for _ in 0..threads {
             scope.spawn(|| {
                 // tch::Tensor is not Sync: every worker builds its own copy of the population.
-                let population = match Examples::from_dataset(&ctx.population, Device::Cpu) {
+                let population = match Examples::from_dataset(&ctx.population, ctx.device) {
                     Ok(p) => p,
                     Err(e) => {
                         first_error.lock().expect("lock").get_or_insert(e);
@@ -655,7 +670,7 @@ pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<(MiaSpec, Vec<ModelRecord>)
         }
     }
     let spec = spec.ok_or_else(|| Error::invalid("shard folders", 0, "give at least one"))?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
+    let _lock = crate::folder_lock::FolderLock::acquire(out)?;
     check_or_write_spec(out, &spec)?;
     let mut bytes = Vec::new();
     for r in runs.values() {

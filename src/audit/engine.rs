@@ -405,7 +405,7 @@ pub fn run_audit(
     progress: Progress<'_>,
     stop: &AtomicBool,
 ) -> Result<Vec<RunRecord>> {
-    let existing = open_audit_folder(ctx.spec(), dir, shard)?;
+    let (_lock, existing) = open_audit_folder(ctx.spec(), dir, shard)?;
     if ctx.spec().attack.mode == AuditMode::OneRun {
         // One training run: its canaries' records are written together, atomically.
         if !existing.is_empty() || shard.index != 0 {
@@ -436,14 +436,19 @@ pub fn run_audit(
 ///
 /// # Errors
 /// As [`run_audit`].
-pub(crate) fn open_audit_folder(spec: &AuditSpec, dir: &Path, shard: Shard) -> Result<Vec<RunRecord>> {
+pub(crate) fn open_audit_folder(
+    spec: &AuditSpec,
+    dir: &Path,
+    shard: Shard,
+) -> Result<(crate::folder_lock::FolderLock, Vec<RunRecord>)> {
     shard.check_against(spec)?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    // One writer per audit folder, before runs.jsonl is read or appended to (creates the folder).
+    let lock = crate::folder_lock::FolderLock::acquire(dir)?;
     let shard_of_folder = (shard != Shard::ALL).then_some(shard);
     check_or_write_spec(dir, spec, shard_of_folder)?;
     let existing = read_runs(dir)?;
     verify_records(spec, shard_of_folder, &existing, &dir.join(RUNS_FILE))?;
-    Ok(existing)
+    Ok((lock, existing))
 }
 
 /// Runs the shard's replays that `existing` lacks on `threads` workers (each made by
@@ -591,7 +596,7 @@ pub fn merge_checked(
     }
     let spec = spec.ok_or_else(|| Error::invalid("shard folders", 0, "give at least one"))?;
     check(&spec, &runs.values().cloned().collect::<Vec<_>>())?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(format!("creating {}", out.display()), e))?;
+    let _lock = crate::folder_lock::FolderLock::acquire(out)?;
     check_or_write_spec(out, &spec, None)?;
     let mut bytes = Vec::new();
     for r in runs.values() {

@@ -609,7 +609,7 @@ pub fn run_external_audit(
     progress: Progress<'_>,
     stop: &AtomicBool,
 ) -> Result<Vec<RunRecord>> {
-    let existing = open_audit_folder(&ctx.spec, dir, shard)?;
+    let (_lock, existing) = open_audit_folder(&ctx.spec, dir, shard)?;
     let paths = write_datasets(ctx, dir)?;
     let work = dir.join(WORK_DIR);
     std::fs::create_dir_all(&work).map_err(|e| Error::io(format!("creating {}", work.display()), e))?;

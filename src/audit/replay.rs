@@ -220,6 +220,8 @@ pub struct ReplayContext {
     shapes: Vec<Vec<i64>>,
     /// The spec's digest, stamped on every record.
     spec_digest: String,
+    /// The device the runs train on (the CPU unless [`ReplayContext::on_device`]).
+    device: Device,
 }
 
 /// Input pixels that are zero in every training example.
@@ -264,6 +266,7 @@ impl ReplayContext {
                 null_coords: Vec::new(),
                 shapes: Vec::new(),
                 spec_digest: spec.digest(),
+                device: Device::Cpu,
             });
         }
         let specs = crate::train::models::specs(&target.model)?;
@@ -339,6 +342,7 @@ impl ReplayContext {
             null_coords,
             shapes,
             spec_digest: spec.digest(),
+            device: Device::Cpu,
         })
     }
 
@@ -355,6 +359,22 @@ impl ReplayContext {
     /// Null coordinates available for the white-box noise estimate.
     pub fn null_coordinates(&self) -> usize {
         self.null_coords.len()
+    }
+
+    /// The runs train on `device` instead of the CPU. Records made on the CPU are
+    /// bit-reproducible; CUDA kernels need not be, so replay records on the device that made them.
+    ///
+    /// # Errors
+    /// [`Error::DeviceUnavailable`] when libtorch does not see the device.
+    pub fn on_device(mut self, device: Device) -> Result<Self> {
+        crate::device::check_available(device)?;
+        self.device = device;
+        Ok(self)
+    }
+
+    /// The device the runs train on.
+    pub fn device(&self) -> Device {
+        self.device
     }
 }
 
@@ -375,13 +395,14 @@ impl<'a> Worker<'a> {
     /// # Errors
     /// libtorch errors.
     pub fn new(ctx: &'a ReplayContext) -> Result<Self> {
-        let without = Examples::from_dataset(&ctx.train, Device::Cpu)?;
+        let device = ctx.device;
+        let without = Examples::from_dataset(&ctx.train, device)?;
         let shape: ImageShape = ctx.train.shape();
         let dims = [1i64, shape.channels as i64, shape.height as i64, shape.width as i64];
         let (with, canary_x) = match &ctx.input_canary {
             Some((px, label)) => {
-                let x = Tensor::f_from_slice(px)?.f_view(dims)?;
-                let y = Tensor::f_from_slice(&[*label])?;
+                let x = Tensor::f_from_slice(px)?.f_view(dims)?.f_to(device)?;
+                let y = Tensor::f_from_slice(&[*label])?.f_to(device)?;
                 let with = Examples {
                     images: Tensor::f_cat(&[&without.images, &x], 0)?,
                     labels: Tensor::f_cat(&[&without.labels, &y], 0)?,
@@ -394,12 +415,12 @@ impl<'a> Worker<'a> {
             Some(d) => Some(
                 d.iter()
                     .zip(&ctx.shapes)
-                    .map(|(v, s)| Tensor::f_from_slice(v)?.f_view(s.as_slice()))
+                    .map(|(v, s)| Tensor::f_from_slice(v)?.f_view(s.as_slice())?.f_to(device))
                     .collect::<std::result::Result<Vec<_>, _>>()?,
             ),
             None => None,
         };
-        let null_idx = Tensor::f_from_slice(&ctx.null_coords)?;
+        let null_idx = Tensor::f_from_slice(&ctx.null_coords)?.f_to(device)?;
         Ok(Worker { ctx, without, with, canary_x, direction, null_idx })
     }
 
@@ -438,7 +459,7 @@ impl<'a> Worker<'a> {
             schedule: LrSchedule::Constant,
             private: true,
         };
-        let mut run = DpSgd::ephemeral(config, n, seed, Device::Cpu)?;
+        let mut run = DpSgd::ephemeral(config, n, seed, self.ctx.device)?;
         if let Some(f) = t.inject_fault {
             run.inject_fault(f);
         }
@@ -533,7 +554,7 @@ impl<'a> Worker<'a> {
             crate::accounting::ledger::Ledger::in_memory(),
             NoiseSeed::Explicit(seed),
             init,
-            Device::Cpu,
+            self.ctx.device,
         )?;
         let (x, y) = self
             .canary_x
@@ -634,7 +655,7 @@ impl<'a> Worker<'a> {
             schedule: LrSchedule::Constant,
             private: true,
         };
-        let mut run = DpSgd::ephemeral(config, n, seed, Device::Cpu)?;
+        let mut run = DpSgd::ephemeral(config, n, seed, self.ctx.device)?;
         if let Some(f) = t.inject_fault {
             run.inject_fault(f);
         }
@@ -648,8 +669,8 @@ impl<'a> Worker<'a> {
         }
         run.add_gradient_canaries(grads)?;
         let to_units = t.lot_size / (t.lr * t.max_grad_norm);
-        let cidx = Tensor::f_from_slice(canary_coords)?;
-        let nidx = Tensor::f_from_slice(noise_coords)?;
+        let cidx = Tensor::f_from_slice(canary_coords)?.f_to(self.ctx.device)?;
+        let nidx = Tensor::f_from_slice(noise_coords)?.f_to(self.ctx.device)?;
         let read = |run: &DpSgd| -> Result<(Tensor, Tensor)> {
             let _g = tch::no_grad_guard();
             let w = run.parameters()[0].f_view(-1)?;
@@ -658,7 +679,7 @@ impl<'a> Worker<'a> {
                 w.f_index_select(0, &nidx)?.f_to_kind(Kind::Double)?,
             ))
         };
-        let mut num = Tensor::f_zeros([m as i64], (Kind::Double, Device::Cpu))?;
+        let mut num = Tensor::f_zeros([m as i64], (Kind::Double, self.ctx.device))?;
         let mut den = 0.0;
         for _ in 0..t.steps {
             let (c0, n0) = read(&run)?;
@@ -716,7 +737,7 @@ impl<'a> Worker<'a> {
         let nulls = if self.null_idx.numel() > 0 {
             params[0].f_view(-1)?.f_index_select(0, &self.null_idx)?.f_to_kind(Kind::Double)?
         } else {
-            Tensor::f_zeros([0], (Kind::Double, Device::Cpu))?
+            Tensor::f_zeros([0], (Kind::Double, self.ctx.device))?
         };
         Ok((proj, nulls))
     }

@@ -35,6 +35,8 @@ pub enum AttackCommand {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        #[command(flatten)]
+        device: super::DeviceArg,
         /// Print mia.json to stdout instead of a summary.
         #[arg(long)]
         json: bool,
@@ -174,15 +176,17 @@ fn summarise(r: &MiaReport) {
 /// Bad specs, data, I/O.
 pub fn run(cmd: AttackCommand) -> Result<()> {
     match cmd {
-        AttackCommand::Mia { target_config, out, shard, threads, json } => {
+        AttackCommand::Mia { target_config, out, shard, threads, device, json } => {
             let start = std::time::Instant::now();
+            let device = device.resolve()?;
             let spec = MiaSpec::load(&target_config).with_context(|| format!("loading {}", target_config.display()))?;
             let shard = match shard {
                 Some(s) => Shard::resolve(&s, |k| std::env::var(k).ok())?,
                 None => Shard::ALL,
             };
             let ctx = shadows::prepare(&spec)
-                .with_context(|| format!("preparing the models of {}", target_config.display()))?;
+                .with_context(|| format!("preparing the models of {}", target_config.display()))?
+                .on_device(device)?;
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let bar = ProgressBar::new(0);
             bar.set_style(

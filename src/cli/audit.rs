@@ -59,9 +59,12 @@ pub enum AuditCommand {
         #[arg(long)]
         allow_inconclusive: bool,
         /// Records replayed after the runs to check them (0 skips the check; a certificate then
-        /// refuses to cite the audit).
+        /// refuses to cite the audit). They are replayed on --device: records made on the CPU are
+        /// bit-reproducible there, CUDA records only on the device that made them.
         #[arg(long, default_value_t = 2)]
         recheck: usize,
+        #[command(flatten)]
+        device: crate::cli::DeviceArg,
     },
     /// Gather shard folders into one and analyse them (all runs must be present). Refuses
     /// records that do not check (another spec's digest, a seed the spec does not derive for
@@ -81,9 +84,11 @@ pub enum AuditCommand {
         #[arg(long)]
         json: bool,
         /// Records replayed to check them (0 skips the check; a certificate then refuses to
-        /// cite the audit).
+        /// cite the audit), on --device (the device the shards ran on).
         #[arg(long, default_value_t = 2)]
         recheck: usize,
+        #[command(flatten)]
+        device: crate::cli::DeviceArg,
     },
     /// Analyse an audit folder as it stands, without training: the whole audit (printed; its
     /// audit.json is left as `audit run` or `audit merge` wrote it) or one shard's folder alone.
@@ -429,8 +434,9 @@ fn run_external(
 /// Bad specs, data, I/O.
 pub fn run(cmd: AuditCommand) -> Result<i32> {
     match cmd {
-        AuditCommand::Run { spec, out, shard, threads, json, allow_inconclusive, recheck } => {
+        AuditCommand::Run { spec, out, shard, threads, json, allow_inconclusive, recheck, device } => {
             let start = engine::now();
+            let device = device.resolve()?;
             let s = AuditSpec::load(&spec).with_context(|| format!("loading audit spec {}", spec.display()))?;
             let shard = match shard {
                 Some(x) => Shard::resolve(&x, |k| std::env::var(k).ok())?,
@@ -440,7 +446,9 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
             if s.command().is_some() {
                 return run_external(&s, &spec, &out, shard, json, allow_inconclusive, recheck, start);
             }
-            let ctx = engine::prepare(&s).with_context(|| format!("preparing the runs of {}", spec.display()))?;
+            let ctx = engine::prepare(&s)
+                .with_context(|| format!("preparing the runs of {}", spec.display()))?
+                .on_device(device)?;
             if let Some(claim) = engine::expected_claim(&ctx)? {
                 check_plan(&s, claim, allow_inconclusive)?;
             }
@@ -477,7 +485,8 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
             }
             summarise(&report, json)
         }
-        AuditCommand::Merge { shards, out, json, recheck } => {
+        AuditCommand::Merge { shards, out, json, recheck, device } => {
+            let device = device.resolve()?;
             // The replays run before the merged folder is written: a refused merge leaves nothing.
             let replayed = std::cell::RefCell::new(None);
             let (s, runs) = engine::merge_checked(&shards, &out, &|s, runs| {
@@ -498,7 +507,7 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
                             Some(external::replay_check_external(&ctx, &out, runs, recheck, &origin)?);
                     }
                     None => {
-                        let ctx = engine::prepare(s)?;
+                        let ctx = engine::prepare(s)?.on_device(device)?;
                         *replayed.borrow_mut() = Some(engine::replay_check(&ctx, runs, recheck, &origin)?);
                     }
                 }

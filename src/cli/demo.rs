@@ -29,6 +29,8 @@ pub struct DemoArgs {
     /// The smallest setting that still runs every step (seconds; what the test suite runs).
     #[arg(long, conflicts_with = "full")]
     tiny: bool,
+    #[command(flatten)]
+    device: super::DeviceArg,
     /// Print demo.json (every path and number) instead of the summary.
     #[arg(long)]
     json: bool,
@@ -77,6 +79,7 @@ fn timestamp() -> String {
 /// # Errors
 /// Whatever a step reports, with context.
 pub fn run(a: &DemoArgs) -> Result<()> {
+    let device = a.device.resolve()?;
     let mut config = if a.full {
         let dir = a.data_dir.clone().unwrap_or_else(|| PathBuf::from("data/mnist"));
         if data::load_mnist_dir(&dir, data::Split::Test, 10).is_err() {
@@ -95,6 +98,7 @@ pub fn run(a: &DemoArgs) -> Result<()> {
         c
     };
     config.seed = a.seed;
+    config.device = device;
     if let Some(t) = a.threads {
         config.threads = t.max(1);
     }

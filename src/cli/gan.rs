@@ -10,7 +10,6 @@ use dpaudit::gan::release::{sample_release, LabelSource, Ranking, SampleOptions}
 use dpaudit::gan::run::{train_gan, GanRunSpec};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
-use tch::Device;
 
 /// Which training data.
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
@@ -116,6 +115,8 @@ pub enum GanCommand {
         /// Replace an existing release folder.
         #[arg(long)]
         force: bool,
+        #[command(flatten)]
+        device: super::DeviceArg,
         /// Print release.json.
         #[arg(long)]
         json: bool,
@@ -197,6 +198,8 @@ pub struct GanTrainArgs {
     /// libtorch threads.
     #[arg(long)]
     threads: Option<usize>,
+    #[command(flatten)]
+    device: super::DeviceArg,
     /// Print metrics.json.
     #[arg(long)]
     json: bool,
@@ -237,6 +240,8 @@ pub enum EvaluateCommand {
         /// libtorch threads.
         #[arg(long)]
         threads: Option<usize>,
+        #[command(flatten)]
+        device: super::DeviceArg,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -244,6 +249,7 @@ pub enum EvaluateCommand {
 }
 
 fn train(a: &GanTrainArgs) -> Result<()> {
+    let device = a.device.resolve()?;
     if let Some(t) = a.threads {
         tch::set_num_threads(t as i32);
     }
@@ -302,7 +308,7 @@ fn train(a: &GanTrainArgs) -> Result<()> {
         bar.set_position(done);
         bar.set_message(format!("epsilon (RDP) {eps:.3}"));
     };
-    let m = train_gan(&spec, &train_set, &a.out, Device::cuda_if_available(), &mut progress)
+    let m = train_gan(&spec, &train_set, &a.out, device, &mut progress)
         .with_context(|| format!("training the GAN into {}", a.out.display()))?;
     bar.finish_and_clear();
     if a.json {
@@ -334,7 +340,8 @@ fn train(a: &GanTrainArgs) -> Result<()> {
 pub fn run(cmd: GanCommand) -> Result<()> {
     match cmd {
         GanCommand::Train(a) => train(&a),
-        GanCommand::Sample { run, count, out, seed, temperature, keep, rank_by, labels, force, json } => {
+        GanCommand::Sample { run, count, out, seed, temperature, keep, rank_by, labels, force, device, json } => {
+            let device = device.resolve()?;
             let rank_by = match rank_by {
                 RankChoice::Realism => Ranking::Realism,
                 RankChoice::Label => Ranking::Label,
@@ -344,7 +351,7 @@ pub fn run(cmd: GanCommand) -> Result<()> {
                 LabelChoice::Discriminator => LabelSource::Discriminator,
             };
             let opts = SampleOptions { count, seed, temperature, keep, rank_by, labels };
-            let r = sample_release(&run, &out, &opts, force, Device::cuda_if_available())
+            let r = sample_release(&run, &out, &opts, force, device)
                 .with_context(|| format!("sampling {count} images from {} into {}", run.display(), out.display()))?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&r)?);
@@ -396,8 +403,10 @@ pub fn run_evaluate(cmd: EvaluateCommand) -> Result<()> {
             real_vs_fake_epochs,
             seed,
             threads,
+            device,
             json,
         } => {
+            let device = device.resolve()?;
             if let Some(t) = threads {
                 tch::set_num_threads(t as i32);
             }
@@ -419,7 +428,7 @@ pub fn run_evaluate(cmd: EvaluateCommand) -> Result<()> {
             let spinner = ProgressBar::new_spinner();
             spinner.enable_steady_tick(std::time::Duration::from_millis(200));
             let mut stage = |s: &str| spinner.set_message(s.to_owned());
-            let r = evaluate_synthetic(&syn, &train, &test, &config, Device::cuda_if_available(), &mut stage)
+            let r = evaluate_synthetic(&syn, &train, &test, &config, device, &mut stage)
                 .context("evaluating the synthetic set")?;
             spinner.finish_and_clear();
             if json {

@@ -7,6 +7,47 @@ pub mod gan;
 pub mod import;
 pub mod report;
 
+use dpaudit::device::DeviceChoice;
+
+/// Exit status when the CUDA device asked for with `--device` is not available.
+pub const EXIT_DEVICE_UNAVAILABLE: i32 = 13;
+/// Exit status when another dpaudit process is writing the same run or audit folder.
+pub const EXIT_FOLDER_BUSY: i32 = 14;
+
+/// `--device`, shared by every command that trains or evaluates a model.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct DeviceArg {
+    /// Where to train and evaluate: cpu (the default), cuda (= cuda:0), cuda:N, or auto (CUDA
+    /// device 0 when libtorch sees one, else the CPU). Nothing runs on a GPU unless asked; a CUDA
+    /// device that is not available is refused (exit 13). Recorded in metrics.json.
+    #[arg(long, value_name = "cpu|cuda|cuda:N|auto", default_value = "cpu", value_parser = parse_device)]
+    pub device: DeviceChoice,
+}
+
+impl DeviceArg {
+    /// The libtorch device.
+    ///
+    /// # Errors
+    /// A CUDA device libtorch does not see.
+    pub fn resolve(self) -> anyhow::Result<tch::Device> {
+        Ok(self.device.resolve()?)
+    }
+}
+
+fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    s.parse::<DeviceChoice>().map_err(|e| e.to_string())
+}
+
+/// The exit status of a failed command: [`EXIT_DEVICE_UNAVAILABLE`] and [`EXIT_FOLDER_BUSY`] for
+/// those two library errors anywhere in the chain, 1 otherwise.
+pub fn exit_status_of(err: &anyhow::Error) -> i32 {
+    match err.chain().find_map(|e| e.downcast_ref::<dpaudit::Error>()) {
+        Some(dpaudit::Error::DeviceUnavailable { .. }) => EXIT_DEVICE_UNAVAILABLE,
+        Some(dpaudit::Error::FolderBusy { .. }) => EXIT_FOLDER_BUSY,
+        _ => 1,
+    }
+}
+
 /// An error and its causes on one line, each said once: a cause whose text is already part of
 /// what was printed is skipped, and a context that the next cause repeats and extends is replaced
 /// by it (`reading F` then `reading F: No such file` prints once).

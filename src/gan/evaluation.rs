@@ -303,6 +303,7 @@ pub fn evaluate_synthetic(
     device: Device,
     on_stage: &mut dyn FnMut(&str),
 ) -> Result<SyntheticEvaluation> {
+    crate::device::check_available(device)?;
     check_images(synthetic, "synthetic set")?;
     check_images(train, "real training set")?;
     check_images(test, "real test set")?;

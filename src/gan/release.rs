@@ -532,6 +532,7 @@ fn write_release(
 /// [`Error::Data`] for a missing run folder, description, ledger or a corrupt checkpoint. On any
 /// error nothing is left at `out` (and an existing `out` is untouched).
 pub fn sample_release(run: &Path, out: &Path, opts: &SampleOptions, force: bool, device: Device) -> Result<Release> {
+    crate::device::check_available(device)?;
     opts.validate()?;
     if out.exists() && !force {
         return Err(Error::invalid(

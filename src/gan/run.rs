@@ -13,6 +13,7 @@ use crate::accounting::Phase;
 use crate::data::{sha256_file, Dataset};
 use crate::durable::{sync_file, write_atomically};
 use crate::error::{Error, Result};
+use crate::folder_lock::{FolderLock, LOCK_FILE};
 use crate::train::dpsgd::{Examples, LEDGER_FILE};
 use crate::train::noise::NoiseSeed;
 use crate::train::run::AccountedEpsilon;
@@ -145,6 +146,9 @@ pub struct GanMetrics {
     pub discriminator_sha256: String,
     /// The figure of samples beside their nearest training images (shows private images).
     pub nearest_figure: String,
+    /// The device the run trained on (`cpu`, `cuda:N`); files written before dpaudit recorded it
+    /// have none.
+    pub device: String,
 }
 
 /// Progress after each generator step: (discriminator steps done, total, running RDP epsilon).
@@ -250,23 +254,34 @@ fn save_var_store(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
     std::fs::rename(&tmp, path).map_err(|e| Error::io(format!("renaming to {}", path.display()), e))
 }
 
-/// Prepares `out` as a new run folder: refuses a non-empty one unless `force` (then removes it).
-fn fresh_folder(out: &Path, force: bool) -> Result<()> {
-    if out.exists() {
-        let empty =
-            std::fs::read_dir(out).map_err(|e| Error::io(format!("reading {}", out.display()), e))?.next().is_none();
-        if !empty {
-            if !force {
-                return Err(Error::invalid(
-                    "output folder",
-                    out.display(),
-                    "already exists and is not empty; choose another --out or give --force to replace it",
-                ));
-            }
-            std::fs::remove_dir_all(out).map_err(|e| Error::io(format!("removing {}", out.display()), e))?;
+/// Prepares `out` as a new run folder, locked by `lock`: refuses a non-empty one unless `force`
+/// (then empties it, keeping the lock file).
+fn fresh_folder(lock: &FolderLock, force: bool) -> Result<()> {
+    let out = lock.folder();
+    let listing_error = |e| Error::io(format!("reading {}", out.display()), e);
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(out).map_err(listing_error)? {
+        let entry = entry.map_err(listing_error)?;
+        if entry.file_name() != LOCK_FILE {
+            entries.push(entry.path());
         }
     }
-    std::fs::create_dir_all(out).map_err(|e| Error::io(format!("creating {}", out.display()), e))
+    if !entries.is_empty() && !force {
+        return Err(Error::invalid(
+            "output folder",
+            out.display(),
+            "already exists and is not empty; choose another --out or give --force to replace it",
+        ));
+    }
+    for path in entries {
+        let removed = if path.is_dir() && !path.is_symlink() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.map_err(|e| Error::io(format!("removing {}", path.display()), e))?;
+    }
+    Ok(())
 }
 
 /// Trains a private GAN on `train` into `out`.
@@ -281,6 +296,7 @@ pub fn train_gan(
     progress: &mut Progress<'_>,
 ) -> Result<GanMetrics> {
     let start = Instant::now();
+    crate::device::check_available(device)?;
     let n = train.len();
     let s = train.shape();
     if (s.channels, s.height, s.width) != (1, 28, 28) {
@@ -310,7 +326,9 @@ pub fn train_gan(
             spec.delta, cal.noise_multiplier
         );
     }
-    fresh_folder(out, spec.force)?;
+    // One writer per run folder, before anything in it is removed or written.
+    let lock = FolderLock::acquire(out)?;
+    fresh_folder(&lock, spec.force)?;
     let seed = spec.seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit);
     let mut ledger = Ledger::create(out.join(LEDGER_FILE))?;
     ledger.set_noise_seeding(seed.seeding());
@@ -405,6 +423,7 @@ pub fn train_gan(
         generator_sha256: sha256_file(&g_path)?,
         discriminator_sha256: sha256_file(&d_path)?,
         nearest_figure: format!("{nearest}: generated samples (left of each pair) beside their nearest training image in pixel space (the seed paper's Figure 3); it shows private training images, never release it"),
+        device: crate::device::name(device),
     };
     write_atomically(
         &out.join(crate::run_folder::METRICS_FILE),

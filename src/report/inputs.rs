@@ -45,6 +45,8 @@ pub struct RunMetrics {
     pub noise_seeding: Option<String>,
     /// The folder the training data was read from (absent in older runs).
     pub train_data_dir: Option<String>,
+    /// The device the run trained on (`cpu`, `cuda:N`; absent in older runs, which ran on the CPU).
+    pub device: Option<String>,
     /// Held-out validation examples (`--validation N`).
     pub validation_examples: Option<u64>,
     /// The decay of the parameter average (`--ema`).
@@ -767,6 +769,9 @@ fn train_command(run: &RunFolder) -> Option<String> {
     }
     if let Some(v) = m.validation_examples.filter(|&v| v > 0) {
         cmd.push(format!("--validation {v}"));
+    }
+    if let Some(d) = m.device.as_deref().filter(|&d| d != "cpu") {
+        cmd.push(format!("--device {}", shell_quote(d)));
     }
     if let Some(d) = m.parameter_averaging {
         cmd.push(format!("--ema {d}"));

@@ -165,6 +165,13 @@ pub struct Metrics {
     pub train_data_sha256: String,
     /// SHA-256 of `model.safetensors`.
     pub model_sha256: String,
+    /// The device this invocation trained on (`cpu`, `cuda:N`); files written before dpaudit
+    /// recorded it have none (they ran on the CPU).
+    pub device: String,
+    /// The per-example engine's CPU-only routes this run skipped on its device (by design; empty
+    /// and absent on the CPU).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cpu_only_routes_skipped: Vec<&'static str>,
 }
 
 /// Runs (or resumes) training into `out`, calling `on_step` after each step with the running
@@ -181,6 +188,7 @@ pub fn train_run(
     on_step: &mut dyn FnMut(&StepReport, u64, Option<f64>),
 ) -> Result<Metrics> {
     let start = Instant::now();
+    crate::device::check_available(device)?;
     let train_data_dir = train.source_files().first().and_then(|f| f.parent()).map(|d| {
         if d.as_os_str().is_empty() {
             ".".to_owned()
@@ -270,6 +278,8 @@ pub fn train_run(
             spec.delta, cal.noise_multiplier
         );
     }
+    // One writer per run folder, before the ledger is read or appended to.
+    let _lock = crate::folder_lock::FolderLock::acquire(out)?;
     let mut examples = Examples::from_dataset(train, device)?;
     let mut test_examples = Examples::from_dataset(test, device)?;
     let mut validation_examples = match &validation {
@@ -427,6 +437,8 @@ pub fn train_run(
             .map(|d| format!("{} ({} examples, sha256 {})", d.name(), d.len(), d.content_sha256())),
         train_data_sha256: train.content_sha256(),
         model_sha256: sha256_file(&model_path)?,
+        device: crate::device::name(device),
+        cpu_only_routes_skipped: crate::train::per_example::cpu_only_fallbacks(),
     };
     let json = serde_json::to_vec_pretty(&metrics).map_err(|e| Error::data(out, e.to_string()))?;
     write_atomically(&out.join(crate::run_folder::METRICS_FILE), &json)?;

@@ -125,6 +125,7 @@ pub(crate) fn prepare(
         }
         return Ok((direct.squares, sums, true));
     } else {
+        conv_direct::note_fallback(a);
         // The patches are the step's largest buffer (L D per example, often several times the
         // gradient's O D): unfold them a slice of the batch at a time, each slice's gradients
         // written straight into G, so only one slice's patches exist at once.

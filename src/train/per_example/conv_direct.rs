@@ -50,6 +50,14 @@ pub(crate) fn available(a: &Tensor, b: &Tensor, kernel: i64) -> bool {
         && cpu_has_avx2_fma()
 }
 
+/// The route's name in the per-example engine's CPU-only fallback note.
+pub(crate) const ROUTE: &str = "direct convolution kernel (f32, AVX2/FMA)";
+
+/// Notes, once per process, that this CPU-only route was skipped because `a` is not on the CPU.
+pub(crate) fn note_fallback(a: &Tensor) {
+    super::note_cpu_only_fallback(ROUTE, a.device());
+}
+
 #[cfg(target_arch = "x86_64")]
 fn cpu_has_avx2_fma() -> bool {
     std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")

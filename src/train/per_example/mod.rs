@@ -12,7 +12,11 @@
 //! 4. With `c_i = min(1, C / (|g_i| + 1e-6))`, each parameter's clipped sum `sum_i c_i g_i` is one
 //!    weighted product of `a` and `c * b`; no per-example gradient is built unless its layer chose to.
 //!
-//! Everything runs on the device of the model and inputs (CPU or CUDA alike).
+//! Everything runs on the device of the model and inputs (CPU or CUDA alike). A few routes exist
+//! only for the CPU (the direct convolution kernel, AVX2/FMA on f32): on CUDA the engine takes the
+//! general libtorch route instead, by design, with the same results up to rounding (the CUDA
+//! variants of the equivalence tests check it). [`note_cpu_only_fallback`] says so once per
+//! process on stderr, and [`cpu_only_fallbacks`] lists the routes skipped, for a run's metrics.
 pub mod conv;
 mod conv_direct;
 pub mod embedding;
@@ -27,7 +31,32 @@ pub use layers::{per_example_cross_entropy, LayerSpec, Sequential, NORM_EPS};
 
 use crate::error::{Error, Result};
 use layers::Record;
-use tch::{Kind, Tensor};
+use std::sync::Mutex;
+use tch::{Device, Kind, Tensor};
+
+/// The CPU-only routes this process has skipped because its tensors were on another device.
+static CPU_ONLY_FALLBACKS: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+
+/// Records that the CPU-only `route` was skipped for tensors on `device` (a no-op on the CPU),
+/// and the first time in this process for that route prints a one-line note on stderr.
+pub fn note_cpu_only_fallback(route: &'static str, device: Device) {
+    if device == Device::Cpu {
+        return;
+    }
+    let mut seen = CPU_ONLY_FALLBACKS.lock().unwrap_or_else(|p| p.into_inner());
+    if !seen.contains(&route) {
+        seen.push(route);
+        eprintln!(
+            "note: the per-example engine's {route} exists only for the CPU; on {} it uses the general libtorch route (by design, same results up to rounding)",
+            crate::device::name(device)
+        );
+    }
+}
+
+/// The CPU-only routes of the per-example engine this process has skipped (empty on the CPU).
+pub fn cpu_only_fallbacks() -> Vec<&'static str> {
+    CPU_ONLY_FALLBACKS.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
 
 /// The constant added to the norm in the clip factor `min(1, C / (|g_i| + CLIP_STABILITY))`
 /// (Opacus' value), so an all-zero gradient gives a factor of 1 rather than a division by zero.
