@@ -1146,6 +1146,19 @@ fn remove_loss(q: f64, s: f64, x: f64) -> f64 {
 /// lemma 1), evaluated in log space (lemma 1b) so that no intermediate overflows: for small `s`
 /// the loss range reaches far beyond `ln(f64::MAX) ~ 709`, where `e^eps` itself is not a float.
 fn step_delta(q: f64, s: f64, direction: Direction, eps: f64) -> f64 {
+    let direct = match direction {
+        Direction::Remove => (-1.0..=DIRECT_EPS_LIMIT).contains(&eps),
+        Direction::Add => (-DIRECT_EPS_LIMIT..=1.0).contains(&eps),
+    };
+    if direct {
+        step_delta_direct(q, s, direction, eps)
+    } else {
+        step_delta_log(q, s, direction, eps)
+    }
+}
+
+/// Lemma 1b: lemma 1 in log space, for any finite `eps`.
+fn step_delta_log(q: f64, s: f64, direction: Direction, eps: f64) -> f64 {
     let ln_q = q.ln();
     // delta = exp(t1) - exp(t2) with t1 >= t2 wherever delta > 0.
     let (t1, t2) = match direction {
@@ -1175,6 +1188,39 @@ fn step_delta(q: f64, s: f64, direction: Direction, eps: f64) -> f64 {
         return 0.0;
     }
     (t1.exp() * -(t2 - t1).exp_m1()).clamp(0.0, 1.0)
+}
+
+/// [`step_delta`] uses the direct form of lemma 1 (as before lemma 1b, so results there are
+/// unchanged) for remove at `eps in [-1, 30]` and add at `eps in [-30, 1]`: there `e^|eps| <= e^30`
+/// cannot overflow, where `P(Z > x* / s)` underflows the term it multiplies is below
+/// `e^30 * 1e-300`, and `c = e^(+-eps) - 1 + q` does not cancel catastrophically (beyond, for
+/// `q = 1`, `e^-eps - 1 + 1` loses `u e^eps` relative: 4e-6 at eps = 25).
+const DIRECT_EPS_LIMIT: f64 = 30.0;
+
+/// Lemma 1 computed directly (see [`DIRECT_EPS_LIMIT`] for where).
+fn step_delta_direct(q: f64, s: f64, direction: Direction, eps: f64) -> f64 {
+    let d = match direction {
+        Direction::Remove => {
+            // L > eps iff x > x*, x* = s^2 ln((e^eps - 1 + q) / q) + 1/2, when eps > ln(1 - q).
+            let c = eps.exp_m1() + q;
+            if c <= 0.0 {
+                return -eps.exp_m1();
+            }
+            let x = s * s * (c / q).ln() + 0.5;
+            q * normal_sf((x - 1.0) / s) - c * normal_sf(x / s)
+        }
+        Direction::Add => {
+            // L > eps iff x < x*, x* = s^2 ln((e^-eps - 1 + q) / q) + 1/2, when eps < -ln(1 - q).
+            let c = (-eps).exp_m1() + q;
+            if c <= 0.0 {
+                return 0.0;
+            }
+            let x = s * s * (c / q).ln() + 0.5;
+            // Phi(x/s) - e^eps ((1-q) Phi(x/s) + q Phi((x-1)/s)) = e^eps (c Phi(x/s) - q Phi((x-1)/s)).
+            eps.exp() * (c * normal_sf(-x / s) - q * normal_sf((1.0 - x) / s))
+        }
+    };
+    d.clamp(0.0, 1.0)
 }
 
 /// `ln P(Z > z)` for a standard normal `Z`, accurate in relative terms for every finite `z`
@@ -1650,6 +1696,20 @@ mod test {
             assert!(gamma.is_finite(), "eps {eps}");
         }
         assert!(step_delta(q, s, Direction::Remove, 800.0) > 0.1);
+        // Lemma 1b is lemma 1: the log-space and direct forms agree where both are accurate.
+        for (q, s) in [(0.128, 0.02), (0.3, 0.8), (1.0, 2.0), (0.01, 0.3), (1.0, 0.05)] {
+            for dir in [Direction::Remove, Direction::Add] {
+                // Where the direct form is used (elsewhere it cancels: see DIRECT_EPS_LIMIT).
+                let grid = match dir {
+                    Direction::Remove => [-0.5, 0.0, 0.3, 2.0, 10.0, 25.0],
+                    Direction::Add => [-25.0, -5.0, -0.5, 0.0, 0.3, 1.0],
+                };
+                for eps in grid {
+                    let (a, b) = (step_delta_direct(q, s, dir, eps), step_delta_log(q, s, dir, eps));
+                    assert!((a - b).abs() <= 1e-9 * a.max(1e-300) + 1e-300, "{q} {s} {dir:?} {eps}: {a} vs {b}");
+                }
+            }
+        }
         // The connect-the-dots pmf there (its mass was 13.7 at h = 0.01): P mass 1 up to the
         // rounding of 1.75 million second differences (negative ones dropped, which only adds
         // mass), Q mass <= 1 likewise, and the curve above the true one off the grid.
