@@ -8,6 +8,9 @@
 //!    a twentieth of the per-step privacy loss's standard deviation, widened when the window would
 //!    need too many points; or fixed by the caller ([`PldAccountant::new`]). Any width gives a
 //!    valid bound; the choice only affects tightness and time.
+//!    When a step's loss range (about `1 / (2 sigma^2)`) needs a grid wider than
+//!    [`MAX_DISCRETIZATION`], the automatic grid rounds each step's loss up to a grid as wide as
+//!    needed instead of step 1 (section 9; [`Construction::RoundedUp`]).
 //! 1. **Dominating discretisation** ("connect the dots", Doroshenko, Ghazi, Kamath, Kumar and
 //!    Manurangsi 2022, Algorithm 1): the hockey-stick curve of one step is evaluated in closed
 //!    form at the grid `eps_i = i h` and interpolated linearly in `e^eps`. The interpolant is the
@@ -404,8 +407,11 @@ impl PldAccountant {
     /// composition of the Poisson-subsampled Gaussian mechanisms of `phases` under add/remove
     /// adjacency is `(e.epsilon, delta)`-DP (for both directions), or returns an error.
     /// Proof: `proofs/accounting/pld.md`, theorem 7 (and section 7 for the grid choice, which
-    /// affects tightness only); checked by `tests/accounting_pld.rs` (`pld_dominates_exact_gaussian`,
-    /// `pld_matches_google_golden`, `pld_below_crate_rdp`, `auto_grid_sample_*`).
+    /// affects tightness only; section 9 for very small noise, where the automatic grid rounds the
+    /// losses up, recorded in `construction`); checked by `tests/accounting_pld.rs`
+    /// (`pld_dominates_exact_gaussian`, `pld_matches_google_golden`, `pld_below_crate_rdp`,
+    /// `auto_grid_sample_*`, `small_noise_answers_at_least_the_lower_bounds`,
+    /// `auto_grid_answers_small_noise_above_lower_bound`).
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] for invalid phases or delta; [`Error::Numerical`] when the
