@@ -732,13 +732,14 @@ fn account_epsilon(args: &EpsilonArgs) -> Result<()> {
         }
         if let Some(p) = out.get("pld") {
             println!(
-                "PLD accountant:      epsilon = {:.6}  (pessimistic; discretisation {:e}, {})",
+                "PLD accountant:      epsilon = {:.6}  (pessimistic; discretisation {:e}, {}{})",
                 p["epsilon"].as_f64().unwrap_or(f64::NAN),
                 p["discretization"].as_f64().unwrap_or(f64::NAN),
                 match args.pld_discretization {
                     Discretization::Auto => "chosen automatically",
                     Discretization::Fixed(_) => "fixed",
-                }
+                },
+                if p["construction"] == "rounded_up" { "; losses rounded up to the grid" } else { "" }
             );
         }
         if let Some(v) = out.get("verified") {

@@ -1,6 +1,6 @@
 //! Integration tests of the PLD accountant (`src/accounting/pld.rs`, proof
 //! `proofs/accounting/pld.md`).
-use dpaudit::accounting::pld::{Direction, Discretization, PldAccountant};
+use dpaudit::accounting::pld::{Construction, Direction, Discretization, PldAccountant};
 use dpaudit::accounting::Phase;
 use dpaudit::Error;
 use proptest::prelude::*;
@@ -329,5 +329,112 @@ fn auto_grid_answers_small_delta_and_wide_windows() {
         for d in [r.remove, r.add] {
             assert!(d.delta_charged < 1e-3 * delta, "q={q} s={s} T={steps}: {d:?}");
         }
+    }
+}
+
+/// A rigorous lower bound on the exact epsilon of `steps` Gaussian steps (q = 1) that needs no
+/// `e^eps` (so it works where eps is in the thousands): with `s` the composed noise,
+/// `delta(eps) = P(Z > z1) - e^eps P(Z > z0)`, `z1 = eps s - 1/(2s)`, `z0 = z1 + 1/s`, and
+/// `e^eps phi(z0) = phi(z1)`; the Mills bound `P(Z > z0) <= phi(z0) / z0` gives
+/// `delta(eps) >= P(Z > z1) - phi(z1) / z0`. Any eps where that is above delta is below the
+/// exact epsilon; bisection keeps such a point.
+fn gaussian_epsilon_lower(s: f64, steps: u64, delta: f64) -> f64 {
+    let s = s / (steps as f64).sqrt();
+    let lower_delta = |eps: f64| {
+        let z1 = eps * s - 1.0 / (2.0 * s);
+        let z0 = z1 + 1.0 / s;
+        let phi = (-0.5 * z1 * z1).exp() / (2.0 * std::f64::consts::PI).sqrt();
+        normal_sf(z1) - phi / z0
+    };
+    let (mut lo, mut hi) = (0.0, 1.0);
+    assert!(lower_delta(lo) > delta);
+    while lower_delta(hi) > delta {
+        lo = hi;
+        hi *= 2.0;
+    }
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if lower_delta(mid) > delta {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    lo
+}
+
+#[test]
+fn small_noise_answers_at_least_the_lower_bounds() {
+    // The reported failures (q = 0.128, T = 8, delta = 1e-5): "pmf mass 1.24 exceeds 1" at
+    // s = 0.02, 0.01 (e^eps overflowed in the hockey-stick values past loss 709, and the curve fell
+    // from q to 0 there), and "needs too many points" at s = 0.001. The automatic grid answers,
+    // connect-the-dots where its grid fits and the losses rounded up (proof section 9) where not,
+    // and the answer is at least the rigorous rounded-down lower bound (proof section 8), whose
+    // masses come from the thresholds, not from the hockey-stick values.
+    let (q, steps, delta) = (0.128, 8, 1e-5);
+    for (s, construction) in
+        [(0.05, Construction::ConnectTheDots), (0.02, Construction::ConnectTheDots), (0.001, Construction::RoundedUp)]
+    {
+        let phases = [Phase::new(q, s, steps).unwrap()];
+        let r = PldAccountant::default().epsilon(&phases, delta).unwrap();
+        let lower = PldAccountant::default().epsilon_lower_bound(&phases, delta).unwrap();
+        assert_eq!(r.construction, construction, "s={s}");
+        assert!(r.epsilon >= lower, "s={s}: {} below the lower bound {lower}", r.epsilon);
+        // At least 6 of the 8 steps are sampled with probability 9e-5 > delta, each adding a loss
+        // of about 1 / (2 s^2): a floor that a curve missing the sampled component would break.
+        assert!(lower > 5.0 / (2.0 * s * s), "s={s}: lower bound {lower}");
+        // The recorded construction and width recompute the same epsilon.
+        let again = match r.construction {
+            Construction::ConnectTheDots => PldAccountant::new(r.discretization).unwrap(),
+            Construction::RoundedUp => PldAccountant::rounded_up(r.discretization).unwrap(),
+        };
+        assert_eq!(again.epsilon(&phases, delta).unwrap().epsilon, r.epsilon, "s={s}");
+    }
+    // The user-fixed grids that failed at s = 0.02 (mass 2.2 at h = 0.1, 13.7 at h = 0.01).
+    let phases = [Phase::new(q, 0.02, steps).unwrap()];
+    let lower = PldAccountant::new(0.01).unwrap().epsilon_lower_bound(&phases, delta).unwrap();
+    for h in [0.1, 0.01] {
+        let e = PldAccountant::new(h).unwrap().epsilon(&phases, delta).unwrap().epsilon;
+        assert!(e >= lower, "h={h}: {e} below {lower}");
+    }
+    // q = 1 against the closed form's rigorous lower bound, both constructions.
+    for (s, steps) in [(0.02, 8), (0.001, 3)] {
+        let phases = [Phase::new(1.0, s, steps).unwrap()];
+        let exact_lower = gaussian_epsilon_lower(s, steps, delta);
+        let r = PldAccountant::default().epsilon(&phases, delta).unwrap();
+        assert!(r.epsilon >= exact_lower, "q=1 s={s}: {} below {exact_lower}", r.epsilon);
+        // And not absurdly loose: the rounded-up grid moves each step's loss up by at most h.
+        assert!(r.epsilon <= exact_lower * 1.01 + steps as f64 * r.discretization, "q=1 s={s}: {r:?}");
+    }
+}
+
+#[test]
+fn noise_beyond_f64_is_a_clear_error() {
+    // The loss range 1 / (2 s^2) overflows f64: epsilon is astronomically large, and the typed error
+    // says so rather than a number.
+    let r = PldAccountant::default().epsilon(&[Phase::new(0.5, 1e-160, 3).unwrap()], 1e-5);
+    match r {
+        Err(Error::Numerical { .. }) => assert!(r.unwrap_err().to_string().contains("astronomically")),
+        other => panic!("{other:?}"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 6, ..ProptestConfig::default() })]
+
+    /// Small noise: the automatic grid always answers, never below the rounded-down lower bound.
+    #[test]
+    fn auto_grid_answers_small_noise_above_lower_bound(
+        s in 0.005f64..0.3,
+        q in 0.01f64..1.0,
+        steps in 1u64..20,
+        delta in 1e-9f64..1e-3,
+    ) {
+        let phases = [Phase::new(q, s, steps).unwrap()];
+        let r = PldAccountant::default().epsilon(&phases, delta);
+        prop_assert!(r.is_ok(), "{:?}", r);
+        let e = r.unwrap().epsilon;
+        let lower = PldAccountant::default().epsilon_lower_bound(&phases, delta).unwrap();
+        prop_assert!(e.is_finite() && e >= lower, "epsilon {} below the lower bound {}", e, lower);
     }
 }

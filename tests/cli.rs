@@ -249,3 +249,50 @@ fn audit_specs_that_cannot_work_are_refused_before_any_training() {
         assert!(!out.join("runs.jsonl").exists(), "{to}: runs were recorded");
     }
 }
+
+/// `--target-epsilon 1e300` calibrates sigma ~ 0.001, whose privacy loss per sampled step is about
+/// 1 / (2 sigma^2) = 5e5: the PLD accountant once failed on it after training, leaving a ledger
+/// and no metrics.json. Every accountant now answers for the planned schedule before the first
+/// step, so the run trains and metrics.json has both epsilons; a schedule an accountant cannot
+/// handle (sigma = 1e-160, losses beyond f64) is refused before the ledger exists.
+#[test]
+fn absurd_target_epsilon_trains_with_every_accountant_or_is_refused_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = out.to_str().unwrap();
+    let base = ["train", "--model", "logreg", "--lot-size", "200", "--epochs", "0.1", "--out", o];
+    let v = json(&[&base[..], &["--target-epsilon", "1e300", "--json"]].concat());
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["epsilons"], v["epsilons"]);
+    assert!(metrics.get("accountant_errors").is_none(), "{metrics}");
+    let sigma = v["config"]["noise_multiplier"].as_f64().unwrap();
+    assert!(sigma < 0.01, "sigma {sigma}");
+    let names: Vec<&str> =
+        v["epsilons"].as_array().unwrap().iter().map(|e| e["accountant"].as_str().unwrap()).collect();
+    assert_eq!(names, ["rdp", "pld"]);
+    for e in v["epsilons"].as_array().unwrap() {
+        // One step, sampled with probability 0.1 > delta: epsilon is at least about 1 / (2 sigma^2).
+        let eps = e["epsilon"].as_f64().unwrap();
+        assert!(eps.is_finite() && eps >= 0.9 / (2.0 * sigma * sigma), "{e}");
+    }
+    assert_eq!(v["epsilons"][1]["detail"]["construction"], "rounded_up");
+
+    let refused = dir.path().join("refused");
+    let r = dpaudit(&[
+        "train",
+        "--model",
+        "logreg",
+        "--lot-size",
+        "200",
+        "--epochs",
+        "0.1",
+        "--noise-multiplier",
+        "1e-160",
+        "--out",
+        refused.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("planned schedule") && err.contains("astronomically"), "{err}");
+    assert!(!refused.join("ledger.jsonl").exists());
+}

@@ -8,6 +8,9 @@
 //!    a twentieth of the per-step privacy loss's standard deviation, widened when the window would
 //!    need too many points; or fixed by the caller ([`PldAccountant::new`]). Any width gives a
 //!    valid bound; the choice only affects tightness and time.
+//!    When a step's loss range (about `1 / (2 sigma^2)`) needs a grid wider than
+//!    [`MAX_DISCRETIZATION`], the automatic grid rounds each step's loss up to a grid as wide as
+//!    needed instead of step 1 (section 9; [`Construction::RoundedUp`]).
 //! 1. **Dominating discretisation** ("connect the dots", Doroshenko, Ghazi, Kamath, Kumar and
 //!    Manurangsi 2022, Algorithm 1): the hockey-stick curve of one step is evaluated in closed
 //!    form at the grid `eps_i = i h` and interpolated linearly in `e^eps`. The interpolant is the
@@ -154,12 +157,20 @@ pub struct PldAccountant {
     discretization: Discretization,
     /// Target bound on the composed mass outside the FFT window, each side.
     tail_mass: f64,
+    /// [`Construction::RoundedUp`] only for [`PldAccountant::rounded_up`]; the automatic grid
+    /// chooses for itself.
+    #[serde(default, skip_serializing_if = "Construction::is_connect_the_dots")]
+    construction: Construction,
 }
 
 impl Default for PldAccountant {
     /// Grid chosen from the problem ([`Discretization::Auto`]), tail mass `1e-15`.
     fn default() -> Self {
-        PldAccountant { discretization: Discretization::Auto, tail_mass: DEFAULT_TAIL_MASS }
+        PldAccountant {
+            discretization: Discretization::Auto,
+            tail_mass: DEFAULT_TAIL_MASS,
+            construction: Construction::ConnectTheDots,
+        }
     }
 }
 
@@ -210,6 +221,11 @@ pub struct PldEpsilon {
     pub tail_mass: f64,
     /// The direction with the larger epsilon.
     pub worse_direction: Direction,
+    /// The per-step discretisation used (absent from JSON for connect-the-dots, as before it was
+    /// recorded). For [`Construction::RoundedUp`], [`PldAccountant::rounded_up`] at
+    /// `discretization` recomputes this epsilon.
+    #[serde(default, skip_serializing_if = "Construction::is_connect_the_dots")]
+    pub construction: Construction,
     /// Details for the remove direction.
     pub remove: PldDirectionBound,
     /// Details for the add direction.
@@ -231,6 +247,38 @@ enum Rounding {
     Dominating,
     /// Each loss rounded down to the grid: dominated by the true pair (lower bounds, section 8).
     Down,
+    /// Each loss rounded up to the grid, the upper tail at `+inf`: dominates (section 9).
+    Up,
+}
+
+/// Which per-step discretisation an upper bound was computed with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Construction {
+    /// Connect-the-dots (Doroshenko et al. 2022; proof section 1): tight, grid width at most
+    /// [`MAX_DISCRETIZATION`].
+    #[default]
+    ConnectTheDots,
+    /// Each step's privacy loss rounded up to the grid, its truncated upper tail at `+inf`
+    /// (proof section 9): looser by up to one grid width per step, but valid at any width. The
+    /// automatic grid falls back to it when connect-the-dots cannot answer (very small noise,
+    /// whose loss range needs a grid wider than [`MAX_DISCRETIZATION`]).
+    RoundedUp,
+}
+
+impl Construction {
+    fn is_connect_the_dots(&self) -> bool {
+        *self == Construction::ConnectTheDots
+    }
+}
+
+impl std::fmt::Display for Construction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Construction::ConnectTheDots => write!(f, "connect_the_dots"),
+            Construction::RoundedUp => write!(f, "rounded_up"),
+        }
+    }
 }
 
 /// Why a composition failed: too wide a window (the automatic grid then widens), or another error.
@@ -258,7 +306,40 @@ impl PldAccountant {
                 format!("must be in [{MIN_DISCRETIZATION}, {MAX_DISCRETIZATION}]"),
             ));
         }
-        Ok(PldAccountant { discretization: Discretization::Fixed(discretization), tail_mass: DEFAULT_TAIL_MASS })
+        Ok(PldAccountant {
+            discretization: Discretization::Fixed(discretization),
+            tail_mass: DEFAULT_TAIL_MASS,
+            construction: Construction::ConnectTheDots,
+        })
+    }
+
+    /// An accountant with the fixed grid width `discretization` and the rounded-up construction
+    /// (proof section 9), which accepts any width: what recomputes a
+    /// [`Construction::RoundedUp`] result of the automatic grid.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] unless `discretization` is finite and at least `1e-7`.
+    pub fn rounded_up(discretization: f64) -> Result<Self> {
+        if !(discretization >= MIN_DISCRETIZATION && discretization.is_finite()) {
+            return Err(Error::invalid(
+                "PLD discretization",
+                discretization,
+                format!("must be finite and at least {MIN_DISCRETIZATION}"),
+            ));
+        }
+        Ok(PldAccountant {
+            discretization: Discretization::Fixed(discretization),
+            tail_mass: DEFAULT_TAIL_MASS,
+            construction: Construction::RoundedUp,
+        })
+    }
+
+    /// The per-step construction of a fixed-width accountant.
+    fn rounding(&self) -> Rounding {
+        match self.construction {
+            Construction::ConnectTheDots => Rounding::Dominating,
+            Construction::RoundedUp => Rounding::Up,
+        }
     }
 
     /// An accountant that chooses its grid from the problem (the same as `default()`).
@@ -326,8 +407,11 @@ impl PldAccountant {
     /// composition of the Poisson-subsampled Gaussian mechanisms of `phases` under add/remove
     /// adjacency is `(e.epsilon, delta)`-DP (for both directions), or returns an error.
     /// Proof: `proofs/accounting/pld.md`, theorem 7 (and section 7 for the grid choice, which
-    /// affects tightness only); checked by `tests/accounting_pld.rs` (`pld_dominates_exact_gaussian`,
-    /// `pld_matches_google_golden`, `pld_below_crate_rdp`, `auto_grid_sample_*`).
+    /// affects tightness only; section 9 for very small noise, where the automatic grid rounds the
+    /// losses up, recorded in `construction`); checked by `tests/accounting_pld.rs`
+    /// (`pld_dominates_exact_gaussian`, `pld_matches_google_golden`, `pld_below_crate_rdp`,
+    /// `auto_grid_sample_*`, `small_noise_answers_at_least_the_lower_bounds`,
+    /// `auto_grid_answers_small_noise_above_lower_bound`).
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] for invalid phases or delta; [`Error::Numerical`] when the
@@ -345,48 +429,88 @@ impl PldAccountant {
         validate_phases(phases)?;
         validate_delta(delta)?;
         match self.discretization {
-            Discretization::Fixed(h) => self.epsilon_at(phases, delta, h, MAX_POINTS).map_err(compose_error),
+            Discretization::Fixed(h) => {
+                self.epsilon_at(phases, delta, h, MAX_POINTS, self.rounding()).map_err(compose_error)
+            }
             Discretization::Auto => {
-                // Section 7: every attempt is a valid bound, so the smallest epsilon found is.
-                let mut h = auto_discretization(phases)?;
-                let mut best: Option<PldEpsilon> = None;
-                let mut coarsenings = 0;
-                loop {
-                    let last = coarsenings == AUTO_COARSENINGS || h >= MAX_DISCRETIZATION;
-                    match self.epsilon_at(phases, delta, h, AUTO_MAX_POINTS) {
-                        Err(ComposeError::TooWide(points)) if h < MAX_DISCRETIZATION => {
-                            // A coarser grid, sized so the window fits.
-                            h = (h * points / AUTO_MAX_POINTS as f64 * 1.05).max(h * 1.5).min(MAX_DISCRETIZATION);
-                            continue;
-                        }
-                        Ok(e) => {
-                            let charged = e.remove.delta_charged.max(e.add.delta_charged);
-                            if best.is_none_or(|b| e.epsilon < b.epsilon) {
-                                best = Some(e);
-                            }
-                            if charged <= AUTO_CHARGED_SHARE * delta || last {
-                                break;
-                            }
-                        }
-                        Err(e)
-                            if last
-                                || (best.is_some() && !matches!(e, ComposeError::Failed(Error::Numerical { .. }))) =>
-                        {
-                            match best {
-                                Some(_) => break,
-                                None => return Err(compose_error(e)),
-                            }
-                        }
-                        Err(_) => {}
+                // Section 7; when connect-the-dots cannot answer (very small noise: the loss
+                // range needs a grid wider than MAX_DISCRETIZATION, or the hockey-stick values
+                // fail), section 9: the losses rounded up, on a grid as wide as needed.
+                let h = auto_discretization(phases).unwrap_or(MAX_DISCRETIZATION);
+                let floor = widest_step_floor(phases);
+                let attempt = if floor <= MAX_DISCRETIZATION {
+                    self.auto_search(phases, delta, h, MAX_DISCRETIZATION, Rounding::Dominating)
+                } else {
+                    Err(Error::numerical(
+                        "PLD discretisation",
+                        format!("one step's loss range needs a grid width of at least {floor}"),
+                    ))
+                };
+                match attempt {
+                    Ok(e) => Ok(e),
+                    Err(first) => {
+                        let h = h.max(floor);
+                        self.auto_search(phases, delta, h, f64::MAX, Rounding::Up).map_err(|second| {
+                            Error::numerical(
+                                "PLD epsilon",
+                                format!("connect-the-dots: {first}; losses rounded up: {second}"),
+                            )
+                        })
                     }
-                    // The charged error terms took more than their share of delta (or all of it):
-                    // the FFT error grows like sqrt(N), so a coarser grid charges less.
-                    coarsenings += 1;
-                    h = (h * AUTO_COARSENING).min(MAX_DISCRETIZATION);
                 }
-                best.ok_or_else(|| Error::numerical("PLD epsilon", "no grid gave an epsilon"))
             }
         }
+    }
+
+    /// The automatic grid's search (proof section 7) from the width `h`, widening up to `h_max`.
+    fn auto_search(
+        &self,
+        phases: &[Phase],
+        delta: f64,
+        mut h: f64,
+        h_max: f64,
+        rounding: Rounding,
+    ) -> Result<PldEpsilon> {
+        // Every attempt is a valid bound, so the smallest epsilon found is.
+        let mut best: Option<PldEpsilon> = None;
+        let mut coarsenings = 0;
+        loop {
+            if !h.is_finite() {
+                return Err(Error::numerical(
+                    "PLD discretization",
+                    "the grid width needed exceeds the range of f64: epsilon is astronomically large",
+                ));
+            }
+            let last = coarsenings == AUTO_COARSENINGS || h >= h_max;
+            match self.epsilon_at(phases, delta, h, AUTO_MAX_POINTS, rounding) {
+                Err(ComposeError::TooWide(points)) if h < h_max => {
+                    // A coarser grid, sized so the window fits.
+                    h = (h * points / AUTO_MAX_POINTS as f64 * 1.05).max(h * 1.5).min(h_max);
+                    continue;
+                }
+                Ok(e) => {
+                    let charged = e.remove.delta_charged.max(e.add.delta_charged);
+                    if best.is_none_or(|b| e.epsilon < b.epsilon) {
+                        best = Some(e);
+                    }
+                    if charged <= AUTO_CHARGED_SHARE * delta || last {
+                        break;
+                    }
+                }
+                Err(e) if last || (best.is_some() && !matches!(e, ComposeError::Failed(Error::Numerical { .. }))) => {
+                    match best {
+                        Some(_) => break,
+                        None => return Err(compose_error(e)),
+                    }
+                }
+                Err(_) => {}
+            }
+            // The charged error terms took more than their share of delta (or all of it):
+            // the FFT error grows like sqrt(N), so a coarser grid charges less.
+            coarsenings += 1;
+            h = (h * AUTO_COARSENING).min(h_max);
+        }
+        best.ok_or_else(|| Error::numerical("PLD epsilon", "no grid gave an epsilon"))
     }
 
     /// Both directions on the grid `h`.
@@ -396,13 +520,13 @@ impl PldAccountant {
         delta: f64,
         h: f64,
         max_points: usize,
+        rounding: Rounding,
     ) -> std::result::Result<PldEpsilon, ComposeError> {
         let tail = self.tail_mass.min(delta * 1e-6);
         let fft_target = delta * FFT_ERROR_SHARE;
-        let remove = compose(phases, Direction::Remove, h, tail, fft_target, max_points, Rounding::Dominating)?
-            .epsilon_bound(delta)?;
-        let add = compose(phases, Direction::Add, h, tail, fft_target, max_points, Rounding::Dominating)?
-            .epsilon_bound(delta)?;
+        let remove =
+            compose(phases, Direction::Remove, h, tail, fft_target, max_points, rounding)?.epsilon_bound(delta)?;
+        let add = compose(phases, Direction::Add, h, tail, fft_target, max_points, rounding)?.epsilon_bound(delta)?;
         let (epsilon, worse_direction) = if remove.epsilon >= add.epsilon {
             (remove.epsilon, Direction::Remove)
         } else {
@@ -415,6 +539,10 @@ impl PldAccountant {
             discretization_choice: self.discretization,
             tail_mass: self.tail_mass,
             worse_direction,
+            construction: match rounding {
+                Rounding::Up => Construction::RoundedUp,
+                Rounding::Dominating | Rounding::Down => Construction::ConnectTheDots,
+            },
             remove,
             add,
         })
@@ -435,15 +563,45 @@ impl PldAccountant {
         if !epsilon.is_finite() {
             return Err(Error::invalid("epsilon", epsilon, "must be finite"));
         }
-        let mut h = self.grid_width(phases)?;
-        let max_points = if self.fixed_width().is_some() { MAX_POINTS } else { AUTO_MAX_POINTS };
+        match self.discretization {
+            Discretization::Fixed(h) => self.delta_search(phases, epsilon, h, h, MAX_POINTS, self.rounding()),
+            Discretization::Auto => {
+                // As `epsilon`: connect-the-dots, else the losses rounded up (section 9).
+                let h = auto_discretization(phases).unwrap_or(MAX_DISCRETIZATION);
+                self.delta_search(phases, epsilon, h, MAX_DISCRETIZATION, AUTO_MAX_POINTS, Rounding::Dominating)
+                    .or_else(|first| {
+                        let h = h.max(widest_step_floor(phases));
+                        self.delta_search(phases, epsilon, h, f64::MAX, AUTO_MAX_POINTS, Rounding::Up).map_err(
+                            |second| {
+                                Error::numerical(
+                                    "PLD delta",
+                                    format!("connect-the-dots: {first}; losses rounded up: {second}"),
+                                )
+                            },
+                        )
+                    })
+            }
+        }
+    }
+
+    /// Upper bound on delta at `epsilon` from the grid `h`, widened up to `h_max` while the
+    /// window is too wide.
+    fn delta_search(
+        &self,
+        phases: &[Phase],
+        epsilon: f64,
+        mut h: f64,
+        h_max: f64,
+        max_points: usize,
+        rounding: Rounding,
+    ) -> Result<f64> {
         'grid: loop {
             let mut worst: f64 = 0.0;
             for direction in [Direction::Remove, Direction::Add] {
-                match compose(phases, direction, h, self.tail_mass, self.tail_mass, max_points, Rounding::Dominating) {
+                match compose(phases, direction, h, self.tail_mass, self.tail_mass, max_points, rounding) {
                     Ok(composed) => worst = worst.max(composed.delta_upper(epsilon)),
-                    Err(ComposeError::TooWide(points)) if self.fixed_width().is_none() && h < MAX_DISCRETIZATION => {
-                        h = (h * points / AUTO_MAX_POINTS as f64 * 1.05).max(h * 1.5).min(MAX_DISCRETIZATION);
+                    Err(ComposeError::TooWide(points)) if h < h_max && h.is_finite() => {
+                        h = (h * points / AUTO_MAX_POINTS as f64 * 1.05).max(h * 1.5).min(h_max);
                         continue 'grid;
                     }
                     Err(e) => return Err(compose_error(e)),
@@ -473,14 +631,22 @@ impl PldAccountant {
         validate_delta(delta)?;
         let mut h = self.grid_width(phases)?;
         let max_points = if self.fixed_width().is_some() { MAX_POINTS } else { AUTO_MAX_POINTS };
+        // The automatic grid widens as far as the window needs: rounding down is valid at any
+        // width (section 8), so very small noise gets a (loose) lower bound too.
+        let h_max = if self.fixed_width().is_some() {
+            h
+        } else {
+            h = h.max(widest_step_floor(phases));
+            f64::MAX
+        };
         let tail = self.tail_mass.min(delta * 1e-6);
         'grid: loop {
             let mut best: f64 = 0.0;
             for direction in [Direction::Remove, Direction::Add] {
                 match compose(phases, direction, h, tail, delta * FFT_ERROR_SHARE, max_points, Rounding::Down) {
                     Ok(composed) => best = best.max(composed.epsilon_lower(delta)),
-                    Err(ComposeError::TooWide(points)) if self.fixed_width().is_none() && h < MAX_DISCRETIZATION => {
-                        h = (h * points / AUTO_MAX_POINTS as f64 * 1.05).max(h * 1.5).min(MAX_DISCRETIZATION);
+                    Err(ComposeError::TooWide(points)) if h < h_max && h.is_finite() => {
+                        h = (h * points / AUTO_MAX_POINTS as f64 * 1.05).max(h * 1.5).min(h_max);
                         continue 'grid;
                     }
                     Err(e) => return Err(compose_error(e)),
@@ -522,7 +688,11 @@ pub fn auto_discretization(phases: &[Phase]) -> Result<f64> {
             if !(pilot > 0.0 && pilot.is_finite()) {
                 continue;
             }
-            let pmf = step_pmf(q, s, direction, pilot)?;
+            // The pilot only sets the width (tightness, never validity): where it fails (loss
+            // ranges far beyond the connect-the-dots grids) the phase is left out.
+            let Ok(pmf) = step_pmf(q, s, direction, pilot) else {
+                continue;
+            };
             let (_, var) = pmf.mean_var(pilot);
             weighted_var += p.steps as f64 * var;
             total_steps += p.steps as f64;
@@ -536,6 +706,20 @@ pub fn auto_discretization(phases: &[Phase]) -> Result<f64> {
         return Err(Error::numerical("PLD discretization", "non-finite automatic grid width"));
     }
     Ok(h.max(floor).clamp(MIN_DISCRETIZATION, MAX_DISCRETIZATION))
+}
+
+/// The smallest grid width that keeps every phase's per-step support within
+/// [`AUTO_MAX_STEP_POINTS`] points (unclamped; infinite when a loss range is).
+fn widest_step_floor(phases: &[Phase]) -> f64 {
+    let mut floor = MIN_DISCRETIZATION;
+    for p in phases.iter().filter(|p| p.steps > 0) {
+        for direction in [Direction::Remove, Direction::Add] {
+            let (l_low, l_high) = loss_range(p.sampling_rate, p.noise_multiplier, direction);
+            let range = l_high - l_low;
+            floor = floor.max(if range.is_nan() { f64::INFINITY } else { range / AUTO_MAX_STEP_POINTS });
+        }
+    }
+    floor
 }
 
 /// The privacy-loss range of one step: losses of `x in [-10 s, 1 + 10 s]`.
@@ -604,6 +788,7 @@ fn compose(
         .map(|p| match rounding {
             Rounding::Dominating => step_pmf(p.sampling_rate, p.noise_multiplier, direction, h),
             Rounding::Down => step_pmf_rounded_down(p.sampling_rate, p.noise_multiplier, direction, h),
+            Rounding::Up => step_pmf_rounded_up(p.sampling_rate, p.noise_multiplier, direction, h),
         })
         .collect::<Result<Vec<_>>>()?;
     let steps: Vec<f64> = phases.iter().map(|p| p.steps as f64).collect();
@@ -855,6 +1040,18 @@ fn compose(
     Ok(Composed { direction, h, a, y, infinity_mass, upper_tail_mass, lower_tail_mass, fft_error, double_word_bins })
 }
 
+/// `l + ln(1 + frac (e^h - 1))`: the loss in `[l, l + h]` a fraction `frac` of the way from `e^l`
+/// to `e^(l + h)`, also for grid widths whose `e^h` overflows (section 9).
+fn interpolate_loss(l: f64, frac: f64, h: f64) -> f64 {
+    if h <= 1.0 {
+        l + (frac * h.exp_m1()).ln_1p()
+    } else if frac <= 0.0 {
+        l
+    } else {
+        l + h + (frac + (1.0 - frac) * (-h).exp()).ln()
+    }
+}
+
 /// `gamma_k = k u / (1 - k u)` (Higham's notation).
 fn gamma(k: u32) -> f64 {
     gamma_f(f64::from(k))
@@ -951,8 +1148,63 @@ fn remove_loss(q: f64, s: f64, x: f64) -> f64 {
     }
 }
 
-/// The hockey-stick divergence `H_{e^eps}(P || Q)` of one step, in closed form (proof section 1).
+/// The hockey-stick divergence `H_{e^eps}(P || Q)` of one step, in closed form (proof section 1,
+/// lemma 1), evaluated in log space (lemma 1b) so that no intermediate overflows: for small `s`
+/// the loss range reaches far beyond `ln(f64::MAX) ~ 709`, where `e^eps` itself is not a float.
 fn step_delta(q: f64, s: f64, direction: Direction, eps: f64) -> f64 {
+    let direct = match direction {
+        Direction::Remove => (-1.0..=DIRECT_EPS_LIMIT).contains(&eps),
+        Direction::Add => (-DIRECT_EPS_LIMIT..=1.0).contains(&eps),
+    };
+    if direct {
+        step_delta_direct(q, s, direction, eps)
+    } else {
+        step_delta_log(q, s, direction, eps)
+    }
+}
+
+/// Lemma 1b: lemma 1 in log space, for any finite `eps`.
+fn step_delta_log(q: f64, s: f64, direction: Direction, eps: f64) -> f64 {
+    let ln_q = q.ln();
+    // delta = exp(t1) - exp(t2) with t1 >= t2 wherever delta > 0.
+    let (t1, t2) = match direction {
+        Direction::Remove => {
+            // L > eps iff x > x*, x* = s^2 ln(c / q) + 1/2 with c = e^eps - 1 + q > 0;
+            // delta = q sf((x* - 1) / s) - c sf(x* / s).
+            let Some(ln_c) = ln_exp_minus(q, eps) else {
+                return -eps.exp_m1();
+            };
+            let x = s * s * (ln_c - ln_q) + 0.5;
+            (ln_q + log_normal_sf((x - 1.0) / s), ln_c + log_normal_sf(x / s))
+        }
+        Direction::Add => {
+            // L > eps iff x < x*, x* = s^2 ln(c / q) + 1/2 with c = e^-eps - 1 + q > 0;
+            // delta = e^eps (c Phi(x* / s) - q Phi((x* - 1) / s)), and ln(e^eps c) = ln(1 - w)
+            // with w = (1 - q) e^eps < 1.
+            let w = if q >= 1.0 { 0.0 } else { (1.0 - q) * eps.exp() };
+            if !(w < 1.0) {
+                return 0.0;
+            }
+            let ln_ec = (-w).ln_1p();
+            let x = s * s * (ln_ec - eps - ln_q) + 0.5;
+            (ln_ec + log_normal_sf(-x / s), eps + ln_q + log_normal_sf((1.0 - x) / s))
+        }
+    };
+    if !(t1 > f64::NEG_INFINITY) || !(t2 < t1) {
+        return 0.0;
+    }
+    (t1.exp() * -(t2 - t1).exp_m1()).clamp(0.0, 1.0)
+}
+
+/// [`step_delta`] uses the direct form of lemma 1 (as before lemma 1b, so results there are
+/// unchanged) for remove at `eps in [-1, 30]` and add at `eps in [-30, 1]`: there `e^|eps| <= e^30`
+/// cannot overflow, where `P(Z > x* / s)` underflows the term it multiplies is below
+/// `e^30 * 1e-300`, and `c = e^(+-eps) - 1 + q` does not cancel catastrophically (beyond, for
+/// `q = 1`, `e^-eps - 1 + 1` loses `u e^eps` relative: 4e-6 at eps = 25).
+const DIRECT_EPS_LIMIT: f64 = 30.0;
+
+/// Lemma 1 computed directly (see [`DIRECT_EPS_LIMIT`] for where).
+fn step_delta_direct(q: f64, s: f64, direction: Direction, eps: f64) -> f64 {
     let d = match direction {
         Direction::Remove => {
             // L > eps iff x > x*, x* = s^2 ln((e^eps - 1 + q) / q) + 1/2, when eps > ln(1 - q).
@@ -977,6 +1229,25 @@ fn step_delta(q: f64, s: f64, direction: Direction, eps: f64) -> f64 {
     d.clamp(0.0, 1.0)
 }
 
+/// `ln P(Z > z)` for a standard normal `Z`, accurate in relative terms for every finite `z`
+/// (`-inf` only where `z^2 / 2` overflows): `ln(1 - P(Z > -z))` below -1, `ln P(Z > z)` up to 30,
+/// beyond that `ln R(z) - z^2 / 2 - ln sqrt(2 pi)` with the Mills ratio `R(z) = P(Z > z) / phi(z)`
+/// from its continued fraction `1 / (z + 1 / (z + 2 / (z + 3 / ...)))` (Abramowitz and Stegun
+/// 26.2.14; at `z >= 30`, 40 terms are exact to far below one ulp).
+fn log_normal_sf(z: f64) -> f64 {
+    if z < -1.0 {
+        (-normal_sf(-z)).ln_1p()
+    } else if z < 30.0 {
+        normal_sf(z).ln()
+    } else {
+        let mut t = z;
+        for k in (1..=40).rev() {
+            t = z + f64::from(k) / t;
+        }
+        -t.ln() - 0.5 * z * z - 0.5 * std::f64::consts::TAU.ln()
+    }
+}
+
 /// `P(a <= Z < b)` for a standard normal `Z`, accurate in absolute terms in both tails.
 fn normal_between(a: f64, b: f64) -> f64 {
     let cdf = |z: f64| normal_sf(-z);
@@ -992,13 +1263,28 @@ fn normal_between(a: f64, b: f64) -> f64 {
 
 /// The remove pair's threshold: `L(x) >= l` iff `x >= s^2 ln((e^l - 1 + q) / q) + 1/2`
 /// (`-inf` when `e^l - 1 + q <= 0`).
+/// `ln c` is computed as `l + ln(1 - (1 - q) e^-l)` for `l > 0`, so losses beyond
+/// `ln(f64::MAX) ~ 709` (small `s`) keep finite thresholds.
 fn remove_threshold(q: f64, s: f64, l: f64) -> f64 {
-    let c = l.exp_m1() + q;
-    if c <= 0.0 {
-        f64::NEG_INFINITY
-    } else {
-        s * s * (c.ln() - q.ln()) + 0.5
+    match ln_exp_minus(q, l) {
+        Some(ln_c) => s * s * (ln_c - q.ln()) + 0.5,
+        None => f64::NEG_INFINITY,
     }
+}
+
+/// `ln(e^l - 1 + q)`, or `None` where `e^l - 1 + q <= 0`; without overflow for large `l`
+/// (`l + ln(1 - (1 - q) e^-l)`) nor cancellation for very negative `l` (`l` itself for `q = 1`).
+fn ln_exp_minus(q: f64, l: f64) -> Option<f64> {
+    let c = if q >= 1.0 {
+        return Some(l);
+    } else if l > 0.0 {
+        return Some(l + (-(1.0 - q) * (-l).exp()).ln_1p());
+    } else if l > -1.0 {
+        l.exp_m1() + q
+    } else {
+        l.exp() - (1.0 - q)
+    };
+    (c > 0.0).then(|| c.ln())
 }
 
 /// The grid indices `floor(l_low / h)` and `ceil(l_high / h)` around one step's loss range
@@ -1010,6 +1296,15 @@ fn grid_bounds(q: f64, s: f64, direction: Direction, h: f64) -> Result<(f64, f64
     let (l_low, l_high) = loss_range(q, s, direction);
     let lo = (l_low / h).floor();
     let hi = (l_high / h).ceil();
+    if !(l_low.is_finite() && l_high.is_finite()) {
+        return Err(Error::numerical(
+            "PLD discretisation",
+            format!(
+                "one step's privacy loss range [{l_low}, {l_high}] exceeds the range of f64 (noise multiplier {s}): \
+                 epsilon is astronomically large"
+            ),
+        ));
+    }
     if !(lo.is_finite() && hi.is_finite() && hi - lo + 1.0 <= MAX_POINTS as f64) {
         return Err(Error::numerical(
             "PLD discretisation",
@@ -1057,6 +1352,54 @@ fn step_pmf_rounded_down(q: f64, s: f64, direction: Direction, h: f64) -> Result
     Ok(StepPmf { lo, mass, infinity: 0.0, total, log_support })
 }
 
+/// One step's privacy loss rounded up to the grid (proof section 9): mass
+/// `P(i h <= L < (i + 1) h)` at `(i + 1) h`, the bottom interval extended to `-inf` (those losses
+/// are rounded up to the lowest point), `P(L >= hi h)` at `+inf` together with whatever the f64
+/// masses miss of 1. Every loss is moved up, so its privacy curve is above the true one at every
+/// epsilon, for any `h`.
+fn step_pmf_rounded_up(q: f64, s: f64, direction: Direction, h: f64) -> Result<StepPmf> {
+    let (lo, hi) = grid_bounds(q, s, direction, h)?;
+    let (lo, hi) = (lo as i64, (hi as i64).max(lo as i64 + 2));
+    let len = (hi - lo) as usize;
+    // P(x in [u, v)) under the direction's P, not truncated.
+    let p_mass = |u: f64, v: f64| -> f64 {
+        if !(v > u) {
+            return 0.0;
+        }
+        match direction {
+            Direction::Remove => {
+                (1.0 - q) * normal_between(u / s, v / s) + q * normal_between((u - 1.0) / s, (v - 1.0) / s)
+            }
+            Direction::Add => normal_between(u / s, v / s),
+        }
+    };
+    // P(a <= L < b) from the thresholds of lemma 1 (L monotone in x).
+    let loss_mass = |a: f64, b: f64| match direction {
+        Direction::Remove => p_mass(remove_threshold(q, s, a), remove_threshold(q, s, b)),
+        Direction::Add => p_mass(remove_threshold(q, s, -b), remove_threshold(q, s, -a)),
+    };
+    let mass: Vec<f64> = (0..len)
+        .map(|i| {
+            let a = if i == 0 { f64::NEG_INFINITY } else { (lo + i as i64) as f64 * h };
+            loss_mass(a, (lo + i as i64 + 1) as f64 * h)
+        })
+        .collect();
+    let total: f64 = mass.iter().sum();
+    let top = loss_mass(hi as f64 * h, f64::INFINITY);
+    // What the computed masses miss of 1 is sent to +inf too (pessimistic).
+    let infinity = top.max(1.0 - total).clamp(0.0, 1.0);
+    if !(total.is_finite() && total <= 1.0 + 1e-6) {
+        return Err(Error::numerical("PLD discretisation", format!("rounded-up pmf mass {total} is not in [0, 1]")));
+    }
+    let log_support = mass
+        .iter()
+        .enumerate()
+        .filter(|(_, &m)| m > 0.0)
+        .map(|(i, &m)| ((lo + 1 + i as i64) as f64 * h, m.ln()))
+        .collect();
+    Ok(StepPmf { lo: lo + 1, mass, infinity, total, log_support })
+}
+
 /// The connect-the-dots pmf of one step (proof section 1).
 fn step_pmf(q: f64, s: f64, direction: Direction, h: f64) -> Result<StepPmf> {
     let (lo, hi) = grid_bounds(q, s, direction, h)?;
@@ -1078,7 +1421,13 @@ fn step_pmf(q: f64, s: f64, direction: Direction, h: f64) -> Result<StepPmf> {
             gammas[i] = eps.exp() * step_delta(q, s, direction.reverse(), -eps);
         }
     }
-    if deltas.iter().chain(&gammas).any(|d| d.is_infinite()) {
+    // Every value that is used (eps >= -h for delta, eps <= h for gamma) must be a number: a NaN
+    // would silently drop mass below.
+    let unusable = (0..len).any(|i| {
+        let eps = eps_at(i);
+        (eps >= -h && !deltas[i].is_finite()) || (eps <= h && !gammas[i].is_finite())
+    });
+    if unusable {
         return Err(Error::numerical("PLD discretisation", "non-finite hockey-stick value"));
     }
     // Pessimistic monotone repair (only raises values): delta is non-increasing in eps, gamma is
@@ -1095,15 +1444,31 @@ fn step_pmf(q: f64, s: f64, direction: Direction, h: f64) -> Result<StepPmf> {
     }
     let em1 = h.exp_m1();
     let eh = h.exp();
+    // Where e^h overflows (wide pilot grids) the same masses are written with e^-h.
+    let (e_mh, one_minus_e_mh) = ((-h).exp(), -(-h).exp_m1());
+    let second_difference = |v: &[f64], i: usize| {
+        if h <= 1.0 {
+            ((v[i + 1] - v[i]) - eh * (v[i] - v[i - 1])) / em1
+        } else {
+            ((v[i + 1] - v[i]) * e_mh - (v[i] - v[i - 1])) / one_minus_e_mh
+        }
+    };
+    let first_difference = |v: &[f64]| {
+        if h <= 1.0 {
+            (v[1] - v[0]) / em1
+        } else {
+            (v[1] - v[0]) * e_mh / one_minus_e_mh
+        }
+    };
     let mut mass = vec![0.0; len];
     mass[0] = if eps_at(0) < 0.0 {
-        -gammas[0] + (gammas[1] - gammas[0]) / em1
+        -gammas[0] + first_difference(&gammas)
     } else {
-        1.0 - deltas[0] + (deltas[1] - deltas[0]) / em1
+        1.0 - deltas[0] + first_difference(&deltas)
     };
     for i in 1..len - 1 {
         let v = if eps_at(i) < 0.0 { &gammas } else { &deltas };
-        mass[i] = ((v[i + 1] - v[i]) - eh * (v[i] - v[i - 1])) / em1;
+        mass[i] = second_difference(v, i);
     }
     mass[len - 1] = (deltas[len - 1] - deltas[len - 2]) / (-h).exp_m1();
     // Negative masses (rounding) are dropped: each term of the delta curve has a non-negative
@@ -1177,7 +1542,7 @@ impl Composed {
                 // The lower curve is linear in e^eps on [l_{j-1}, l_j] and crosses delta there.
                 let (d_lo, d_hi) = (lower(d_prev), lower(d_j));
                 let frac = ((d_lo - delta) / (d_lo - d_hi)).clamp(0.0, 1.0);
-                let eps = self.loss(j - 1) + (frac * self.h.exp_m1()).ln_1p();
+                let eps = interpolate_loss(self.loss(j - 1), frac, self.h);
                 return (eps - 8.0 * U * eps.abs() - 4.0 * f64::MIN_POSITIVE).max(self.loss(j - 1)).max(0.0);
             }
             d_j = d_prev;
@@ -1220,7 +1585,7 @@ impl Composed {
             Some((j, d_lo, d_hi)) => {
                 // Linear in e^eps on [l_j, l_{j+1}].
                 let frac = ((d_lo - target) / (d_lo - d_hi)).clamp(0.0, 1.0);
-                let eps = self.loss(j) + (frac * self.h.exp_m1()).ln_1p();
+                let eps = interpolate_loss(self.loss(j), frac, self.h);
                 // Round up: a few ulps for the interpolation, never past the next grid point.
                 (eps + 8.0 * U * eps.abs() + 4.0 * f64::MIN_POSITIVE).min(self.loss(j + 1))
             }
@@ -1311,6 +1676,98 @@ mod test {
                     let truth = step_delta(q, s, dir, eps);
                     assert!(disc >= truth - 1e-13, "{q} {s} {dir:?} eps {eps}: {disc} < {truth}");
                     assert!(disc <= truth + 1e-4, "{q} {s} {dir:?} eps {eps}: {disc} >> {truth}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn step_delta_is_finite_and_monotone_beyond_exp_range() {
+        // s = 0.02: the sampled component's loss is about 1/(2 s^2) = 1250, so delta stays near q
+        // far past eps = 709, where e^eps overflows; it used to drop to 0 and then NaN there.
+        let (q, s) = (0.128, 0.02);
+        let mut previous = 1.0;
+        for k in 0..=400 {
+            let eps = f64::from(k) * 5.0;
+            let d = step_delta(q, s, Direction::Remove, eps);
+            assert!(d.is_finite() && d <= previous + 1e-15, "eps {eps}: {d} after {previous}");
+            previous = d;
+            // Where the subtracted term is negligible, delta = q P(Z > (x* - 1) / s).
+            if (700.0..=800.0).contains(&eps) {
+                let x = s * s * (eps + (-(1.0 - q) * (-eps).exp()).ln_1p() - q.ln()) + 0.5;
+                let direct = q * normal_sf((x - 1.0) / s);
+                assert!((d - direct).abs() <= 1e-12 * direct.max(1e-300), "eps {eps}: {d} vs {direct}");
+            }
+            let gamma = (-eps).exp() * step_delta(q, s, Direction::Add, -eps);
+            assert!(gamma.is_finite(), "eps {eps}");
+        }
+        assert!(step_delta(q, s, Direction::Remove, 800.0) > 0.1);
+        // Lemma 1b is lemma 1: the log-space and direct forms agree where both are accurate.
+        for (q, s) in [(0.128, 0.02), (0.3, 0.8), (1.0, 2.0), (0.01, 0.3), (1.0, 0.05)] {
+            for dir in [Direction::Remove, Direction::Add] {
+                // Where the direct form is used (elsewhere it cancels: see DIRECT_EPS_LIMIT).
+                let grid = match dir {
+                    Direction::Remove => [-0.5, 0.0, 0.3, 2.0, 10.0, 25.0],
+                    Direction::Add => [-25.0, -5.0, -0.5, 0.0, 0.3, 1.0],
+                };
+                for eps in grid {
+                    let (a, b) = (step_delta_direct(q, s, dir, eps), step_delta_log(q, s, dir, eps));
+                    assert!((a - b).abs() <= 1e-9 * a.max(1e-300) + 1e-300, "{q} {s} {dir:?} {eps}: {a} vs {b}");
+                }
+            }
+        }
+        // The connect-the-dots pmf there (its mass was 13.7 at h = 0.01): P mass 1 up to the
+        // rounding of 1.75 million second differences (negative ones dropped, which only adds
+        // mass), Q mass <= 1 likewise, and the curve above the true one off the grid.
+        let h = 1e-3;
+        for dir in [Direction::Remove, Direction::Add] {
+            let pmf = step_pmf(q, s, dir, h).unwrap();
+            let p_mass = pmf.total + pmf.infinity;
+            assert!((1.0 - 1e-9..=1.0 + 1e-7).contains(&p_mass), "{dir:?}: P mass {p_mass}");
+            let at = |eps: f64| -> f64 {
+                pmf.infinity
+                    + pmf
+                        .mass
+                        .iter()
+                        .enumerate()
+                        .map(|(i, m)| m * (-(eps - (pmf.lo + i as i64) as f64 * h).exp_m1()).max(0.0))
+                        .sum::<f64>()
+            };
+            for eps in [0.05, 0.123_45, 10.5, 712.3, 1200.7, 1500.01] {
+                let truth = step_delta(q, s, dir, eps);
+                assert!(at(eps) >= truth - 1e-13, "{dir:?} eps {eps}: {} < {truth}", at(eps));
+            }
+        }
+        // Far tail of the Mills-ratio branch against the direct tail where both are accurate.
+        for z in [30.0, 31.5, 35.0] {
+            let direct = normal_sf(z).ln();
+            assert!((log_normal_sf(z) - direct).abs() <= 1e-9 * direct.abs(), "{z}");
+        }
+    }
+
+    #[test]
+    fn step_pmf_rounded_up_dominates() {
+        // Section 9: every loss moved up, so the curve is above the true one at every epsilon,
+        // for narrow and for very wide grids, and the P mass (finite + infinity) is at least 1.
+        for (q, s, h) in
+            [(0.01, 1.0, 1e-3), (0.3, 0.8, 0.05), (0.128, 0.02, 0.1), (0.128, 0.001, 2.0), (1.0, 0.001, 50.0)]
+        {
+            for dir in [Direction::Remove, Direction::Add] {
+                let pmf = step_pmf_rounded_up(q, s, dir, h).unwrap();
+                assert!(pmf.total + pmf.infinity >= 1.0 - 1e-15, "{q} {s} {dir:?}: {}", pmf.total + pmf.infinity);
+                assert!(pmf.total + pmf.infinity <= 1.0 + 1e-9, "{q} {s} {dir:?}");
+                let (lo, hi) = loss_range(q, s, dir);
+                for k in 0..=20 {
+                    let eps = lo + (hi - lo) * f64::from(k) / 20.0 + 0.37 * h;
+                    let disc: f64 = pmf.infinity
+                        + pmf
+                            .mass
+                            .iter()
+                            .enumerate()
+                            .map(|(i, m)| m * (-(eps - (pmf.lo + i as i64) as f64 * h).exp_m1()).max(0.0))
+                            .sum::<f64>();
+                    let truth = step_delta(q, s, dir, eps);
+                    assert!(disc >= truth - 1e-13, "{q} {s} {dir:?} eps {eps}: {disc} < {truth}");
                 }
             }
         }

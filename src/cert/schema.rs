@@ -243,7 +243,9 @@ pub struct AccountantEpsilon {
     pub epsilon: Epsilon,
     /// How: for `rdp`, `order`, `rdp` and `conversion`; for `pld`, `discretization` (the grid
     /// width used, which `PldAccountant::new` recomputes from), `discretization_choice` (`auto` or
-    /// the fixed width asked for), `tail_mass` and `worse_direction`.
+    /// the fixed width asked for), `tail_mass` and `worse_direction`, and `construction` =
+    /// `rounded_up` when the automatic grid fell back to it (`PldAccountant::rounded_up` then
+    /// recomputes; absent for connect-the-dots).
     pub method: serde_json::Value,
 }
 

@@ -3,7 +3,7 @@
 //! What the signature covers and why: [`proofs/cert/signing.md`](../../../proofs/cert/signing.md).
 //! The signed message is `b"dpaudit-cert-v1\0"` followed by the RFC 8785 canonical JSON of the
 //! certificate ([`signed_message`]).
-use crate::accounting::pld::PldAccountant;
+use crate::accounting::pld::{Construction, PldAccountant};
 use crate::accounting::{exact, rdp, validate_delta, Phase};
 use crate::cert::canonical::canonical_json;
 use crate::cert::keys::{load_secret_key_for_signing, SecretKey};
@@ -604,7 +604,14 @@ pub(crate) fn privacy_of(phases: &[Phase], delta: f64) -> Result<Privacy> {
             AccountantEpsilon {
                 accountant: "pld".into(),
                 epsilon: eps(p.epsilon)?,
-                method: serde_json::json!({ "discretization": p.discretization, "discretization_choice": p.discretization_choice.to_string(), "tail_mass": pld.tail_mass(), "worse_direction": p.worse_direction, "pessimistic": true }),
+                method: {
+                    let mut m = serde_json::json!({ "discretization": p.discretization, "discretization_choice": p.discretization_choice.to_string(), "tail_mass": pld.tail_mass(), "worse_direction": p.worse_direction, "pessimistic": true });
+                    // Recorded only when not connect-the-dots, so other certificates are unchanged.
+                    if p.construction != Construction::ConnectTheDots {
+                        m["construction"] = serde_json::json!(p.construction.to_string());
+                    }
+                    m
+                },
             },
         ],
         verified_epsilon: VerifiedClaim {

@@ -235,7 +235,9 @@ fn recompute_claims(cert: &Certificate, artifacts_dir: Option<&Path>) -> Result<
                             .get("discretization")
                             .and_then(|v| v.as_f64())
                             .ok_or_else(|| fail("PLD epsilon without its discretization".into()))?;
-                        let mut acc = PldAccountant::new(h).map_err(|e| fail(e.to_string()))?;
+                        let rounded_up = e.method.get("construction").and_then(|v| v.as_str()) == Some("rounded_up");
+                        let acc = if rounded_up { PldAccountant::rounded_up(h) } else { PldAccountant::new(h) };
+                        let mut acc = acc.map_err(|e| fail(e.to_string()))?;
                         if let Some(t) = e.method.get("tail_mass").and_then(|v| v.as_f64()) {
                             acc = acc.with_tail_mass(t).map_err(|e| fail(e.to_string()))?;
                         }

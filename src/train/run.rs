@@ -99,6 +99,39 @@ pub struct AccountedEpsilon {
     pub detail: serde_json::Value,
 }
 
+/// Every accountant's epsilon of `phases` at `delta` (RDP, then PLD), and the error of each that
+/// failed, by name.
+fn accounted_epsilons(
+    phases: &[Phase],
+    delta: f64,
+) -> (Vec<AccountedEpsilon>, std::collections::BTreeMap<&'static str, String>) {
+    let mut epsilons = Vec::new();
+    let mut errors = std::collections::BTreeMap::new();
+    match rdp::epsilon(phases, delta) {
+        Ok(r) => epsilons.push(AccountedEpsilon {
+            accountant: "rdp",
+            epsilon: r.epsilon,
+            delta,
+            detail: serde_json::to_value(r).unwrap_or_default(),
+        }),
+        Err(e) => {
+            errors.insert("rdp", e.to_string());
+        }
+    }
+    match PldAccountant::default().epsilon(phases, delta) {
+        Ok(p) => epsilons.push(AccountedEpsilon {
+            accountant: "pld",
+            epsilon: p.epsilon,
+            delta,
+            detail: serde_json::to_value(p).unwrap_or_default(),
+        }),
+        Err(e) => {
+            errors.insert("pld", e.to_string());
+        }
+    }
+    (epsilons, errors)
+}
+
 /// The contents of `metrics.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Metrics {
@@ -122,6 +155,10 @@ pub struct Metrics {
     pub parameter_averaging: Option<f64>,
     /// Epsilon from each accountant, computed from the ledger (empty without privacy).
     pub epsilons: Vec<AccountedEpsilon>,
+    /// Accountants that failed on the ledger's phases, with the error (absent when none did): the
+    /// finished run keeps its metrics rather than losing them to one accountant.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub accountant_errors: std::collections::BTreeMap<&'static str, String>,
     /// Whether the run was private.
     pub private: bool,
     /// The sampling scheme (Poisson).
@@ -278,6 +315,23 @@ pub fn train_run(
             spec.delta, cal.noise_multiplier
         );
     }
+    // Every epsilon the run will report, for the planned schedule, before the ledger exists: an
+    // accountant that cannot answer fails here, before any privacy is spent.
+    // metrics.json reuses them when the ledger's phases are the planned ones.
+    let planned = if config.private {
+        let planned: Vec<Phase> =
+            earlier.iter().copied().chain([Phase::new(q, config.noise_multiplier, total_steps)?]).collect();
+        let accounted = accounted_epsilons(&planned, spec.delta);
+        if let Some((name, e)) = accounted.1.iter().next() {
+            return Err(Error::numerical(
+                "planned privacy accounting",
+                format!("the {name} accountant cannot account for the planned schedule {planned:?}: {e}"),
+            ));
+        }
+        Some((planned, accounted))
+    } else {
+        None
+    };
     // One writer per run folder, before the ledger is read or appended to.
     let _lock = crate::folder_lock::FolderLock::acquire(out)?;
     let mut examples = Examples::from_dataset(train, device)?;
@@ -379,28 +433,16 @@ pub fn train_run(
         Some(cfg) => Some(run.robust_accuracy(&test_examples, &cfg)?),
         None => None,
     };
-    let (phases, epsilons) = match run.ledger() {
+    let (phases, (epsilons, accountant_errors)) = match run.ledger() {
         Some(l) => {
             let phases = l.phases()?;
-            let r = rdp::epsilon(&phases, spec.delta)?;
-            let p = PldAccountant::default().epsilon(&phases, spec.delta)?;
-            let eps = vec![
-                AccountedEpsilon {
-                    accountant: "rdp",
-                    epsilon: r.epsilon,
-                    delta: spec.delta,
-                    detail: serde_json::to_value(r).unwrap_or_default(),
-                },
-                AccountedEpsilon {
-                    accountant: "pld",
-                    epsilon: p.epsilon,
-                    delta: spec.delta,
-                    detail: serde_json::to_value(p).unwrap_or_default(),
-                },
-            ];
-            (phases, eps)
+            let accounted = match planned {
+                Some((planned, accounted)) if planned == phases => accounted,
+                _ => accounted_epsilons(&phases, spec.delta),
+            };
+            (phases, accounted)
         }
-        None => (Vec::new(), Vec::new()),
+        None => (Vec::new(), (Vec::new(), Default::default())),
     };
     let metrics = Metrics {
         tool_version: env!("CARGO_PKG_VERSION"),
@@ -411,6 +453,7 @@ pub fn train_run(
         features,
         parameter_averaging: run.parameter_averaging(),
         epsilons,
+        accountant_errors,
         private: run.config().private,
         sampling: "poisson",
         phases,
