@@ -33,7 +33,7 @@ PY = sys.executable
 # (name, argv prefix, options) of each adapter, with a small recipe.
 RECIPE = {"steps": 20, "sample_rate": 0.25, "lot_size": 50, "noise_multiplier": 1.1, "max_grad_norm": 1.0, "lr": 0.5, "delta": 1e-5}
 ADAPTERS = [
-    ("plain_dpsgd", [PY, os.path.join(HERE, "plain_dpsgd", "train.py")], dict(RECIPE, iterates=True)),
+    ("plain_dpsgd", [PY, os.path.join(HERE, "plain_dpsgd", "train.py")], dict(RECIPE, iterates=True, phases=2, projection_border=3)),
     ("plain_dpsgd no-clip", [PY, os.path.join(HERE, "plain_dpsgd", "train.py")], dict(RECIPE, bug="no-clip")),
     ("opacus", [PY, os.path.join(HERE, "opacus", "train.py")], dict(RECIPE)),
     ("example", [PY, os.path.join(HERE, "example", "train.py")], dict(RECIPE)),
