@@ -41,17 +41,13 @@ variant() {
   fi
   echo "$file"
 }
-# audit PART SPECFILE SEED: runs it (resuming if interrupted), appends a summary row, echoes the exit status.
+# audit PART SPECFILE SEED: runs it (audit run resumes an interrupted folder), appends a summary row, echoes the exit status.
 audit() {
   local part=$1 spec=$2 seed=$3 dir="$OUT/$(basename "$2" .toml)"
   local start end rc
   start=$(date +%s.%N)
   set +e
-  if [ -f "$dir/runs.jsonl" ] && [ ! -f "$dir/audit.json" ]; then
-    "$DPAUDIT" audit run "$spec" --out "$dir" --resume > "$dir.txt" 2>&1
-  else
-    "$DPAUDIT" audit run "$spec" --out "$dir" > "$dir.txt" 2>&1
-  fi
+  "$DPAUDIT" audit run "$spec" --out "$dir" > "$dir.txt" 2>&1  # resumes a folder with runs of the same spec
   rc=$?
   set -e
   end=$(date +%s.%N)
