@@ -31,7 +31,7 @@ fn tiny_demo_runs_every_step_and_its_certificates_verify() {
     let audit = dpaudit::audit::engine::read_report(&s.audit).unwrap();
     assert_eq!(audit.runs.len() as u64, 2 * s.config.audit_runs_per_side);
     assert_eq!(
-        audit.spec.target.noise_multiplier,
+        audit.spec.built_in().unwrap().noise_multiplier,
         serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(s.model_run.join("metrics.json")).unwrap())
             .unwrap()["config"]["noise_multiplier"]
             .as_f64()

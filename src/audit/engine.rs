@@ -405,12 +405,7 @@ pub fn run_audit(
     progress: Progress<'_>,
     stop: &AtomicBool,
 ) -> Result<Vec<RunRecord>> {
-    shard.check_against(ctx.spec())?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
-    let shard_of_folder = (shard != Shard::ALL).then_some(shard);
-    check_or_write_spec(dir, ctx.spec(), shard_of_folder)?;
-    let existing = read_runs(dir)?;
-    verify_records(ctx.spec(), shard_of_folder, &existing, &dir.join(RUNS_FILE))?;
+    let existing = open_audit_folder(ctx.spec(), dir, shard)?;
     if ctx.spec().attack.mode == AuditMode::OneRun {
         // One training run: its canaries' records are written together, atomically.
         if !existing.is_empty() || shard.index != 0 {
@@ -429,8 +424,49 @@ pub fn run_audit(
         progress(1, 1);
         return Ok(records);
     }
+    // One libtorch thread per worker: the workers are the parallelism.
+    tch::set_num_threads(1);
+    run_pending(ctx.spec(), dir, shard, threads, &existing, progress, stop, &|| Worker::new(ctx), &|w, side, index| {
+        w.run(side, index)
+    })
+}
+
+/// Opens an audit folder for a shard's runs: checks the shard against the spec, creates the
+/// folder, writes or checks its `spec.json`, and reads and checks the runs it already holds.
+///
+/// # Errors
+/// As [`run_audit`].
+pub(crate) fn open_audit_folder(spec: &AuditSpec, dir: &Path, shard: Shard) -> Result<Vec<RunRecord>> {
+    shard.check_against(spec)?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
+    let shard_of_folder = (shard != Shard::ALL).then_some(shard);
+    check_or_write_spec(dir, spec, shard_of_folder)?;
+    let existing = read_runs(dir)?;
+    verify_records(spec, shard_of_folder, &existing, &dir.join(RUNS_FILE))?;
+    Ok(existing)
+}
+
+/// Runs the shard's replays that `existing` lacks on `threads` workers (each made by
+/// `new_worker` in its own thread, each run by `run_one`), appending each record to `runs.jsonl`
+/// and fsyncing it as it finishes. The first error stops every worker after its current run;
+/// the runs recorded before it are kept.
+///
+/// # Errors
+/// The first worker or run error; I/O errors.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_pending<W>(
+    spec: &AuditSpec,
+    dir: &Path,
+    shard: Shard,
+    threads: usize,
+    existing: &[RunRecord],
+    progress: Progress<'_>,
+    stop: &AtomicBool,
+    new_worker: &(dyn Fn() -> Result<W> + Sync),
+    run_one: &(dyn Fn(&mut W, Side, u64) -> Result<RunRecord> + Sync),
+) -> Result<Vec<RunRecord>> {
     let done: std::collections::HashSet<(Side, u64)> = existing.iter().map(|r| (r.side, r.index)).collect();
-    let k = ctx.spec().attack.runs_per_side;
+    let k = spec.attack.runs_per_side;
     let mine: Vec<(Side, u64)> =
         (0..k).flat_map(|i| [(Side::Without, i), (Side::With, i)]).filter(|&(s, i)| shard.owns(s, i)).collect();
     let todo: Vec<(Side, u64)> = mine.iter().copied().filter(|x| !done.contains(x)).collect();
@@ -459,12 +495,10 @@ pub fn run_audit(
     let next = std::sync::atomic::AtomicUsize::new(0);
     let first_error: Mutex<Option<Error>> = Mutex::new(None);
     let threads = threads.clamp(1, todo.len().max(1));
-    // One libtorch thread per worker: the workers are the parallelism.
-    tch::set_num_threads(1);
     std::thread::scope(|scope| {
         for _ in 0..threads {
             scope.spawn(|| {
-                let worker = match Worker::new(ctx) {
+                let mut worker = match new_worker() {
                     Ok(w) => w,
                     Err(e) => {
                         first_error.lock().expect("lock").get_or_insert(e);
@@ -477,7 +511,7 @@ pub fn run_audit(
                     }
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(&(side, index)) = todo.get(i) else { return };
-                    let result = worker.run(side, index).and_then(|rec| {
+                    let result = run_one(&mut worker, side, index).and_then(|rec| {
                         let mut line = serde_json::to_vec(&rec).map_err(|e| Error::data(&path, e.to_string()))?;
                         line.push(b'\n');
                         let mut f = file.lock().expect("lock");
@@ -708,6 +742,7 @@ fn claim_of(spec: &AuditSpec, runs: &[RunRecord]) -> Result<ClaimReport> {
     let delta = spec.claim.delta;
     match spec.claim.epsilon {
         ClaimedEpsilon::Explicit(e) => Ok(ClaimReport { epsilon: e, delta, source: "explicit (from the spec)".into() }),
+        ClaimedEpsilon::Trainer(_) => crate::audit::external::trainer_claim(spec, runs),
         ClaimedEpsilon::Accountant(_) => {
             // The smallest ledger any run kept: the claim the recipe would have certified.
             let r = runs.iter().min_by_key(|r| r.ledger_steps).ok_or_else(|| Error::invalid("runs", 0, "no runs"))?;
@@ -1060,9 +1095,11 @@ pub fn expected_claim(ctx: &ReplayContext) -> Result<Option<f64>> {
     let spec = ctx.spec();
     match spec.claim.epsilon {
         ClaimedEpsilon::Explicit(e) => Ok(Some(e)),
-        ClaimedEpsilon::Accountant(_) if spec.target.gan.is_some() => Ok(None),
+        ClaimedEpsilon::Trainer(_) => Ok(None),
+        ClaimedEpsilon::Accountant(_) if spec.command().is_some() => Ok(None),
+        ClaimedEpsilon::Accountant(_) if spec.built_in()?.gan.is_some() => Ok(None),
         ClaimedEpsilon::Accountant(_) => {
-            let t = &spec.target;
+            let t = spec.built_in()?;
             let q = (t.lot_size / ctx.train_examples() as f64).min(1.0);
             let phases = [Phase::new(q, t.noise_multiplier, t.steps)?];
             Ok(Some(if spec.claim.accountant == "rdp" {
@@ -1106,7 +1143,7 @@ impl AuditReport {
         &self,
         run_config: &crate::train::dpsgd::TrainConfig,
     ) -> Result<crate::cert::schema::AuditRecord> {
-        let t = &self.spec.target;
+        let t = self.spec.built_in()?;
         if t.model != run_config.model
             || t.noise_multiplier != run_config.noise_multiplier
             || t.max_grad_norm != run_config.max_grad_norm
@@ -1204,13 +1241,35 @@ pub fn dataset_dir(dataset: &str) -> PathBuf {
 /// Loads the spec's data (cut to `train_examples`) and prepares its runs.
 ///
 /// # Errors
-/// Missing or corrupt data; a canary that does not fit the model or data.
+/// Missing or corrupt data; a canary that does not fit the model or data; a command target
+/// (prepared by [`crate::audit::external::ExternalContext::new`]).
 pub fn prepare(spec: &AuditSpec) -> Result<ReplayContext> {
+    let target = spec.built_in()?;
+    let (train, test) = load_audit_data(&target.dataset, target.train_examples)?;
+    if target.lot_size > train.len() as f64 {
+        return Err(Error::invalid(
+            "target.lot_size",
+            target.lot_size,
+            format!("exceeds the {} training examples", train.len()),
+        ));
+    }
+    ReplayContext::new(spec, train, &test)
+}
+
+/// An audit's training set D (the first `train_examples` of `dataset`'s training split) and its
+/// test split (which supplies the mislabelled canary).
+///
+/// # Errors
+/// Missing or corrupt data; more examples asked for than the training split has.
+pub fn load_audit_data(
+    dataset: &str,
+    train_examples: Option<usize>,
+) -> Result<(crate::data::Dataset, crate::data::Dataset)> {
     use crate::data::{load_mnist_dir, Dataset, Split};
-    let dir = dataset_dir(&spec.target.dataset);
+    let dir = dataset_dir(dataset);
     let train = load_mnist_dir(&dir, Split::Train, 10)?;
     let test = load_mnist_dir(&dir, Split::Test, 10)?;
-    let train = match spec.target.train_examples {
+    let train = match train_examples {
         Some(n) if n < train.len() => {
             let per = train.shape().pixels().unwrap_or(0);
             Dataset::new(
@@ -1230,14 +1289,7 @@ pub fn prepare(spec: &AuditSpec) -> Result<ReplayContext> {
         }
         _ => train,
     };
-    if spec.target.lot_size > train.len() as f64 {
-        return Err(Error::invalid(
-            "target.lot_size",
-            spec.target.lot_size,
-            format!("exceeds the {} training examples", train.len()),
-        ));
-    }
-    ReplayContext::new(spec, train, &test)
+    Ok((train, test))
 }
 
 /// Wall-clock helper for the CLI.

@@ -3,6 +3,7 @@
 //!
 //! - [`spec`]: the audit specification (`audits/*.toml`);
 //! - [`replay`]: one training run on D or D' (the canary in), scored by the attack's statistic;
+//! - [`external`]: trainers dpaudit did not write, run as commands (`docs/external-trainers.md`);
 //! - [`engine`]: all runs on all cores, resumable and sharded, and the analysis into `audit.json`;
 //! - [`bounds`]: Clopper–Pearson lower bounds from attack outcomes;
 //! - [`gaussian`]: the Gaussian mechanism's exact curve: the ideal bound, thresholds fixed from
@@ -11,6 +12,7 @@
 //!   threshold rule can report (its ceiling) and the smallest epsilon it would catch.
 pub mod bounds;
 pub mod engine;
+pub mod external;
 pub mod gaussian;
 pub mod power;
 pub mod replay;

@@ -78,6 +78,10 @@ pub struct RunRecord {
     /// are unchanged.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub statistics: std::collections::BTreeMap<String, f64>,
+    /// The epsilon an external trainer claimed for this run (its `claim.json`); absent for
+    /// dpaudit's own trainer, whose claim comes from its ledger.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_epsilon: Option<f64>,
 }
 
 /// Accumulates [`RunRecord::score_digest`].
@@ -151,7 +155,21 @@ fn record(
         ledger_steps: ledger.steps(),
         ledger_phases: ledger.phases()?.iter().map(|p| (p.sampling_rate, p.noise_multiplier, p.steps)).collect(),
         statistics: Default::default(),
+        claimed_epsilon: None,
     })
+}
+
+/// The input canary of `spec` (pixels in [0, 1], label), drawn exactly as [`ReplayContext::new`]
+/// draws it (so an external trainer's audit plants the same canary), or `None` for a gradient
+/// canary.
+///
+/// # Errors
+/// As [`ReplayContext::new`] for input canaries.
+pub fn spec_input_canary(spec: &AuditSpec, train: &Dataset, test: &Dataset) -> Result<Option<(Vec<f32>, i64)>> {
+    let shape = train.shape();
+    let pixels = shape.pixels().ok_or_else(|| Error::invalid("image shape", format!("{shape:?}"), "too large"))?;
+    let mut rng = ChaCha20Rng::seed_from_u64(spec.attack.seed ^ 0xC0FFEE);
+    input_canary(spec, pixels, train, test, &mut rng)
 }
 
 /// The input canary of `kind` (pixels in [0, 1], label), or `None` for a gradient canary.
@@ -226,7 +244,8 @@ impl ReplayContext {
     pub fn new(spec: &AuditSpec, train: Dataset, test: &Dataset) -> Result<Self> {
         let shape = train.shape();
         let pixels = shape.pixels().ok_or_else(|| Error::invalid("image shape", format!("{shape:?}"), "too large"))?;
-        if spec.target.gan.is_some() {
+        let target = spec.built_in()?;
+        if target.gan.is_some() {
             // A DP-GAN target: an input canary, scored on the trained discriminator.
             let mut rng = ChaCha20Rng::seed_from_u64(spec.attack.seed ^ 0xC0FFEE);
             let input_canary = input_canary(spec, pixels, &train, test, &mut rng)?;
@@ -247,7 +266,7 @@ impl ReplayContext {
                 spec_digest: spec.digest(),
             });
         }
-        let specs = crate::train::models::specs(&spec.target.model)?;
+        let specs = crate::train::models::specs(&target.model)?;
         let first_linear = specs.iter().find_map(|l| match l {
             crate::train::per_example::LayerSpec::Linear { in_features, out_features, .. } => {
                 Some((*in_features, *out_features))
@@ -276,7 +295,7 @@ impl ReplayContext {
         // Only the shapes are used; held so the draw cannot disturb a seeded build elsewhere.
         let model = {
             let _rng = crate::torch_rng::lock();
-            crate::train::models::build(&spec.target.model, &vs.root())?
+            crate::train::models::build(&target.model, &vs.root())?
         };
         let shapes: Vec<Vec<i64>> = model.parameters().iter().map(|(_, t)| t.size()).collect();
         match spec.canary.kind {
@@ -391,7 +410,7 @@ impl<'a> Worker<'a> {
     pub fn run(&self, side: Side, index: u64) -> Result<RunRecord> {
         let start = Instant::now();
         let spec = &self.ctx.spec;
-        let t = &spec.target;
+        let t = spec.built_in()?;
         let seed = run_seed(spec.attack.seed, side, index);
         let data = match (side, &self.with) {
             (Side::With, Some(w)) => w,
@@ -485,7 +504,7 @@ impl<'a> Worker<'a> {
         start: Instant,
     ) -> Result<RunRecord> {
         use crate::gan::dpgan::{DpGan, GanConfig};
-        let t = &self.ctx.spec.target;
+        let t = self.ctx.spec.built_in()?;
         let n = data.len();
         let config = GanConfig {
             design: g.design,
@@ -582,7 +601,7 @@ impl<'a> Worker<'a> {
     pub fn one_run(&self) -> Result<Vec<RunRecord>> {
         let start = Instant::now();
         let spec = &self.ctx.spec;
-        let t = &spec.target;
+        let t = spec.built_in()?;
         let m = spec.attack.canaries as usize;
         // The Dirac canary's own coordinate was taken out of null_coords; give it back.
         let dir0 = self
@@ -677,6 +696,7 @@ impl<'a> Worker<'a> {
                     d.finish(score)
                 },
                 statistics: Default::default(),
+                claimed_epsilon: None,
             })
             .collect())
     }

@@ -44,8 +44,8 @@ pub struct AuditSpec {
     /// What the audit is for, in words.
     #[serde(default)]
     pub description: String,
-    /// The training recipe under audit.
-    pub target: Target,
+    /// The training recipe under audit: dpaudit's own trainer, or an external command.
+    pub target: AuditTarget,
     /// The privacy claim the audit tries to refute.
     pub claim: Claim,
     /// The canary: the record that D' has and D lacks.
@@ -53,6 +53,94 @@ pub struct AuditSpec {
     /// The attack and the statistics.
     pub attack: Attack,
 }
+
+/// What an audit trains: dpaudit's own trainer (a `[target]` without `kind`, serialised exactly
+/// as before command targets existed, so existing spec digests are unchanged) or an external
+/// trainer (`kind = "command"`, the protocol of `docs/external-trainers.md`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum AuditTarget {
+    /// dpaudit's own DP-SGD or DP-GAN trainer.
+    BuiltIn(Target),
+    /// A trainer dpaudit did not write, run as a command.
+    Command(CommandTarget),
+}
+
+impl<'de> Deserialize<'de> for AuditTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let kind = value.get("kind").cloned();
+        match kind {
+            None => serde_json::from_value(value).map(AuditTarget::BuiltIn).map_err(D::Error::custom),
+            Some(serde_json::Value::String(k)) if k == "command" => {
+                serde_json::from_value(value).map(AuditTarget::Command).map_err(D::Error::custom)
+            }
+            Some(other) => Err(D::Error::custom(format!(
+                "unknown target kind {other}: leave `kind` out for dpaudit's own trainer, or say kind = \"command\""
+            ))),
+        }
+    }
+}
+
+/// The word `command` (so the TOML can say `kind = "command"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommandWord {
+    /// An external trainer.
+    Command,
+}
+
+/// How dpaudit talks to an external trainer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CommandMode {
+    /// One process per run: `argv` with `{request}`, `{data}`, `{out}`, `{seed}` substituted.
+    Once,
+    /// Long-lived processes, one JSON request per line on stdin, one reply per line on stdout.
+    Worker,
+}
+
+/// An external trainer (`[target] kind = "command"`): see `docs/external-trainers.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandTarget {
+    /// Always `command`.
+    pub kind: CommandWord,
+    /// `once` or `worker`.
+    pub mode: CommandMode,
+    /// The command line (program first). In `once` mode it may hold the placeholders
+    /// `{request}`, `{data}`, `{out}` and `{seed}`.
+    pub argv: Vec<String>,
+    /// `fixture`, `mnist`, `fashion-mnist`, or a path to an MNIST-format folder.
+    pub dataset: String,
+    /// D: the first N training examples (default: all).
+    #[serde(default)]
+    pub train_examples: Option<usize>,
+    /// Trainer processes in parallel.
+    #[serde(default = "one_usize")]
+    pub workers: usize,
+    /// Longest a run may take (seconds); a run past it is killed with its process group.
+    #[serde(default = "default_timeout")]
+    pub timeout_seconds: f64,
+    /// Whether the trainer reproduces a run bit for bit from its seed (then `--recheck` retrains
+    /// records and compares them).
+    #[serde(default)]
+    pub deterministic: bool,
+    /// Passed verbatim (as JSON) to the trainer in every request.
+    #[serde(default)]
+    pub options: serde_json::Map<String, serde_json::Value>,
+}
+
+fn one_usize() -> usize {
+    1
+}
+fn default_timeout() -> f64 {
+    600.0
+}
+
+/// The placeholders of a `once`-mode command line.
+pub const PLACEHOLDERS: [&str; 4] = ["{request}", "{data}", "{out}", "{seed}"];
 
 /// The training recipe (the options of `dpaudit train`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -153,7 +241,8 @@ fn default_physical_batch() -> usize {
 /// cluster; more is a typo, refused before anything is planned or trained).
 pub const MAX_RUNS_PER_SIDE: u64 = 1_000_000;
 
-/// The claim's epsilon: a number, or `"accountant"` (computed from the replays' ledgers).
+/// The claim's epsilon: a number, `"accountant"` (computed from the replays' ledgers, or from an
+/// external trainer's reported history), or `"trainer"` (an external trainer's own `claim.json`).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum ClaimedEpsilon {
@@ -161,6 +250,17 @@ pub enum ClaimedEpsilon {
     Explicit(f64),
     /// The string `"accountant"`.
     Accountant(AccountantWord),
+    /// The string `"trainer"`.
+    Trainer(TrainerWord),
+}
+
+/// The word `trainer` (so the TOML can say `epsilon = "trainer"`): the largest epsilon the
+/// external trainer claimed in any run's `claim.json`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrainerWord {
+    /// Use the trainer's claim.
+    Trainer,
 }
 
 /// The word `accountant` (so the TOML can say `epsilon = "accountant"`).
@@ -340,12 +440,48 @@ impl AuditSpec {
         hex::encode(Sha256::digest(&json))
     }
 
+    /// The built-in recipe, for code that runs dpaudit's own trainer.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a command target (an external trainer).
+    pub fn built_in(&self) -> Result<&Target> {
+        match &self.target {
+            AuditTarget::BuiltIn(t) => Ok(t),
+            AuditTarget::Command(c) => Err(Error::invalid(
+                "target.kind",
+                "command",
+                format!(
+                    "this needs dpaudit's own trainer, but the spec's target is the external command {:?}",
+                    c.argv.first().map(String::as_str).unwrap_or("")
+                ),
+            )),
+        }
+    }
+
+    /// The external trainer, when the target is a command.
+    pub fn command(&self) -> Option<&CommandTarget> {
+        match &self.target {
+            AuditTarget::Command(c) => Some(c),
+            AuditTarget::BuiltIn(_) => None,
+        }
+    }
+
     /// Checks every value.
     ///
     /// # Errors
     /// [`Error::InvalidParameter`] naming the field.
     pub fn validate(&self) -> Result<()> {
-        let t = &self.target;
+        let t = match &self.target {
+            AuditTarget::BuiltIn(t) => t,
+            AuditTarget::Command(c) => return self.validate_command(c),
+        };
+        if matches!(self.claim.epsilon, ClaimedEpsilon::Trainer(_)) {
+            return Err(Error::invalid(
+                "claim.epsilon",
+                "trainer",
+                "is for external trainers (kind = \"command\"); dpaudit's own trainer is claimed with \"accountant\" or a number",
+            ));
+        }
         let pos = |name: &'static str, v: f64| -> Result<()> {
             if v > 0.0 && v.is_finite() {
                 Ok(())
@@ -416,29 +552,8 @@ impl AuditSpec {
                 }
             }
         }
-        if let ClaimedEpsilon::Explicit(e) = self.claim.epsilon {
-            if !(e >= 0.0 && e.is_finite()) {
-                return Err(Error::invalid("claim.epsilon", e, "must be a finite number >= 0 or \"accountant\""));
-            }
-        }
-        if !["pld", "rdp"].contains(&self.claim.accountant.as_str()) {
-            return Err(Error::invalid("claim.accountant", &self.claim.accountant, "must be pld or rdp"));
-        }
-        crate::accounting::validate_delta(self.claim.delta)?;
+        self.validate_attack()?;
         let a = &self.attack;
-        if !(2..=MAX_RUNS_PER_SIDE).contains(&a.runs_per_side) {
-            return Err(Error::invalid(
-                "attack.runs_per_side",
-                a.runs_per_side,
-                format!("must be between 2 and {MAX_RUNS_PER_SIDE} (trainings per side)"),
-            ));
-        }
-        if !(a.confidence > 0.0 && a.confidence < 1.0) {
-            return Err(Error::invalid("attack.confidence", a.confidence, "must be in (0, 1)"));
-        }
-        if !(a.held_out_fraction > 0.0 && a.held_out_fraction < 1.0) {
-            return Err(Error::invalid("attack.held_out_fraction", a.held_out_fraction, "must be in (0, 1)"));
-        }
         if t.gan.is_none() && self.canary.kind.is_gradient() != (a.threat_model == ThreatModel::WhiteBox) {
             return Err(Error::invalid(
                 "canary.kind",
@@ -477,6 +592,94 @@ impl AuditSpec {
             ));
         }
         Ok(())
+    }
+
+    /// The checks of `[claim]` and `[attack]` that do not depend on the target.
+    fn validate_attack(&self) -> Result<()> {
+        if let ClaimedEpsilon::Explicit(e) = self.claim.epsilon {
+            if !(e >= 0.0 && e.is_finite()) {
+                return Err(Error::invalid(
+                    "claim.epsilon",
+                    e,
+                    "must be a finite number >= 0, \"accountant\" or \"trainer\"",
+                ));
+            }
+        }
+        if !["pld", "rdp"].contains(&self.claim.accountant.as_str()) {
+            return Err(Error::invalid("claim.accountant", &self.claim.accountant, "must be pld or rdp"));
+        }
+        crate::accounting::validate_delta(self.claim.delta)?;
+        let a = &self.attack;
+        if !(2..=MAX_RUNS_PER_SIDE).contains(&a.runs_per_side) {
+            return Err(Error::invalid(
+                "attack.runs_per_side",
+                a.runs_per_side,
+                format!("must be between 2 and {MAX_RUNS_PER_SIDE} (trainings per side)"),
+            ));
+        }
+        if !(a.confidence > 0.0 && a.confidence < 1.0) {
+            return Err(Error::invalid("attack.confidence", a.confidence, "must be in (0, 1)"));
+        }
+        if !(a.held_out_fraction > 0.0 && a.held_out_fraction < 1.0) {
+            return Err(Error::invalid("attack.held_out_fraction", a.held_out_fraction, "must be in (0, 1)"));
+        }
+        Ok(())
+    }
+
+    /// Checks an external trainer's spec: a command line, its placeholders for its mode,
+    /// workers, timeout, examples, an input-space canary, and an attack that fits scores of
+    /// unknown scale (no threshold fixed from the claim, no one-run audit).
+    fn validate_command(&self, c: &CommandTarget) -> Result<()> {
+        if c.argv.first().is_none_or(|p| p.trim().is_empty()) {
+            return Err(Error::invalid("target.argv", format!("{:?}", c.argv), "must name a program (argv[0])"));
+        }
+        if c.mode == CommandMode::Worker {
+            if let Some(p) = PLACEHOLDERS.iter().find(|p| c.argv.iter().any(|a| a.contains(*p))) {
+                return Err(Error::invalid(
+                    "target.argv",
+                    format!("{:?}", c.argv),
+                    format!("holds {p}, but in worker mode one process serves many runs and gets each run's request on stdin; placeholders are for mode = \"once\""),
+                ));
+            }
+        }
+        if c.dataset.trim().is_empty() {
+            return Err(Error::invalid(
+                "target.dataset",
+                "\"\"",
+                "must name fixture, mnist, fashion-mnist or a folder",
+            ));
+        }
+        if c.train_examples == Some(0) {
+            return Err(Error::invalid("target.train_examples", 0, "must be at least 1"));
+        }
+        if c.workers == 0 || c.workers > 1024 {
+            return Err(Error::invalid("target.workers", c.workers, "must be between 1 and 1024"));
+        }
+        if !(c.timeout_seconds > 0.0 && c.timeout_seconds <= 7.0 * 86_400.0) {
+            return Err(Error::invalid("target.timeout_seconds", c.timeout_seconds, "must be > 0 and at most a week"));
+        }
+        if self.canary.kind.is_gradient() {
+            return Err(Error::invalid(
+                "canary.kind",
+                format!("{:?}", self.canary.kind),
+                "an external trainer gets only datasets, so its canary must be an input-space example: blank, mislabelled or out-of-distribution",
+            ));
+        }
+        if self.attack.mode != AuditMode::Replay {
+            return Err(Error::invalid(
+                "attack.mode",
+                "one-run",
+                "external trainers are audited by replay (K runs per side); one-run audits plant gradient canaries",
+            ));
+        }
+        if self.attack.threshold == ThresholdChoice::FromClaim {
+            return Err(Error::invalid(
+                "attack.threshold",
+                "from-claim",
+                "an external trainer's statistics are not in N(0, 1) units: use held-out or bonferroni",
+            ));
+        }
+        self.validate_attack()
     }
 }
 
@@ -532,6 +735,130 @@ threshold = "from-claim"
             assert!(AuditSpec::from_toml(&bad, Path::new("t")).is_err(), "{to}");
         }
         let f = GOOD.replace("lr = 1.0", "lr = 1.0\ninject_fault = \"skip-noise:2\"");
-        assert_eq!(AuditSpec::from_toml(&f, Path::new("t")).unwrap().target.inject_fault, Some(Fault::SkipNoise(2)));
+        assert_eq!(
+            AuditSpec::from_toml(&f, Path::new("t")).unwrap().built_in().unwrap().inject_fault,
+            Some(Fault::SkipNoise(2))
+        );
+    }
+}
+
+#[cfg(test)]
+mod digest_pins {
+    use super::*;
+
+    /// The digests of the shipped specs, pinned before command targets were added: a built-in
+    /// target must serialise exactly as before, or every existing audit folder stops resuming.
+    #[test]
+    fn shipped_spec_digests_are_unchanged() {
+        for (file, want) in [
+            ("audits/blackbox-blank.toml", "0a16dfaba6aaa386d314e2e21a3f2310e9680f83c10a7e1b10a4b0a062784090"),
+            ("audits/dirac-eps2.toml", "fad3ed22311832b18462ff29c114cd1ab672d7b6ce8b4c8f58dbf6a85c17d50e"),
+            ("audits/noise-layer-gan.toml", "ba1dca4e1fc16dd463e1bf67c22323d5edade76fd6e4b8e7f5bacd4735d278ca"),
+        ] {
+            let spec = AuditSpec::load(Path::new(file)).unwrap();
+            assert_eq!(spec.digest(), want, "{file}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod command_targets {
+    use super::*;
+
+    const COMMAND: &str = r#"
+name = "ext"
+[target]
+kind = "command"
+mode = "worker"
+argv = ["python3", "train.py", "--worker"]
+dataset = "fixture"
+train_examples = 200
+workers = 2
+timeout_seconds = 30
+[target.options]
+steps = 20
+lr = 0.5
+nested = { a = [1, 2] }
+[claim]
+epsilon = "trainer"
+delta = 1e-5
+[canary]
+kind = "mislabelled"
+label = 3
+[attack]
+threat_model = "black-box"
+statistic = "select"
+runs_per_side = 100
+"#;
+
+    #[test]
+    fn command_targets_parse_and_round_trip() {
+        let s = AuditSpec::from_toml(COMMAND, Path::new("t")).unwrap();
+        let c = s.command().unwrap();
+        assert_eq!((c.mode, c.workers, c.deterministic), (CommandMode::Worker, 2, false));
+        assert_eq!(c.options["nested"]["a"][1], 2);
+        assert_eq!(s.claim.epsilon, ClaimedEpsilon::Trainer(TrainerWord::Trainer));
+        assert!(s.built_in().is_err());
+        // spec.json and audit.json hold the spec as JSON: it reads back identically, `kind` first.
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(json.contains(r#""target":{"kind":"command""#), "{json}");
+        let back: AuditSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, s);
+        assert_eq!(back.digest(), s.digest());
+    }
+
+    #[test]
+    fn command_targets_are_checked_before_any_run() {
+        for (from, to) in [
+            ("kind = \"command\"", "kind = \"shell\""),
+            ("kind = \"mislabelled\"", "kind = \"dirac\""),
+            ("kind = \"mislabelled\"", "kind = \"random-direction\""),
+            ("\"--worker\"]", "\"--out\", \"{out}\"]"),
+            ("argv = [\"python3\", \"train.py\", \"--worker\"]", "argv = []"),
+            ("workers = 2", "workers = 0"),
+            ("timeout_seconds = 30", "timeout_seconds = 0"),
+            ("train_examples = 200", "train_examples = 0"),
+            ("train_examples = 200", "train_examples = 200\nmodel = \"mlp\""),
+            ("statistic = \"select\"", "threshold = \"from-claim\""),
+            ("mode = \"worker\"", "mode = \"forever\""),
+            ("runs_per_side = 100", "runs_per_side = 1"),
+        ] {
+            let bad = COMMAND.replace(from, to);
+            assert_ne!(bad, COMMAND, "{from}");
+            let err = AuditSpec::from_toml(&bad, Path::new("t"));
+            assert!(err.is_err(), "accepted {to}");
+        }
+        let err = AuditSpec::from_toml(&COMMAND.replace("kind = \"mislabelled\"", "kind = \"dirac\""), Path::new("t"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("input-space"), "{err}");
+        // Placeholders are for once mode.
+        let once = COMMAND.replace("mode = \"worker\"", "mode = \"once\"").replace("\"--worker\"]", "\"{request}\"]");
+        assert!(AuditSpec::from_toml(&once, Path::new("t")).is_ok());
+    }
+
+    #[test]
+    fn the_trainer_claim_is_for_command_targets_only() {
+        let built_in = r#"
+name = "t"
+[target]
+dataset = "fixture"
+model = "logreg"
+lot_size = 100
+steps = 3
+noise_multiplier = 2.0
+max_grad_norm = 1.0
+lr = 1.0
+[claim]
+epsilon = "trainer"
+delta = 1e-5
+[canary]
+kind = "blank"
+[attack]
+threat_model = "black-box"
+runs_per_side = 10
+"#;
+        let err = AuditSpec::from_toml(built_in, Path::new("t")).unwrap_err().to_string();
+        assert!(err.contains("external trainers"), "{err}");
     }
 }

@@ -2,8 +2,9 @@
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use dpaudit::audit::engine::{self, Shard};
+use dpaudit::audit::external;
 use dpaudit::audit::gaussian;
-use dpaudit::audit::spec::AuditSpec;
+use dpaudit::audit::spec::{AuditSpec, ClaimedEpsilon, CommandMode};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
@@ -24,6 +25,15 @@ pub enum AuditCommand {
     /// check (spec digest, seed, side, index, score digest); after the runs, --recheck of them,
     /// chosen at random, are trained again and must reproduce bit for bit.
     ///
+    /// A spec with `[target] kind = "command"` audits a trainer dpaudit did not write
+    /// (docs/external-trainers.md): dpaudit writes D, D' and the canary under datasets/ in --out,
+    /// runs the command once per run (mode = "once") or feeds long-lived processes one request per
+    /// line (mode = "worker"; the spec's `workers` replace --threads), and reads back
+    /// model.safetensors and the optional initial and iterate parameters, scores.json and
+    /// claim.json. A run that fails stops the audit with an error naming the run, the file and
+    /// the trainer's last stderr lines; running the same command again resumes and retries it.
+    /// --recheck reruns records only for a `deterministic = true` trainer.
+    ///
     /// Exit status: 0 consistent, 1 error, 10 violated, 12 inconclusive (the procedure could not
     /// have refuted the claim).
     Run {
@@ -38,7 +48,7 @@ pub enum AuditCommand {
         /// indexed Job (JOB_COMPLETION_INDEX) with N completions.
         #[arg(long, value_name = "i/N|auto|auto/N")]
         shard: Option<String>,
-        /// Worker threads (default: all cores).
+        /// Worker threads (default: all cores; an external trainer uses the spec's `workers`).
         #[arg(long)]
         threads: Option<usize>,
         /// Print audit.json to stdout instead of a summary.
@@ -246,6 +256,94 @@ fn recheck_into(
     Ok(())
 }
 
+/// The record check of an audit of a non-deterministic external trainer.
+const NOT_REPLAYED: &str = "every record's spec digest, side, index, seed and score digest checked for consistency; none replayed: the external trainer is not deterministic (target.deterministic = false), so its records cannot be reproduced by training again";
+
+/// Prints the plan of an audit with a claim known before the runs, and refuses one that cannot
+/// refute it unless `allow_inconclusive`.
+fn check_plan(s: &AuditSpec, claim: f64, allow_inconclusive: bool) -> Result<()> {
+    let plan = engine::audit_plan(s, claim, s.attack.confidence)?;
+    print_plan(&plan);
+    if !plan.can_refute && !allow_inconclusive {
+        bail!(
+            "this audit cannot refute its claim: with {} runs per side the {} rule can report at most {:.4}, not above the claimed epsilon {}; use more runs per side, or --allow-inconclusive to run it anyway (verdict `inconclusive`, exit {EXIT_INCONCLUSIVE})",
+            plan.counted_runs_per_side, plan.rule, plan.ceiling, eps(claim)
+        );
+    }
+    Ok(())
+}
+
+/// `audit run` of an external trainer (`[target] kind = "command"`).
+#[allow(clippy::too_many_arguments)]
+fn run_external(
+    s: &AuditSpec,
+    spec: &std::path::Path,
+    out: &std::path::Path,
+    shard: Shard,
+    json: bool,
+    allow_inconclusive: bool,
+    recheck: usize,
+    start: std::time::Instant,
+) -> Result<i32> {
+    let ctx = external::ExternalContext::new(s).with_context(|| format!("preparing the runs of {}", spec.display()))?;
+    match s.claim.epsilon {
+        ClaimedEpsilon::Explicit(claim) => check_plan(s, claim, allow_inconclusive)?,
+        _ => eprintln!(
+            "the claim comes from the trainer's runs (claim.json): what this audit can show is known after them"
+        ),
+    }
+    let target = ctx.target();
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:30} {pos}/{len} runs [{elapsed}<{eta}] {msg}").expect("valid template"),
+    );
+    bar.set_message(format!(
+        "{} ({} per side, external trainer, {} {})",
+        s.name,
+        s.attack.runs_per_side,
+        target.workers,
+        if target.mode == CommandMode::Worker { "worker processes" } else { "processes at a time" }
+    ));
+    let progress = |done: u64, total: u64| {
+        bar.set_length(total);
+        bar.set_position(done);
+    };
+    let stop = AtomicBool::new(false);
+    let runs = external::run_external_audit(&ctx, out, shard, &progress, &stop)
+        .with_context(|| format!("running the audit into {}", out.display()))?;
+    bar.finish_and_clear();
+    if shard != Shard::ALL {
+        eprintln!(
+            "shard {}/{} done: {} runs in {}; gather the shards with `dpaudit audit merge`",
+            shard.index,
+            shard.count,
+            runs.len(),
+            out.display()
+        );
+        return Ok(0);
+    }
+    let mut report = engine::analyse(s, &runs, start.elapsed().as_secs_f64())?;
+    if target.deterministic {
+        let replayed = external::replay_check_external(&ctx, out, &report.runs, recheck, &out.join(engine::RUNS_FILE))?;
+        report.record_check.note = if replayed.is_empty() {
+            "every record's spec digest, side, index, seed and score digest checked; none replayed (--recheck 0)".into()
+        } else {
+            format!("every record's spec digest, side, index, seed and score digest checked; {} chosen at random after the runs were trained again by the (deterministic) external trainer and reproduced score and score digest exactly", replayed.len())
+        };
+        report.record_check.replayed = replayed;
+    } else {
+        report.record_check.note = NOT_REPLAYED.into();
+        if !json {
+            eprintln!("note: {NOT_REPLAYED}");
+        }
+    }
+    let path = engine::write_report(out, &report)?;
+    if !json {
+        eprintln!("wrote {}", path.display());
+    }
+    summarise(&report, json)
+}
+
 /// Runs an audit subcommand; returns the exit status.
 ///
 /// # Errors
@@ -260,16 +358,12 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
                 None => Shard::ALL,
             };
             shard.check_against(&s)?;
+            if s.command().is_some() {
+                return run_external(&s, &spec, &out, shard, json, allow_inconclusive, recheck, start);
+            }
             let ctx = engine::prepare(&s).with_context(|| format!("preparing the runs of {}", spec.display()))?;
             if let Some(claim) = engine::expected_claim(&ctx)? {
-                let plan = engine::audit_plan(&s, claim, s.attack.confidence)?;
-                print_plan(&plan);
-                if !plan.can_refute && !allow_inconclusive {
-                    bail!(
-                        "this audit cannot refute its claim: with {} runs per side the {} rule can report at most {:.4}, not above the claimed epsilon {}; use more runs per side, or --allow-inconclusive to run it anyway (verdict `inconclusive`, exit {EXIT_INCONCLUSIVE})",
-                        plan.counted_runs_per_side, plan.rule, plan.ceiling, eps(claim)
-                    );
-                }
+                check_plan(&s, claim, allow_inconclusive)?;
             }
             let threads = threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
             let bar = ProgressBar::new(0);
@@ -308,20 +402,34 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
             // The replays run before the merged folder is written: a refused merge leaves nothing.
             let replayed = std::cell::RefCell::new(None);
             let (s, runs) = engine::merge_checked(&shards, &out, &|s, runs| {
-                if recheck > 0 {
-                    let ctx = engine::prepare(s)?;
-                    let origin = PathBuf::from(
-                        shards
-                            .iter()
-                            .map(|d| d.join(engine::RUNS_FILE).display().to_string())
-                            .collect::<Vec<_>>()
-                            .join(" + "),
-                    );
-                    *replayed.borrow_mut() = Some(engine::replay_check(&ctx, runs, recheck, &origin)?);
+                let origin = PathBuf::from(
+                    shards
+                        .iter()
+                        .map(|d| d.join(engine::RUNS_FILE).display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(" + "),
+                );
+                match s.command() {
+                    _ if recheck == 0 => {}
+                    Some(c) if !c.deterministic => {}
+                    Some(_) => {
+                        // The external trainer runs again in the merged folder (its datasets and work/).
+                        let ctx = external::ExternalContext::new(s)?;
+                        *replayed.borrow_mut() =
+                            Some(external::replay_check_external(&ctx, &out, runs, recheck, &origin)?);
+                    }
+                    None => {
+                        let ctx = engine::prepare(s)?;
+                        *replayed.borrow_mut() = Some(engine::replay_check(&ctx, runs, recheck, &origin)?);
+                    }
                 }
                 Ok(())
             })?;
             let mut report = engine::analyse(&s, &runs, 0.0)?;
+            if s.command().is_some_and(|c| !c.deterministic) {
+                report.record_check.note = NOT_REPLAYED.into();
+                eprintln!("note: {NOT_REPLAYED}");
+            }
             if let Some(r) = replayed.into_inner() {
                 report.record_check.note = format!("every record's spec digest, side, index, seed and score digest checked; {} chosen at random were trained again and reproduced score and score digest exactly", r.len());
                 report.record_check.replayed = r;
