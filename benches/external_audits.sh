@@ -59,7 +59,7 @@ audit() {
   python3 - "$dir/audit.json" "$part" "$(basename "$spec" .toml)" "$seed" "$start" "$end" >> "$summary" <<'PY'
 import json, sys
 a = json.load(open(sys.argv[1]))
-print("\t".join([sys.argv[2], sys.argv[3], sys.argv[4], str(a["runs_per_side"]), a["verdict"],
+print("\t".join([sys.argv[2], sys.argv[3], sys.argv[4], str(a["spec"]["attack"]["runs_per_side"]), a["verdict"],
                  f'{a["epsilon_lower"]:.4f}', f'{a["claim"]["epsilon"]:.4f}', f'{float(sys.argv[6]) - float(sys.argv[5]):.1f}']))
 PY
   tail -n 1 "$summary" >&2
