@@ -6,12 +6,14 @@
 #      `chromium`, the headless browser tests/report_browser.rs renders the HTML report with, and
 #      `slurm-wlm` and `munge`, the single-node Slurm cluster tests/slurm_cluster.rs submits jobs to
 #      (scripts/slurm/start-cluster.sh; the packages' own services are not used).
-#   2. A project-local Python environment `.venv` holding PyTorch 2.11.0 (libtorch for `tch` 0.24).
+#   2. A project-local Python environment `.venv` holding PyTorch 2.11.0 (libtorch for `tch` 0.24),
+#      and the external-trainer adapters' packages (adapters/): Opacus 1.6.0, safetensors, NumPy.
 #   3. `.libtorch`, a link to that libtorch, which `.cargo/config.toml` points LIBTORCH at.
 #   4. `cargo build` (pass --release to build the optimised binary instead).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TORCH_VERSION=2.11.0
+OPACUS_VERSION=1.6.0
 say() { printf '[setup] %s\n' "$*" >&2; }
 
 # 1. Debian packages.
@@ -40,6 +42,12 @@ if ! .venv/bin/python -W ignore -c "import torch, sys; sys.exit(torch.__version_
   say "creating .venv with torch==$TORCH_VERSION from PyPI (about 5 GB, a few minutes)"
   [ -x .venv/bin/python ] || python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check "torch==$TORCH_VERSION"
+fi
+
+# The adapters' packages, after torch so that pip keeps the torch installed above.
+if ! .venv/bin/python -W ignore -c "import opacus, safetensors, numpy, sys; sys.exit(opacus.__version__ != '$OPACUS_VERSION')" 2>/dev/null; then
+  say "installing opacus==$OPACUS_VERSION, safetensors, numpy into .venv"
+  .venv/bin/pip install -q --disable-pip-version-check "opacus==$OPACUS_VERSION" safetensors numpy "torch==$TORCH_VERSION"
 fi
 
 # 3. The libtorch link that .cargo/config.toml names.
