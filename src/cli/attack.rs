@@ -174,7 +174,15 @@ fn summarise(r: &MiaReport) {
 ///
 /// # Errors
 /// Bad specs, data, I/O.
-pub fn run(cmd: AttackCommand) -> Result<()> {
+/// Runs `dpaudit attack`; returns the exit status ([`EXIT_FLAGGED`] when a nearest-neighbour
+/// heuristic flags copying).
+pub fn run(cmd: AttackCommand) -> Result<i32> {
+    let mut code = 0;
+    run_with_status(cmd, &mut code)?;
+    Ok(code)
+}
+
+fn run_with_status(cmd: AttackCommand, code: &mut i32) -> Result<()> {
     match cmd {
         AttackCommand::Mia { target_config, out, shard, threads, device, json } => {
             let start = std::time::Instant::now();
@@ -263,7 +271,7 @@ pub fn run(cmd: AttackCommand) -> Result<()> {
                 println!("membership attack (GAN-Leaks; evidence, not a bound): AUC {:.4}, TPR at FPR 1% / 0.1% / 0.01%: {:.4} / {:.4} / {:.4} ({} members, {} non-members)", m.auc, m.tpr_at_fpr["0.01"].tpr, m.tpr_at_fpr["0.001"].tpr, m.tpr_at_fpr["0.0001"].tpr, m.members, m.non_members);
             }
             if !r.distances.flags.is_empty() {
-                std::process::exit(EXIT_FLAGGED);
+                *code = EXIT_FLAGGED;
             }
             Ok(())
         }

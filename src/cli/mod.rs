@@ -1,11 +1,15 @@
 //! Subcommand handlers of the `dpaudit` binary, one file per command group. Each is a thin layer:
 //! parse, call the library, print (human text or `--json`); errors get context with `anyhow`.
+pub mod account;
 pub mod attack;
 pub mod audit;
+pub mod cert;
+pub mod data;
 pub mod demo;
 pub mod gan;
 pub mod import;
 pub mod report;
+pub mod train;
 
 use dpaudit::device::DeviceChoice;
 

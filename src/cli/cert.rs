@@ -1,0 +1,191 @@
+//! `dpaudit keygen` and `dpaudit cert`: sign a run's or a release's certificate, verify one.
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use dpaudit::train::dpsgd::TrainConfig;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand)]
+pub enum CertCommand {
+    /// Certify a private training run: epsilons are recomputed from its ledger (RDP, PLD and the
+    /// MPFR oracle), hashes of the data, the ledger and each released file are recorded, and the
+    /// certificate is signed (Ed25519 over "dpaudit-cert-v1\0" + RFC 8785 canonical JSON).
+    /// Refuses runs with an injected fault, non-Poisson steps, non-private runs, violated audits.
+    Sign {
+        /// The run folder (written by `dpaudit train`, or with --release the `dpaudit gan train`
+        /// folder the release was sampled from; default then: the run release.json names).
+        #[arg(long, required_unless_present = "release")]
+        run: Option<PathBuf>,
+        /// Certify a synthetic dataset released by `dpaudit gan sample` (its folder) instead of a
+        /// model: every released file and release.json are hashed; verify with
+        /// `cert verify --artifacts RELEASE_DIR`. The noise-layer design is refused.
+        #[arg(long, value_name = "DIR")]
+        release: Option<PathBuf>,
+        /// The secret key file (from `dpaudit keygen`).
+        #[arg(long)]
+        key: PathBuf,
+        /// Where to write the certificate (refuses to overwrite).
+        #[arg(long)]
+        out: PathBuf,
+        /// Delta of the certified epsilons.
+        #[arg(long, default_value_t = 1e-5)]
+        delta: f64,
+        /// An audit folder (from `dpaudit audit run`) of this run's recipe, recorded in the
+        /// certificate (repeatable). A violated audit, or one of another recipe, is refused.
+        #[arg(long = "audit", value_name = "DIR")]
+        audits: Vec<PathBuf>,
+        /// Certify a run trained with an explicit --seed (reproducible noise). The certificate
+        /// and any report of it then say in plain words that it is not fit for release: its
+        /// noise can be regenerated from the seed.
+        #[arg(long)]
+        allow_seeded_noise: bool,
+    },
+    /// Verify a certificate. Exit codes: 0 valid; 2 unreadable input; 3 bad signature or wrong
+    /// key; 4 claim does not reproduce (or a violated audit); 5 artifact missing or mismatched.
+    Verify {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The signer's public key file.
+        #[arg(long)]
+        pubkey: PathBuf,
+        /// The folder holding the released files: check their SHA-256.
+        #[arg(long)]
+        artifacts: Option<PathBuf>,
+        /// Re-derive epsilon from the recorded mechanism with the MPFR oracle and refuse a claim
+        /// below it.
+        #[arg(long)]
+        recompute: bool,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn seeded_noise_hint(e: anyhow::Error) -> anyhow::Error {
+    if e.chain().any(|c| c.to_string().contains("reproducible noise")) {
+        e.context("to certify a run whose noise may be reproducible anyway (it is then marked not fit for release), give --allow-seeded-noise")
+    } else {
+        e
+    }
+}
+
+/// Runs `dpaudit keygen`.
+pub fn keygen(out: &Path) -> Result<i32> {
+    let k =
+        dpaudit::cert::keys::generate_keypair(&out).with_context(|| format!("writing keys into {}", out.display()))?;
+    println!(
+        "key id {}\n  public key: {}\n  secret key: {} (mode 0600; keep it private)",
+        k.key_id,
+        k.public_key_path.display(),
+        k.secret_key_path.display()
+    );
+    Ok(0)
+}
+
+/// Runs `dpaudit cert`; returns the exit status (`cert verify`'s are documented on `Verify`).
+pub fn run(cmd: CertCommand) -> Result<i32> {
+    match cmd {
+        CertCommand::Sign { run, release: Some(release), key, out, delta, audits, allow_seeded_noise } => {
+            if !audits.is_empty() {
+                bail!("--audit is for model runs; audits of a synthetic-data release are not recorded in its certificate yet");
+            }
+            let run = match run {
+                Some(r) => r,
+                None => dpaudit::gan::release::release_run_dir(&release)
+                    .with_context(|| format!("finding the GAN run of {}", release.display()))?,
+            };
+            let mut opts = dpaudit::cert::sign::CertifyOptions::model(delta);
+            opts.kind = dpaudit::cert::schema::ArtifactKind::SyntheticDataset;
+            opts.allow_seeded_noise = allow_seeded_noise;
+            let signed = dpaudit::cert::sign::sign_release(&release, &run, &opts, &key, &out)
+                .with_context(|| format!("certifying the release {} of {}", release.display(), run.display()))
+                .map_err(seeded_noise_hint)?;
+            println!(
+                "signed {} with key {} (synthetic dataset {}, {} files)",
+                out.display(),
+                signed.signature.key_id,
+                release.display(),
+                signed.certificate.artifact.files.len()
+            );
+            Ok(0)
+        }
+        CertCommand::Sign { run, release: None, key, out, delta, audits, allow_seeded_noise } => {
+            let run = run.context("--run is required")?;
+            let mut opts = dpaudit::cert::sign::CertifyOptions::model(delta);
+            opts.allow_seeded_noise = allow_seeded_noise;
+            if !audits.is_empty() {
+                let metrics_path = run.join("metrics.json");
+                let metrics: serde_json::Value = serde_json::from_str(
+                    &std::fs::read_to_string(&metrics_path)
+                        .with_context(|| format!("reading {}", metrics_path.display()))?,
+                )
+                .with_context(|| format!("parsing {}", metrics_path.display()))?;
+                let imported = dpaudit::imported::provenance_of(&metrics, &metrics_path)?;
+                for dir in &audits {
+                    let report = dpaudit::audit::engine::read_report(dir)
+                        .with_context(|| format!("reading the audit in {}", dir.display()))?;
+                    let record = match &imported {
+                        Some(p) => {
+                            let (history, _) = dpaudit::imported::PrivacyHistory::load(&run.join(&p.history_file))?;
+                            report.cert_record_for_imported(&history)
+                        }
+                        None => {
+                            let config: TrainConfig = serde_json::from_value(metrics["config"].clone())
+                                .with_context(|| format!("the config in {}", metrics_path.display()))?;
+                            report.cert_record_for(&config)
+                        }
+                    };
+                    opts.audits.push(record.with_context(|| format!("recording the audit in {}", dir.display()))?);
+                }
+            }
+            let signed = dpaudit::cert::sign::sign_run(&run, &opts, &key, &out)
+                .with_context(|| format!("certifying {}", run.display()))
+                .map_err(seeded_noise_hint)?;
+            println!("signed {} with key {}", out.display(), signed.signature.key_id);
+            if signed.certificate.noise_seeding == Some(dpaudit::train::noise::NoiseSeeding::Seeded) {
+                println!("  {}", dpaudit::train::noise::SEEDED_NOISE_WARNING);
+            }
+            Ok(0)
+        }
+        CertCommand::Verify { cert, pubkey, artifacts, recompute, json } => {
+            match dpaudit::cert::verify::verify(&cert, &pubkey, artifacts.as_deref(), recompute) {
+                Ok(report) => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::to_string_pretty(&json!({"valid": true, "key_id": report.key_id,
+                            "artifacts_checked": report.artifacts_checked, "recomputed_epsilon": report.recomputed_epsilon,
+                            "noise_seeding": report.certificate.noise_seeding,
+                            "external_training": report.certificate.external_training}))?
+                        );
+                    } else {
+                        if report.certificate.noise_seeding == Some(dpaudit::train::noise::NoiseSeeding::Seeded) {
+                            println!("warning: the certified run is {}", dpaudit::train::noise::SEEDED_NOISE_WARNING);
+                        }
+                        println!(
+                            "valid: signature by key {}; {} artifact(s) checked{}",
+                            report.key_id,
+                            report.artifacts_checked.len(),
+                            if recompute {
+                                "; epsilon re-derived with the MPFR oracle and not below the claim"
+                            } else {
+                                ""
+                            }
+                        );
+                        if let Some(x) = &report.certificate.external_training {
+                            println!(
+                                "note: the training code was not dpaudit's ({}); its epsilon was recomputed from the history the trainer reported ({})",
+                                x.trainer, x.history.path
+                            );
+                        }
+                    }
+                    Ok(0)
+                }
+                Err(failure) => {
+                    eprintln!("invalid certificate: {failure}");
+                    Ok(failure.exit_code())
+                }
+            }
+        }
+    }
+}
