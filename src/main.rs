@@ -39,8 +39,10 @@ enum Command {
     /// Signed privacy certificates: sign a run's release, verify a certificate.
     #[command(subcommand)]
     Cert(cli::cert::CertCommand),
-    /// Audits: try to refute a privacy claim by experiment (replays on adjacent datasets with a
-    /// canary), giving an epsilon lower bound with its confidence and a verdict.
+    /// Audits: try to refute a privacy claim by experiment.
+    ///
+    /// Replays on adjacent datasets with a canary give an epsilon lower bound with its confidence
+    /// and a verdict.
     #[command(subcommand)]
     Audit(cli::audit::AuditCommand),
     /// Private GANs (DP-GAN): train one, sample a labelled synthetic release with its provenance.
@@ -49,24 +51,29 @@ enum Command {
     /// Utility of released synthetic data (CAS, fid_mnist_classifier, real-vs-fake accuracy).
     #[command(subcommand)]
     Evaluate(cli::gan::EvaluateCommand),
-    /// The compliance report of a release: the claim in words, the audits' verdict, the
-    /// certificate's key id, how epsilon was computed, epsilon over training, utility, audit ROCs,
+    /// The compliance report of a release (HTML, Markdown or JSON).
+    ///
+    /// The claim in words, the audits' verdict, the certificate's key id, how epsilon was computed, epsilon over training, utility, audit ROCs,
     /// limitations and how to reproduce. One self-contained HTML file (or --format markdown|json),
     /// written atomically; refuses to overwrite without --force.
     Report(Box<cli::report::ReportArgs>),
-    /// The whole pre-release audit in one command, on the bundled data (or real MNIST with
-    /// --full): DP-SGD to a target epsilon; every accountant from the ledger; a white-box replay
+    /// The whole pre-release audit in one command, on the bundled data.
+    ///
+    /// On the bundled data (or real MNIST with --full): DP-SGD to a target epsilon; every accountant from the ledger; a white-box replay
     /// audit and a loss-threshold membership inference; a DP-GAN and a synthetic release with its
     /// nearest-neighbour screen; a signed, verified certificate per release; the HTML compliance
     /// reports. Prints where everything is; demo.json lists every path and number.
     Demo(Box<cli::demo::DemoArgs>),
-    /// Import a model trained elsewhere (Opacus, JAX, TF Privacy) with its privacy history into a
-    /// run folder, so that `cert sign` and `report` can certify and report it. Epsilon is then
+    /// Import a model trained elsewhere (Opacus, JAX, TF Privacy) with its privacy history.
+    ///
+    /// Makes a run folder that `cert sign` and `report` can certify and report. Epsilon is then
     /// recomputed from the history by dpaudit's accountants; the certificate and the report say
     /// that the training code was not dpaudit's.
     Import(Box<cli::import::ImportArgs>),
-    /// Attacks: membership inference against a training recipe (loss threshold, LiRA with shadow
-    /// models) and nearest-neighbour attacks on released synthetic data. Evidence, not bounds.
+    /// Attacks: membership inference and nearest-neighbour attacks (evidence, not bounds).
+    ///
+    /// Membership inference against a training recipe (loss threshold, LiRA with shadow models)
+    /// and nearest-neighbour attacks on released synthetic data.
     #[command(subcommand)]
     Attack(cli::attack::AttackCommand),
 }
