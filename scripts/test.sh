@@ -7,5 +7,8 @@ cd "$(dirname "$0")/.."
 # Formatting is part of the suite (rustfmt.toml).
 cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
 cargo fmt --check
+# So is clippy: every lint is an error.
+cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+cargo clippy --all-targets -- -D warnings
 cargo test --all-targets "$@"
 cargo test --doc

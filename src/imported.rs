@@ -127,7 +127,7 @@ impl PrivacyHistory {
             let claim = match (f.epsilon, f.delta) {
                 (None, _) => None,
                 (Some(epsilon), Some(delta)) => {
-                    if !(epsilon >= 0.0) || !(delta > 0.0 && delta < 1.0) {
+                    if !(epsilon >= 0.0 && delta > 0.0 && delta < 1.0) {
                         return Err(bad(format!(
                             "the claim (epsilon {epsilon}, delta {delta}) needs epsilon >= 0 and delta in (0, 1)"
                         )));

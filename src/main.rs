@@ -103,9 +103,6 @@ fn main() {
     }
 }
 
-/// `dpaudit train --config FILE ...`: the file's options go first, so the command line overrides
-/// them (TrainArgs lets a later occurrence of an option replace an earlier one).
-
 fn run(cli: Cli) -> Result<i32> {
     match cli.command {
         Command::Account(cmd) => cli::account::run(cmd),

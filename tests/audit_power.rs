@@ -49,6 +49,8 @@ fn the_fixed_threshold_ceiling_matches_brute_force() {
 }
 
 #[test]
+// 6.28 is the issue's ceiling figure, not an approximation of tau.
+#[allow(clippy::approx_constant)]
 fn the_old_from_claim_rule_could_not_refute_large_claims() {
     // Issue 28: claim 4 has ceilings 2.97 (K = 1,000), 6.28 (K = 2,000), 3.76 (K = 5,000) under
     // the threshold that maximises the ideal bound at the claim.

@@ -1401,6 +1401,8 @@ fn step_pmf_rounded_up(q: f64, s: f64, direction: Direction, h: f64) -> Result<S
 }
 
 /// The connect-the-dots pmf of one step (proof section 1).
+// `i` is the grid index (the loss i h), read from two arrays and the grid, not only a position.
+#[allow(clippy::needless_range_loop)]
 fn step_pmf(q: f64, s: f64, direction: Direction, h: f64) -> Result<StepPmf> {
     let (lo, hi) = grid_bounds(q, s, direction, h)?;
     // At least three points, the top one at a positive loss (delta is used there).

@@ -220,6 +220,8 @@ fn ln_alternating_tail(log_terms: &[f64; TAIL_TERMS], upper: bool) -> f64 {
 
 /// `ln A_alpha` for a fractional order by the MTZ series (see the module and the proof file), and
 /// the condition number of its final cancellation.
+// `i` is the binomial index of the series' terms, not only a position in `log_binom`.
+#[allow(clippy::needless_range_loop)]
 fn log_a_fractional(q: f64, sigma: f64, alpha: f64) -> Result<(f64, f64)> {
     let lq = q.ln();
     let l1q = (-q).ln_1p();

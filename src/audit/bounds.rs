@@ -170,7 +170,7 @@ pub fn one_run_p_value(m: u64, r: u64, v: u64, epsilon: f64, delta: f64) -> Resu
     if !(v <= r && r <= m) {
         return Err(Error::invalid("one-run counts", format!("v = {v}, r = {r}, m = {m}"), "need v <= r <= m"));
     }
-    if !(epsilon >= 0.0 && epsilon.is_finite()) || !(0.0..=1.0).contains(&delta) {
+    if !(epsilon.is_finite() && epsilon >= 0.0 && (0.0..=1.0).contains(&delta)) {
         return Err(Error::invalid(
             "(epsilon, delta)",
             format!("({epsilon}, {delta})"),

@@ -1939,23 +1939,23 @@ mod tests {
         };
         let slurm =
             env(&[("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_MIN", "0"), ("SLURM_ARRAY_TASK_COUNT", "4")]);
-        assert_eq!(Shard::resolve("auto", &slurm).unwrap(), Shard { index: 3, count: 4 });
-        assert_eq!(Shard::resolve("auto/4", &slurm).unwrap(), Shard { index: 3, count: 4 });
-        assert!(Shard::resolve("auto/5", &slurm).is_err(), "a count that disagrees with Slurm's");
+        assert_eq!(Shard::resolve("auto", slurm).unwrap(), Shard { index: 3, count: 4 });
+        assert_eq!(Shard::resolve("auto/4", slurm).unwrap(), Shard { index: 3, count: 4 });
+        assert!(Shard::resolve("auto/5", slurm).is_err(), "a count that disagrees with Slurm's");
         let offset =
             env(&[("SLURM_ARRAY_TASK_ID", "12"), ("SLURM_ARRAY_TASK_MIN", "10"), ("SLURM_ARRAY_TASK_COUNT", "4")]);
-        assert_eq!(Shard::resolve("auto", &offset).unwrap(), Shard { index: 2, count: 4 });
+        assert_eq!(Shard::resolve("auto", offset).unwrap(), Shard { index: 2, count: 4 });
         let stepped = env(&[
             ("SLURM_ARRAY_TASK_ID", "2"),
             ("SLURM_ARRAY_TASK_MIN", "0"),
             ("SLURM_ARRAY_TASK_COUNT", "4"),
             ("SLURM_ARRAY_TASK_STEP", "2"),
         ]);
-        assert!(Shard::resolve("auto", &stepped).is_err());
+        assert!(Shard::resolve("auto", stepped).is_err());
         let k8s = env(&[("JOB_COMPLETION_INDEX", "7")]);
-        assert_eq!(Shard::resolve("auto/8", &k8s).unwrap(), Shard { index: 7, count: 8 });
-        assert!(Shard::resolve("auto", &k8s).is_err(), "Kubernetes needs the count");
-        assert!(Shard::resolve("auto/7", &k8s).is_err(), "index 7 of 7");
+        assert_eq!(Shard::resolve("auto/8", k8s).unwrap(), Shard { index: 7, count: 8 });
+        assert!(Shard::resolve("auto", k8s).is_err(), "Kubernetes needs the count");
+        assert!(Shard::resolve("auto/7", k8s).is_err(), "index 7 of 7");
         assert!(Shard::resolve("auto", env(&[])).is_err());
         assert!(Shard::resolve("auto", env(&[("SLURM_ARRAY_TASK_ID", "x"), ("SLURM_ARRAY_TASK_COUNT", "4")])).is_err());
         assert_eq!(Shard::resolve("1/3", env(&[])).unwrap(), Shard { index: 1, count: 3 });

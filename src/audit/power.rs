@@ -23,7 +23,7 @@ pub const MU_MAX: f64 = 20.0;
 /// Replicates of the simulated power of the adaptive rules (`held-out`, `bonferroni`).
 pub const POWER_REPLICATES: usize = 200;
 /// Seed of those replicates (fixed: the same spec always gets the same power figures).
-pub const POWER_SEED: u64 = 0x0A0D_17;
+pub const POWER_SEED: u64 = 0x000A_0D17;
 
 /// The threshold rule and the numbers an audit needs to fix it.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -61,6 +61,7 @@ pub enum CertCommand {
     },
 }
 
+/// Adds the flag that overrides a refusal of seeded noise (library errors never name flags).
 pub fn seeded_noise_hint(e: anyhow::Error) -> anyhow::Error {
     if e.chain().any(|c| c.to_string().contains("reproducible noise")) {
         e.context("to certify a run whose noise may be reproducible anyway (it is then marked not fit for release), give --allow-seeded-noise")
@@ -72,7 +73,7 @@ pub fn seeded_noise_hint(e: anyhow::Error) -> anyhow::Error {
 /// Runs `dpaudit keygen`.
 pub fn keygen(out: &Path) -> Result<i32> {
     let k =
-        dpaudit::cert::keys::generate_keypair(&out).with_context(|| format!("writing keys into {}", out.display()))?;
+        dpaudit::cert::keys::generate_keypair(out).with_context(|| format!("writing keys into {}", out.display()))?;
     println!(
         "key id {}\n  public key: {}\n  secret key: {} (mode 0600; keep it private)",
         k.key_id,

@@ -107,8 +107,6 @@ pub fn data_info(path: &Path, json: bool) -> Result<()> {
     Ok(())
 }
 
-/// Adds the flag that overrides a refusal of seeded noise (library errors never name flags).
-
 /// Runs `dpaudit data`; returns the exit status.
 pub fn run(cmd: DataCommand) -> Result<i32> {
     match cmd {

@@ -159,6 +159,8 @@ pub enum ScheduleChoice {
     Linear,
 }
 
+/// `dpaudit train --config FILE ...`: the file's options go first, so the command line overrides
+/// them (TrainArgs lets a later occurrence of an option replace an earlier one).
 pub fn expand_train_config(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>> {
     if args.get(1).and_then(|a| a.to_str()) != Some("train") {
         return Ok(args);

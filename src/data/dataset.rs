@@ -320,14 +320,14 @@ pub enum MnistFile {
 /// [`Error::Data`] for anything else (naming the file); I/O errors.
 pub fn check_mnist_file(path: &Path, classes: usize) -> Result<MnistFile> {
     let (dims, data) = read_idx(path)?.into_parts();
-    match dims.as_slice() {
-        &[n, rows, cols] => {
+    match *dims.as_slice() {
+        [n, rows, cols] => {
             if n == 0 || rows == 0 || cols == 0 {
                 return Err(Error::data(path, format!("images of dimensions {dims:?}: none may be zero")));
             }
             Ok(MnistFile::Images { dims: [n, rows, cols] })
         }
-        &[n] => {
+        [n] => {
             if n == 0 {
                 return Err(Error::data(path, "no labels"));
             }

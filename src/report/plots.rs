@@ -95,7 +95,7 @@ pub fn roc_svg(audit: &AuditSummary, claim_epsilon: f64, claim_delta: f64) -> Re
     }
     // Axes from the data's resolution (1 / runs per side), at most 1e-4, up to 1.
     let resolution = audit.runs_per_side.filter(|&k| k > 0).map_or(1e-3, |k| 1.0 / k as f64);
-    let min_rate = resolution.min(1e-2).max(1e-6) / 2.0;
+    let min_rate = resolution.clamp(1e-6, 1e-2) / 2.0;
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (SIZE.0, 480)).into_drawing_area();

@@ -81,7 +81,7 @@ pub(crate) fn prefer_ghost(batch: i64, positions: i64, outputs: i64, inputs: i64
 
 /// The layer's squared norms and pending sums, per example; or, on the direct route when `group`
 /// > 1, already per group of `group` consecutive examples (the returned flag says which: `true`
-/// when the results are per group, always so for `group` 1).
+/// > when the results are per group, always so for `group` 1).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn prepare(
     a: &Tensor,
