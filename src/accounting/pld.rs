@@ -1626,6 +1626,18 @@ impl crate::accounting::calibration::EpsilonAccountant for PldAccountant {
 mod test {
     use super::*;
 
+    /// The delta curve at `eps` of a one-step pmf on the grid of width `h` (its mass at +infinity
+    /// counted in full).
+    fn discrete_delta(pmf: &StepPmf, h: f64, eps: f64) -> f64 {
+        pmf.infinity
+            + pmf
+                .mass
+                .iter()
+                .enumerate()
+                .map(|(i, m)| m * (-(eps - (pmf.lo + i as i64) as f64 * h).exp_m1()).max(0.0))
+                .sum::<f64>()
+    }
+
     #[test]
     fn fast_size_is_smooth_and_large_enough() {
         for n in [16, 17, 100, 1000, 98_305, 131_072] {
@@ -1668,13 +1680,7 @@ mod test {
                 assert!(q_mass <= 1.0 + 1e-9, "{q} {s} {dir:?}: Q mass {q_mass}");
                 // The discrete curve dominates the true one at off-grid points.
                 for eps in [0.05, 0.123_45, 0.5, 1.0] {
-                    let disc: f64 = pmf.infinity
-                        + pmf
-                            .mass
-                            .iter()
-                            .enumerate()
-                            .map(|(i, m)| m * (-(eps - (pmf.lo + i as i64) as f64 * h).exp_m1()).max(0.0))
-                            .sum::<f64>();
+                    let disc = discrete_delta(&pmf, h, eps);
                     let truth = step_delta(q, s, dir, eps);
                     assert!(disc >= truth - 1e-13, "{q} {s} {dir:?} eps {eps}: {disc} < {truth}");
                     assert!(disc <= truth + 1e-4, "{q} {s} {dir:?} eps {eps}: {disc} >> {truth}");
@@ -1761,13 +1767,7 @@ mod test {
                 let (lo, hi) = loss_range(q, s, dir);
                 for k in 0..=20 {
                     let eps = lo + (hi - lo) * f64::from(k) / 20.0 + 0.37 * h;
-                    let disc: f64 = pmf.infinity
-                        + pmf
-                            .mass
-                            .iter()
-                            .enumerate()
-                            .map(|(i, m)| m * (-(eps - (pmf.lo + i as i64) as f64 * h).exp_m1()).max(0.0))
-                            .sum::<f64>();
+                    let disc = discrete_delta(&pmf, h, eps);
                     let truth = step_delta(q, s, dir, eps);
                     assert!(disc >= truth - 1e-13, "{q} {s} {dir:?} eps {eps}: {disc} < {truth}");
                 }

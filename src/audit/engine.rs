@@ -1681,7 +1681,6 @@ impl AuditReport {
             ));
         }
         self.check_records()?;
-        use crate::cert::schema::Verdict;
         let how = match &self.one_run {
             Some(o) => format!("one-run audit ({} canaries, {} guesses)", o.canaries, o.guesses),
             None => format!("replay audit ({} runs per side)", self.runs_per_side),
@@ -1702,11 +1701,7 @@ impl AuditReport {
             threat_model: self.threat_model.clone(),
             epsilon_lower_bound: self.epsilon_lower,
             confidence: self.confidence,
-            verdict: match self.verdict.as_str() {
-                "violated" => Verdict::Violated,
-                "consistent" => Verdict::Consistent,
-                _ => Verdict::Inconclusive,
-            },
+            verdict: self.cert_verdict(),
             power: Some(self.power_statement()),
         })
     }
@@ -1746,7 +1741,6 @@ impl AuditReport {
             ));
         }
         self.check_records()?;
-        use crate::cert::schema::Verdict;
         Ok(crate::cert::schema::AuditRecord {
             name: format!(
                 "{}: replay audit ({} runs per side) of the training code, {}",
@@ -1755,13 +1749,20 @@ impl AuditReport {
             threat_model: self.threat_model.clone(),
             epsilon_lower_bound: self.epsilon_lower,
             confidence: self.confidence,
-            verdict: match self.verdict.as_str() {
-                "violated" => Verdict::Violated,
-                "consistent" => Verdict::Consistent,
-                _ => Verdict::Inconclusive,
-            },
+            verdict: self.cert_verdict(),
             power: Some(self.power_statement()),
         })
+    }
+
+    /// The verdict as a certificate records it (anything but `violated` or `consistent` is
+    /// `inconclusive`).
+    fn cert_verdict(&self) -> crate::cert::schema::Verdict {
+        use crate::cert::schema::Verdict;
+        match self.verdict.as_str() {
+            "violated" => Verdict::Violated,
+            "consistent" => Verdict::Consistent,
+            _ => Verdict::Inconclusive,
+        }
     }
 
     /// What this audit could and could not have detected, in words, from its plan: the largest
