@@ -35,6 +35,9 @@ enum Command {
         /// Folder for dpaudit-cert.key (secret) and dpaudit-cert.pub (public); created if missing.
         #[arg(long)]
         out: PathBuf,
+        /// Print the key id and the two paths as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Signed privacy certificates: sign a run's release, verify a certificate.
     #[command(subcommand)]
@@ -115,7 +118,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Import(args) => cli::import::run(&args).map(|()| 0),
         Command::Demo(args) => cli::demo::run(&args).map(|()| 0),
         Command::Audit(cmd) => cli::audit::run(cmd),
-        Command::Keygen { out } => cli::cert::keygen(&out),
+        Command::Keygen { out, json } => cli::cert::keygen(&out, json),
         Command::Cert(cmd) => cli::cert::run(cmd),
     }
 }

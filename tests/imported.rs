@@ -205,6 +205,23 @@ fn the_cli_imports_and_the_report_says_the_training_code_was_not_dpaudits() {
     assert!(text.contains("not by dpaudit"), "{text}");
     assert!(text.contains("The training code was not dpaudit's"));
     assert!(!text.contains("ChaCha20"), "the report must not describe dpaudit's noise for a trainer it did not run");
+    // keygen and cert sign speak JSON for scripts; the signed certificate names the trainer.
+    let keys = s.tmp.path().join("keys");
+    let out = Command::new(bin).arg("keygen").arg("--out").arg(&keys).arg("--json").output().unwrap();
+    let k: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let secret = k["secret_key"].as_str().unwrap().to_owned();
+    let cert = s.tmp.path().join("cert.json");
+    let out = Command::new(bin)
+        .args(["cert", "sign", "--run"])
+        .arg(&run)
+        .args(["--key", &secret, "--json", "--out"])
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let signed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(signed["key_id"], k["key_id"]);
+    assert_eq!(signed["external_training"]["trainer"], "unnamed trainer");
     // Without the clipping norm the CLI refuses, naming what is missing.
     let out = Command::new(bin)
         .args(["import", "--model"])

@@ -39,6 +39,10 @@ pub enum CertCommand {
         /// noise can be regenerated from the seed.
         #[arg(long)]
         allow_seeded_noise: bool,
+        /// Print what was signed as JSON (certificate path, key id, noise seeding, external
+        /// training) instead of a sentence.
+        #[arg(long)]
+        json: bool,
     },
     /// Verify a certificate. Exit codes: 0 valid; 2 unreadable input; 3 bad signature or wrong
     /// key; 4 claim does not reproduce (or a violated audit); 5 artifact missing or mismatched.
@@ -70,10 +74,38 @@ pub fn seeded_noise_hint(e: anyhow::Error) -> anyhow::Error {
     }
 }
 
+/// `cert sign --json`: what was signed, for scripts.
+fn print_signed(out: &Path, signed: &dpaudit::cert::SignedCertificate) -> Result<i32> {
+    let c = &signed.certificate;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "certificate": out,
+            "key_id": signed.signature.key_id,
+            "status": c.status,
+            "verified_epsilon": c.privacy.verified_epsilon.epsilon,
+            "delta": c.privacy.delta,
+            "noise_seeding": c.noise_seeding,
+            "external_training": c.external_training,
+            "artifacts": c.artifact.files,
+        }))?
+    );
+    Ok(0)
+}
+
 /// Runs `dpaudit keygen`.
-pub fn keygen(out: &Path) -> Result<i32> {
+pub fn keygen(out: &Path, json: bool) -> Result<i32> {
     let k =
         dpaudit::cert::keys::generate_keypair(out).with_context(|| format!("writing keys into {}", out.display()))?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "key_id": k.key_id, "public_key": k.public_key_path, "secret_key": k.secret_key_path,
+            }))?
+        );
+        return Ok(0);
+    }
     println!(
         "key id {}\n  public key: {}\n  secret key: {} (mode 0600; keep it private)",
         k.key_id,
@@ -86,7 +118,7 @@ pub fn keygen(out: &Path) -> Result<i32> {
 /// Runs `dpaudit cert`; returns the exit status (`cert verify`'s are documented on `Verify`).
 pub fn run(cmd: CertCommand) -> Result<i32> {
     match cmd {
-        CertCommand::Sign { run, release: Some(release), key, out, delta, audits, allow_seeded_noise } => {
+        CertCommand::Sign { run, release: Some(release), key, out, delta, audits, allow_seeded_noise, json } => {
             if !audits.is_empty() {
                 bail!("--audit is for model runs; audits of a synthetic-data release are not recorded in its certificate yet");
             }
@@ -101,6 +133,9 @@ pub fn run(cmd: CertCommand) -> Result<i32> {
             let signed = dpaudit::cert::sign::sign_release(&release, &run, &opts, &key, &out)
                 .with_context(|| format!("certifying the release {} of {}", release.display(), run.display()))
                 .map_err(seeded_noise_hint)?;
+            if json {
+                return print_signed(&out, &signed);
+            }
             println!(
                 "signed {} with key {} (synthetic dataset {}, {} files)",
                 out.display(),
@@ -110,7 +145,7 @@ pub fn run(cmd: CertCommand) -> Result<i32> {
             );
             Ok(0)
         }
-        CertCommand::Sign { run, release: None, key, out, delta, audits, allow_seeded_noise } => {
+        CertCommand::Sign { run, release: None, key, out, delta, audits, allow_seeded_noise, json } => {
             let run = run.context("--run is required")?;
             let mut opts = dpaudit::cert::sign::CertifyOptions::model(delta);
             opts.allow_seeded_noise = allow_seeded_noise;
@@ -142,6 +177,9 @@ pub fn run(cmd: CertCommand) -> Result<i32> {
             let signed = dpaudit::cert::sign::sign_run(&run, &opts, &key, &out)
                 .with_context(|| format!("certifying {}", run.display()))
                 .map_err(seeded_noise_hint)?;
+            if json {
+                return print_signed(&out, &signed);
+            }
             println!("signed {} with key {}", out.display(), signed.signature.key_id);
             if signed.certificate.noise_seeding == Some(dpaudit::train::noise::NoiseSeeding::Seeded) {
                 println!("  {}", dpaudit::train::noise::SEEDED_NOISE_WARNING);
