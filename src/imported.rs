@@ -300,7 +300,7 @@ pub fn import_run(
             training_code: "external".into(),
             trainer: trainer.clone(),
             history_file: HISTORY_FILE.into(),
-            history_sha256: hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&history_bytes)),
+            history_sha256: crate::data::sha256_hex(&history_bytes),
             trainer_claim: history.claim.clone(),
             data_hash_source: data_hash_source.into(),
         };
@@ -310,7 +310,7 @@ pub fn import_run(
             "train_data_sha256": data_sha256,
             "train_dataset": data_name,
             "train_examples": data_examples,
-            "model_sha256": hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&model_bytes)),
+            "model_sha256": crate::data::sha256_hex(&model_bytes),
             "noise_seeding": seeding,
             "inject_fault": null,
             "config": { "model": format!("trained by {trainer} (imported; not dpaudit's training code)"), "private": true },
@@ -346,34 +346,13 @@ pub fn provenance_of(metrics: &serde_json::Value, origin: &Path) -> Result<Optio
     }
 }
 
-/// Checks that `bytes` are a safetensors file: an 8-byte little-endian header length, a JSON
-/// header object that fits, and data offsets inside the file.
+/// Checks that `bytes` are a safetensors file with at least one tensor (the `safetensors` crate
+/// validates the header and every tensor's offsets).
 fn check_safetensors(bytes: &[u8], origin: &Path) -> Result<()> {
-    let bad = |why: &str| Error::data(origin, format!("not a safetensors model: {why}"));
-    let len = bytes
-        .get(..8)
-        .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
-        .ok_or_else(|| bad("shorter than 8 bytes"))?;
-    let end =
-        8u64.checked_add(len).filter(|&e| e <= bytes.len() as u64).ok_or_else(|| bad("header longer than the file"))?;
-    let header: serde_json::Map<String, serde_json::Value> =
-        serde_json::from_slice(&bytes[8..end as usize]).map_err(|_| bad("header is not a JSON object"))?;
-    let data = bytes.len() as u64 - end;
-    let mut tensors = 0;
-    for (name, t) in &header {
-        if name == "__metadata__" {
-            continue;
-        }
-        let offsets =
-            t.get("data_offsets").and_then(|o| o.as_array()).ok_or_else(|| bad("a tensor without data_offsets"))?;
-        let last = offsets.get(1).and_then(serde_json::Value::as_u64).ok_or_else(|| bad("bad data_offsets"))?;
-        if last > data {
-            return Err(bad("a tensor's data lies outside the file"));
-        }
-        tensors += 1;
-    }
-    if tensors == 0 {
-        return Err(bad("no tensors"));
+    let st = safetensors::SafeTensors::deserialize(bytes)
+        .map_err(|e| Error::data(origin, format!("not a safetensors model: {e}")))?;
+    if st.is_empty() {
+        return Err(Error::data(origin, "not a safetensors model: no tensors"));
     }
     Ok(())
 }

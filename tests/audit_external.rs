@@ -125,7 +125,7 @@ fn a_leaky_trainer_is_caught_in_once_mode() {
     assert_eq!((r.ledger_steps, r.applied_steps), (2, 2));
     assert_eq!(r.ledger_phases, vec![(0.5, 1.0, 2)]);
     // Scored runs leave no output folder behind.
-    assert_eq!(std::fs::read_dir(dir.path().join("work")).unwrap().count(), 0);
+    assert_eq!(std::fs::read_dir(dir.path().join(external::WORK_DIR)).unwrap().count(), 0);
 }
 
 #[test]
@@ -239,7 +239,7 @@ fn fails_clearly(mode: &str, fault: &str, timeout: f64, file: &str, words: &str)
     assert_eq!(kept.len(), 1, "the run finished before the failure is kept");
     assert_eq!((kept[0].side, kept[0].index), (Side::Without, 0));
     // The failed run's folder is kept for diagnosis.
-    assert_eq!(std::fs::read_dir(dir.path().join("work")).unwrap().count(), 1);
+    assert_eq!(std::fs::read_dir(dir.path().join(external::WORK_DIR)).unwrap().count(), 1);
 }
 
 #[test]
@@ -285,7 +285,11 @@ fn an_audit_resumes_after_a_failed_run_and_retries_it() {
         let text = std::fs::read_to_string(out.join(RUNS_FILE)).unwrap();
         assert_eq!(text.lines().count(), 6);
         engine::analyse(&s, &runs, 0.0).unwrap();
-        assert_eq!(std::fs::read_dir(out.join("work")).unwrap().count(), 0, "{mode}: the retried run's folder is gone");
+        assert_eq!(
+            std::fs::read_dir(out.join(external::WORK_DIR)).unwrap().count(),
+            0,
+            "{mode}: the retried run's folder is gone"
+        );
     }
 }
 

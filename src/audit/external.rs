@@ -10,7 +10,7 @@
 //!
 //! A run that fails (non-zero exit, timeout, `ok: false`, no model, non-finite parameters, a
 //! malformed `claim.json` or `scores.json`) stops the audit with an error naming the run, the
-//! file and the trainer's last stderr lines; its output folder is kept under `work/` for
+//! file and the trainer's last stderr lines; its output folder is kept under `trainer-runs/` for
 //! diagnosis. A failed run is never dropped (dropping failures would bias the bound); `--resume`
 //! (running the same command again) retries it.
 use crate::audit::engine::{load_audit_data, open_audit_folder, run_pending, ClaimReport, Progress, Shard};
@@ -34,7 +34,7 @@ pub const PROTOCOL: u32 = 1;
 /// The folder of the audit's datasets, inside the audit folder.
 pub const DATASETS_DIR: &str = "datasets";
 /// The folder of the runs' output folders, inside the audit folder.
-pub const WORK_DIR: &str = "work";
+pub const WORK_DIR: &str = "trainer-runs";
 /// The trainer's last stderr lines quoted in an error.
 const STDERR_LINES: usize = 20;
 /// Largest output file read back (a model of 256 million f64 parameters).

@@ -501,7 +501,7 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
                     _ if recheck == 0 => {}
                     Some(c) if !c.deterministic => {}
                     Some(_) => {
-                        // The external trainer runs again in the merged folder (its datasets and work/).
+                        // The external trainer runs again in the merged folder (its datasets and trainer-runs/).
                         let ctx = external::ExternalContext::new(s)?;
                         *replayed.borrow_mut() =
                             Some(external::replay_check_external(&ctx, &out, runs, recheck, &origin)?);
