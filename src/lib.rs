@@ -19,20 +19,14 @@
 // NaN through, so the lint's suggestion is wrong here.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
-pub mod accounting;
+pub use dpaudit_core::{accounting, cert, durable, error, folder_lock, imported, noise_seeding, report, run_folder};
+
 pub mod attack;
 pub mod audit;
-pub mod cert;
 pub mod data;
 pub mod demo;
 pub mod device;
-pub mod durable;
-pub mod error;
-pub mod folder_lock;
 pub mod gan;
-pub mod imported;
-pub mod report;
-pub mod run_folder;
 pub mod testing;
 pub mod torch_rng;
 pub mod train;

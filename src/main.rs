@@ -1,124 +1,97 @@
-//! The `dpaudit` command: parses the command line and hands each command group to its module in
-//! `cli/`, which calls the library and returns the exit status.
-use anyhow::Result;
+//! `dpaudit`, the one command users run. It starts in milliseconds because it does not link
+//! libtorch: it runs the commands that need none itself (`account`, `keygen`, `cert verify`,
+//! `report`) and hands every other command line, unchanged, to `dpaudit-torch` beside it (the
+//! process is replaced with `exec`, so signals, exit statuses and `kill -9` reach the trainer).
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::ffi::OsString;
 
-mod cli;
+#[path = "cli/account.rs"]
+mod account;
+#[path = "cli/common.rs"]
+mod common;
+#[path = "cli/keys.rs"]
+mod keys;
+#[path = "cli/report.rs"]
+mod report;
 
+/// The commands the front runs itself: the same argument types as `dpaudit-torch`'s.
 #[derive(Parser)]
 #[command(name = "dpaudit", version, about = "Train with differential privacy, then prove and test what the privacy is worth.", long_about = None)]
-struct Cli {
+struct FrontCli {
     #[command(subcommand)]
-    command: Command,
+    command: FrontCommand,
 }
 
 #[derive(Subcommand)]
-enum Command {
+enum FrontCommand {
     /// Privacy accounting for DP-SGD's Poisson-subsampled Gaussian mechanism.
     #[command(subcommand)]
-    Account(cli::account::AccountCommand),
-    /// Datasets: fetch real data, inspect files.
-    #[command(subcommand)]
-    Data(cli::data::DataCommand),
-    /// Train a model with DP-SGD (or the non-private baseline) into a run folder.
-    ///
-    /// Writes model.safetensors, ledger.jsonl (one fsynced line per noisy step, written before the
-    /// step's update), metrics.json (test accuracy, epsilon from each accountant with delta, all
-    /// parameters, wall time, SHA-256 of the data and the model) and a checkpoint. With
-    /// --target-epsilon, sigma is calibrated once, up front, with the RDP accountant, so that the
-    /// epsilon after all the epochs is at most the target. --resume continues an interrupted run
-    /// and its ledger.
-    Train(Box<cli::train::TrainArgs>),
+    Account(account::AccountCommand),
     /// Make an Ed25519 key pair for signing certificates (secret key file mode 0600).
-    Keygen {
-        /// Folder for dpaudit-cert.key (secret) and dpaudit-cert.pub (public); created if missing.
-        #[arg(long)]
-        out: PathBuf,
-        /// Print the key id and the two paths as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Keygen(keys::KeygenArgs),
     /// Signed privacy certificates: sign a run's release, verify a certificate.
     #[command(subcommand)]
-    Cert(cli::cert::CertCommand),
-    /// Audits: try to refute a privacy claim by experiment.
-    ///
-    /// Replays on adjacent datasets with a canary give an epsilon lower bound with its confidence
-    /// and a verdict.
-    #[command(subcommand)]
-    Audit(cli::audit::AuditCommand),
-    /// Private GANs (DP-GAN): train one, sample a labelled synthetic release with its provenance.
-    #[command(subcommand)]
-    Gan(cli::gan::GanCommand),
-    /// Utility of released synthetic data (CAS, fid_mnist_classifier, real-vs-fake accuracy).
-    #[command(subcommand)]
-    Evaluate(cli::gan::EvaluateCommand),
+    Cert(FrontCertCommand),
     /// The compliance report of a release (HTML, Markdown or JSON).
-    ///
-    /// The claim in words, the audits' verdict, the certificate's key id, how epsilon was computed, epsilon over training, utility, audit ROCs,
-    /// limitations and how to reproduce. One self-contained HTML file (or --format markdown|json),
-    /// written atomically; refuses to overwrite without --force.
-    Report(Box<cli::report::ReportArgs>),
-    /// The whole pre-release audit in one command, on the bundled data.
-    ///
-    /// On the bundled data (or real MNIST with --full): DP-SGD to a target epsilon; every accountant from the ledger; a white-box replay
-    /// audit and a loss-threshold membership inference; a DP-GAN and a synthetic release with its
-    /// nearest-neighbour screen; a signed, verified certificate per release; the HTML compliance
-    /// reports. Prints where everything is; demo.json lists every path and number.
-    Demo(Box<cli::demo::DemoArgs>),
-    /// Import a model trained elsewhere (Opacus, JAX, TF Privacy) with its privacy history.
-    ///
-    /// Makes a run folder that `cert sign` and `report` can certify and report. Epsilon is then
-    /// recomputed from the history by dpaudit's accountants; the certificate and the report say
-    /// that the training code was not dpaudit's.
-    Import(Box<cli::import::ImportArgs>),
-    /// Attacks: membership inference and nearest-neighbour attacks (evidence, not bounds).
-    ///
-    /// Membership inference against a training recipe (loss threshold, LiRA with shadow models)
-    /// and nearest-neighbour attacks on released synthetic data.
-    #[command(subcommand)]
-    Attack(cli::attack::AttackCommand),
+    Report(Box<report::ReportArgs>),
+}
+
+#[derive(Subcommand)]
+enum FrontCertCommand {
+    /// Verify a certificate. Exit codes: 0 valid; 2 unreadable input; 3 bad signature or wrong
+    /// key; 4 claim does not reproduce (or a violated audit); 5 artifact missing or mismatched.
+    Verify(keys::VerifyArgs),
+}
+
+/// Whether the front runs this command line itself.
+fn runs_here(args: &[OsString]) -> bool {
+    let word = |i: usize| args.get(i).and_then(|a| a.to_str());
+    matches!(word(1), Some("account" | "keygen" | "report")) || (word(1) == Some("cert") && word(2) == Some("verify"))
 }
 
 fn main() {
-    // Die quietly on a closed pipe (`dpaudit ... | head`), as command-line tools do, instead of
-    // panicking on the next print.
+    // Die quietly on a closed pipe (`dpaudit ... | head`), as command-line tools do.
     // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let args = match cli::train::expand_train_config(std::env::args_os().collect()) {
-        Ok(a) => a,
-        Err(err) => {
-            eprintln!("error: {}", cli::error_chain(&err));
-            std::process::exit(2);
-        }
-    };
-    let cli = Cli::parse_from(args);
-    match run(cli) {
+    let args: Vec<OsString> = std::env::args_os().collect();
+    let result = if runs_here(&args) { run(FrontCli::parse_from(args)) } else { hand_over(&args[1..]) };
+    match result {
         Ok(0) => {}
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            eprintln!("error: {}", cli::error_chain(&err));
-            std::process::exit(cli::exit_status_of(&err));
+            eprintln!("error: {}", common::error_chain(&err));
+            std::process::exit(common::exit_status_of(&err));
         }
     }
 }
 
-fn run(cli: Cli) -> Result<i32> {
+fn run(cli: FrontCli) -> Result<i32> {
     match cli.command {
-        Command::Account(cmd) => cli::account::run(cmd),
-        Command::Data(cmd) => cli::data::run(cmd),
-        Command::Train(args) => cli::train::train(&args).map(|()| 0),
-        Command::Attack(cmd) => cli::attack::run(cmd),
-        Command::Gan(cmd) => cli::gan::run(cmd).map(|()| 0),
-        Command::Evaluate(cmd) => cli::gan::run_evaluate(cmd).map(|()| 0),
-        Command::Report(args) => cli::report::run(&args).map(|()| 0),
-        Command::Import(args) => cli::import::run(&args).map(|()| 0),
-        Command::Demo(args) => cli::demo::run(&args).map(|()| 0),
-        Command::Audit(cmd) => cli::audit::run(cmd),
-        Command::Keygen { out, json } => cli::cert::keygen(&out, json),
-        Command::Cert(cmd) => cli::cert::run(cmd),
+        FrontCommand::Account(cmd) => account::run(cmd),
+        FrontCommand::Keygen(args) => keys::keygen(&args),
+        FrontCommand::Cert(FrontCertCommand::Verify(args)) => keys::verify(&args),
+        FrontCommand::Report(args) => report::run(&args).map(|()| 0),
     }
+}
+
+/// Replaces this process with `dpaudit-torch` from the same folder, with the same arguments.
+fn hand_over(args: &[OsString]) -> Result<i32> {
+    use std::os::unix::process::CommandExt;
+    let me = std::env::current_exe().context("finding the dpaudit executable")?;
+    let torch = me.with_file_name("dpaudit-torch");
+    if !torch.is_file() {
+        anyhow::bail!(
+            "{} is missing: the commands that train need dpaudit-torch beside dpaudit (`cargo build` builds both)",
+            torch.display()
+        );
+    }
+    let err = std::process::Command::new(&torch)
+        .arg0("dpaudit")
+        .args(args)
+        .env("DPAUDIT_BUILD_ID", env!("DPAUDIT_BUILD_ID"))
+        .exec();
+    Err(err).with_context(|| format!("starting {}", torch.display()))
 }

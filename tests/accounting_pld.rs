@@ -1,4 +1,4 @@
-//! Integration tests of the PLD accountant (`src/accounting/pld.rs`, proof
+//! Integration tests of the PLD accountant (`core/src/accounting/pld.rs`, proof
 //! `proofs/accounting/pld.md`).
 use dpaudit::accounting::pld::{Construction, Direction, Discretization, PldAccountant};
 use dpaudit::accounting::Phase;
@@ -145,7 +145,7 @@ fn pld_below_rdp() {
     }
 }
 
-/// Against the crate's RDP accountant (`src/accounting/rdp.rs`): the PLD epsilon is tight, the
+/// Against the crate's RDP accountant (`core/src/accounting/rdp.rs`): the PLD epsilon is tight, the
 /// RDP one is an upper bound, so PLD must not exceed it (the PLD error terms are charged to delta,
 /// so no epsilon slack is needed).
 #[test]

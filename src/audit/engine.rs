@@ -682,14 +682,7 @@ pub struct OneRunSummary {
     pub correct: u64,
 }
 
-/// A point of the ROC curve.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct RocPoint {
-    /// False positive rate.
-    pub fpr: f64,
-    /// True positive rate.
-    pub tpr: f64,
-}
+pub use crate::audit::RocPoint;
 
 /// `audit.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

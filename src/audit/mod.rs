@@ -11,7 +11,7 @@
 //!   the claim, and the Gaussian-DP estimate;
 //! - [`power`]: before any run, the threshold fixed from the claim, the largest bound each
 //!   threshold rule can report (its ceiling) and the smallest epsilon it would catch.
-pub mod bounds;
+pub use dpaudit_core::audit::{bounds, RocPoint};
 pub mod engine;
 pub mod external;
 pub mod from_scores;

@@ -1,8 +1,8 @@
 //! `dpaudit account`: epsilon of a mechanism from every accountant, and calibration.
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use dpaudit::accounting::pld::{Discretization, PldAccountant};
-use dpaudit::accounting::{self, calibration, exact, rdp, Phase};
+use dpaudit_core::accounting::pld::{Discretization, PldAccountant};
+use dpaudit_core::accounting::{self, calibration, exact, rdp, Phase};
 use serde_json::json;
 
 #[derive(Subcommand)]

@@ -1,8 +1,7 @@
-//! `dpaudit keygen` and `dpaudit cert`: sign a run's or a release's certificate, verify one.
+//! `dpaudit cert sign`: sign a run's or a release's certificate (`cert verify` is in `keys.rs`).
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use dpaudit::train::dpsgd::TrainConfig;
-use serde_json::json;
 use std::path::{Path, PathBuf};
 
 #[derive(Subcommand)]
@@ -46,23 +45,7 @@ pub enum CertCommand {
     },
     /// Verify a certificate. Exit codes: 0 valid; 2 unreadable input; 3 bad signature or wrong
     /// key; 4 claim does not reproduce (or a violated audit); 5 artifact missing or mismatched.
-    Verify {
-        /// The certificate file.
-        cert: PathBuf,
-        /// The signer's public key file.
-        #[arg(long)]
-        pubkey: PathBuf,
-        /// The folder holding the released files: check their SHA-256.
-        #[arg(long)]
-        artifacts: Option<PathBuf>,
-        /// Re-derive epsilon from the recorded mechanism with the MPFR oracle and refuse a claim
-        /// below it.
-        #[arg(long)]
-        recompute: bool,
-        /// Print the report as JSON.
-        #[arg(long)]
-        json: bool,
-    },
+    Verify(super::keys::VerifyArgs),
 }
 
 /// Adds the flag that overrides a refusal of seeded noise (library errors never name flags).
@@ -89,28 +72,6 @@ fn print_signed(out: &Path, signed: &dpaudit::cert::SignedCertificate) -> Result
             "external_training": c.external_training,
             "artifacts": c.artifact.files,
         }))?
-    );
-    Ok(0)
-}
-
-/// Runs `dpaudit keygen`.
-pub fn keygen(out: &Path, json: bool) -> Result<i32> {
-    let k =
-        dpaudit::cert::keys::generate_keypair(out).with_context(|| format!("writing keys into {}", out.display()))?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "key_id": k.key_id, "public_key": k.public_key_path, "secret_key": k.secret_key_path,
-            }))?
-        );
-        return Ok(0);
-    }
-    println!(
-        "key id {}\n  public key: {}\n  secret key: {} (mode 0600; keep it private)",
-        k.key_id,
-        k.public_key_path.display(),
-        k.secret_key_path.display()
     );
     Ok(0)
 }
@@ -186,45 +147,6 @@ pub fn run(cmd: CertCommand) -> Result<i32> {
             }
             Ok(0)
         }
-        CertCommand::Verify { cert, pubkey, artifacts, recompute, json } => {
-            match dpaudit::cert::verify::verify(&cert, &pubkey, artifacts.as_deref(), recompute) {
-                Ok(report) => {
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::to_string_pretty(&json!({"valid": true, "key_id": report.key_id,
-                            "artifacts_checked": report.artifacts_checked, "recomputed_epsilon": report.recomputed_epsilon,
-                            "noise_seeding": report.certificate.noise_seeding,
-                            "external_training": report.certificate.external_training}))?
-                        );
-                    } else {
-                        if report.certificate.noise_seeding == Some(dpaudit::train::noise::NoiseSeeding::Seeded) {
-                            println!("warning: the certified run is {}", dpaudit::train::noise::SEEDED_NOISE_WARNING);
-                        }
-                        println!(
-                            "valid: signature by key {}; {} artifact(s) checked{}",
-                            report.key_id,
-                            report.artifacts_checked.len(),
-                            if recompute {
-                                "; epsilon re-derived with the MPFR oracle and not below the claim"
-                            } else {
-                                ""
-                            }
-                        );
-                        if let Some(x) = &report.certificate.external_training {
-                            println!(
-                                "note: the training code was not dpaudit's ({}); its epsilon was recomputed from the history the trainer reported ({})",
-                                x.trainer, x.history.path
-                            );
-                        }
-                    }
-                    Ok(0)
-                }
-                Err(failure) => {
-                    eprintln!("invalid certificate: {failure}");
-                    Ok(failure.exit_code())
-                }
-            }
-        }
+        CertCommand::Verify(args) => super::keys::verify(&args),
     }
 }

@@ -46,10 +46,11 @@ pub struct ImportArgs {
 /// Runs `dpaudit import`.
 pub fn run(args: &ImportArgs) -> Result<()> {
     let data = match (&args.data, &args.data_sha256) {
-        (Some(dir), _) => ImportedData::Dataset(
-            dpaudit::data::load_mnist_dir(dir, dpaudit::data::Split::Train, 10)
-                .with_context(|| format!("reading the training data in {}", dir.display()))?,
-        ),
+        (Some(dir), _) => {
+            let d = dpaudit::data::load_mnist_dir(dir, dpaudit::data::Split::Train, 10)
+                .with_context(|| format!("reading the training data in {}", dir.display()))?;
+            ImportedData::Dataset { content_sha256: d.content_sha256(), name: d.name().to_owned(), examples: d.len() }
+        }
         (None, Some(h)) => ImportedData::Sha256(h.clone()),
         (None, None) => anyhow::bail!("give the training data (--data) or its hash (--data-sha256)"),
     };

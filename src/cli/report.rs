@@ -1,7 +1,7 @@
 //! `dpaudit report`: the compliance report of a run, its audits and its certificate.
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use dpaudit::report::{self, Format, ReportOptions};
+use dpaudit_core::report::{self, Format, ReportOptions};
 use std::path::PathBuf;
 
 /// Output format.

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::idx::{read_idx, write_idx, IdxArray};
+pub use crate::durable::{sha256_file, sha256_hex};
 use crate::error::{Error, Result};
 
 /// Which half of a dataset's standard split.
@@ -194,33 +195,6 @@ impl Dataset {
     pub fn source_sha256(&self) -> Result<Vec<(PathBuf, String)>> {
         self.source_files.iter().map(|p| Ok((p.clone(), sha256_file(p)?))).collect()
     }
-}
-
-/// The SHA-256 (lowercase hex) of a file's bytes as stored (compressed files are not decompressed).
-///
-/// # Errors
-/// [`Error::Io`] naming the file if it cannot be read.
-///
-/// # Examples
-/// ```
-/// let path = std::env::temp_dir().join(format!("dpaudit-doc-sha-{}", std::process::id()));
-/// std::fs::write(&path, b"abc").unwrap();
-/// assert_eq!(
-///     dpaudit::data::sha256_file(&path).unwrap(),
-///     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-/// );
-/// # std::fs::remove_file(&path).unwrap();
-/// ```
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    Ok(hex::encode(h.finalize()))
-}
-
-/// The SHA-256 (lowercase hex) of bytes.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 /// Finds `dir/stem.gz` or, failing that, `dir/stem`.

@@ -455,7 +455,7 @@ pub fn certificate_noise_note(c: &CertificateSummary, external: bool) -> String 
             " Noise: drawn by the trainer, stated at import to come from a cryptographic generator.".to_owned()
         }
         "csprng" => " Noise: from the operating system's CSPRNG.".to_owned(),
-        "seeded" => format!(" The certified run is {}.", crate::train::noise::SEEDED_NOISE_WARNING),
+        "seeded" => format!(" The certified run is {}.", crate::noise_seeding::SEEDED_NOISE_WARNING),
         _ => " The certificate does not record how the run's noise was seeded (an older certificate).".to_owned(),
     }
 }
@@ -465,13 +465,13 @@ pub fn noise_words(seeding: &str, external: bool) -> String {
     if external {
         return match seeding {
             "csprng" => "the trainer's own generator, stated at import to be cryptographic (dpaudit did not draw it)".to_owned(),
-            "seeded" => format!("the trainer's own generator, stated at import to be seeded: {}", crate::train::noise::SEEDED_NOISE_WARNING),
+            "seeded" => format!("the trainer's own generator, stated at import to be seeded: {}", crate::noise_seeding::SEEDED_NOISE_WARNING),
             _ => "the trainer's own generator; the import does not say whether it was cryptographic, so it is treated as reproducible".to_owned(),
         };
     }
     match seeding {
         "csprng" => "Gaussian noise from a ChaCha20 stream seeded by the operating system's CSPRNG (so are the Poisson lots): nobody can regenerate it".to_owned(),
-        "seeded" => format!("seeded explicitly: {}", crate::train::noise::SEEDED_NOISE_WARNING),
+        "seeded" => format!("seeded explicitly: {}", crate::noise_seeding::SEEDED_NOISE_WARNING),
         _ => "not recorded (an older run)".to_owned(),
     }
 }

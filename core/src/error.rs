@@ -41,9 +41,10 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
-    /// libtorch reported an error (shape mismatch, out of memory, unsupported operation...).
+    /// libtorch reported an error (shape mismatch, out of memory, unsupported operation...), as
+    /// its text: the type is libtorch-free so that this crate never links libtorch.
     #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(String),
     /// Fetching a dataset failed (network, archive layout, checksum).
     #[error("fetching {what} failed: {reason}")]
     Fetch {
@@ -72,6 +73,16 @@ pub enum Error {
 
 /// `Result` with dpaudit's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// `?` on a libtorch call in the `dpaudit` crate. Inline, so that this crate's own object code
+/// never refers to `tch` (the front binary, which needs no libtorch, then does not load it).
+#[cfg(feature = "torch")]
+impl From<tch::TchError> for Error {
+    #[inline]
+    fn from(e: tch::TchError) -> Self {
+        Error::Torch(e.to_string())
+    }
+}
 
 impl Error {
     /// Shorthand for [`Error::InvalidParameter`].

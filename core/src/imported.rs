@@ -14,7 +14,7 @@
 use crate::accounting::ledger::Ledger;
 use crate::accounting::{Phase, SamplingScheme};
 use crate::error::{Error, Result};
-use crate::train::noise::NoiseSeeding;
+use crate::noise_seeding::NoiseSeeding;
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -206,8 +206,16 @@ pub struct ImportedProvenance {
 /// The training data of an imported run: read by dpaudit, or its hash as stated by the importer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ImportedData {
-    /// A dataset dpaudit can read; its content hash is recorded.
-    Dataset(crate::data::Dataset),
+    /// A dataset dpaudit read (its content hash, name and number of examples, from
+    /// `dpaudit::data::Dataset::{content_sha256, name, len}`).
+    Dataset {
+        /// The dataset's content SHA-256.
+        content_sha256: String,
+        /// Its name.
+        name: String,
+        /// Its number of examples.
+        examples: usize,
+    },
     /// A content hash given by the importer (64 lowercase hex digits).
     Sha256(String),
 }
@@ -262,7 +270,9 @@ pub fn import_run(
         }
     }
     let (data_sha256, data_hash_source, data_name, data_examples) = match data {
-        ImportedData::Dataset(d) => (d.content_sha256(), "dataset", d.name().to_owned(), Some(d.len())),
+        ImportedData::Dataset { content_sha256, name, examples } => {
+            (content_sha256.clone(), "dataset", name.clone(), Some(*examples))
+        }
         ImportedData::Sha256(h) if crate::cert::sign::is_sha256_hex(h) => {
             (h.clone(), "given", "not read by dpaudit (its hash stated at import)".to_owned(), None)
         }
@@ -300,7 +310,7 @@ pub fn import_run(
             training_code: "external".into(),
             trainer: trainer.clone(),
             history_file: HISTORY_FILE.into(),
-            history_sha256: crate::data::sha256_hex(&history_bytes),
+            history_sha256: crate::durable::sha256_hex(&history_bytes),
             trainer_claim: history.claim.clone(),
             data_hash_source: data_hash_source.into(),
         };
@@ -310,7 +320,7 @@ pub fn import_run(
             "train_data_sha256": data_sha256,
             "train_dataset": data_name,
             "train_examples": data_examples,
-            "model_sha256": crate::data::sha256_hex(&model_bytes),
+            "model_sha256": crate::durable::sha256_hex(&model_bytes),
             "noise_seeding": seeding,
             "inject_fault": null,
             "config": { "model": format!("trained by {trainer} (imported; not dpaudit's training code)"), "private": true },

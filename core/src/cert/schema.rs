@@ -40,7 +40,7 @@ pub struct Certificate {
     /// RELEASE, said in `limitations`). Signed like every field; absent in certificates issued
     /// before dpaudit recorded it (read as not recorded).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub noise_seeding: Option<crate::train::noise::NoiseSeeding>,
+    pub noise_seeding: Option<crate::noise_seeding::NoiseSeeding>,
     /// Present when the training code was not dpaudit's (a run imported with `dpaudit import`):
     /// who trained it and the history the epsilons were recomputed from. Absent for dpaudit's own
     /// runs, so their certificates are unchanged.

@@ -9,7 +9,7 @@ use crate::cert::canonical::canonical_json;
 use crate::cert::keys::{load_secret_key_for_signing, SecretKey};
 use crate::cert::schema::*;
 use crate::error::{Error, Result};
-use crate::train::noise::{NoiseSeeding, SEEDED_NOISE_WARNING};
+use crate::noise_seeding::{NoiseSeeding, SEEDED_NOISE_WARNING};
 use ed25519_dalek::Signer;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};

@@ -418,7 +418,7 @@ mod tests {
     /// values) against node's `Number.prototype.toString`, in `fixtures/cert/ecmascript_numbers.tsv`.
     #[test]
     fn matches_node_number_to_string() {
-        let table = include_str!("../../fixtures/cert/ecmascript_numbers.tsv");
+        let table = include_str!("../../../fixtures/cert/ecmascript_numbers.tsv");
         let mut checked = 0;
         for line in table.lines().filter(|l| !l.starts_with('#')) {
             let (bits, expected) = line.split_once('\t').unwrap();

@@ -19,7 +19,7 @@ pub mod inputs;
 pub mod markdown;
 pub mod plots;
 
-use crate::audit::engine::RocPoint;
+use crate::audit::RocPoint;
 use crate::cert::schema::{Epsilon, MechanismPhase};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};

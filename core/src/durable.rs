@@ -3,6 +3,7 @@
 //! bounded reads: a file given by a user (`/dev/zero`, a huge or endless file) is read up to a
 //! limit, never until memory runs out.
 use crate::error::{Error, Result};
+use sha2::{Digest, Sha256};
 use std::fs;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -83,4 +84,31 @@ mod tests {
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
         assert!(write_atomically(&dir.path().join("missing/a"), b"x").is_err());
     }
+}
+
+/// The SHA-256 (lowercase hex) of a file's bytes as stored (compressed files are not decompressed).
+///
+/// # Errors
+/// [`Error::Io`] naming the file if it cannot be read.
+///
+/// # Examples
+/// ```
+/// let path = std::env::temp_dir().join(format!("dpaudit-doc-sha-{}", std::process::id()));
+/// std::fs::write(&path, b"abc").unwrap();
+/// assert_eq!(
+///     dpaudit_core::durable::sha256_file(&path).unwrap(),
+///     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+/// );
+/// # std::fs::remove_file(&path).unwrap();
+/// ```
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
+    Ok(hex::encode(h.finalize()))
+}
+
+/// The SHA-256 (lowercase hex) of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }

@@ -10,8 +10,8 @@ use crate::accounting::pld::PldAccountant;
 use crate::accounting::{rdp, validate_delta, Phase};
 use crate::cert::schema::rfc3339_utc;
 use crate::cert::sign::{mechanism_of, privacy_of, SignedCertificate};
-use crate::data::sha256_file;
-use crate::train::noise::{NoiseSeeding, SEEDED_NOISE_WARNING};
+use crate::durable::sha256_file;
+use crate::noise_seeding::{NoiseSeeding, SEEDED_NOISE_WARNING};
 use serde::de::IgnoredAny;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -1052,7 +1052,7 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
             expected_exit: 0,
             purpose: "the DP-GAN's recorded training configuration (give the same values to `dpaudit gan train`)"
                 .into(),
-            command: format!("cat {}", sq(&run.dir.join(crate::gan::run::GAN_FILE))),
+            command: format!("cat {}", sq(&run.dir.join(crate::run_folder::GAN_FILE))),
         }]
     } else {
         match train_command(&run) {

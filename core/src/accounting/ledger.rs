@@ -5,7 +5,7 @@
 //! Proof of the crash property: [`proofs/accounting/ledger.md`](../../../proofs/accounting/ledger.md).
 use crate::accounting::{Phase, SamplingScheme};
 use crate::error::{Error, Result};
-use crate::train::noise::NoiseSeeding;
+use crate::noise_seeding::NoiseSeeding;
 use serde::{Deserialize, Serialize};
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -119,7 +119,7 @@ impl Ledger {
 
     /// A ledger that lives only in memory: for audit replays, which train thousands of throwaway
     /// models whose epsilon is never certified. Nothing survives a crash, so never use it for a
-    /// run whose privacy is reported; [`crate::train::dpsgd::DpSgd::new`] always uses a file.
+    /// run whose privacy is reported; `dpaudit::train::dpsgd::DpSgd::new` always uses a file.
     pub fn in_memory() -> Self {
         Ledger {
             path: PathBuf::from("<memory>"),

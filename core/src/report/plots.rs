@@ -206,8 +206,8 @@ pub fn roc_svg(audit: &AuditSummary, claim_epsilon: f64, claim_delta: f64) -> Re
 /// are dropped, being off a log axis) and, when the counts are recorded, the two-sided 95%
 /// Clopper–Pearson interval of each point's TPR as (FPR, lower, upper).
 #[allow(clippy::type_complexity)]
-pub fn roc_with_bands(audit: &AuditSummary) -> (Vec<crate::audit::engine::RocPoint>, Option<Vec<(f64, f64, f64)>>) {
-    let measured: Vec<crate::audit::engine::RocPoint> = audit.roc.iter().copied().filter(|p| p.fpr > 0.0).collect();
+pub fn roc_with_bands(audit: &AuditSummary) -> (Vec<crate::audit::RocPoint>, Option<Vec<(f64, f64, f64)>>) {
+    let measured: Vec<crate::audit::RocPoint> = audit.roc.iter().copied().filter(|p| p.fpr > 0.0).collect();
     let bands = audit.roc_counts.map(|(positives, negatives)| {
         measured
             .iter()
