@@ -2,7 +2,7 @@
 //!
 //! The layers of [dpaudit](https://crates.io/crates/dpaudit) that need no libtorch: a data office
 //! verifies a certificate, recomputes an epsilon or renders a report with this crate alone. The
-//! `dpaudit` crate re-exports every module under the same path (`dpaudit::accounting`, ...).
+//! `dpaudit` crate re-exports every module under the same path (`dpaudit_core::accounting`, ...).
 //!
 //! - [`accounting`]: RDP and PLD accountants, cross-checked against an MPFR oracle; the ledger.
 //! - [`audit`]: Clopper–Pearson bounds of attack outcomes and ROC points.

@@ -419,11 +419,11 @@ impl PldAccountant {
     ///
     /// # Examples
     /// ```
-    /// use dpaudit::accounting::{pld::PldAccountant, Phase};
+    /// use dpaudit_core::accounting::{pld::PldAccountant, Phase};
     /// let phase = Phase::new(256.0 / 60_000.0, 1.1, 1_000)?;
     /// let eps = PldAccountant::default().epsilon(&[phase], 1e-5)?;
     /// assert!(eps.epsilon > 0.5 && eps.epsilon < 0.7);
-    /// # Ok::<(), dpaudit::Error>(())
+    /// # Ok::<(), dpaudit_core::Error>(())
     /// ```
     pub fn epsilon(&self, phases: &[Phase], delta: f64) -> Result<PldEpsilon> {
         validate_phases(phases)?;

@@ -75,7 +75,7 @@ pub(crate) fn validate_order(order: f64) -> Result<()> {
 ///
 /// # Examples
 /// ```
-/// use dpaudit::accounting::rdp::rdp_subsampled_gaussian;
+/// use dpaudit_core::accounting::rdp::rdp_subsampled_gaussian;
 /// assert_eq!(rdp_subsampled_gaussian(1.0, 2.0, 8.0).unwrap(), 1.0);
 /// ```
 pub fn rdp_subsampled_gaussian(q: f64, sigma: f64, order: f64) -> Result<f64> {

@@ -36,7 +36,7 @@ pub const MAX_SAFE_INTEGER: u64 = (1u64 << 53) - 1;
 /// # Examples
 /// ```
 /// let v: serde_json::Value = serde_json::from_str(r#"{"b": [1.0, 1e21, 1e-7], "a": "\u000f"}"#)?;
-/// assert_eq!(dpaudit::cert::canonical::canonical_json(&v)?, r#"{"a":"\u000f","b":[1,1e+21,1e-7]}"#);
+/// assert_eq!(dpaudit_core::cert::canonical::canonical_json(&v)?, r#"{"a":"\u000f","b":[1,1e+21,1e-7]}"#);
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn canonical_json(value: &Value) -> Result<String> {
