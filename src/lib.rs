@@ -8,6 +8,8 @@
 //! - [`audit`]: empirical epsilon lower bounds from attack outcomes (Clopper–Pearson).
 //! - [`data`]: IDX (MNIST-format) reading and dataset fetching.
 //! - [`device`]: the CPU or a CUDA device, only when asked for.
+//! - [`experiment`]: the one sharded experiment runner (audits, membership inference): spec check,
+//!   fsynced records, resume, shards, the worker pool, merge.
 //! - [`folder_lock`]: one writing process per run or audit folder.
 //! - [`gan`]: the private GAN (DP-GAN) for synthetic data releases, and their evaluation.
 //! - [`run_folder`]: the names of every file in the folders dpaudit writes.
@@ -28,6 +30,7 @@ pub mod demo;
 pub mod device;
 pub mod durable;
 pub mod error;
+pub mod experiment;
 pub mod folder_lock;
 pub mod gan;
 pub mod imported;
