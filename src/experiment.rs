@@ -96,6 +96,12 @@ pub trait Experiment: Serialize + DeserializeOwned + Clone {
 /// Progress of [`run_pending`]: (jobs done in this shard, jobs in this shard).
 pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
+/// One job's work in [`run_pending`]: runs the job on a worker and returns its record.
+pub type RunJob<'a, E, W> = &'a (dyn Fn(&mut W, <E as Experiment>::Job) -> Result<<E as Experiment>::Record> + Sync);
+
+/// [`merge`]'s check of the gathered records, before anything is written.
+pub type MergeCheck<'a, E> = &'a dyn Fn(&E, &[<E as Experiment>::Record]) -> Result<()>;
+
 /// One shard of the work: the jobs whose shard key ([`Experiment::shard_key`]) is the shard's
 /// index modulo the shard count (for an audit, both sides of a run index, so every shard holds
 /// both sides).
@@ -495,7 +501,7 @@ pub fn run_pending<E: Experiment, W>(
     progress: Progress<'_>,
     stop: &AtomicBool,
     new_worker: &(dyn Fn() -> Result<W> + Sync),
-    run_one: &(dyn Fn(&mut W, E::Job) -> Result<E::Record> + Sync),
+    run_one: RunJob<'_, E, W>,
 ) -> Result<Vec<E::Record>> {
     let done: HashSet<E::Job> = existing.iter().map(E::job_of).collect();
     let mine: Vec<E::Job> =
@@ -590,11 +596,7 @@ pub fn read_folder<E: Experiment>(dir: &Path) -> Result<(E, Option<Shard>, Vec<E
 /// # Errors
 /// Folders of different specs, records that do not check, corrupt files, I/O errors, and
 /// `check`'s.
-pub fn merge<E: Experiment>(
-    dirs: &[PathBuf],
-    out: &Path,
-    check: &dyn Fn(&E, &[E::Record]) -> Result<()>,
-) -> Result<(E, Vec<E::Record>)> {
+pub fn merge<E: Experiment>(dirs: &[PathBuf], out: &Path, check: MergeCheck<'_, E>) -> Result<(E, Vec<E::Record>)> {
     let item = E::WORDS.item;
     let mut spec: Option<E> = None;
     let mut records: BTreeMap<E::Job, E::Record> = BTreeMap::new();
