@@ -699,6 +699,43 @@ mod tests {
         }
     }
 
+    /// The toy, of a kind whose folders once did not record their shard (as membership
+    /// inference's).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(transparent)]
+    struct LegacyToy(Toy);
+
+    impl Experiment for LegacyToy {
+        type Record = ToyRecord;
+        type Job = u64;
+        const WORDS: Vocabulary = Toy::WORDS;
+        const ABSENT_SHARD_IS_WHOLE: bool = false;
+        fn digest(&self) -> String {
+            Experiment::digest(&self.0)
+        }
+        fn validate(&self) -> Result<()> {
+            Ok(())
+        }
+        fn jobs(&self) -> Vec<u64> {
+            self.0.jobs()
+        }
+        fn shard_key(&self, job: u64) -> Option<u64> {
+            self.0.shard_key(job)
+        }
+        fn shard_keys(&self) -> u64 {
+            self.0.shard_keys()
+        }
+        fn job_of(r: &ToyRecord) -> u64 {
+            Toy::job_of(r)
+        }
+        fn job_label(job: u64) -> String {
+            Toy::job_label(job)
+        }
+        fn check_record(&self, r: &ToyRecord) -> std::result::Result<(), String> {
+            self.0.check_record(r)
+        }
+    }
+
     /// Runs `spec`'s shard in `dir` on `threads` threads, failing at job `fail_at`; returns the
     /// result and the jobs run, in order.
     fn go(
@@ -902,6 +939,54 @@ mod tests {
         assert_eq!(field(&null), Some(None));
         assert_eq!(field(&part), Some(Some(Shard { index: 1, count: 2 })));
         assert_eq!(folder_shard::<Toy>(None), FolderShard::Recorded(None));
+    }
+
+    #[test]
+    fn a_folder_that_did_not_record_its_shard_resumes_under_any_shard() {
+        // As membership inference wrote before shards were recorded: no `shard` in spec.json,
+        // and records of two shards (any shard could resume any folder).
+        let toy = Toy { jobs: 6, salt: 6 };
+        let write_old_folder = |dir: &Path| {
+            std::fs::create_dir_all(dir).unwrap();
+            let spec_json = serde_json::json!({ "digest": Experiment::digest(&toy), "spec": toy });
+            std::fs::write(dir.join(SPEC_FILE), spec_json.to_string()).unwrap();
+            let lines: Vec<String> = [0, 1].iter().map(|&j| serde_json::to_string(&toy.record(j)).unwrap()).collect();
+            std::fs::write(dir.join(RUNS_FILE), lines.join("\n") + "\n").unwrap();
+        };
+        let root = tempfile::tempdir().unwrap();
+        let old = root.path().join("old");
+        write_old_folder(&old);
+        let spec_before = std::fs::read(old.join(SPEC_FILE)).unwrap();
+        let legacy = LegacyToy(toy.clone());
+        let shard = Shard { index: 1, count: 3 };
+        let (lock, existing) = open_folder(&legacy, &old, shard).unwrap();
+        let ran = Mutex::new(Vec::new());
+        let records = run_pending(
+            &legacy,
+            &old,
+            shard,
+            1,
+            &existing,
+            &|_, _| {},
+            &AtomicBool::new(false),
+            &|| Ok(()),
+            &|(), j| {
+                ran.lock().unwrap().push(j);
+                Ok(toy.record(j))
+            },
+        )
+        .unwrap();
+        drop(lock);
+        assert_eq!(ran.into_inner().unwrap(), vec![4], "shard 1/3 owns 1 and 4; 1 was recorded");
+        assert_eq!(jobs_of(&records), vec![0, 1, 4]);
+        assert_eq!(std::fs::read(old.join(SPEC_FILE)).unwrap(), spec_before, "spec.json is left as it was");
+        let (_, merged) = merge::<LegacyToy>(&[old], &root.path().join("merged"), &|_, _| Ok(())).unwrap();
+        assert_eq!(jobs_of(&merged), vec![0, 1, 4]);
+        // A kind whose absent shard means the whole experiment refuses to resume it as a shard.
+        let whole = root.path().join("whole");
+        write_old_folder(&whole);
+        let e = open_folder(&toy, &whole, shard).unwrap_err().to_string();
+        assert!(e.contains("holds the jobs of the whole toy, not of shard 1/3"), "{e}");
     }
 
     #[test]

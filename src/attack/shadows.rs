@@ -851,6 +851,44 @@ pub fn write_report(dir: &Path, report: &MiaReport) -> Result<PathBuf> {
 mod tests {
     use super::*;
 
+    /// The runner checks every model record against the spec (on resume and merge): a model the
+    /// spec has, its seed, once, and in its folder's shard.
+    #[test]
+    fn model_records_are_checked_against_the_spec() {
+        let spec: MiaSpec = toml::from_str(
+            "name = \"t\"\n[data]\ndataset = \"fixture\"\n[target]\nmodel = \"mlp\"\nlot_size = 8\nepochs = 1\nprivate = false\nlr = 0.1\n[attack]\nshadows = 4\nseed = 9\n",
+        )
+        .unwrap();
+        let record = |index: u64, seed: u64| ModelRecord {
+            index,
+            seed,
+            train_examples: 0,
+            steps: 0,
+            noise_multiplier: None,
+            ledger_phases: Vec::new(),
+            member_accuracy: 0.0,
+            non_member_accuracy: 0.0,
+            seconds: 0.0,
+            phi: Vec::new(),
+        };
+        let good: Vec<ModelRecord> = (0..5).map(|m| record(m, model_seed(9, m))).collect();
+        let origin = Path::new(RUNS_FILE);
+        experiment::verify_records(&spec, None, &good, origin).unwrap();
+        let refused = |records: &[ModelRecord], shard: Option<Shard>, why: &str| {
+            let e = experiment::verify_records(&spec, shard, records, origin).unwrap_err().to_string();
+            assert!(e.contains(why), "expected {why:?}: {e}");
+        };
+        refused(&[record(5, model_seed(9, 5))], None, "index outside the spec's 5 models");
+        refused(&[record(2, model_seed(9, 3))], None, "is not the seed");
+        refused(&[good[1].clone(), good[1].clone()], None, "model record 2 (index 1): appears twice");
+        refused(
+            &good[..2],
+            Some(Shard { index: 1, count: 2 }),
+            "model record 1 (index 0): is not a model of shard 1/2",
+        );
+        assert!(Shard { index: 0, count: 6 }.check_against(&spec).is_err(), "6 shards of 5 models");
+    }
+
     #[test]
     fn every_example_is_in_half_the_models() {
         for models in [1usize, 2, 5, 17] {
