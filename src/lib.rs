@@ -8,6 +8,8 @@
 //! - [`audit`]: empirical epsilon lower bounds from attack outcomes (Clopper–Pearson).
 //! - [`data`]: IDX (MNIST-format) reading and dataset fetching.
 //! - [`device`]: the CPU or a CUDA device, only when asked for.
+//! - [`experiment`]: the one sharded experiment runner (audits, membership inference): spec check,
+//!   fsynced records, resume, shards, the worker pool, merge.
 //! - [`folder_lock`]: one writing process per run or audit folder.
 //! - [`gan`]: the private GAN (DP-GAN) for synthetic data releases, and their evaluation.
 //! - [`run_folder`]: the names of every file in the folders dpaudit writes.
@@ -19,7 +21,9 @@
 // NaN through, so the lint's suggestion is wrong here.
 #![allow(clippy::neg_cmp_op_on_partial_ord)]
 
-pub use dpaudit_core::{accounting, cert, durable, error, folder_lock, imported, noise_seeding, report, run_folder};
+pub use dpaudit_core::{
+    accounting, cert, durable, error, experiment, folder_lock, imported, noise_seeding, report, run_folder,
+};
 
 pub mod attack;
 pub mod audit;

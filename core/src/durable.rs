@@ -45,6 +45,13 @@ pub fn sync_file(path: &Path) -> Result<()> {
     fs::File::open(path).and_then(|f| f.sync_all()).map_err(|e| Error::io(format!("syncing {}", path.display()), e))
 }
 
+/// The torn-line rule of dpaudit's append-only JSON-lines files (the privacy ledger, experiment
+/// records): the length of the complete part, up to and including the last newline. The bytes
+/// after it are a line torn by a crash in the middle of an append, never read as a line.
+pub fn complete_lines_len(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1)
+}
+
 /// Largest certificate accepted (a real one is a few kilobytes).
 pub const MAX_CERTIFICATE_BYTES: u64 = 16 << 20;
 /// Largest key file accepted (a real one is under 200 bytes).

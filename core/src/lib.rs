@@ -9,6 +9,7 @@
 //! - [`cert`]: Ed25519-signed privacy certificates (domain-separated signing, distinct exit codes).
 //! - [`durable`]: atomic, fsynced writes and size-capped reads.
 //! - [`error`]: the one error type.
+//! - [`experiment`]: the one sharded experiment runner (audits, membership inference).
 //! - [`folder_lock`]: one writing process per run or audit folder.
 //! - [`imported`]: runs trained elsewhere, with their imported privacy history.
 //! - [`noise_seeding`]: whether a run's noise can be regenerated.
@@ -24,6 +25,7 @@ pub mod audit;
 pub mod cert;
 pub mod durable;
 pub mod error;
+pub mod experiment;
 pub mod folder_lock;
 pub mod imported;
 pub mod noise_seeding;

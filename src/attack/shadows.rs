@@ -41,22 +41,20 @@ use crate::accounting::rdp::{self, RdpAccountant};
 use crate::accounting::Phase;
 use crate::attack::metrics::{attack_metrics, thin_roc, AttackMetrics, LOW_FPRS};
 use crate::attack::mia::{confidences, lira_scores, loss_score, VarianceMode};
-use crate::audit::engine::Shard;
 use crate::data::{load_mnist_dir, sha256_hex, Dataset, Split};
 use crate::durable::write_atomically;
 use crate::error::{Error, Result};
+use crate::experiment::{self, Experiment, Vocabulary};
+pub use crate::experiment::{Progress, Shard};
 use crate::train::dpsgd::{DpSgd, Examples, TrainConfig};
 use crate::train::optim::{LrSchedule, OptimizerKind};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
-use std::fs::OpenOptions;
-use std::io::Write;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 use tch::Device;
 
@@ -504,58 +502,66 @@ pub fn train_model(ctx: &MiaContext, population: &Examples, index: u64) -> Resul
     })
 }
 
+/// A membership-inference experiment is an experiment of the sharded runner
+/// ([`crate::experiment`]): its jobs are the models, model m in shard `m mod N`.
+impl Experiment for MiaSpec {
+    type Record = ModelRecord;
+    type Job = u64;
+    const WORDS: Vocabulary =
+        Vocabulary { experiment: "experiment", folder: "experiment folder", item: "model", shard_units: "models" };
+    /// Folders written before membership inference recorded its shard have none: any shard may
+    /// resume them, as then.
+    const ABSENT_SHARD_IS_WHOLE: bool = false;
+
+    fn digest(&self) -> String {
+        MiaSpec::digest(self)
+    }
+
+    fn validate(&self) -> Result<()> {
+        MiaSpec::validate(self)
+    }
+
+    fn jobs(&self) -> Vec<u64> {
+        (0..self.models()).collect()
+    }
+
+    fn shard_key(&self, model: u64) -> Option<u64> {
+        Some(model)
+    }
+
+    fn shard_keys(&self) -> u64 {
+        self.models()
+    }
+
+    fn job_of(r: &ModelRecord) -> u64 {
+        r.index
+    }
+
+    fn job_label(model: u64) -> String {
+        format!("index {model}")
+    }
+
+    /// A model the spec has, trained from the seed the spec derives for it.
+    fn check_record(&self, r: &ModelRecord) -> std::result::Result<(), String> {
+        if r.index >= self.models() {
+            return Err(format!("index outside the spec's {} models", self.models()));
+        }
+        let want = model_seed(self.attack.seed, r.index);
+        if r.seed != want {
+            return Err(format!("seed {} is not the seed {want} the spec derives for this model", r.seed));
+        }
+        Ok(())
+    }
+}
+
 /// Reads the finished models of an experiment folder (a torn last line, from a crash, is
 /// ignored).
 ///
 /// # Errors
 /// I/O errors; [`Error::Data`] for a corrupt complete line.
 pub fn read_runs(dir: &Path) -> Result<Vec<ModelRecord>> {
-    let path = dir.join(RUNS_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
-    };
-    let complete = text.rfind('\n').map_or(0, |i| i + 1);
-    let mut out = Vec::new();
-    for (i, line) in text[..complete].lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        out.push(serde_json::from_str(line).map_err(|e| Error::data(&path, format!("line {}: {e}", i + 1)))?);
-    }
-    Ok(out)
+    experiment::read_records(dir)
 }
-
-#[derive(Debug, Serialize, Deserialize)]
-struct SpecFile {
-    digest: String,
-    spec: MiaSpec,
-}
-
-fn check_or_write_spec(dir: &Path, spec: &MiaSpec) -> Result<()> {
-    let path = dir.join(SPEC_FILE);
-    let digest = spec.digest();
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let sf: SpecFile = serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))?;
-            if sf.digest != digest || sf.spec.digest() != digest {
-                return Err(Error::invalid(
-                    "experiment folder",
-                    dir.display(),
-                    format!("holds models of another spec ({}); use another --out", sf.spec.name),
-                ));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let json = serde_json::to_vec_pretty(&SpecFile { digest, spec: spec.clone() })
-                .map_err(|e| Error::data(&path, e.to_string()))?;
-            write_atomically(&path, &json)
-        }
-        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
-    }
-}
-
-/// Progress: (models done in this shard, models in this shard).
-pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
 /// Trains (or resumes) the shard's models into `dir` on `threads` threads (one libtorch thread
 /// each). Models already in `runs.jsonl` are skipped; each new one is appended and fsynced as it
@@ -563,8 +569,8 @@ pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 /// current model and return.
 ///
 /// # Errors
-/// A folder holding another spec's models; trainer and I/O errors (models finished before the
-/// error are kept).
+/// A folder holding another spec's or another shard's models, or models that do not check; a
+/// shard that owns no model; trainer and I/O errors (models finished before the error are kept).
 pub fn run_models(
     ctx: &MiaContext,
     dir: &Path,
@@ -573,112 +579,31 @@ pub fn run_models(
     progress: Progress<'_>,
     stop: &AtomicBool,
 ) -> Result<Vec<ModelRecord>> {
-    // One writer per shadow folder, before runs.jsonl is read or appended to (creates the folder).
-    let _lock = crate::folder_lock::FolderLock::acquire(dir)?;
-    check_or_write_spec(dir, &ctx.spec)?;
-    let done: HashSet<u64> = read_runs(dir)?.iter().map(|r| r.index).collect();
-    let mine: Vec<u64> =
-        (0..ctx.spec.models()).filter(|m| m % u64::from(shard.count) == u64::from(shard.index)).collect();
-    let todo: Vec<u64> = mine.iter().copied().filter(|m| !done.contains(m)).collect();
-    let total = mine.len() as u64;
-    let finished = AtomicU64::new(total - todo.len() as u64);
-    progress(finished.load(Ordering::Relaxed), total);
-    let path = dir.join(RUNS_FILE);
-    // Repair a torn last line before appending after it.
-    if let Ok(bytes) = std::fs::read(&path) {
-        let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        if complete < bytes.len() {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| Error::io(format!("repairing {}", path.display()), e))?;
-            f.set_len(complete as u64).map_err(|e| Error::io(format!("repairing {}", path.display()), e))?;
-        }
-    }
-    let file = Mutex::new(
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?,
-    );
-    let next = AtomicUsize::new(0);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let threads = threads.clamp(1, todo.len().max(1));
+    let (_lock, existing) = experiment::open_folder(&ctx.spec, dir, shard)?;
     // One libtorch thread per worker: the workers are the parallelism.
     tch::set_num_threads(1);
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                // tch::Tensor is not Sync: every worker builds its own copy of the population.
-                let population = match Examples::from_dataset(&ctx.population, ctx.device) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        first_error.lock().expect("lock").get_or_insert(e);
-                        return;
-                    }
-                };
-                loop {
-                    if stop.load(Ordering::Relaxed) || first_error.lock().expect("lock").is_some() {
-                        return;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&m) = todo.get(i) else { return };
-                    let result = train_model(ctx, &population, m).and_then(|rec| {
-                        let mut line = serde_json::to_vec(&rec).map_err(|e| Error::data(&path, e.to_string()))?;
-                        line.push(b'\n');
-                        let mut f = file.lock().expect("lock");
-                        f.write_all(&line)
-                            .and_then(|()| f.sync_data())
-                            .map_err(|e| Error::io(format!("appending to {}", path.display()), e))
-                    });
-                    if let Err(e) = result {
-                        first_error.lock().expect("lock").get_or_insert(e);
-                        return;
-                    }
-                    progress(finished.fetch_add(1, Ordering::Relaxed) + 1, total);
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().expect("lock") {
-        return Err(e);
-    }
-    read_runs(dir)
+    experiment::run_pending(
+        &ctx.spec,
+        dir,
+        shard,
+        threads,
+        &existing,
+        progress,
+        stop,
+        // tch::Tensor is not Sync: every worker builds its own copy of the population.
+        &|| Examples::from_dataset(&ctx.population, ctx.device),
+        &|population, m| train_model(ctx, population, m),
+    )
 }
 
-/// Gathers the models of several shard folders into `out` (the spec and every model once).
+/// Gathers the models of several shard folders into `out` (the spec and every model once),
+/// refusing folders of another spec, a model in two folders and a model outside its folder's
+/// shard ([`experiment::merge`]).
 ///
 /// # Errors
-/// Folders of different specs, corrupt files, I/O errors.
+/// Folders of different specs, models that do not check, corrupt files, I/O errors.
 pub fn merge(dirs: &[PathBuf], out: &Path) -> Result<(MiaSpec, Vec<ModelRecord>)> {
-    let mut spec: Option<MiaSpec> = None;
-    let mut runs: BTreeMap<u64, ModelRecord> = BTreeMap::new();
-    for d in dirs {
-        let path = d.join(SPEC_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let sf: SpecFile = serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))?;
-        if sf.spec.digest() != sf.digest {
-            return Err(Error::data(&path, "the spec does not match its digest"));
-        }
-        if spec.as_ref().is_some_and(|s| s.digest() != sf.digest) {
-            return Err(Error::invalid("shard folder", d.display(), "holds models of another spec"));
-        }
-        spec.get_or_insert(sf.spec);
-        for r in read_runs(d)? {
-            runs.entry(r.index).or_insert(r);
-        }
-    }
-    let spec = spec.ok_or_else(|| Error::invalid("shard folders", 0, "give at least one"))?;
-    let _lock = crate::folder_lock::FolderLock::acquire(out)?;
-    check_or_write_spec(out, &spec)?;
-    let mut bytes = Vec::new();
-    for r in runs.values() {
-        bytes.extend(serde_json::to_vec(r).map_err(|e| Error::data(out, e.to_string()))?);
-        bytes.push(b'\n');
-    }
-    write_atomically(&out.join(RUNS_FILE), &bytes)?;
-    Ok((spec, runs.into_values().collect()))
+    experiment::merge(dirs, out, &|_, _| Ok(()))
 }
 
 /// One accountant's epsilon for the target's recipe.
@@ -925,6 +850,44 @@ pub fn write_report(dir: &Path, report: &MiaReport) -> Result<PathBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The runner checks every model record against the spec (on resume and merge): a model the
+    /// spec has, its seed, once, and in its folder's shard.
+    #[test]
+    fn model_records_are_checked_against_the_spec() {
+        let spec: MiaSpec = toml::from_str(
+            "name = \"t\"\n[data]\ndataset = \"fixture\"\n[target]\nmodel = \"mlp\"\nlot_size = 8\nepochs = 1\nprivate = false\nlr = 0.1\n[attack]\nshadows = 4\nseed = 9\n",
+        )
+        .unwrap();
+        let record = |index: u64, seed: u64| ModelRecord {
+            index,
+            seed,
+            train_examples: 0,
+            steps: 0,
+            noise_multiplier: None,
+            ledger_phases: Vec::new(),
+            member_accuracy: 0.0,
+            non_member_accuracy: 0.0,
+            seconds: 0.0,
+            phi: Vec::new(),
+        };
+        let good: Vec<ModelRecord> = (0..5).map(|m| record(m, model_seed(9, m))).collect();
+        let origin = Path::new(RUNS_FILE);
+        experiment::verify_records(&spec, None, &good, origin).unwrap();
+        let refused = |records: &[ModelRecord], shard: Option<Shard>, why: &str| {
+            let e = experiment::verify_records(&spec, shard, records, origin).unwrap_err().to_string();
+            assert!(e.contains(why), "expected {why:?}: {e}");
+        };
+        refused(&[record(5, model_seed(9, 5))], None, "index outside the spec's 5 models");
+        refused(&[record(2, model_seed(9, 3))], None, "is not the seed");
+        refused(&[good[1].clone(), good[1].clone()], None, "model record 2 (index 1): appears twice");
+        refused(
+            &good[..2],
+            Some(Shard { index: 1, count: 2 }),
+            "model record 1 (index 0): is not a model of shard 1/2",
+        );
+        assert!(Shard { index: 0, count: 6 }.check_against(&spec).is_err(), "6 shards of 5 models");
+    }
 
     #[test]
     fn every_example_is_in_half_the_models() {

@@ -15,13 +15,11 @@ use crate::audit::replay::{ReplayContext, RunRecord, Side, Worker};
 use crate::audit::spec::{AuditMode, AuditSpec, ClaimedEpsilon, ThresholdChoice};
 use crate::durable::write_atomically;
 use crate::error::{Error, Result};
+use crate::experiment::{self, Experiment, Vocabulary};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 /// The file of finished runs in an audit folder.
@@ -31,166 +29,78 @@ pub const SPEC_FILE: &str = crate::run_folder::SPEC_FILE;
 /// The result.
 pub const AUDIT_FILE: &str = crate::run_folder::AUDIT_FILE;
 
-/// One shard of the work: the runs of index `i` (both sides, with and without the canary) whose
-/// `i` is the shard's index modulo the shard count, so every shard holds both sides.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shard {
-    /// This shard, 0-based.
-    pub index: u32,
-    /// Number of shards.
-    pub count: u32,
-}
+pub use crate::experiment::{Progress, Shard};
 
-impl Shard {
-    /// The whole audit.
-    pub const ALL: Shard = Shard { index: 0, count: 1 };
+/// A replay audit is an experiment of the sharded runner ([`crate::experiment`]): its jobs are
+/// the runs `(side, index)`, without and with the canary for each index; a shard holds both sides
+/// of the indices congruent to its index (a one-run audit is one training no shard splits).
+impl Experiment for AuditSpec {
+    type Record = RunRecord;
+    type Job = (Side, u64);
+    const WORDS: Vocabulary = Vocabulary {
+        experiment: "audit",
+        folder: "audit folder",
+        item: "run",
+        shard_units: "run indices (each run with and without the canary)",
+    };
+    const ABSENT_SHARD_IS_WHOLE: bool = true;
 
-    /// Parses `i/N`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidParameter`] unless `0 <= i < N`.
-    pub fn parse(s: &str) -> Result<Self> {
-        let bad = || Error::invalid("shard", s, "expected i/N with 0 <= i < N, e.g. 3/16");
-        let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count): (u32, u32) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
-        if count == 0 || index >= count {
-            return Err(bad());
+    fn digest(&self) -> String {
+        AuditSpec::digest(self)
+    }
+
+    fn validate(&self) -> Result<()> {
+        AuditSpec::validate(self)
+    }
+
+    fn jobs(&self) -> Vec<(Side, u64)> {
+        (0..self.attack.runs_per_side).flat_map(|i| [(Side::Without, i), (Side::With, i)]).collect()
+    }
+
+    fn shard_key(&self, (_, index): (Side, u64)) -> Option<u64> {
+        (self.attack.mode != AuditMode::OneRun).then_some(index)
+    }
+
+    fn shard_keys(&self) -> u64 {
+        total_runs(self).div_ceil(2)
+    }
+
+    fn job_of(r: &RunRecord) -> (Side, u64) {
+        (r.side, r.index)
+    }
+
+    fn job_label((side, index): (Side, u64)) -> String {
+        format!("{side:?} {index}")
+    }
+
+    /// The spec digest, a side and index the spec has, the seed the spec derives for them, a
+    /// score digest and a finite score.
+    fn check_record(&self, r: &RunRecord) -> std::result::Result<(), String> {
+        let digest = AuditSpec::digest(self);
+        let one_run = self.attack.mode == AuditMode::OneRun;
+        let k = if one_run { self.attack.canaries } else { self.attack.runs_per_side };
+        if r.spec_digest.is_empty() {
+            return Err("has no spec digest (written by an older dpaudit, or by hand): it cannot be checked".into());
         }
-        Ok(Shard { index, count })
-    }
-
-    /// Whether this shard runs `(side, index)`: both sides of every index `i` with
-    /// `i mod count = index`.
-    fn owns(self, _side: Side, index: u64) -> bool {
-        index % u64::from(self.count) == u64::from(self.index)
-    }
-
-    /// Parses a shard argument: `i/N`, `auto` (from the scheduler's environment, see
-    /// [`Shard::from_scheduler`]) or `auto/N` (the same, with the count given, as a Kubernetes
-    /// indexed Job needs).
-    ///
-    /// # Errors
-    /// As [`Shard::parse`] and [`Shard::from_scheduler`].
-    pub fn resolve(s: &str, var: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        match s.trim() {
-            "auto" => Shard::from_scheduler(var, None),
-            t => match t.strip_prefix("auto/") {
-                Some(n) => {
-                    let count = n.trim().parse::<u32>().ok().filter(|&c| c > 0).ok_or_else(|| {
-                        Error::invalid("shard", s, "expected auto/N with N a positive whole number, e.g. auto/16")
-                    })?;
-                    Shard::from_scheduler(var, Some(count))
-                }
-                None => Shard::parse(t),
-            },
+        if r.spec_digest != digest {
+            return Err(format!("belongs to spec {} not {}", short(&r.spec_digest), short(&digest)));
         }
-    }
-
-    /// The shard a batch scheduler assigns to this process, from its environment (`var` reads
-    /// one variable): a Slurm array task (`SLURM_ARRAY_TASK_ID` counted from
-    /// `SLURM_ARRAY_TASK_MIN`, out of `SLURM_ARRAY_TASK_COUNT`; the array must have step 1), or a
-    /// Kubernetes indexed Job (`JOB_COMPLETION_INDEX`, out of `count`, which Kubernetes does not
-    /// export). `count`, when given, must agree with Slurm's.
-    ///
-    /// # Errors
-    /// [`Error::InvalidParameter`] when neither scheduler's variables are set, when they are not
-    /// numbers, when the array has a step other than 1, or when the index is not below the count.
-    ///
-    /// # Examples
-    /// ```
-    /// use dpaudit::audit::engine::Shard;
-    /// let env = |k: &str| match k {
-    ///     "SLURM_ARRAY_TASK_ID" => Some("5".to_string()),
-    ///     "SLURM_ARRAY_TASK_MIN" => Some("4".to_string()),
-    ///     "SLURM_ARRAY_TASK_COUNT" => Some("4".to_string()),
-    ///     _ => None,
-    /// };
-    /// assert_eq!(Shard::from_scheduler(env, None)?, Shard { index: 1, count: 4 });
-    /// # Ok::<(), dpaudit::Error>(())
-    /// ```
-    pub fn from_scheduler(var: impl Fn(&str) -> Option<String>, count: Option<u32>) -> Result<Self> {
-        let number = |name: &'static str| -> Result<Option<u64>> {
-            match var(name) {
-                None => Ok(None),
-                Some(v) => {
-                    v.trim().parse::<u64>().map(Some).map_err(|_| Error::invalid(name, v, "must be a whole number"))
-                }
-            }
-        };
-        let (index, total) = if let Some(id) = number("SLURM_ARRAY_TASK_ID")? {
-            let min = number("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0);
-            if let Some(step) = number("SLURM_ARRAY_TASK_STEP")? {
-                if step != 1 {
-                    return Err(Error::invalid(
-                        "SLURM_ARRAY_TASK_STEP",
-                        step,
-                        "shards need a contiguous array (step 1), e.g. --array=0-15",
-                    ));
-                }
-            }
-            let total = number("SLURM_ARRAY_TASK_COUNT")?.ok_or_else(|| {
-                Error::invalid("SLURM_ARRAY_TASK_COUNT", "unset", "Slurm sets it for array jobs (Slurm 17.02 or later)")
-            })?;
-            if let Some(c) = count {
-                if u64::from(c) != total {
-                    return Err(Error::invalid(
-                        "shard count",
-                        c,
-                        format!("the Slurm array has {total} tasks (SLURM_ARRAY_TASK_COUNT)"),
-                    ));
-                }
-            }
-            (id.checked_sub(min), total)
-        } else if let Some(i) = number("JOB_COMPLETION_INDEX")? {
-            let total = count.map(u64::from).ok_or_else(|| {
-                Error::invalid(
-                    "shard count",
-                    "missing",
-                    "a Kubernetes indexed Job does not export its completions: give the count (auto/N)",
-                )
-            })?;
-            (Some(i), total)
+        if r.index >= k {
+            return Err(format!("index outside the spec's {k} runs per side"));
+        }
+        let want = if one_run {
+            crate::audit::replay::run_seed(self.attack.seed, Side::With, 0)
         } else {
-            return Err(Error::invalid(
-                "shard",
-                "auto",
-                "no scheduler index found (SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX); give i/N",
-            ));
+            crate::audit::replay::run_seed(self.attack.seed, r.side, r.index)
         };
-        let ok = |v: u64| u32::try_from(v).ok();
-        match (index, ok(total)) {
-            (Some(i), Some(n)) if n > 0 && i < u64::from(n) => Ok(Shard { index: i as u32, count: n }),
-            _ => Err(Error::invalid(
-                "shard",
-                format!("{index:?} of {total}"),
-                "the scheduler's index is not below its task count",
-            )),
+        if r.seed != want {
+            return Err(format!("seed {} is not the seed {want} the spec derives for this run", r.seed));
         }
-    }
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-struct SpecFile {
-    digest: String,
-    spec: AuditSpec,
-    /// The shard the folder's runs belong to (`None`: the whole audit, or a merged folder).
-    #[serde(default)]
-    shard: Option<Shard>,
-}
-
-impl Shard {
-    /// Checks that the shard owns at least one of the spec's runs (at most one shard per run).
-    ///
-    /// # Errors
-    /// [`Error::InvalidParameter`] when `count` exceeds the audit's runs.
-    pub fn check_against(self, spec: &AuditSpec) -> Result<()> {
-        let indices = total_runs(spec).div_ceil(2);
-        if u64::from(self.count) > indices {
-            return Err(Error::invalid(
-                "shard",
-                format!("{}/{}", self.index, self.count),
-                format!("the audit has {indices} run indices (each run with and without the canary), so at most {indices} shards (a shard that owns no run records nothing that can be checked)"),
-            ));
+        if r.score_digest.len() != 64 || !r.score_digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("has no score digest: it cannot be checked by replay".into());
+        }
+        if !r.score.is_finite() {
+            return Err(format!("score {} is not a finite number", r.score));
         }
         Ok(())
     }
@@ -213,47 +123,7 @@ fn total_runs(spec: &AuditSpec) -> u64 {
 /// # Errors
 /// [`Error::Data`] naming the first bad record and why.
 pub fn verify_records(spec: &AuditSpec, shard: Option<Shard>, runs: &[RunRecord], origin: &Path) -> Result<()> {
-    let digest = spec.digest();
-    let one_run = spec.attack.mode == AuditMode::OneRun;
-    let k = if one_run { spec.attack.canaries } else { spec.attack.runs_per_side };
-    let mut seen = std::collections::HashSet::new();
-    for (i, r) in runs.iter().enumerate() {
-        let bad = |why: String| Error::data(origin, format!("run record {} ({:?} {}): {why}", i + 1, r.side, r.index));
-        if r.spec_digest.is_empty() {
-            return Err(bad(
-                "has no spec digest (written by an older dpaudit, or by hand): it cannot be checked".into()
-            ));
-        }
-        if r.spec_digest != digest {
-            return Err(bad(format!("belongs to spec {} not {}", short(&r.spec_digest), short(&digest))));
-        }
-        if r.index >= k {
-            return Err(bad(format!("index outside the spec's {k} runs per side")));
-        }
-        let want = if one_run {
-            crate::audit::replay::run_seed(spec.attack.seed, Side::With, 0)
-        } else {
-            crate::audit::replay::run_seed(spec.attack.seed, r.side, r.index)
-        };
-        if r.seed != want {
-            return Err(bad(format!("seed {} is not the seed {want} the spec derives for this run", r.seed)));
-        }
-        if r.score_digest.len() != 64 || !r.score_digest.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(bad("has no score digest: it cannot be checked by replay".into()));
-        }
-        if !r.score.is_finite() {
-            return Err(bad(format!("score {} is not a finite number", r.score)));
-        }
-        if !seen.insert((r.side, r.index)) {
-            return Err(bad("appears twice".into()));
-        }
-        if let Some(s) = shard.filter(|_| !one_run) {
-            if !s.owns(r.side, r.index) {
-                return Err(bad(format!("is not a run of shard {}/{}", s.index, s.count)));
-            }
-        }
-    }
-    Ok(())
+    experiment::verify_records(spec, shard, runs, origin)
 }
 
 fn short(digest: &str) -> &str {
@@ -328,67 +198,8 @@ pub fn replay_check(ctx: &ReplayContext, runs: &[RunRecord], count: usize, origi
 /// # Errors
 /// I/O errors; [`Error::Data`] for a corrupt complete line.
 pub fn read_runs(dir: &Path) -> Result<Vec<RunRecord>> {
-    let path = dir.join(RUNS_FILE);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(format!("reading {}", path.display()), e)),
-    };
-    let complete = text.rfind('\n').map_or(0, |i| i + 1);
-    text[..complete]
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::data(&path, format!("line {}: {e}", i + 1))))
-        .collect()
+    experiment::read_records(dir)
 }
-
-fn check_or_write_spec(dir: &Path, spec: &AuditSpec, shard: Option<Shard>) -> Result<()> {
-    let path = dir.join(SPEC_FILE);
-    let digest = spec.digest();
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let old: SpecFile = serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))?;
-            if old.digest != digest {
-                return Err(Error::invalid(
-                    "audit folder",
-                    dir.display(),
-                    format!("holds runs of another spec (digest {} vs {digest}); use a new --out", short(&old.digest)),
-                ));
-            }
-            if old.shard != shard {
-                let name = |s: Option<Shard>| {
-                    s.map_or("the whole audit".to_string(), |s| format!("shard {}/{}", s.index, s.count))
-                };
-                return Err(Error::invalid(
-                    "audit folder",
-                    dir.display(),
-                    format!("holds the runs of {}, not of {}; use a new --out", name(old.shard), name(shard)),
-                ));
-            }
-            Ok(())
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let runs = dir.join(RUNS_FILE);
-            if std::fs::metadata(&runs).is_ok_and(|m| m.len() > 0) {
-                return Err(Error::invalid(
-                    "audit folder",
-                    dir.display(),
-                    format!(
-                        "has a {RUNS_FILE} but no {SPEC_FILE}: runs of unknown origin are not adopted; use a new --out"
-                    ),
-                ));
-            }
-            let json = serde_json::to_vec_pretty(&SpecFile { digest, spec: spec.clone(), shard })
-                .map_err(|e| Error::data(&path, e.to_string()))?;
-            write_atomically(&path, &json)
-        }
-        Err(e) => Err(Error::io(format!("reading {}", path.display()), e)),
-    }
-}
-
-/// Progress of [`run_audit`]: (runs done in this shard, runs in this shard).
-pub type Progress<'a> = &'a (dyn Fn(u64, u64) + Sync);
 
 /// Runs (or resumes) the shard's replays of `ctx`'s spec into `dir` on `threads` threads. Runs
 /// already in `runs.jsonl` are skipped; each new run is appended and fsynced as it finishes. If
@@ -415,12 +226,7 @@ pub fn run_audit(
         progress(0, 1);
         tch::set_num_threads(threads.max(1) as i32);
         let records = Worker::new(ctx)?.one_run()?;
-        let mut bytes = Vec::new();
-        for r in &records {
-            bytes.extend(serde_json::to_vec(r).map_err(|e| Error::data(dir, e.to_string()))?);
-            bytes.push(b'\n');
-        }
-        write_atomically(&dir.join(RUNS_FILE), &bytes)?;
+        experiment::write_records(dir, &records)?;
         progress(1, 1);
         return Ok(records);
     }
@@ -431,8 +237,9 @@ pub fn run_audit(
     })
 }
 
-/// Opens an audit folder for a shard's runs: checks the shard against the spec, creates the
-/// folder, writes or checks its `spec.json`, and reads and checks the runs it already holds.
+/// Opens an audit folder for a shard's runs ([`experiment::open_folder`]): checks the shard
+/// against the spec, creates the folder, writes or checks its `spec.json`, and reads and checks
+/// the runs it already holds.
 ///
 /// # Errors
 /// As [`run_audit`].
@@ -441,20 +248,13 @@ pub(crate) fn open_audit_folder(
     dir: &Path,
     shard: Shard,
 ) -> Result<(crate::folder_lock::FolderLock, Vec<RunRecord>)> {
-    shard.check_against(spec)?;
-    // One writer per audit folder, before runs.jsonl is read or appended to (creates the folder).
-    let lock = crate::folder_lock::FolderLock::acquire(dir)?;
-    let shard_of_folder = (shard != Shard::ALL).then_some(shard);
-    check_or_write_spec(dir, spec, shard_of_folder)?;
-    let existing = read_runs(dir)?;
-    verify_records(spec, shard_of_folder, &existing, &dir.join(RUNS_FILE))?;
-    Ok((lock, existing))
+    experiment::open_folder(spec, dir, shard)
 }
 
 /// Runs the shard's replays that `existing` lacks on `threads` workers (each made by
 /// `new_worker` in its own thread, each run by `run_one`), appending each record to `runs.jsonl`
-/// and fsyncing it as it finishes. The first error stops every worker after its current run;
-/// the runs recorded before it are kept.
+/// and fsyncing it as it finishes ([`experiment::run_pending`]). The first error stops every
+/// worker after its current run; the runs recorded before it are kept.
 ///
 /// # Errors
 /// The first worker or run error; I/O errors.
@@ -470,73 +270,9 @@ pub(crate) fn run_pending<W>(
     new_worker: &(dyn Fn() -> Result<W> + Sync),
     run_one: &(dyn Fn(&mut W, Side, u64) -> Result<RunRecord> + Sync),
 ) -> Result<Vec<RunRecord>> {
-    let done: std::collections::HashSet<(Side, u64)> = existing.iter().map(|r| (r.side, r.index)).collect();
-    let k = spec.attack.runs_per_side;
-    let mine: Vec<(Side, u64)> =
-        (0..k).flat_map(|i| [(Side::Without, i), (Side::With, i)]).filter(|&(s, i)| shard.owns(s, i)).collect();
-    let todo: Vec<(Side, u64)> = mine.iter().copied().filter(|x| !done.contains(x)).collect();
-    let total = mine.len() as u64;
-    let finished = std::sync::atomic::AtomicU64::new(total - todo.len() as u64);
-    progress(finished.load(Ordering::Relaxed), total);
-    // Repair a torn last line before appending after it.
-    let path = dir.join(RUNS_FILE);
-    if let Ok(text) = std::fs::read(&path) {
-        let complete = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        if complete < text.len() {
-            let f = OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|e| Error::io(format!("repairing {}", path.display()), e))?;
-            f.set_len(complete as u64).map_err(|e| Error::io(format!("repairing {}", path.display()), e))?;
-        }
-    }
-    let file = Mutex::new(
-        OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io(format!("opening {}", path.display()), e))?,
-    );
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let first_error: Mutex<Option<Error>> = Mutex::new(None);
-    let threads = threads.clamp(1, todo.len().max(1));
-    std::thread::scope(|scope| {
-        for _ in 0..threads {
-            scope.spawn(|| {
-                let mut worker = match new_worker() {
-                    Ok(w) => w,
-                    Err(e) => {
-                        first_error.lock().expect("lock").get_or_insert(e);
-                        return;
-                    }
-                };
-                loop {
-                    if stop.load(Ordering::Relaxed) || first_error.lock().expect("lock").is_some() {
-                        return;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(&(side, index)) = todo.get(i) else { return };
-                    let result = run_one(&mut worker, side, index).and_then(|rec| {
-                        let mut line = serde_json::to_vec(&rec).map_err(|e| Error::data(&path, e.to_string()))?;
-                        line.push(b'\n');
-                        let mut f = file.lock().expect("lock");
-                        f.write_all(&line)
-                            .and_then(|()| f.sync_data())
-                            .map_err(|e| Error::io(format!("appending to {}", path.display()), e))
-                    });
-                    if let Err(e) = result {
-                        first_error.lock().expect("lock").get_or_insert(e);
-                        return;
-                    }
-                    progress(finished.fetch_add(1, Ordering::Relaxed) + 1, total);
-                }
-            });
-        }
-    });
-    if let Some(e) = first_error.into_inner().expect("lock") {
-        return Err(e);
-    }
-    read_runs(dir)
+    experiment::run_pending(spec, dir, shard, threads, existing, progress, stop, new_worker, &|w, (side, index)| {
+        run_one(w, side, index)
+    })
 }
 
 /// Gathers the runs of several shard folders into `out` (which gets the spec and every run once).
@@ -560,51 +296,7 @@ pub fn merge_checked(
     out: &Path,
     check: &dyn Fn(&AuditSpec, &[RunRecord]) -> Result<()>,
 ) -> Result<(AuditSpec, Vec<RunRecord>)> {
-    let mut spec: Option<AuditSpec> = None;
-    let mut runs: BTreeMap<(Side, u64), RunRecord> = BTreeMap::new();
-    for d in dirs {
-        let path = d.join(SPEC_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-        let sf: SpecFile = serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))?;
-        if sf.spec.digest() != sf.digest {
-            return Err(Error::data(&path, "the spec does not match its digest"));
-        }
-        if let Some(s) = &spec {
-            if s.digest() != sf.digest {
-                return Err(Error::invalid("shard folder", d.display(), "holds runs of another spec"));
-            }
-        }
-        sf.spec.validate()?;
-        if let Some(sh) = sf.shard {
-            if sh.count == 0 || sh.index >= sh.count {
-                return Err(Error::data(&path, format!("shard {}/{} is outside its count", sh.index, sh.count)));
-            }
-            sh.check_against(&sf.spec).map_err(|e| Error::data(&path, e.to_string()))?;
-        }
-        let folder_runs = read_runs(d)?;
-        verify_records(&sf.spec, sf.shard, &folder_runs, &d.join(RUNS_FILE))?;
-        for r in folder_runs {
-            if runs.contains_key(&(r.side, r.index)) {
-                return Err(Error::data(
-                    d.join(RUNS_FILE),
-                    format!("run {:?} {} is also in another folder: each run belongs to one shard", r.side, r.index),
-                ));
-            }
-            runs.insert((r.side, r.index), r);
-        }
-        spec.get_or_insert(sf.spec);
-    }
-    let spec = spec.ok_or_else(|| Error::invalid("shard folders", 0, "give at least one"))?;
-    check(&spec, &runs.values().cloned().collect::<Vec<_>>())?;
-    let _lock = crate::folder_lock::FolderLock::acquire(out)?;
-    check_or_write_spec(out, &spec, None)?;
-    let mut bytes = Vec::new();
-    for r in runs.values() {
-        bytes.extend(serde_json::to_vec(r).map_err(|e| Error::data(out, e.to_string()))?);
-        bytes.push(b'\n');
-    }
-    write_atomically(&out.join(RUNS_FILE), &bytes)?;
-    Ok((spec, runs.into_values().collect()))
+    experiment::merge(dirs, out, check)
 }
 
 /// Reads an audit folder's spec (checked against its digest), the shard its runs belong to
@@ -613,14 +305,7 @@ pub fn merge_checked(
 /// # Errors
 /// A missing or corrupt `spec.json` or `runs.jsonl`; a spec that does not match its digest.
 pub fn read_folder(dir: &Path) -> Result<(AuditSpec, Option<Shard>, Vec<RunRecord>)> {
-    let path = dir.join(SPEC_FILE);
-    let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let sf: SpecFile = serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))?;
-    if sf.spec.digest() != sf.digest {
-        return Err(Error::data(&path, "the spec does not match its digest"));
-    }
-    sf.spec.validate()?;
-    Ok((sf.spec, sf.shard, read_runs(dir)?))
+    experiment::read_folder(dir)
 }
 
 /// Analyses an audit folder as it stands: the whole audit ([`analyse`]) or, for a shard's
@@ -1285,7 +970,7 @@ pub fn analyse_shard(spec: &AuditSpec, shard: Shard, runs: &[RunRecord], wall_se
     }
     verify_records(spec, Some(shard), runs, Path::new(RUNS_FILE))?;
     let big_k = spec.attack.runs_per_side;
-    let owned = (0..big_k).filter(|&i| shard.owns(Side::With, i)).count() as u64;
+    let owned = (0..big_k).filter(|&i| shard.owns(i)).count() as u64;
     let (with, without) = by_side(runs);
     if with.len() as u64 != owned || without.len() as u64 != owned {
         return Err(Error::invalid(
@@ -1899,60 +1584,44 @@ pub fn now() -> Instant {
 mod tests {
     use super::*;
 
+    fn spec_of(file: &str) -> AuditSpec {
+        AuditSpec::load(Path::new(file)).unwrap()
+    }
+
     #[test]
     fn shards_partition_the_runs() {
+        let spec = spec_of("audits/dirac-eps2.toml");
+        let jobs = spec.jobs();
+        assert_eq!(jobs.len() as u64, 2 * spec.attack.runs_per_side);
         for n in 1..6 {
-            for i in 0..40 {
-                for side in [Side::With, Side::Without] {
-                    let owners = (0..n).filter(|&s| Shard { index: s, count: n }.owns(side, i)).count();
-                    assert_eq!(owners, 1);
-                }
+            for &job in &jobs {
+                let key = spec.shard_key(job).unwrap();
+                let owners = (0..n).filter(|&s| Shard { index: s, count: n }.owns(key)).count();
+                assert_eq!(owners, 1);
             }
         }
-        assert!(Shard::parse("3/2").is_err() && Shard::parse("x").is_err() && Shard::parse("0/0").is_err());
-        assert_eq!(Shard::parse("1/4").unwrap(), Shard { index: 1, count: 4 });
     }
 
     #[test]
     fn every_shard_holds_both_sides_of_its_indices() {
+        let spec = spec_of("audits/dirac-eps2.toml");
+        let k = spec.attack.runs_per_side;
+        assert_eq!(spec.shard_keys(), k);
+        for i in 0..k {
+            assert_eq!(spec.shard_key((Side::With, i)), Some(i));
+            assert_eq!(spec.shard_key((Side::Without, i)), Some(i));
+        }
         for n in 1..6u32 {
             for s in 0..n {
                 let shard = Shard { index: s, count: n };
-                for i in 0..40u64 {
-                    assert_eq!(shard.owns(Side::With, i), shard.owns(Side::Without, i), "{s}/{n} index {i}");
-                }
-                assert!((0..40u64).any(|i| shard.owns(Side::With, i)), "{s}/{n} owns nothing");
+                assert!((0..k).any(|i| shard.owns(i)), "{s}/{n} owns nothing");
             }
         }
-    }
-
-    #[test]
-    fn scheduler_shards_come_from_slurm_or_kubernetes() {
-        let env = |pairs: &'static [(&'static str, &'static str)]| {
-            move |k: &str| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
-        };
-        let slurm =
-            env(&[("SLURM_ARRAY_TASK_ID", "3"), ("SLURM_ARRAY_TASK_MIN", "0"), ("SLURM_ARRAY_TASK_COUNT", "4")]);
-        assert_eq!(Shard::resolve("auto", slurm).unwrap(), Shard { index: 3, count: 4 });
-        assert_eq!(Shard::resolve("auto/4", slurm).unwrap(), Shard { index: 3, count: 4 });
-        assert!(Shard::resolve("auto/5", slurm).is_err(), "a count that disagrees with Slurm's");
-        let offset =
-            env(&[("SLURM_ARRAY_TASK_ID", "12"), ("SLURM_ARRAY_TASK_MIN", "10"), ("SLURM_ARRAY_TASK_COUNT", "4")]);
-        assert_eq!(Shard::resolve("auto", offset).unwrap(), Shard { index: 2, count: 4 });
-        let stepped = env(&[
-            ("SLURM_ARRAY_TASK_ID", "2"),
-            ("SLURM_ARRAY_TASK_MIN", "0"),
-            ("SLURM_ARRAY_TASK_COUNT", "4"),
-            ("SLURM_ARRAY_TASK_STEP", "2"),
-        ]);
-        assert!(Shard::resolve("auto", stepped).is_err());
-        let k8s = env(&[("JOB_COMPLETION_INDEX", "7")]);
-        assert_eq!(Shard::resolve("auto/8", k8s).unwrap(), Shard { index: 7, count: 8 });
-        assert!(Shard::resolve("auto", k8s).is_err(), "Kubernetes needs the count");
-        assert!(Shard::resolve("auto/7", k8s).is_err(), "index 7 of 7");
-        assert!(Shard::resolve("auto", env(&[])).is_err());
-        assert!(Shard::resolve("auto", env(&[("SLURM_ARRAY_TASK_ID", "x"), ("SLURM_ARRAY_TASK_COUNT", "4")])).is_err());
-        assert_eq!(Shard::resolve("1/3", env(&[])).unwrap(), Shard { index: 1, count: 3 });
+        // A one-run audit is one training: no shard splits it.
+        let one = spec_of("audits/one-run-eps8.toml");
+        assert_eq!(one.shard_keys(), 1);
+        assert_eq!(one.shard_key((Side::With, 3)), None);
+        assert!(Shard { index: 0, count: 2 }.check_against(&one).is_err());
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub fn read_ledger(path: &Path) -> Result<LedgerSnapshot> {
 /// # Errors
 /// [`Error::Data`] naming `path` and the line.
 pub fn parse_ledger(bytes: &[u8], path: &Path) -> Result<(Vec<LedgerEntry>, usize)> {
-    let complete = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let complete = crate::durable::complete_lines_len(bytes);
     let mut entries = Vec::new();
     for (lineno, line) in bytes[..complete].split(|&b| b == b'\n').enumerate() {
         if line.is_empty() {
