@@ -41,7 +41,7 @@ echo "median wall time of $n interleaved runs (ms), $(nproc) cores, $(date -u +%
 printf '%-40s %10s %14s\n' command "dpaudit" "dpaudit-torch"
 printf '%-40s %10s %14s\n' "account epsilon (RDP)" "$(median <<<"${times[front_account]}")" "$(median <<<"${times[torch_account]}")"
 printf '%-40s %10s %14s\n' "cert verify" "$(median <<<"${times[front_verify]}")" "$(median <<<"${times[torch_verify]}")"
-if readelf -d "$bin/dpaudit" 2>/dev/null | grep -q 'libtorch'; then
+if readelf -d "$bin/dpaudit" | grep NEEDED | grep -q 'libtorch'; then
     echo "error: the front binary dpaudit links libtorch"; exit 1
 fi
 echo "dpaudit links libtorch: no"

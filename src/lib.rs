@@ -31,6 +31,7 @@ pub mod data;
 pub mod demo;
 pub mod device;
 pub mod gan;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod torch_rng;
 pub mod train;

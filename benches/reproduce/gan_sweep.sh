@@ -18,7 +18,9 @@ mkdir -p "$ROOT"
 if [[ -z "${BIN:-}" ]]; then
     cargo build --release --quiet
     BIN="$ROOT/dpaudit"
-    cp target/release/dpaudit "$BIN"
+    # A copy, so that rebuilding during the sweep does not change it; the front and its trainer
+    # travel together.
+    cp target/release/dpaudit target/release/dpaudit-torch "$ROOT/"
 fi
 export BIN
 for eps in ${EPSILONS:-1 2 5 10}; do
