@@ -10,6 +10,7 @@
 //! - [`device`]: the CPU or a CUDA device, only when asked for.
 //! - [`folder_lock`]: one writing process per run or audit folder.
 //! - [`gan`]: the private GAN (DP-GAN) for synthetic data releases, and their evaluation.
+//! - [`recipe`]: the training recipe (`recipe.toml`) and its resolver, which calibrates sigma once.
 //! - [`run_folder`]: the names of every file in the folders dpaudit writes.
 //! - [`report`]: the compliance report (HTML, Markdown, JSON) of a run, its audits and certificate.
 //! - [`torch_rng`]: the lock on libtorch's process-wide random generator (seeded builds).
@@ -31,6 +32,7 @@ pub mod error;
 pub mod folder_lock;
 pub mod gan;
 pub mod imported;
+pub mod recipe;
 pub mod report;
 pub mod run_folder;
 pub mod testing;
