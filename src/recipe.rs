@@ -336,6 +336,30 @@ impl NoiseProvenance {
     }
 }
 
+/// What an audit of a recipe says something about, and a run must share with it for the audit to
+/// count for the run: the model, sigma and the clipping norm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mechanism {
+    /// Model name.
+    pub model: String,
+    /// sigma.
+    pub noise_multiplier: f64,
+    /// C.
+    pub max_grad_norm: f64,
+}
+
+impl From<&TrainConfig> for Mechanism {
+    fn from(c: &TrainConfig) -> Self {
+        Mechanism { model: c.model.clone(), noise_multiplier: c.noise_multiplier, max_grad_norm: c.max_grad_norm }
+    }
+}
+
+impl std::fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} with sigma = {}, C = {}", self.model, self.noise_multiplier, self.max_grad_norm)
+    }
+}
+
 /// A concrete noise multiplier and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ResolvedNoise {
@@ -441,6 +465,30 @@ fn positive(name: &'static str, v: f64) -> Result<()> {
 }
 
 impl Recipe {
+    /// The trainer's configuration for this recipe with noise multiplier `noise_multiplier` (read
+    /// only with privacy) over `steps` steps (the length of a decaying schedule).
+    pub fn train_config(&self, noise_multiplier: f64, steps: u64) -> TrainConfig {
+        TrainConfig {
+            model: self.model.clone(),
+            lot_size: self.lot_size,
+            noise_multiplier,
+            max_grad_norm: self.max_grad_norm,
+            physical_batch: self.physical_batch,
+            optimizer: match self.optimizer {
+                OptimizerName::Sgd => OptimizerKind::Sgd,
+                OptimizerName::Momentum => OptimizerKind::Momentum { momentum: self.momentum },
+                OptimizerName::Adam => OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            },
+            lr: self.lr,
+            schedule: match self.schedule {
+                ScheduleName::Constant => LrSchedule::Constant,
+                ScheduleName::Cosine => LrSchedule::Cosine { total: steps, min_lr: 0.0 },
+                ScheduleName::Linear => LrSchedule::Linear { total: steps, end_lr: 0.0 },
+            },
+            private: self.privacy != Privacy::Off,
+        }
+    }
+
     /// Reads a `recipe.toml`.
     ///
     /// # Errors
@@ -634,25 +682,7 @@ impl Recipe {
             None => Vec::new(),
         };
         let noise = resolve_noise(&self.privacy, &earlier, q, steps, self.delta)?;
-        let config = TrainConfig {
-            model: self.model.clone(),
-            lot_size: self.lot_size,
-            noise_multiplier: noise.as_ref().map_or(0.0, |n| n.noise_multiplier),
-            max_grad_norm: self.max_grad_norm,
-            physical_batch: self.physical_batch,
-            optimizer: match self.optimizer {
-                OptimizerName::Sgd => OptimizerKind::Sgd,
-                OptimizerName::Momentum => OptimizerKind::Momentum { momentum: self.momentum },
-                OptimizerName::Adam => OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
-            },
-            lr: self.lr,
-            schedule: match self.schedule {
-                ScheduleName::Constant => LrSchedule::Constant,
-                ScheduleName::Cosine => LrSchedule::Cosine { total: steps, min_lr: 0.0 },
-                ScheduleName::Linear => LrSchedule::Linear { total: steps, end_lr: 0.0 },
-            },
-            private: self.privacy != Privacy::Off,
-        };
+        let config = self.train_config(noise.as_ref().map_or(0.0, |n| n.noise_multiplier), steps);
         Ok(ResolvedRecipe { recipe: self.clone(), train_examples: n, sampling_rate: q, steps, noise, config })
     }
 }
