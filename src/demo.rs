@@ -25,9 +25,8 @@ use crate::error::{Error, Result};
 use crate::gan::dpgan::{Design, GanConfig};
 use crate::gan::release::{sample_release, SampleOptions};
 use crate::gan::run::{train_gan, GanRunSpec};
-use crate::train::dpsgd::TrainConfig;
-use crate::train::optim::{LrSchedule, OptimizerKind};
-use crate::train::run::{train_run, RunSpec};
+use crate::recipe::{CalibrationAccountant, OptimizerName, Privacy, Recipe, ResolvedRecipe};
+use crate::train::run::{train_recipe, RunOptions};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -251,6 +250,119 @@ fn tail(d: &Dataset, n: usize, name: &str) -> Result<Dataset> {
     )
 }
 
+/// The recipe of the demo's model: DP-SGD to the target epsilon (sigma calibrated up front by
+/// the RDP accountant), plain SGD (the white-box audit reads gradients back from the iterates).
+pub fn model_recipe(config: &DemoConfig, data_dir: &Path) -> Recipe {
+    Recipe {
+        dataset: data_dir.display().to_string(),
+        train_examples: None,
+        validation: 0,
+        model: config.model.clone(),
+        lot_size: config.lot_size,
+        epochs: Some(config.epochs),
+        steps: None,
+        max_grad_norm: config.max_grad_norm,
+        optimizer: OptimizerName::Sgd,
+        momentum: 0.9,
+        lr: config.lr,
+        schedule: Default::default(),
+        physical_batch: 512,
+        delta: config.delta,
+        privacy: Privacy::TargetEpsilon { epsilon: config.target_epsilon, accountant: CalibrationAccountant::Rdp },
+        pca: None,
+        ema: None,
+        inject_fault: None,
+        adversarial: None,
+        public_norm: None,
+        trainer: Default::default(),
+    }
+}
+
+/// The demo's white-box replay audit of its model's recipe (`resolved`, which trained `steps`
+/// steps with noise multiplier `sigma`): K trainings without and K with a Dirac gradient canary,
+/// the threshold fixed from the PLD accountant's claim before any run.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] if the spec does not validate.
+pub fn white_box_audit_spec(
+    config: &DemoConfig,
+    resolved: &ResolvedRecipe,
+    steps: u64,
+    sigma: f64,
+) -> Result<AuditSpec> {
+    use crate::audit::spec::{
+        AccountantWord, Attack, AuditMode, AuditTarget, Canary, CanaryKind, Claim, ClaimedEpsilon, Target, ThreatModel,
+        ThresholdChoice,
+    };
+    let r = &resolved.recipe;
+    let k = config.audit_runs_per_side;
+    let spec = AuditSpec {
+        name: "demo-white-box".into(),
+        description: format!("The demo's DP-SGD recipe replayed {k} times without and {k} times with a Dirac gradient canary\n(a weight no real example moves); the attacker sees every iterate; the threshold is fixed from\nthe claim (the PLD accountant's epsilon) before any run."),
+        target: AuditTarget::BuiltIn(Target {
+            dataset: r.dataset.clone(),
+            train_examples: Some(resolved.train_examples),
+            model: r.model.clone(),
+            lot_size: r.lot_size,
+            steps,
+            noise_multiplier: sigma,
+            max_grad_norm: r.max_grad_norm,
+            optimizer: r.optimizer.as_str().into(),
+            lr: r.lr,
+            physical_batch: r.physical_batch,
+            inject_fault: None,
+            gan: None,
+        }),
+        claim: Claim { epsilon: ClaimedEpsilon::Accountant(AccountantWord::Accountant), accountant: "pld".into(), delta: r.delta },
+        canary: Canary { kind: CanaryKind::Dirac, norm: 1.0, label: 0 },
+        attack: Attack {
+            threat_model: ThreatModel::WhiteBox,
+            runs_per_side: k,
+            confidence: 0.95,
+            threshold: ThresholdChoice::FromClaim,
+            held_out_fraction: 0.5,
+            seed: config.seed,
+            mode: AuditMode::Replay,
+            canaries: 0,
+            guesses: 0,
+            statistic: None,
+        },
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
+/// The demo's loss-threshold membership inference: one target trained on a random half of the `n`
+/// examples in `data_dir` with the demo's recipe at half the lot size, the other half as
+/// non-members.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] if the spec does not validate.
+pub fn loss_threshold_mia_spec(config: &DemoConfig, data_dir: &Path, n: usize) -> Result<shadows::MiaSpec> {
+    let spec = shadows::MiaSpec {
+        name: "demo-loss-threshold".into(),
+        description: format!("Loss-threshold membership inference against the demo's recipe: one target trained on a random half of the {n} examples, the other half as non-members."),
+        data: shadows::DataSpec { dataset: data_dir.display().to_string(), population: Some(n) },
+        target: shadows::Recipe {
+            model: config.model.clone(),
+            lot_size: (config.lot_size / 2.0).max(1.0),
+            epochs: config.epochs,
+            private: true,
+            noise_multiplier: None,
+            target_epsilon: Some(config.target_epsilon),
+            max_grad_norm: config.max_grad_norm,
+            delta: config.delta,
+            optimizer: "sgd".into(),
+            momentum: 0.9,
+            lr: config.lr,
+            physical_batch: 256,
+        },
+        attack: shadows::AttackSpec { shadows: 0, targets: 1, seed: config.seed, variance: Default::default() },
+    };
+    spec.validate()?;
+    Ok(spec)
+}
+
 fn write_text(path: &Path, text: &str) -> Result<()> {
     crate::durable::write_atomically(path, text.as_bytes())
 }
@@ -300,38 +412,15 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
         ),
     );
     let model_run = out.join("model");
-    let train_config = TrainConfig {
-        model: config.model.clone(),
-        lot_size: config.lot_size,
-        noise_multiplier: f64::NAN,
-        max_grad_norm: config.max_grad_norm,
-        physical_batch: 512,
-        optimizer: OptimizerKind::Sgd,
-        lr: config.lr,
-        schedule: LrSchedule::Constant,
-        private: true,
-    };
-    let spec = RunSpec {
-        config: train_config,
-        epochs: config.epochs,
-        delta: config.delta,
-        target_epsilon: Some(config.target_epsilon),
-        // A release: noise from the OS CSPRNG (the audit below replays the recipe with seeds).
-        seed: None,
-        checkpoint_every: 0,
-        resume: false,
-        inject_fault: None,
-        adversarial: None,
-        public_batch: None,
-        pca_noise_multiplier: None,
-        pca_whiten: false,
-        validation: 0,
-        parameter_averaging: None,
-    };
+    let recipe = model_recipe(config, &data_dir);
+    // Checked, and sigma calibrated once, before any step.
+    let resolved = recipe.resolve(train.len())?;
+    // A release: noise from the OS CSPRNG (the audit below replays the recipe with seeds).
+    let options = RunOptions { seed: None, checkpoint_every: 0, resume: false, public_batch: None };
     let mut on_step = |r: &crate::train::dpsgd::StepReport, total: u64, eps: Option<f64>| {
         observer.progress(r.step, total, &format!("loss {:.3}, epsilon {:.3} (RDP)", r.loss, eps.unwrap_or(f64::NAN)));
     };
-    let metrics = train_run(&spec, &train, &test, &model_run, config.device, &mut on_step)?;
+    let metrics = train_recipe(&resolved, options, &train, &test, &model_run, config.device, &mut on_step)?;
     observer.note(&format!(
         "model: test accuracy {:.4} after {} steps; {}",
         metrics.test_accuracy, metrics.steps, metrics.noise_multiplier_source
@@ -365,22 +454,13 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
             config.audit_runs_per_side
         ),
     );
-    let audit_toml = format!(
-        "name = \"demo-white-box\"\ndescription = \"\"\"\nThe demo's DP-SGD recipe replayed {k} times without and {k} times with a Dirac gradient canary\n(a weight no real example moves); the attacker sees every iterate; the threshold is fixed from\nthe claim (the PLD accountant's epsilon) before any run.\"\"\"\n\n[target]\ndataset = {ds:?}\ntrain_examples = {n}\nmodel = {model:?}\nlot_size = {lot}\nsteps = {steps}\nnoise_multiplier = {sigma}\nmax_grad_norm = {c}\noptimizer = \"sgd\"\nlr = {lr}\n\n[claim]\nepsilon = \"accountant\"\naccountant = \"pld\"\ndelta = {delta:e}\n\n[canary]\nkind = \"dirac\"\nnorm = 1.0\n\n[attack]\nthreat_model = \"white-box\"\nruns_per_side = {k}\nconfidence = 0.95\nthreshold = \"from-claim\"\nseed = {seed}\n",
-        k = config.audit_runs_per_side,
-        ds = data_dir.display().to_string(),
-        model = config.model,
-        lot = config.lot_size,
-        steps = metrics.steps,
-        c = config.max_grad_norm,
-        lr = config.lr,
-        delta = config.delta,
-        seed = config.seed,
-    );
+    let audit_spec = white_box_audit_spec(config, &resolved, metrics.steps, sigma)?;
     // Named after the spec, beside the audit folder: where the report looks for it.
     let audit_spec_path = out.join("demo-white-box.toml");
-    write_text(&audit_spec_path, &audit_toml)?;
-    let audit_spec = AuditSpec::load(&audit_spec_path)?;
+    write_text(
+        &audit_spec_path,
+        &toml::to_string(&audit_spec).map_err(|e| Error::data(&audit_spec_path, e.to_string()))?,
+    )?;
     let audit_dir = out.join("audit");
     let audit_start = engine::now();
     let ctx = engine::prepare(&audit_spec)?.on_device(config.device)?;
@@ -406,21 +486,9 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
     ));
 
     // 3b. Loss-threshold membership inference on a target trained on a random half.
-    let mia_toml = format!(
-        "name = \"demo-loss-threshold\"\ndescription = \"Loss-threshold membership inference against the demo's recipe: one target trained on a random half of the {n} examples, the other half as non-members.\"\n\n[data]\ndataset = {ds:?}\npopulation = {n}\n\n[target]\nmodel = {model:?}\nlot_size = {lot}\nepochs = {epochs}\ntarget_epsilon = {eps}\nmax_grad_norm = {c}\ndelta = {delta:e}\noptimizer = \"sgd\"\nlr = {lr}\n\n[attack]\nshadows = 0\ntargets = 1\nseed = {seed}\n",
-        ds = data_dir.display().to_string(),
-        model = config.model,
-        lot = (config.lot_size / 2.0).max(1.0),
-        epochs = config.epochs,
-        eps = config.target_epsilon,
-        c = config.max_grad_norm,
-        delta = config.delta,
-        lr = config.lr,
-        seed = config.seed,
-    );
+    let mia_spec = loss_threshold_mia_spec(config, &data_dir, n)?;
     let mia_spec_path = out.join("mia-loss-threshold.toml");
-    write_text(&mia_spec_path, &mia_toml)?;
-    let mia_spec = shadows::MiaSpec::load(&mia_spec_path)?;
+    write_text(&mia_spec_path, &toml::to_string(&mia_spec).map_err(|e| Error::data(&mia_spec_path, e.to_string()))?)?;
     let mia_dir = out.join("membership-inference");
     let mia_start = Instant::now();
     let mia_ctx = shadows::prepare(&mia_spec)?.on_device(config.device)?;
@@ -600,4 +668,49 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
         &serde_json::to_vec_pretty(&summary).map_err(|e| Error::data(&path, e.to_string()))?,
     )?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The specs the demo builds in Rust are the ones it wrote as text and parsed back before
+    /// (that text is kept here), and the TOML it now writes parses back to them.
+    #[test]
+    fn the_demo_specs_built_in_rust_match_the_text_it_used_to_write() {
+        let config = DemoConfig::tiny("fixtures/mnist-small".into());
+        let dir = Path::new("fixtures/mnist-small");
+        let resolved = model_recipe(&config, dir).resolve(2000).unwrap();
+        let (n, steps, sigma) = (2000usize, resolved.steps, 1.2345678901234567);
+        let old = format!(
+            "name = \"demo-white-box\"\ndescription = \"\"\"\nThe demo's DP-SGD recipe replayed {k} times without and {k} times with a Dirac gradient canary\n(a weight no real example moves); the attacker sees every iterate; the threshold is fixed from\nthe claim (the PLD accountant's epsilon) before any run.\"\"\"\n\n[target]\ndataset = {ds:?}\ntrain_examples = {n}\nmodel = {model:?}\nlot_size = {lot}\nsteps = {steps}\nnoise_multiplier = {sigma}\nmax_grad_norm = {c}\noptimizer = \"sgd\"\nlr = {lr}\nphysical_batch = 512\n\n[claim]\nepsilon = \"accountant\"\naccountant = \"pld\"\ndelta = {delta:e}\n\n[canary]\nkind = \"dirac\"\nnorm = 1.0\n\n[attack]\nthreat_model = \"white-box\"\nruns_per_side = {k}\nconfidence = 0.95\nthreshold = \"from-claim\"\nseed = {seed}\n",
+            k = config.audit_runs_per_side,
+            ds = dir.display().to_string(),
+            model = config.model,
+            lot = config.lot_size,
+            c = config.max_grad_norm,
+            lr = config.lr,
+            delta = config.delta,
+            seed = config.seed,
+        );
+        let built = white_box_audit_spec(&config, &resolved, steps, sigma).unwrap();
+        assert_eq!(built, AuditSpec::from_toml(&old, Path::new("old")).unwrap());
+        assert_eq!(AuditSpec::from_toml(&toml::to_string(&built).unwrap(), Path::new("new")).unwrap(), built);
+
+        let old_mia = format!(
+            "name = \"demo-loss-threshold\"\ndescription = \"Loss-threshold membership inference against the demo's recipe: one target trained on a random half of the {n} examples, the other half as non-members.\"\n\n[data]\ndataset = {ds:?}\npopulation = {n}\n\n[target]\nmodel = {model:?}\nlot_size = {lot}\nepochs = {epochs}\ntarget_epsilon = {eps}\nmax_grad_norm = {c}\ndelta = {delta:e}\noptimizer = \"sgd\"\nlr = {lr}\n\n[attack]\nshadows = 0\ntargets = 1\nseed = {seed}\n",
+            ds = dir.display().to_string(),
+            model = config.model,
+            lot = (config.lot_size / 2.0).max(1.0),
+            epochs = config.epochs,
+            eps = config.target_epsilon,
+            c = config.max_grad_norm,
+            delta = config.delta,
+            lr = config.lr,
+            seed = config.seed,
+        );
+        let built = loss_threshold_mia_spec(&config, dir, n).unwrap();
+        assert_eq!(built, toml::from_str::<shadows::MiaSpec>(&old_mia).unwrap());
+        assert_eq!(toml::from_str::<shadows::MiaSpec>(&toml::to_string(&built).unwrap()).unwrap(), built);
+    }
 }

@@ -12,6 +12,7 @@
 //!   fsynced records, resume, shards, the worker pool, merge.
 //! - [`folder_lock`]: one writing process per run or audit folder.
 //! - [`gan`]: the private GAN (DP-GAN) for synthetic data releases, and their evaluation.
+//! - [`recipe`]: the training recipe (`recipe.toml`) and its resolver, which calibrates sigma once.
 //! - [`run_folder`]: the names of every file in the folders dpaudit writes.
 //! - [`report`]: the compliance report (HTML, Markdown, JSON) of a run, its audits and certificate.
 //! - [`torch_rng`]: the lock on libtorch's process-wide random generator (seeded builds).
@@ -31,6 +32,7 @@ pub mod data;
 pub mod demo;
 pub mod device;
 pub mod gan;
+pub mod recipe;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod torch_rng;

@@ -178,6 +178,89 @@ fn train_reads_a_toml_config_and_the_command_line_overrides_it() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("noise-multplier"));
 }
 
+/// Every run folder holds its recipe (`recipe.toml`), and `train --config` of it with the run's
+/// seed trains the same model bit for bit; metrics.json records how sigma was chosen as data.
+#[test]
+fn a_runs_recipe_toml_trains_the_same_model_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first");
+    let f = first.to_str().unwrap();
+    let v = json(&[
+        "train",
+        "--model",
+        "logreg",
+        "--lot-size",
+        "200",
+        "--epochs",
+        "0.5",
+        "--target-epsilon",
+        "4",
+        "--optimizer",
+        "momentum",
+        "--schedule",
+        "cosine",
+        "--lr",
+        "0.2",
+        "--seed",
+        "7",
+        "--json",
+        "--out",
+        f,
+    ]);
+    let p = &v["noise_multiplier_provenance"];
+    assert_eq!((p["source"].as_str(), p["accountant"].as_str()), (Some("calibrated"), Some("rdp")), "{v}");
+    assert_eq!(
+        (p["target_epsilon"].as_f64(), p["delta"].as_f64(), p["steps"].as_u64()),
+        (Some(4.0), Some(1e-5), Some(5))
+    );
+    assert!(p["epsilon"].as_f64().unwrap() <= 4.0, "{p}");
+    assert!(v["noise_multiplier_source"].as_str().unwrap().starts_with("calibrated up front (RDP accountant"), "{v}");
+    let recipe_file = first.join("recipe.toml");
+    let recipe = dpaudit::recipe::Recipe::load(&recipe_file).unwrap();
+    assert_eq!(
+        recipe.privacy,
+        dpaudit::recipe::Privacy::TargetEpsilon {
+            epsilon: 4.0,
+            accountant: dpaudit::recipe::CalibrationAccountant::Rdp
+        }
+    );
+    let rerun = |name: &str, seed: &str| {
+        let out = dir.path().join(name);
+        let v = json(&[
+            "train",
+            "--config",
+            recipe_file.to_str().unwrap(),
+            "--seed",
+            seed,
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        (out, v)
+    };
+    let (second, w) = rerun("second", "7");
+    let model = |d: &std::path::Path| std::fs::read(d.join("model.safetensors")).unwrap();
+    assert!(model(&first) == model(&second), "the same recipe and seed trained another model");
+    assert_eq!(v["config"], w["config"]);
+    assert_eq!(v["noise_multiplier_provenance"], w["noise_multiplier_provenance"]);
+    assert_eq!(
+        std::fs::read_to_string(second.join("recipe.toml")).unwrap(),
+        std::fs::read_to_string(&recipe_file).unwrap()
+    );
+    // Another seed: another model (so the comparison above can fail).
+    let (third, _) = rerun("third", "8");
+    assert!(model(&first) != model(&third));
+    // The recipe type refuses what it does not know, naming it.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&recipe_file).unwrap().replace("[privacy]", "noise_multplier = 1.5\n[privacy]"),
+    )
+    .unwrap();
+    let r = dpaudit(&["train", "--config", bad.to_str().unwrap(), "--out", dir.path().join("b").to_str().unwrap()]);
+    assert!(!r.status.success() && String::from_utf8_lossy(&r.stderr).contains("noise_multplier"));
+}
+
 /// Key generation keeps its folder private whatever the umask, and refuses a folder others can write.
 #[cfg(unix)]
 #[test]

@@ -9,6 +9,8 @@
 
 /// A run's metrics (`metrics.json`): parameters, accuracy, epsilons, hashes of data and model.
 pub const METRICS_FILE: &str = "metrics.json";
+/// A training run's recipe (`dpaudit train --config` reads it back to train the same recipe).
+pub const RECIPE_FILE: &str = "recipe.toml";
 /// The privacy ledger: one fsynced JSON line per noisy step, written before the step's update.
 pub const LEDGER_FILE: &str = "ledger.jsonl";
 /// A trained classifier's parameters (the default released artifact).

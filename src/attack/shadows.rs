@@ -35,9 +35,8 @@
 //! seed = 1
 //! variance = "auto"        # auto | per-example | global
 //! ```
-use crate::accounting::calibration::noise_multiplier_for_epsilon;
 use crate::accounting::pld::PldAccountant;
-use crate::accounting::rdp::{self, RdpAccountant};
+use crate::accounting::rdp;
 use crate::accounting::Phase;
 use crate::attack::metrics::{attack_metrics, thin_roc, AttackMetrics, LOW_FPRS};
 use crate::attack::mia::{confidences, lira_scores, loss_score, VarianceMode};
@@ -46,8 +45,7 @@ use crate::durable::write_atomically;
 use crate::error::{Error, Result};
 use crate::experiment::{self, Experiment, Vocabulary};
 pub use crate::experiment::{Progress, Shard};
-use crate::train::dpsgd::{DpSgd, Examples, TrainConfig};
-use crate::train::optim::{LrSchedule, OptimizerKind};
+use crate::train::dpsgd::{DpSgd, Examples};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -98,7 +96,9 @@ pub struct DataSpec {
     pub population: Option<usize>,
 }
 
-/// The training recipe (the options of `dpaudit train`).
+/// The training recipe as an experiment spec writes it (its wire format, kept so that existing
+/// specs and their digests are unchanged); [`Recipe::to_recipe`] gives dpaudit's one recipe type,
+/// which resolves and calibrates it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
@@ -182,7 +182,69 @@ fn default_physical_batch() -> usize {
     256
 }
 
+impl Recipe {
+    /// The same recipe as dpaudit's recipe type, on the experiment's `data` (each model then
+    /// resolves it for the examples it trains on).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for an optimizer word, or a privacy setting that gives both or
+    /// neither of `noise_multiplier` and `target_epsilon`.
+    pub fn to_recipe(&self, data: &DataSpec) -> Result<crate::recipe::Recipe> {
+        use crate::recipe::{CalibrationAccountant, OptimizerName, Privacy};
+        let privacy = match (self.private, self.noise_multiplier, self.target_epsilon) {
+            (false, _, _) => Privacy::Off,
+            (true, Some(noise_multiplier), None) => Privacy::Gaussian { noise_multiplier },
+            (true, None, Some(epsilon)) => Privacy::TargetEpsilon { epsilon, accountant: CalibrationAccountant::Rdp },
+            (true, Some(_), Some(_)) => {
+                return Err(Error::invalid(
+                    "target",
+                    "noise_multiplier and target_epsilon",
+                    "give one of them, not both",
+                ))
+            }
+            (true, None, None) => {
+                return Err(Error::invalid(
+                    "target",
+                    "private",
+                    "give noise_multiplier or target_epsilon (or private = false)",
+                ))
+            }
+        };
+        Ok(crate::recipe::Recipe {
+            dataset: data.dataset.clone(),
+            train_examples: None,
+            validation: 0,
+            model: self.model.clone(),
+            lot_size: self.lot_size,
+            epochs: Some(self.epochs),
+            steps: None,
+            max_grad_norm: self.max_grad_norm,
+            optimizer: OptimizerName::parse(&self.optimizer, "target.optimizer")?,
+            momentum: self.momentum,
+            lr: self.lr,
+            schedule: Default::default(),
+            physical_batch: self.physical_batch,
+            delta: self.delta,
+            privacy,
+            pca: None,
+            ema: None,
+            inject_fault: None,
+            adversarial: None,
+            public_norm: None,
+            trainer: Default::default(),
+        })
+    }
+}
+
 impl MiaSpec {
+    /// The recipe of the target and of every shadow, as dpaudit's recipe type.
+    ///
+    /// # Errors
+    /// As [`Recipe::to_recipe`].
+    pub fn recipe(&self) -> Result<crate::recipe::Recipe> {
+        self.target.to_recipe(&self.data)
+    }
+
     /// Reads and validates a spec file.
     ///
     /// # Errors
@@ -242,6 +304,8 @@ impl MiaSpec {
                 _ => {}
             }
         }
+        // The checks every recipe gets (the model, the optimiser, delta, sigma, ...).
+        self.recipe()?.validate()?;
         let a = &self.attack;
         if a.targets == 0 {
             return Err(Error::invalid("attack.targets", 0, "must be at least 1"));
@@ -421,49 +485,22 @@ pub fn prepare(spec: &MiaSpec) -> Result<MiaContext> {
     Ok(MiaContext { spec: spec.clone(), population, keep, device: Device::Cpu })
 }
 
-fn train_config(r: &Recipe, sigma: f64) -> TrainConfig {
-    TrainConfig {
-        model: r.model.clone(),
-        lot_size: r.lot_size,
-        noise_multiplier: sigma,
-        max_grad_norm: r.max_grad_norm,
-        physical_batch: r.physical_batch,
-        optimizer: match r.optimizer.as_str() {
-            "momentum" => OptimizerKind::Momentum { momentum: r.momentum },
-            "adam" => OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
-            _ => OptimizerKind::Sgd,
-        },
-        lr: r.lr,
-        schedule: LrSchedule::Constant,
-        private: r.private,
-    }
-}
-
 /// Trains model `index` of the experiment and scores the population on it.
 ///
 /// # Errors
 /// Trainer errors (NaN in training included), calibration errors.
 pub fn train_model(ctx: &MiaContext, population: &Examples, index: u64) -> Result<ModelRecord> {
     let start = Instant::now();
-    let r = &ctx.spec.target;
     let keep = &ctx.keep[index as usize];
     let members = select(&ctx.population, keep, "members")?;
     let n = members.len();
-    let q = r.lot_size / n as f64;
-    let steps = (r.epochs / q).ceil() as u64;
-    let sigma = match (r.private, r.noise_multiplier, r.target_epsilon) {
-        (false, _, _) => f64::NAN,
-        (true, Some(s), _) => s,
-        (true, None, Some(e)) => {
-            noise_multiplier_for_epsilon(e, q, steps, r.delta, &RdpAccountant::default())?.noise_multiplier
-        }
-        (true, None, None) => {
-            return Err(Error::invalid("target", "private", "give noise_multiplier or target_epsilon"))
-        }
-    };
+    // Resolved (checked, and sigma calibrated) for the examples this model trains on.
+    let resolved = ctx.spec.recipe()?.resolve(n)?;
+    let steps = resolved.steps;
+    let sigma = resolved.noise.as_ref().map(|noise| noise.noise_multiplier);
     let seed = model_seed(ctx.spec.attack.seed, index);
     let data = Examples::from_dataset(&members, ctx.device)?;
-    let mut run = DpSgd::ephemeral(train_config(r, sigma), n, seed, ctx.device)?;
+    let mut run = DpSgd::ephemeral(resolved.config.clone(), n, seed, ctx.device)?;
     for _ in 0..steps {
         run.step(&data)?;
     }
@@ -493,7 +530,7 @@ pub fn train_model(ctx: &MiaContext, population: &Examples, index: u64) -> Resul
         seed,
         train_examples: n as u64,
         steps: run.steps(),
-        noise_multiplier: r.private.then_some(sigma),
+        noise_multiplier: sigma,
         ledger_phases,
         member_accuracy: acc(true),
         non_member_accuracy: acc(false),

@@ -1345,17 +1345,13 @@ impl AuditReport {
             )
         })?;
         let t = spec.built_in()?;
-        if t.model != run_config.model
-            || t.noise_multiplier != run_config.noise_multiplier
-            || t.max_grad_norm != run_config.max_grad_norm
-        {
+        let audited = crate::recipe::Mechanism::from(&t.recipe()?.train_config(t.noise_multiplier, t.steps));
+        let trained = crate::recipe::Mechanism::from(run_config);
+        if audited != trained {
             return Err(Error::invalid(
                 "audit",
                 &self.spec_name,
-                format!(
-                    "audited {} with sigma = {}, C = {}, but the run trained {} with sigma = {}, C = {}: an audit certifies only the recipe it ran",
-                    t.model, t.noise_multiplier, t.max_grad_norm, run_config.model, run_config.noise_multiplier, run_config.max_grad_norm
-                ),
+                format!("audited {audited}, but the run trained {trained}: an audit certifies only the recipe it ran"),
             ));
         }
         self.check_records()?;

@@ -21,7 +21,6 @@ use crate::audit::spec::{AuditSpec, CanaryKind, ThreatModel};
 use crate::data::{Dataset, ImageShape};
 use crate::error::{Error, Result};
 use crate::train::dpsgd::{DpSgd, Examples, TrainConfig};
-use crate::train::optim::{LrSchedule, OptimizerKind};
 use crate::train::per_example::per_example_cross_entropy;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -443,22 +442,8 @@ impl<'a> Worker<'a> {
         if let Some(g) = &t.gan {
             return self.run_gan(g, data, q, side, index, seed, start);
         }
-        let optimizer = match t.optimizer.as_str() {
-            "momentum" => OptimizerKind::Momentum { momentum: 0.9 },
-            "adam" => OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
-            _ => OptimizerKind::Sgd,
-        };
-        let config = TrainConfig {
-            model: t.model.clone(),
-            lot_size: q * n as f64,
-            noise_multiplier: t.noise_multiplier,
-            max_grad_norm: t.max_grad_norm,
-            physical_batch: t.physical_batch,
-            optimizer,
-            lr: t.lr,
-            schedule: LrSchedule::Constant,
-            private: true,
-        };
+        // The spec's recipe, on this side's examples at the same q.
+        let config = TrainConfig { lot_size: q * n as f64, ..t.recipe()?.train_config(t.noise_multiplier, t.steps) };
         let mut run = DpSgd::ephemeral(config, n, seed, self.ctx.device)?;
         if let Some(f) = t.inject_fault {
             run.inject_fault(f);
@@ -644,17 +629,8 @@ impl<'a> Worker<'a> {
         let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x0E_0E_0E);
         let included: Vec<bool> = (0..m).map(|_| rng.gen::<bool>()).collect();
         let n = self.without.len();
-        let config = TrainConfig {
-            model: t.model.clone(),
-            lot_size: t.lot_size,
-            noise_multiplier: t.noise_multiplier,
-            max_grad_norm: t.max_grad_norm,
-            physical_batch: t.physical_batch,
-            optimizer: OptimizerKind::Sgd,
-            lr: t.lr,
-            schedule: LrSchedule::Constant,
-            private: true,
-        };
+        // One-run audits are white-box, so the recipe's optimizer is plain sgd (checked by the spec).
+        let config = t.recipe()?.train_config(t.noise_multiplier, t.steps);
         let mut run = DpSgd::ephemeral(config, n, seed, self.ctx.device)?;
         if let Some(f) = t.inject_fault {
             run.inject_fault(f);

@@ -142,7 +142,9 @@ fn default_timeout() -> f64 {
 /// The placeholders of a `once`-mode command line.
 pub const PLACEHOLDERS: [&str; 4] = ["{request}", "{data}", "{out}", "{seed}"];
 
-/// The training recipe (the options of `dpaudit train`).
+/// The training recipe as an audit spec writes it (its wire format, kept field for field so that
+/// existing specs parse and their digests are unchanged); [`Target::recipe`] gives dpaudit's one
+/// recipe type ([`crate::recipe::Recipe`]), which the replays train.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Target {
@@ -212,6 +214,40 @@ pub struct GanTarget {
     /// ([`crate::gan::networks::Conditioning`]); the canary's score is its real margin.
     #[serde(default)]
     pub conditioning: crate::gan::networks::Conditioning,
+}
+
+impl Target {
+    /// The same recipe as dpaudit's recipe type: `steps` steps of Gaussian noise `noise_multiplier`
+    /// (an audit's recipe is always private; the claim's delta, not the recipe's, is the audit's).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for an optimizer that is not sgd, momentum or adam.
+    pub fn recipe(&self) -> Result<crate::recipe::Recipe> {
+        use crate::recipe::{OptimizerName, Privacy, Recipe};
+        Ok(Recipe {
+            dataset: self.dataset.clone(),
+            train_examples: self.train_examples,
+            validation: 0,
+            model: self.model.clone(),
+            lot_size: self.lot_size,
+            epochs: None,
+            steps: Some(self.steps),
+            max_grad_norm: self.max_grad_norm,
+            optimizer: OptimizerName::parse(&self.optimizer, "target.optimizer")?,
+            momentum: 0.9,
+            lr: self.lr,
+            schedule: Default::default(),
+            physical_batch: self.physical_batch,
+            delta: 1e-5,
+            privacy: Privacy::Gaussian { noise_multiplier: self.noise_multiplier },
+            pca: None,
+            ema: None,
+            inject_fault: self.inject_fault,
+            adversarial: None,
+            public_norm: None,
+            trainer: Default::default(),
+        })
+    }
 }
 
 fn one_u32() -> u32 {
@@ -546,7 +582,8 @@ impl AuditSpec {
                 }
             }
             None => {
-                crate::train::models::specs(&t.model)?;
+                // Every check a training recipe gets (the model among them).
+                t.recipe()?.validate()?;
                 if !crate::train::models::trains_on_pixels(&t.model) {
                     return Err(Error::invalid("target.model", &t.model, "audits replay DP-SGD on the raw pixels and do not run the model's DP-PCA or scattering front end; audit a network on the raw pixels (e.g. mlp) instead"));
                 }

@@ -2,18 +2,18 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use dpaudit::data::{self, Split};
-use dpaudit::train::dpsgd::TrainConfig;
-use dpaudit::train::optim::{LrSchedule, OptimizerKind};
-use dpaudit::train::run::{train_run, RunSpec};
+use dpaudit::recipe::{CalibrationAccountant, OptimizerName, PcaRecipe, Privacy, PublicNorm, Recipe, ScheduleName};
+use dpaudit::train::run::{train_recipe, RunOptions};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
 #[derive(Args)]
 #[command(args_override_self = true)]
 pub struct TrainArgs {
-    /// A TOML file of options: `key = value` per line, keys as the long options without `--`
-    /// (`model = "tanh-cnn"`, `epochs = 10`, `no_privacy = true`). Options given on the command
-    /// line override the file.
+    /// A TOML file of options: a run's `recipe.toml` (the recipe type, with a `[privacy]` table;
+    /// with the run's seed it trains the same model again), or `key = value` per line with keys as
+    /// the long options without `--` (`model = "tanh-cnn"`, `epochs = 10`, `no_privacy = true`).
+    /// Options given on the command line override the file.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Which data: mnist, fashion-mnist (MNIST-format folders) or fixture (the built-in 2,000/500
@@ -74,18 +74,28 @@ pub struct TrainArgs {
     /// Public images used for the statistics.
     #[arg(long, default_value_t = 128)]
     pub public_norm_size: usize,
+    /// Use only the first N training examples (default: all).
+    #[arg(long, value_name = "N")]
+    pub train_examples: Option<usize>,
     /// Epochs (steps = epochs / q).
     #[arg(long, default_value_t = 1.0)]
     pub epochs: f64,
+    /// Steps, instead of epochs.
+    #[arg(long, value_name = "N", conflicts_with = "epochs")]
+    pub steps: Option<u64>,
     /// Expected lot size L (Poisson sampling with q = L / N).
     #[arg(long, default_value_t = 256.0)]
     pub lot_size: f64,
     /// Noise multiplier sigma.
     #[arg(long, conflicts_with = "target_epsilon")]
     pub noise_multiplier: Option<f64>,
-    /// Calibrate sigma up front for this epsilon after all the epochs (RDP accountant).
+    /// Calibrate sigma up front for this epsilon after all the epochs (RDP accountant, or
+    /// --calibration-accountant).
     #[arg(long)]
     pub target_epsilon: Option<f64>,
+    /// The accountant --target-epsilon calibrates with: rdp or pld.
+    #[arg(long, value_enum, default_value_t = AccountantChoice::Rdp, requires = "target_epsilon")]
+    pub calibration_accountant: AccountantChoice,
     /// Clipping norm C.
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
@@ -153,6 +163,12 @@ pub enum OptimizerChoice {
 }
 
 #[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
+pub enum AccountantChoice {
+    Rdp,
+    Pld,
+}
+
+#[derive(Copy, Clone, PartialEq, Eq, ValueEnum)]
 pub enum ScheduleChoice {
     Constant,
     Cosine,
@@ -170,18 +186,24 @@ pub fn expand_train_config(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading the config {}", path.display()))?;
     let table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing the config {}", path.display()))?;
     let mut from_file: Vec<std::ffi::OsString> = Vec::new();
-    for (key, value) in table {
-        let flag = format!("--{}", key.replace('_', "-"));
-        match value {
-            toml::Value::Boolean(true) => from_file.push(flag.into()),
-            toml::Value::Boolean(false) => {}
-            toml::Value::String(v) => from_file.extend([flag.into(), v.into()]),
-            toml::Value::Integer(v) => from_file.extend([flag.into(), v.to_string().into()]),
-            toml::Value::Float(v) => from_file.extend([flag.into(), v.to_string().into()]),
-            other => bail!(
-                "{}: option {key} has an unsupported value {other} (use a string, number or boolean)",
-                path.display()
-            ),
+    if table.contains_key("privacy") {
+        // A recipe (a run's recipe.toml): read as the recipe type, then given as its options.
+        let recipe = Recipe::from_toml(&text, &path)?;
+        from_file = recipe_options(&recipe)?;
+    } else {
+        for (key, value) in table {
+            let flag = format!("--{}", key.replace('_', "-"));
+            match value {
+                toml::Value::Boolean(true) => from_file.push(flag.into()),
+                toml::Value::Boolean(false) => {}
+                toml::Value::String(v) => from_file.extend([flag.into(), v.into()]),
+                toml::Value::Integer(v) => from_file.extend([flag.into(), v.to_string().into()]),
+                toml::Value::Float(v) => from_file.extend([flag.into(), v.to_string().into()]),
+                other => bail!(
+                    "{}: option {key} has an unsupported value {other} (use a string, number or boolean)",
+                    path.display()
+                ),
+            }
         }
     }
     let mut out: Vec<std::ffi::OsString> = args[..2].to_vec();
@@ -190,40 +212,79 @@ pub fn expand_train_config(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi
     Ok(out)
 }
 
-pub fn train(args: &TrainArgs) -> Result<()> {
-    let device = args.device.resolve()?;
-    if let Some(t) = args.threads {
-        tch::set_num_threads(t);
+/// The command-line options that give `recipe` (in the order of `dpaudit train --help`).
+fn recipe_options(r: &Recipe) -> Result<Vec<std::ffi::OsString>> {
+    if !r.trainer.is_built_in() {
+        bail!("the recipe names an external trainer; `dpaudit train` runs dpaudit's own");
     }
-    let data_dir = args.data_dir.clone().unwrap_or_else(|| match args.dataset {
-        TrainDataset::Mnist => PathBuf::from("data/mnist"),
-        TrainDataset::FashionMnist => PathBuf::from("data/fashion-mnist"),
-        TrainDataset::Fixture => PathBuf::from("fixtures/mnist-small"),
-    });
-    let hint = match args.dataset {
-        TrainDataset::Mnist => " (get it with `dpaudit data fetch mnist`)",
-        TrainDataset::FashionMnist => " (get it with `dpaudit data fetch fashion-mnist`)",
-        TrainDataset::Fixture => "",
-    };
-    let train_set = data::load_mnist_dir(&data_dir, Split::Train, 10)
-        .with_context(|| format!("loading the training set from {}{hint}", data_dir.display()))?;
-    let test_set = data::load_mnist_dir(&data_dir, Split::Test, 10)
-        .with_context(|| format!("loading the test set from {}{hint}", data_dir.display()))?;
-    let private = !args.no_privacy;
-    if args.public_norm_data.is_none()
-        && dpaudit::train::models::specs(&args.model).is_ok_and(|s| {
-            s.iter().any(|l| matches!(l, dpaudit::train::per_example::LayerSpec::PublicBatchNorm2d { .. }))
-        })
-    {
-        bail!("model {} normalises with public-data statistics: give --public-norm-data DIR (an MNIST-format folder of public images, e.g. data/fashion-mnist from `dpaudit data fetch fashion-mnist`)", args.model);
+    let mut o: Vec<String> = Vec::new();
+    let mut opt = |flag: &str, value: String| o.extend([format!("--{flag}"), value]);
+    match r.dataset.as_str() {
+        d @ ("fixture" | "mnist" | "fashion-mnist") => opt("dataset", d.into()),
+        dir => opt("data-dir", dir.into()),
     }
-    if private && args.noise_multiplier.is_none() && args.target_epsilon.is_none() {
-        bail!("give --noise-multiplier S or --target-epsilon E (or --no-privacy for the baseline)");
+    opt("model", r.model.clone());
+    if let Some(p) = r.pca {
+        opt("pca-noise-multiplier", p.noise_multiplier.to_string());
     }
-    let optimizer = match args.optimizer {
-        OptimizerChoice::Sgd => OptimizerKind::Sgd,
-        OptimizerChoice::Momentum => OptimizerKind::Momentum { momentum: args.momentum },
-        OptimizerChoice::Adam => OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+    if r.validation > 0 {
+        opt("validation", r.validation.to_string());
+    }
+    if let Some(d) = r.ema {
+        opt("ema", d.to_string());
+    }
+    if let Some(f) = r.inject_fault {
+        opt("inject-fault", f.to_string());
+    }
+    if let Some(p) = r.adversarial {
+        opt("pgd-epsilon", p.epsilon.to_string());
+        opt("pgd-steps", p.steps.to_string());
+        opt("pgd-step-size", p.step_size.to_string());
+    }
+    if let Some(p) = &r.public_norm {
+        opt("public-norm-data", p.data.display().to_string());
+        opt("public-norm-size", p.size.to_string());
+    }
+    if let Some(n) = r.train_examples {
+        opt("train-examples", n.to_string());
+    }
+    match (r.epochs, r.steps) {
+        (_, Some(steps)) => opt("steps", steps.to_string()),
+        (Some(epochs), None) => opt("epochs", epochs.to_string()),
+        (None, None) => {}
+    }
+    opt("lot-size", r.lot_size.to_string());
+    match r.privacy {
+        Privacy::Off => {}
+        Privacy::Gaussian { noise_multiplier } => opt("noise-multiplier", noise_multiplier.to_string()),
+        Privacy::TargetEpsilon { epsilon, accountant } => {
+            opt("target-epsilon", epsilon.to_string());
+            opt("calibration-accountant", accountant.as_str().into());
+        }
+    }
+    opt("max-grad-norm", r.max_grad_norm.to_string());
+    opt("delta", r.delta.to_string());
+    opt("lr", r.lr.to_string());
+    opt("optimizer", r.optimizer.as_str().into());
+    opt("momentum", r.momentum.to_string());
+    opt("schedule", r.schedule.as_str().into());
+    opt("physical-batch", r.physical_batch.to_string());
+    if r.privacy == Privacy::Off {
+        o.push("--no-privacy".into());
+    }
+    if r.pca.is_some_and(|p| p.whiten) {
+        o.push("--pca-whiten".into());
+    }
+    Ok(o.into_iter().map(Into::into).collect())
+}
+
+/// The recipe the options describe (checked by [`Recipe::validate`] before any data is read).
+fn recipe_from_args(args: &TrainArgs) -> Result<Recipe> {
+    let dataset = match (&args.data_dir, args.dataset) {
+        (Some(dir), _) => dir.display().to_string(),
+        (None, TrainDataset::Mnist) => "mnist".into(),
+        (None, TrainDataset::FashionMnist) => "fashion-mnist".into(),
+        (None, TrainDataset::Fixture) => "fixture".into(),
     };
     let model = match (dpaudit::train::models::pca_dims(&args.model), args.pca_dims) {
         (Some(_), Some(k)) => dpaudit::train::models::abadi_pca_name(k),
@@ -235,67 +296,120 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         Some(h) => dpaudit::train::models::with_hidden(&model, h)?,
         None => model,
     };
-    let pca_noise_multiplier = dpaudit::train::models::pca_dims(&model).map(|_| args.pca_noise_multiplier);
-    let q = args.lot_size / train_set.len().saturating_sub(args.validation).max(1) as f64;
-    let total = (args.epochs / q).ceil() as u64;
-    let schedule = match args.schedule {
-        ScheduleChoice::Constant => LrSchedule::Constant,
-        ScheduleChoice::Cosine => LrSchedule::Cosine { total, min_lr: 0.0 },
-        ScheduleChoice::Linear => LrSchedule::Linear { total, end_lr: 0.0 },
+    let pca = dpaudit::train::models::pca_dims(&model)
+        .map(|_| PcaRecipe { noise_multiplier: args.pca_noise_multiplier, whiten: args.pca_whiten });
+    if args.pca_whiten && pca.is_none() {
+        bail!("--pca-whiten is for the abadi-pca models, not {model}: only they use DP-PCA");
+    }
+    let privacy = match (args.no_privacy, args.noise_multiplier, args.target_epsilon) {
+        (true, _, _) => Privacy::Off,
+        (false, Some(noise_multiplier), _) => Privacy::Gaussian { noise_multiplier },
+        (false, None, Some(epsilon)) => Privacy::TargetEpsilon {
+            epsilon,
+            accountant: match args.calibration_accountant {
+                AccountantChoice::Rdp => CalibrationAccountant::Rdp,
+                AccountantChoice::Pld => CalibrationAccountant::Pld,
+            },
+        },
+        (false, None, None) => {
+            bail!("give --noise-multiplier S or --target-epsilon E (or --no-privacy for the baseline)")
+        }
     };
-    let spec = RunSpec {
-        config: TrainConfig {
-            model,
-            lot_size: args.lot_size,
-            noise_multiplier: args.noise_multiplier.unwrap_or(f64::NAN),
-            max_grad_norm: args.max_grad_norm,
-            physical_batch: args.physical_batch,
-            optimizer,
-            lr: args.lr,
-            schedule,
-            private,
-        },
-        epochs: args.epochs,
-        delta: args.delta,
-        target_epsilon: args.target_epsilon,
-        seed: args.seed,
-        checkpoint_every: args.checkpoint_every,
-        resume: args.resume,
-        inject_fault: args.inject_fault,
-        public_batch: match &args.public_norm_data {
-            Some(dir) => {
-                let d = data::load_mnist_dir(dir, Split::Train, 10)
-                    .with_context(|| format!("loading the public normalisation data from {}", dir.display()))?;
-                let n = args.public_norm_size.min(d.len());
-                let per = d.shape().pixels().unwrap_or(0);
-                Some(data::Dataset::new(
-                    format!("{} (first {n}, public)", d.name()),
-                    d.shape(),
-                    d.classes(),
-                    d.pixels()[..n * per].to_vec(),
-                    d.labels()[..n].to_vec(),
-                )?)
-            }
-            None => None,
-        },
-        adversarial: match args.pgd_epsilon {
-            Some(r) => Some(dpaudit::train::adversarial::PgdConfig::new(
-                r,
-                args.pgd_steps,
-                args.pgd_step_size.unwrap_or(2.5 * r / f64::from(args.pgd_steps.max(1))),
-            )?),
-            None => None,
-        },
-        pca_noise_multiplier,
-        pca_whiten: args.pca_whiten,
+    let adversarial = match args.pgd_epsilon {
+        Some(r) => Some(dpaudit::train::adversarial::PgdConfig::new(
+            r,
+            args.pgd_steps,
+            args.pgd_step_size.unwrap_or(2.5 * r / f64::from(args.pgd_steps.max(1))),
+        )?),
+        None => None,
+    };
+    let recipe = Recipe {
+        dataset,
+        train_examples: args.train_examples,
         validation: args.validation,
-        parameter_averaging: args.ema,
+        model,
+        lot_size: args.lot_size,
+        epochs: if args.steps.is_some() { None } else { Some(args.epochs) },
+        steps: args.steps,
+        max_grad_norm: args.max_grad_norm,
+        optimizer: match args.optimizer {
+            OptimizerChoice::Sgd => OptimizerName::Sgd,
+            OptimizerChoice::Momentum => OptimizerName::Momentum,
+            OptimizerChoice::Adam => OptimizerName::Adam,
+        },
+        momentum: args.momentum,
+        lr: args.lr,
+        schedule: match args.schedule {
+            ScheduleChoice::Constant => ScheduleName::Constant,
+            ScheduleChoice::Cosine => ScheduleName::Cosine,
+            ScheduleChoice::Linear => ScheduleName::Linear,
+        },
+        physical_batch: args.physical_batch,
+        delta: args.delta,
+        privacy,
+        pca,
+        ema: args.ema,
+        inject_fault: args.inject_fault,
+        adversarial,
+        public_norm: args
+            .public_norm_data
+            .as_ref()
+            .map(|data| PublicNorm { data: data.clone(), size: args.public_norm_size }),
+        trainer: Default::default(),
     };
+    recipe.validate()?;
+    Ok(recipe)
+}
+
+pub fn train(args: &TrainArgs) -> Result<()> {
+    let device = args.device.resolve()?;
+    if let Some(t) = args.threads {
+        tch::set_num_threads(t);
+    }
+    if args.public_norm_data.is_none()
+        && dpaudit::train::models::specs(&args.model).is_ok_and(|s| {
+            s.iter().any(|l| matches!(l, dpaudit::train::per_example::LayerSpec::PublicBatchNorm2d { .. }))
+        })
+    {
+        bail!("model {} normalises with public-data statistics: give --public-norm-data DIR (an MNIST-format folder of public images, e.g. data/fashion-mnist from `dpaudit data fetch fashion-mnist`)", args.model);
+    }
+    let recipe = recipe_from_args(args)?;
+    let data_dir = recipe.data_dir();
+    let hint = match (args.data_dir.is_some(), args.dataset) {
+        (false, TrainDataset::Mnist) => " (get it with `dpaudit data fetch mnist`)",
+        (false, TrainDataset::FashionMnist) => " (get it with `dpaudit data fetch fashion-mnist`)",
+        _ => "",
+    };
+    let train_set = data::load_mnist_dir(&data_dir, Split::Train, 10)
+        .with_context(|| format!("loading the training set from {}{hint}", data_dir.display()))?;
+    let test_set = data::load_mnist_dir(&data_dir, Split::Test, 10)
+        .with_context(|| format!("loading the test set from {}{hint}", data_dir.display()))?;
+    // Every check, and sigma calibrated once, before any data is trained on.
+    let resolved = recipe.resolve(train_set.len())?;
+    let total = resolved.steps;
+    let public_batch = match &recipe.public_norm {
+        Some(p) => {
+            let d = data::load_mnist_dir(&p.data, Split::Train, 10)
+                .with_context(|| format!("loading the public normalisation data from {}", p.data.display()))?;
+            let n = p.size.min(d.len());
+            let per = d.shape().pixels().unwrap_or(0);
+            Some(data::Dataset::new(
+                format!("{} (first {n}, public)", d.name()),
+                d.shape(),
+                d.classes(),
+                d.pixels()[..n * per].to_vec(),
+                d.labels()[..n].to_vec(),
+            )?)
+        }
+        None => None,
+    };
+    let options =
+        RunOptions { seed: args.seed, checkpoint_every: args.checkpoint_every, resume: args.resume, public_batch };
     let bar = ProgressBar::new(total);
     bar.set_style(
         ProgressStyle::with_template("{bar:30} {pos}/{len} steps [{elapsed}<{eta}] {msg}").expect("valid template"),
     );
-    if dpaudit::train::models::uses_scattering(&spec.config.model) {
+    if dpaudit::train::models::uses_scattering(&resolved.config.model) {
         bar.set_message(format!(
             "computing the scattering coefficients of {} images before the first step",
             train_set.len() + test_set.len()
@@ -306,7 +420,7 @@ pub fn train(args: &TrainArgs) -> Result<()> {
         let eps = eps.map_or("no privacy".to_string(), |e| format!("epsilon {e:.3} (RDP, delta {:e})", args.delta));
         bar.set_message(format!("loss {:.4}, lot {}, {eps}", r.loss, r.lot_size));
     };
-    let metrics = train_run(&spec, &train_set, &test_set, &args.out, device, &mut on_step)
+    let metrics = train_recipe(&resolved, options, &train_set, &test_set, &args.out, device, &mut on_step)
         .with_context(|| format!("training into {}", args.out.display()))?;
     bar.finish_and_clear();
     if args.json {

@@ -151,6 +151,19 @@ fn adam() -> OptimizerKind {
 /// # Errors
 /// [`Error::InvalidParameter`] naming the bad parameter.
 pub fn validate(config: &GanConfig, n: usize) -> Result<f64> {
+    if !(config.noise_multiplier > 0.0 && config.noise_multiplier.is_finite()) {
+        validate_all_but_noise(config, n)?;
+        return Err(Error::invalid("noise multiplier", config.noise_multiplier, "must be a finite number > 0"));
+    }
+    validate_all_but_noise(config, n)
+}
+
+/// As [`validate`], without the noise multiplier: the checks made before sigma is calibrated (or
+/// checked by [`crate::recipe::resolve_noise`]). Returns q.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] naming the bad parameter.
+pub fn validate_all_but_noise(config: &GanConfig, n: usize) -> Result<f64> {
     if n == 0 {
         return Err(Error::invalid("training set", 0, "has no examples"));
     }
@@ -161,9 +174,6 @@ pub fn validate(config: &GanConfig, n: usize) -> Result<f64> {
             config.lot_size,
             format!("must be in (0, {n}] (the training set size)"),
         ));
-    }
-    if !(config.noise_multiplier > 0.0 && config.noise_multiplier.is_finite()) {
-        return Err(Error::invalid("noise multiplier", config.noise_multiplier, "must be a finite number > 0"));
     }
     if !(config.max_grad_norm > 0.0 && config.max_grad_norm.is_finite()) {
         return Err(Error::invalid("clipping norm", config.max_grad_norm, "must be a finite number > 0"));

@@ -5,15 +5,15 @@
 use super::dpgan::{latents, Design, DpGan, GanConfig};
 use super::image::write_grid_png;
 use super::networks::CLASSES;
-use crate::accounting::calibration::noise_multiplier_for_epsilon;
 use crate::accounting::ledger::Ledger;
 use crate::accounting::pld::PldAccountant;
-use crate::accounting::rdp::{self, RdpAccountant};
+use crate::accounting::rdp;
 use crate::accounting::Phase;
 use crate::data::{sha256_file, Dataset};
 use crate::durable::{sync_file, write_atomically};
 use crate::error::{Error, Result};
 use crate::folder_lock::{FolderLock, LOCK_FILE};
+use crate::recipe::{resolve_noise, CalibrationAccountant, NoiseProvenance, Privacy};
 use crate::train::dpsgd::{Examples, LEDGER_FILE};
 use crate::train::noise::NoiseSeed;
 use crate::train::run::AccountedEpsilon;
@@ -117,8 +117,11 @@ pub struct GanMetrics {
     pub discriminator_steps: u64,
     /// Generator steps taken (free: post-processing).
     pub generator_steps: u64,
-    /// How sigma was chosen.
+    /// How sigma was chosen, in words (kept for older readers).
     pub noise_multiplier_source: String,
+    /// How sigma was chosen, as data: given, or calibrated (target, accountant, delta, the
+    /// accountant's epsilon at the result).
+    pub noise_multiplier_provenance: NoiseProvenance,
     /// The configuration.
     pub config: GanConfig,
     /// Epochs asked for.
@@ -310,22 +313,25 @@ pub fn train_gan(
         return Err(Error::invalid("epochs", spec.epochs, "must be a finite number > 0"));
     }
     let mut config = spec.config.clone();
-    if spec.target_epsilon.is_some() {
-        config.noise_multiplier = 1.0; // placeholder for validation; replaced below
-    }
-    let q = super::dpgan::validate(&config, n)?;
+    let q = super::dpgan::validate_all_but_noise(&config, n)?;
     let n_critic = u64::from(config.n_critic);
     let total = ((spec.epochs / q).ceil() as u64).div_ceil(n_critic) * n_critic;
     let steps_per_epoch = (1.0 / q).ceil() as u64;
-    let mut sigma_source = format!("given: {}", spec.config.noise_multiplier);
-    if let Some(target) = spec.target_epsilon {
-        let cal = noise_multiplier_for_epsilon(target, q, total, spec.delta, &RdpAccountant::default())?;
-        config.noise_multiplier = cal.noise_multiplier;
-        sigma_source = format!(
-            "calibrated up front (RDP accountant, Poisson, q = {q}, {total} discriminator steps, delta = {}) for target epsilon {target}: sigma = {}",
-            spec.delta, cal.noise_multiplier
-        );
-    }
+    let privacy = match spec.target_epsilon {
+        Some(epsilon) => Privacy::TargetEpsilon { epsilon, accountant: CalibrationAccountant::Rdp },
+        None => Privacy::Gaussian { noise_multiplier: spec.config.noise_multiplier },
+    };
+    // The one calibration of dpaudit (a DP-GAN always has privacy, so there is always a sigma).
+    let noise = resolve_noise(&privacy, &[], q, total, spec.delta)?
+        .ok_or_else(|| Error::invalid("noise multiplier", "none", "a DP-GAN needs one"))?;
+    config.noise_multiplier = noise.noise_multiplier;
+    let sigma_source = match &noise.provenance {
+        NoiseProvenance::Given => format!("given: {}", noise.noise_multiplier),
+        NoiseProvenance::Calibrated { target_epsilon, .. } => format!(
+            "calibrated up front (RDP accountant, Poisson, q = {q}, {total} discriminator steps, delta = {}) for target epsilon {target_epsilon}: sigma = {}",
+            spec.delta, noise.noise_multiplier
+        ),
+    };
     // One writer per run folder, before anything in it is removed or written.
     let lock = FolderLock::acquire(out)?;
     fresh_folder(&lock, spec.force)?;
@@ -410,6 +416,7 @@ pub fn train_gan(
         discriminator_steps: gan.discriminator_steps(),
         generator_steps: gan.generator_steps(),
         noise_multiplier_source: sigma_source,
+        noise_multiplier_provenance: noise.provenance.clone(),
         config,
         epochs: spec.epochs,
         seed: spec.seed,

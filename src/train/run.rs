@@ -5,13 +5,13 @@
 //! For `abadi-pca` (Abadi et al. 2016), DP-PCA of the training images runs first: its phase
 //! (q = 1, sigma_p, 1 step) is the ledger's first entry, the calibration of sigma counts it, and
 //! the projection is kept as `pca.safetensors` so that a resume loads it instead of paying again.
-use crate::accounting::calibration::noise_multiplier_for_epsilon_after;
 use crate::accounting::ledger::Ledger;
 use crate::accounting::pld::PldAccountant;
-use crate::accounting::rdp::{self, RdpAccountant};
+use crate::accounting::rdp;
 use crate::accounting::Phase;
 use crate::data::{sha256_file, Dataset};
 use crate::error::{Error, Result};
+use crate::recipe::{resolve_noise, CalibrationAccountant, NoiseProvenance, Privacy, Recipe, ResolvedRecipe};
 use crate::train::adversarial::PgdConfig;
 use crate::train::dpsgd::{write_atomically, DpSgd, Examples, StepReport, TrainConfig, CHECKPOINT_POINTER};
 use crate::train::fault::Fault;
@@ -169,8 +169,13 @@ pub struct Metrics {
     pub steps: u64,
     /// The sampling rate q.
     pub sampling_rate: f64,
-    /// How sigma was chosen.
+    /// How sigma was chosen, in words (kept for older readers; the same as data in
+    /// `noise_multiplier_provenance`).
     pub noise_multiplier_source: String,
+    /// How sigma was chosen, as data: given, or calibrated (target, accountant, delta, the
+    /// accountant's epsilon at the result). Absent without privacy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub noise_multiplier_provenance: Option<NoiseProvenance>,
     /// All parameters.
     pub config: TrainConfig,
     /// Epochs asked for.
@@ -218,6 +223,89 @@ pub struct Metrics {
 /// Invalid parameters, data, ledger or I/O errors, NaN in training (no update is applied).
 pub fn train_run(
     spec: &RunSpec,
+    train: &Dataset,
+    test: &Dataset,
+    out: &Path,
+    device: Device,
+    on_step: &mut dyn FnMut(&StepReport, u64, Option<f64>),
+) -> Result<Metrics> {
+    train_run_with(spec, None, train, test, out, device, on_step)
+}
+
+/// How a recipe's run is run: what is not part of the recipe.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Seed (None: OS CSPRNG).
+    pub seed: Option<u64>,
+    /// Checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: u64,
+    /// Continue the run already in the folder.
+    pub resume: bool,
+    /// The public images of the recipe's `public_norm` (first `size` of its folder), loaded.
+    pub public_batch: Option<Dataset>,
+}
+
+/// Trains a resolved recipe into `out` (as [`train_run`], with sigma resolved and calibrated
+/// once, by [`Recipe::resolve`]), and writes the recipe to `recipe.toml` in the folder, so that
+/// `dpaudit train --config <folder>/recipe.toml` trains the same recipe again. `train` is the
+/// whole training split the recipe was resolved for (before `train_examples` cuts it).
+///
+/// # Errors
+/// As [`train_run`]; [`Error::InvalidParameter`] when `train` is not the size the recipe was
+/// resolved for.
+pub fn train_recipe(
+    resolved: &ResolvedRecipe,
+    options: RunOptions,
+    train: &Dataset,
+    test: &Dataset,
+    out: &Path,
+    device: Device,
+    on_step: &mut dyn FnMut(&StepReport, u64, Option<f64>),
+) -> Result<Metrics> {
+    let r = &resolved.recipe;
+    let train = first_examples(train, r.train_examples)?;
+    if train.len().checked_sub(r.validation) != Some(resolved.train_examples) {
+        return Err(Error::invalid(
+            "training set",
+            train.len(),
+            format!("the recipe was resolved for {} training examples", resolved.train_examples + r.validation),
+        ));
+    }
+    let spec = RunSpec {
+        config: resolved.config.clone(),
+        epochs: r.epochs.unwrap_or(resolved.steps as f64 * resolved.sampling_rate),
+        delta: r.delta,
+        target_epsilon: None,
+        seed: options.seed,
+        checkpoint_every: options.checkpoint_every,
+        resume: options.resume,
+        inject_fault: r.inject_fault,
+        adversarial: r.adversarial,
+        public_batch: options.public_batch,
+        pca_noise_multiplier: r.pca.map(|p| p.noise_multiplier),
+        pca_whiten: r.pca.is_some_and(|p| p.whiten),
+        validation: r.validation,
+        parameter_averaging: r.ema,
+    };
+    train_run_with(&spec, Some(resolved), &train, test, out, device, on_step)
+}
+
+/// The first `n` examples of `data` (all of them for `None`).
+fn first_examples(data: &Dataset, n: Option<usize>) -> Result<Cow<'_, Dataset>> {
+    let Some(n) = n.filter(|&n| n < data.len()) else { return Ok(Cow::Borrowed(data)) };
+    let per = data.shape().pixels().unwrap_or(0);
+    Ok(Cow::Owned(Dataset::new(
+        format!("{} (first {n})", data.name()),
+        data.shape(),
+        data.classes(),
+        data.pixels()[..n * per].to_vec(),
+        data.labels()[..n].to_vec(),
+    )?))
+}
+
+fn train_run_with(
+    spec: &RunSpec,
+    resolved: Option<&ResolvedRecipe>,
     train: &Dataset,
     test: &Dataset,
     out: &Path,
@@ -287,33 +375,28 @@ pub fn train_run(
             format!("{steps} steps at sampling rate {q}; at most {MAX_TRAINING_STEPS} are accepted (a ledger line per step)"),
         ));
     }
-    let total_steps = steps as u64;
+    // A resolved recipe that gives steps (not epochs) keeps exactly its steps.
+    let total_steps = resolved.map_or(steps as u64, |r| r.steps);
     let mut config = spec.config.clone();
-    let mut sigma_source = format!("given: {}", config.noise_multiplier);
     // DP-PCA's phase comes first; calibration composes the training phase after it.
     let earlier: Vec<Phase> = match pca_sigma {
         Some(s) => vec![Phase::new(1.0, s, 1)?],
         None => Vec::new(),
     };
-    if let (true, Some(target)) = (config.private, spec.target_epsilon) {
-        let cal = noise_multiplier_for_epsilon_after(
-            &earlier,
-            target,
-            q,
-            total_steps,
-            spec.delta,
-            &RdpAccountant::default(),
-        )?;
-        config.noise_multiplier = cal.noise_multiplier;
-        let after = if earlier.is_empty() {
-            String::new()
-        } else {
-            format!(", after the DP-PCA phase (q = 1, sigma_p = {}, 1 step)", earlier[0].noise_multiplier)
-        };
-        sigma_source = format!(
-            "calibrated up front (RDP accountant, Poisson, q = {q}, {total_steps} steps{after}, delta = {}) for target epsilon {target}: sigma = {}",
-            spec.delta, cal.noise_multiplier
-        );
+    let noise = match resolved {
+        // Resolved (and calibrated) once already, by `Recipe::resolve`.
+        Some(r) => r.noise.clone(),
+        None => {
+            let privacy = match (config.private, spec.target_epsilon) {
+                (false, _) => Privacy::Off,
+                (true, Some(epsilon)) => Privacy::TargetEpsilon { epsilon, accountant: CalibrationAccountant::Rdp },
+                (true, None) => Privacy::Gaussian { noise_multiplier: config.noise_multiplier },
+            };
+            resolve_noise(&privacy, &earlier, q, total_steps, spec.delta)?
+        }
+    };
+    if let Some(n) = &noise {
+        config.noise_multiplier = n.noise_multiplier;
     }
     // Every epsilon the run will report, for the planned schedule, before the ledger exists: an
     // accountant that cannot answer fails here, before any privacy is spent.
@@ -356,6 +439,9 @@ pub fn train_run(
         }
         DpSgd::new(config.clone(), n, out, spec.seed, device)?
     };
+    if let Some(r) = resolved {
+        write_recipe(out, &r.recipe)?;
+    }
     // Before any step: the projection (computed and recorded now, or loaded on a resume).
     let pca_report = match (pca_dims, pca_sigma) {
         (Some(k), Some(sigma_p)) => {
@@ -459,7 +545,11 @@ pub fn train_run(
         phases,
         steps: run.steps(),
         sampling_rate: run.sampling_rate(),
-        noise_multiplier_source: if run.config().private { sigma_source } else { "no privacy".into() },
+        noise_multiplier_source: match (&noise, run.config().private) {
+            (Some(n), true) => n.provenance.describe(n.noise_multiplier),
+            _ => "no privacy".into(),
+        },
+        noise_multiplier_provenance: noise.as_ref().filter(|_| run.config().private).map(|n| n.provenance.clone()),
         config: run.config().clone(),
         epochs: spec.epochs,
         seed: spec.seed,
@@ -486,6 +576,11 @@ pub fn train_run(
     let json = serde_json::to_vec_pretty(&metrics).map_err(|e| Error::data(out, e.to_string()))?;
     write_atomically(&out.join(crate::run_folder::METRICS_FILE), &json)?;
     Ok(metrics)
+}
+
+/// Writes `recipe.toml` atomically into a run folder.
+fn write_recipe(out: &Path, recipe: &Recipe) -> Result<()> {
+    write_atomically(&out.join(crate::run_folder::RECIPE_FILE), recipe.to_toml()?.as_bytes())
 }
 
 /// Splits off the last `count` examples of `data` as a validation set (`None` for 0).

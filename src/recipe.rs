@@ -1,0 +1,803 @@
+//! The training recipe: one type for "the options of `dpaudit train`", read and written as
+//! `recipe.toml` in every training run folder, and one resolver ([`Recipe::resolve`]) that checks
+//! every value and calibrates the noise multiplier once, before any privacy is spent.
+//!
+//! ```toml
+//! dataset = "fixture"          # fixture | mnist | fashion-mnist | a path to an MNIST-format folder
+//! model = "logreg"
+//! lot_size = 200.0             # q = lot_size / (training examples)
+//! epochs = 1.0                 # or steps = 10
+//! max_grad_norm = 1.0
+//! optimizer = "sgd"            # sgd | momentum | adam
+//! lr = 0.1
+//! delta = 1e-5                 # the delta of every epsilon the run reports (and of a target)
+//! [privacy]
+//! kind = "gaussian"            # off | gaussian | target-epsilon
+//! noise_multiplier = 1.5       # gaussian: sigma
+//! # kind = "target-epsilon"; epsilon = 3.0; accountant = "rdp"   (sigma calibrated up front)
+//! ```
+//!
+//! A privacy setting is an enum, so a recipe never holds a placeholder or NaN sigma: the resolved
+//! recipe ([`ResolvedRecipe`]) has the concrete sigma and where it came from
+//! ([`NoiseProvenance`]), as data.
+use crate::accounting::calibration::{noise_multiplier_for_epsilon_after, EpsilonAccountant};
+use crate::accounting::pld::PldAccountant;
+use crate::accounting::rdp::RdpAccountant;
+use crate::accounting::Phase;
+use crate::audit::spec::CommandTarget;
+use crate::error::{Error, Result};
+use crate::train::adversarial::PgdConfig;
+use crate::train::dpsgd::TrainConfig;
+use crate::train::fault::Fault;
+use crate::train::models;
+use crate::train::optim::{LrSchedule, OptimizerKind};
+use crate::train::run::MAX_TRAINING_STEPS;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A training recipe: everything that decides what a training run computes, except its seed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    /// `fixture`, `mnist`, `fashion-mnist`, or a path to an MNIST-format folder.
+    pub dataset: String,
+    /// Use only the first N training examples (default: all).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_examples: Option<usize>,
+    /// Hold out the last N training examples as a validation set (privacy is accounted over the
+    /// others).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub validation: usize,
+    /// Model name (see [`models::specs`]), with its `-hN` or DP-PCA dimension already in it.
+    pub model: String,
+    /// Expected lot size L (Poisson sampling, q = L / N).
+    pub lot_size: f64,
+    /// Epochs: steps = ceil(epochs / q). Give `epochs` or `steps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<f64>,
+    /// Steps. Give `epochs` or `steps`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<u64>,
+    /// Clipping norm C.
+    pub max_grad_norm: f64,
+    /// The update rule.
+    #[serde(default)]
+    pub optimizer: OptimizerName,
+    /// Momentum coefficient (the momentum optimiser).
+    #[serde(default = "default_momentum")]
+    pub momentum: f64,
+    /// Learning rate.
+    pub lr: f64,
+    /// Learning-rate schedule over the run's steps.
+    #[serde(default)]
+    pub schedule: ScheduleName,
+    /// Largest number of examples per forward pass (memory only; does not change the result).
+    #[serde(default = "default_physical_batch")]
+    pub physical_batch: usize,
+    /// The delta of every epsilon the run reports, and of a target epsilon.
+    #[serde(default = "default_delta")]
+    pub delta: f64,
+    /// Clipping and noise (or none).
+    pub privacy: Privacy,
+    /// The DP-PCA front end of the `abadi-pca` models.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pca: Option<PcaRecipe>,
+    /// Evaluate and save an exponential moving average of the parameters with this decay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<f64>,
+    /// A deliberate bug (see [`Fault`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inject_fault: Option<Fault>,
+    /// Adversarial (PGD) training.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adversarial: Option<PgdConfig>,
+    /// Public data for public-data BatchNorm (models ending in `-pn`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_norm: Option<PublicNorm>,
+    /// Who trains: dpaudit's own trainer (the default) or an external command.
+    #[serde(default, skip_serializing_if = "Trainer::is_built_in")]
+    pub trainer: Trainer,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+fn default_momentum() -> f64 {
+    0.9
+}
+fn default_physical_batch() -> usize {
+    256
+}
+fn default_delta() -> f64 {
+    1e-5
+}
+
+/// The update rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimizerName {
+    /// Plain SGD.
+    #[default]
+    Sgd,
+    /// Heavy-ball momentum (coefficient `momentum`).
+    Momentum,
+    /// Adam (0.9, 0.999, 1e-8).
+    Adam,
+}
+
+impl OptimizerName {
+    /// The word of the TOML and of `--optimizer`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptimizerName::Sgd => "sgd",
+            OptimizerName::Momentum => "momentum",
+            OptimizerName::Adam => "adam",
+        }
+    }
+
+    /// Parses `sgd`, `momentum` or `adam`; `field` names the key in the error.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for any other word.
+    pub fn parse(word: &str, field: &'static str) -> Result<Self> {
+        match word {
+            "sgd" => Ok(OptimizerName::Sgd),
+            "momentum" => Ok(OptimizerName::Momentum),
+            "adam" => Ok(OptimizerName::Adam),
+            other => Err(Error::invalid(field, other, "must be sgd, momentum or adam")),
+        }
+    }
+}
+
+/// The learning-rate schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ScheduleName {
+    /// The same rate throughout.
+    #[default]
+    Constant,
+    /// Cosine decay to 0 over the run's steps.
+    Cosine,
+    /// Linear decay to 0 over the run's steps.
+    Linear,
+}
+
+impl ScheduleName {
+    /// The word of the TOML and of `--schedule`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ScheduleName::Constant => "constant",
+            ScheduleName::Cosine => "cosine",
+            ScheduleName::Linear => "linear",
+        }
+    }
+}
+
+/// Clipping and noise.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Privacy {
+    /// The non-private baseline: no clipping, no noise, no ledger.
+    Off,
+    /// Gaussian noise with this noise multiplier sigma.
+    Gaussian {
+        /// sigma: the noise's standard deviation over the clipping norm.
+        noise_multiplier: f64,
+    },
+    /// sigma calibrated up front so that the accountant's epsilon after every step (and any
+    /// earlier phase, such as DP-PCA's) is at most `epsilon`, at the recipe's `delta`.
+    TargetEpsilon {
+        /// The target epsilon.
+        epsilon: f64,
+        /// The accountant the calibration asks.
+        #[serde(default)]
+        accountant: CalibrationAccountant,
+    },
+}
+
+/// The accountants a noise multiplier can be calibrated with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CalibrationAccountant {
+    /// Rényi DP ([`RdpAccountant`]).
+    #[default]
+    Rdp,
+    /// Privacy loss distributions ([`PldAccountant`], tighter and slower).
+    Pld,
+}
+
+impl CalibrationAccountant {
+    /// `rdp` or `pld`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CalibrationAccountant::Rdp => "rdp",
+            CalibrationAccountant::Pld => "pld",
+        }
+    }
+}
+
+/// The DP-PCA front end of the `abadi-pca` models (its dimension is in the model name).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PcaRecipe {
+    /// sigma_p of the one Gaussian release of A^T A (ledger phase q = 1, 1 step).
+    pub noise_multiplier: f64,
+    /// Whiten the projection with the released eigenvalues (post-processing).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub whiten: bool,
+}
+
+/// The public images behind public-data BatchNorm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicNorm {
+    /// An MNIST-format folder of public images.
+    pub data: PathBuf,
+    /// How many of its first training images give the statistics.
+    pub size: usize,
+}
+
+/// Who trains the recipe.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Trainer {
+    /// dpaudit's own DP-SGD trainer (`trainer = "built-in"`, the default).
+    #[default]
+    BuiltIn,
+    /// An external trainer run as a command (`[trainer] kind = "command"`; the protocol of
+    /// `docs/external-trainers.md`).
+    Command(CommandTarget),
+}
+
+impl Trainer {
+    /// Whether this is dpaudit's own trainer.
+    pub fn is_built_in(&self) -> bool {
+        matches!(self, Trainer::BuiltIn)
+    }
+}
+
+const BUILT_IN: &str = "built-in";
+
+impl Serialize for Trainer {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Trainer::BuiltIn => s.serialize_str(BUILT_IN),
+            Trainer::Command(c) => c.serialize(s),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Trainer {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(s) if s == BUILT_IN => Ok(Trainer::BuiltIn),
+            v @ serde_json::Value::Object(_) => {
+                serde_json::from_value(v).map(Trainer::Command).map_err(D::Error::custom)
+            }
+            other => Err(D::Error::custom(format!(
+                "trainer must be \"{BUILT_IN}\" or a table with kind = \"command\", not {other}"
+            ))),
+        }
+    }
+}
+
+/// Where a run's noise multiplier came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "kebab-case")]
+pub enum NoiseProvenance {
+    /// Given in the recipe.
+    Given,
+    /// Calibrated up front ([`noise_multiplier_for_epsilon_after`]).
+    Calibrated {
+        /// The target epsilon.
+        target_epsilon: f64,
+        /// The accountant asked.
+        accountant: CalibrationAccountant,
+        /// The delta of the target.
+        delta: f64,
+        /// The accountant's epsilon at the calibrated sigma (at most the target).
+        epsilon: f64,
+        /// The sampling scheme.
+        sampling: String,
+        /// The sampling rate q of the training phase.
+        sampling_rate: f64,
+        /// Steps of the training phase.
+        steps: u64,
+        /// Phases composed before training (DP-PCA's), in the accountant's epsilon too.
+        earlier_phases: Vec<Phase>,
+    },
+}
+
+impl NoiseProvenance {
+    /// The same in words (`metrics.json`'s `noise_multiplier_source`, as dpaudit wrote it before
+    /// it recorded the provenance as data).
+    pub fn describe(&self, noise_multiplier: f64) -> String {
+        match self {
+            NoiseProvenance::Given => format!("given: {noise_multiplier}"),
+            NoiseProvenance::Calibrated {
+                target_epsilon,
+                accountant,
+                delta,
+                sampling_rate,
+                steps,
+                earlier_phases,
+                ..
+            } => {
+                let after = match earlier_phases.first() {
+                    Some(p) => format!(", after the DP-PCA phase (q = 1, sigma_p = {}, 1 step)", p.noise_multiplier),
+                    None => String::new(),
+                };
+                format!(
+                    "calibrated up front ({} accountant, Poisson, q = {sampling_rate}, {steps} steps{after}, delta = {delta}) for target epsilon {target_epsilon}: sigma = {noise_multiplier}",
+                    accountant.as_str().to_uppercase()
+                )
+            }
+        }
+    }
+}
+
+/// What an audit of a recipe says something about, and a run must share with it for the audit to
+/// count for the run: the model, sigma and the clipping norm.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mechanism {
+    /// Model name.
+    pub model: String,
+    /// sigma.
+    pub noise_multiplier: f64,
+    /// C.
+    pub max_grad_norm: f64,
+}
+
+impl From<&TrainConfig> for Mechanism {
+    fn from(c: &TrainConfig) -> Self {
+        Mechanism { model: c.model.clone(), noise_multiplier: c.noise_multiplier, max_grad_norm: c.max_grad_norm }
+    }
+}
+
+impl std::fmt::Display for Mechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} with sigma = {}, C = {}", self.model, self.noise_multiplier, self.max_grad_norm)
+    }
+}
+
+/// A concrete noise multiplier and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedNoise {
+    /// sigma.
+    pub noise_multiplier: f64,
+    /// Given or calibrated.
+    pub provenance: NoiseProvenance,
+}
+
+/// The noise multiplier a privacy setting asks for, for `steps` steps at sampling rate `q` after
+/// the `earlier` phases: the given one, or one calibrated to the target (the only place dpaudit
+/// calibrates a training run's sigma). `None` without privacy.
+///
+/// # Proof definition
+/// For [`Privacy::TargetEpsilon`], returns sigma such that the named accountant computed
+/// `epsilon(earlier + (q, sigma, steps)) <= epsilon` at `delta`
+/// ([`noise_multiplier_for_epsilon_after`], `proofs/accounting/calibration.md`); or an error.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] for a sigma that is not finite and > 0; calibration errors.
+pub fn resolve_noise(
+    privacy: &Privacy,
+    earlier: &[Phase],
+    q: f64,
+    steps: u64,
+    delta: f64,
+) -> Result<Option<ResolvedNoise>> {
+    match *privacy {
+        Privacy::Off => Ok(None),
+        Privacy::Gaussian { noise_multiplier } => {
+            if !(noise_multiplier > 0.0 && noise_multiplier.is_finite()) {
+                return Err(Error::invalid("noise multiplier", noise_multiplier, "must be a finite number > 0"));
+            }
+            Ok(Some(ResolvedNoise { noise_multiplier, provenance: NoiseProvenance::Given }))
+        }
+        Privacy::TargetEpsilon { epsilon, accountant } => {
+            let acc: &dyn EpsilonAccountant = match accountant {
+                CalibrationAccountant::Rdp => &RdpAccountant::default(),
+                CalibrationAccountant::Pld => &PldAccountant::default(),
+            };
+            let cal = noise_multiplier_for_epsilon_after(earlier, epsilon, q, steps, delta, acc)?;
+            Ok(Some(ResolvedNoise {
+                noise_multiplier: cal.noise_multiplier,
+                provenance: NoiseProvenance::Calibrated {
+                    target_epsilon: epsilon,
+                    accountant,
+                    delta,
+                    epsilon: cal.epsilon,
+                    sampling: "poisson".into(),
+                    sampling_rate: q,
+                    steps,
+                    earlier_phases: earlier.to_vec(),
+                },
+            }))
+        }
+    }
+}
+
+/// A recipe with every derived number made concrete: the examples it trains on, q, the steps,
+/// sigma with its provenance and the trainer's configuration. Two runs follow the same recipe
+/// when their resolved recipes are equal.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ResolvedRecipe {
+    /// The recipe as given.
+    pub recipe: Recipe,
+    /// Training examples the sampling rate is over (after `train_examples` and `validation`).
+    pub train_examples: usize,
+    /// q = lot_size / train_examples.
+    pub sampling_rate: f64,
+    /// Steps of DP-SGD.
+    pub steps: u64,
+    /// sigma and its provenance (`None` without privacy).
+    pub noise: Option<ResolvedNoise>,
+    /// The trainer's configuration (its `noise_multiplier` is the resolved one; 0 without privacy,
+    /// where it is never read).
+    pub config: TrainConfig,
+}
+
+impl ResolvedRecipe {
+    /// The phases before training (DP-PCA's), which the ledger records first.
+    pub fn earlier_phases(&self) -> Result<Vec<Phase>> {
+        match &self.recipe.pca {
+            Some(p) => Ok(vec![Phase::new(1.0, p.noise_multiplier, 1)?]),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// `metrics.json`'s `noise_multiplier_source`.
+    pub fn noise_multiplier_source(&self) -> String {
+        match &self.noise {
+            Some(n) => n.provenance.describe(n.noise_multiplier),
+            None => "no privacy".into(),
+        }
+    }
+}
+
+fn positive(name: &'static str, v: f64) -> Result<()> {
+    if v > 0.0 && v.is_finite() {
+        Ok(())
+    } else {
+        Err(Error::invalid(name, v, "must be a finite number > 0"))
+    }
+}
+
+impl Recipe {
+    /// The trainer's configuration for this recipe with noise multiplier `noise_multiplier` (read
+    /// only with privacy) over `steps` steps (the length of a decaying schedule).
+    pub fn train_config(&self, noise_multiplier: f64, steps: u64) -> TrainConfig {
+        TrainConfig {
+            model: self.model.clone(),
+            lot_size: self.lot_size,
+            noise_multiplier,
+            max_grad_norm: self.max_grad_norm,
+            physical_batch: self.physical_batch,
+            optimizer: match self.optimizer {
+                OptimizerName::Sgd => OptimizerKind::Sgd,
+                OptimizerName::Momentum => OptimizerKind::Momentum { momentum: self.momentum },
+                OptimizerName::Adam => OptimizerKind::Adam { beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+            },
+            lr: self.lr,
+            schedule: match self.schedule {
+                ScheduleName::Constant => LrSchedule::Constant,
+                ScheduleName::Cosine => LrSchedule::Cosine { total: steps, min_lr: 0.0 },
+                ScheduleName::Linear => LrSchedule::Linear { total: steps, end_lr: 0.0 },
+            },
+            private: self.privacy != Privacy::Off,
+        }
+    }
+
+    /// Reads a `recipe.toml`.
+    ///
+    /// # Errors
+    /// I/O errors; [`Error::Data`] for TOML that does not parse or has unknown keys; the checks of
+    /// [`Recipe::validate`].
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading the recipe {}", path.display()), e))?;
+        Self::from_toml(&text, path)
+    }
+
+    /// Parses and checks a recipe; `origin` names it in errors.
+    ///
+    /// # Errors
+    /// As [`Recipe::load`], without the I/O.
+    pub fn from_toml(text: &str, origin: &Path) -> Result<Self> {
+        let recipe: Recipe = toml::from_str(text).map_err(|e| Error::data(origin, e.to_string()))?;
+        recipe.validate()?;
+        Ok(recipe)
+    }
+
+    /// The recipe as TOML (what `recipe.toml` holds).
+    ///
+    /// # Errors
+    /// [`Error::Data`] if it does not serialise (it always does for recipes that validate).
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string(self).map_err(|e| Error::data(Path::new(crate::run_folder::RECIPE_FILE), e.to_string()))
+    }
+
+    /// The data folder `dataset` names: `fixture` (`fixtures/mnist-small`), `mnist`
+    /// (`data/mnist`), `fashion-mnist` (`data/fashion-mnist`), or the path itself.
+    pub fn data_dir(&self) -> PathBuf {
+        crate::audit::engine::dataset_dir(&self.dataset)
+    }
+
+    /// Every check that does not need the data: run before any data is read.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming the value.
+    pub fn validate(&self) -> Result<()> {
+        if let Trainer::Command(c) = &self.trainer {
+            return Err(Error::invalid(
+                "trainer",
+                c.argv.first().map(String::as_str).unwrap_or(""),
+                "an external trainer resolves its own noise; dpaudit's trainer needs trainer = \"built-in\"",
+            ));
+        }
+        if self.dataset.trim().is_empty() {
+            return Err(Error::invalid("dataset", "\"\"", "must name fixture, mnist, fashion-mnist or a folder"));
+        }
+        if self.train_examples == Some(0) {
+            return Err(Error::invalid("train examples", 0, "must be at least 1"));
+        }
+        models::specs(&self.model)?;
+        positive("lot size", self.lot_size)?;
+        positive("learning rate", self.lr)?;
+        if !(self.momentum >= 0.0 && self.momentum < 1.0) {
+            return Err(Error::invalid("momentum", self.momentum, "must be in [0, 1)"));
+        }
+        if self.physical_batch == 0 {
+            return Err(Error::invalid("physical batch", 0, "must be at least 1"));
+        }
+        crate::accounting::validate_delta(self.delta)?;
+        match (self.epochs, self.steps) {
+            (Some(e), None) if !(e > 0.0 && e.is_finite()) => {
+                return Err(Error::invalid("epochs", e, "must be a finite number > 0"))
+            }
+            (None, Some(0)) => return Err(Error::invalid("steps", 0, "must be at least 1")),
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return Err(Error::invalid("epochs / steps", "both or neither", "give exactly one of them")),
+        }
+        match self.privacy {
+            Privacy::Off => {}
+            Privacy::Gaussian { noise_multiplier } => positive("noise multiplier", noise_multiplier)?,
+            Privacy::TargetEpsilon { epsilon, .. } => positive("target epsilon", epsilon)?,
+        }
+        if self.privacy != Privacy::Off {
+            positive("clipping norm", self.max_grad_norm)?;
+        }
+        match (models::pca_dims(&self.model), &self.pca) {
+            (Some(_), Some(p)) => positive("PCA noise multiplier", p.noise_multiplier)?,
+            (Some(_), None) => {
+                return Err(Error::invalid(
+                    "PCA noise multiplier",
+                    "none",
+                    format!("model {} trains on a DP-PCA projection: give its noise multiplier", self.model),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(Error::invalid(
+                    "PCA noise multiplier",
+                    self.model.as_str(),
+                    "only the abadi-pca models use DP-PCA",
+                ))
+            }
+            (None, None) => {}
+        }
+        if let Some(decay) = self.ema {
+            if !(decay > 0.0 && decay < 1.0) {
+                return Err(Error::invalid("parameter-average decay", decay, "must be in (0, 1)"));
+            }
+        }
+        if let Some(p) = &self.adversarial {
+            PgdConfig::new(p.epsilon, p.steps, p.step_size)?;
+        }
+        let public_norm_layers = models::specs(&self.model)?
+            .iter()
+            .any(|l| matches!(l, crate::train::per_example::LayerSpec::PublicBatchNorm2d { .. }));
+        if public_norm_layers && self.public_norm.is_none() {
+            return Err(Error::invalid(
+                "public normalisation data",
+                "none",
+                format!("model {} normalises with public-data statistics: name a folder of public images", self.model),
+            ));
+        }
+        if let Some(p) = &self.public_norm {
+            if p.size == 0 {
+                return Err(Error::invalid("public normalisation size", 0, "must be at least 1"));
+            }
+        }
+        if !models::trains_on_pixels(&self.model) && (self.adversarial.is_some() || self.public_norm.is_some()) {
+            return Err(Error::invalid("model", self.model.as_str(), "trains on DP-PCA projections or scattering coefficients; adversarial training and public-data normalisation work on images"));
+        }
+        Ok(())
+    }
+
+    /// Checks everything and makes every derived number concrete for a training set of
+    /// `available` examples (before `train_examples` and `validation` cut it): q, the steps (at
+    /// most [`MAX_TRAINING_STEPS`]), the learning-rate schedule and sigma, calibrated here (once)
+    /// for a target epsilon. Nothing is trained and no privacy is spent.
+    ///
+    /// # Proof definition
+    /// For [`Privacy::TargetEpsilon`], the resolved sigma is [`resolve_noise`]'s for the resolved
+    /// q and steps after the DP-PCA phase, if any.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming the value; calibration errors.
+    pub fn resolve(&self, available: usize) -> Result<ResolvedRecipe> {
+        self.validate()?;
+        let n = match self.train_examples {
+            Some(k) if k > available => {
+                return Err(Error::invalid(
+                    "train examples",
+                    k,
+                    format!("the training set has only {available} examples"),
+                ))
+            }
+            Some(k) => k,
+            None => available,
+        };
+        if self.validation >= n {
+            return Err(Error::invalid(
+                "validation examples",
+                self.validation,
+                format!("must leave training examples (the training set has {n})"),
+            ));
+        }
+        let n = n - self.validation;
+        let q = self.lot_size / n as f64;
+        if !(q > 0.0 && q <= 1.0) {
+            return Err(Error::invalid(
+                "lot size",
+                self.lot_size,
+                format!("must be in (0, {n}] (the training set size)"),
+            ));
+        }
+        let steps = match (self.epochs, self.steps) {
+            (Some(epochs), _) => {
+                let steps = (epochs / q).ceil();
+                if !(steps <= MAX_TRAINING_STEPS as f64) {
+                    return Err(Error::invalid(
+                        "epochs",
+                        epochs,
+                        format!("{steps} steps at sampling rate {q}; at most {MAX_TRAINING_STEPS} are accepted (a ledger line per step)"),
+                    ));
+                }
+                steps as u64
+            }
+            (None, Some(steps)) if steps > MAX_TRAINING_STEPS => {
+                return Err(Error::invalid(
+                    "steps",
+                    steps,
+                    format!("at most {MAX_TRAINING_STEPS} are accepted (a ledger line per step)"),
+                ))
+            }
+            (None, Some(steps)) => steps,
+            (None, None) => unreachable!("validate refuses a recipe without epochs or steps"),
+        };
+        let earlier: Vec<Phase> = match &self.pca {
+            Some(p) => vec![Phase::new(1.0, p.noise_multiplier, 1)?],
+            None => Vec::new(),
+        };
+        let noise = resolve_noise(&self.privacy, &earlier, q, steps, self.delta)?;
+        let config = self.train_config(noise.as_ref().map_or(0.0, |n| n.noise_multiplier), steps);
+        Ok(ResolvedRecipe { recipe: self.clone(), train_examples: n, sampling_rate: q, steps, noise, config })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GAUSSIAN: &str = r#"
+dataset = "fixture"
+model = "logreg"
+lot_size = 200
+epochs = 1.0
+max_grad_norm = 1.0
+lr = 0.1
+[privacy]
+kind = "gaussian"
+noise_multiplier = 1.5
+"#;
+
+    #[test]
+    fn a_recipe_round_trips_through_toml() {
+        let r = Recipe::from_toml(GAUSSIAN, Path::new("t")).unwrap();
+        assert_eq!(r.privacy, Privacy::Gaussian { noise_multiplier: 1.5 });
+        assert_eq!(
+            (r.optimizer, r.schedule, r.trainer.clone()),
+            (OptimizerName::Sgd, ScheduleName::Constant, Trainer::BuiltIn)
+        );
+        let text = r.to_toml().unwrap();
+        assert_eq!(Recipe::from_toml(&text, Path::new("t")).unwrap(), r, "{text}");
+        let mut full = r.clone();
+        full.privacy = Privacy::TargetEpsilon { epsilon: 2.0, accountant: CalibrationAccountant::Pld };
+        full.model = "abadi-pca-k20".into();
+        full.pca = Some(PcaRecipe { noise_multiplier: 7.0, whiten: true });
+        full.ema = Some(0.99);
+        full.inject_fault = Some(Fault::SkipNoise(3));
+        full.schedule = ScheduleName::Cosine;
+        full.validation = 100;
+        let text = full.to_toml().unwrap();
+        assert_eq!(toml::from_str::<Recipe>(&text).unwrap(), full, "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_and_impossible_values_are_refused() {
+        for (from, to) in [
+            ("lr = 0.1", "lr = 0.1\nnoise_multplier = 1.5"),
+            ("noise_multiplier = 1.5", "noise_multiplier = 1.5\nepsilon = 2.0"),
+            ("noise_multiplier = 1.5", "noise_multiplier = nan"),
+            ("noise_multiplier = 1.5", "noise_multiplier = 0.0"),
+            ("kind = \"gaussian\"", "kind = \"laplace\""),
+            ("epochs = 1.0", "epochs = 1.0\nsteps = 3"),
+            ("epochs = 1.0", ""),
+            ("epochs = 1.0", "epochs = inf"),
+            ("model = \"logreg\"", "model = \"resnet\""),
+            ("model = \"logreg\"", "model = \"abadi-pca\""),
+            ("lr = 0.1", "lr = 0.1\nema = 1.0"),
+            ("lr = 0.1", "lr = 0.1\ntrainer = \"other\""),
+            ("lot_size = 200", "lot_size = -1"),
+        ] {
+            let bad = GAUSSIAN.replace(from, to);
+            assert_ne!(bad, GAUSSIAN, "{from}");
+            assert!(Recipe::from_toml(&bad, Path::new("t")).is_err(), "accepted {to}");
+        }
+    }
+
+    #[test]
+    fn resolving_checks_the_schedule_before_any_privacy_is_spent() {
+        let r = Recipe::from_toml(GAUSSIAN, Path::new("t")).unwrap();
+        let ok = r.resolve(2000).unwrap();
+        assert_eq!((ok.train_examples, ok.steps, ok.sampling_rate), (2000, 10, 0.1));
+        assert_eq!(ok.noise, Some(ResolvedNoise { noise_multiplier: 1.5, provenance: NoiseProvenance::Given }));
+        assert_eq!(ok.noise_multiplier_source(), "given: 1.5");
+        assert_eq!(ok, r.resolve(2000).unwrap(), "the same recipe resolves to the same thing");
+        assert_ne!(ok, r.resolve(1000).unwrap(), "another training set size is another recipe");
+        let mut long = r.clone();
+        long.epochs = Some(1e12);
+        let err = long.resolve(2000).unwrap_err().to_string();
+        assert!(err.contains(&format!("at most {MAX_TRAINING_STEPS}")), "{err}");
+        let mut big_lot = r.clone();
+        big_lot.lot_size = 3000.0;
+        assert!(big_lot.resolve(2000).is_err());
+        let mut held_out = r;
+        held_out.validation = 2000;
+        assert!(held_out.resolve(2000).is_err());
+    }
+
+    /// The calibrated sigma is the calibration function's, and its provenance records the target,
+    /// the accountant, delta and the accountant's epsilon at the result (at most the target).
+    #[test]
+    fn a_target_epsilon_is_calibrated_once_with_its_provenance() {
+        let mut r = Recipe::from_toml(GAUSSIAN, Path::new("t")).unwrap();
+        r.privacy = Privacy::TargetEpsilon { epsilon: 2.0, accountant: CalibrationAccountant::Rdp };
+        let resolved = r.resolve(2000).unwrap();
+        let want =
+            crate::accounting::calibration::noise_multiplier_for_epsilon(2.0, 0.1, 10, 1e-5, &RdpAccountant::default())
+                .unwrap();
+        let noise = resolved.noise.clone().unwrap();
+        assert_eq!(noise.noise_multiplier, want.noise_multiplier);
+        assert_eq!(resolved.config.noise_multiplier, want.noise_multiplier);
+        match &noise.provenance {
+            NoiseProvenance::Calibrated { target_epsilon, accountant, delta, epsilon, steps, .. } => {
+                assert_eq!((*target_epsilon, *accountant, *delta, *steps), (2.0, CalibrationAccountant::Rdp, 1e-5, 10));
+                assert_eq!(*epsilon, want.epsilon);
+                assert!(*epsilon <= 2.0);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(resolved.noise_multiplier_source().starts_with("calibrated up front (RDP accountant"));
+        let json = serde_json::to_value(&noise.provenance).unwrap();
+        assert_eq!(json["source"], "calibrated");
+        assert_eq!(json["accountant"], "rdp");
+        // Off: no sigma at all.
+        r.privacy = Privacy::Off;
+        let off = r.resolve(2000).unwrap();
+        assert_eq!(off.noise, None);
+        assert!(!off.config.private);
+    }
+}
