@@ -439,6 +439,8 @@ fn released_generator_is_the_moving_average_of_the_iterates() {
         target_epsilon: None,
         seed: Some(2),
         force: false,
+        resume: false,
+        checkpoint_every: 0,
     };
     train_gan(&spec, &data, &dir.path().join("run"), Device::Cpu, &mut |_, _, _| {}).unwrap();
     let release = sample_release(
@@ -478,6 +480,8 @@ fn train_tiny(out: &Path, design: Design, seed: u64) -> dpaudit::gan::run::GanMe
         target_epsilon: None,
         seed: Some(seed),
         force: false,
+        resume: false,
+        checkpoint_every: 0,
     };
     train_gan(&spec, &fixture_subset(160), out, Device::Cpu, &mut |_, _, _| {}).unwrap()
 }
@@ -652,6 +656,8 @@ fn classifier_discriminator_trains_ranks_by_the_label_logit_and_is_recorded() {
         target_epsilon: None,
         seed: Some(3),
         force: false,
+        resume: false,
+        checkpoint_every: 0,
     };
     train_gan(&spec, &data, &run, Device::Cpu, &mut |_, _, _| {}).unwrap();
     let saved: serde_json::Value =
@@ -814,6 +820,8 @@ fn bad_count_missing_run_and_corrupt_checkpoint_are_clear_errors_with_no_partial
         target_epsilon: None,
         seed: Some(1),
         force: false,
+        resume: false,
+        checkpoint_every: 0,
     };
     let e = train_gan(&spec, &fixture_subset(160), &run, Device::Cpu, &mut |_, _, _| {}).unwrap_err().to_string();
     assert!(e.contains("--force"), "{e}");

@@ -30,10 +30,11 @@ use crate::train::optim::{LrSchedule, Optimizer, OptimizerKind};
 use crate::train::per_example::{
     clip_and_sum, clip_and_sum_grouped, nonprivate_gradient, per_example_cross_entropy, ClipConfig, Sequential,
 };
-use crate::train::sampling::PoissonSampler;
+use crate::train::sampling::{PoissonSampler, SamplerState};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 /// Ledger label of a design (a) discriminator step.
@@ -415,6 +416,61 @@ mod stream {
     pub const NOISE_LAYER: u64 = 4;
 }
 
+/// Files of a [`DpGan`] checkpoint, inside its checkpoint folder.
+mod checkpoint_file {
+    pub const GENERATOR: &str = "generator.safetensors";
+    pub const GENERATOR_AVERAGE: &str = "generator-average.safetensors";
+    pub const DISCRIMINATOR: &str = "discriminator.safetensors";
+    pub const GENERATOR_OPTIMIZER: &str = "generator-optimizer.safetensors";
+    pub const DISCRIMINATOR_OPTIMIZER: &str = "discriminator-optimizer.safetensors";
+}
+
+/// Everything of a [`DpGan`] that is not a tensor, for a checkpoint (the tensors are files in
+/// the checkpoint folder, written by [`DpGan::write_checkpoint_files`]): the configuration, the
+/// step counts and the position of every random stream, so that a resumed run draws exactly the
+/// lots, noise and latents the uninterrupted run would have drawn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DpGanState {
+    /// The configuration.
+    pub config: GanConfig,
+    /// Training examples N.
+    pub dataset_size: usize,
+    /// Discriminator steps applied (each recorded in the ledger before its update).
+    pub discriminator_steps: u64,
+    /// Generator steps applied.
+    pub generator_steps: u64,
+    sampler: SamplerState,
+    noise_rng: ChaCha20Rng,
+    latent_rng: ChaCha20Rng,
+    noise_layer_rng: ChaCha20Rng,
+}
+
+/// The generator, the discriminator and (with `config.g_ema`) the generator's moving average,
+/// which starts as a copy of the generator; their weights come from libtorch's generator, which
+/// the caller seeds or holds.
+fn build_networks(config: &GanConfig, device: Device) -> Result<(Generator, AnyDiscriminator, Option<Generator>)> {
+    let g = Generator::new(device, config.z_dim, config.g_width)?;
+    let d = match config.design {
+        Design::NoiseLayer => AnyDiscriminator::NoiseLayer(NoiseLayerDiscriminator::new(
+            device,
+            config.d_width,
+            config.max_grad_norm,
+            config.noise_multiplier,
+        )?),
+        _ => AnyDiscriminator::Private(Discriminator::with_conditioning(device, config.d_width, config.conditioning)?),
+    };
+    // The average starts as a copy of the generator (its own initial draw is overwritten).
+    let average = match config.g_ema {
+        None => None,
+        Some(_) => {
+            let mut a = Generator::new(device, config.z_dim, config.g_width)?;
+            a.var_store_mut().copy(g.var_store())?;
+            Some(a)
+        }
+    };
+    Ok((g, d, average))
+}
+
 /// A private GAN in training.
 #[derive(Debug)]
 pub struct DpGan {
@@ -472,32 +528,8 @@ impl DpGan {
     ) -> Result<Self> {
         let q = validate(&config, dataset_size)?;
         let init = init.to_bytes(stream::INIT);
-        let (generator, discriminator, average) = crate::torch_rng::seeded_by_key(&init, || -> Result<_> {
-            let g = Generator::new(device, config.z_dim, config.g_width)?;
-            let d = match config.design {
-                Design::NoiseLayer => AnyDiscriminator::NoiseLayer(NoiseLayerDiscriminator::new(
-                    device,
-                    config.d_width,
-                    config.max_grad_norm,
-                    config.noise_multiplier,
-                )?),
-                _ => AnyDiscriminator::Private(Discriminator::with_conditioning(
-                    device,
-                    config.d_width,
-                    config.conditioning,
-                )?),
-            };
-            // The average starts as a copy of the generator (its own initial draw is overwritten).
-            let average = match config.g_ema {
-                None => None,
-                Some(_) => {
-                    let mut a = Generator::new(device, config.z_dim, config.g_width)?;
-                    a.var_store_mut().copy(g.var_store())?;
-                    Some(a)
-                }
-            };
-            Ok((g, d, average))
-        })?;
+        let (generator, discriminator, average) =
+            crate::torch_rng::seeded_by_key(&init, || build_networks(&config, device))?;
         if let AnyDiscriminator::Private(d) = &discriminator {
             d.net.check_private()?;
         }
@@ -525,6 +557,108 @@ impl DpGan {
             d_steps: 0,
             g_steps: 0,
             dataset_size,
+        })
+    }
+
+    /// Writes the networks (the generator, its moving average if any, the discriminator) and
+    /// both optimisers' state as safetensors files in `folder` (which must exist), each fsynced,
+    /// and returns the rest of the state; [`DpGan::from_checkpoint`] reads them back.
+    ///
+    /// # Errors
+    /// I/O and libtorch errors.
+    pub fn write_checkpoint_files(&self, folder: &Path) -> Result<DpGanState> {
+        use checkpoint_file as f;
+        self.generator.var_store().save(folder.join(f::GENERATOR))?;
+        self.discriminator.var_store().save(folder.join(f::DISCRIMINATOR))?;
+        Tensor::write_safetensors(&self.g_opt.named_state(), folder.join(f::GENERATOR_OPTIMIZER))?;
+        Tensor::write_safetensors(&self.d_opt.named_state(), folder.join(f::DISCRIMINATOR_OPTIMIZER))?;
+        let mut written = vec![f::GENERATOR, f::DISCRIMINATOR, f::GENERATOR_OPTIMIZER, f::DISCRIMINATOR_OPTIMIZER];
+        if let Some(average) = &self.average {
+            average.var_store().save(folder.join(f::GENERATOR_AVERAGE))?;
+            written.push(f::GENERATOR_AVERAGE);
+        }
+        for name in written {
+            crate::durable::sync_file(&folder.join(name))?;
+        }
+        Ok(DpGanState {
+            config: self.config.clone(),
+            dataset_size: self.dataset_size,
+            discriminator_steps: self.d_steps,
+            generator_steps: self.g_steps,
+            sampler: self.sampler.state(),
+            noise_rng: self.noise_rng.clone(),
+            latent_rng: self.latent_rng.clone(),
+            noise_layer_rng: self.noise_layer_rng.clone(),
+        })
+    }
+
+    /// Rebuilds a run from a checkpoint written by [`DpGan::write_checkpoint_files`] in `folder`,
+    /// recording into `ledger` (the run's ledger, opened for appending).
+    ///
+    /// # Proof definition
+    /// The ledger must hold at least as many steps as the checkpoint's discriminator steps (a
+    /// ledger that holds fewer has lost recorded privacy cost: an error). Steps the ledger holds
+    /// beyond the checkpoint (recorded, then lost in a crash before the next checkpoint) stay
+    /// counted and are taken again, recorded again: an over-count, which is safe (the contract of
+    /// [`crate::train::dpsgd::DpSgd::resume`]).
+    ///
+    /// # Errors
+    /// [`Error::Data`] for a ledger that holds fewer steps than the checkpoint or for missing or
+    /// mismatched files; invalid configuration; libtorch errors.
+    pub fn from_checkpoint(state: DpGanState, folder: &Path, ledger: Ledger, device: Device) -> Result<Self> {
+        use checkpoint_file as f;
+        if ledger.steps() < state.discriminator_steps {
+            return Err(Error::data(
+                ledger.path(),
+                format!(
+                    "holds {} steps but the checkpoint is at discriminator step {}",
+                    ledger.steps(),
+                    state.discriminator_steps
+                ),
+            ));
+        }
+        let config = state.config;
+        let q = validate(&config, state.dataset_size)?;
+        // The initial draws are overwritten by the checkpoint; held so they cannot disturb a
+        // seeded build on another thread.
+        let (mut generator, mut discriminator, mut average) = {
+            let _rng = crate::torch_rng::lock();
+            build_networks(&config, device)?
+        };
+        generator.var_store_mut().load(folder.join(f::GENERATOR))?;
+        discriminator.var_store_mut().load(folder.join(f::DISCRIMINATOR))?;
+        if let Some(a) = average.as_mut() {
+            a.var_store_mut().load(folder.join(f::GENERATOR_AVERAGE))?;
+        }
+        let d_params = discriminator.parameters();
+        let g_params = generator.parameters();
+        let mut d_opt = Optimizer::new(adam(), config.d_lr, LrSchedule::Constant, &d_params)?;
+        let mut g_opt = Optimizer::new(adam(), config.g_lr, LrSchedule::Constant, &g_params)?;
+        d_opt.load_state(
+            &Tensor::read_safetensors(folder.join(f::DISCRIMINATOR_OPTIMIZER))?,
+            state.discriminator_steps,
+        )?;
+        g_opt.load_state(&Tensor::read_safetensors(folder.join(f::GENERATOR_OPTIMIZER))?, state.generator_steps)?;
+        let sampler = PoissonSampler::resume(state.dataset_size, q, state.sampler)?;
+        Ok(DpGan {
+            expected_lot: sampler.expected_lot_size(),
+            config,
+            q,
+            generator,
+            average,
+            discriminator,
+            d_params,
+            g_params,
+            d_opt,
+            g_opt,
+            sampler,
+            noise_rng: state.noise_rng,
+            latent_rng: state.latent_rng,
+            noise_layer_rng: state.noise_layer_rng,
+            ledger,
+            d_steps: state.discriminator_steps,
+            g_steps: state.generator_steps,
+            dataset_size: state.dataset_size,
         })
     }
 
