@@ -10,6 +10,7 @@ use dpaudit::gan::release::{
 };
 use dpaudit::gan::run::{train_gan, GanRunSpec, DISCRIMINATOR_FILE, GENERATOR_FILE};
 use dpaudit::train::dpsgd::{Examples, CLIP_ROUNDING_SLACK};
+use dpaudit::train::mechanism::GaussianSum;
 use dpaudit::train::noise::{self, NoiseSeed};
 use dpaudit::train::per_example::{
     clip_and_sum_grouped, per_example_cross_entropy, ClipConfig, LayerSpec, NormMethod, Sequential,
@@ -174,7 +175,9 @@ fn private_step_equals_one_at_a_time_reference() {
         let (xr, yr) = random_images(b, &mut rng);
         let fakes = if design == Design::Joint { b } else { 6 };
         let (xf, yf) = random_images(fakes, &mut rng);
-        let mut noise_rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(1));
+        let noise_rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(1));
+        let mut mechanism = GaussianSum::new(sigma, c, 0.1, expected_lot, "test", noise_rng).unwrap();
+        let mut ledger = Ledger::in_memory();
         // physical batch 2: the lot is split, which must not change the result.
         let out = private_discriminator_gradient(
             &d,
@@ -184,13 +187,15 @@ fn private_step_equals_one_at_a_time_reference() {
             &yr,
             &xf,
             &yf,
-            &ClipConfig::new(c),
-            sigma,
-            expected_lot,
             2,
-            &mut noise_rng,
+            &mut mechanism,
+            1,
+            &mut ledger,
         )
         .unwrap();
+        assert_eq!(ledger.steps(), 1, "the release is recorded");
+        let e = &ledger.entries()[0];
+        assert_eq!((e.sampling_rate, e.noise_multiplier, e.clipping_norm), (0.1, sigma, c));
         let noise = reference_noise(&d, sigma * c * (1.0 + CLIP_ROUNDING_SLACK), seed);
         let mut sum = noise.zeros_like();
         for i in 0..b {
@@ -238,52 +243,26 @@ fn joint_design_refuses_unpaired_fakes_and_noise_layer_has_no_clipped_step() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let (xr, yr) = random_images(3, &mut rng);
     let (xf, yf) = random_images(4, &mut rng);
-    let mut n = ChaCha20Rng::seed_from_u64(0);
-    assert!(private_discriminator_gradient(
-        &d,
-        Design::Joint,
-        Conditioning::LabelPlanes,
-        &xr,
-        &yr,
-        &xf,
-        &yf,
-        &ClipConfig::new(1.0),
-        1.0,
-        3.0,
-        8,
-        &mut n
-    )
-    .is_err());
-    assert!(private_discriminator_gradient(
-        &d,
-        Design::NoiseLayer,
-        Conditioning::LabelPlanes,
-        &xr,
-        &yr,
-        &xf,
-        &yf,
-        &ClipConfig::new(1.0),
-        1.0,
-        3.0,
-        8,
-        &mut n
-    )
-    .is_err());
-    assert!(private_discriminator_gradient(
-        &d,
-        Design::RealOnly,
-        Conditioning::LabelPlanes,
-        &xr,
-        &yr,
-        &xf,
-        &yf,
-        &ClipConfig::new(1.0),
-        0.0,
-        3.0,
-        8,
-        &mut n
-    )
-    .is_err());
+    let mut n = GaussianSum::new(1.0, 1.0, 0.1, 3.0, "test", ChaCha20Rng::seed_from_u64(0)).unwrap();
+    let mut ledger = Ledger::in_memory();
+    for design in [Design::Joint, Design::NoiseLayer] {
+        let out = private_discriminator_gradient(
+            &d,
+            design,
+            Conditioning::LabelPlanes,
+            &xr,
+            &yr,
+            &xf,
+            &yf,
+            8,
+            &mut n,
+            1,
+            &mut ledger,
+        );
+        assert!(out.is_err(), "{design}");
+    }
+    assert_eq!(ledger.steps(), 0, "a refused step records nothing");
+    assert!(GaussianSum::new(0.0, 1.0, 0.1, 3.0, "test", ChaCha20Rng::seed_from_u64(0)).is_err());
 }
 
 fn fixture_subset(n: usize) -> Dataset {

@@ -24,7 +24,8 @@ use super::noise_layer::{NoiseLayerDiscriminator, CLAIMED_LABEL, NOISE_LAYER_LED
 use crate::accounting::ledger::Ledger;
 use crate::accounting::SamplingScheme;
 use crate::error::{Error, Result};
-use crate::train::dpsgd::{Examples, CLIP_ROUNDING_SLACK};
+use crate::train::dpsgd::Examples;
+use crate::train::mechanism::GaussianSum;
 use crate::train::noise::{self, NoiseSeed};
 use crate::train::optim::{LrSchedule, Optimizer, OptimizerKind};
 use crate::train::per_example::{
@@ -221,8 +222,9 @@ fn zeros_like_params(d: &Sequential) -> Result<Vec<Tensor>> {
 
 /// One private discriminator gradient for designs (a) and (b): the lot's real images `real_x`
 /// (B, 1, 28, 28) in [0, 1] with labels `real_y` (B,), generated images `fake_x` with labels
-/// `fake_y`, clipping norm `clip.max_norm`, noise N(0, (sigma C (1 + CLIP_ROUNDING_SLACK))^2) per
-/// coordinate from `rng`, divided by `expected_lot` = q N. `conditioning` says what the
+/// `fake_y`; the clipped sum is released by `mechanism` ([`GaussianSum::release`]: clipping norm
+/// C, noise N(0, (sigma C (1 + CLIP_ROUNDING_SLACK))^2) per coordinate, divided by q N), which
+/// records discriminator step `step` in `ledger` before the value exists outside it. `conditioning` says what the
 /// discriminator's input and targets are ([`Conditioning`]): "real" is class [`REAL`] or the
 /// record's label, "generated" class [`FAKE`] or 10.
 ///
@@ -235,14 +237,14 @@ fn zeros_like_params(d: &Sequential) -> Result<Vec<Tensor>> {
 /// Given the discriminator's current parameters and the fakes (both functions of earlier
 /// releases and of randomness independent of the data), the noisy sum is a Gaussian mechanism of
 /// L2 sensitivity C under add/remove of one training example; with Poisson sampling each call is
-/// one Poisson-subsampled Gaussian step with noise multiplier sigma. See
-/// `proofs/gan/design_a_real_term.md`, `proofs/gan/design_b_joint_clipping.md`; checked against a
+/// one Poisson-subsampled Gaussian step with noise multiplier sigma, recorded in `ledger` before
+/// it is returned. See `proofs/gan/design_a_real_term.md`, `proofs/gan/design_b_joint_clipping.md`
+/// and `proofs/train/gaussian_sum.md`; checked against a
 /// one-example-at-a-time reference in `tests/gan.rs` (`private_step_equals_one_at_a_time_reference`).
 ///
 /// # Errors
-/// [`Error::InvalidParameter`] for [`Design::NoiseLayer`], for (b) with unequal counts, for a
-/// noise multiplier or expected lot that is not finite and > 0; numerical and libtorch errors
-/// (no gradient is returned).
+/// [`Error::InvalidParameter`] for [`Design::NoiseLayer`] or for (b) with unequal counts (nothing
+/// recorded); ledger I/O, numerical and libtorch errors (no gradient is returned).
 #[allow(clippy::too_many_arguments)]
 pub fn private_discriminator_gradient(
     d: &Sequential,
@@ -252,18 +254,12 @@ pub fn private_discriminator_gradient(
     real_y: &Tensor,
     fake_x: &Tensor,
     fake_y: &Tensor,
-    clip: &ClipConfig,
-    noise_multiplier: f64,
-    expected_lot: f64,
     physical_batch: usize,
-    rng: &mut ChaCha20Rng,
+    mechanism: &mut GaussianSum,
+    step: u64,
+    ledger: &mut Ledger,
 ) -> Result<DiscriminatorGradient> {
-    if !(noise_multiplier > 0.0 && noise_multiplier.is_finite()) {
-        return Err(Error::invalid("noise multiplier", noise_multiplier, "must be a finite number > 0"));
-    }
-    if !(expected_lot > 0.0 && expected_lot.is_finite()) {
-        return Err(Error::invalid("expected lot size", expected_lot, "must be a finite number > 0"));
-    }
+    let clip = &ClipConfig::new(mechanism.clipping_norm());
     let physical = physical_batch.max(1) as i64;
     let b = real_x.size()[0];
     let f = fake_x.size()[0];
@@ -337,17 +333,12 @@ pub fn private_discriminator_gradient(
             return Err(Error::invalid("design", "noise-layer", "has no clipped gradient; see gan::noise_layer"));
         }
     }
-    let std = noise_multiplier * clip.max_norm * (1.0 + CLIP_ROUNDING_SLACK);
-    let mut gradients = Vec::with_capacity(sums.len());
-    for (i, s) in sums.iter().enumerate() {
-        let mut z = vec![0f32; s.numel()];
-        noise::gaussian(rng, std, &mut z)?;
-        let z = Tensor::f_from_slice(&z)?.f_view(s.size().as_slice())?.f_to_kind(s.f_kind()?)?.f_to(s.device())?;
-        let mut g = s.f_add(&z)?.f_div_scalar(expected_lot)?;
-        if let Some(fm) = &fake_mean {
-            g = g.f_add(&fm[i])?;
+    let mut gradients = mechanism.release(&sums, step, ledger)?;
+    if let Some(fm) = &fake_mean {
+        // Design (a)'s generated-data term: no private data, added after the release.
+        for (g, f) in gradients.iter_mut().zip(fm) {
+            *g = g.f_add(f)?;
         }
-        gradients.push(g);
     }
     Ok(DiscriminatorGradient {
         gradients,
@@ -440,9 +431,28 @@ pub struct DpGanState {
     /// Generator steps applied.
     pub generator_steps: u64,
     sampler: SamplerState,
-    noise_rng: ChaCha20Rng,
+    /// The mechanism's noise stream (`None` for the noise-layer design).
+    noise_rng: Option<ChaCha20Rng>,
     latent_rng: ChaCha20Rng,
     noise_layer_rng: ChaCha20Rng,
+}
+
+/// The Gaussian mechanism of a clipped design's discriminator steps: (Poisson, q, sigma, C),
+/// normalised by the expected lot size q N, recorded under the design's label.
+fn gaussian_sum(
+    config: &GanConfig,
+    design: Design,
+    sampler: &PoissonSampler,
+    noise: ChaCha20Rng,
+) -> Result<GaussianSum> {
+    GaussianSum::new(
+        config.noise_multiplier,
+        config.max_grad_norm,
+        sampler.sampling_rate(),
+        sampler.expected_lot_size(),
+        design.ledger_label(),
+        noise,
+    )
 }
 
 /// The generator, the discriminator and (with `config.g_ema`) the generator's moving average,
@@ -486,7 +496,9 @@ pub struct DpGan {
     d_opt: Optimizer,
     g_opt: Optimizer,
     sampler: PoissonSampler,
-    noise_rng: ChaCha20Rng,
+    /// The Gaussian mechanism of designs (a) and (b), which owns the noise stream (`None` for the
+    /// noise-layer design).
+    mechanism: Option<GaussianSum>,
     latent_rng: ChaCha20Rng,
     noise_layer_rng: ChaCha20Rng,
     ledger: Ledger,
@@ -538,6 +550,11 @@ impl DpGan {
         let d_opt = Optimizer::new(adam(), config.d_lr, LrSchedule::Constant, &d_params)?;
         let g_opt = Optimizer::new(adam(), config.g_lr, LrSchedule::Constant, &g_params)?;
         let sampler = PoissonSampler::new(dataset_size, q, seed.to_bytes(stream::SAMPLER))?;
+        let noise = ChaCha20Rng::from_seed(seed.to_bytes(stream::NOISE));
+        let mechanism = match config.design {
+            Design::NoiseLayer => None,
+            design => Some(gaussian_sum(&config, design, &sampler, noise)?),
+        };
         Ok(DpGan {
             expected_lot: sampler.expected_lot_size(),
             config,
@@ -550,7 +567,7 @@ impl DpGan {
             d_opt,
             g_opt,
             sampler,
-            noise_rng: ChaCha20Rng::from_seed(seed.to_bytes(stream::NOISE)),
+            mechanism,
             latent_rng: ChaCha20Rng::from_seed(seed.to_bytes(stream::LATENT)),
             noise_layer_rng: ChaCha20Rng::from_seed(seed.to_bytes(stream::NOISE_LAYER)),
             ledger,
@@ -586,7 +603,7 @@ impl DpGan {
             discriminator_steps: self.d_steps,
             generator_steps: self.g_steps,
             sampler: self.sampler.state(),
-            noise_rng: self.noise_rng.clone(),
+            noise_rng: self.mechanism.as_ref().map(|m| m.noise_stream().clone()),
             latent_rng: self.latent_rng.clone(),
             noise_layer_rng: self.noise_layer_rng.clone(),
         })
@@ -640,6 +657,11 @@ impl DpGan {
         )?;
         g_opt.load_state(&Tensor::read_safetensors(folder.join(f::GENERATOR_OPTIMIZER))?, state.generator_steps)?;
         let sampler = PoissonSampler::resume(state.dataset_size, q, state.sampler)?;
+        let mechanism = match (config.design, state.noise_rng) {
+            (Design::NoiseLayer, _) => None,
+            (design, Some(noise)) => Some(gaussian_sum(&config, design, &sampler, noise)?),
+            (_, None) => return Err(Error::data(folder, "the checkpoint has no noise stream")),
+        };
         Ok(DpGan {
             expected_lot: sampler.expected_lot_size(),
             config,
@@ -652,7 +674,7 @@ impl DpGan {
             d_opt,
             g_opt,
             sampler,
-            noise_rng: state.noise_rng,
+            mechanism,
             latent_rng: state.latent_rng,
             noise_layer_rng: state.noise_layer_rng,
             ledger,
@@ -702,9 +724,10 @@ impl DpGan {
             let batch_statistics = self.config.design != Design::Joint;
             self.generator.forward(&z, &fake_y, batch_statistics)?.f_detach()?
         };
-        let (grads, report) = match &self.discriminator {
-            AnyDiscriminator::Private(d) => {
-                let clip = ClipConfig::new(self.config.max_grad_norm);
+        let step = self.d_steps + 1;
+        let (grads, report) = match (&self.discriminator, self.mechanism.as_mut()) {
+            (AnyDiscriminator::Private(d), Some(mechanism)) => {
+                // Recorded in the ledger by the mechanism before the gradient exists here.
                 let g = private_discriminator_gradient(
                     &d.net,
                     self.config.design,
@@ -713,11 +736,10 @@ impl DpGan {
                     &real_y,
                     &fake_x,
                     &fake_y,
-                    &clip,
-                    self.config.noise_multiplier,
-                    self.expected_lot,
                     self.config.physical_batch,
-                    &mut self.noise_rng,
+                    mechanism,
+                    step,
+                    &mut self.ledger,
                 )?;
                 let report = DiscriminatorReport {
                     real_loss: if g.real_count == 0 { f64::NAN } else { g.real_loss_sum / g.real_count as f64 },
@@ -727,7 +749,14 @@ impl DpGan {
                 };
                 (g.gradients, report)
             }
-            AnyDiscriminator::NoiseLayer(d) => {
+            (AnyDiscriminator::Private(_), None) => {
+                return Err(Error::invalid(
+                    "design",
+                    self.config.design,
+                    "a clipped design needs its Gaussian mechanism",
+                ))
+            }
+            (AnyDiscriminator::NoiseLayer(d), _) => {
                 // The paper's training: ordinary gradients of the mean losses, through the noise layer.
                 let xr = condition(&real_x, &real_y)?;
                 let xf = condition(&fake_x, &fake_y)?;
@@ -747,6 +776,15 @@ impl DpGan {
                     return Err(Error::numerical("discriminator loss", "not finite; no update made"));
                 }
                 let grads = Tensor::f_run_backward(&[&loss], &self.d_params, false, false)?;
+                // The noise-layer step (its epsilon is claimed, not proven): recorded before its
+                // update is applied.
+                self.ledger.record(
+                    SamplingScheme::Poisson,
+                    self.q,
+                    self.config.noise_multiplier,
+                    self.config.max_grad_norm,
+                    self.config.design.ledger_label(),
+                )?;
                 let n = lot.len();
                 (
                     grads,
@@ -759,14 +797,6 @@ impl DpGan {
                 )
             }
         };
-        // The privacy cost is durable before the update can influence anything.
-        self.ledger.record(
-            SamplingScheme::Poisson,
-            self.q,
-            self.config.noise_multiplier,
-            self.config.max_grad_norm,
-            self.config.design.ledger_label(),
-        )?;
         self.d_opt.step(&self.d_params, &grads)?;
         self.d_steps += 1;
         Ok(report)

@@ -3,6 +3,7 @@
 pub mod adversarial;
 pub mod dpsgd;
 pub mod fault;
+pub mod mechanism;
 pub mod models;
 pub mod noise;
 pub mod optim;
