@@ -15,6 +15,7 @@ use dpaudit::train::noise::{self, NoiseSeed};
 use dpaudit::train::per_example::{
     clip_and_sum_grouped, per_example_cross_entropy, ClipConfig, LayerSpec, NormMethod, Sequential,
 };
+use dpaudit::train::streams::RunStream;
 use rand::{Rng, SeedableRng};
 use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
 use std::path::Path;
@@ -113,7 +114,7 @@ fn flatten(ts: &[Tensor]) -> Tensor {
 
 /// The noise the step draws: per parameter in order, `numel` f32 draws of N(0, std^2).
 fn reference_noise(model: &Sequential, std: f64, seed: u64) -> Tensor {
-    let mut rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(1));
+    let mut rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(RunStream::Noise));
     let mut parts = Vec::new();
     for (_, p) in model.parameters() {
         let mut z = vec![0f32; p.numel()];
@@ -175,7 +176,7 @@ fn private_step_equals_one_at_a_time_reference() {
         let (xr, yr) = random_images(b, &mut rng);
         let fakes = if design == Design::Joint { b } else { 6 };
         let (xf, yf) = random_images(fakes, &mut rng);
-        let noise_rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(1));
+        let noise_rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(RunStream::Noise));
         let mut mechanism = GaussianSum::new(sigma, c, 0.1, expected_lot, "test", noise_rng).unwrap();
         let mut ledger = Ledger::in_memory();
         // physical batch 2: the lot is split, which must not change the result.

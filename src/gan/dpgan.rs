@@ -32,6 +32,7 @@ use crate::train::per_example::{
     clip_and_sum, clip_and_sum_grouped, nonprivate_gradient, per_example_cross_entropy, ClipConfig, Sequential,
 };
 use crate::train::sampling::{PoissonSampler, SamplerState};
+use crate::train::streams::RunStream;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
@@ -398,15 +399,6 @@ pub struct DiscriminatorReport {
     pub clipped_fraction: f64,
 }
 
-/// Stream numbers of the run's ChaCha20 generators (from one seed).
-mod stream {
-    pub const SAMPLER: u64 = 0;
-    pub const NOISE: u64 = 1;
-    pub const INIT: u64 = 2;
-    pub const LATENT: u64 = 3;
-    pub const NOISE_LAYER: u64 = 4;
-}
-
 /// Files of a [`DpGan`] checkpoint, inside its checkpoint folder.
 mod checkpoint_file {
     pub const GENERATOR: &str = "generator.safetensors";
@@ -539,7 +531,7 @@ impl DpGan {
         device: Device,
     ) -> Result<Self> {
         let q = validate(&config, dataset_size)?;
-        let init = init.to_bytes(stream::INIT);
+        let init = init.to_bytes(RunStream::Initialisation);
         let (generator, discriminator, average) =
             crate::torch_rng::seeded_by_key(&init, || build_networks(&config, device))?;
         if let AnyDiscriminator::Private(d) = &discriminator {
@@ -549,8 +541,8 @@ impl DpGan {
         let g_params = generator.parameters();
         let d_opt = Optimizer::new(adam(), config.d_lr, LrSchedule::Constant, &d_params)?;
         let g_opt = Optimizer::new(adam(), config.g_lr, LrSchedule::Constant, &g_params)?;
-        let sampler = PoissonSampler::new(dataset_size, q, seed.to_bytes(stream::SAMPLER))?;
-        let noise = ChaCha20Rng::from_seed(seed.to_bytes(stream::NOISE));
+        let sampler = PoissonSampler::new(dataset_size, q, seed.to_bytes(RunStream::Sampling))?;
+        let noise = ChaCha20Rng::from_seed(seed.to_bytes(RunStream::Noise));
         let mechanism = match config.design {
             Design::NoiseLayer => None,
             design => Some(gaussian_sum(&config, design, &sampler, noise)?),
@@ -568,8 +560,8 @@ impl DpGan {
             g_opt,
             sampler,
             mechanism,
-            latent_rng: ChaCha20Rng::from_seed(seed.to_bytes(stream::LATENT)),
-            noise_layer_rng: ChaCha20Rng::from_seed(seed.to_bytes(stream::NOISE_LAYER)),
+            latent_rng: ChaCha20Rng::from_seed(seed.to_bytes(RunStream::GanLatents)),
+            noise_layer_rng: ChaCha20Rng::from_seed(seed.to_bytes(RunStream::GanNoiseLayer)),
             ledger,
             d_steps: 0,
             g_steps: 0,

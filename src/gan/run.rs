@@ -19,6 +19,7 @@ use crate::folder_lock::{FolderLock, LOCK_FILE};
 use crate::train::dpsgd::{Examples, CHECKPOINT_POINTER, LEDGER_FILE};
 use crate::train::noise::NoiseSeed;
 use crate::train::run::AccountedEpsilon;
+use crate::train::streams::RunStream;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
@@ -32,8 +33,6 @@ pub const GENERATOR_FILE: &str = crate::run_folder::GENERATOR_FILE;
 pub const DISCRIMINATOR_FILE: &str = crate::run_folder::DISCRIMINATOR_FILE;
 /// The run description `gan sample` reads.
 pub const GAN_FILE: &str = crate::run_folder::GAN_FILE;
-/// Stream of the fixed latents behind the per-epoch grids.
-const GRID_STREAM: u64 = 5;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -217,7 +216,7 @@ pub fn to_u8(images: &Tensor) -> Result<Vec<u8>> {
 /// label r (eval mode).
 fn write_epoch_grid(gan: &DpGan, seed: NoiseSeed, path: &Path) -> Result<()> {
     let per_row = 10i64;
-    let mut rng = ChaCha20Rng::from_seed(seed.to_bytes(GRID_STREAM));
+    let mut rng = ChaCha20Rng::from_seed(seed.to_bytes(RunStream::GanEpochGrid));
     let device = gan.released_generator().var_store().device();
     let (z, _) = latents(&mut rng, CLASSES * per_row, gan.config().z_dim, device)?;
     let labels = Tensor::f_arange(CLASSES, (Kind::Int64, device))?.f_repeat_interleave_self_int(per_row, None, None)?;
@@ -231,7 +230,7 @@ fn write_epoch_grid(gan: &DpGan, seed: NoiseSeed, path: &Path) -> Result<()> {
 /// two samples per label, each followed by its nearest real image.
 fn write_nearest_figure(gan: &DpGan, train: &Examples, seed: NoiseSeed, path: &Path) -> Result<()> {
     let per = 2i64;
-    let mut rng = ChaCha20Rng::from_seed(seed.to_bytes(GRID_STREAM + 1));
+    let mut rng = ChaCha20Rng::from_seed(seed.to_bytes(RunStream::GanNearestFigure));
     let device = gan.released_generator().var_store().device();
     let (z, _) = latents(&mut rng, CLASSES * per, gan.config().z_dim, device)?;
     let labels = Tensor::f_arange(CLASSES, (Kind::Int64, device))?.f_repeat_interleave_self_int(per, None, None)?;

@@ -24,6 +24,7 @@ use crate::train::noise::{NoiseSeed, NoiseSeeding};
 use crate::train::optim::{warmed_up_decay, LrSchedule, Optimizer, OptimizerKind};
 use crate::train::per_example::{clip_and_sum, nonprivate_gradient, ClipConfig, Sequential};
 use crate::train::sampling::{PoissonSampler, SamplerState};
+use crate::train::streams::{NoiseKeyStream, RunStream};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
@@ -38,11 +39,6 @@ pub const LEDGER_LABEL: &str = "dpsgd";
 pub const LEDGER_FILE: &str = crate::run_folder::LEDGER_FILE;
 /// The pointer to the latest checkpoint inside a run folder.
 pub const CHECKPOINT_POINTER: &str = crate::run_folder::CHECKPOINT_POINTER;
-/// ChaCha20 streams (under the run's noise key) of PGD's random starts during training: this bit
-/// plus the step number. Stream 0 is the Gaussian noise.
-const PGD_TRAINING_STREAMS: u64 = 1 << 63;
-/// The stream of PGD's random starts when measuring robust accuracy.
-const PGD_EVALUATION_STREAM: u64 = 1 << 62;
 
 /// Everything that defines a training run (saved in every checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -277,7 +273,7 @@ impl DpSgd {
             std::fs::create_dir_all(run_dir).map_err(|e| Error::io(format!("creating {}", run_dir.display()), e))?;
         }
         let seed = seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit);
-        let init = seed.to_bytes(2);
+        let init = seed.to_bytes(RunStream::Initialisation);
         let (vs, model) = crate::torch_rng::seeded_by_key(&init, || -> Result<_> {
             let vs = nn::VarStore::new(device);
             let model = models::build(&config.model, &vs.root())?;
@@ -288,8 +284,8 @@ impl DpSgd {
         }
         let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, t)| t).collect();
         let optimizer = Optimizer::new(config.optimizer, config.lr, config.schedule, &params)?;
-        let sampler = PoissonSampler::new(dataset_size, q, seed.to_bytes(0))?;
-        let noise_rng = ChaCha20Rng::from_seed(seed.to_bytes(1));
+        let sampler = PoissonSampler::new(dataset_size, q, seed.to_bytes(RunStream::Sampling))?;
+        let noise_rng = ChaCha20Rng::from_seed(seed.to_bytes(RunStream::Noise));
         let noise_key = noise_rng.get_seed();
         let mechanism = match config.private {
             true => Some(GaussianSum::new(
@@ -465,7 +461,7 @@ impl DpSgd {
         let mut clipped = 0usize;
         let step = self.steps + 1;
         // PGD's random starts: a stream of this step, so a resumed run replays them.
-        let mut pgd_rng = self.pgd_rng(PGD_TRAINING_STREAMS | step);
+        let mut pgd_rng = NoiseKeyStream::PgdTraining(step).rng(self.noise_key);
         let grads = if let Some(mechanism) = self.mechanism.as_mut() {
             // The injected no-clip fault is the mechanism's: it clips at 1e30 (nothing).
             let clip_norm = mechanism.clipping_norm();
@@ -673,15 +669,6 @@ impl DpSgd {
         Ok(if n == 0 { f64::NAN } else { correct as f64 / n as f64 })
     }
 
-    /// The ChaCha20 stream `stream` under the run's noise key: PGD's random starts come from such
-    /// streams (the Gaussian noise uses stream 0 of the same key, which these never touch), so
-    /// they are fixed by the seed and the step, and survive a resume without extra state.
-    fn pgd_rng(&self, stream: u64) -> ChaCha20Rng {
-        let mut rng = ChaCha20Rng::from_seed(self.noise_key);
-        rng.set_stream(stream);
-        rng
-    }
-
     /// Accuracy on PGD adversarial versions of `data` (robust accuracy); the random starts come
     /// from a fixed stream of the run, so the figure is reproducible.
     ///
@@ -689,7 +676,7 @@ impl DpSgd {
     /// libtorch errors.
     pub fn robust_accuracy(&self, data: &Examples, cfg: &PgdConfig) -> Result<f64> {
         self.refresh_public_statistics()?;
-        let mut rng = self.pgd_rng(PGD_EVALUATION_STREAM);
+        let mut rng = NoiseKeyStream::PgdEvaluation.rng(self.noise_key);
         let mut correct = 0i64;
         let n = data.len();
         let all: Vec<usize> = (0..n).collect();

@@ -164,11 +164,12 @@ impl GaussianSum {
 mod tests {
     use super::*;
     use crate::train::noise::NoiseSeed;
+    use crate::train::streams::RunStream;
     use rand::SeedableRng;
     use tch::Kind;
 
     fn mechanism(seed: u64) -> GaussianSum {
-        let rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(1));
+        let rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(RunStream::Noise));
         GaussianSum::new(0.8, 0.5, 0.1, 4.0, "test", rng).unwrap()
     }
 
@@ -178,7 +179,7 @@ mod tests {
 
     /// `(sum + z) / L` with z drawn one parameter after the other from the same stream.
     fn reference(seed: u64, std: f64) -> Vec<Tensor> {
-        let mut rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(1));
+        let mut rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(RunStream::Noise));
         sums()
             .iter()
             .map(|s| {

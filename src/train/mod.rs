@@ -12,3 +12,4 @@ pub mod per_example;
 pub mod run;
 pub mod sampling;
 pub mod scattering;
+pub mod streams;
