@@ -526,6 +526,8 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
         // A release: noise from the OS CSPRNG.
         seed: None,
         force: false,
+        resume: false,
+        checkpoint_every: 0,
     };
     let mut gan_progress = |done: u64, total: u64, eps: f64| {
         observer.progress(done, total, &format!("discriminator steps, epsilon {eps:.3} (RDP)"))

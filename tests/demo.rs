@@ -202,6 +202,8 @@ fn a_noise_layer_release_is_not_certified() {
         target_epsilon: None,
         seed: Some(3),
         force: false,
+        resume: false,
+        checkpoint_every: 0,
     };
     let run = dir.path().join("gan");
     train_gan(&spec, &train, &run, tch::Device::Cpu, &mut |_, _, _| {}).unwrap();

@@ -332,6 +332,8 @@ fn cuda_through_the_library_without_cuda_is_a_typed_error_at_every_entry_point()
         target_epsilon: None,
         seed: Some(1),
         force: false,
+        resume: false,
+        checkpoint_every: 0,
     };
     unavailable(train_gan(&gan_spec, &train, &out, Device::Cuda(0), &mut |_, _, _| {}).map(|_| ()), "train_gan");
     let audit_spec = dpaudit::audit::spec::AuditSpec::from_toml(AUDIT_SPEC, Path::new("lock-test.toml")).unwrap();

@@ -10,10 +10,12 @@ use dpaudit::gan::release::{
 };
 use dpaudit::gan::run::{train_gan, GanRunSpec, DISCRIMINATOR_FILE, GENERATOR_FILE};
 use dpaudit::train::dpsgd::{Examples, CLIP_ROUNDING_SLACK};
+use dpaudit::train::mechanism::GaussianSum;
 use dpaudit::train::noise::{self, NoiseSeed};
 use dpaudit::train::per_example::{
     clip_and_sum_grouped, per_example_cross_entropy, ClipConfig, LayerSpec, NormMethod, Sequential,
 };
+use dpaudit::train::streams::RunStream;
 use rand::{Rng, SeedableRng};
 use rand_chacha::{ChaCha20Rng, ChaCha8Rng};
 use std::path::Path;
@@ -112,7 +114,7 @@ fn flatten(ts: &[Tensor]) -> Tensor {
 
 /// The noise the step draws: per parameter in order, `numel` f32 draws of N(0, std^2).
 fn reference_noise(model: &Sequential, std: f64, seed: u64) -> Tensor {
-    let mut rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(1));
+    let mut rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(RunStream::Noise));
     let mut parts = Vec::new();
     for (_, p) in model.parameters() {
         let mut z = vec![0f32; p.numel()];
@@ -174,7 +176,9 @@ fn private_step_equals_one_at_a_time_reference() {
         let (xr, yr) = random_images(b, &mut rng);
         let fakes = if design == Design::Joint { b } else { 6 };
         let (xf, yf) = random_images(fakes, &mut rng);
-        let mut noise_rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(1));
+        let noise_rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(seed).to_bytes(RunStream::Noise));
+        let mut mechanism = GaussianSum::new(sigma, c, 0.1, expected_lot, "test", noise_rng).unwrap();
+        let mut ledger = Ledger::in_memory();
         // physical batch 2: the lot is split, which must not change the result.
         let out = private_discriminator_gradient(
             &d,
@@ -184,13 +188,15 @@ fn private_step_equals_one_at_a_time_reference() {
             &yr,
             &xf,
             &yf,
-            &ClipConfig::new(c),
-            sigma,
-            expected_lot,
             2,
-            &mut noise_rng,
+            &mut mechanism,
+            1,
+            &mut ledger,
         )
         .unwrap();
+        assert_eq!(ledger.steps(), 1, "the release is recorded");
+        let e = &ledger.entries()[0];
+        assert_eq!((e.sampling_rate, e.noise_multiplier, e.clipping_norm), (0.1, sigma, c));
         let noise = reference_noise(&d, sigma * c * (1.0 + CLIP_ROUNDING_SLACK), seed);
         let mut sum = noise.zeros_like();
         for i in 0..b {
@@ -238,52 +244,26 @@ fn joint_design_refuses_unpaired_fakes_and_noise_layer_has_no_clipped_step() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let (xr, yr) = random_images(3, &mut rng);
     let (xf, yf) = random_images(4, &mut rng);
-    let mut n = ChaCha20Rng::seed_from_u64(0);
-    assert!(private_discriminator_gradient(
-        &d,
-        Design::Joint,
-        Conditioning::LabelPlanes,
-        &xr,
-        &yr,
-        &xf,
-        &yf,
-        &ClipConfig::new(1.0),
-        1.0,
-        3.0,
-        8,
-        &mut n
-    )
-    .is_err());
-    assert!(private_discriminator_gradient(
-        &d,
-        Design::NoiseLayer,
-        Conditioning::LabelPlanes,
-        &xr,
-        &yr,
-        &xf,
-        &yf,
-        &ClipConfig::new(1.0),
-        1.0,
-        3.0,
-        8,
-        &mut n
-    )
-    .is_err());
-    assert!(private_discriminator_gradient(
-        &d,
-        Design::RealOnly,
-        Conditioning::LabelPlanes,
-        &xr,
-        &yr,
-        &xf,
-        &yf,
-        &ClipConfig::new(1.0),
-        0.0,
-        3.0,
-        8,
-        &mut n
-    )
-    .is_err());
+    let mut n = GaussianSum::new(1.0, 1.0, 0.1, 3.0, "test", ChaCha20Rng::seed_from_u64(0)).unwrap();
+    let mut ledger = Ledger::in_memory();
+    for design in [Design::Joint, Design::NoiseLayer] {
+        let out = private_discriminator_gradient(
+            &d,
+            design,
+            Conditioning::LabelPlanes,
+            &xr,
+            &yr,
+            &xf,
+            &yf,
+            8,
+            &mut n,
+            1,
+            &mut ledger,
+        );
+        assert!(out.is_err(), "{design}");
+    }
+    assert_eq!(ledger.steps(), 0, "a refused step records nothing");
+    assert!(GaussianSum::new(0.0, 1.0, 0.1, 3.0, "test", ChaCha20Rng::seed_from_u64(0)).is_err());
 }
 
 fn fixture_subset(n: usize) -> Dataset {
@@ -439,6 +419,8 @@ fn released_generator_is_the_moving_average_of_the_iterates() {
         target_epsilon: None,
         seed: Some(2),
         force: false,
+        resume: false,
+        checkpoint_every: 0,
     };
     train_gan(&spec, &data, &dir.path().join("run"), Device::Cpu, &mut |_, _, _| {}).unwrap();
     let release = sample_release(
@@ -478,6 +460,8 @@ fn train_tiny(out: &Path, design: Design, seed: u64) -> dpaudit::gan::run::GanMe
         target_epsilon: None,
         seed: Some(seed),
         force: false,
+        resume: false,
+        checkpoint_every: 0,
     };
     train_gan(&spec, &fixture_subset(160), out, Device::Cpu, &mut |_, _, _| {}).unwrap()
 }
@@ -652,6 +636,8 @@ fn classifier_discriminator_trains_ranks_by_the_label_logit_and_is_recorded() {
         target_epsilon: None,
         seed: Some(3),
         force: false,
+        resume: false,
+        checkpoint_every: 0,
     };
     train_gan(&spec, &data, &run, Device::Cpu, &mut |_, _, _| {}).unwrap();
     let saved: serde_json::Value =
@@ -814,6 +800,8 @@ fn bad_count_missing_run_and_corrupt_checkpoint_are_clear_errors_with_no_partial
         target_epsilon: None,
         seed: Some(1),
         force: false,
+        resume: false,
+        checkpoint_every: 0,
     };
     let e = train_gan(&spec, &fixture_subset(160), &run, Device::Cpu, &mut |_, _, _| {}).unwrap_err().to_string();
     assert!(e.contains("--force"), "{e}");

@@ -46,9 +46,9 @@ use crate::error::{Error, Result};
 use crate::experiment::{self, Experiment, Vocabulary};
 pub use crate::experiment::{Progress, Shard};
 use crate::train::dpsgd::{DpSgd, Examples};
+use crate::train::streams::SeedSalt;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha20Rng;
+use rand::Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -347,7 +347,7 @@ impl MiaSpec {
 /// Which models train on which examples: `keep[m][i]` for `models` models and `population`
 /// examples (see the module's documentation). Deterministic in `seed`.
 pub fn memberships(seed: u64, population: usize, models: usize) -> Vec<Vec<bool>> {
-    let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x4D49_415F_4B45_4550);
+    let mut rng = SeedSalt::MiaMemberships.rng(seed);
     let mut keep = vec![vec![false; population]; models];
     let mut order: Vec<usize> = (0..models).collect();
     #[allow(clippy::needless_range_loop)] // i indexes the inner vectors of keep[m], for several m

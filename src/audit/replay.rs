@@ -22,7 +22,8 @@ use crate::data::{Dataset, ImageShape};
 use crate::error::{Error, Result};
 use crate::train::dpsgd::{DpSgd, Examples, TrainConfig};
 use crate::train::per_example::per_example_cross_entropy;
-use rand::{Rng, SeedableRng};
+use crate::train::streams::SeedSalt;
+use rand::Rng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -167,7 +168,7 @@ fn record(
 pub fn spec_input_canary(spec: &AuditSpec, train: &Dataset, test: &Dataset) -> Result<Option<(Vec<f32>, i64)>> {
     let shape = train.shape();
     let pixels = shape.pixels().ok_or_else(|| Error::invalid("image shape", format!("{shape:?}"), "too large"))?;
-    let mut rng = ChaCha20Rng::seed_from_u64(spec.attack.seed ^ 0xC0FFEE);
+    let mut rng = SeedSalt::AuditInputCanary.rng(spec.attack.seed);
     input_canary(spec, pixels, train, test, &mut rng)
 }
 
@@ -248,7 +249,7 @@ impl ReplayContext {
         let target = spec.built_in()?;
         if target.gan.is_some() {
             // A DP-GAN target: an input canary, scored on the trained discriminator.
-            let mut rng = ChaCha20Rng::seed_from_u64(spec.attack.seed ^ 0xC0FFEE);
+            let mut rng = SeedSalt::AuditInputCanary.rng(spec.attack.seed);
             let input_canary = input_canary(spec, pixels, &train, test, &mut rng)?;
             if input_canary.is_none() {
                 return Err(Error::invalid(
@@ -290,7 +291,7 @@ impl ReplayContext {
                 }
             }
         }
-        let mut rng = ChaCha20Rng::seed_from_u64(spec.attack.seed ^ 0xC0FFEE);
+        let mut rng = SeedSalt::AuditInputCanary.rng(spec.attack.seed);
         let mut input_canary = None;
         let mut direction = None;
         let vs = tch::nn::VarStore::new(Device::Cpu);
@@ -545,7 +546,7 @@ impl<'a> Worker<'a> {
             .canary_x
             .as_ref()
             .ok_or_else(|| Error::invalid("canary", "none", "GAN audits need an input canary"))?;
-        let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x0005_C04E);
+        let mut rng = SeedSalt::GanAuditScoring.rng(seed);
         if self.ctx.spec.attack.threat_model == ThreatModel::WhiteBox {
             // The attacker reads every iterate of the discriminator: each round's weight change is
             // projected on the direction in which training on the canary as a real record would
@@ -581,7 +582,7 @@ impl<'a> Worker<'a> {
             // training move it far more than one record does): subtract the mean margin of
             // GAN_REFERENCES other noise images of the canary's label, the same in every run and
             // never trained on.
-            let mut refs_rng = ChaCha20Rng::seed_from_u64(self.ctx.spec.attack.seed ^ 0x2EF5);
+            let mut refs_rng = SeedSalt::GanAuditReferences.rng(self.ctx.spec.attack.seed);
             let dims = x.size();
             let per: i64 = dims[1..].iter().product();
             let px: Vec<f32> = (0..GAN_REFERENCES * per).map(|_| refs_rng.gen::<f32>()).collect();
@@ -626,7 +627,7 @@ impl<'a> Worker<'a> {
         }
         let (canary_coords, noise_coords) = coords.split_at(m);
         let seed = run_seed(spec.attack.seed, Side::With, 0);
-        let mut rng = ChaCha20Rng::seed_from_u64(seed ^ 0x0E_0E_0E);
+        let mut rng = SeedSalt::OneRunInclusion.rng(seed);
         let included: Vec<bool> = (0..m).map(|_| rng.gen::<bool>()).collect();
         let n = self.without.len();
         // One-run audits are white-box, so the recipe's optimizer is plain sgd (checked by the spec).

@@ -186,9 +186,17 @@ pub struct GanTrainArgs {
     /// Largest number of examples (pairs) through the discriminator at once.
     #[arg(long, default_value_t = 512)]
     physical_batch: usize,
-    /// The run folder (refused if it exists and is not empty, unless --force).
+    /// The run folder (refused if it exists and is not empty, unless --force or --resume).
     #[arg(long)]
     out: PathBuf,
+    /// Continue the run in --out from its latest checkpoint (after a crash or a kill); the
+    /// options must be the run's. Steps recorded after that checkpoint stay in the ledger.
+    #[arg(long, conflicts_with = "force")]
+    resume: bool,
+    /// Checkpoint every N discriminator steps (at the end of the generator round that reaches a
+    /// multiple of N; 0: only at the end).
+    #[arg(long, default_value_t = 100)]
+    checkpoint_every: u64,
     /// Seed of everything (sampling, noise, initialisation, latents); default: OS CSPRNG.
     #[arg(long)]
     seed: Option<u64>,
@@ -297,6 +305,8 @@ fn train(a: &GanTrainArgs) -> Result<()> {
         target_epsilon: a.target_epsilon,
         seed: a.seed,
         force: a.force,
+        resume: a.resume,
+        checkpoint_every: a.checkpoint_every,
     };
     let bar = ProgressBar::new(0);
     bar.set_style(

@@ -24,16 +24,19 @@ use super::noise_layer::{NoiseLayerDiscriminator, CLAIMED_LABEL, NOISE_LAYER_LED
 use crate::accounting::ledger::Ledger;
 use crate::accounting::SamplingScheme;
 use crate::error::{Error, Result};
-use crate::train::dpsgd::{Examples, CLIP_ROUNDING_SLACK};
+use crate::train::dpsgd::Examples;
+use crate::train::mechanism::GaussianSum;
 use crate::train::noise::{self, NoiseSeed};
 use crate::train::optim::{LrSchedule, Optimizer, OptimizerKind};
 use crate::train::per_example::{
     clip_and_sum, clip_and_sum_grouped, nonprivate_gradient, per_example_cross_entropy, ClipConfig, Sequential,
 };
-use crate::train::sampling::PoissonSampler;
+use crate::train::sampling::{PoissonSampler, SamplerState};
+use crate::train::streams::RunStream;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 use tch::{Device, Kind, Tensor};
 
 /// Ledger label of a design (a) discriminator step.
@@ -230,8 +233,9 @@ fn zeros_like_params(d: &Sequential) -> Result<Vec<Tensor>> {
 
 /// One private discriminator gradient for designs (a) and (b): the lot's real images `real_x`
 /// (B, 1, 28, 28) in [0, 1] with labels `real_y` (B,), generated images `fake_x` with labels
-/// `fake_y`, clipping norm `clip.max_norm`, noise N(0, (sigma C (1 + CLIP_ROUNDING_SLACK))^2) per
-/// coordinate from `rng`, divided by `expected_lot` = q N. `conditioning` says what the
+/// `fake_y`; the clipped sum is released by `mechanism` ([`GaussianSum::release`]: clipping norm
+/// C, noise N(0, (sigma C (1 + CLIP_ROUNDING_SLACK))^2) per coordinate, divided by q N), which
+/// records discriminator step `step` in `ledger` before the value exists outside it. `conditioning` says what the
 /// discriminator's input and targets are ([`Conditioning`]): "real" is class [`REAL`] or the
 /// record's label, "generated" class [`FAKE`] or 10.
 ///
@@ -244,14 +248,14 @@ fn zeros_like_params(d: &Sequential) -> Result<Vec<Tensor>> {
 /// Given the discriminator's current parameters and the fakes (both functions of earlier
 /// releases and of randomness independent of the data), the noisy sum is a Gaussian mechanism of
 /// L2 sensitivity C under add/remove of one training example; with Poisson sampling each call is
-/// one Poisson-subsampled Gaussian step with noise multiplier sigma. See
-/// `proofs/gan/design_a_real_term.md`, `proofs/gan/design_b_joint_clipping.md`; checked against a
+/// one Poisson-subsampled Gaussian step with noise multiplier sigma, recorded in `ledger` before
+/// it is returned. See `proofs/gan/design_a_real_term.md`, `proofs/gan/design_b_joint_clipping.md`
+/// and `proofs/train/gaussian_sum.md`; checked against a
 /// one-example-at-a-time reference in `tests/gan.rs` (`private_step_equals_one_at_a_time_reference`).
 ///
 /// # Errors
-/// [`Error::InvalidParameter`] for [`Design::NoiseLayer`], for (b) with unequal counts, for a
-/// noise multiplier or expected lot that is not finite and > 0; numerical and libtorch errors
-/// (no gradient is returned).
+/// [`Error::InvalidParameter`] for [`Design::NoiseLayer`] or for (b) with unequal counts (nothing
+/// recorded); ledger I/O, numerical and libtorch errors (no gradient is returned).
 #[allow(clippy::too_many_arguments)]
 pub fn private_discriminator_gradient(
     d: &Sequential,
@@ -261,18 +265,12 @@ pub fn private_discriminator_gradient(
     real_y: &Tensor,
     fake_x: &Tensor,
     fake_y: &Tensor,
-    clip: &ClipConfig,
-    noise_multiplier: f64,
-    expected_lot: f64,
     physical_batch: usize,
-    rng: &mut ChaCha20Rng,
+    mechanism: &mut GaussianSum,
+    step: u64,
+    ledger: &mut Ledger,
 ) -> Result<DiscriminatorGradient> {
-    if !(noise_multiplier > 0.0 && noise_multiplier.is_finite()) {
-        return Err(Error::invalid("noise multiplier", noise_multiplier, "must be a finite number > 0"));
-    }
-    if !(expected_lot > 0.0 && expected_lot.is_finite()) {
-        return Err(Error::invalid("expected lot size", expected_lot, "must be a finite number > 0"));
-    }
+    let clip = &ClipConfig::new(mechanism.clipping_norm());
     let physical = physical_batch.max(1) as i64;
     let b = real_x.size()[0];
     let f = fake_x.size()[0];
@@ -346,17 +344,12 @@ pub fn private_discriminator_gradient(
             return Err(Error::invalid("design", "noise-layer", "has no clipped gradient; see gan::noise_layer"));
         }
     }
-    let std = noise_multiplier * clip.max_norm * (1.0 + CLIP_ROUNDING_SLACK);
-    let mut gradients = Vec::with_capacity(sums.len());
-    for (i, s) in sums.iter().enumerate() {
-        let mut z = vec![0f32; s.numel()];
-        noise::gaussian(rng, std, &mut z)?;
-        let z = Tensor::f_from_slice(&z)?.f_view(s.size().as_slice())?.f_to_kind(s.f_kind()?)?.f_to(s.device())?;
-        let mut g = s.f_add(&z)?.f_div_scalar(expected_lot)?;
-        if let Some(fm) = &fake_mean {
-            g = g.f_add(&fm[i])?;
+    let mut gradients = mechanism.release(&sums, step, ledger)?;
+    if let Some(fm) = &fake_mean {
+        // Design (a)'s generated-data term: no private data, added after the release.
+        for (g, f) in gradients.iter_mut().zip(fm) {
+            *g = g.f_add(f)?;
         }
-        gradients.push(g);
     }
     Ok(DiscriminatorGradient {
         gradients,
@@ -416,13 +409,78 @@ pub struct DiscriminatorReport {
     pub clipped_fraction: f64,
 }
 
-/// Stream numbers of the run's ChaCha20 generators (from one seed).
-mod stream {
-    pub const SAMPLER: u64 = 0;
-    pub const NOISE: u64 = 1;
-    pub const INIT: u64 = 2;
-    pub const LATENT: u64 = 3;
-    pub const NOISE_LAYER: u64 = 4;
+/// Files of a [`DpGan`] checkpoint, inside its checkpoint folder.
+mod checkpoint_file {
+    pub const GENERATOR: &str = "generator.safetensors";
+    pub const GENERATOR_AVERAGE: &str = "generator-average.safetensors";
+    pub const DISCRIMINATOR: &str = "discriminator.safetensors";
+    pub const GENERATOR_OPTIMIZER: &str = "generator-optimizer.safetensors";
+    pub const DISCRIMINATOR_OPTIMIZER: &str = "discriminator-optimizer.safetensors";
+}
+
+/// Everything of a [`DpGan`] that is not a tensor, for a checkpoint (the tensors are files in
+/// the checkpoint folder, written by [`DpGan::write_checkpoint_files`]): the configuration, the
+/// step counts and the position of every random stream, so that a resumed run draws exactly the
+/// lots, noise and latents the uninterrupted run would have drawn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DpGanState {
+    /// The configuration.
+    pub config: GanConfig,
+    /// Training examples N.
+    pub dataset_size: usize,
+    /// Discriminator steps applied (each recorded in the ledger before its update).
+    pub discriminator_steps: u64,
+    /// Generator steps applied.
+    pub generator_steps: u64,
+    sampler: SamplerState,
+    /// The mechanism's noise stream (`None` for the noise-layer design).
+    noise_rng: Option<ChaCha20Rng>,
+    latent_rng: ChaCha20Rng,
+    noise_layer_rng: ChaCha20Rng,
+}
+
+/// The Gaussian mechanism of a clipped design's discriminator steps: (Poisson, q, sigma, C),
+/// normalised by the expected lot size q N, recorded under the design's label.
+fn gaussian_sum(
+    config: &GanConfig,
+    design: Design,
+    sampler: &PoissonSampler,
+    noise: ChaCha20Rng,
+) -> Result<GaussianSum> {
+    GaussianSum::new(
+        config.noise_multiplier,
+        config.max_grad_norm,
+        sampler.sampling_rate(),
+        sampler.expected_lot_size(),
+        design.ledger_label(),
+        noise,
+    )
+}
+
+/// The generator, the discriminator and (with `config.g_ema`) the generator's moving average,
+/// which starts as a copy of the generator; their weights come from libtorch's generator, which
+/// the caller seeds or holds.
+fn build_networks(config: &GanConfig, device: Device) -> Result<(Generator, AnyDiscriminator, Option<Generator>)> {
+    let g = Generator::new(device, config.z_dim, config.g_width)?;
+    let d = match config.design {
+        Design::NoiseLayer => AnyDiscriminator::NoiseLayer(NoiseLayerDiscriminator::new(
+            device,
+            config.d_width,
+            config.max_grad_norm,
+            config.noise_multiplier,
+        )?),
+        _ => AnyDiscriminator::Private(Discriminator::with_conditioning(device, config.d_width, config.conditioning)?),
+    };
+    // The average starts as a copy of the generator (its own initial draw is overwritten).
+    let average = match config.g_ema {
+        None => None,
+        Some(_) => {
+            let mut a = Generator::new(device, config.z_dim, config.g_width)?;
+            a.var_store_mut().copy(g.var_store())?;
+            Some(a)
+        }
+    };
+    Ok((g, d, average))
 }
 
 /// A private GAN in training.
@@ -440,7 +498,9 @@ pub struct DpGan {
     d_opt: Optimizer,
     g_opt: Optimizer,
     sampler: PoissonSampler,
-    noise_rng: ChaCha20Rng,
+    /// The Gaussian mechanism of designs (a) and (b), which owns the noise stream (`None` for the
+    /// noise-layer design).
+    mechanism: Option<GaussianSum>,
     latent_rng: ChaCha20Rng,
     noise_layer_rng: ChaCha20Rng,
     ledger: Ledger,
@@ -481,33 +541,9 @@ impl DpGan {
         device: Device,
     ) -> Result<Self> {
         let q = validate(&config, dataset_size)?;
-        let init = init.to_bytes(stream::INIT);
-        let (generator, discriminator, average) = crate::torch_rng::seeded_by_key(&init, || -> Result<_> {
-            let g = Generator::new(device, config.z_dim, config.g_width)?;
-            let d = match config.design {
-                Design::NoiseLayer => AnyDiscriminator::NoiseLayer(NoiseLayerDiscriminator::new(
-                    device,
-                    config.d_width,
-                    config.max_grad_norm,
-                    config.noise_multiplier,
-                )?),
-                _ => AnyDiscriminator::Private(Discriminator::with_conditioning(
-                    device,
-                    config.d_width,
-                    config.conditioning,
-                )?),
-            };
-            // The average starts as a copy of the generator (its own initial draw is overwritten).
-            let average = match config.g_ema {
-                None => None,
-                Some(_) => {
-                    let mut a = Generator::new(device, config.z_dim, config.g_width)?;
-                    a.var_store_mut().copy(g.var_store())?;
-                    Some(a)
-                }
-            };
-            Ok((g, d, average))
-        })?;
+        let init = init.to_bytes(RunStream::Initialisation);
+        let (generator, discriminator, average) =
+            crate::torch_rng::seeded_by_key(&init, || build_networks(&config, device))?;
         if let AnyDiscriminator::Private(d) = &discriminator {
             d.net.check_private()?;
         }
@@ -515,7 +551,12 @@ impl DpGan {
         let g_params = generator.parameters();
         let d_opt = Optimizer::new(adam(), config.d_lr, LrSchedule::Constant, &d_params)?;
         let g_opt = Optimizer::new(adam(), config.g_lr, LrSchedule::Constant, &g_params)?;
-        let sampler = PoissonSampler::new(dataset_size, q, seed.to_bytes(stream::SAMPLER))?;
+        let sampler = PoissonSampler::new(dataset_size, q, seed.to_bytes(RunStream::Sampling))?;
+        let noise = ChaCha20Rng::from_seed(seed.to_bytes(RunStream::Noise));
+        let mechanism = match config.design {
+            Design::NoiseLayer => None,
+            design => Some(gaussian_sum(&config, design, &sampler, noise)?),
+        };
         Ok(DpGan {
             expected_lot: sampler.expected_lot_size(),
             config,
@@ -528,13 +569,120 @@ impl DpGan {
             d_opt,
             g_opt,
             sampler,
-            noise_rng: ChaCha20Rng::from_seed(seed.to_bytes(stream::NOISE)),
-            latent_rng: ChaCha20Rng::from_seed(seed.to_bytes(stream::LATENT)),
-            noise_layer_rng: ChaCha20Rng::from_seed(seed.to_bytes(stream::NOISE_LAYER)),
+            mechanism,
+            latent_rng: ChaCha20Rng::from_seed(seed.to_bytes(RunStream::GanLatents)),
+            noise_layer_rng: ChaCha20Rng::from_seed(seed.to_bytes(RunStream::GanNoiseLayer)),
             ledger,
             d_steps: 0,
             g_steps: 0,
             dataset_size,
+        })
+    }
+
+    /// Writes the networks (the generator, its moving average if any, the discriminator) and
+    /// both optimisers' state as safetensors files in `folder` (which must exist), each fsynced,
+    /// and returns the rest of the state; [`DpGan::from_checkpoint`] reads them back.
+    ///
+    /// # Errors
+    /// I/O and libtorch errors.
+    pub fn write_checkpoint_files(&self, folder: &Path) -> Result<DpGanState> {
+        use checkpoint_file as f;
+        self.generator.var_store().save(folder.join(f::GENERATOR))?;
+        self.discriminator.var_store().save(folder.join(f::DISCRIMINATOR))?;
+        Tensor::write_safetensors(&self.g_opt.named_state(), folder.join(f::GENERATOR_OPTIMIZER))?;
+        Tensor::write_safetensors(&self.d_opt.named_state(), folder.join(f::DISCRIMINATOR_OPTIMIZER))?;
+        let mut written = vec![f::GENERATOR, f::DISCRIMINATOR, f::GENERATOR_OPTIMIZER, f::DISCRIMINATOR_OPTIMIZER];
+        if let Some(average) = &self.average {
+            average.var_store().save(folder.join(f::GENERATOR_AVERAGE))?;
+            written.push(f::GENERATOR_AVERAGE);
+        }
+        for name in written {
+            crate::durable::sync_file(&folder.join(name))?;
+        }
+        Ok(DpGanState {
+            config: self.config.clone(),
+            dataset_size: self.dataset_size,
+            discriminator_steps: self.d_steps,
+            generator_steps: self.g_steps,
+            sampler: self.sampler.state(),
+            noise_rng: self.mechanism.as_ref().map(|m| m.noise_stream().clone()),
+            latent_rng: self.latent_rng.clone(),
+            noise_layer_rng: self.noise_layer_rng.clone(),
+        })
+    }
+
+    /// Rebuilds a run from a checkpoint written by [`DpGan::write_checkpoint_files`] in `folder`,
+    /// recording into `ledger` (the run's ledger, opened for appending).
+    ///
+    /// # Proof definition
+    /// The ledger must hold at least as many steps as the checkpoint's discriminator steps (a
+    /// ledger that holds fewer has lost recorded privacy cost: an error). Steps the ledger holds
+    /// beyond the checkpoint (recorded, then lost in a crash before the next checkpoint) stay
+    /// counted and are taken again, recorded again: an over-count, which is safe (the contract of
+    /// [`crate::train::dpsgd::DpSgd::resume`]).
+    ///
+    /// # Errors
+    /// [`Error::Data`] for a ledger that holds fewer steps than the checkpoint or for missing or
+    /// mismatched files; invalid configuration; libtorch errors.
+    pub fn from_checkpoint(state: DpGanState, folder: &Path, ledger: Ledger, device: Device) -> Result<Self> {
+        use checkpoint_file as f;
+        if ledger.steps() < state.discriminator_steps {
+            return Err(Error::data(
+                ledger.path(),
+                format!(
+                    "holds {} steps but the checkpoint is at discriminator step {}",
+                    ledger.steps(),
+                    state.discriminator_steps
+                ),
+            ));
+        }
+        let config = state.config;
+        let q = validate(&config, state.dataset_size)?;
+        // The initial draws are overwritten by the checkpoint; held so they cannot disturb a
+        // seeded build on another thread.
+        let (mut generator, mut discriminator, mut average) = {
+            let _rng = crate::torch_rng::lock();
+            build_networks(&config, device)?
+        };
+        generator.var_store_mut().load(folder.join(f::GENERATOR))?;
+        discriminator.var_store_mut().load(folder.join(f::DISCRIMINATOR))?;
+        if let Some(a) = average.as_mut() {
+            a.var_store_mut().load(folder.join(f::GENERATOR_AVERAGE))?;
+        }
+        let d_params = discriminator.parameters();
+        let g_params = generator.parameters();
+        let mut d_opt = Optimizer::new(adam(), config.d_lr, LrSchedule::Constant, &d_params)?;
+        let mut g_opt = Optimizer::new(adam(), config.g_lr, LrSchedule::Constant, &g_params)?;
+        d_opt.load_state(
+            &Tensor::read_safetensors(folder.join(f::DISCRIMINATOR_OPTIMIZER))?,
+            state.discriminator_steps,
+        )?;
+        g_opt.load_state(&Tensor::read_safetensors(folder.join(f::GENERATOR_OPTIMIZER))?, state.generator_steps)?;
+        let sampler = PoissonSampler::resume(state.dataset_size, q, state.sampler)?;
+        let mechanism = match (config.design, state.noise_rng) {
+            (Design::NoiseLayer, _) => None,
+            (design, Some(noise)) => Some(gaussian_sum(&config, design, &sampler, noise)?),
+            (_, None) => return Err(Error::data(folder, "the checkpoint has no noise stream")),
+        };
+        Ok(DpGan {
+            expected_lot: sampler.expected_lot_size(),
+            config,
+            q,
+            generator,
+            average,
+            discriminator,
+            d_params,
+            g_params,
+            d_opt,
+            g_opt,
+            sampler,
+            mechanism,
+            latent_rng: state.latent_rng,
+            noise_layer_rng: state.noise_layer_rng,
+            ledger,
+            d_steps: state.discriminator_steps,
+            g_steps: state.generator_steps,
+            dataset_size: state.dataset_size,
         })
     }
 
@@ -578,9 +726,10 @@ impl DpGan {
             let batch_statistics = self.config.design != Design::Joint;
             self.generator.forward(&z, &fake_y, batch_statistics)?.f_detach()?
         };
-        let (grads, report) = match &self.discriminator {
-            AnyDiscriminator::Private(d) => {
-                let clip = ClipConfig::new(self.config.max_grad_norm);
+        let step = self.d_steps + 1;
+        let (grads, report) = match (&self.discriminator, self.mechanism.as_mut()) {
+            (AnyDiscriminator::Private(d), Some(mechanism)) => {
+                // Recorded in the ledger by the mechanism before the gradient exists here.
                 let g = private_discriminator_gradient(
                     &d.net,
                     self.config.design,
@@ -589,11 +738,10 @@ impl DpGan {
                     &real_y,
                     &fake_x,
                     &fake_y,
-                    &clip,
-                    self.config.noise_multiplier,
-                    self.expected_lot,
                     self.config.physical_batch,
-                    &mut self.noise_rng,
+                    mechanism,
+                    step,
+                    &mut self.ledger,
                 )?;
                 let report = DiscriminatorReport {
                     real_loss: if g.real_count == 0 { f64::NAN } else { g.real_loss_sum / g.real_count as f64 },
@@ -603,7 +751,14 @@ impl DpGan {
                 };
                 (g.gradients, report)
             }
-            AnyDiscriminator::NoiseLayer(d) => {
+            (AnyDiscriminator::Private(_), None) => {
+                return Err(Error::invalid(
+                    "design",
+                    self.config.design,
+                    "a clipped design needs its Gaussian mechanism",
+                ))
+            }
+            (AnyDiscriminator::NoiseLayer(d), _) => {
                 // The paper's training: ordinary gradients of the mean losses, through the noise layer.
                 let xr = condition(&real_x, &real_y)?;
                 let xf = condition(&fake_x, &fake_y)?;
@@ -623,6 +778,15 @@ impl DpGan {
                     return Err(Error::numerical("discriminator loss", "not finite; no update made"));
                 }
                 let grads = Tensor::f_run_backward(&[&loss], &self.d_params, false, false)?;
+                // The noise-layer step (its epsilon is claimed, not proven): recorded before its
+                // update is applied.
+                self.ledger.record(
+                    SamplingScheme::Poisson,
+                    self.q,
+                    self.config.noise_multiplier,
+                    self.config.max_grad_norm,
+                    self.config.design.ledger_label(),
+                )?;
                 let n = lot.len();
                 (
                     grads,
@@ -635,14 +799,6 @@ impl DpGan {
                 )
             }
         };
-        // The privacy cost is durable before the update can influence anything.
-        self.ledger.record(
-            SamplingScheme::Poisson,
-            self.q,
-            self.config.noise_multiplier,
-            self.config.max_grad_norm,
-            self.config.design.ledger_label(),
-        )?;
         self.d_opt.step(&self.d_params, &grads)?;
         self.d_steps += 1;
         Ok(report)

@@ -19,8 +19,8 @@ use crate::error::{Error, Result};
 use crate::train::dpsgd::Examples;
 use crate::train::optim::{warmed_up_decay, LrSchedule, Optimizer, OptimizerKind};
 use crate::train::per_example::{per_example_cross_entropy, LayerSpec, Sequential};
+use crate::train::streams::SeedStream;
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
 use tch::{nn, Device, Kind, Tensor};
@@ -329,12 +329,7 @@ pub fn evaluate_synthetic(
     let (val_x, val_y) = (real.images.f_narrow(0, n_train - v, v)?, real.labels.f_narrow(0, n_train - v, v)?);
     // Each classifier shuffles from its own stream of the seed, so one's settings (say, the CAS
     // epochs) cannot change another's numbers.
-    let stream = |s: u64| {
-        let mut rng = ChaCha20Rng::seed_from_u64(config.seed);
-        rng.set_stream(s);
-        rng
-    };
-    let mut rng = stream(0);
+    let mut rng = SeedStream::EvaluationCas.rng(config.seed);
 
     // CAS.
     on_stage("CAS: training a classifier on the synthetic set");
@@ -386,7 +381,7 @@ pub fn evaluate_synthetic(
     on_stage("FID: training the MNIST feature classifier on real data");
     let fid_net = Classifier::new(device, 10, config.seed.wrapping_add(1))?;
     let mut opt = adam(&fid_net.params, config.lr)?;
-    let mut fid_rng = stream(1);
+    let mut fid_rng = SeedStream::EvaluationFid.rng(config.seed);
     let (fx, fy) = (real.images.f_narrow(0, 0, n_train - v)?, real.labels.f_narrow(0, 0, n_train - v)?);
     for _ in 0..config.fid_epochs {
         fid_net.epoch(&mut opt, &fx, &fy, config.batch_size, &mut fid_rng, None)?;
@@ -417,7 +412,7 @@ pub fn evaluate_synthetic(
     )?;
     let rvf = Classifier::new(device, 2, config.seed.wrapping_add(2))?;
     let mut opt = adam(&rvf.params, config.lr)?;
-    let mut rvf_rng = stream(2);
+    let mut rvf_rng = SeedStream::EvaluationRealVsFake.rng(config.seed);
     for _ in 0..config.real_vs_fake_epochs {
         rvf.epoch(&mut opt, &rvf_train_x, &labels, config.batch_size, &mut rvf_rng, None)?;
     }

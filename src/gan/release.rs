@@ -17,8 +17,8 @@ use crate::durable::write_atomically;
 use crate::error::{Error, Result};
 use crate::train::dpsgd::LEDGER_FILE;
 use crate::train::run::AccountedEpsilon;
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha20Rng;
+use crate::train::streams::SeedStream;
+use rand::RngCore;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,8 +28,6 @@ use tch::{Device, Tensor};
 pub const MAX_COUNT: usize = 10_000_000;
 /// Images generated per forward pass.
 const SAMPLE_BATCH: usize = 1000;
-/// Stream of the release's latents.
-const RELEASE_STREAM: u64 = 7;
 
 /// The ledger as a release states it.
 #[derive(Debug, Clone, Serialize)]
@@ -283,8 +281,7 @@ pub fn generate_scored(
     temperature: f64,
 ) -> Result<(Vec<u8>, Vec<u8>, Vec<f32>)> {
     validate_temperature(temperature)?;
-    let mut rng = ChaCha20Rng::seed_from_u64(seed);
-    rng.set_stream(RELEASE_STREAM);
+    let mut rng = SeedStream::ReleaseLatents.rng(seed);
     let device = g.var_store().device();
     let mut pixels = Vec::with_capacity(count * 784);
     let mut scores = Vec::with_capacity(if d.is_some() { count } else { 0 });

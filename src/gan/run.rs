@@ -1,8 +1,10 @@
 //! A whole GAN training run, as `dpaudit gan train` does it: epochs to discriminator steps,
 //! optional calibration of sigma to a target epsilon (up front), the loop, then the networks,
 //! `gan.json`, `metrics.json` (per-epoch losses, epsilons from the ledger) and one sample grid
-//! per epoch in the run folder.
-use super::dpgan::{latents, Design, DpGan, GanConfig};
+//! per epoch in the run folder. Checkpoints (`checkpoint.json` pointing at `checkpoint-{step}/`)
+//! let a killed run continue with `resume` to the same generator as an uninterrupted one; the
+//! ledger stays the source of truth ([`train_gan`]'s resume contract is that of `train --resume`).
+use super::dpgan::{latents, Design, DpGan, DpGanState, GanConfig};
 use super::image::write_grid_png;
 use super::networks::CLASSES;
 use crate::accounting::ledger::Ledger;
@@ -14,9 +16,10 @@ use crate::durable::{sync_file, write_atomically};
 use crate::error::{Error, Result};
 use crate::folder_lock::{FolderLock, LOCK_FILE};
 use crate::recipe::{resolve_noise, CalibrationAccountant, NoiseProvenance, Privacy};
-use crate::train::dpsgd::{Examples, LEDGER_FILE};
+use crate::train::dpsgd::{Examples, CHECKPOINT_POINTER, LEDGER_FILE};
 use crate::train::noise::NoiseSeed;
 use crate::train::run::AccountedEpsilon;
+use crate::train::streams::RunStream;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
@@ -30,8 +33,6 @@ pub const GENERATOR_FILE: &str = crate::run_folder::GENERATOR_FILE;
 pub const DISCRIMINATOR_FILE: &str = crate::run_folder::DISCRIMINATOR_FILE;
 /// The run description `gan sample` reads.
 pub const GAN_FILE: &str = crate::run_folder::GAN_FILE;
-/// Stream of the fixed latents behind the per-epoch grids.
-const GRID_STREAM: u64 = 5;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -48,6 +49,11 @@ pub struct GanRunSpec {
     pub seed: Option<u64>,
     /// Replace an existing run folder.
     pub force: bool,
+    /// Continue the run in the folder from its latest checkpoint (same options required).
+    pub resume: bool,
+    /// Checkpoint every this many discriminator steps (at the end of the generator round that
+    /// reaches a multiple; 0: only at the end).
+    pub checkpoint_every: u64,
 }
 
 /// `gan.json`: what `gan sample` needs to rebuild the generator and account the release.
@@ -70,10 +76,16 @@ pub struct GanRunInfo {
     /// How the discriminator's noise was seeded (`csprng` or `seeded`; absent in older runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub noise_seeding: Option<crate::train::noise::NoiseSeeding>,
+    /// Epochs asked for (absent in runs written before `gan train --resume` existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epochs: Option<f64>,
+    /// The target epsilon sigma was calibrated for, if any (absent in older runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_epsilon: Option<f64>,
 }
 
-/// One epoch's mean losses.
-#[derive(Debug, Clone, Serialize)]
+/// One epoch's mean losses (a mean of nothing is NaN, written as `null`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct EpochLosses {
     /// 1-based epoch.
     pub epoch: u64,
@@ -82,13 +94,17 @@ pub struct EpochLosses {
     /// Generator steps so far.
     pub generator_steps: u64,
     /// Mean generator loss over the epoch's generator steps.
+    #[serde(deserialize_with = "null_as_nan")]
     pub generator_loss: f64,
     /// Mean discriminator loss on the real examples of the epoch's lots (private data: see
     /// [`GanMetrics::losses_note`]).
+    #[serde(deserialize_with = "null_as_nan")]
     pub discriminator_real_loss: f64,
     /// Mean discriminator loss on fakes.
+    #[serde(deserialize_with = "null_as_nan")]
     pub discriminator_fake_loss: f64,
     /// Mean fraction of clipped units (NaN for the noise-layer design).
+    #[serde(deserialize_with = "null_as_nan")]
     pub clipped_fraction: f64,
     /// The sample grid of the epoch (rows: labels 0..9).
     pub grid: String,
@@ -203,7 +219,7 @@ pub fn to_u8(images: &Tensor) -> Result<Vec<u8>> {
 /// label r (eval mode).
 fn write_epoch_grid(gan: &DpGan, seed: NoiseSeed, path: &Path) -> Result<()> {
     let per_row = 10i64;
-    let mut rng = ChaCha20Rng::from_seed(seed.to_bytes(GRID_STREAM));
+    let mut rng = ChaCha20Rng::from_seed(seed.to_bytes(RunStream::GanEpochGrid));
     let device = gan.released_generator().var_store().device();
     let (z, _) = latents(&mut rng, CLASSES * per_row, gan.config().z_dim, device)?;
     let labels = Tensor::f_arange(CLASSES, (Kind::Int64, device))?.f_repeat_interleave_self_int(per_row, None, None)?;
@@ -217,7 +233,7 @@ fn write_epoch_grid(gan: &DpGan, seed: NoiseSeed, path: &Path) -> Result<()> {
 /// two samples per label, each followed by its nearest real image.
 fn write_nearest_figure(gan: &DpGan, train: &Examples, seed: NoiseSeed, path: &Path) -> Result<()> {
     let per = 2i64;
-    let mut rng = ChaCha20Rng::from_seed(seed.to_bytes(GRID_STREAM + 1));
+    let mut rng = ChaCha20Rng::from_seed(seed.to_bytes(RunStream::GanNearestFigure));
     let device = gan.released_generator().var_store().device();
     let (z, _) = latents(&mut rng, CLASSES * per, gan.config().z_dim, device)?;
     let labels = Tensor::f_arange(CLASSES, (Kind::Int64, device))?.f_repeat_interleave_self_int(per, None, None)?;
@@ -268,6 +284,13 @@ fn fresh_folder(lock: &FolderLock, force: bool) -> Result<()> {
         if entry.file_name() != LOCK_FILE {
             entries.push(entry.path());
         }
+    }
+    if !entries.is_empty() && !force && out.join(LEDGER_FILE).exists() {
+        return Err(Error::invalid(
+            "output folder",
+            out.display(),
+            "already holds a run (ledger.jsonl); use --resume to continue it, or --force to replace it (its ledger included), or choose another --out",
+        ));
     }
     if !entries.is_empty() && !force {
         return Err(Error::invalid(
@@ -334,12 +357,7 @@ pub fn train_gan(
     };
     // One writer per run folder, before anything in it is removed or written.
     let lock = FolderLock::acquire(out)?;
-    fresh_folder(&lock, spec.force)?;
     let seed = spec.seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit);
-    let mut ledger = Ledger::create(out.join(LEDGER_FILE))?;
-    ledger.set_noise_seeding(seed.seeding());
-    let examples = Examples::from_dataset(train, device)?;
-    let mut gan = DpGan::new(config.clone(), n, ledger, seed, device)?;
     let info = GanRunInfo {
         tool_version: env!("CARGO_PKG_VERSION").into(),
         config: config.clone(),
@@ -349,54 +367,77 @@ pub fn train_gan(
         train_data_sha256: train.content_sha256(),
         seed: spec.seed,
         noise_seeding: Some(seed.seeding()),
+        epochs: Some(spec.epochs),
+        target_epsilon: spec.target_epsilon,
     };
-    write_atomically(
-        &out.join(GAN_FILE),
-        &serde_json::to_vec_pretty(&info).map_err(|e| Error::data(out, e.to_string()))?,
-    )?;
-    let mut per_epoch = Vec::new();
-    let (mut g_sum, mut g_n, mut r_sum, mut r_n, mut f_sum, mut f_n, mut c_sum, mut c_n) =
-        (0.0, 0u64, 0.0, 0u64, 0.0, 0u64, 0.0, 0u64);
-    let mut epoch = 0u64;
+    let examples = Examples::from_dataset(train, device)?;
+    let ledger_path = out.join(LEDGER_FILE);
+    let (mut gan, mut progress_state) = if spec.resume {
+        if spec.force {
+            return Err(Error::invalid(
+                "output folder",
+                out.display(),
+                "--resume continues the run in it and --force replaces it: give one of them",
+            ));
+        }
+        resume_run(out, &info, &examples, seed, device)?
+    } else {
+        fresh_folder(&lock, spec.force)?;
+        write_run_info(out, &info)?;
+        let mut ledger = Ledger::create(&ledger_path)?;
+        ledger.set_noise_seeding(seed.seeding());
+        (DpGan::new(config.clone(), n, ledger, seed, device)?, RunProgress::default())
+    };
+    let mut last_checkpoint = gan.discriminator_steps();
     while gan.discriminator_steps() < total {
         let (reports, g) = gan.round(&examples)?;
-        g_sum += g;
-        g_n += 1;
+        let p = &mut progress_state;
+        p.g_sum += g;
+        p.g_n += 1;
         for r in &reports {
             if r.real_loss.is_finite() {
-                r_sum += r.real_loss;
-                r_n += 1;
+                p.r_sum += r.real_loss;
+                p.r_n += 1;
             }
             if r.fake_loss.is_finite() {
-                f_sum += r.fake_loss;
-                f_n += 1;
+                p.f_sum += r.fake_loss;
+                p.f_n += 1;
             }
             if r.clipped_fraction.is_finite() {
-                c_sum += r.clipped_fraction;
-                c_n += 1;
+                p.c_sum += r.clipped_fraction;
+                p.c_n += 1;
             }
         }
         let eps = rdp::epsilon(&gan.ledger().phases()?, spec.delta)?.epsilon;
         progress(gan.discriminator_steps(), total, eps);
         let done = gan.discriminator_steps() >= total;
-        if gan.discriminator_steps() >= (epoch + 1) * steps_per_epoch || done {
-            epoch += 1;
-            let grid = format!("samples-epoch-{epoch:03}.png");
+        if gan.discriminator_steps() >= (p.epoch + 1) * steps_per_epoch || done {
+            p.epoch += 1;
+            let grid = format!("samples-epoch-{:03}.png", p.epoch);
             write_epoch_grid(&gan, seed, &out.join(&grid))?;
             let mean = |s: f64, k: u64| if k == 0 { f64::NAN } else { s / k as f64 };
-            per_epoch.push(EpochLosses {
-                epoch,
+            let losses = EpochLosses {
+                epoch: p.epoch,
                 discriminator_steps: gan.discriminator_steps(),
                 generator_steps: gan.generator_steps(),
-                generator_loss: mean(g_sum, g_n),
-                discriminator_real_loss: mean(r_sum, r_n),
-                discriminator_fake_loss: mean(f_sum, f_n),
-                clipped_fraction: mean(c_sum, c_n),
+                generator_loss: mean(p.g_sum, p.g_n),
+                discriminator_real_loss: mean(p.r_sum, p.r_n),
+                discriminator_fake_loss: mean(p.f_sum, p.f_n),
+                clipped_fraction: mean(p.c_sum, p.c_n),
                 grid,
-            });
-            (g_sum, g_n, r_sum, r_n, f_sum, f_n, c_sum, c_n) = (0.0, 0, 0.0, 0, 0.0, 0, 0.0, 0);
+            };
+            *p = RunProgress { epoch: p.epoch, per_epoch: std::mem::take(&mut p.per_epoch), ..Default::default() };
+            p.per_epoch.push(losses);
+        }
+        let every = spec.checkpoint_every;
+        if every > 0 && gan.discriminator_steps() / every > last_checkpoint / every && !done {
+            write_checkpoint(out, &gan, &progress_state)?;
+            last_checkpoint = gan.discriminator_steps();
         }
     }
+    // The finished state too: a run killed while writing its outputs resumes with nothing to redo.
+    write_checkpoint(out, &gan, &progress_state)?;
+    let per_epoch = progress_state.per_epoch;
     let g_path = out.join(GENERATOR_FILE);
     let d_path = out.join(DISCRIMINATOR_FILE);
     save_var_store(gan.released_generator().var_store(), &g_path)?;
@@ -437,6 +478,153 @@ pub fn train_gan(
         &serde_json::to_vec_pretty(&metrics).map_err(|e| Error::data(out, e.to_string()))?,
     )?;
     Ok(metrics)
+}
+
+/// Where the loop of [`train_gan`] stands besides the networks: the finished epochs' losses and
+/// the running sums of the current epoch (kept in checkpoints, so that a resumed run reports the
+/// same per-epoch losses as an uninterrupted one).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct RunProgress {
+    epoch: u64,
+    per_epoch: Vec<EpochLosses>,
+    g_sum: f64,
+    g_n: u64,
+    r_sum: f64,
+    r_n: u64,
+    f_sum: f64,
+    f_n: u64,
+    c_sum: f64,
+    c_n: u64,
+}
+
+/// `checkpoint.json` of a GAN run: the state of the networks' folder and of the loop.
+#[derive(Debug, Serialize, Deserialize)]
+struct GanCheckpoint {
+    /// The checkpoint folder (relative to the run folder) holding the tensors.
+    folder: String,
+    gan: DpGanState,
+    progress: RunProgress,
+}
+
+/// Writes a checkpoint as [`crate::train::dpsgd::DpSgd::checkpoint`] does: a new folder
+/// `checkpoint-{discriminator steps}/` (networks and optimisers, fsynced), then `checkpoint.json`
+/// pointing at it, replaced atomically; the previous folder is removed afterwards. A crash at any
+/// point leaves the old or the new checkpoint complete.
+fn write_checkpoint(out: &Path, gan: &DpGan, progress: &RunProgress) -> Result<()> {
+    let name = format!("checkpoint-{}", gan.discriminator_steps());
+    let previous = read_checkpoint(out).ok().flatten().map(|c| c.folder);
+    if previous.as_deref() == Some(name.as_str()) {
+        // The latest checkpoint is of this very state (a finished run resumed): keep it.
+        return Ok(());
+    }
+    let folder = out.join(&name);
+    let _ = std::fs::remove_dir_all(&folder);
+    std::fs::create_dir_all(&folder).map_err(|e| Error::io(format!("creating {}", folder.display()), e))?;
+    let state = gan.write_checkpoint_files(&folder)?;
+    let pointer = out.join(CHECKPOINT_POINTER);
+    let checkpoint = GanCheckpoint { folder: name.clone(), gan: state, progress: progress.clone() };
+    let json = serde_json::to_vec_pretty(&checkpoint).map_err(|e| Error::data(&pointer, e.to_string()))?;
+    write_atomically(&pointer, &json)?;
+    if let Some(old) = previous.filter(|o| *o != name) {
+        let _ = std::fs::remove_dir_all(out.join(old));
+    }
+    Ok(())
+}
+
+/// The run's `checkpoint.json`, `None` when there is none.
+fn read_checkpoint(out: &Path) -> Result<Option<GanCheckpoint>> {
+    let pointer = out.join(CHECKPOINT_POINTER);
+    let text = match std::fs::read_to_string(&pointer) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(format!("reading {}", pointer.display()), e)),
+    };
+    serde_json::from_str(&text).map(Some).map_err(|e| Error::data(&pointer, format!("corrupt GAN checkpoint: {e}")))
+}
+
+fn write_run_info(out: &Path, info: &GanRunInfo) -> Result<()> {
+    write_atomically(
+        &out.join(GAN_FILE),
+        &serde_json::to_vec_pretty(info).map_err(|e| Error::data(out, e.to_string()))?,
+    )
+}
+
+/// The first option in which `asked` differs from the run's `gan.json`, as (name, run's value,
+/// asked value).
+fn differing_option(run: &GanRunInfo, asked: &GanRunInfo) -> Option<(&'static str, String, String)> {
+    let pair = |name, a: String, b: String| (a != b).then_some((name, a, b));
+    let opt = |v: Option<f64>| v.map_or_else(|| "none".to_owned(), |x| x.to_string());
+    let seed = |v: Option<u64>| v.map_or_else(|| "none (OS CSPRNG)".to_owned(), |x| x.to_string());
+    let c = (&run.config, &asked.config);
+    pair("training data (sha256)", run.train_data_sha256.clone(), asked.train_data_sha256.clone())
+        .or_else(|| pair("epochs", opt(run.epochs), opt(asked.epochs)))
+        .or_else(|| pair("target epsilon", opt(run.target_epsilon), opt(asked.target_epsilon)))
+        .or_else(|| pair("delta", run.delta.to_string(), asked.delta.to_string()))
+        .or_else(|| pair("seed", seed(run.seed), seed(asked.seed)))
+        .or_else(|| pair("design", c.0.design.to_string(), c.1.design.to_string()))
+        .or_else(|| pair("noise multiplier", c.0.noise_multiplier.to_string(), c.1.noise_multiplier.to_string()))
+        .or_else(|| (c.0 != c.1).then(|| ("configuration", format!("{:?}", c.0), format!("{:?}", c.1))))
+}
+
+/// Continues the GAN run in `out` (locked by the caller): checks that `asked` (this
+/// invocation's options) are the run's, then restores the latest checkpoint, or, for a run
+/// killed before its first checkpoint, starts it over keeping its ledger.
+///
+/// # Proof definition
+/// The ledger stays the source of truth and is never rewritten: it is opened for appending, must
+/// hold at least the checkpoint's discriminator steps, and steps it recorded after the checkpoint
+/// (their updates lost in the crash) stay counted while the resumed run takes them again: an
+/// over-count, which is safe, as for `train --resume` ([`crate::train::dpsgd::DpSgd::resume`]).
+/// The checkpoint holds the position of every random stream, so the resumed run draws the lots,
+/// noise and latents the uninterrupted run would have drawn (a seeded run gives the same
+/// generator, bit for bit: `tests/gan_resume.rs`).
+fn resume_run(
+    out: &Path,
+    asked: &GanRunInfo,
+    examples: &Examples,
+    seed: NoiseSeed,
+    device: Device,
+) -> Result<(DpGan, RunProgress)> {
+    let ledger_path = out.join(LEDGER_FILE);
+    let run_info = match read_run_info(out) {
+        Ok(info) => info,
+        Err(_) if !ledger_path.exists() && !out.join(CHECKPOINT_POINTER).exists() => {
+            return Err(Error::invalid(
+                "output folder",
+                out.display(),
+                "holds no GAN run to resume (no gan.json and no ledger); start one without --resume",
+            ))
+        }
+        Err(e) => return Err(e),
+    };
+    if let Some((name, was, now)) = differing_option(&run_info, asked) {
+        return Err(Error::invalid(
+            "resume",
+            out.display(),
+            format!("the run was started with {name} {was}, this invocation asks for {now}; resume with the run's options (see its gan.json)"),
+        ));
+    }
+    let mut ledger = if ledger_path.exists() { Ledger::open(&ledger_path)? } else { Ledger::create(&ledger_path)? };
+    ledger.set_noise_seeding(seed.seeding());
+    match read_checkpoint(out)? {
+        Some(c) => {
+            if c.gan.config != asked.config || c.gan.dataset_size != asked.train_examples {
+                return Err(Error::data(
+                    out.join(CHECKPOINT_POINTER),
+                    "does not match the run's gan.json (configuration or training-set size)",
+                ));
+            }
+            let gan = DpGan::from_checkpoint(c.gan, &out.join(&c.folder), ledger, device)?;
+            Ok((gan, c.progress))
+        }
+        // Killed before the first checkpoint: start over, keeping every step already recorded.
+        None => Ok((DpGan::new(asked.config.clone(), examples.len(), ledger, seed, device)?, RunProgress::default())),
+    }
+}
+
+/// Reads `null` (how serde_json writes NaN) as NaN.
+fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Reads a run folder's `gan.json`.

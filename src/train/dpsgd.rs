@@ -10,30 +10,28 @@
 //! 3. noise N(0, sigma^2 C^2) per coordinate from the ChaCha20 stream;
 //! 4. the ledger records (q, sigma, C) and fsyncs; only then
 //! 5. the optimiser applies (clipped sum + noise) / (q N).
+//!
+//! Steps 3 to 5's release is [`GaussianSum::release`], the one mechanism DP-SGD and the DP-GAN
+//! discriminator share (`proofs/train/gaussian_sum.md`).
 use crate::accounting::ledger::Ledger;
-use crate::accounting::SamplingScheme;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
 use crate::train::adversarial::{pgd, PgdConfig};
 use crate::train::fault::Fault;
+use crate::train::mechanism::GaussianSum;
 use crate::train::models;
-use crate::train::noise::{self, NoiseSeed, NoiseSeeding};
+use crate::train::noise::{NoiseSeed, NoiseSeeding};
 use crate::train::optim::{warmed_up_decay, LrSchedule, Optimizer, OptimizerKind};
 use crate::train::per_example::{clip_and_sum, nonprivate_gradient, ClipConfig, Sequential};
 use crate::train::sampling::{PoissonSampler, SamplerState};
+use crate::train::streams::{NoiseKeyStream, RunStream};
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use tch::{nn, Device, Kind, Tensor};
 
-/// Relative slack on the sensitivity: in f32, rounding can make a clipped contribution exceed C by
-/// about 1e-7 relative (`proofs/train/clip_and_sum.md`), so the noise is scaled for
-/// C (1 + CLIP_ROUNDING_SLACK); the effective noise multiplier is then at least the recorded one.
-pub const CLIP_ROUNDING_SLACK: f64 = 1e-6;
-
-/// The clipping norm that the `no-clip` fault uses: large enough to clip nothing, finite in f32.
-const NO_CLIP_NORM: f64 = 1e30;
+pub use crate::train::mechanism::CLIP_ROUNDING_SLACK;
 
 /// The label of a DP-SGD step in the ledger.
 pub const LEDGER_LABEL: &str = "dpsgd";
@@ -41,11 +39,6 @@ pub const LEDGER_LABEL: &str = "dpsgd";
 pub const LEDGER_FILE: &str = crate::run_folder::LEDGER_FILE;
 /// The pointer to the latest checkpoint inside a run folder.
 pub const CHECKPOINT_POINTER: &str = crate::run_folder::CHECKPOINT_POINTER;
-/// ChaCha20 streams (under the run's noise key) of PGD's random starts during training: this bit
-/// plus the step number. Stream 0 is the Gaussian noise.
-const PGD_TRAINING_STREAMS: u64 = 1 << 63;
-/// The stream of PGD's random starts when measuring robust accuracy.
-const PGD_EVALUATION_STREAM: u64 = 1 << 62;
 
 /// Everything that defines a training run (saved in every checkpoint).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -173,7 +166,10 @@ pub struct DpSgd {
     params: Vec<Tensor>,
     optimizer: Optimizer,
     sampler: PoissonSampler,
-    noise_rng: ChaCha20Rng,
+    /// The key of the run's noise stream (PGD's random starts use other streams of it).
+    noise_key: [u8; 32],
+    /// The Gaussian mechanism, which owns the noise stream (private runs).
+    mechanism: Option<GaussianSum>,
     ledger: Option<Ledger>,
     run_dir: PathBuf,
     steps: u64,
@@ -277,7 +273,7 @@ impl DpSgd {
             std::fs::create_dir_all(run_dir).map_err(|e| Error::io(format!("creating {}", run_dir.display()), e))?;
         }
         let seed = seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit);
-        let init = seed.to_bytes(2);
+        let init = seed.to_bytes(RunStream::Initialisation);
         let (vs, model) = crate::torch_rng::seeded_by_key(&init, || -> Result<_> {
             let vs = nn::VarStore::new(device);
             let model = models::build(&config.model, &vs.root())?;
@@ -288,8 +284,20 @@ impl DpSgd {
         }
         let params: Vec<Tensor> = model.parameters().into_iter().map(|(_, t)| t).collect();
         let optimizer = Optimizer::new(config.optimizer, config.lr, config.schedule, &params)?;
-        let sampler = PoissonSampler::new(dataset_size, q, seed.to_bytes(0))?;
-        let noise_rng = ChaCha20Rng::from_seed(seed.to_bytes(1));
+        let sampler = PoissonSampler::new(dataset_size, q, seed.to_bytes(RunStream::Sampling))?;
+        let noise_rng = ChaCha20Rng::from_seed(seed.to_bytes(RunStream::Noise));
+        let noise_key = noise_rng.get_seed();
+        let mechanism = match config.private {
+            true => Some(GaussianSum::new(
+                config.noise_multiplier,
+                config.max_grad_norm,
+                sampler.sampling_rate(),
+                sampler.expected_lot_size(),
+                LEDGER_LABEL,
+                noise_rng,
+            )?),
+            false => None,
+        };
         let mut ledger = match (config.private, keep_ledger) {
             (false, _) => None,
             (true, _) if ephemeral => Some(Ledger::in_memory()),
@@ -306,7 +314,8 @@ impl DpSgd {
             params,
             optimizer,
             sampler,
-            noise_rng,
+            noise_key,
+            mechanism,
             ledger,
             run_dir: run_dir.to_path_buf(),
             steps: 0,
@@ -357,6 +366,21 @@ impl DpSgd {
         let sampler = PoissonSampler::resume(dataset_size, q, state.sampler)?;
         let mut noise_rng = ChaCha20Rng::from_seed(state.noise_seed);
         noise_rng.set_word_pos(state.noise_word_pos);
+        let mechanism = match state.config.private {
+            true => {
+                let mut m = GaussianSum::new(
+                    state.config.noise_multiplier,
+                    state.config.max_grad_norm,
+                    sampler.sampling_rate(),
+                    sampler.expected_lot_size(),
+                    LEDGER_LABEL,
+                    noise_rng,
+                )?;
+                m.set_fault(state.fault);
+                Some(m)
+            }
+            false => None,
+        };
         let average = match state.average_decay {
             Some(decay) => {
                 let path = folder.join(AVERAGE_FILE);
@@ -401,7 +425,8 @@ impl DpSgd {
             params,
             optimizer,
             sampler,
-            noise_rng,
+            noise_key: state.noise_seed,
+            mechanism,
             ledger,
             run_dir: run_dir.to_path_buf(),
             steps: state.steps,
@@ -436,10 +461,10 @@ impl DpSgd {
         let mut clipped = 0usize;
         let step = self.steps + 1;
         // PGD's random starts: a stream of this step, so a resumed run replays them.
-        let mut pgd_rng = self.pgd_rng(PGD_TRAINING_STREAMS | step);
-        let grads = if self.config.private {
-            // no-clip: clipping at a norm of 1e30 (finite in f32) leaves every gradient as it is.
-            let clip_norm = if self.fault == Some(Fault::NoClip) { NO_CLIP_NORM } else { self.config.max_grad_norm };
+        let mut pgd_rng = NoiseKeyStream::PgdTraining(step).rng(self.noise_key);
+        let grads = if let Some(mechanism) = self.mechanism.as_mut() {
+            // The injected no-clip fault is the mechanism's: it clips at 1e30 (nothing).
+            let clip_norm = mechanism.clipping_norm();
             let clip = ClipConfig::new(clip_norm);
             let mut sums: Vec<Tensor> =
                 self.params.iter().map(|p| p.f_zeros_like()).collect::<std::result::Result<_, _>>()?;
@@ -466,37 +491,12 @@ impl DpSgd {
                     let _ = s.f_add_(&g.f_mul_scalar(factor)?)?;
                 }
             }
-            let expected = self.sampler.expected_lot_size();
-            let mut std = self.config.noise_multiplier * self.config.max_grad_norm * (1.0 + CLIP_ROUNDING_SLACK);
-            if self.fault == Some(Fault::NoiseOnMean) {
-                std /= expected;
-            }
-            let skip_noise = self.fault.is_some_and(|f| f.skips_noise(step));
-            let mut noisy = Vec::with_capacity(sums.len());
-            for s in &sums {
-                if skip_noise {
-                    noisy.push(s.f_div_scalar(expected)?);
-                    continue;
-                }
-                let mut z = vec![0f32; s.numel()];
-                noise::gaussian(&mut self.noise_rng, std, &mut z)?;
-                let z = Tensor::f_from_slice(&z)?.f_view(s.size().as_slice())?.f_to(s.device())?;
-                noisy.push(s.f_add(&z)?.f_div_scalar(expected)?);
-            }
-            // The privacy cost is durable before the noisy update can influence anything.
-            if self.fault.is_none_or(|f| f.records(step)) {
-                self.ledger
-                    .as_mut()
-                    .ok_or_else(|| Error::invalid("ledger", "none", "a private run must have a ledger"))?
-                    .record(
-                        SamplingScheme::Poisson,
-                        self.sampler.sampling_rate(),
-                        self.config.noise_multiplier,
-                        self.config.max_grad_norm,
-                        LEDGER_LABEL,
-                    )?;
-            }
-            noisy
+            let ledger = self
+                .ledger
+                .as_mut()
+                .ok_or_else(|| Error::invalid("ledger", "none", "a private run must have a ledger"))?;
+            // Recorded (fsynced) in the ledger before the noisy sum exists outside the mechanism.
+            mechanism.release(&sums, step, ledger)?
         } else {
             let mut sums: Vec<Tensor> =
                 self.params.iter().map(|p| p.f_zeros_like()).collect::<std::result::Result<_, _>>()?;
@@ -567,8 +567,8 @@ impl DpSgd {
             steps: self.steps,
             dataset_size: self.dataset_size,
             sampler: self.sampler.state(),
-            noise_seed: self.noise_rng.get_seed(),
-            noise_word_pos: self.noise_rng.get_word_pos(),
+            noise_seed: self.noise_key,
+            noise_word_pos: self.mechanism.as_ref().map_or(0, |m| m.noise_stream().get_word_pos()),
             folder: name.clone(),
             fault: self.fault,
             adversarial: self.adversarial,
@@ -669,15 +669,6 @@ impl DpSgd {
         Ok(if n == 0 { f64::NAN } else { correct as f64 / n as f64 })
     }
 
-    /// The ChaCha20 stream `stream` under the run's noise key: PGD's random starts come from such
-    /// streams (the Gaussian noise uses stream 0 of the same key, which these never touch), so
-    /// they are fixed by the seed and the step, and survive a resume without extra state.
-    fn pgd_rng(&self, stream: u64) -> ChaCha20Rng {
-        let mut rng = ChaCha20Rng::from_seed(self.noise_rng.get_seed());
-        rng.set_stream(stream);
-        rng
-    }
-
     /// Accuracy on PGD adversarial versions of `data` (robust accuracy); the random starts come
     /// from a fixed stream of the run, so the figure is reproducible.
     ///
@@ -685,7 +676,7 @@ impl DpSgd {
     /// libtorch errors.
     pub fn robust_accuracy(&self, data: &Examples, cfg: &PgdConfig) -> Result<f64> {
         self.refresh_public_statistics()?;
-        let mut rng = self.pgd_rng(PGD_EVALUATION_STREAM);
+        let mut rng = NoiseKeyStream::PgdEvaluation.rng(self.noise_key);
         let mut correct = 0i64;
         let n = data.len();
         let all: Vec<usize> = (0..n).collect();
@@ -792,6 +783,9 @@ impl DpSgd {
     /// the run records it and certificates refuse it.
     pub fn inject_fault(&mut self, fault: Fault) {
         self.fault = Some(fault);
+        if let Some(m) = self.mechanism.as_mut() {
+            m.set_fault(Some(fault));
+        }
     }
 
     /// Adds a gradient-space canary (Nasr et al. 2021, 2023): one more "example" whose gradient

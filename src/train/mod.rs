@@ -3,6 +3,7 @@
 pub mod adversarial;
 pub mod dpsgd;
 pub mod fault;
+pub mod mechanism;
 pub mod models;
 pub mod noise;
 pub mod optim;
@@ -11,3 +12,4 @@ pub mod per_example;
 pub mod run;
 pub mod sampling;
 pub mod scattering;
+pub mod streams;

@@ -19,6 +19,7 @@
 //! What floating-point noise does and does not guarantee (Mironov 2012; Jin et al. 2022) is in
 //! `proofs/train/floating_point_noise.md`.
 use crate::error::Result;
+use crate::train::streams::RunStream;
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -50,13 +51,13 @@ impl NoiseSeed {
         }
     }
 
-    /// The 32-byte ChaCha20 seed. `stream` separates independent uses of one user seed (noise,
-    /// sampling, initialisation) so that they never share a stream.
-    pub fn to_bytes(self, stream: u64) -> [u8; 32] {
+    /// The 32-byte ChaCha20 key of one named stream of this seed ([`RunStream`]: noise,
+    /// sampling, initialisation, ...), so that independent uses never share a stream.
+    pub fn to_bytes(self, stream: RunStream) -> [u8; 32] {
         match self {
             NoiseSeed::Explicit(seed) => {
                 let mut rng = ChaCha20Rng::seed_from_u64(seed);
-                rng.set_stream(stream);
+                rng.set_stream(stream.number());
                 let mut out = [0u8; 32];
                 rng.fill_bytes(&mut out);
                 out
@@ -87,15 +88,16 @@ mod tests {
 
     #[test]
     fn explicit_seeds_reproduce_and_streams_differ() {
-        assert_eq!(NoiseSeed::Explicit(3).to_bytes(0), NoiseSeed::Explicit(3).to_bytes(0));
-        assert_ne!(NoiseSeed::Explicit(3).to_bytes(0), NoiseSeed::Explicit(3).to_bytes(1));
-        assert_ne!(NoiseSeed::Secure.to_bytes(0), NoiseSeed::Secure.to_bytes(0));
+        let (a, b) = (RunStream::Sampling, RunStream::Noise);
+        assert_eq!(NoiseSeed::Explicit(3).to_bytes(a), NoiseSeed::Explicit(3).to_bytes(a));
+        assert_ne!(NoiseSeed::Explicit(3).to_bytes(a), NoiseSeed::Explicit(3).to_bytes(b));
+        assert_ne!(NoiseSeed::Secure.to_bytes(a), NoiseSeed::Secure.to_bytes(a));
     }
 
     #[test]
     fn noise_is_gaussian_with_the_right_scale() {
         // Kolmogorov–Smirnov at alpha = 1e-6: reject if sqrt(n) D > 2.70 (asymptotic critical value).
-        let mut rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(11).to_bytes(0));
+        let mut rng = ChaCha20Rng::from_seed(NoiseSeed::Explicit(11).to_bytes(RunStream::Sampling));
         let mut v = vec![0f32; 20_000];
         gaussian(&mut rng, 3.0, &mut v).unwrap();
         let mut x: Vec<f64> = v.iter().map(|&a| a as f64).collect();

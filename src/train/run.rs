@@ -18,6 +18,7 @@ use crate::train::fault::Fault;
 use crate::train::models;
 use crate::train::noise::{NoiseSeed, NoiseSeeding};
 use crate::train::pca::{self, DpPca};
+use crate::train::streams::RunStream;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
@@ -687,7 +688,7 @@ fn pca_projection(
         return Ok((DpPca { components, eigenvalues, whitening }, "loaded"));
     }
     let mut rng =
-        ChaCha20Rng::from_seed(seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit).to_bytes(PCA_NOISE_STREAM));
+        ChaCha20Rng::from_seed(seed.map_or(NoiseSeed::Secure, NoiseSeed::Explicit).to_bytes(RunStream::PcaNoise));
     let mut projection = match run.ledger_mut() {
         Some(ledger) => pca::dp_pca(&examples.images, k, sigma_p, &mut rng, ledger)?,
         None => pca::dp_pca(&examples.images, k, sigma_p, &mut rng, &mut Ledger::in_memory())?,
@@ -706,6 +707,3 @@ fn pca_projection(
     std::fs::rename(&tmp, &path).map_err(|e| Error::io(format!("renaming to {}", path.display()), e))?;
     Ok((projection, "computed"))
 }
-
-/// The ChaCha20 stream of DP-PCA's noise (0 to 2 are sampling, DP-SGD noise and initialisation).
-const PCA_NOISE_STREAM: u64 = 3;
