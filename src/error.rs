@@ -23,6 +23,23 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Two files of one folder disagree about a field that certificates and reports rely on
+    /// (for example `metrics.json` and `ledger.jsonl` about the noise multiplier).
+    #[error("{}: {first} says {field} {first_value} but {second} says {second_value}; the folder's files do not describe one run", folder.display())]
+    Inconsistent {
+        /// The folder.
+        folder: PathBuf,
+        /// The field, in words (`noise multiplier`, `steps`, ...).
+        field: &'static str,
+        /// The first file (and where in it, e.g. `metrics.json`).
+        first: String,
+        /// What the first file says.
+        first_value: String,
+        /// The second file (and where in it, e.g. `ledger.jsonl step 7`).
+        second: String,
+        /// What the second file says.
+        second_value: String,
+    },
     /// An I/O failure, with what was being done.
     #[error("{context}: {source}")]
     Io {

@@ -150,25 +150,22 @@ pub fn run(cmd: CertCommand) -> Result<i32> {
             let mut opts = dpaudit::cert::sign::CertifyOptions::model(delta);
             opts.allow_seeded_noise = allow_seeded_noise;
             if !audits.is_empty() {
-                let metrics_path = run.join("metrics.json");
-                let metrics: serde_json::Value = serde_json::from_str(
-                    &std::fs::read_to_string(&metrics_path)
-                        .with_context(|| format!("reading {}", metrics_path.display()))?,
-                )
-                .with_context(|| format!("parsing {}", metrics_path.display()))?;
-                let imported = dpaudit::imported::provenance_of(&metrics, &metrics_path)?;
+                let metrics_path = run.join(dpaudit::run_folder::METRICS_FILE);
+                let (metrics, bytes) = dpaudit::run_folder::manifest::RunMetrics::read(&run)?;
+                let imported = metrics.imported();
                 for dir in &audits {
                     let report = dpaudit::audit::engine::read_report(dir)
                         .with_context(|| format!("reading the audit in {}", dir.display()))?;
-                    let record = match &imported {
+                    let record = match imported {
                         Some(p) => {
                             let (history, _) = dpaudit::imported::PrivacyHistory::load(&run.join(&p.history_file))?;
                             report.cert_record_for_imported(&history)
                         }
                         None => {
-                            let config: TrainConfig = serde_json::from_value(metrics["config"].clone())
-                                .with_context(|| format!("the config in {}", metrics_path.display()))?;
-                            report.cert_record_for(&config)
+                            let m: dpaudit::run_folder::manifest::TrainMetrics<TrainConfig> =
+                                serde_json::from_slice(&bytes)
+                                    .with_context(|| format!("the config in {}", metrics_path.display()))?;
+                            report.cert_record_for(&m.config)
                         }
                     };
                     opts.audits.push(record.with_context(|| format!("recording the audit in {}", dir.display()))?);

@@ -2,7 +2,7 @@
 //! optional calibration of sigma to a target epsilon (up front), the loop, then the networks,
 //! `gan.json`, `metrics.json` (per-epoch losses, epsilons from the ledger) and one sample grid
 //! per epoch in the run folder.
-use super::dpgan::{latents, Design, DpGan, GanConfig};
+use super::dpgan::{latents, DpGan, GanConfig};
 use super::image::write_grid_png;
 use super::networks::CLASSES;
 use crate::accounting::calibration::noise_multiplier_for_epsilon;
@@ -72,84 +72,11 @@ pub struct GanRunInfo {
     pub noise_seeding: Option<crate::train::noise::NoiseSeeding>,
 }
 
-/// One epoch's mean losses.
-#[derive(Debug, Clone, Serialize)]
-pub struct EpochLosses {
-    /// 1-based epoch.
-    pub epoch: u64,
-    /// Discriminator steps so far.
-    pub discriminator_steps: u64,
-    /// Generator steps so far.
-    pub generator_steps: u64,
-    /// Mean generator loss over the epoch's generator steps.
-    pub generator_loss: f64,
-    /// Mean discriminator loss on the real examples of the epoch's lots (private data: see
-    /// [`GanMetrics::losses_note`]).
-    pub discriminator_real_loss: f64,
-    /// Mean discriminator loss on fakes.
-    pub discriminator_fake_loss: f64,
-    /// Mean fraction of clipped units (NaN for the noise-layer design).
-    pub clipped_fraction: f64,
-    /// The sample grid of the epoch (rows: labels 0..9).
-    pub grid: String,
-}
+pub use crate::run_folder::manifest::EpochLosses;
 
-/// The contents of `metrics.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct GanMetrics {
-    /// `dpaudit` version.
-    pub tool_version: &'static str,
-    /// The design.
-    pub design: Design,
-    /// Whether the epsilons are proven by dpaudit or claimed by the method's authors.
-    pub epsilon_status: &'static str,
-    /// Epsilon per accountant, from the ledger.
-    pub epsilons: Vec<AccountedEpsilon>,
-    /// Sampling scheme of the discriminator's lots.
-    pub sampling: &'static str,
-    /// The sampling rate q.
-    pub sampling_rate: f64,
-    /// The phases read back from the ledger.
-    pub phases: Vec<Phase>,
-    /// Ledger entries (= discriminator steps, n_critic included).
-    pub ledger_steps: u64,
-    /// Discriminator steps taken.
-    pub discriminator_steps: u64,
-    /// Generator steps taken (free: post-processing).
-    pub generator_steps: u64,
-    /// How sigma was chosen.
-    pub noise_multiplier_source: String,
-    /// The configuration.
-    pub config: GanConfig,
-    /// Epochs asked for.
-    pub epochs: f64,
-    /// Seed (null: OS CSPRNG). Operator's record only: reports never print it.
-    pub seed: Option<u64>,
-    /// How the discriminator's noise was seeded: `csprng`, or `seeded` (reproducible noise, not
-    /// fit for release; `cert sign` refuses it unless told otherwise).
-    pub noise_seeding: crate::train::noise::NoiseSeeding,
-    /// Per-epoch losses.
-    pub per_epoch: Vec<EpochLosses>,
-    /// What the losses are.
-    pub losses_note: &'static str,
-    /// Wall time, seconds.
-    pub wall_seconds: f64,
-    /// Training set name.
-    pub train_dataset: String,
-    /// Training examples.
-    pub train_examples: usize,
-    /// SHA-256 of the training data's content.
-    pub train_data_sha256: String,
-    /// SHA-256 of `generator.safetensors`.
-    pub generator_sha256: String,
-    /// SHA-256 of `discriminator.safetensors`.
-    pub discriminator_sha256: String,
-    /// The figure of samples beside their nearest training images (shows private images).
-    pub nearest_figure: String,
-    /// The device the run trained on (`cpu`, `cuda:N`); files written before dpaudit recorded it
-    /// have none.
-    pub device: String,
-}
+/// The contents of `metrics.json` ([`crate::run_folder::manifest::GanMetrics`], written with the
+/// full configuration).
+pub type GanMetrics = crate::run_folder::manifest::GanMetrics<GanConfig>;
 
 /// Progress after each generator step: (discriminator steps done, total, running RDP epsilon).
 pub type Progress<'a> = dyn FnMut(u64, u64, f64) + 'a;
@@ -166,13 +93,13 @@ pub fn epsilons_of(phases: &[Phase], delta: f64) -> Result<Vec<AccountedEpsilon>
     let p = PldAccountant::default().epsilon(phases, delta)?;
     Ok(vec![
         AccountedEpsilon {
-            accountant: "rdp",
+            accountant: "rdp".into(),
             epsilon: r.epsilon,
             delta,
             detail: serde_json::to_value(r).unwrap_or_default(),
         },
         AccountedEpsilon {
-            accountant: "pld",
+            accountant: "pld".into(),
             epsilon: p.epsilon,
             delta,
             detail: serde_json::to_value(p).unwrap_or_default(),
@@ -399,11 +326,12 @@ pub fn train_gan(
     write_nearest_figure(&gan, &examples, seed, &out.join(nearest))?;
     let phases = gan.ledger().phases()?;
     let metrics = GanMetrics {
-        tool_version: env!("CARGO_PKG_VERSION"),
-        design: config.design,
-        epsilon_status: config.design.epsilon_status(),
+        schema_version: crate::run_folder::manifest::SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        design: config.design.to_string(),
+        epsilon_status: config.design.epsilon_status().into(),
         epsilons: epsilons_of(&phases, spec.delta)?,
-        sampling: "poisson",
+        sampling: "poisson".into(),
         sampling_rate: q,
         phases,
         ledger_steps: gan.ledger().steps(),
@@ -413,9 +341,9 @@ pub fn train_gan(
         config,
         epochs: spec.epochs,
         seed: spec.seed,
-        noise_seeding: seed.seeding(),
+        noise_seeding: Some(Some(seed.seeding()).into()),
         per_epoch,
-        losses_note: "discriminator_real_loss is measured on the private training lots without noise and is NOT covered by epsilon: a tuning aid for the operator, never to be released (gan sample's release.json does not include it)",
+        losses_note: "discriminator_real_loss is measured on the private training lots without noise and is NOT covered by epsilon: a tuning aid for the operator, never to be released (gan sample's release.json does not include it)".into(),
         wall_seconds: start.elapsed().as_secs_f64(),
         train_dataset: train.name().to_owned(),
         train_examples: n,
@@ -423,12 +351,9 @@ pub fn train_gan(
         generator_sha256: sha256_file(&g_path)?,
         discriminator_sha256: sha256_file(&d_path)?,
         nearest_figure: format!("{nearest}: generated samples (left of each pair) beside their nearest training image in pixel space (the seed paper's Figure 3); it shows private training images, never release it"),
-        device: crate::device::name(device),
+        device: Some(crate::device::name(device)),
     };
-    write_atomically(
-        &out.join(crate::run_folder::METRICS_FILE),
-        &serde_json::to_vec_pretty(&metrics).map_err(|e| Error::data(out, e.to_string()))?,
-    )?;
+    crate::run_folder::manifest::write_manifest(&out.join(crate::run_folder::METRICS_FILE), &metrics)?;
     Ok(metrics)
 }
 

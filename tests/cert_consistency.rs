@@ -1,0 +1,136 @@
+//! Cross-checks of a run folder's files on a real (tiny) training run: `metrics.json` edited in
+//! each field that certificates and reports rely on (injected fault, noise multiplier, sampling
+//! rate, steps, noise seeding, the phases read back from the ledger) no longer agrees with
+//! `ledger.jsonl` or `checkpoint.json`, and `cert sign` and `report` refuse the folder with an
+//! error naming both files and the field. A `metrics.json` written before `schema_version` was
+//! recorded is still signed; one of a newer version is refused.
+use dpaudit::cert::keys::generate_keypair;
+use dpaudit::cert::sign::{sign_run, CertifyOptions};
+use dpaudit::report::{self, ReportOptions};
+use dpaudit::Error;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+const DELTA: f64 = 1e-5;
+
+/// One private run (logreg on the bundled fixture, q = 100 / 2000, sigma = 1.2, 20 steps, noise
+/// from the OS CSPRNG), trained once, and a key pair.
+struct Shared {
+    dir: tempfile::TempDir,
+    run: PathBuf,
+    secret_key: PathBuf,
+}
+
+fn shared() -> &'static Shared {
+    static SHARED: OnceLock<Shared> = OnceLock::new();
+    SHARED.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        let out = Command::new(env!("CARGO_BIN_EXE_dpaudit"))
+            .current_dir(ROOT)
+            .args(["train", "--dataset", "fixture", "--model", "logreg", "--epochs", "1", "--lot-size", "100"])
+            .args(["--noise-multiplier", "1.2", "--max-grad-norm", "1", "--threads", "1", "--checkpoint-every", "0"])
+            .arg("--out")
+            .arg(&run)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "dpaudit train: {}", String::from_utf8_lossy(&out.stderr));
+        let keys = generate_keypair(&dir.path().join("keys")).unwrap();
+        Shared { run, secret_key: keys.secret_key_path, dir }
+    })
+}
+
+/// A copy of the shared run's files with `metrics.json` edited by `edit`.
+fn edited_copy(name: &str, edit: impl FnOnce(&mut Value)) -> PathBuf {
+    let s = shared();
+    let copy = s.dir.path().join(name);
+    std::fs::create_dir(&copy).unwrap();
+    for f in ["metrics.json", "ledger.jsonl", "model.safetensors", "checkpoint.json"] {
+        std::fs::copy(s.run.join(f), copy.join(f)).unwrap();
+    }
+    let mut m: Value = serde_json::from_slice(&std::fs::read(copy.join("metrics.json")).unwrap()).unwrap();
+    edit(&mut m);
+    std::fs::write(copy.join("metrics.json"), serde_json::to_vec_pretty(&m).unwrap()).unwrap();
+    copy
+}
+
+fn sign(run: &Path, options: &CertifyOptions) -> dpaudit::error::Result<()> {
+    let out = run.join(format!("cert-{}.json", rand::random::<u32>()));
+    sign_run(run, options, &shared().secret_key, &out).map(|_| ())
+}
+
+#[test]
+fn the_real_run_is_signed_and_so_is_its_metrics_without_schema_version() {
+    let s = shared();
+    let m: Value = serde_json::from_slice(&std::fs::read(s.run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["schema_version"], 1, "written from now on");
+    sign(&s.run, &CertifyOptions::model(DELTA)).unwrap();
+    // A metrics.json written before schema_version was recorded reads as version 1.
+    let old = edited_copy("old-format", |m| {
+        m.as_object_mut().unwrap().remove("schema_version");
+    });
+    sign(&old, &CertifyOptions::model(DELTA)).unwrap();
+    report::build(&ReportOptions::for_run(&old)).unwrap();
+    // One of a version this dpaudit does not know is refused, saying so.
+    let newer = edited_copy("newer-format", |m| m["schema_version"] = json!(2));
+    let e = sign(&newer, &CertifyOptions::model(DELTA)).unwrap_err().to_string();
+    assert!(e.contains("schema_version 2"), "{e}");
+}
+
+#[test]
+fn an_edited_field_of_metrics_json_is_refused_naming_both_files_and_the_field() {
+    // Seeded noise is allowed here, so that the noise-seeding edit is refused for disagreeing with
+    // the ledger, not for being seeded.
+    let options = CertifyOptions { allow_seeded_noise: true, ..CertifyOptions::model(DELTA) };
+    let cases: [(&str, fn(&mut Value), &str, &str, &str); 7] = [
+        ("fault", |m| m["inject_fault"] = json!("no-clip"), "injected fault", "metrics.json", "checkpoint.json"),
+        (
+            "sigma",
+            |m| m["config"]["noise_multiplier"] = json!(0.9),
+            "noise multiplier",
+            "metrics.json",
+            "ledger.jsonl step 1",
+        ),
+        ("q", |m| m["sampling_rate"] = json!(0.1), "sampling rate", "metrics.json", "ledger.jsonl step 1"),
+        ("steps", |m| m["steps"] = json!(m["steps"].as_u64().unwrap() + 1), "steps", "metrics.json", "checkpoint.json"),
+        (
+            "fewer-steps",
+            |m| m["steps"] = json!(m["steps"].as_u64().unwrap() - 1),
+            "steps",
+            "metrics.json",
+            "checkpoint.json",
+        ),
+        ("seeding", |m| m["noise_seeding"] = json!("seeded"), "noise seeding", "metrics.json", "ledger.jsonl"),
+        (
+            "phases",
+            |m| m["phases"][0]["noise_multiplier"] = json!(5.0),
+            "noise multiplier",
+            "metrics.json phases",
+            "ledger.jsonl step 1",
+        ),
+    ];
+    for (name, edit, want_field, want_first, want_second) in cases {
+        let run = edited_copy(name, edit);
+        for (what, result) in
+            [("cert sign", sign(&run, &options)), ("report", report::build(&ReportOptions::for_run(&run)).map(|_| ()))]
+        {
+            match result {
+                Err(Error::Inconsistent { field, first, second, .. }) => {
+                    assert_eq!(
+                        (field, first.as_str(), second.as_str()),
+                        (want_field, want_first, want_second),
+                        "{name}: {what}"
+                    );
+                }
+                other => panic!("{name}: {what} should refuse an inconsistent folder, got {other:?}"),
+            }
+        }
+    }
+    // The message names both files, the field and both values.
+    let run = shared().dir.path().join("sigma");
+    let e = sign(&run, &options).unwrap_err().to_string();
+    assert!(e.contains("metrics.json says noise multiplier 0.9 but ledger.jsonl step 1 says 1.2"), "{e}");
+}
