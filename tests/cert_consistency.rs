@@ -134,3 +134,62 @@ fn an_edited_field_of_metrics_json_is_refused_naming_both_files_and_the_field() 
     let e = sign(&run, &options).unwrap_err().to_string();
     assert!(e.contains("metrics.json says noise multiplier 0.9 but ledger.jsonl step 1 says 1.2"), "{e}");
 }
+
+/// A DP-GAN release: signed as sampled, and with a `release.json` written before
+/// `schema_version` was recorded; refused when the GAN run's `metrics.json` disagrees with its
+/// ledger about the noise multiplier.
+#[test]
+fn a_gan_release_is_signed_and_an_edited_gan_run_is_refused() {
+    use dpaudit::gan::dpgan::{Design, GanConfig};
+    use dpaudit::gan::release::{sample_release, SampleOptions};
+    use dpaudit::gan::run::{train_gan, GanRunSpec};
+    let dir = tempfile::tempdir().unwrap();
+    let train =
+        dpaudit::data::load_mnist_dir(&Path::new(ROOT).join("fixtures/mnist-small"), dpaudit::data::Split::Train, 10)
+            .unwrap();
+    let spec = GanRunSpec {
+        config: GanConfig { design: Design::Joint, lot_size: 100.0, noise_multiplier: 1.0, ..GanConfig::default() },
+        epochs: 0.1,
+        delta: DELTA,
+        target_epsilon: None,
+        seed: Some(3),
+        force: false,
+    };
+    let run = dir.path().join("gan");
+    train_gan(&spec, &train, &run, tch::Device::Cpu, &mut |_, _, _| {}).unwrap();
+    let release = dir.path().join("release");
+    sample_release(&run, &release, &SampleOptions::new(20, Some(1)), false, tch::Device::Cpu).unwrap();
+    let keys = generate_keypair(&dir.path().join("keys")).unwrap();
+    let mut opts = CertifyOptions { allow_seeded_noise: true, ..CertifyOptions::model(DELTA) };
+    opts.kind = dpaudit::cert::schema::ArtifactKind::SyntheticDataset;
+    let sign = |name: &str| {
+        dpaudit::cert::sign::sign_release(&release, &run, &opts, &keys.secret_key_path, &dir.path().join(name))
+    };
+    let edit = |path: PathBuf, f: &dyn Fn(&mut Value)| {
+        let mut v: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        f(&mut v);
+        std::fs::write(&path, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    };
+    sign("c1.json").unwrap();
+    // release.json and metrics.json as written before schema_version (release.json is certified
+    // by its hash, which changes: the edit is before signing).
+    edit(release.join("release.json"), &|v| {
+        assert_eq!(v["schema_version"], 1);
+        v.as_object_mut().unwrap().remove("schema_version");
+    });
+    edit(run.join("metrics.json"), &|v| {
+        assert_eq!(v["schema_version"], 1);
+        v.as_object_mut().unwrap().remove("schema_version");
+    });
+    sign("c2.json").unwrap();
+    edit(run.join("metrics.json"), &|v| v["config"]["noise_multiplier"] = json!(0.5));
+    match sign("c3.json") {
+        Err(Error::Inconsistent { field, first, second, .. }) => {
+            assert_eq!(
+                (field, first.as_str(), second.as_str()),
+                ("noise multiplier", "metrics.json", "ledger.jsonl step 1")
+            );
+        }
+        other => panic!("an edited GAN run must be refused as inconsistent, got {other:?}"),
+    }
+}

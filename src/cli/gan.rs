@@ -363,7 +363,7 @@ pub fn run(cmd: GanCommand) -> Result<()> {
                     r.design,
                     r.epsilon_status,
                     r.seed,
-                    r.temperature.unwrap_or(1.0)
+                    r.temperature
                 );
                 if let Some(agreement) = r.label_agreement {
                     println!(

@@ -31,13 +31,9 @@ const RELEASE_STREAM: u64 = 7;
 
 pub use crate::run_folder::manifest::LedgerSummary;
 
-/// The contents of `release.json` ([`crate::run_folder::manifest::ReleaseManifest`]).
-pub type Release = crate::run_folder::manifest::ReleaseManifest;
-
-/// The name serde gives a unit variant (`kebab-case` here), for the manifest's string fields.
-fn serde_name<T: Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
-}
+/// The contents of `release.json` ([`crate::run_folder::manifest::ReleaseManifest`], written with
+/// the GAN's own enums).
+pub type Release = crate::run_folder::manifest::ReleaseManifest<Conditioning, Ranking, LabelSource>;
 
 /// Checks `count` (1..=[`MAX_COUNT`]).
 ///
@@ -420,22 +416,22 @@ fn write_release(
         schema_version: crate::run_folder::manifest::SCHEMA_VERSION,
         tool_version: env!("CARGO_PKG_VERSION").into(),
         design: info.config.design.to_string(),
-        conditioning: Some(serde_name(&info.config.conditioning)),
+        conditioning: info.config.conditioning,
         epsilon_status: info.config.design.epsilon_status().into(),
         epsilons: epsilons_of(&phases, info.delta)?,
         sampling: "poisson".into(),
         ledger: LedgerSummary { steps: ledger.entries.len() as u64, phases, labels, sha256: ledger.sha256.clone() },
         generator_sha256: sha256_file(&run.join(GENERATOR_FILE))?,
-        generator: Some(match info.config.g_ema {
+        generator: match info.config.g_ema {
             Some(decay) => format!("moving average (decay {decay})"),
             None => "last iterate".to_owned(),
-        }),
+        },
         run: run.display().to_string(),
         count,
         class_counts: data.class_counts(),
         seed,
-        temperature: Some(temperature),
-        selection: Some(if ranked {
+        temperature,
+        selection: if ranked {
             format!(
                 "discriminator ranking: {} generated, per label the best-scored ({}) kept",
                 opts.candidates(),
@@ -443,10 +439,10 @@ fn write_release(
             )
         } else {
             "all generated".to_owned()
-        }),
-        keep: Some(opts.keep),
-        rank_by: ranked.then(|| serde_name(&opts.rank_by)),
-        labels: Some(serde_name(&opts.labels)),
+        },
+        keep: opts.keep,
+        rank_by: ranked.then_some(opts.rank_by),
+        labels: opts.labels,
         label_agreement,
         discriminator_sha256: match d {
             Some(_) => Some(sha256_file(&run.join(DISCRIMINATOR_FILE))?),
@@ -511,5 +507,5 @@ pub fn sample_release(run: &Path, out: &Path, opts: &SampleOptions, force: bool,
 /// # Errors
 /// [`Error::Io`] / [`Error::Data`] for a missing or malformed `release.json`.
 pub fn release_run_dir(release_dir: &Path) -> Result<std::path::PathBuf> {
-    Ok(std::path::PathBuf::from(Release::read(release_dir)?.run))
+    Ok(std::path::PathBuf::from(crate::run_folder::manifest::ReleaseManifest::read(release_dir)?.run))
 }

@@ -269,7 +269,7 @@ fn accountant_epsilons(entries: &[LedgerEntry], delta: f64) -> Result<Option<(f6
 
 /// The delta of the run's own epsilons in `metrics.json`.
 fn run_delta(run: &RunFolder) -> Option<f64> {
-    run.metrics.epsilons.first().map(|e| e.delta)
+    run.metrics.delta()
 }
 
 /// Epsilon (RDP accountant, the accountant of the report's claim) after up to `points` evenly
@@ -362,20 +362,12 @@ fn read_evaluation(path: &Path) -> Result<SyntheticUtility> {
 }
 
 fn read_release(dir: &Path, nearest: Option<&Path>, evaluation: Option<&Path>) -> Result<ReleaseFolder> {
-    let path = dir.join(crate::run_folder::RELEASE_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| Error::data(&path, format!("not JSON: {e}")))?;
-    if !v.is_object() {
-        return Err(Error::data(&path, "not a release.json (expected an object)"));
-    }
-    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-    let epsilon_status = text("epsilon_status").unwrap_or_else(|| "not stated".into());
+    let (v, bytes) = crate::run_folder::manifest::ReleaseManifest::read_with_bytes(dir)?;
+    let epsilon_status = v.epsilon_status.clone();
     let mut files = Vec::new();
-    if let Some(Value::Object(listed)) = v.get("files") {
-        for (name, sha) in listed {
-            let actual = if dir.join(name).is_file() { Some(sha256_file(&dir.join(name))?) } else { None };
-            files.push((name.clone(), sha.as_str().unwrap_or_default().to_owned(), actual));
-        }
+    for (name, sha) in &v.files {
+        let actual = if dir.join(name).is_file() { Some(sha256_file(&dir.join(name))?) } else { None };
+        files.push((name.clone(), sha.clone(), actual));
     }
     let grid = dir.join("grid.png");
     let sample_grid_png_base64 = if grid.is_file() {
@@ -390,20 +382,18 @@ fn read_release(dir: &Path, nearest: Option<&Path>, evaluation: Option<&Path>) -
     Ok(ReleaseFolder {
         section: SyntheticData {
             release: dir.display().to_string(),
-            records: v.get("count").and_then(Value::as_u64).unwrap_or(0),
-            design: v
-                .get("design")
-                .map_or_else(|| "not stated".into(), |d| d.as_str().map_or_else(|| d.to_string(), str::to_owned)),
+            records: v.count as u64,
+            design: v.design.clone(),
             epsilon_proven: epsilon_status.starts_with("proven"),
             epsilon_status,
-            generator_sha256: text("generator_sha256").unwrap_or_else(|| "not recorded".into()),
+            generator_sha256: v.generator_sha256.clone(),
             nearest_neighbour,
             nearest_neighbour_flags,
             sample_grid_png_base64,
             evaluation: evaluation.map(read_evaluation).transpose()?,
         },
         files,
-        ledger_sha256: v.get("ledger").and_then(|l| l.get("sha256")).and_then(Value::as_str).map(str::to_owned),
+        ledger_sha256: Some(v.ledger.sha256.clone()),
         release_json_sha256: hex::encode(Sha256::digest(&bytes)),
     })
 }

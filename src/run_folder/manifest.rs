@@ -1,8 +1,8 @@
 //! Typed, versioned manifests: what `metrics.json` (of `dpaudit train`, `dpaudit gan train` and
 //! `dpaudit import`) and `release.json` (of `dpaudit gan sample`) hold. The writers serialise these
 //! types and every reader parses them, so a field has one name in one place. `audit.json` is
-//! [`crate::audit::engine::AuditReport`]; it carries the same [`SCHEMA_VERSION`] and is checked
-//! by [`check_schema_version`].
+//! `dpaudit::audit::engine::AuditReport` (audit types, outside this layer); it carries the same
+//! [`SCHEMA_VERSION`] and its readers check it with [`check_schema_version`].
 //!
 //! # Versions
 //! Every manifest is written with `schema_version` ([`SCHEMA_VERSION`]). A file without it was
@@ -681,6 +681,13 @@ pub struct RunSummary {
     pub config: TrainConfigRecord,
 }
 
+impl RunSummary {
+    /// The delta the run reported its epsilons at (`None` when it reported none).
+    pub fn delta(&self) -> Option<f64> {
+        self.epsilons.first().map(|e| e.delta)
+    }
+}
+
 /// `checkpoint.json` of a training run, as cross-checks read it: the configuration, the steps
 /// applied, the injected fault and the noise seeding the run resumes with. Written by
 /// `crate::train::dpsgd::DpSgd::checkpoint` (with the sampler and noise-stream state, which no
@@ -728,9 +735,25 @@ pub struct LedgerSummary {
     pub sha256: String,
 }
 
-/// `release.json` of `dpaudit gan sample`: a synthetic release's provenance and files.
+fn one() -> f64 {
+    1.0
+}
+
+fn last_iterate() -> String {
+    "last iterate".into()
+}
+
+fn all_generated() -> String {
+    "all generated".into()
+}
+
+/// `release.json` of `dpaudit gan sample`: a synthetic release's provenance and files. The type
+/// parameters are the GAN's own enums when written (`Conditioning`, `Ranking`, `LabelSource`)
+/// and their names when read. Fields later versions added have the value older releases had
+/// when absent (temperature 1, every generated image kept, the last iterate, the generator's
+/// labels, label-plane conditioning).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ReleaseManifest {
+pub struct ReleaseManifest<Conditioning = Option<String>, Ranking = String, Labels = Option<String>> {
     /// The manifest's schema version ([`SCHEMA_VERSION`]; 1 when absent).
     #[serde(default = "unversioned")]
     pub schema_version: u32,
@@ -738,10 +761,9 @@ pub struct ReleaseManifest {
     pub tool_version: String,
     /// The design of the private GAN (`real-only`, `joint`, `noise-layer`).
     pub design: String,
-    /// How its discriminator learned the labels (`label-planes` or `classifier`; absent in
-    /// older releases).
+    /// How its discriminator learned the labels (`label-planes` or `classifier`).
     #[serde(default)]
-    pub conditioning: Option<String>,
+    pub conditioning: Conditioning,
     /// "proven: ..." or the claimed label.
     pub epsilon_status: String,
     /// Epsilon per accountant (from the ledger), at the run's delta.
@@ -752,38 +774,43 @@ pub struct ReleaseManifest {
     pub ledger: LedgerSummary,
     /// SHA-256 of the generator checkpoint the images come from.
     pub generator_sha256: String,
-    /// Which generator that checkpoint holds: `last iterate`, or `moving average (decay D)`
-    /// (absent in older releases).
-    #[serde(default)]
-    pub generator: Option<String>,
+    /// Which generator that checkpoint holds: `last iterate`, or `moving average (decay D)` for a
+    /// run trained with `--g-ema D` (post-processing either way).
+    #[serde(default = "last_iterate")]
+    pub generator: String,
     /// The run folder.
     pub run: String,
     /// Images released.
     pub count: usize,
-    /// Images per label.
+    /// Images per label (with the generator's labels they cycle 0..9, a public distribution; with
+    /// the discriminator's, they are its reading of the images).
     pub class_counts: Vec<usize>,
     /// Seed of the latents (drawn from the OS CSPRNG when not given, recorded here).
     pub seed: u64,
-    /// The latents' scale (absent in older releases: 1).
-    #[serde(default)]
-    pub temperature: Option<f64>,
-    /// How the images were chosen among the generated ones (absent in older releases).
-    #[serde(default)]
-    pub selection: Option<String>,
-    /// The fraction kept by discriminator ranking (absent in older releases: 1).
-    #[serde(default)]
-    pub keep: Option<f64>,
-    /// The score ranking kept the best of (absent without ranking).
+    /// The latents' scale: each is drawn from N(0, 1) and multiplied by this (1: the training
+    /// distribution; below 1 trades diversity for typical samples). Post-processing.
+    #[serde(default = "one")]
+    pub temperature: f64,
+    /// How the images were chosen among the generated ones: `all generated` or discriminator
+    /// ranking.
+    #[serde(default = "all_generated")]
+    pub selection: String,
+    /// The fraction kept by discriminator ranking (1: every generated image).
+    #[serde(default = "one")]
+    pub keep: f64,
+    /// The score ranking kept the best of (`None` without ranking).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rank_by: Option<String>,
-    /// Where the labels come from: `generator` or `discriminator` (absent in older releases).
+    pub rank_by: Option<Ranking>,
+    /// Where the labels come from: `generator` (the label each image was generated for) or
+    /// `discriminator` (the final classifier discriminator's argmax over the 10 real classes).
     #[serde(default)]
-    pub labels: Option<String>,
-    /// With discriminator labels: the fraction whose discriminator label equals the label it was
-    /// generated for.
+    pub labels: Labels,
+    /// With discriminator labels: the fraction of images whose discriminator label equals the
+    /// label it was generated for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub label_agreement: Option<f64>,
-    /// SHA-256 of the discriminator checkpoint that ranked or labelled the images.
+    /// SHA-256 of the discriminator checkpoint that ranked or labelled the images (`None` when it
+    /// played no part).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discriminator_sha256: Option<String>,
     /// SHA-256 of each released file (release.json itself excluded).
@@ -797,8 +824,16 @@ impl ReleaseManifest {
     /// I/O errors; [`Error::Data`] for a file that is not a release manifest or of a schema
     /// version this dpaudit does not read.
     pub fn read(dir: &Path) -> Result<Self> {
+        Ok(Self::read_with_bytes(dir)?.0)
+    }
+
+    /// As [`ReleaseManifest::read`], with the file's bytes (for hashing).
+    ///
+    /// # Errors
+    /// As [`ReleaseManifest::read`].
+    pub fn read_with_bytes(dir: &Path) -> Result<(Self, Vec<u8>)> {
         let path = dir.join(super::RELEASE_FILE);
-        Ok(read_versioned(&path, "a release.json", |r: &ReleaseManifest| r.schema_version)?.0)
+        read_versioned(&path, "a release.json", |r: &ReleaseManifest| r.schema_version)
     }
 }
 
