@@ -2,8 +2,10 @@
 //! each field that certificates and reports rely on (injected fault, noise multiplier, sampling
 //! rate, steps, noise seeding, the phases read back from the ledger) no longer agrees with
 //! `ledger.jsonl` or `checkpoint.json`, and `cert sign` and `report` refuse the folder with an
-//! error naming both files and the field. A `metrics.json` written before `schema_version` was
-//! recorded is still signed; one of a newer version is refused.
+//! error naming both files and the field; so is a DP-GAN release whose run was edited. A
+//! `metrics.json` or `release.json` written before `schema_version` was recorded is still signed;
+//! one of a newer version (and an `audit.json` of one) is refused. `cert sign` defaults to the
+//! run's own delta, as `report` does.
 use dpaudit::cert::keys::generate_keypair;
 use dpaudit::cert::sign::{sign_run, CertifyOptions};
 use dpaudit::report::{self, ReportOptions};
@@ -192,4 +194,56 @@ fn a_gan_release_is_signed_and_an_edited_gan_run_is_refused() {
         }
         other => panic!("an edited GAN run must be refused as inconsistent, got {other:?}"),
     }
+}
+
+/// `cert sign` without `--delta` certifies at the delta the run reported (as `report` claims it),
+/// and 1e-5 only when the run reported none.
+#[test]
+fn cert_sign_defaults_to_the_runs_own_delta() {
+    let s = shared();
+    let run = s.dir.path().join("delta-1e-6");
+    let train = Command::new(env!("CARGO_BIN_EXE_dpaudit"))
+        .current_dir(ROOT)
+        .args(["train", "--dataset", "fixture", "--model", "logreg", "--epochs", "1", "--lot-size", "100"])
+        .args(["--noise-multiplier", "1.2", "--threads", "1", "--delta", "1e-6", "--out"])
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert!(train.status.success(), "{}", String::from_utf8_lossy(&train.stderr));
+    let delta_of = |run: &Path, extra: &[&str]| {
+        let cert = run.join(format!("cert-{}.json", rand::random::<u32>()));
+        let o = Command::new(env!("CARGO_BIN_EXE_dpaudit"))
+            .args(["cert", "sign", "--key"])
+            .arg(&s.secret_key)
+            .arg("--run")
+            .arg(run)
+            .arg("--out")
+            .arg(&cert)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let c: Value = serde_json::from_slice(&std::fs::read(&cert).unwrap()).unwrap();
+        c["certificate"]["privacy"]["delta"].as_f64().unwrap()
+    };
+    assert_eq!(delta_of(&run, &[]), 1e-6);
+    assert_eq!(delta_of(&run, &["--delta", "1e-7"]), 1e-7);
+    assert_eq!(report::build(&ReportOptions::for_run(&run)).unwrap().claim.delta, 1e-6);
+    assert_eq!(delta_of(&s.run, &[]), 1e-5);
+}
+
+/// An `audit.json` of a schema version this dpaudit does not know is refused by the report.
+#[test]
+fn an_audit_json_of_a_newer_version_is_refused() {
+    let s = shared();
+    let audit = s.dir.path().join("audit-v2");
+    std::fs::create_dir(&audit).unwrap();
+    let mut a: Value =
+        serde_json::from_slice(&std::fs::read(Path::new(ROOT).join("fixtures/report/audit.json")).unwrap()).unwrap();
+    a["schema_version"] = json!(2);
+    std::fs::write(audit.join("audit.json"), a.to_string()).unwrap();
+    let mut o = ReportOptions::for_run(&s.run);
+    o.audits = vec![audit];
+    let e = report::build(&o).unwrap_err().to_string();
+    assert!(e.contains("schema_version 2"), "{e}");
 }
