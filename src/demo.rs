@@ -332,8 +332,7 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
         observer.progress(r.step, total, &format!("loss {:.3}, epsilon {:.3} (RDP)", r.loss, eps.unwrap_or(f64::NAN)));
     };
     let metrics = train_run(&spec, &train, &test, &model_run, config.device, &mut on_step)?;
-    // train_run writes every field; these are optional only for older files read back.
-    let phases = metrics.phases.clone().unwrap_or_default();
+    let phases = metrics.phases.clone();
     let noise_multiplier_source = metrics.noise_multiplier_source.clone();
     observer.note(&format!(
         "model: test accuracy {:.4} after {} steps; {}",

@@ -87,7 +87,9 @@ fn an_edited_field_of_metrics_json_is_refused_naming_both_files_and_the_field() 
     // Seeded noise is allowed here, so that the noise-seeding edit is refused for disagreeing with
     // the ledger, not for being seeded.
     let options = CertifyOptions { allow_seeded_noise: true, ..CertifyOptions::model(DELTA) };
-    let cases: [(&str, fn(&mut Value), &str, &str, &str); 7] = [
+    // (copy name, the edit, the field, the first file, the second file) of each case.
+    type Case = (&'static str, fn(&mut Value), &'static str, &'static str, &'static str);
+    let cases: [Case; 7] = [
         ("fault", |m| m["inject_fault"] = json!("no-clip"), "injected fault", "metrics.json", "checkpoint.json"),
         (
             "sigma",
@@ -120,9 +122,9 @@ fn an_edited_field_of_metrics_json_is_refused_naming_both_files_and_the_field() 
             [("cert sign", sign(&run, &options)), ("report", report::build(&ReportOptions::for_run(&run)).map(|_| ()))]
         {
             match result {
-                Err(Error::Inconsistent { field, first, second, .. }) => {
+                Err(Error::Inconsistent(i)) => {
                     assert_eq!(
-                        (field, first.as_str(), second.as_str()),
+                        (i.field, i.first.as_str(), i.second.as_str()),
                         (want_field, want_first, want_second),
                         "{name}: {what}"
                     );
@@ -186,9 +188,9 @@ fn a_gan_release_is_signed_and_an_edited_gan_run_is_refused() {
     sign("c2.json").unwrap();
     edit(run.join("metrics.json"), &|v| v["config"]["noise_multiplier"] = json!(0.5));
     match sign("c3.json") {
-        Err(Error::Inconsistent { field, first, second, .. }) => {
+        Err(Error::Inconsistent(i)) => {
             assert_eq!(
-                (field, first.as_str(), second.as_str()),
+                (i.field, i.first.as_str(), i.second.as_str()),
                 ("noise multiplier", "metrics.json", "ledger.jsonl step 1")
             );
         }

@@ -658,7 +658,7 @@ fn train_command(run: &RunFolder) -> Option<String> {
     }
     let config = &run.metrics.config;
     if let Some(model) = &config.model {
-        cmd.push(format!("--model {}", shell_quote(&model)));
+        cmd.push(format!("--model {}", shell_quote(model)));
     }
     if let Some(e) = m.epochs {
         cmd.push(format!("--epochs {e}"));

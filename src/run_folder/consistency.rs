@@ -6,7 +6,7 @@
 use super::manifest::{CheckpointRecord, RecordedSeeding, RunMetrics, DP_PCA_LEDGER_LABEL};
 use crate::accounting::ledger::{noise_seeding_of, LedgerEntry};
 use crate::accounting::SamplingScheme;
-use crate::error::{Error, Result};
+use crate::error::{Error, Inconsistency, Result};
 use std::path::Path;
 
 /// Checks that `metrics` (the folder's `metrics.json`), `entries` (its ledger's complete lines)
@@ -35,14 +35,14 @@ pub fn check_consistency(dir: &Path, metrics: &RunMetrics, entries: &[LedgerEntr
     let m = metrics.summary();
     let checkpoint = CheckpointRecord::read(dir)?;
     let mismatch = |field: &'static str, first: &str, first_value: String, second: String, second_value: String| {
-        Err(Error::Inconsistent {
+        Err(Error::Inconsistent(Box::new(Inconsistency {
             folder: dir.to_path_buf(),
             field,
             first: first.to_owned(),
             first_value,
             second,
             second_value,
-        })
+        })))
     };
     let or_none =
         |f: &Option<super::manifest::RecordedFault>| f.as_ref().map_or_else(|| "none".into(), |f| f.to_string());

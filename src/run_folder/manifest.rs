@@ -295,9 +295,10 @@ pub struct TrainMetrics<C = TrainConfigRecord> {
     pub private: bool,
     /// The sampling scheme (`poisson`).
     pub sampling: String,
-    /// The phases read back from the ledger.
+    /// The phases read back from the ledger (absent in hand-made files: empty, and then not
+    /// cross-checked).
     #[serde(default)]
-    pub phases: Option<Vec<Phase>>,
+    pub phases: Vec<Phase>,
     /// Training steps applied.
     pub steps: u64,
     /// The sampling rate q of the training steps.
@@ -554,7 +555,7 @@ impl RunMetrics {
                     epsilons: m.epsilons.clone(),
                     steps: Some(m.steps),
                     sampling_rate: Some(m.sampling_rate),
-                    phases: m.phases.clone(),
+                    phases: Some(m.phases.clone()).filter(|p| !p.is_empty()),
                     pca_noise_multiplier: m.pca.as_ref().map(|p| p.noise_multiplier),
                     noise_multiplier_source: Some(m.noise_multiplier_source.clone()),
                     epochs: Some(m.epochs),
@@ -639,7 +640,7 @@ pub struct RunSummary {
     pub steps: Option<u64>,
     /// The sampling rate of the training (or discriminator) steps.
     pub sampling_rate: Option<f64>,
-    /// The phases the run read back from its ledger.
+    /// The phases the run read back from its ledger (`None` when it recorded none).
     pub phases: Option<Vec<Phase>>,
     /// sigma_p of an `abadi-pca` run's DP-PCA step.
     pub pca_noise_multiplier: Option<f64>,

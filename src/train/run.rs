@@ -356,7 +356,7 @@ pub fn train_run(
         accountant_errors: accountant_errors.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
         private: run.config().private,
         sampling: "poisson".into(),
-        phases: Some(phases),
+        phases,
         steps: run.steps(),
         sampling_rate: run.sampling_rate(),
         noise_multiplier_source: if run.config().private { sigma_source } else { "no privacy".into() },
