@@ -421,16 +421,18 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
         observer.progress(r.step, total, &format!("loss {:.3}, epsilon {:.3} (RDP)", r.loss, eps.unwrap_or(f64::NAN)));
     };
     let metrics = train_recipe(&resolved, options, &train, &test, &model_run, config.device, &mut on_step)?;
+    let phases = metrics.phases.clone();
+    let noise_multiplier_source = metrics.noise_multiplier_source.clone();
     observer.note(&format!(
         "model: test accuracy {:.4} after {} steps; {}",
-        metrics.test_accuracy, metrics.steps, metrics.noise_multiplier_source
+        metrics.test_accuracy, metrics.steps, noise_multiplier_source
     ));
 
     // 2. Accountants, from the ledger.
     observer.stage(2, STAGES, "accountants: RDP, PLD and the MPFR oracle, from the ledger");
     let mut epsilons: Vec<DemoEpsilon> =
-        metrics.epsilons.iter().map(|e| DemoEpsilon { accountant: e.accountant.into(), epsilon: e.epsilon }).collect();
-    let verified = exact::verified_epsilon(&metrics.phases, config.delta, &rdp::default_orders())?;
+        metrics.epsilons.iter().map(|e| DemoEpsilon { accountant: e.accountant.clone(), epsilon: e.epsilon }).collect();
+    let verified = exact::verified_epsilon(&phases, config.delta, &rdp::default_orders())?;
     epsilons.push(DemoEpsilon { accountant: "mpfr-oracle".into(), epsilon: verified.epsilon });
     for e in &epsilons {
         observer.note(&format!(
@@ -551,7 +553,7 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
         config.device,
     )?;
     let gan_epsilons: Vec<DemoEpsilon> =
-        rel.epsilons.iter().map(|e| DemoEpsilon { accountant: e.accountant.into(), epsilon: e.epsilon }).collect();
+        rel.epsilons.iter().map(|e| DemoEpsilon { accountant: e.accountant.clone(), epsilon: e.epsilon }).collect();
     observer.note(&format!(
         "DP-GAN: {} discriminator steps, epsilon {}; released {} images",
         gan.discriminator_steps,
@@ -642,8 +644,8 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
         out: out.to_path_buf(),
         model_run,
         test_accuracy: metrics.test_accuracy,
-        noise_multiplier: metrics.noise_multiplier_source.clone(),
-        phases: metrics.phases.clone(),
+        noise_multiplier: noise_multiplier_source,
+        phases,
         epsilons,
         audit: audit_dir,
         audit_epsilon_lower: audit.epsilon_lower,

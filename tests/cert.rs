@@ -43,6 +43,12 @@ fn run_folder(dir: &Path, private: bool, extra_metrics: Value) -> PathBuf {
         "private": private,
         "sampling": "poisson",
         "steps": if private { 41 } else { 0 },
+        "sampling_rate": 0.01,
+        "noise_multiplier_source": "given: 1.1",
+        "epochs": 1.0,
+        "wall_seconds": 1.0,
+        "train_dataset": "fixture",
+        "train_examples": 1000,
         "config": {"model": "mlp", "lot_size": 10.0, "noise_multiplier": 1.1, "max_grad_norm": 1.0, "private": private},
         "train_data_sha256": "ab".repeat(32),
         "model_sha256": hex::encode(Sha256::digest(&model)),
@@ -417,12 +423,20 @@ fn seeded_noise_is_refused_unless_allowed_and_then_marked_not_fit_for_release() 
     let csprng = certify_run(&fresh(json!({})), &options, &key).unwrap();
     assert_eq!(csprng.noise_seeding, Some(NoiseSeeding::Csprng));
     assert!(!csprng.limitations.iter().any(|l| l.contains("NOT FIT FOR RELEASE")));
-    // Seeded by metrics.json; by an older metrics.json's non-null seed; by one ledger step; or not
-    // recorded at all.
-    let by_ledger = fresh(json!({"steps": 0}));
+    // Seeded by metrics.json; by an older metrics.json's non-null seed; by one ledger step (the
+    // metrics not saying); or not recorded at all.
+    let by_ledger = fresh(json!({"steps": 0, "noise_seeding": null}));
     let mut l = Ledger::open(by_ledger.join("ledger.jsonl")).unwrap();
     l.set_noise_seeding(NoiseSeeding::Seeded);
     l.record(SamplingScheme::Poisson, 0.01, 1.1, 1.0, "dpsgd").unwrap();
+    // A metrics.json that says `csprng` beside a ledger step that says `seeded` does not describe
+    // the run: refused as inconsistent, even where seeded noise is allowed.
+    let contradicted = fresh(json!({"steps": 0}));
+    let mut l = Ledger::open(contradicted.join("ledger.jsonl")).unwrap();
+    l.set_noise_seeding(NoiseSeeding::Seeded);
+    l.record(SamplingScheme::Poisson, 0.01, 1.1, 1.0, "dpsgd").unwrap();
+    let err = certify_run(&contradicted, &allowed, &key).unwrap_err();
+    assert!(matches!(&err, dpaudit::Error::Inconsistent(i) if i.field == "noise seeding"), "{err}");
     let unrecorded = fresh(json!({}));
     let mut m: Value = serde_json::from_slice(&std::fs::read(unrecorded.join("metrics.json")).unwrap()).unwrap();
     m.as_object_mut().unwrap().remove("noise_seeding");

@@ -123,7 +123,7 @@ fn tampering_with_an_imported_folder_is_refused_at_signing() {
     let kept: Vec<&str> = ledger.lines().take(29).collect();
     std::fs::write(run.join("ledger.jsonl"), kept.join("\n") + "\n").unwrap();
     let e = certify_run(&run, &opts, &secret).unwrap_err().to_string();
-    assert!(e.contains("records 29 steps but metrics.json reports 30"), "{e}");
+    assert!(e.contains("metrics.json says steps 30 but ledger.jsonl says 29 steps"), "{e}");
     // A step whose noise multiplier was edited is not the history's transcription.
     let edited = ledger.replacen("\"noise_multiplier\":1.1", "\"noise_multiplier\":1.5", 1);
     assert_ne!(edited, ledger);

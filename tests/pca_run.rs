@@ -104,7 +104,7 @@ fn dp_pca_is_the_first_phase_and_every_epsilon_includes_it() {
     assert_eq!(rdp_eps, rdp::epsilon(&m.phases, 1e-5).unwrap().epsilon);
     // The projection is saved, the validation examples held out before accounting (q = L / 1800).
     let pca = m.pca.as_ref().unwrap();
-    assert_eq!((pca.dims, pca.noise_multiplier, pca.source), (60, SIGMA_P, "computed"));
+    assert_eq!((pca.dims, pca.noise_multiplier, pca.source.as_str()), (60, SIGMA_P, "computed"));
     assert!(dir.path().join(PCA_FILE).exists());
     assert_eq!((m.train_examples, m.validation_examples), (1800, 200));
     assert_eq!(m.sampling_rate, 200.0 / 1800.0);
@@ -195,7 +195,7 @@ fn whitened_projection_is_saved_as_used_and_a_resume_must_match_it() {
     let mut more = plain.clone();
     more.pca_whiten = true;
     let second = run(&more, dir.path());
-    assert_eq!((second.pca.as_ref().unwrap().source, second.pca.as_ref().unwrap().whitened), ("loaded", true));
+    assert_eq!((second.pca.as_ref().unwrap().source.as_str(), second.pca.as_ref().unwrap().whitened), ("loaded", true));
     assert_eq!(pca_entries(dir.path()), 1);
     // Whitening is refused for a model without DP-PCA.
     let mut lr = spec("logreg", 1.0);

@@ -23,6 +23,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// Two files of one folder disagree about a field that certificates and reports rely on
+    /// (for example `metrics.json` and `ledger.jsonl` about the noise multiplier).
+    #[error("{0}")]
+    Inconsistent(Box<Inconsistency>),
     /// An I/O failure, with what was being done.
     #[error("{context}: {source}")]
     Io {
@@ -69,6 +73,24 @@ pub enum Error {
         /// The holder's process id, as recorded in the lock file (when it could be read).
         pid: Option<u32>,
     },
+}
+
+/// What two files of one folder say differently ([`Error::Inconsistent`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {first} says {field} {first_value} but {second} says {second_value}; the folder's files do not describe one run", folder.display())]
+pub struct Inconsistency {
+    /// The folder.
+    pub folder: PathBuf,
+    /// The field, in words (`noise multiplier`, `steps`, ...).
+    pub field: &'static str,
+    /// The first file (and where in it, e.g. `metrics.json`).
+    pub first: String,
+    /// What the first file says.
+    pub first_value: String,
+    /// The second file (and where in it, e.g. `ledger.jsonl step 7`).
+    pub second: String,
+    /// What the second file says.
+    pub second_value: String,
 }
 
 /// `Result` with dpaudit's [`Error`].

@@ -314,20 +314,23 @@ pub fn import_run(
             trainer_claim: history.claim.clone(),
             data_hash_source: data_hash_source.into(),
         };
-        let metrics = serde_json::json!({
-            "private": true,
-            "steps": history.steps(),
-            "train_data_sha256": data_sha256,
-            "train_dataset": data_name,
-            "train_examples": data_examples,
-            "model_sha256": crate::durable::sha256_hex(&model_bytes),
-            "noise_seeding": seeding,
-            "inject_fault": null,
-            "config": { "model": format!("trained by {trainer} (imported; not dpaudit's training code)"), "private": true },
-            "imported": provenance,
-        });
-        let json = serde_json::to_vec_pretty(&metrics).map_err(|e| Error::data(&tmp, e.to_string()))?;
-        crate::durable::write_atomically(&tmp.join(crate::cert::sign::METRICS_FILE), &json)?;
+        let metrics = crate::run_folder::manifest::ImportedMetrics {
+            schema_version: crate::run_folder::manifest::SCHEMA_VERSION,
+            private: true,
+            steps: history.steps(),
+            train_data_sha256: data_sha256,
+            train_dataset: data_name,
+            train_examples: data_examples,
+            model_sha256: crate::durable::sha256_hex(&model_bytes),
+            noise_seeding: seeding,
+            inject_fault: None,
+            config: crate::run_folder::manifest::ImportedConfig {
+                model: format!("trained by {trainer} (imported; not dpaudit's training code)"),
+                private: true,
+            },
+            imported: provenance.clone(),
+        };
+        crate::run_folder::manifest::write_manifest(&tmp.join(crate::run_folder::METRICS_FILE), &metrics)?;
         Ok(provenance)
     })();
     match result {
@@ -340,19 +343,6 @@ pub fn import_run(
             let _ = std::fs::remove_dir_all(&tmp);
             Err(e)
         }
-    }
-}
-
-/// The provenance block of an imported run's `metrics.json`, or `None` for dpaudit's own runs.
-///
-/// # Errors
-/// [`Error::Data`] when `metrics.json` has an `imported` block that does not parse.
-pub fn provenance_of(metrics: &serde_json::Value, origin: &Path) -> Result<Option<ImportedProvenance>> {
-    match metrics.get("imported") {
-        None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => serde_json::from_value(v.clone())
-            .map(Some)
-            .map_err(|e| Error::data(origin, format!("its `imported` block does not parse: {e}"))),
     }
 }
 

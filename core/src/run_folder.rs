@@ -6,6 +6,9 @@
 //! Other modules name files only through these constants, so a certificate verifier, a report or
 //! a user's own code reads a folder without linking the code that wrote it. The ledger of any of
 //! them is read, without changing it, by [`crate::accounting::ledger::read_ledger`].
+//!
+//! The manifests (`metrics.json`, `release.json`) are typed and versioned in [`manifest`]; what
+//! a run folder's files say is cross-checked by [`check_consistency`].
 
 /// A run's metrics (`metrics.json`): parameters, accuracy, epsilons, hashes of data and model.
 pub const METRICS_FILE: &str = "metrics.json";
@@ -37,3 +40,8 @@ pub const RUNS_FILE: &str = "runs.jsonl";
 pub const AUDIT_FILE: &str = "audit.json";
 /// A membership-inference experiment's analysis (`dpaudit attack mia`).
 pub const MIA_REPORT_FILE: &str = "mia.json";
+
+pub mod consistency;
+pub mod manifest;
+
+pub use consistency::check_consistency;

@@ -372,6 +372,10 @@ pub use crate::audit::RocPoint;
 /// `audit.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditReport {
+    /// The file's schema version ([`crate::run_folder::manifest::SCHEMA_VERSION`]; 1 when
+    /// absent, in files written before dpaudit recorded it).
+    #[serde(default = "crate::run_folder::manifest::unversioned")]
+    pub schema_version: u32,
     /// dpaudit's version.
     pub tool_version: String,
     /// The spec's name.
@@ -1185,6 +1189,7 @@ fn assemble(
     sorted_runs.sort_by_key(|r| (r.side, r.index));
     let imported = head.scores_source.is_some();
     Ok(AuditReport {
+        schema_version: crate::run_folder::manifest::SCHEMA_VERSION,
         tool_version: env!("CARGO_PKG_VERSION").into(),
         spec_name: head.spec_name,
         spec_digest: head.spec_digest,
@@ -1317,7 +1322,9 @@ fn detectable_words(plan: &AuditPlan) -> String {
 pub fn read_report(dir: &Path) -> Result<AuditReport> {
     let path = dir.join(AUDIT_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))
+    let report: AuditReport = serde_json::from_str(&text).map_err(|e| Error::data(&path, e.to_string()))?;
+    crate::run_folder::manifest::check_schema_version(report.schema_version, &path)?;
+    Ok(report)
 }
 
 impl AuditReport {

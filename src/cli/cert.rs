@@ -26,9 +26,10 @@ pub enum CertCommand {
         /// Where to write the certificate (refuses to overwrite).
         #[arg(long)]
         out: PathBuf,
-        /// Delta of the certified epsilons.
-        #[arg(long, default_value_t = 1e-5)]
-        delta: f64,
+        /// Delta of the certified epsilons (default: the delta the run's metrics.json reports
+        /// its epsilons at, else 1e-5; as `dpaudit report`).
+        #[arg(long)]
+        delta: Option<f64>,
         /// An audit folder (from `dpaudit audit run`) of this run's recipe, recorded in the
         /// certificate (repeatable). A violated audit, or one of another recipe, is refused.
         #[arg(long = "audit", value_name = "DIR")]
@@ -76,6 +77,18 @@ fn print_signed(out: &Path, signed: &dpaudit::cert::SignedCertificate) -> Result
     Ok(0)
 }
 
+/// `--delta`, else the delta the run's `metrics.json` reports its epsilons at, else
+/// [`dpaudit::report::DEFAULT_DELTA`]: the same default as `dpaudit report`, so that a report and
+/// the certificate it shows speak of one delta.
+fn delta_of(run: &std::path::Path, delta: Option<f64>) -> Result<f64> {
+    if let Some(d) = delta {
+        return Ok(d);
+    }
+    let (metrics, _) = dpaudit::run_folder::manifest::RunMetrics::read(run)
+        .with_context(|| format!("reading the delta of {}", run.display()))?;
+    Ok(metrics.summary().delta().unwrap_or(dpaudit::report::DEFAULT_DELTA))
+}
+
 /// Runs `dpaudit cert`; returns the exit status (`cert verify`'s are documented on `Verify`).
 pub fn run(cmd: CertCommand) -> Result<i32> {
     match cmd {
@@ -88,7 +101,7 @@ pub fn run(cmd: CertCommand) -> Result<i32> {
                 None => dpaudit::gan::release::release_run_dir(&release)
                     .with_context(|| format!("finding the GAN run of {}", release.display()))?,
             };
-            let mut opts = dpaudit::cert::sign::CertifyOptions::model(delta);
+            let mut opts = dpaudit::cert::sign::CertifyOptions::model(delta_of(&run, delta)?);
             opts.kind = dpaudit::cert::schema::ArtifactKind::SyntheticDataset;
             opts.allow_seeded_noise = allow_seeded_noise;
             let signed = dpaudit::cert::sign::sign_release(&release, &run, &opts, &key, &out)
@@ -108,28 +121,25 @@ pub fn run(cmd: CertCommand) -> Result<i32> {
         }
         CertCommand::Sign { run, release: None, key, out, delta, audits, allow_seeded_noise, json } => {
             let run = run.context("--run is required")?;
-            let mut opts = dpaudit::cert::sign::CertifyOptions::model(delta);
+            let mut opts = dpaudit::cert::sign::CertifyOptions::model(delta_of(&run, delta)?);
             opts.allow_seeded_noise = allow_seeded_noise;
             if !audits.is_empty() {
-                let metrics_path = run.join("metrics.json");
-                let metrics: serde_json::Value = serde_json::from_str(
-                    &std::fs::read_to_string(&metrics_path)
-                        .with_context(|| format!("reading {}", metrics_path.display()))?,
-                )
-                .with_context(|| format!("parsing {}", metrics_path.display()))?;
-                let imported = dpaudit::imported::provenance_of(&metrics, &metrics_path)?;
+                let metrics_path = run.join(dpaudit::run_folder::METRICS_FILE);
+                let (metrics, bytes) = dpaudit::run_folder::manifest::RunMetrics::read(&run)?;
+                let imported = metrics.imported();
                 for dir in &audits {
                     let report = dpaudit::audit::engine::read_report(dir)
                         .with_context(|| format!("reading the audit in {}", dir.display()))?;
-                    let record = match &imported {
+                    let record = match imported {
                         Some(p) => {
                             let (history, _) = dpaudit::imported::PrivacyHistory::load(&run.join(&p.history_file))?;
                             report.cert_record_for_imported(&history)
                         }
                         None => {
-                            let config: TrainConfig = serde_json::from_value(metrics["config"].clone())
-                                .with_context(|| format!("the config in {}", metrics_path.display()))?;
-                            report.cert_record_for(&config)
+                            let m: dpaudit::run_folder::manifest::TrainMetrics<TrainConfig> =
+                                serde_json::from_slice(&bytes)
+                                    .with_context(|| format!("the config in {}", metrics_path.display()))?;
+                            report.cert_record_for(&m.config)
                         }
                     };
                     opts.audits.push(record.with_context(|| format!("recording the audit in {}", dir.display()))?);

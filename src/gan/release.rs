@@ -11,12 +11,10 @@ use super::dpgan::{latents, Design};
 use super::image::write_grid_png;
 use super::networks::{Conditioning, Discriminator, Generator, CLASSES};
 use super::run::{epsilons_of, read_run_info, to_u8, DISCRIMINATOR_FILE, GENERATOR_FILE};
-use crate::accounting::Phase;
 use crate::data::{sha256_file, write_mnist_dir, Dataset, ImageShape, Split};
 use crate::durable::write_atomically;
 use crate::error::{Error, Result};
 use crate::train::dpsgd::LEDGER_FILE;
-use crate::train::run::AccountedEpsilon;
 use crate::train::streams::SeedStream;
 use rand::RngCore;
 use serde::Serialize;
@@ -29,75 +27,11 @@ pub const MAX_COUNT: usize = 10_000_000;
 /// Images generated per forward pass.
 const SAMPLE_BATCH: usize = 1000;
 
-/// The ledger as a release states it.
-#[derive(Debug, Clone, Serialize)]
-pub struct LedgerSummary {
-    /// Recorded steps (every discriminator step).
-    pub steps: u64,
-    /// Run-length phases (q, sigma, steps).
-    pub phases: Vec<Phase>,
-    /// The labels of the recorded steps, with counts.
-    pub labels: BTreeMap<String, u64>,
-    /// SHA-256 of `ledger.jsonl`.
-    pub sha256: String,
-}
+pub use crate::run_folder::manifest::LedgerSummary;
 
-/// The contents of `release.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Release {
-    /// `dpaudit` version.
-    pub tool_version: &'static str,
-    /// The design of the private GAN.
-    pub design: Design,
-    /// How its discriminator learned the labels (`label-planes` or `classifier`).
-    pub conditioning: Conditioning,
-    /// "proven: ..." or the claimed label.
-    pub epsilon_status: &'static str,
-    /// Epsilon per accountant (from the ledger), at the run's delta.
-    pub epsilons: Vec<AccountedEpsilon>,
-    /// Sampling scheme of the ledger's steps.
-    pub sampling: &'static str,
-    /// The ledger.
-    pub ledger: LedgerSummary,
-    /// SHA-256 of the generator checkpoint the images come from.
-    pub generator_sha256: String,
-    /// Which generator that checkpoint holds: `last iterate`, or `moving average (decay D)` for a
-    /// run trained with `--g-ema D` (post-processing either way).
-    pub generator: String,
-    /// The run folder.
-    pub run: String,
-    /// Images released.
-    pub count: usize,
-    /// Images per label (with the generator's labels they cycle 0..9, a public distribution; with
-    /// the discriminator's, they are its reading of the images).
-    pub class_counts: Vec<usize>,
-    /// Seed of the latents (drawn from the OS CSPRNG when not given, recorded here).
-    pub seed: u64,
-    /// The latents' scale: each is drawn from N(0, 1) and multiplied by this (1: the training
-    /// distribution; below 1 trades diversity for typical samples). Post-processing.
-    pub temperature: f64,
-    /// How the images were chosen among the generated ones: `all generated` or discriminator
-    /// ranking ([`SampleOptions::keep`]).
-    pub selection: String,
-    /// The fraction kept by discriminator ranking (1: every generated image).
-    pub keep: f64,
-    /// The score ranking kept the best of (`None` without ranking).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rank_by: Option<Ranking>,
-    /// Where the labels come from: `generator` (the label each image was generated for) or
-    /// `discriminator` (the final classifier discriminator's argmax over the 10 real classes).
-    pub labels: LabelSource,
-    /// With discriminator labels: the fraction of images whose discriminator label equals the
-    /// label it was generated for.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub label_agreement: Option<f64>,
-    /// SHA-256 of the discriminator checkpoint that ranked or labelled the images (`None` when it
-    /// played no part).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub discriminator_sha256: Option<String>,
-    /// SHA-256 of each released file (release.json itself excluded).
-    pub files: BTreeMap<String, String>,
-}
+/// The contents of `release.json` ([`crate::run_folder::manifest::ReleaseManifest`], written with
+/// the GAN's own enums).
+pub type Release = crate::run_folder::manifest::ReleaseManifest<Conditioning, Ranking, LabelSource>;
 
 /// Checks `count` (1..=[`MAX_COUNT`]).
 ///
@@ -476,12 +410,13 @@ fn write_release(
         files.insert(p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(), sha256_file(p)?);
     }
     let release = Release {
-        tool_version: env!("CARGO_PKG_VERSION"),
-        design: info.config.design,
+        schema_version: crate::run_folder::manifest::SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        design: info.config.design.to_string(),
         conditioning: info.config.conditioning,
-        epsilon_status: info.config.design.epsilon_status(),
+        epsilon_status: info.config.design.epsilon_status().into(),
         epsilons: epsilons_of(&phases, info.delta)?,
-        sampling: "poisson",
+        sampling: "poisson".into(),
         ledger: LedgerSummary { steps: ledger.entries.len() as u64, phases, labels, sha256: ledger.sha256.clone() },
         generator_sha256: sha256_file(&run.join(GENERATOR_FILE))?,
         generator: match info.config.g_ema {
@@ -569,12 +504,5 @@ pub fn sample_release(run: &Path, out: &Path, opts: &SampleOptions, force: bool,
 /// # Errors
 /// [`Error::Io`] / [`Error::Data`] for a missing or malformed `release.json`.
 pub fn release_run_dir(release_dir: &Path) -> Result<std::path::PathBuf> {
-    let path = release_dir.join(crate::run_folder::RELEASE_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| Error::data(&path, format!("not JSON: {e}")))?;
-    v.get("run")
-        .and_then(serde_json::Value::as_str)
-        .map(std::path::PathBuf::from)
-        .ok_or_else(|| Error::data(&path, "no `run` field naming the GAN run folder"))
+    Ok(std::path::PathBuf::from(crate::run_folder::manifest::ReleaseManifest::read(release_dir)?.run))
 }

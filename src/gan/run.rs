@@ -4,7 +4,7 @@
 //! per epoch in the run folder. Checkpoints (`checkpoint.json` pointing at `checkpoint-{step}/`)
 //! let a killed run continue with `resume` to the same generator as an uninterrupted one; the
 //! ledger stays the source of truth ([`train_gan`]'s resume contract is that of `train --resume`).
-use super::dpgan::{latents, Design, DpGan, DpGanState, GanConfig};
+use super::dpgan::{latents, DpGan, DpGanState, GanConfig};
 use super::image::write_grid_png;
 use super::networks::CLASSES;
 use crate::accounting::ledger::Ledger;
@@ -84,91 +84,11 @@ pub struct GanRunInfo {
     pub target_epsilon: Option<f64>,
 }
 
-/// One epoch's mean losses (a mean of nothing is NaN, written as `null`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EpochLosses {
-    /// 1-based epoch.
-    pub epoch: u64,
-    /// Discriminator steps so far.
-    pub discriminator_steps: u64,
-    /// Generator steps so far.
-    pub generator_steps: u64,
-    /// Mean generator loss over the epoch's generator steps.
-    #[serde(deserialize_with = "null_as_nan")]
-    pub generator_loss: f64,
-    /// Mean discriminator loss on the real examples of the epoch's lots (private data: see
-    /// [`GanMetrics::losses_note`]).
-    #[serde(deserialize_with = "null_as_nan")]
-    pub discriminator_real_loss: f64,
-    /// Mean discriminator loss on fakes.
-    #[serde(deserialize_with = "null_as_nan")]
-    pub discriminator_fake_loss: f64,
-    /// Mean fraction of clipped units (NaN for the noise-layer design).
-    #[serde(deserialize_with = "null_as_nan")]
-    pub clipped_fraction: f64,
-    /// The sample grid of the epoch (rows: labels 0..9).
-    pub grid: String,
-}
+pub use crate::run_folder::manifest::EpochLosses;
 
-/// The contents of `metrics.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct GanMetrics {
-    /// `dpaudit` version.
-    pub tool_version: &'static str,
-    /// The design.
-    pub design: Design,
-    /// Whether the epsilons are proven by dpaudit or claimed by the method's authors.
-    pub epsilon_status: &'static str,
-    /// Epsilon per accountant, from the ledger.
-    pub epsilons: Vec<AccountedEpsilon>,
-    /// Sampling scheme of the discriminator's lots.
-    pub sampling: &'static str,
-    /// The sampling rate q.
-    pub sampling_rate: f64,
-    /// The phases read back from the ledger.
-    pub phases: Vec<Phase>,
-    /// Ledger entries (= discriminator steps, n_critic included).
-    pub ledger_steps: u64,
-    /// Discriminator steps taken.
-    pub discriminator_steps: u64,
-    /// Generator steps taken (free: post-processing).
-    pub generator_steps: u64,
-    /// How sigma was chosen, in words (kept for older readers).
-    pub noise_multiplier_source: String,
-    /// How sigma was chosen, as data: given, or calibrated (target, accountant, delta, the
-    /// accountant's epsilon at the result).
-    pub noise_multiplier_provenance: NoiseProvenance,
-    /// The configuration.
-    pub config: GanConfig,
-    /// Epochs asked for.
-    pub epochs: f64,
-    /// Seed (null: OS CSPRNG). Operator's record only: reports never print it.
-    pub seed: Option<u64>,
-    /// How the discriminator's noise was seeded: `csprng`, or `seeded` (reproducible noise, not
-    /// fit for release; `cert sign` refuses it unless told otherwise).
-    pub noise_seeding: crate::train::noise::NoiseSeeding,
-    /// Per-epoch losses.
-    pub per_epoch: Vec<EpochLosses>,
-    /// What the losses are.
-    pub losses_note: &'static str,
-    /// Wall time, seconds.
-    pub wall_seconds: f64,
-    /// Training set name.
-    pub train_dataset: String,
-    /// Training examples.
-    pub train_examples: usize,
-    /// SHA-256 of the training data's content.
-    pub train_data_sha256: String,
-    /// SHA-256 of `generator.safetensors`.
-    pub generator_sha256: String,
-    /// SHA-256 of `discriminator.safetensors`.
-    pub discriminator_sha256: String,
-    /// The figure of samples beside their nearest training images (shows private images).
-    pub nearest_figure: String,
-    /// The device the run trained on (`cpu`, `cuda:N`); files written before dpaudit recorded it
-    /// have none.
-    pub device: String,
-}
+/// The contents of `metrics.json` ([`crate::run_folder::manifest::GanMetrics`], written with the
+/// full configuration).
+pub type GanMetrics = crate::run_folder::manifest::GanMetrics<GanConfig>;
 
 /// Progress after each generator step: (discriminator steps done, total, running RDP epsilon).
 pub type Progress<'a> = dyn FnMut(u64, u64, f64) + 'a;
@@ -185,13 +105,13 @@ pub fn epsilons_of(phases: &[Phase], delta: f64) -> Result<Vec<AccountedEpsilon>
     let p = PldAccountant::default().epsilon(phases, delta)?;
     Ok(vec![
         AccountedEpsilon {
-            accountant: "rdp",
+            accountant: "rdp".into(),
             epsilon: r.epsilon,
             delta,
             detail: serde_json::to_value(r).unwrap_or_default(),
         },
         AccountedEpsilon {
-            accountant: "pld",
+            accountant: "pld".into(),
             epsilon: p.epsilon,
             delta,
             detail: serde_json::to_value(p).unwrap_or_default(),
@@ -446,24 +366,25 @@ pub fn train_gan(
     write_nearest_figure(&gan, &examples, seed, &out.join(nearest))?;
     let phases = gan.ledger().phases()?;
     let metrics = GanMetrics {
-        tool_version: env!("CARGO_PKG_VERSION"),
-        design: config.design,
-        epsilon_status: config.design.epsilon_status(),
+        schema_version: crate::run_folder::manifest::SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        design: config.design.to_string(),
+        epsilon_status: config.design.epsilon_status().into(),
         epsilons: epsilons_of(&phases, spec.delta)?,
-        sampling: "poisson",
+        sampling: "poisson".into(),
         sampling_rate: q,
         phases,
         ledger_steps: gan.ledger().steps(),
         discriminator_steps: gan.discriminator_steps(),
         generator_steps: gan.generator_steps(),
         noise_multiplier_source: sigma_source,
-        noise_multiplier_provenance: noise.provenance.clone(),
+        noise_multiplier_provenance: Some(noise.provenance.clone()),
         config,
         epochs: spec.epochs,
         seed: spec.seed,
-        noise_seeding: seed.seeding(),
+        noise_seeding: Some(Some(seed.seeding()).into()),
         per_epoch,
-        losses_note: "discriminator_real_loss is measured on the private training lots without noise and is NOT covered by epsilon: a tuning aid for the operator, never to be released (gan sample's release.json does not include it)",
+        losses_note: "discriminator_real_loss is measured on the private training lots without noise and is NOT covered by epsilon: a tuning aid for the operator, never to be released (gan sample's release.json does not include it)".into(),
         wall_seconds: start.elapsed().as_secs_f64(),
         train_dataset: train.name().to_owned(),
         train_examples: n,
@@ -471,12 +392,9 @@ pub fn train_gan(
         generator_sha256: sha256_file(&g_path)?,
         discriminator_sha256: sha256_file(&d_path)?,
         nearest_figure: format!("{nearest}: generated samples (left of each pair) beside their nearest training image in pixel space (the seed paper's Figure 3); it shows private training images, never release it"),
-        device: crate::device::name(device),
+        device: Some(crate::device::name(device)),
     };
-    write_atomically(
-        &out.join(crate::run_folder::METRICS_FILE),
-        &serde_json::to_vec_pretty(&metrics).map_err(|e| Error::data(out, e.to_string()))?,
-    )?;
+    crate::run_folder::manifest::write_manifest(&out.join(crate::run_folder::METRICS_FILE), &metrics)?;
     Ok(metrics)
 }
 
@@ -620,11 +538,6 @@ fn resume_run(
         // Killed before the first checkpoint: start over, keeping every step already recorded.
         None => Ok((DpGan::new(asked.config.clone(), examples.len(), ledger, seed, device)?, RunProgress::default())),
     }
-}
-
-/// Reads `null` (how serde_json writes NaN) as NaN.
-fn null_as_nan<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
-    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Reads a run folder's `gan.json`.

@@ -17,7 +17,7 @@ use rand_chacha::ChaCha20Rng;
 use tch::{Kind, Tensor};
 
 /// The label of DP-PCA's ledger entry.
-pub const LEDGER_LABEL: &str = "dp-pca";
+pub const LEDGER_LABEL: &str = crate::run_folder::manifest::DP_PCA_LEDGER_LABEL;
 
 /// A private projection: `components` is (d, k), columns ordered by decreasing noisy eigenvalue.
 #[derive(Debug)]

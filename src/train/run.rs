@@ -11,17 +11,17 @@ use crate::accounting::rdp;
 use crate::accounting::Phase;
 use crate::data::{sha256_file, Dataset};
 use crate::error::{Error, Result};
-use crate::recipe::{resolve_noise, CalibrationAccountant, NoiseProvenance, Privacy, Recipe, ResolvedRecipe};
+use crate::recipe::{resolve_noise, CalibrationAccountant, Privacy, Recipe, ResolvedRecipe};
+use crate::run_folder::manifest::{PgdRecord, RecordedFault};
 use crate::train::adversarial::PgdConfig;
-use crate::train::dpsgd::{write_atomically, DpSgd, Examples, StepReport, TrainConfig, CHECKPOINT_POINTER};
+use crate::train::dpsgd::{DpSgd, Examples, StepReport, TrainConfig, CHECKPOINT_POINTER};
 use crate::train::fault::Fault;
 use crate::train::models;
-use crate::train::noise::{NoiseSeed, NoiseSeeding};
+use crate::train::noise::NoiseSeed;
 use crate::train::pca::{self, DpPca};
 use crate::train::streams::RunStream;
 use rand::SeedableRng;
 use rand_chacha::ChaCha20Rng;
-use serde::Serialize;
 use std::borrow::Cow;
 use std::path::Path;
 use std::time::Instant;
@@ -72,33 +72,7 @@ pub struct RunSpec {
 /// The file of the DP-PCA projection inside a run folder.
 pub const PCA_FILE: &str = crate::run_folder::PCA_FILE;
 
-/// What `metrics.json` says about the DP-PCA projection of an `abadi-pca` run.
-#[derive(Debug, Clone, Serialize)]
-pub struct PcaReport {
-    /// Projection dimension k.
-    pub dims: usize,
-    /// sigma_p of the (q = 1, sigma_p, 1 step) phase.
-    pub noise_multiplier: f64,
-    /// `computed` in this invocation, or `loaded` from `pca.safetensors` (a resume).
-    pub source: &'static str,
-    /// Whether the components were whitened (`--pca-whiten`, post-processing of the release).
-    pub whitened: bool,
-    /// SHA-256 of `pca.safetensors`.
-    pub sha256: String,
-}
-
-/// One accountant's epsilon, named.
-#[derive(Debug, Clone, Serialize)]
-pub struct AccountedEpsilon {
-    /// `rdp` or `pld`.
-    pub accountant: &'static str,
-    /// The epsilon at `delta`.
-    pub epsilon: f64,
-    /// The delta.
-    pub delta: f64,
-    /// How it was obtained (order and conversion for RDP, discretisation for PLD).
-    pub detail: serde_json::Value,
-}
+pub use crate::run_folder::manifest::{AccountedEpsilon, PcaReport};
 
 /// Every accountant's epsilon of `phases` at `delta` (RDP, then PLD), and the error of each that
 /// failed, by name.
@@ -110,7 +84,7 @@ fn accounted_epsilons(
     let mut errors = std::collections::BTreeMap::new();
     match rdp::epsilon(phases, delta) {
         Ok(r) => epsilons.push(AccountedEpsilon {
-            accountant: "rdp",
+            accountant: "rdp".into(),
             epsilon: r.epsilon,
             delta,
             detail: serde_json::to_value(r).unwrap_or_default(),
@@ -121,7 +95,7 @@ fn accounted_epsilons(
     }
     match PldAccountant::default().epsilon(phases, delta) {
         Ok(p) => epsilons.push(AccountedEpsilon {
-            accountant: "pld",
+            accountant: "pld".into(),
             epsilon: p.epsilon,
             delta,
             detail: serde_json::to_value(p).unwrap_or_default(),
@@ -133,89 +107,9 @@ fn accounted_epsilons(
     (epsilons, errors)
 }
 
-/// The contents of `metrics.json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct Metrics {
-    /// `dpaudit` version.
-    pub tool_version: &'static str,
-    /// Accuracy on the test set.
-    pub test_accuracy: f64,
-    /// Accuracy on the validation examples held out of the training set (`--validation N`), the
-    /// number to tune hyper-parameters on.
-    pub validation_accuracy: Option<f64>,
-    /// Validation examples held out (the last ones of the training set).
-    pub validation_examples: usize,
-    /// The DP-PCA projection (abadi-pca).
-    pub pca: Option<PcaReport>,
-    /// The fixed feature map in front of the model, if any (the `scatter-` models): what it is and
-    /// why it costs no privacy.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub features: Option<String>,
-    /// The decay of the exponential moving average of the parameters that was evaluated and saved
-    /// (`None`: the last iterate). Post-processing of the noisy iterates: no privacy cost.
-    pub parameter_averaging: Option<f64>,
-    /// Epsilon from each accountant, computed from the ledger (empty without privacy).
-    pub epsilons: Vec<AccountedEpsilon>,
-    /// Accountants that failed on the ledger's phases, with the error (absent when none did): the
-    /// finished run keeps its metrics rather than losing them to one accountant.
-    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
-    pub accountant_errors: std::collections::BTreeMap<&'static str, String>,
-    /// Whether the run was private.
-    pub private: bool,
-    /// The sampling scheme (Poisson).
-    pub sampling: &'static str,
-    /// The phases read back from the ledger.
-    pub phases: Vec<Phase>,
-    /// Steps applied.
-    pub steps: u64,
-    /// The sampling rate q.
-    pub sampling_rate: f64,
-    /// How sigma was chosen, in words (kept for older readers; the same as data in
-    /// `noise_multiplier_provenance`).
-    pub noise_multiplier_source: String,
-    /// How sigma was chosen, as data: given, or calibrated (target, accountant, delta, the
-    /// accountant's epsilon at the result). Absent without privacy.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub noise_multiplier_provenance: Option<NoiseProvenance>,
-    /// All parameters.
-    pub config: TrainConfig,
-    /// Epochs asked for.
-    pub epochs: f64,
-    /// Seed of this invocation (null: OS CSPRNG). Operator's record only: reports never print it.
-    pub seed: Option<u64>,
-    /// How the noise of the run's ledger steps was seeded: `csprng`, `seeded` (reproducible noise,
-    /// not fit for release) or `unknown` (steps recorded before dpaudit recorded it; treated as
-    /// seeded by `cert sign`). From the ledger, so a resume that mixes the two says `seeded`.
-    pub noise_seeding: &'static str,
-    /// The folder the training data was read from, when it was read from files (reports print it
-    /// in the command that trains the model again).
-    pub train_data_dir: Option<String>,
-    /// Wall time of this invocation, seconds.
-    pub wall_seconds: f64,
-    /// Training set name and size.
-    pub train_dataset: String,
-    /// Training examples (after the validation examples were held out).
-    pub train_examples: usize,
-    /// The injected fault, if any (`dpaudit cert sign` refuses such runs).
-    pub inject_fault: Option<Fault>,
-    /// Adversarial training's PGD parameters (also used to measure robust accuracy).
-    pub adversarial: Option<PgdConfig>,
-    /// Test accuracy on PGD adversarial examples (adversarial runs).
-    pub robust_test_accuracy: Option<f64>,
-    /// The public batch behind public-data BatchNorm: name, size and content SHA-256.
-    pub public_norm_data: Option<String>,
-    /// SHA-256 of the training data's content (pixels and labels).
-    pub train_data_sha256: String,
-    /// SHA-256 of `model.safetensors`.
-    pub model_sha256: String,
-    /// The device this invocation trained on (`cpu`, `cuda:N`); files written before dpaudit
-    /// recorded it have none (they ran on the CPU).
-    pub device: String,
-    /// The per-example engine's CPU-only routes this run skipped on its device (by design; empty
-    /// and absent on the CPU).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub cpu_only_routes_skipped: Vec<&'static str>,
-}
+/// The contents of `metrics.json` ([`crate::run_folder::manifest::TrainMetrics`], written with
+/// the full configuration).
+pub type Metrics = crate::run_folder::manifest::TrainMetrics<TrainConfig>;
 
 /// Runs (or resumes) training into `out`, calling `on_step` after each step with the running
 /// RDP epsilon (`None` without privacy).
@@ -456,7 +350,7 @@ fn train_run_with(
             Some(PcaReport {
                 dims: k,
                 noise_multiplier: sigma_p,
-                source,
+                source: source.into(),
                 whitened: projection.whitening.is_some(),
                 sha256: sha256_file(&out.join(PCA_FILE))?,
             })
@@ -532,7 +426,8 @@ fn train_run_with(
         None => (Vec::new(), (Vec::new(), Default::default())),
     };
     let metrics = Metrics {
-        tool_version: env!("CARGO_PKG_VERSION"),
+        schema_version: crate::run_folder::manifest::SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
         test_accuracy,
         validation_accuracy,
         validation_examples: spec.validation,
@@ -540,9 +435,9 @@ fn train_run_with(
         features,
         parameter_averaging: run.parameter_averaging(),
         epsilons,
-        accountant_errors,
+        accountant_errors: accountant_errors.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
         private: run.config().private,
-        sampling: "poisson",
+        sampling: "poisson".into(),
         phases,
         steps: run.steps(),
         sampling_rate: run.sampling_rate(),
@@ -553,17 +448,21 @@ fn train_run_with(
         noise_multiplier_provenance: noise.as_ref().filter(|_| run.config().private).map(|n| n.provenance.clone()),
         config: run.config().clone(),
         epochs: spec.epochs,
-        seed: spec.seed,
-        noise_seeding: match run.ledger() {
-            Some(l) => crate::accounting::ledger::noise_seeding_of(l.entries()).map_or("unknown", NoiseSeeding::as_str),
-            None => NoiseSeed::from(spec.seed).seeding().as_str(),
-        },
+        seed: Some(spec.seed),
+        noise_seeding: Some(match run.ledger() {
+            Some(l) => crate::accounting::ledger::noise_seeding_of(l.entries()).into(),
+            None => Some(NoiseSeed::from(spec.seed).seeding()).into(),
+        }),
         train_data_dir,
         wall_seconds: start.elapsed().as_secs_f64(),
         train_dataset: train.name().to_owned(),
         train_examples: n,
-        inject_fault: run.fault(),
-        adversarial: run.adversarial(),
+        inject_fault: run.fault().map(|f| RecordedFault(f.to_string())),
+        adversarial: run.adversarial().map(|a| PgdRecord {
+            epsilon: a.epsilon,
+            steps: a.steps,
+            step_size: a.step_size,
+        }),
         robust_test_accuracy,
         public_norm_data: spec
             .public_batch
@@ -571,17 +470,19 @@ fn train_run_with(
             .map(|d| format!("{} ({} examples, sha256 {})", d.name(), d.len(), d.content_sha256())),
         train_data_sha256: train.content_sha256(),
         model_sha256: sha256_file(&model_path)?,
-        device: crate::device::name(device),
-        cpu_only_routes_skipped: crate::train::per_example::cpu_only_fallbacks(),
+        device: Some(crate::device::name(device)),
+        cpu_only_routes_skipped: crate::train::per_example::cpu_only_fallbacks()
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
     };
-    let json = serde_json::to_vec_pretty(&metrics).map_err(|e| Error::data(out, e.to_string()))?;
-    write_atomically(&out.join(crate::run_folder::METRICS_FILE), &json)?;
+    crate::run_folder::manifest::write_manifest(&out.join(crate::run_folder::METRICS_FILE), &metrics)?;
     Ok(metrics)
 }
 
 /// Writes `recipe.toml` atomically into a run folder.
 fn write_recipe(out: &Path, recipe: &Recipe) -> Result<()> {
-    write_atomically(&out.join(crate::run_folder::RECIPE_FILE), recipe.to_toml()?.as_bytes())
+    crate::durable::write_atomically(&out.join(crate::run_folder::RECIPE_FILE), recipe.to_toml()?.as_bytes())
 }
 
 /// Splits off the last `count` examples of `data` as a validation set (`None` for 0).

@@ -205,3 +205,79 @@ pub fn max_steps_for_epsilon(
     }
     Ok(lo)
 }
+
+/// The accountants a noise multiplier can be calibrated with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CalibrationAccountant {
+    /// Rényi DP ([`RdpAccountant`]).
+    #[default]
+    Rdp,
+    /// Privacy loss distributions ([`crate::accounting::pld::PldAccountant`], tighter and slower).
+    Pld,
+}
+
+impl CalibrationAccountant {
+    /// `rdp` or `pld`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CalibrationAccountant::Rdp => "rdp",
+            CalibrationAccountant::Pld => "pld",
+        }
+    }
+}
+
+/// Where a run's noise multiplier came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "kebab-case")]
+pub enum NoiseProvenance {
+    /// Given in the recipe.
+    Given,
+    /// Calibrated up front ([`noise_multiplier_for_epsilon_after`]).
+    Calibrated {
+        /// The target epsilon.
+        target_epsilon: f64,
+        /// The accountant asked.
+        accountant: CalibrationAccountant,
+        /// The delta of the target.
+        delta: f64,
+        /// The accountant's epsilon at the calibrated sigma (at most the target).
+        epsilon: f64,
+        /// The sampling scheme.
+        sampling: String,
+        /// The sampling rate q of the training phase.
+        sampling_rate: f64,
+        /// Steps of the training phase.
+        steps: u64,
+        /// Phases composed before training (DP-PCA's), in the accountant's epsilon too.
+        earlier_phases: Vec<Phase>,
+    },
+}
+
+impl NoiseProvenance {
+    /// The same in words (`metrics.json`'s `noise_multiplier_source`, as dpaudit wrote it before
+    /// it recorded the provenance as data).
+    pub fn describe(&self, noise_multiplier: f64) -> String {
+        match self {
+            NoiseProvenance::Given => format!("given: {noise_multiplier}"),
+            NoiseProvenance::Calibrated {
+                target_epsilon,
+                accountant,
+                delta,
+                sampling_rate,
+                steps,
+                earlier_phases,
+                ..
+            } => {
+                let after = match earlier_phases.first() {
+                    Some(p) => format!(", after the DP-PCA phase (q = 1, sigma_p = {}, 1 step)", p.noise_multiplier),
+                    None => String::new(),
+                };
+                format!(
+                    "calibrated up front ({} accountant, Poisson, q = {sampling_rate}, {steps} steps{after}, delta = {delta}) for target epsilon {target_epsilon}: sigma = {noise_multiplier}",
+                    accountant.as_str().to_uppercase()
+                )
+            }
+        }
+    }
+}

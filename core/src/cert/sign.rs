@@ -10,6 +10,7 @@ use crate::cert::keys::{load_secret_key_for_signing, SecretKey};
 use crate::cert::schema::*;
 use crate::error::{Error, Result};
 use crate::noise_seeding::{NoiseSeeding, SEEDED_NOISE_WARNING};
+use crate::run_folder::manifest::{ReleaseManifest, RunMetrics, RunSummary};
 use ed25519_dalek::Signer;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -96,7 +97,9 @@ impl CertifyOptions {
 /// `delta` of the composition of the ledger's steps (add/remove-one adjacency), or an error.
 ///
 /// # Errors
-/// Refuses ([`Error::InvalidParameter`]) a run with an `inject_fault` field that is not null (in
+/// [`Error::Inconsistent`] when `metrics.json`, `ledger.jsonl` and `checkpoint.json` disagree
+/// ([`crate::run_folder::check_consistency`]: fault, noise multipliers, sampling rates, steps,
+/// noise seeding). Refuses ([`Error::InvalidParameter`]) a run with an `inject_fault` field that is not null (in
 /// `metrics.json` or its `config`), a non-private run unless `allow_uncertified`, a private run
 /// whose noise was seeded explicitly or whose seeding is not recorded ([`run_noise_seeding`])
 /// unless `allow_seeded_noise`, a ledger
@@ -107,23 +110,19 @@ impl CertifyOptions {
 pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) -> Result<Certificate> {
     validate_delta(options.delta)?;
     let metrics_path = run_dir.join(METRICS_FILE);
-    let metrics = read_json(&metrics_path)?;
-    for fault in
-        [metrics.get("inject_fault"), metrics.get("config").and_then(|c| c.get("inject_fault"))].into_iter().flatten()
-    {
-        if !fault.is_null() {
-            return Err(Error::invalid(
-                "run",
-                run_dir.display(),
-                format!("was trained with an injected fault ({fault}); refusing to certify it"),
-            ));
-        }
+    let (metrics, _) = RunMetrics::read(run_dir)?;
+    let (ledger, entries) = read_ledger(run_dir)?;
+    // The folder's files describe one run, before anything is taken from any of them.
+    crate::run_folder::check_consistency(run_dir, &metrics, &entries)?;
+    let summary = metrics.summary();
+    if let Some(fault) = &summary.inject_fault {
+        return Err(Error::invalid(
+            "run",
+            run_dir.display(),
+            format!("was trained with an injected fault ({fault}); refusing to certify it"),
+        ));
     }
-    let private = metrics
-        .get("private")
-        .or_else(|| metrics.get("config").and_then(|c| c.get("private")))
-        .and_then(serde_json::Value::as_bool)
-        .ok_or_else(|| Error::data(&metrics_path, "no boolean `private` field"))?;
+    let private = summary.private.ok_or_else(|| Error::data(&metrics_path, "no boolean `private` field"))?;
     if !private && !options.allow_uncertified {
         return Err(Error::invalid(
             "run",
@@ -131,13 +130,12 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
             "is not differentially private; refusing to certify it (it can only be signed as an uncertified claim)",
         ));
     }
-    let training_data_sha256 = recorded_data_hash(&metrics, &metrics_path)?;
+    let training_data_sha256 = recorded_data_hash(&summary, &metrics_path)?;
 
     let ledger_path = run_dir.join(LEDGER_FILE);
-    let (ledger, entries) = read_ledger(run_dir)?;
     let noise_seeding = checked_noise_seeding(run_dir, &metrics, &entries, private, options)?;
     let phases: Vec<Phase> = crate::accounting::ledger::phases_of(&entries)?; // refuses non-Poisson steps
-    if let Some(steps) = metrics.get("steps").and_then(serde_json::Value::as_u64) {
+    if let Some(steps) = summary.steps {
         if private && (entries.len() as u64) < steps {
             return Err(Error::data(
                 &ledger_path,
@@ -148,8 +146,8 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
     if private && entries.is_empty() {
         return Err(Error::data(&ledger_path, "a private run must have a ledger with at least one noisy step"));
     }
-    let external = match crate::imported::provenance_of(&metrics, &metrics_path)? {
-        Some(p) => Some(checked_import(run_dir, &p, &entries)?),
+    let external = match metrics.imported() {
+        Some(p) => Some(checked_import(run_dir, p, &entries)?),
         None => None,
     };
 
@@ -167,7 +165,7 @@ pub fn certify_run(run_dir: &Path, options: &CertifyOptions, key: &SecretKey) ->
         let path = relative_path_string(rel)?;
         let sha256 = sha256_file(&run_dir.join(rel))?;
         if path == MODEL_FILE {
-            if let Some(recorded) = metrics.get("model_sha256").and_then(serde_json::Value::as_str) {
+            if let Some(recorded) = summary.model_sha256.as_deref() {
                 if recorded != sha256 {
                     return Err(Error::data(run_dir.join(rel), "differs from the model the training run recorded (model_sha256 in metrics.json); refusing to certify"));
                 }
@@ -288,16 +286,15 @@ fn external_limitations(x: &ExternalTraining, privacy: &Privacy, audits: &[Audit
 /// Ledger steps without the field (older ledgers) do not make a run seeded by themselves: the
 /// run-level record decides for them.
 pub fn run_noise_seeding(
-    metrics: &serde_json::Value,
+    metrics: &RunMetrics,
     entries: &[crate::accounting::ledger::LedgerEntry],
 ) -> Option<NoiseSeeding> {
-    let from_metrics = match metrics.get("noise_seeding").and_then(serde_json::Value::as_str) {
-        Some("seeded") => Some(NoiseSeeding::Seeded),
-        Some("csprng") => Some(NoiseSeeding::Csprng),
-        Some(_) => None,
-        None => match metrics.get("seed") {
-            Some(serde_json::Value::Null) => Some(NoiseSeeding::Csprng),
-            Some(_) => Some(NoiseSeeding::Seeded),
+    let summary = metrics.summary();
+    let from_metrics = match summary.noise_seeding {
+        Some(recorded) => recorded.known(),
+        None => match summary.seed {
+            Some(None) => Some(NoiseSeeding::Csprng),
+            Some(Some(_)) => Some(NoiseSeeding::Seeded),
             None => None,
         },
     };
@@ -315,7 +312,7 @@ pub fn run_noise_seeding(
 /// with `allow_seeded_noise`, and then recorded as `seeded`.
 fn checked_noise_seeding(
     what: &Path,
-    metrics: &serde_json::Value,
+    metrics: &RunMetrics,
     entries: &[crate::accounting::ledger::LedgerEntry],
     private: bool,
     options: &CertifyOptions,
@@ -333,7 +330,7 @@ fn checked_noise_seeding(
                 "{} reproducible noise: anyone who knows the seed can regenerate its noise and subtract it; refusing to certify it for release",
                 if found.is_some() {
                     "was trained with an explicit seed, i.e."
-                } else if metrics.get("imported").is_some_and(|v| !v.is_null()) {
+                } else if metrics.imported().is_some() {
                     "was trained elsewhere and nothing says how its noise was drawn (import it stating the noise source if it was a cryptographic generator), so it is taken as"
                 } else {
                     "does not record how its noise was seeded (an older run), so it is taken as"
@@ -341,13 +338,6 @@ fn checked_noise_seeding(
             ),
         )),
     }
-}
-
-/// A JSON file, read and parsed.
-fn read_json(path: &Path) -> Result<serde_json::Value> {
-    let bytes = crate::durable::read_at_most(path, crate::durable::MAX_CERTIFICATE_BYTES)
-        .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::data(path, format!("not JSON: {e}")))
 }
 
 /// The certificate of checked inputs, shared by [`certify_run`] and [`certify_release`]: the
@@ -405,12 +395,11 @@ fn assemble(
 }
 
 /// The training data's SHA-256 that a run's `metrics.json` recorded.
-fn recorded_data_hash(metrics: &serde_json::Value, metrics_path: &Path) -> Result<String> {
+fn recorded_data_hash(metrics: &RunSummary, metrics_path: &Path) -> Result<String> {
     metrics
-        .get("train_data_sha256")
-        .and_then(serde_json::Value::as_str)
+        .train_data_sha256
+        .clone()
         .filter(|s| is_sha256_hex(s))
-        .map(str::to_owned)
         .ok_or_else(|| Error::data(metrics_path, "no `train_data_sha256` (64 lowercase hex digits)"))
 }
 
@@ -447,7 +436,7 @@ fn read_ledger(run_dir: &Path) -> Result<(Option<FileDigest>, Vec<crate::account
 /// # Errors
 /// Refuses the noise-layer design (its epsilon is claimed, not proven) unless
 /// `allow_uncertified`, in which case the certificate is an uncertified claim with an infinite
-/// epsilon; a release whose generator hash or ledger hash is not the run's; a released file whose
+/// epsilon; a GAN run folder whose files disagree ([`Error::Inconsistent`]); a release whose generator hash or ledger hash is not the run's; a released file whose
 /// hash differs from `release.json`; non-Poisson or torn ledgers; violated audits.
 pub fn certify_release(
     release_dir: &Path,
@@ -457,17 +446,15 @@ pub fn certify_release(
 ) -> Result<Certificate> {
     validate_delta(options.delta)?;
     let release_path = release_dir.join(crate::run_folder::RELEASE_FILE);
-    let release = read_json(&release_path)?;
+    let release = ReleaseManifest::read(release_dir)?;
     let metrics_path = gan_run_dir.join(METRICS_FILE);
-    let metrics = read_json(&metrics_path)?;
-    let design = release
-        .get("design")
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| Error::data(&release_path, "no `design`"))?;
-    let run_design = metrics
-        .get("design")
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| Error::data(&metrics_path, "no `design`: not a DP-GAN run folder"))?;
+    let (metrics, _) = RunMetrics::read(gan_run_dir)?;
+    let (ledger, entries) = read_ledger(gan_run_dir)?;
+    crate::run_folder::check_consistency(gan_run_dir, &metrics, &entries)?;
+    let summary = metrics.summary();
+    let design = release.design.as_str();
+    let run_design =
+        summary.design.as_deref().ok_or_else(|| Error::data(&metrics_path, "no `design`: not a DP-GAN run folder"))?;
     if design != run_design {
         return Err(Error::invalid(
             "release",
@@ -482,20 +469,18 @@ pub fn certify_release(
     let generator = gan_run_dir.join(crate::run_folder::GENERATOR_FILE);
     let generator_sha256 = sha256_file(&generator)?;
     for (what, v) in
-        [("release.json", release.get("generator_sha256")), ("metrics.json", metrics.get("generator_sha256"))]
+        [("release.json", Some(&release.generator_sha256)), ("metrics.json", summary.generator_sha256.as_ref())]
     {
-        if v.and_then(serde_json::Value::as_str) != Some(generator_sha256.as_str()) {
+        if v.map(String::as_str) != Some(generator_sha256.as_str()) {
             return Err(Error::data(
                 &generator,
                 format!("differs from the generator {what} recorded; refusing to certify"),
             ));
         }
     }
-    let training_data_sha256 = recorded_data_hash(&metrics, &metrics_path)?;
-    let (ledger, entries) = read_ledger(gan_run_dir)?;
+    let training_data_sha256 = recorded_data_hash(&summary, &metrics_path)?;
     let noise_seeding = checked_noise_seeding(gan_run_dir, &metrics, &entries, proven, options)?;
-    let stated_ledger = release.get("ledger").and_then(|l| l.get("sha256")).and_then(serde_json::Value::as_str);
-    if stated_ledger != ledger.as_ref().map(|l| l.sha256.as_str()) {
+    if Some(release.ledger.sha256.as_str()) != ledger.as_ref().map(|l| l.sha256.as_str()) {
         return Err(Error::data(
             gan_run_dir.join(LEDGER_FILE),
             "is not the ledger release.json names (by SHA-256): the release was not made from this run",
@@ -508,15 +493,11 @@ pub fn certify_release(
         ));
     }
     let phases: Vec<Phase> = crate::accounting::ledger::phases_of(&entries)?;
-    let stated = release
-        .get("files")
-        .and_then(serde_json::Value::as_object)
-        .ok_or_else(|| Error::data(&release_path, "no `files` object"))?;
     let mut files = Vec::new();
-    for (name, want) in stated {
+    for (name, want) in &release.files {
         let path = relative_path_string(Path::new(name))?;
         let sha256 = sha256_file(&release_dir.join(name))?;
-        if want.as_str() != Some(sha256.as_str()) {
+        if *want != sha256 {
             return Err(Error::data(
                 release_dir.join(name),
                 "differs from the hash release.json states: not the file released; refusing to certify",

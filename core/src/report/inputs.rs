@@ -17,57 +17,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 /// The fields of `metrics.json` a report uses, all optional (a report can be made from an older
-/// or a hand-made run folder).
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default)]
-pub struct RunMetrics {
-    /// dpaudit version that trained the run.
-    pub tool_version: Option<String>,
-    /// Test accuracy.
-    pub test_accuracy: Option<f64>,
-    /// Robust test accuracy (adversarial runs).
-    pub robust_test_accuracy: Option<f64>,
-    /// Whether the run was private.
-    pub private: Option<bool>,
-    /// The epsilons the run reported (only their delta is used).
-    pub epsilons: Vec<Value>,
-    /// Steps the run applied.
-    pub steps: Option<u64>,
-    /// How sigma was chosen.
-    pub noise_multiplier_source: Option<String>,
-    /// The trainer's configuration.
-    pub config: Value,
-    /// Epochs asked for.
-    pub epochs: Option<f64>,
-    /// Seed (null: OS CSPRNG). Read only to tell how the noise was seeded: never printed.
-    pub seed: Option<u64>,
-    /// `csprng`, `seeded` or `unknown` (absent in older runs).
-    pub noise_seeding: Option<String>,
-    /// The folder the training data was read from (absent in older runs).
-    pub train_data_dir: Option<String>,
-    /// The device the run trained on (`cpu`, `cuda:N`; absent in older runs, which ran on the CPU).
-    pub device: Option<String>,
-    /// Held-out validation examples (`--validation N`).
-    pub validation_examples: Option<u64>,
-    /// The decay of the parameter average (`--ema`).
-    pub parameter_averaging: Option<f64>,
-    /// A DP-GAN run's design (`joint`, `real-only`, `noise-layer`); absent for DP-SGD runs.
-    pub design: Option<String>,
-    /// Training set name.
-    pub train_dataset: Option<String>,
-    /// Training examples.
-    pub train_examples: Option<u64>,
-    /// The injected fault (null for a sound run).
-    pub inject_fault: Value,
-    /// PGD parameters (adversarial runs).
-    pub adversarial: Value,
-    /// Public normalisation data, if any.
-    pub public_norm_data: Option<String>,
-    /// Content hash of the training data.
-    pub train_data_sha256: Option<String>,
-    /// Hash of `model.safetensors` when the run wrote it.
-    pub model_sha256: Option<String>,
-}
+/// or a hand-made run folder): [`crate::run_folder::manifest::RunSummary`].
+pub use crate::run_folder::manifest::RunSummary as RunMetrics;
 
 /// A run folder, read.
 #[derive(Debug, Clone)]
@@ -76,10 +27,10 @@ pub struct RunFolder {
     pub dir: PathBuf,
     /// Its name (last path component).
     pub name: String,
-    /// `metrics.json`.
+    /// `metrics.json`, in the flat view every kind of run has.
     pub metrics: RunMetrics,
-    /// `metrics.json` as JSON (for [`crate::cert::sign::run_noise_seeding`]).
-    pub metrics_json: Value,
+    /// `metrics.json`, typed by the command that wrote it.
+    pub manifest: crate::run_folder::manifest::RunMetrics,
     /// SHA-256 of `metrics.json`.
     pub metrics_sha256: String,
     /// The ledger's complete lines.
@@ -96,43 +47,27 @@ impl RunFolder {
     /// Whether the run claims privacy: `private` in `metrics.json` (or its config); a run that
     /// does not say is taken as private exactly when its ledger has steps.
     pub fn private(&self) -> bool {
-        self.metrics
-            .private
-            .or_else(|| self.metrics.config.get("private").and_then(Value::as_bool))
-            .unwrap_or(!self.entries.is_empty())
+        self.metrics.private.unwrap_or(!self.entries.is_empty())
     }
 
     /// The injected fault, if the run had one.
     pub fn fault(&self) -> Option<String> {
-        [&self.metrics.inject_fault, self.metrics.config.get("inject_fault").unwrap_or(&Value::Null)]
-            .into_iter()
-            .find(|f| !f.is_null())
-            .map(|f| f.as_str().map_or_else(|| f.to_string(), str::to_owned))
+        self.metrics.inject_fault.as_ref().map(|f| f.0.clone())
     }
 
     /// How the run's noise was seeded (`None`: not recorded), as `dpaudit cert sign` reads it.
     pub fn noise_seeding(&self) -> Option<NoiseSeeding> {
-        crate::cert::sign::run_noise_seeding(&self.metrics_json, &self.entries)
+        crate::cert::sign::run_noise_seeding(&self.manifest, &self.entries)
     }
 
     /// What was trained, in words: the model's architecture, or the DP-GAN's design.
     pub fn model_description(&self) -> Option<String> {
         if let Some(design) = &self.metrics.design {
             let conditioning =
-                self.config_str("conditioning").map_or_else(String::new, |c| format!(", {c} conditioning"));
+                self.metrics.config.conditioning.as_ref().map_or_else(String::new, |c| format!(", {c} conditioning"));
             return Some(format!("DP-GAN (design {design}{conditioning}; only the discriminator sees private data)"));
         }
-        self.config_str("model")
-    }
-
-    /// A string field of the trainer's configuration.
-    fn config_str(&self, key: &str) -> Option<String> {
-        self.metrics.config.get(key).and_then(Value::as_str).map(str::to_owned)
-    }
-
-    /// A number of the trainer's configuration.
-    fn config_f64(&self, key: &str) -> Option<f64> {
-        self.metrics.config.get(key).and_then(Value::as_f64)
+        self.metrics.config.model.clone()
     }
 }
 
@@ -145,10 +80,8 @@ pub fn read_run(dir: &Path) -> Result<RunFolder> {
     let metrics_path = dir.join(crate::cert::sign::METRICS_FILE);
     let bytes = crate::durable::read_at_most(&metrics_path, crate::durable::MAX_CERTIFICATE_BYTES)
         .map_err(|e| Error::io(format!("reading {}", metrics_path.display()), e))?;
-    let metrics: RunMetrics = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::data(&metrics_path, format!("not a run's metrics.json: {e}")))?;
-    let metrics_json: Value = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::data(&metrics_path, format!("not a run's metrics.json: {e}")))?;
+    let manifest = crate::run_folder::manifest::RunMetrics::parse(&bytes, &metrics_path)?;
+    let metrics = manifest.summary();
     let metrics_sha256 = hex::encode(Sha256::digest(&bytes));
     let ledger_path = dir.join(crate::cert::sign::LEDGER_FILE);
     let (entries, ledger_sha256, torn_ledger_bytes) = if ledger_path.exists() {
@@ -164,7 +97,7 @@ pub fn read_run(dir: &Path) -> Result<RunFolder> {
         dir: dir.to_path_buf(),
         name,
         metrics,
-        metrics_json,
+        manifest,
         metrics_sha256,
         entries,
         ledger_sha256,
@@ -177,6 +110,7 @@ pub fn read_run(dir: &Path) -> Result<RunFolder> {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 struct AuditFile {
+    schema_version: Option<u32>,
     spec_name: Option<String>,
     spec: Option<Value>,
     claim: Option<AuditClaimFile>,
@@ -223,6 +157,7 @@ pub fn read_audit(dir: &Path, run: Option<&RunFolder>, claimed_epsilon: f64) -> 
         .map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
     let a: AuditFile =
         serde_json::from_slice(&bytes).map_err(|e| Error::data(&path, format!("not an audit.json: {e}")))?;
+    crate::run_folder::manifest::check_schema_version(a.schema_version.unwrap_or(1), &path)?;
     let epsilon_lower = a
         .epsilon_lower
         .filter(|x| x.is_finite() && *x >= 0.0)
@@ -246,15 +181,15 @@ pub fn read_audit(dir: &Path, run: Option<&RunFolder>, claimed_epsilon: f64) -> 
             let pairs = [
                 (
                     t.get("model").and_then(Value::as_str).map(str::to_owned).map(Value::from),
-                    r.config_str("model").map(Value::from),
+                    r.metrics.config.model.clone().map(Value::from),
                 ),
                 (
                     t.get("noise_multiplier").and_then(Value::as_f64).map(Value::from),
-                    r.config_f64("noise_multiplier").map(Value::from),
+                    r.metrics.config.noise_multiplier.map(Value::from),
                 ),
                 (
                     t.get("max_grad_norm").and_then(Value::as_f64).map(Value::from),
-                    r.config_f64("max_grad_norm").map(Value::from),
+                    r.metrics.config.max_grad_norm.map(Value::from),
                 ),
             ];
             if pairs.iter().all(|(x, y)| x.is_some() && y.is_some()) {
@@ -334,7 +269,7 @@ fn accountant_epsilons(entries: &[LedgerEntry], delta: f64) -> Result<Option<(f6
 
 /// The delta of the run's own epsilons in `metrics.json`.
 fn run_delta(run: &RunFolder) -> Option<f64> {
-    run.metrics.epsilons.iter().find_map(|e| e.get("delta").and_then(Value::as_f64))
+    run.metrics.delta()
 }
 
 /// Epsilon (RDP accountant, the accountant of the report's claim) after up to `points` evenly
@@ -427,20 +362,12 @@ fn read_evaluation(path: &Path) -> Result<SyntheticUtility> {
 }
 
 fn read_release(dir: &Path, nearest: Option<&Path>, evaluation: Option<&Path>) -> Result<ReleaseFolder> {
-    let path = dir.join(crate::run_folder::RELEASE_FILE);
-    let bytes = std::fs::read(&path).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    let v: Value = serde_json::from_slice(&bytes).map_err(|e| Error::data(&path, format!("not JSON: {e}")))?;
-    if !v.is_object() {
-        return Err(Error::data(&path, "not a release.json (expected an object)"));
-    }
-    let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-    let epsilon_status = text("epsilon_status").unwrap_or_else(|| "not stated".into());
+    let (v, bytes) = crate::run_folder::manifest::ReleaseManifest::read_with_bytes(dir)?;
+    let epsilon_status = v.epsilon_status.clone();
     let mut files = Vec::new();
-    if let Some(Value::Object(listed)) = v.get("files") {
-        for (name, sha) in listed {
-            let actual = if dir.join(name).is_file() { Some(sha256_file(&dir.join(name))?) } else { None };
-            files.push((name.clone(), sha.as_str().unwrap_or_default().to_owned(), actual));
-        }
+    for (name, sha) in &v.files {
+        let actual = if dir.join(name).is_file() { Some(sha256_file(&dir.join(name))?) } else { None };
+        files.push((name.clone(), sha.clone(), actual));
     }
     let grid = dir.join("grid.png");
     let sample_grid_png_base64 = if grid.is_file() {
@@ -455,20 +382,18 @@ fn read_release(dir: &Path, nearest: Option<&Path>, evaluation: Option<&Path>) -
     Ok(ReleaseFolder {
         section: SyntheticData {
             release: dir.display().to_string(),
-            records: v.get("count").and_then(Value::as_u64).unwrap_or(0),
-            design: v
-                .get("design")
-                .map_or_else(|| "not stated".into(), |d| d.as_str().map_or_else(|| d.to_string(), str::to_owned)),
+            records: v.count as u64,
+            design: v.design.clone(),
             epsilon_proven: epsilon_status.starts_with("proven"),
             epsilon_status,
-            generator_sha256: text("generator_sha256").unwrap_or_else(|| "not recorded".into()),
+            generator_sha256: v.generator_sha256.clone(),
             nearest_neighbour,
             nearest_neighbour_flags,
             sample_grid_png_base64,
             evaluation: evaluation.map(read_evaluation).transpose()?,
         },
         files,
-        ledger_sha256: v.get("ledger").and_then(|l| l.get("sha256")).and_then(Value::as_str).map(str::to_owned),
+        ledger_sha256: Some(v.ledger.sha256.clone()),
         release_json_sha256: hex::encode(Sha256::digest(&bytes)),
     })
 }
@@ -731,20 +656,21 @@ fn train_command(run: &RunFolder) -> Option<String> {
         (None, Some(d @ ("mnist" | "fashion-mnist"))) => cmd.push(format!("--dataset {d}")),
         (None, _) => return None,
     }
-    if let Some(model) = run.config_str("model") {
-        cmd.push(format!("--model {}", shell_quote(&model)));
+    let config = &run.metrics.config;
+    if let Some(model) = &config.model {
+        cmd.push(format!("--model {}", shell_quote(model)));
     }
     if let Some(e) = m.epochs {
         cmd.push(format!("--epochs {e}"));
     }
-    if let Some(l) = run.config_f64("lot_size") {
+    if let Some(l) = config.lot_size {
         cmd.push(format!("--lot-size {l}"));
     }
     if run.private() {
-        if let Some(s) = run.config_f64("noise_multiplier") {
+        if let Some(s) = config.noise_multiplier {
             cmd.push(format!("--noise-multiplier {s}"));
         }
-        if let Some(c) = run.config_f64("max_grad_norm") {
+        if let Some(c) = config.max_grad_norm {
             cmd.push(format!("--max-grad-norm {c}"));
         }
     } else {
@@ -753,19 +679,17 @@ fn train_command(run: &RunFolder) -> Option<String> {
     if let Some(d) = run_delta(run) {
         cmd.push(format!("--delta {d}"));
     }
-    if let Some(lr) = run.config_f64("lr") {
+    if let Some(lr) = config.lr {
         cmd.push(format!("--lr {lr}"));
     }
-    if let Some(opt) = run.metrics.config.get("optimizer") {
-        if let Some(kind) = opt.get("kind").and_then(Value::as_str) {
-            cmd.push(format!("--optimizer {}", shell_quote(kind)));
-        }
-        if let Some(mo) = opt.get("momentum").and_then(Value::as_f64) {
+    if let Some(opt) = &config.optimizer {
+        cmd.push(format!("--optimizer {}", shell_quote(&opt.kind)));
+        if let Some(mo) = opt.parameters.get("momentum").and_then(Value::as_f64) {
             cmd.push(format!("--momentum {mo}"));
         }
     }
-    if let Some(kind) = run.metrics.config.get("schedule").and_then(|s| s.get("kind")).and_then(Value::as_str) {
-        cmd.push(format!("--schedule {}", shell_quote(kind)));
+    if let Some(schedule) = &config.schedule {
+        cmd.push(format!("--schedule {}", shell_quote(&schedule.kind)));
     }
     if let Some(v) = m.validation_examples.filter(|&v| v > 0) {
         cmd.push(format!("--validation {v}"));
@@ -801,11 +725,15 @@ fn audit_spec_file(a: &AuditSummary) -> Option<PathBuf> {
 /// Builds the report.
 ///
 /// # Errors
-/// No run given; missing or corrupt run files; a private run without ledger steps; non-Poisson
+/// No run given; missing or corrupt run files; a run folder whose `metrics.json`, ledger and
+/// checkpoint disagree ([`crate::error::Error::Inconsistent`], from
+/// [`crate::run_folder::check_consistency`]); a private run without ledger steps; non-Poisson
 /// ledger steps; an unreadable audit or certificate; an invalid delta.
 pub fn build(options: &ReportOptions) -> Result<Report> {
     let first = options.runs.first().ok_or_else(|| Error::invalid("runs", 0, "give at least one run folder"))?;
     let run = read_run(first)?;
+    // What the report prints from metrics.json must be what the ledger and checkpoint say.
+    crate::run_folder::check_consistency(&run.dir, &run.manifest, &run.entries)?;
     let others: Vec<RunFolder> = options.runs[1..].iter().map(|d| read_run(d)).collect::<Result<_>>()?;
     let delta = validate_delta(options.delta.or_else(|| run_delta(&run)).unwrap_or(DEFAULT_DELTA))?;
     let private = run.private();
@@ -920,7 +848,7 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
         (Vec::new(), Epsilon::Infinity, "none (not private)".to_owned())
     };
     let noise_seeding = run.noise_seeding();
-    let imported = crate::imported::provenance_of(&run.metrics_json, &run.dir.join(crate::cert::sign::METRICS_FILE))?;
+    let imported = run.manifest.imported().cloned();
     if private {
         match noise_seeding {
             Some(NoiseSeeding::Seeded) => warnings.push(format!("this release is {SEEDED_NOISE_WARNING}")),
@@ -995,7 +923,7 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
     let utility = Utility {
         model: run.model_description().unwrap_or_else(|| "not recorded".into()),
         train_dataset: run.metrics.train_dataset.clone().unwrap_or_else(|| "unknown".into()),
-        train_examples: run.metrics.train_examples.unwrap_or(0),
+        train_examples: run.metrics.train_examples.unwrap_or(0) as u64,
         test_accuracy: run.metrics.test_accuracy.unwrap_or(f64::NAN),
         robust_test_accuracy: run.metrics.robust_test_accuracy,
         runs: utility_runs,
