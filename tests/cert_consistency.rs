@@ -158,6 +158,8 @@ fn a_gan_release_is_signed_and_an_edited_gan_run_is_refused() {
         target_epsilon: None,
         seed: Some(3),
         force: false,
+        resume: false,
+        checkpoint_every: 0,
     };
     let run = dir.path().join("gan");
     train_gan(&spec, &train, &run, tch::Device::Cpu, &mut |_, _, _| {}).unwrap();

@@ -8,12 +8,12 @@ use crate::accounting::{exact, rdp, validate_delta, Phase};
 use crate::cert::canonical::canonical_json;
 use crate::cert::keys::{load_secret_key_for_signing, SecretKey};
 use crate::cert::schema::*;
+use crate::durable::sha256_file;
 use crate::error::{Error, Result};
 use crate::noise_seeding::{NoiseSeeding, SEEDED_NOISE_WARNING};
 use crate::run_folder::manifest::{ReleaseManifest, RunMetrics, RunSummary};
 use ed25519_dalek::Signer;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::path::{Component, Path, PathBuf};
 
 /// Domain separator prefixed to the canonical JSON before signing.
@@ -686,14 +686,9 @@ pub(crate) fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
-pub(crate) fn sha256_file(path: &Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).map_err(|e| Error::io(format!("reading {}", path.display()), e))?;
-    Ok(hex::encode(h.finalize()))
-}
-
-fn tool_git_commit() -> String {
+/// The git commit dpaudit was built from (`DPAUDIT_GIT_COMMIT` at build time, else the checkout
+/// it was built in), or `unknown`; certificates and reports record it.
+pub fn tool_git_commit() -> String {
     if let Some(c) = option_env!("DPAUDIT_GIT_COMMIT") {
         return c.to_owned();
     }

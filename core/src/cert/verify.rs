@@ -6,9 +6,8 @@ use crate::accounting::{exact, rdp, Phase};
 use crate::cert::canonical::{check_canonical_numbers, parse_strict};
 use crate::cert::keys::{decode_lower_hex, load_public_key};
 use crate::cert::schema::{Certificate, ClaimStatus, Epsilon, FORMAT};
-use crate::cert::sign::{
-    check_audits, mechanism_of, sha256_file, signed_message, SignedCertificate, SIGNATURE_ALGORITHM,
-};
+use crate::cert::sign::{check_audits, mechanism_of, signed_message, SignedCertificate, SIGNATURE_ALGORITHM};
+use crate::durable::sha256_file;
 use std::path::{Component, Path, PathBuf};
 
 /// Why a certificate was not accepted.

@@ -292,21 +292,6 @@ pub fn epsilon_over_steps(entries: &[LedgerEntry], delta: f64, points: usize) ->
     Ok(out)
 }
 
-fn tool_git_commit() -> String {
-    if let Some(c) = option_env!("DPAUDIT_GIT_COMMIT") {
-        return c.to_owned();
-    }
-    std::process::Command::new("git")
-        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_owned())
-        .filter(|s| s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit()))
-        .unwrap_or_else(|| "unknown".into())
-}
-
 /// A word for a POSIX shell: as it is when it holds only safe characters, else single-quoted.
 pub fn shell_quote(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=,:+@".contains(c)) {
@@ -1112,7 +1097,7 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
         generated_by: ToolInfo {
             name: "dpaudit".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            git_commit: tool_git_commit(),
+            git_commit: crate::cert::sign::tool_git_commit(),
         },
         generated_at: rfc3339_utc(std::time::SystemTime::now()),
         claim,
