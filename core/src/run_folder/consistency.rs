@@ -33,7 +33,12 @@ use std::path::Path;
 /// [`Error::Io`] / [`Error::Data`] for an unreadable `checkpoint.json`.
 pub fn check_consistency(dir: &Path, metrics: &RunMetrics, entries: &[LedgerEntry]) -> Result<()> {
     let m = metrics.summary();
-    let checkpoint = CheckpointRecord::read(dir)?;
+    // `checkpoint.json` of a `train` run; a GAN run's checkpoint has its own format (its
+    // networks' state), which this does not compare.
+    let checkpoint = match metrics {
+        RunMetrics::Train(_) => CheckpointRecord::read(dir)?,
+        RunMetrics::Gan(_) | RunMetrics::Imported(_) => None,
+    };
     let mismatch = |field: &'static str, first: &str, first_value: String, second: String, second_value: String| {
         Err(Error::Inconsistent(Box::new(Inconsistency {
             folder: dir.to_path_buf(),
