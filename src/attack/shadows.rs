@@ -1045,6 +1045,39 @@ mod tests {
         assert!(Shard { index: 0, count: 6 }.check_against(&spec).is_err(), "6 shards of 5 models");
     }
 
+    /// A built-in target serialises as the bare recipe (as before command targets existed: the
+    /// same JSON, so the same digest); a command target parses, and must name the population's
+    /// dataset and leave train_examples out.
+    #[test]
+    fn built_in_specs_serialise_as_before_and_command_targets_are_checked() {
+        let text = "name = \"t\"\n[data]\ndataset = \"fixture\"\n[target]\nmodel = \"mlp\"\nlot_size = 8\nepochs = 1\nprivate = false\nlr = 0.1\n";
+        let spec: MiaSpec = toml::from_str(text).unwrap();
+        let recipe: Recipe = toml::from_str(text.split("[target]\n").nth(1).unwrap()).unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["target"], serde_json::to_value(&recipe).unwrap());
+        assert_eq!(spec.target, MiaTarget::BuiltIn(recipe));
+        let command = "name = \"c\"\n[data]\ndataset = \"fixture\"\npopulation = 20\n[target]\nkind = \"command\"\nmode = \"once\"\nargv = [\"train\", \"{request}\"]\ndataset = \"fixture\"\n[target.options]\nsteps = 3\n[attack]\nshadows = 4\n";
+        let spec: MiaSpec = toml::from_str(command).unwrap();
+        spec.validate().unwrap();
+        assert_eq!(spec.target.command().unwrap().options["steps"], 3);
+        assert!(spec.recipe().unwrap_err().to_string().contains("external command"));
+        let refused = |text: &str, why: &str| {
+            let e = match toml::from_str::<MiaSpec>(text) {
+                Ok(s) => s.validate().unwrap_err().to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert!(e.contains(why), "expected {why:?}: {e}");
+        };
+        refused(
+            &command.replace("dataset = \"fixture\"\n[target.options]", "dataset = \"mnist\"\n[target.options]"),
+            "must be the population's dataset",
+        );
+        refused(&command.replace("[target.options]", "train_examples = 10\n[target.options]"), "target.train_examples");
+        refused(&command.replace("mode = \"once\"", "mode = \"worker\""), "placeholders are for mode");
+        refused(&command.replace("kind = \"command\"", "kind = \"shell\""), "unknown target kind");
+        refused(&command.replace("shadows = 4", "shadows = 2"), "LiRA needs at least");
+    }
+
     #[test]
     fn every_example_is_in_half_the_models() {
         for models in [1usize, 2, 5, 17] {
