@@ -11,7 +11,9 @@ An adapter supplies one function, ``train(request) -> RunResult``; ``serve(train
 What it writes in the request's ``out`` folder: ``model.safetensors``, ``initial.safetensors``,
 ``iterates.safetensors`` (when the adapter kept them, tensors ``step-000001/<name>``...),
 ``scores.json`` (the canary's loss and margin on the final model, from the request's ``canary``
-folder) and ``claim.json`` (when the adapter makes a claim).
+folder, when the request has one) and ``claim.json`` (when the adapter makes a claim). When the
+request names a ``query`` folder (membership inference), ``population_logits.npy``: the final
+model's logits on the query folder's examples, float64 ``[n, classes]``.
 """
 
 from __future__ import annotations
@@ -119,18 +121,32 @@ def _write_json(obj: dict, path: str) -> None:
     os.replace(tmp, path)
 
 
+def _write_logits(result: RunResult, query: Dataset, path: str, batch: int = 4096) -> None:
+    """The final model's logits on every example of ``query``, float64 ``[n, classes]``."""
+    with torch.no_grad():
+        parts = [result.logits(query.x[i:i + batch]).double() for i in range(0, len(query), batch)]
+    logits = torch.cat(parts).numpy() if parts else np.zeros((0, query.classes))
+    if logits.shape != (len(query), query.classes) or not np.isfinite(logits).all():
+        raise ValueError(f"population logits: shape {logits.shape} (expected {(len(query), query.classes)}) or non-finite values")
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        np.save(f, np.ascontiguousarray(logits, dtype="<f8"), allow_pickle=False)
+    os.replace(tmp, path)
+
+
 def handle(request: dict, train: Callable[[dict], RunResult]) -> None:
     """Runs one request: trains and writes every output file into ``request["out"]``."""
     if request.get("protocol") != PROTOCOL_VERSION:
         raise ValueError(f"protocol {request.get('protocol')!r} is not supported (this adapter speaks {PROTOCOL_VERSION})")
-    for key in ("data", "canary", "out", "seed"):
+    for key in ("data", "out", "seed"):
         if key not in request:
             raise ValueError(f"the request has no {key!r}")
     out = request["out"]
     os.makedirs(out, exist_ok=True)
     result = train(request)
     scores = dict(result.scores)
-    scores.update(canary_scores(result, load_dataset(request["canary"])))
+    if "canary" in request:
+        scores.update(canary_scores(result, load_dataset(request["canary"])))
     for name, value in scores.items():
         if not math.isfinite(value):
             raise ValueError(f"score {name} is not finite ({value})")
@@ -144,6 +160,8 @@ def handle(request: dict, train: Callable[[dict], RunResult]) -> None:
     _write_json(scores, os.path.join(out, "scores.json"))
     if result.claim is not None:
         _write_json(result.claim, os.path.join(out, "claim.json"))
+    if "query" in request:
+        _write_logits(result, load_dataset(request["query"]), os.path.join(out, "population_logits.npy"))
     # The model last: a run with model.safetensors has every other file too.
     _save(result.final, os.path.join(out, "model.safetensors"))
 

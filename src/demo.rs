@@ -343,7 +343,7 @@ pub fn loss_threshold_mia_spec(config: &DemoConfig, data_dir: &Path, n: usize) -
         name: "demo-loss-threshold".into(),
         description: format!("Loss-threshold membership inference against the demo's recipe: one target trained on a random half of the {n} examples, the other half as non-members."),
         data: shadows::DataSpec { dataset: data_dir.display().to_string(), population: Some(n) },
-        target: shadows::Recipe {
+        target: shadows::MiaTarget::BuiltIn(shadows::Recipe {
             model: config.model.clone(),
             lot_size: (config.lot_size / 2.0).max(1.0),
             epochs: config.epochs,
@@ -356,7 +356,7 @@ pub fn loss_threshold_mia_spec(config: &DemoConfig, data_dir: &Path, n: usize) -
             momentum: 0.9,
             lr: config.lr,
             physical_batch: 256,
-        },
+        }),
         attack: shadows::AttackSpec { shadows: 0, targets: 1, seed: config.seed, variance: Default::default() },
     };
     spec.validate()?;

@@ -22,9 +22,13 @@ def train(req):
 req = json.load(open(sys.argv[-1]))
 w, b = train(req)
 save_file({"weight": w, "bias": b}, os.path.join(req["out"], "model.safetensors"))
-cx = torch.from_numpy(np.load(os.path.join(req["canary"], "x.npy"))).flatten(1)
-cy = int(np.load(os.path.join(req["canary"], "y.npy"))[0])
-logits = (cx @ w.T + b)[0]
-others = torch.cat([logits[:cy], logits[cy + 1:]])
-scores = {"canary-loss": float(torch.logsumexp(logits, 0) - logits[cy]), "canary-margin": float(logits[cy] - others.max())}
-json.dump(scores, open(os.path.join(req["out"], "scores.json"), "w"))
+if "query" in req:  # membership inference: the model's logits on every population example
+    qx = torch.from_numpy(np.load(os.path.join(req["query"], "x.npy"))).flatten(1)
+    np.save(os.path.join(req["out"], "population_logits.npy"), (qx @ w.T + b).double().numpy())
+if "canary" in req:  # audits: the canary's loss and margin
+    cx = torch.from_numpy(np.load(os.path.join(req["canary"], "x.npy"))).flatten(1)
+    cy = int(np.load(os.path.join(req["canary"], "y.npy"))[0])
+    logits = (cx @ w.T + b)[0]
+    others = torch.cat([logits[:cy], logits[cy + 1:]])
+    scores = {"canary-loss": float(torch.logsumexp(logits, 0) - logits[cy]), "canary-margin": float(logits[cy] - others.max())}
+    json.dump(scores, open(os.path.join(req["out"], "scores.json"), "w"))

@@ -34,6 +34,8 @@ that step (or its part on the pixels within ``projection_border`` of the edge), 
 canary gradient's length along the direction in units of C: the Poisson-subsampled Gaussian
 likelihood ratio were the canary alone in its direction).
 The claim: epsilon from the history with Opacus' RDP accountant, sampling "poisson".
+A membership-inference request (no ``canary``, a ``query`` folder) gets no canary statistics;
+../protocol.py writes ``population_logits.npy``.
 """
 
 import functools
@@ -114,8 +116,9 @@ def train(request):
     # With ``projection_border`` = B > 0 the direction keeps only the weights of the pixels within
     # B of the image's edge (a public choice, made in the spec: in MNIST no digit reaches them, so
     # the other examples' gradients hardly project there and the statistic sees the canary alone).
-    canary = load_dataset(request["canary"])
-    cx, cy = canary.flat().double(), canary.y
+    # A membership-inference request has no canary: no canary statistics then.
+    canary = load_dataset(request["canary"]) if "canary" in request else None
+    cx, cy = (canary.flat().double(), canary.y) if canary is not None else (None, None)
     border = option(opts, "projection_border", int, 0)
     rows, cols = data.x.shape[1:]
     if not 0 <= 2 * border < min(rows, cols):
@@ -139,20 +142,22 @@ def train(request):
         for part in torch.tensor_split(idx, micro_batches):
             pw, pb = clipped_gradient_sum(w, b, x[part], y[part], clip, bug != "no-clip")
             gw, gb = gw + pw, gb + pb
-        cw, cb = clipped_gradient_sum(w, b, cx, cy, clip, False)
-        full_norm = math.sqrt(float((cw * cw).sum() + (cb * cb).sum()))
-        cw = cw * direction_mask
-        if border:
-            cb = torch.zeros_like(cb)
-        cnorm = math.sqrt(float((cw * cw).sum() + (cb * cb).sum())) + 1e-300
-        # The clipped canary's shift along the direction, in units of C.
-        shifts.append(cnorm * min(1.0, clip / (full_norm + 1e-300)) / clip)
+        if canary is not None:
+            cw, cb = clipped_gradient_sum(w, b, cx, cy, clip, False)
+            full_norm = math.sqrt(float((cw * cw).sum() + (cb * cb).sum()))
+            cw = cw * direction_mask
+            if border:
+                cb = torch.zeros_like(cb)
+            cnorm = math.sqrt(float((cw * cw).sum() + (cb * cb).sum())) + 1e-300
+            # The clipped canary's shift along the direction, in units of C.
+            shifts.append(cnorm * min(1.0, clip / (full_norm + 1e-300)) / clip)
         std = sigma * clip
         if bug == "noise-mean-divided-twice":
             std = sigma * clip / lot  # the noise of the *mean* gradient ...
         gw = gw + std * torch.randn(w.shape, generator=g, dtype=torch.float64)
         gb = gb + std * torch.randn(b.shape, generator=g, dtype=torch.float64)
-        projections.append(float((gw * cw).sum() + (gb * cb).sum()) / (cnorm * clip))
+        if canary is not None:
+            projections.append(float((gw * cw).sum() + (gb * cb).sum()) / (cnorm * clip))
         gw, gb = gw / lot, gb / lot  # ... divided again here
         w = w - lr * gw
         b = b - lr * gb
@@ -179,10 +184,12 @@ def train(request):
     def logits(inputs):
         return inputs.reshape(len(inputs), -1).double() @ w.T + b
 
-    z = torch.tensor(projections, dtype=torch.float64)
-    shift = torch.tensor(shifts, dtype=torch.float64)
-    llr = torch.log1p(q * torch.expm1((shift * z - shift * shift / 2) / (sigma * sigma))).sum()
-    scores = {"canary-projection-sum": float(z.sum()), "canary-projection-max": float(z.max()), "canary-llr": float(llr)}
+    scores = {}
+    if canary is not None:
+        z = torch.tensor(projections, dtype=torch.float64)
+        shift = torch.tensor(shifts, dtype=torch.float64)
+        llr = torch.log1p(q * torch.expm1((shift * z - shift * shift / 2) / (sigma * sigma))).sum()
+        scores = {"canary-projection-sum": float(z.sum()), "canary-projection-max": float(z.max()), "canary-llr": float(llr)}
     return RunResult(final={"weight": w, "bias": b}, logits=logits, initial=initial, iterates=iterates, claim=claim, scores=scores)
 
 

@@ -14,6 +14,10 @@
 //! scores are pooled, which multiplies the examples scored (finer FPR resolution); the pooled
 //! scores are not independent across targets.
 //!
+//! The `[target]` may instead be an external trainer (`kind = "command"`, the protocol of
+//! `docs/external-trainers.md`): then each model is one run of that command
+//! ([`crate::attack::mia_command`]).
+//!
 //! ```toml
 //! name = "mnist-mlp-eps8"
 //! [data]
@@ -40,6 +44,7 @@ use crate::accounting::rdp;
 use crate::accounting::Phase;
 use crate::attack::metrics::{attack_metrics, thin_roc, AttackMetrics, LOW_FPRS};
 use crate::attack::mia::{confidences, lira_scores, loss_score, VarianceMode};
+use crate::audit::spec::CommandTarget;
 use crate::data::{load_mnist_dir, sha256_hex, Dataset, Split};
 use crate::durable::write_atomically;
 use crate::error::{Error, Result};
@@ -78,8 +83,9 @@ pub struct MiaSpec {
     pub description: String,
     /// The population.
     pub data: DataSpec,
-    /// The training recipe of the target and of every shadow.
-    pub target: Recipe,
+    /// The training recipe of the target and of every shadow: dpaudit's own trainer, or an
+    /// external trainer run as a command ([`crate::attack::mia_command`]).
+    pub target: MiaTarget,
     /// The attack.
     #[serde(default)]
     pub attack: AttackSpec,
@@ -94,6 +100,53 @@ pub struct DataSpec {
     /// The first N training examples (default: all).
     #[serde(default)]
     pub population: Option<usize>,
+}
+
+/// Who trains the target and the shadows: dpaudit's own trainer (a `[target]` recipe without
+/// `kind`, serialised exactly as before command targets existed, so existing spec digests are
+/// unchanged) or an external trainer (`kind = "command"`, the protocol of
+/// `docs/external-trainers.md`; its `dataset` must be `[data] dataset`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum MiaTarget {
+    /// dpaudit's own DP-SGD trainer.
+    BuiltIn(Recipe),
+    /// A trainer dpaudit did not write, run as a command.
+    Command(CommandTarget),
+}
+
+impl<'de> Deserialize<'de> for MiaTarget {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error as _;
+        let value = serde_json::Value::deserialize(deserializer)?;
+        match value.get("kind").cloned() {
+            None => serde_json::from_value(value).map(MiaTarget::BuiltIn).map_err(D::Error::custom),
+            Some(serde_json::Value::String(k)) if k == "command" => {
+                serde_json::from_value(value).map(MiaTarget::Command).map_err(D::Error::custom)
+            }
+            Some(other) => Err(D::Error::custom(format!(
+                "unknown target kind {other}: leave `kind` out for dpaudit's own trainer, or say kind = \"command\""
+            ))),
+        }
+    }
+}
+
+impl MiaTarget {
+    /// dpaudit's own recipe, when the target is not a command.
+    pub fn built_in(&self) -> Option<&Recipe> {
+        match self {
+            MiaTarget::BuiltIn(r) => Some(r),
+            MiaTarget::Command(_) => None,
+        }
+    }
+
+    /// The external trainer, when the target is a command.
+    pub fn command(&self) -> Option<&CommandTarget> {
+        match self {
+            MiaTarget::Command(c) => Some(c),
+            MiaTarget::BuiltIn(_) => None,
+        }
+    }
 }
 
 /// The training recipe as an experiment spec writes it (its wire format, kept so that existing
@@ -241,8 +294,19 @@ impl MiaSpec {
     ///
     /// # Errors
     /// As [`Recipe::to_recipe`].
+    /// [`Error::InvalidParameter`] for a command target (an external trainer).
     pub fn recipe(&self) -> Result<crate::recipe::Recipe> {
-        self.target.to_recipe(&self.data)
+        match &self.target {
+            MiaTarget::BuiltIn(r) => r.to_recipe(&self.data),
+            MiaTarget::Command(c) => Err(Error::invalid(
+                "target.kind",
+                "command",
+                format!(
+                    "this needs dpaudit's own trainer, but the spec's target is the external command {:?}",
+                    c.argv.first().map(String::as_str).unwrap_or("")
+                ),
+            )),
+        }
     }
 
     /// Reads and validates a spec file.
@@ -261,7 +325,27 @@ impl MiaSpec {
     /// # Errors
     /// [`Error::InvalidParameter`] naming the key.
     pub fn validate(&self) -> Result<()> {
-        let t = &self.target;
+        let t = match &self.target {
+            MiaTarget::BuiltIn(t) => t,
+            MiaTarget::Command(c) => {
+                c.validate()?;
+                if c.dataset != self.data.dataset {
+                    return Err(Error::invalid(
+                        "target.dataset",
+                        &c.dataset,
+                        format!("must be the population's dataset, data.dataset = {:?}", self.data.dataset),
+                    ));
+                }
+                if let Some(n) = c.train_examples {
+                    return Err(Error::invalid(
+                        "target.train_examples",
+                        n,
+                        "is not used by membership inference: each model trains on its half of data.population",
+                    ));
+                }
+                return self.validate_attack();
+            }
+        };
         crate::train::models::specs(&t.model)?;
         if !crate::train::models::trains_on_pixels(&t.model) {
             return Err(Error::invalid("target.model", &t.model, "membership inference trains on the raw pixels and does not run the model's DP-PCA or scattering front end; use a model on the raw pixels (e.g. mlp)"));
@@ -306,6 +390,11 @@ impl MiaSpec {
         }
         // The checks every recipe gets (the model, the optimiser, delta, sigma, ...).
         self.recipe()?.validate()?;
+        self.validate_attack()
+    }
+
+    /// Checks the attack's and the population's values.
+    fn validate_attack(&self) -> Result<()> {
         let a = &self.attack;
         if a.targets == 0 {
             return Err(Error::invalid("attack.targets", 0, "must be at least 1"));
@@ -393,6 +482,10 @@ pub struct ModelRecord {
     pub seconds: f64,
     /// The logit-scaled confidence of every population example's label on this model.
     pub phi: Vec<f64>,
+    /// An external trainer's claimed delta (from its `claim.json`, whose history is
+    /// `ledger_phases`); absent for dpaudit's own trainer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claim_delta: Option<f64>,
 }
 
 /// Everything the models share, in plain memory (each worker makes its own tensors).
@@ -474,10 +567,11 @@ pub fn prepare(spec: &MiaSpec) -> Result<MiaContext> {
     let keep = memberships(spec.attack.seed, population.len(), spec.models() as usize);
     for (m, k) in keep.iter().enumerate() {
         let n = k.iter().filter(|&&b| b).count();
-        if spec.target.lot_size > n as f64 {
+        let Some(recipe) = spec.target.built_in() else { break };
+        if recipe.lot_size > n as f64 {
             return Err(Error::invalid(
                 "target.lot_size",
-                spec.target.lot_size,
+                recipe.lot_size,
                 format!("model {m} trains on only {n} examples (half the population)"),
             ));
         }
@@ -536,6 +630,7 @@ pub fn train_model(ctx: &MiaContext, population: &Examples, index: u64) -> Resul
         non_member_accuracy: acc(false),
         seconds: start.elapsed().as_secs_f64(),
         phi: c.phi,
+        claim_delta: None,
     })
 }
 
@@ -616,6 +711,9 @@ pub fn run_models(
     progress: Progress<'_>,
     stop: &AtomicBool,
 ) -> Result<Vec<ModelRecord>> {
+    if let Some(target) = ctx.spec.target.command() {
+        return crate::attack::mia_command::run_command_models(ctx, target, dir, shard, progress, stop);
+    }
     let (_lock, existing) = experiment::open_folder(&ctx.spec, dir, shard)?;
     // One libtorch thread per worker: the workers are the parallelism.
     tch::set_num_threads(1);
@@ -784,10 +882,14 @@ pub fn analyse(ctx: &MiaContext, records: &[ModelRecord], wall_seconds: f64) -> 
         }
     }
     let target0 = by_index[&0];
-    let privacy = if spec.target.private {
+    // The delta of the target's epsilons: the recipe's, or an external trainer's claimed one.
+    let accounted_delta = match &spec.target {
+        MiaTarget::BuiltIn(recipe) => recipe.private.then_some(recipe.delta),
+        MiaTarget::Command(_) => target0.claim_delta.filter(|_| !target0.ledger_phases.is_empty()),
+    };
+    let privacy = if let Some(delta) = accounted_delta {
         let phases: Vec<Phase> =
             target0.ledger_phases.iter().map(|&(q, s, t)| Phase::new(q, s, t)).collect::<Result<_>>()?;
-        let delta = spec.target.delta;
         let r = rdp::epsilon(&phases, delta)?;
         let p = PldAccountant::default().epsilon(&phases, delta)?;
         PrivacySummary {
@@ -796,12 +898,28 @@ pub fn analyse(ctx: &MiaContext, records: &[ModelRecord], wall_seconds: f64) -> 
                 TargetEpsilon { accountant: "rdp".into(), epsilon: r.epsilon, delta },
                 TargetEpsilon { accountant: "pld".into(), epsilon: p.epsilon, delta },
             ],
+            mechanism: match &spec.target {
+                MiaTarget::BuiltIn(recipe) => format!(
+                    "DP-SGD, Poisson sampling q = {:.6}, sigma = {:.6}, C = {}, {} steps, add/remove-one adjacency",
+                    recipe.lot_size / target0.train_examples as f64,
+                    target0.noise_multiplier.unwrap_or(f64::NAN),
+                    recipe.max_grad_norm,
+                    target0.steps
+                ),
+                MiaTarget::Command(c) => format!(
+                    "external trainer {:?}: the history of its claim.json, (q, sigma, steps) per phase {:?}, Poisson sampling, add/remove-one adjacency, accounted by dpaudit",
+                    c.argv.join(" "),
+                    target0.ledger_phases
+                ),
+            },
+        }
+    } else if let Some(c) = spec.target.command() {
+        PrivacySummary {
+            private: false,
+            epsilons: Vec::new(),
             mechanism: format!(
-                "DP-SGD, Poisson sampling q = {:.6}, sigma = {:.6}, C = {}, {} steps, add/remove-one adjacency",
-                spec.target.lot_size / target0.train_examples as f64,
-                target0.noise_multiplier.unwrap_or(f64::NAN),
-                spec.target.max_grad_norm,
-                target0.steps
+                "external trainer {:?} wrote no claim.json: its privacy is not accounted (treated as none)",
+                c.argv.join(" ")
             ),
         }
     } else {
@@ -814,7 +932,7 @@ pub fn analyse(ctx: &MiaContext, records: &[ModelRecord], wall_seconds: f64) -> 
     let ceiling = privacy.epsilons.iter().map(|e| e.epsilon).reduce(f64::min).map(|eps| {
         LOW_FPRS
             .iter()
-            .map(|(k, f)| (k.to_string(), (eps.exp() * f + spec.target.delta).min(1.0)))
+            .map(|(k, f)| (k.to_string(), (eps.exp() * f + accounted_delta.unwrap_or(0.0)).min(1.0)))
             .collect::<BTreeMap<String, f64>>()
     });
     let result = |attack: &str, score: String, (mem, non): &(Vec<f64>, Vec<f64>)| -> Result<AttackResult> {
@@ -907,6 +1025,7 @@ mod tests {
             non_member_accuracy: 0.0,
             seconds: 0.0,
             phi: Vec::new(),
+            claim_delta: None,
         };
         let good: Vec<ModelRecord> = (0..5).map(|m| record(m, model_seed(9, m))).collect();
         let origin = Path::new(RUNS_FILE);
@@ -924,6 +1043,39 @@ mod tests {
             "model record 1 (index 0): is not a model of shard 1/2",
         );
         assert!(Shard { index: 0, count: 6 }.check_against(&spec).is_err(), "6 shards of 5 models");
+    }
+
+    /// A built-in target serialises as the bare recipe (as before command targets existed: the
+    /// same JSON, so the same digest); a command target parses, and must name the population's
+    /// dataset and leave train_examples out.
+    #[test]
+    fn built_in_specs_serialise_as_before_and_command_targets_are_checked() {
+        let text = "name = \"t\"\n[data]\ndataset = \"fixture\"\n[target]\nmodel = \"mlp\"\nlot_size = 8\nepochs = 1\nprivate = false\nlr = 0.1\n";
+        let spec: MiaSpec = toml::from_str(text).unwrap();
+        let recipe: Recipe = toml::from_str(text.split("[target]\n").nth(1).unwrap()).unwrap();
+        let json = serde_json::to_value(&spec).unwrap();
+        assert_eq!(json["target"], serde_json::to_value(&recipe).unwrap());
+        assert_eq!(spec.target, MiaTarget::BuiltIn(recipe));
+        let command = "name = \"c\"\n[data]\ndataset = \"fixture\"\npopulation = 20\n[target]\nkind = \"command\"\nmode = \"once\"\nargv = [\"train\", \"{request}\"]\ndataset = \"fixture\"\n[target.options]\nsteps = 3\n[attack]\nshadows = 4\n";
+        let spec: MiaSpec = toml::from_str(command).unwrap();
+        spec.validate().unwrap();
+        assert_eq!(spec.target.command().unwrap().options["steps"], 3);
+        assert!(spec.recipe().unwrap_err().to_string().contains("external command"));
+        let refused = |text: &str, why: &str| {
+            let e = match toml::from_str::<MiaSpec>(text) {
+                Ok(s) => s.validate().unwrap_err().to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert!(e.contains(why), "expected {why:?}: {e}");
+        };
+        refused(
+            &command.replace("dataset = \"fixture\"\n[target.options]", "dataset = \"mnist\"\n[target.options]"),
+            "must be the population's dataset",
+        );
+        refused(&command.replace("[target.options]", "train_examples = 10\n[target.options]"), "target.train_examples");
+        refused(&command.replace("mode = \"once\"", "mode = \"worker\""), "placeholders are for mode");
+        refused(&command.replace("kind = \"command\"", "kind = \"shell\""), "unknown target kind");
+        refused(&command.replace("shadows = 4", "shadows = 2"), "LiRA needs at least");
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl ExternalContext {
 
 /// Whether `program` names a file: a path (with a `/`) from the current folder, or a bare name on
 /// `PATH`.
-fn program_exists(program: &str) -> bool {
+pub(crate) fn program_exists(program: &str) -> bool {
     if program.contains('/') {
         Path::new(program).is_file()
     } else {
@@ -137,7 +137,7 @@ pub struct DatasetPaths {
 }
 
 /// A NumPy v1.0 `.npy` file: `descr` (e.g. `<f4`), the shape, then the raw little-endian data.
-fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
+pub(crate) fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
     let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
     let shape = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
     let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
@@ -155,7 +155,7 @@ fn npy(descr: &str, shape: &[usize], data: &[u8]) -> Vec<u8> {
 }
 
 /// The files of one dataset folder: IDX images and labels, `x.npy`, `y.npy`, `dataset.json`.
-fn dataset_files(
+pub(crate) fn dataset_files(
     pixels: &[u8],
     labels: &[u8],
     rows: usize,
@@ -186,7 +186,7 @@ fn dataset_files(
 
 /// Writes one dataset folder atomically (a temporary folder, each file fsynced, renamed into
 /// place), or checks that the folder already there holds exactly these files (a resumed audit).
-fn write_dataset_folder(path: &Path, files: &[(&'static str, Vec<u8>)]) -> Result<()> {
+pub(crate) fn write_dataset_folder(path: &Path, files: &[(&'static str, Vec<u8>)]) -> Result<()> {
     if path.exists() {
         for (name, bytes) in files {
             let p = path.join(name);
@@ -250,7 +250,7 @@ pub fn write_datasets(ctx: &ExternalContext, dir: &Path) -> Result<DatasetPaths>
 
 /// One run as the trainer sees it.
 #[derive(Debug, Clone)]
-struct RunRequest {
+pub(crate) struct RunRequest {
     /// The opaque run number (not the side).
     run: u64,
     side: Side,
@@ -259,6 +259,8 @@ struct RunRequest {
     data: PathBuf,
     out: PathBuf,
     json: serde_json::Value,
+    /// The run as the user sees it in an error.
+    label: String,
 }
 
 impl RunRequest {
@@ -277,17 +279,40 @@ impl RunRequest {
             "seed": seed,
             "options": ctx.target.options,
         });
-        RunRequest { run, side, index, seed, data, out, json }
+        // The run as the user sees it in an error (with the side the trainer is not told).
+        let label = format!(
+            "run {run} ({}, index {index}, seed {seed})",
+            if side == Side::With { "with the canary" } else { "without the canary" }
+        );
+        RunRequest { run, side, index, seed, data, out, json, label }
     }
 
-    /// The run as the user sees it in an error (with the side the trainer is not told).
+    /// A request of another experiment (membership inference: `label` names its model): the
+    /// request `json` (with `"run"`, the opaque `run`), its dataset folder `data` and output
+    /// folder `out`.
+    pub(crate) fn other(
+        run: u64,
+        seed: u64,
+        data: PathBuf,
+        out: PathBuf,
+        json: serde_json::Value,
+        label: String,
+    ) -> Self {
+        RunRequest { run, side: Side::Without, index: 0, seed, data, out, json, label }
+    }
+
+    /// The run's output folder.
+    pub(crate) fn out(&self) -> &Path {
+        &self.out
+    }
+
+    /// The run as the user sees it in an error.
     fn label(&self) -> String {
-        let side = if self.side == Side::With { "with the canary" } else { "without the canary" };
-        format!("run {} ({side}, index {}, seed {})", self.run, self.index, self.seed)
+        self.label.clone()
     }
 
     /// An error of this run about `file`.
-    fn fail(&self, file: &Path, why: impl std::fmt::Display, stderr: &[String]) -> Error {
+    pub(crate) fn fail(&self, file: &Path, why: impl std::fmt::Display, stderr: &[String]) -> Error {
         let tail = if stderr.is_empty() {
             "the trainer wrote nothing on stderr".to_string()
         } else {
@@ -296,7 +321,7 @@ impl RunRequest {
         Error::data(
             file,
             format!(
-                "external trainer, {}: {why} (its output folder {} is kept; running the audit again resumes and retries this run)\n{tail}",
+                "external trainer, {}: {why} (its output folder {} is kept; running the same command again resumes and retries this run)\n{tail}",
                 self.label(),
                 self.out.display()
             ),
@@ -338,7 +363,7 @@ fn once_argv(argv: &[String], req: &RunRequest, request_file: &Path) -> Vec<Stri
 }
 
 /// Makes the run's empty output folder (a failed earlier try's folder is removed first).
-fn fresh_out(req: &RunRequest) -> Result<()> {
+pub(crate) fn fresh_out(req: &RunRequest) -> Result<()> {
     if req.out.exists() {
         std::fs::remove_dir_all(&req.out).map_err(|e| Error::io(format!("clearing {}", req.out.display()), e))?;
     }
@@ -544,13 +569,66 @@ fn truncate(s: &str) -> String {
     s.chars().take(200).collect()
 }
 
-/// One thread's connection to the trainer: a worker process (started on first use, restarted
-/// after a failed run) or nothing in `once` mode.
+/// One thread's connection to an external trainer: a worker process (started on first use,
+/// restarted after a failed run) or nothing in `once` mode.
+#[derive(Default)]
+pub(crate) struct TrainerConnection {
+    process: Option<WorkerProcess>,
+}
+
+impl TrainerConnection {
+    /// Has the trainer run `req` (in a fresh output folder) and returns, in `once` mode, its last
+    /// stderr lines.
+    ///
+    /// # Errors
+    /// A trainer that could not start, failed, timed out or answered `ok: false` (the error
+    /// names the run and quotes its stderr).
+    pub(crate) fn train(&mut self, target: &CommandTarget, req: &RunRequest) -> Result<Vec<String>> {
+        match target.mode {
+            CommandMode::Once => {
+                run_once(target, req)?;
+                Ok(tail_lines(&req.out.join("stderr.log"), STDERR_LINES))
+            }
+            CommandMode::Worker => {
+                fresh_out(req)?;
+                if self.process.is_none() {
+                    self.process = Some(WorkerProcess::start(target)?);
+                }
+                let p = self.process.as_mut().expect("started");
+                if let Err(why) = p.serve(target, req) {
+                    // A failed process is not reused: the next run starts a fresh one.
+                    let stderr = self.process.take().map(WorkerProcess::shut_down).unwrap_or_default();
+                    return Err(req.fail(Path::new(&target.argv[0]), why, &stderr));
+                }
+                Ok(Vec::new())
+            }
+        }
+    }
+
+    /// The error of a run whose output `file` is wrong: in worker mode the process is shut down
+    /// (not reused) so that its stderr is read to the end; `stderr` is what [`Self::train`]
+    /// returned.
+    pub(crate) fn output_failure(
+        &mut self,
+        req: &RunRequest,
+        file: &Path,
+        why: impl std::fmt::Display,
+        stderr: Vec<String>,
+    ) -> Error {
+        let stderr = match self.process.take() {
+            Some(p) => p.shut_down(),
+            None => stderr,
+        };
+        req.fail(file, why, &stderr)
+    }
+}
+
+/// One thread's connection to the trainer, with the audit's datasets.
 struct Runner<'a> {
     ctx: &'a ExternalContext,
     paths: &'a DatasetPaths,
     work: &'a Path,
-    process: Option<WorkerProcess>,
+    trainer: TrainerConnection,
 }
 
 impl Runner<'_> {
@@ -558,36 +636,10 @@ impl Runner<'_> {
     fn run(&mut self, side: Side, index: u64) -> Result<RunRecord> {
         let start = Instant::now();
         let req = RunRequest::new(self.ctx, self.paths, self.work, side, index);
-        let target = &self.ctx.target;
-        let stderr = match target.mode {
-            CommandMode::Once => {
-                run_once(target, &req)?;
-                tail_lines(&req.out.join("stderr.log"), STDERR_LINES)
-            }
-            CommandMode::Worker => {
-                fresh_out(&req)?;
-                if self.process.is_none() {
-                    self.process = Some(WorkerProcess::start(target)?);
-                }
-                let p = self.process.as_mut().expect("started");
-                if let Err(why) = p.serve(target, &req) {
-                    // A failed process is not reused: the next run starts a fresh one.
-                    let stderr = self.process.take().map(WorkerProcess::shut_down).unwrap_or_default();
-                    return Err(req.fail(Path::new(&target.argv[0]), why, &stderr));
-                }
-                Vec::new()
-            }
-        };
+        let stderr = self.trainer.train(&self.ctx.target, &req)?;
         let outputs = match read_run_outputs(&self.ctx.spec, &req.out) {
             Ok(o) => o,
-            Err(OutputError { file, why }) => {
-                let stderr = match target.mode {
-                    CommandMode::Once => stderr,
-                    // The process is shut down so that its stderr is read to the end.
-                    CommandMode::Worker => self.process.take().map(WorkerProcess::shut_down).unwrap_or_default(),
-                };
-                return Err(req.fail(&file, why, &stderr));
-            }
+            Err(OutputError { file, why }) => return Err(self.trainer.output_failure(&req, &file, why, stderr)),
         };
         let record = outputs.into_record(self.ctx, &req, start.elapsed().as_secs_f64());
         std::fs::remove_dir_all(&req.out).map_err(|e| Error::io(format!("removing {}", req.out.display()), e))?;
@@ -622,7 +674,7 @@ pub fn run_external_audit(
         &existing,
         progress,
         stop,
-        &|| Ok(Runner { ctx, paths: &paths, work: &work, process: None }),
+        &|| Ok(Runner { ctx, paths: &paths, work: &work, trainer: TrainerConnection::default() }),
         &|r, side, index| r.run(side, index),
     )
 }
@@ -655,7 +707,7 @@ pub fn replay_check_external(
     let work = dir.join(WORK_DIR);
     std::fs::create_dir_all(&work).map_err(|e| Error::io(format!("creating {}", work.display()), e))?;
     let work = work.canonicalize().map_err(|e| Error::io(format!("resolving {}", work.display()), e))?;
-    let mut runner = Runner { ctx, paths: &paths, work: &work, process: None };
+    let mut runner = Runner { ctx, paths: &paths, work: &work, trainer: TrainerConnection::default() };
     let mut rng = rand::rngs::OsRng;
     let mut done = Vec::new();
     for r in runs.choose_multiple(&mut rng, count) {

@@ -142,6 +142,47 @@ fn default_timeout() -> f64 {
 /// The placeholders of a `once`-mode command line.
 pub const PLACEHOLDERS: [&str; 4] = ["{request}", "{data}", "{out}", "{seed}"];
 
+impl CommandTarget {
+    /// Checks the trainer's own settings: a command line, its placeholders for its mode, the
+    /// dataset, examples, workers and timeout (an audit spec and a membership-inference spec
+    /// check the rest).
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let c = self;
+        if c.argv.first().is_none_or(|p| p.trim().is_empty()) {
+            return Err(Error::invalid("target.argv", format!("{:?}", c.argv), "must name a program (argv[0])"));
+        }
+        if c.mode == CommandMode::Worker {
+            if let Some(p) = PLACEHOLDERS.iter().find(|p| c.argv.iter().any(|a| a.contains(*p))) {
+                return Err(Error::invalid(
+                    "target.argv",
+                    format!("{:?}", c.argv),
+                    format!("holds {p}, but in worker mode one process serves many runs and gets each run's request on stdin; placeholders are for mode = \"once\""),
+                ));
+            }
+        }
+        if c.dataset.trim().is_empty() {
+            return Err(Error::invalid(
+                "target.dataset",
+                "\"\"",
+                "must name fixture, mnist, fashion-mnist or a folder",
+            ));
+        }
+        if c.train_examples == Some(0) {
+            return Err(Error::invalid("target.train_examples", 0, "must be at least 1"));
+        }
+        if c.workers == 0 || c.workers > 1024 {
+            return Err(Error::invalid("target.workers", c.workers, "must be between 1 and 1024"));
+        }
+        if !(c.timeout_seconds > 0.0 && c.timeout_seconds <= 7.0 * 86_400.0) {
+            return Err(Error::invalid("target.timeout_seconds", c.timeout_seconds, "must be > 0 and at most a week"));
+        }
+        Ok(())
+    }
+}
+
 /// The training recipe as an audit spec writes it (its wire format, kept field for field so that
 /// existing specs parse and their digests are unchanged); [`Target::recipe`] gives dpaudit's one
 /// recipe type ([`crate::recipe::Recipe`]), which the replays train.
@@ -667,34 +708,7 @@ impl AuditSpec {
     /// workers, timeout, examples, an input-space canary, and an attack that fits scores of
     /// unknown scale (no threshold fixed from the claim, no one-run audit).
     fn validate_command(&self, c: &CommandTarget) -> Result<()> {
-        if c.argv.first().is_none_or(|p| p.trim().is_empty()) {
-            return Err(Error::invalid("target.argv", format!("{:?}", c.argv), "must name a program (argv[0])"));
-        }
-        if c.mode == CommandMode::Worker {
-            if let Some(p) = PLACEHOLDERS.iter().find(|p| c.argv.iter().any(|a| a.contains(*p))) {
-                return Err(Error::invalid(
-                    "target.argv",
-                    format!("{:?}", c.argv),
-                    format!("holds {p}, but in worker mode one process serves many runs and gets each run's request on stdin; placeholders are for mode = \"once\""),
-                ));
-            }
-        }
-        if c.dataset.trim().is_empty() {
-            return Err(Error::invalid(
-                "target.dataset",
-                "\"\"",
-                "must name fixture, mnist, fashion-mnist or a folder",
-            ));
-        }
-        if c.train_examples == Some(0) {
-            return Err(Error::invalid("target.train_examples", 0, "must be at least 1"));
-        }
-        if c.workers == 0 || c.workers > 1024 {
-            return Err(Error::invalid("target.workers", c.workers, "must be between 1 and 1024"));
-        }
-        if !(c.timeout_seconds > 0.0 && c.timeout_seconds <= 7.0 * 86_400.0) {
-            return Err(Error::invalid("target.timeout_seconds", c.timeout_seconds, "must be > 0 and at most a week"));
-        }
+        c.validate()?;
         if self.canary.kind.is_gradient() {
             return Err(Error::invalid(
                 "canary.kind",

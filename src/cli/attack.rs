@@ -21,7 +21,8 @@ pub enum AttackCommand {
     /// The figures are evidence, not a privacy bound.
     Mia {
         /// The experiment spec (TOML: [data], [target] recipe, [attack]; see
-        /// `dpaudit::attack::shadows`).
+        /// `dpaudit::attack::shadows`). A `[target]` with kind = "command" is an external
+        /// trainer (docs/external-trainers.md; its `workers` replace --threads).
         #[arg(long)]
         target_config: PathBuf,
         /// The experiment folder (created; resumed if it holds models of the same spec).
@@ -126,7 +127,8 @@ fn summarise(r: &MiaReport) {
     );
     if r.privacy.private {
         let e: Vec<String> = r.privacy.epsilons.iter().map(|e| format!("{} {:.3}", e.accountant, e.epsilon)).collect();
-        println!("  target: {}; epsilon {} at delta = {:e}", r.privacy.mechanism, e.join(", "), r.spec.target.delta);
+        let delta = r.privacy.epsilons.first().map_or(f64::NAN, |e| e.delta);
+        println!("  target: {}; epsilon {} at delta = {delta:e}", r.privacy.mechanism, e.join(", "));
     } else {
         println!("  target: {}", r.privacy.mechanism);
     }
