@@ -144,10 +144,12 @@ pub struct RunOptions {
 /// once, by [`Recipe::resolve`]), and writes the recipe to `recipe.toml` in the folder, so that
 /// `dpaudit train --config <folder>/recipe.toml` trains the same recipe again. `train` is the
 /// whole training split the recipe was resolved for (before `train_examples` cuts it).
+/// A resume (`options.resume`) keeps the folder's `recipe.toml` as it is and refuses a recipe
+/// that differs from it, before the ledger is read or appended to.
 ///
 /// # Errors
 /// As [`train_run`]; [`Error::InvalidParameter`] when `train` is not the size the recipe was
-/// resolved for.
+/// resolved for, or when a resume asks for another recipe than the folder's `recipe.toml`.
 pub fn train_recipe(
     resolved: &ResolvedRecipe,
     options: RunOptions,
@@ -312,6 +314,11 @@ fn train_run_with(
     };
     // One writer per run folder, before the ledger is read or appended to.
     let _lock = crate::folder_lock::FolderLock::acquire(out)?;
+    // A resumed run continues the recipe it started with: another one is refused before the
+    // ledger is read or appended to.
+    if let (true, Some(r)) = (spec.resume, resolved) {
+        refuse_another_recipe(out, &r.recipe)?;
+    }
     let mut examples = Examples::from_dataset(train, device)?;
     let mut test_examples = Examples::from_dataset(test, device)?;
     let mut validation_examples = match &validation {
@@ -332,11 +339,12 @@ fn train_run_with(
                 "already holds a run (ledger.jsonl); use --resume or another --out",
             ));
         }
+        // The recipe is recorded before the ledger exists, and never rewritten on a resume.
+        if let Some(r) = resolved {
+            write_recipe(out, &r.recipe)?;
+        }
         DpSgd::new(config.clone(), n, out, spec.seed, device)?
     };
-    if let Some(r) = resolved {
-        write_recipe(out, &r.recipe)?;
-    }
     // Before any step: the projection (computed and recorded now, or loaded on a resume).
     let pca_report = match (pca_dims, pca_sigma) {
         (Some(k), Some(sigma_p)) => {
@@ -478,6 +486,45 @@ fn train_run_with(
     };
     crate::run_folder::manifest::write_manifest(&out.join(crate::run_folder::METRICS_FILE), &metrics)?;
     Ok(metrics)
+}
+
+/// Refuses to resume the run in `out` with a recipe other than the one its `recipe.toml` records
+/// (every field but the physical batch, see [`Recipe::differences_from`]). A folder without
+/// `recipe.toml` (written before recipes were recorded, or never started) passes.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] naming every differing field with both values; a `recipe.toml`
+/// that cannot be read or parsed.
+fn refuse_another_recipe(out: &Path, asked: &Recipe) -> Result<()> {
+    let path = out.join(crate::run_folder::RECIPE_FILE);
+    if !path.exists() {
+        return Ok(());
+    }
+    let recorded = Recipe::load(&path)?;
+    let differences = asked.differences_from(&recorded);
+    if differences.is_empty() {
+        return Ok(());
+    }
+    let words: Vec<String> = differences
+        .iter()
+        .map(|d| {
+            format!(
+                "{} says {} {}, this invocation asks for {}",
+                crate::run_folder::RECIPE_FILE,
+                d.field,
+                d.recorded,
+                d.asked
+            )
+        })
+        .collect();
+    Err(Error::invalid(
+        "resumed recipe",
+        out.display(),
+        format!(
+            "{}; a run is resumed with the recipe it started with (nothing was trained, the ledger is unchanged)",
+            words.join("; ")
+        ),
+    ))
 }
 
 /// Writes `recipe.toml` atomically into a run folder.
