@@ -381,8 +381,8 @@ fn absurd_target_epsilon_trains_with_every_accountant_or_is_refused_first() {
 }
 
 /// CLI consistency: `-d` is `--delta`, `-s` `--noise-multiplier`, `-t` `--steps` (and `-q`
-/// `--sampling-rate`) on every command that has the long flag, each taking a negative number as a
-/// value; `--delta` defaults to 1e-5 wherever it is not the run's own.
+/// `--sampling-rate`) on every command that has the long flag, each taking a negative number
+/// such as -1 as its value.
 #[test]
 fn short_flags_mean_the_same_on_every_command_that_has_the_long_flag() {
     for (command, shorts) in [
@@ -424,17 +424,6 @@ fn short_flags_mean_the_same_on_every_command_that_has_the_long_flag() {
     let short = json(&["audit", "ideal", "--epsilon", "2", "--runs", "100", "-d", "1e-3", "--json"]);
     assert_eq!(long, short);
     assert_eq!(long["delta"].as_f64(), Some(1e-3));
-}
-
-/// `account` defaults `--delta` to 1e-5, as `train`, `gan train` and `audit` do.
-#[test]
-fn account_delta_defaults_to_the_delta_of_train() {
-    let given = json(&["account", "epsilon", "-q", "0.01", "-s", "1.1", "-t", "100", "-d", "1e-5", "--json"]);
-    let default = json(&["account", "epsilon", "-q", "0.01", "-s", "1.1", "-t", "100", "--json"]);
-    assert_eq!(default["delta"].as_f64(), Some(1e-5));
-    assert_eq!(default["rdp"]["epsilon"], given["rdp"]["epsilon"]);
-    let c = json(&["account", "calibrate", "--target-epsilon", "3", "-q", "0.01", "-t", "100", "--json"]);
-    assert_eq!(c["delta"].as_f64(), Some(1e-5));
 }
 
 /// `audit ideal` prints a summary, and with `--json` the JSON it always printed before.

@@ -183,6 +183,17 @@ fn a_resume_with_another_recipe_is_refused_before_the_ledger_is_touched() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(read("ledger.jsonl"), ledger);
     assert_eq!(read("recipe.toml"), recipe);
+    // A folder from before recipe.toml: its checkpoint's configuration is checked instead, and no
+    // recipe.toml is written on the resume.
+    std::fs::remove_file(out.join("recipe.toml")).unwrap();
+    let o = short_train(&out, "0.9", "100", true);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a resume of an old folder with another sigma was accepted");
+    assert!(err.contains("checkpoint.json says noise multiplier 1.1, this invocation asks for 0.9"), "{err}");
+    assert_eq!(read("ledger.jsonl"), ledger);
+    let o = short_train(&out, "1.1", "100", true);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.join("recipe.toml").exists(), "a resume wrote recipe.toml");
 }
 
 #[test]

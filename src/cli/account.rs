@@ -45,7 +45,7 @@ pub struct EpsilonArgs {
     #[command(flatten)]
     pub mechanism: MechanismArgs,
     /// Target delta, in (0, 1).
-    #[arg(long, allow_negative_numbers = true, short = 'd', default_value_t = 1e-5)]
+    #[arg(long, allow_negative_numbers = true, short = 'd')]
     pub delta: f64,
     /// Which accountant(s) to run.
     #[arg(long, value_enum, default_value_t = AccountantChoice::All)]
@@ -78,7 +78,7 @@ pub struct CalibrateArgs {
     #[arg(long, allow_negative_numbers = true, short = 's')]
     pub noise_multiplier: Option<f64>,
     /// Target delta, in (0, 1).
-    #[arg(long, allow_negative_numbers = true, short = 'd', default_value_t = 1e-5)]
+    #[arg(long, allow_negative_numbers = true, short = 'd')]
     pub delta: f64,
     /// The accountant whose epsilon must stay at or below the target.
     #[arg(long, value_enum, default_value_t = SingleAccountant::Rdp)]

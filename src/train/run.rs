@@ -317,7 +317,7 @@ fn train_run_with(
     // A resumed run continues the recipe it started with: another one is refused before the
     // ledger is read or appended to.
     if let (true, Some(r)) = (spec.resume, resolved) {
-        refuse_another_recipe(out, &r.recipe)?;
+        refuse_another_recipe(out, r)?;
     }
     let mut examples = Examples::from_dataset(train, device)?;
     let mut test_examples = Examples::from_dataset(test, device)?;
@@ -490,32 +490,29 @@ fn train_run_with(
 
 /// Refuses to resume the run in `out` with a recipe other than the one its `recipe.toml` records
 /// (every field but the physical batch, see [`Recipe::differences_from`]). A folder without
-/// `recipe.toml` (written before recipes were recorded, or never started) passes.
+/// `recipe.toml` (written before recipes were recorded) is checked against its `checkpoint.json`
+/// instead: model, lot size, learning rate, privacy and (with privacy) sigma and C. A folder
+/// with neither (never started) passes.
 ///
 /// # Errors
 /// [`Error::InvalidParameter`] naming every differing field with both values; a `recipe.toml`
-/// that cannot be read or parsed.
-fn refuse_another_recipe(out: &Path, asked: &Recipe) -> Result<()> {
+/// or `checkpoint.json` that cannot be read or parsed.
+fn refuse_another_recipe(out: &Path, asked: &ResolvedRecipe) -> Result<()> {
     let path = out.join(crate::run_folder::RECIPE_FILE);
-    if !path.exists() {
+    let (file, differences) = if path.exists() {
+        let recorded = Recipe::load(&path)?;
+        (crate::run_folder::RECIPE_FILE, asked.recipe.differences_from(&recorded))
+    } else if let Some(c) = crate::run_folder::manifest::CheckpointRecord::read(out)? {
+        (CHECKPOINT_POINTER, checkpoint_differences(&c.config, &asked.config))
+    } else {
         return Ok(());
-    }
-    let recorded = Recipe::load(&path)?;
-    let differences = asked.differences_from(&recorded);
+    };
     if differences.is_empty() {
         return Ok(());
     }
     let words: Vec<String> = differences
         .iter()
-        .map(|d| {
-            format!(
-                "{} says {} {}, this invocation asks for {}",
-                crate::run_folder::RECIPE_FILE,
-                d.field,
-                d.recorded,
-                d.asked
-            )
-        })
+        .map(|d| format!("{file} says {} {}, this invocation asks for {}", d.field, d.recorded, d.asked))
         .collect();
     Err(Error::invalid(
         "resumed recipe",
@@ -525,6 +522,31 @@ fn refuse_another_recipe(out: &Path, asked: &Recipe) -> Result<()> {
             words.join("; ")
         ),
     ))
+}
+
+/// Where the configuration a checkpoint records (`recorded`) differs from `asked`: model, lot
+/// size, learning rate, privacy and, for a private run, sigma and C (fields it does not record
+/// are not compared).
+fn checkpoint_differences(
+    recorded: &crate::run_folder::manifest::TrainConfigRecord,
+    asked: &TrainConfig,
+) -> Vec<crate::recipe::RecipeDifference> {
+    let mut out = Vec::new();
+    let mut differ = |field: &'static str, recorded: Option<String>, asked: String| {
+        if let Some(recorded) = recorded.filter(|r| *r != asked) {
+            out.push(crate::recipe::RecipeDifference { field, recorded, asked });
+        }
+    };
+    let num = |x: Option<f64>| x.map(|x| x.to_string());
+    differ("model", recorded.model.clone(), asked.model.clone());
+    differ("lot size", num(recorded.lot_size), asked.lot_size.to_string());
+    differ("learning rate", num(recorded.lr), asked.lr.to_string());
+    differ("privacy", recorded.private.map(|p| p.to_string()), asked.private.to_string());
+    if asked.private && recorded.private != Some(false) {
+        differ("noise multiplier", num(recorded.noise_multiplier), asked.noise_multiplier.to_string());
+        differ("clipping norm", num(recorded.max_grad_norm), asked.max_grad_norm.to_string());
+    }
+    out
 }
 
 /// Writes `recipe.toml` atomically into a run folder.
