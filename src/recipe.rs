@@ -381,6 +381,137 @@ impl ResolvedRecipe {
     }
 }
 
+/// One field in which two recipes differ: its name and each recipe's value, in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipeDifference {
+    /// The field, in words (`noise multiplier`, `lot size`, ...).
+    pub field: &'static str,
+    /// Its value in the recorded recipe (a run folder's `recipe.toml`).
+    pub recorded: String,
+    /// Its value in the recipe asked for now.
+    pub asked: String,
+}
+
+fn optional<T: std::fmt::Display>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "none".to_owned(), ToString::to_string)
+}
+
+fn describe_privacy(p: &Privacy) -> String {
+    match p {
+        Privacy::Off => "off (no clipping, no noise)".into(),
+        Privacy::Gaussian { noise_multiplier } => format!("Gaussian with noise multiplier {noise_multiplier}"),
+        Privacy::TargetEpsilon { epsilon, accountant } => {
+            format!("noise calibrated to target epsilon {epsilon} ({} accountant)", accountant.as_str())
+        }
+    }
+}
+
+impl Recipe {
+    /// Every field that decides what a run computes (and what it spends) in which this recipe
+    /// differs from `recorded`, in the order of [`Recipe`]'s fields. `physical_batch` is left
+    /// out: it only splits a lot into forward passes and does not change the result.
+    ///
+    /// Every field is named here (the destructuring below fails to compile when a field is
+    /// added), so a new field cannot be silently left out of the comparison.
+    pub fn differences_from(&self, recorded: &Recipe) -> Vec<RecipeDifference> {
+        let Recipe {
+            dataset,
+            train_examples,
+            validation,
+            model,
+            lot_size,
+            epochs,
+            steps,
+            max_grad_norm,
+            optimizer,
+            momentum,
+            lr,
+            schedule,
+            physical_batch: _,
+            delta,
+            privacy,
+            pca,
+            ema,
+            inject_fault,
+            adversarial,
+            public_norm,
+            trainer,
+        } = self;
+        let mut out = Vec::new();
+        let mut differ = |field: &'static str, changed: bool, recorded: String, asked: String| {
+            if changed {
+                out.push(RecipeDifference { field, recorded, asked });
+            }
+        };
+        let r = recorded;
+        differ("dataset", *dataset != r.dataset, r.dataset.clone(), dataset.clone());
+        differ(
+            "train examples",
+            *train_examples != r.train_examples,
+            optional(&r.train_examples),
+            optional(train_examples),
+        );
+        differ("validation examples", *validation != r.validation, r.validation.to_string(), validation.to_string());
+        differ("model", *model != r.model, r.model.clone(), model.clone());
+        differ("lot size", *lot_size != r.lot_size, r.lot_size.to_string(), lot_size.to_string());
+        differ("epochs", *epochs != r.epochs, optional(&r.epochs), optional(epochs));
+        differ("steps", *steps != r.steps, optional(&r.steps), optional(steps));
+        differ(
+            "clipping norm",
+            *max_grad_norm != r.max_grad_norm,
+            r.max_grad_norm.to_string(),
+            max_grad_norm.to_string(),
+        );
+        differ("optimizer", *optimizer != r.optimizer, r.optimizer.as_str().into(), optimizer.as_str().into());
+        differ("momentum", *momentum != r.momentum, r.momentum.to_string(), momentum.to_string());
+        differ("learning rate", *lr != r.lr, r.lr.to_string(), lr.to_string());
+        differ("learning-rate schedule", *schedule != r.schedule, r.schedule.as_str().into(), schedule.as_str().into());
+        differ("delta", *delta != r.delta, format!("{:e}", r.delta), format!("{delta:e}"));
+        match (privacy, &r.privacy) {
+            (Privacy::Gaussian { noise_multiplier: a }, Privacy::Gaussian { noise_multiplier: b }) => {
+                differ("noise multiplier", a != b, b.to_string(), a.to_string())
+            }
+            (a, b) => differ("privacy", a != b, describe_privacy(b), describe_privacy(a)),
+        }
+        let pca_words = |p: &Option<PcaRecipe>| {
+            p.map_or_else(
+                || "none".to_owned(),
+                |p| format!("noise multiplier {}{}", p.noise_multiplier, if p.whiten { ", whitened" } else { "" }),
+            )
+        };
+        differ("DP-PCA", *pca != r.pca, pca_words(&r.pca), pca_words(pca));
+        differ("parameter-average decay", *ema != r.ema, optional(&r.ema), optional(ema));
+        differ("injected fault", *inject_fault != r.inject_fault, optional(&r.inject_fault), optional(inject_fault));
+        let pgd_words = |p: &Option<PgdConfig>| {
+            p.map_or_else(
+                || "none".to_owned(),
+                |p| format!("epsilon {}, {} steps of {}", p.epsilon, p.steps, p.step_size),
+            )
+        };
+        differ(
+            "adversarial training",
+            *adversarial != r.adversarial,
+            pgd_words(&r.adversarial),
+            pgd_words(adversarial),
+        );
+        let norm_words = |p: &Option<PublicNorm>| {
+            p.as_ref().map_or_else(|| "none".to_owned(), |p| format!("first {} images of {}", p.size, p.data.display()))
+        };
+        differ(
+            "public normalisation data",
+            *public_norm != r.public_norm,
+            norm_words(&r.public_norm),
+            norm_words(public_norm),
+        );
+        let trainer_words = |t: &Trainer| match t {
+            Trainer::BuiltIn => BUILT_IN.to_owned(),
+            Trainer::Command(c) => format!("the command {:?}", c.argv),
+        };
+        differ("trainer", *trainer != r.trainer, trainer_words(&r.trainer), trainer_words(trainer));
+        out
+    }
+}
+
 fn positive(name: &'static str, v: f64) -> Result<()> {
     if v > 0.0 && v.is_finite() {
         Ok(())

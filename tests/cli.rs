@@ -379,3 +379,63 @@ fn absurd_target_epsilon_trains_with_every_accountant_or_is_refused_first() {
     assert!(!r.status.success() && err.contains("planned schedule") && err.contains("astronomically"), "{err}");
     assert!(!refused.join("ledger.jsonl").exists());
 }
+
+/// CLI consistency: `-d` is `--delta`, `-s` `--noise-multiplier`, `-t` `--steps` (and `-q`
+/// `--sampling-rate`) on every command that has the long flag, each taking a negative number
+/// such as -1 as its value.
+#[test]
+fn short_flags_mean_the_same_on_every_command_that_has_the_long_flag() {
+    for (command, shorts) in [
+        (
+            vec!["account", "epsilon"],
+            vec!["-q, --sampling-rate", "-s, --noise-multiplier", "-t, --steps", "-d, --delta"],
+        ),
+        (
+            vec!["account", "calibrate"],
+            vec!["-q, --sampling-rate", "-s, --noise-multiplier", "-t, --steps", "-d, --delta"],
+        ),
+        (vec!["train"], vec!["-s, --noise-multiplier", "-t, --steps", "-d, --delta"]),
+        (vec!["gan", "train"], vec!["-s, --noise-multiplier", "-d, --delta"]),
+        (vec!["audit", "from-scores"], vec!["-d, --delta"]),
+        (vec!["audit", "ceilings"], vec!["-d, --delta"]),
+        (vec!["audit", "ideal"], vec!["-d, --delta"]),
+        (vec!["cert", "sign"], vec!["-d, --delta"]),
+        (vec!["report"], vec!["-d, --delta"]),
+    ] {
+        let out = dpaudit(&[&command[..], &["--help"]].concat());
+        let help = String::from_utf8_lossy(&out.stdout);
+        for s in shorts {
+            assert!(help.contains(s), "{command:?} --help lacks {s:?}:\n{help}");
+        }
+    }
+    // A negative value after a short flag is the flag's value, refused by name before any data is
+    // read (not clap's "unexpected argument").
+    let dir = tempfile::tempdir().unwrap();
+    let o = dir.path().join("run");
+    for (flags, needle) in [(["-s", "-1", "-d", "1e-5"], "noise multiplier"), (["-s", "1", "-d", "-1"], "delta")] {
+        let base = ["train", "--model", "logreg", "--lot-size", "200", "-t", "2", "--out", o.to_str().unwrap()];
+        let r = dpaudit(&[&base[..], &flags[..]].concat());
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success() && err.contains(needle), "train {flags:?}: {err}");
+        assert!(!o.join("ledger.jsonl").exists());
+    }
+    // `-d` is `--delta` on `audit ideal` too.
+    let long = json(&["audit", "ideal", "--epsilon", "2", "--runs", "100", "--delta", "1e-3", "--json"]);
+    let short = json(&["audit", "ideal", "--epsilon", "2", "--runs", "100", "-d", "1e-3", "--json"]);
+    assert_eq!(long, short);
+    assert_eq!(long["delta"].as_f64(), Some(1e-3));
+}
+
+/// `audit ideal` prints a summary, and with `--json` the JSON it always printed before.
+#[test]
+fn audit_ideal_prints_a_summary_or_json() {
+    let out = dpaudit(&["audit", "ideal", "--epsilon", "4", "--runs", "1000"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.starts_with("ideal epsilon lower bound ") && text.contains("1000 runs per side"), "{text}");
+    assert!(serde_json::from_slice::<serde_json::Value>(&out.stdout).is_err(), "{text}");
+    let v = json(&["audit", "ideal", "--epsilon", "4", "--runs", "1000", "--json"]);
+    let bound = v["ideal_epsilon_lower"].as_f64().unwrap();
+    assert!(bound > 0.0 && bound < 4.0, "{v}");
+    assert!(text.contains(&format!("{bound:.4}")), "{text} vs {v}");
+}

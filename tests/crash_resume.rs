@@ -140,3 +140,81 @@ fn the_read_only_ledger_reader_counts_a_torn_line_and_changes_nothing() {
     assert!(e.contains("line 2: step 7 out of sequence"), "{e}");
     assert!(Ledger::open(&path).unwrap_err().to_string().contains("line 2: step 7 out of sequence"));
 }
+
+/// `dpaudit train` on the fixture with `noise` and `lot` into `out` (a short run).
+fn short_train(out: &Path, noise: &str, lot: &str, resume: bool) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_dpaudit"));
+    c.args(["train", "--dataset", "fixture", "--model", "logreg", "--steps", "3", "--lot-size", lot])
+        .args(["--noise-multiplier", noise, "--lr", "0.5", "--seed", "5", "--threads", "1", "--out"])
+        .arg(out);
+    if resume {
+        c.arg("--resume");
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn a_resume_with_another_recipe_is_refused_before_the_ledger_is_touched() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = short_train(&out, "1.1", "100", false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let read = |name: &str| std::fs::read(out.join(name)).unwrap();
+    let (ledger, recipe, checkpoint) = (read("ledger.jsonl"), read("recipe.toml"), read("checkpoint.json"));
+    for (noise, lot, field, says, asks) in
+        [("0.9", "100", "noise multiplier", "1.1", "0.9"), ("1.1", "50", "lot size", "100", "50")]
+    {
+        let o = short_train(&out, noise, lot, true);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success(), "a resume with {field} {asks} was accepted");
+        let expected = format!("recipe.toml says {field} {says}, this invocation asks for {asks}");
+        assert!(err.contains(&expected), "expected {expected:?} in: {err}");
+        assert_eq!(read("ledger.jsonl"), ledger, "the refused resume changed the ledger");
+        assert_eq!(read("recipe.toml"), recipe, "the refused resume rewrote recipe.toml");
+        assert_eq!(read("checkpoint.json"), checkpoint, "the refused resume changed the checkpoint");
+    }
+    // Both changed at once: both named.
+    let o = short_train(&out, "0.9", "50", true);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("noise multiplier 1.1") && err.contains("lot size 100"), "{err}");
+    assert_eq!(read("ledger.jsonl"), ledger);
+    // The same recipe resumes (the run is complete: no step is added) and recipe.toml is kept.
+    let o = short_train(&out, "1.1", "100", true);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(read("ledger.jsonl"), ledger);
+    assert_eq!(read("recipe.toml"), recipe);
+    // A folder from before recipe.toml: its checkpoint's configuration is checked instead, and no
+    // recipe.toml is written on the resume.
+    std::fs::remove_file(out.join("recipe.toml")).unwrap();
+    let o = short_train(&out, "0.9", "100", true);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "a resume of an old folder with another sigma was accepted");
+    assert!(err.contains("checkpoint.json says noise multiplier 1.1, this invocation asks for 0.9"), "{err}");
+    assert_eq!(read("ledger.jsonl"), ledger);
+    let o = short_train(&out, "1.1", "100", true);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!out.join("recipe.toml").exists(), "a resume wrote recipe.toml");
+}
+
+#[test]
+fn a_resume_after_a_crash_with_the_same_recipe_finishes_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let o = short_train(&out, "1.1", "100", false);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let recipe = std::fs::read(out.join("recipe.toml")).unwrap();
+    // A crash before the first checkpoint: the ledger stays, the checkpoint is gone.
+    std::fs::remove_file(out.join("checkpoint.json")).unwrap();
+    std::fs::remove_file(out.join("metrics.json")).unwrap();
+    let before = ledger_lines(&out);
+    // Another recipe is refused without a line added to the ledger.
+    let o = short_train(&out, "0.9", "100", true);
+    assert!(!o.status.success());
+    assert_eq!(ledger_lines(&out), before);
+    // The same recipe restarts, keeping the 3 recorded steps counted, and adds its own 3.
+    let o = short_train(&out, "1.1", "100", true);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(ledger_lines(&out), before + 3);
+    assert_eq!(std::fs::read(out.join("recipe.toml")).unwrap(), recipe);
+    assert!(out.join("metrics.json").exists());
+}

@@ -435,6 +435,15 @@ fn the_cli_writes_atomically_and_refuses_to_overwrite_without_force() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(std::fs::read_to_string(&md).unwrap().starts_with("# Privacy report: model logreg-sigma1.2"));
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no temporary files left behind");
+    // --json prints what was written as JSON, as every command that prints a result does.
+    let js = other.path().join("r-json.html");
+    let o = dpaudit(&["report", "--run", run, "--out", js.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["report"].as_str(), js.to_str());
+    assert_eq!(v["bytes"].as_u64(), Some(std::fs::metadata(&js).unwrap().len()));
+    assert!(v["claim"].as_str().unwrap().contains("differential privacy"), "{v}");
+    assert!(v["warnings"].is_array() && v["certificate_key_id"].is_null(), "{v}");
     // The library refuses too.
     assert!(report::write_report(&md, "x", false).is_err());
     report::write_report(&md, "x", true).unwrap();

@@ -126,7 +126,7 @@ pub enum AuditCommand {
         #[arg(long)]
         epsilon: f64,
         /// The claimed delta.
-        #[arg(long, default_value_t = 1e-5)]
+        #[arg(long, short = 'd', allow_negative_numbers = true, default_value_t = 1e-5)]
         delta: f64,
         /// Confidence of the bound.
         #[arg(long, default_value_t = 0.95)]
@@ -162,7 +162,7 @@ pub enum AuditCommand {
         #[arg(long, value_delimiter = ',', default_value = "500,1000,2000,5000")]
         runs: Vec<u64>,
         /// Delta.
-        #[arg(long, default_value_t = 1e-5)]
+        #[arg(long, short = 'd', allow_negative_numbers = true, default_value_t = 1e-5)]
         delta: f64,
         /// Confidence.
         #[arg(long, default_value_t = 0.95)]
@@ -181,7 +181,7 @@ pub enum AuditCommand {
         #[arg(long)]
         epsilon: f64,
         /// Delta.
-        #[arg(long, default_value_t = 1e-5)]
+        #[arg(long, short = 'd', allow_negative_numbers = true, default_value_t = 1e-5)]
         delta: f64,
         /// Runs per side.
         #[arg(long)]
@@ -189,6 +189,10 @@ pub enum AuditCommand {
         /// Confidence.
         #[arg(long, default_value_t = 0.95)]
         confidence: f64,
+        /// Print JSON (keys true_epsilon, delta, runs_per_side, confidence, mu,
+        /// ideal_epsilon_lower, threshold, method) instead of a summary.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -584,17 +588,26 @@ pub fn run(cmd: AuditCommand) -> Result<i32> {
             }
             summarise(&report, json)
         }
-        AuditCommand::Ideal { epsilon, delta, runs, confidence } => {
+        AuditCommand::Ideal { epsilon, delta, runs, confidence, json } => {
             let b = gaussian::ideal_lower_bound(epsilon, delta, runs, 1.0 - confidence)?;
             let mu = gaussian::mu_for_epsilon(epsilon, delta)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&serde_json::json!({
-                    "true_epsilon": epsilon, "delta": delta, "runs_per_side": runs, "confidence": confidence,
-                    "mu": mu, "ideal_epsilon_lower": b.epsilon_lower, "threshold": b.threshold,
-                    "method": "threshold test on N(0,1) vs N(mu,1), expected error counts rounded, two-sided Clopper-Pearson, best of 4001 thresholds"
-                }))?
-            );
+            const METHOD: &str = "threshold test on N(0,1) vs N(mu,1), expected error counts rounded, two-sided Clopper-Pearson, best of 4001 thresholds";
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "true_epsilon": epsilon, "delta": delta, "runs_per_side": runs, "confidence": confidence,
+                        "mu": mu, "ideal_epsilon_lower": b.epsilon_lower, "threshold": b.threshold,
+                        "method": METHOD
+                    }))?
+                );
+            } else {
+                println!(
+                    "ideal epsilon lower bound {:.4} (confidence {confidence}) from {runs} runs per side against a Gaussian mechanism of true epsilon {epsilon} at delta = {delta:e} (mu = {mu:.4}; threshold {:.4})",
+                    b.epsilon_lower, b.threshold
+                );
+                println!("  method: {METHOD}");
+            }
             Ok(0)
         }
         AuditCommand::Ceilings { claims, runs, delta, confidence, power_all, json } => {

@@ -28,7 +28,7 @@ pub enum CertCommand {
         out: PathBuf,
         /// Delta of the certified epsilons (default: the delta the run's metrics.json reports
         /// its epsilons at, else 1e-5; as `dpaudit report`).
-        #[arg(long)]
+        #[arg(long, short = 'd', allow_negative_numbers = true)]
         delta: Option<f64>,
         /// An audit folder (from `dpaudit audit run`) of this run's recipe, recorded in the
         /// certificate (repeatable). A violated audit, or one of another recipe, is refused.

@@ -139,10 +139,10 @@ pub struct GanTrainArgs {
     #[arg(long, conflicts_with = "noise_multiplier")]
     target_epsilon: Option<f64>,
     /// Noise multiplier sigma.
-    #[arg(long)]
+    #[arg(long, short = 's', allow_negative_numbers = true)]
     noise_multiplier: Option<f64>,
     /// Delta of the reported epsilons.
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, short = 'd', allow_negative_numbers = true, default_value_t = 1e-5)]
     delta: f64,
     /// Epochs (discriminator steps = epochs / q, rounded up to a multiple of --n-critic).
     #[arg(long, default_value_t = 1.0)]

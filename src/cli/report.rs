@@ -44,7 +44,7 @@ pub struct ReportArgs {
     #[arg(long, value_name = "FILE", requires = "release")]
     pub evaluation: Option<PathBuf>,
     /// Delta of the claim (default: the run's).
-    #[arg(long)]
+    #[arg(long, short = 'd', allow_negative_numbers = true)]
     pub delta: Option<f64>,
     /// Where to write the report.
     #[arg(long)]
@@ -56,6 +56,10 @@ pub struct ReportArgs {
     /// Replace --out if it exists.
     #[arg(long)]
     pub force: bool,
+    /// Print what was written as JSON (keys report, bytes, claim, audits, certificate_key_id,
+    /// warnings) instead of a summary.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Builds, renders and writes the report.
@@ -87,6 +91,20 @@ pub fn run(args: &ReportArgs) -> Result<()> {
     };
     let text = report::render(&rep, format).context("rendering the report")?;
     report::write_report(&args.out, &text, args.force).with_context(|| format!("writing {}", args.out.display()))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "report": args.out,
+                "bytes": text.len(),
+                "claim": rep.claim.statement,
+                "audits": rep.verdict.statement,
+                "certificate_key_id": rep.certificate.as_ref().map(|c| c.key_id.clone()),
+                "warnings": rep.warnings,
+            }))?
+        );
+        return Ok(());
+    }
     println!("wrote {} ({} bytes)", args.out.display(), text.len());
     println!("  {}", rep.claim.statement);
     println!("  audits: {}", rep.verdict.statement);

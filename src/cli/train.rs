@@ -81,13 +81,13 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1.0)]
     pub epochs: f64,
     /// Steps, instead of epochs.
-    #[arg(long, value_name = "N", conflicts_with = "epochs")]
+    #[arg(long, short = 't', value_name = "N", conflicts_with = "epochs")]
     pub steps: Option<u64>,
     /// Expected lot size L (Poisson sampling with q = L / N).
     #[arg(long, default_value_t = 256.0)]
     pub lot_size: f64,
     /// Noise multiplier sigma.
-    #[arg(long, conflicts_with = "target_epsilon")]
+    #[arg(long, short = 's', allow_negative_numbers = true, conflicts_with = "target_epsilon")]
     pub noise_multiplier: Option<f64>,
     /// Calibrate sigma up front for this epsilon after all the epochs (RDP accountant, or
     /// --calibration-accountant).
@@ -100,7 +100,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 1.0)]
     pub max_grad_norm: f64,
     /// Delta.
-    #[arg(long, default_value_t = 1e-5)]
+    #[arg(long, short = 'd', allow_negative_numbers = true, default_value_t = 1e-5)]
     pub delta: f64,
     /// Learning rate.
     #[arg(long, default_value_t = 0.1)]

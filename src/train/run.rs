@@ -144,10 +144,12 @@ pub struct RunOptions {
 /// once, by [`Recipe::resolve`]), and writes the recipe to `recipe.toml` in the folder, so that
 /// `dpaudit train --config <folder>/recipe.toml` trains the same recipe again. `train` is the
 /// whole training split the recipe was resolved for (before `train_examples` cuts it).
+/// A resume (`options.resume`) keeps the folder's `recipe.toml` as it is and refuses a recipe
+/// that differs from it, before the ledger is read or appended to.
 ///
 /// # Errors
 /// As [`train_run`]; [`Error::InvalidParameter`] when `train` is not the size the recipe was
-/// resolved for.
+/// resolved for, or when a resume asks for another recipe than the folder's `recipe.toml`.
 pub fn train_recipe(
     resolved: &ResolvedRecipe,
     options: RunOptions,
@@ -312,6 +314,11 @@ fn train_run_with(
     };
     // One writer per run folder, before the ledger is read or appended to.
     let _lock = crate::folder_lock::FolderLock::acquire(out)?;
+    // A resumed run continues the recipe it started with: another one is refused before the
+    // ledger is read or appended to.
+    if let (true, Some(r)) = (spec.resume, resolved) {
+        refuse_another_recipe(out, r)?;
+    }
     let mut examples = Examples::from_dataset(train, device)?;
     let mut test_examples = Examples::from_dataset(test, device)?;
     let mut validation_examples = match &validation {
@@ -332,11 +339,12 @@ fn train_run_with(
                 "already holds a run (ledger.jsonl); use --resume or another --out",
             ));
         }
+        // The recipe is recorded before the ledger exists, and never rewritten on a resume.
+        if let Some(r) = resolved {
+            write_recipe(out, &r.recipe)?;
+        }
         DpSgd::new(config.clone(), n, out, spec.seed, device)?
     };
-    if let Some(r) = resolved {
-        write_recipe(out, &r.recipe)?;
-    }
     // Before any step: the projection (computed and recorded now, or loaded on a resume).
     let pca_report = match (pca_dims, pca_sigma) {
         (Some(k), Some(sigma_p)) => {
@@ -478,6 +486,67 @@ fn train_run_with(
     };
     crate::run_folder::manifest::write_manifest(&out.join(crate::run_folder::METRICS_FILE), &metrics)?;
     Ok(metrics)
+}
+
+/// Refuses to resume the run in `out` with a recipe other than the one its `recipe.toml` records
+/// (every field but the physical batch, see [`Recipe::differences_from`]). A folder without
+/// `recipe.toml` (written before recipes were recorded) is checked against its `checkpoint.json`
+/// instead: model, lot size, learning rate, privacy and (with privacy) sigma and C. A folder
+/// with neither (never started) passes.
+///
+/// # Errors
+/// [`Error::InvalidParameter`] naming every differing field with both values; a `recipe.toml`
+/// or `checkpoint.json` that cannot be read or parsed.
+fn refuse_another_recipe(out: &Path, asked: &ResolvedRecipe) -> Result<()> {
+    let path = out.join(crate::run_folder::RECIPE_FILE);
+    let (file, differences) = if path.exists() {
+        let recorded = Recipe::load(&path)?;
+        (crate::run_folder::RECIPE_FILE, asked.recipe.differences_from(&recorded))
+    } else if let Some(c) = crate::run_folder::manifest::CheckpointRecord::read(out)? {
+        (CHECKPOINT_POINTER, checkpoint_differences(&c.config, &asked.config))
+    } else {
+        return Ok(());
+    };
+    if differences.is_empty() {
+        return Ok(());
+    }
+    let words: Vec<String> = differences
+        .iter()
+        .map(|d| format!("{file} says {} {}, this invocation asks for {}", d.field, d.recorded, d.asked))
+        .collect();
+    Err(Error::invalid(
+        "resumed recipe",
+        out.display(),
+        format!(
+            "{}; a run is resumed with the recipe it started with (nothing was trained, the ledger is unchanged)",
+            words.join("; ")
+        ),
+    ))
+}
+
+/// Where the configuration a checkpoint records (`recorded`) differs from `asked`: model, lot
+/// size, learning rate, privacy and, for a private run, sigma and C (fields it does not record
+/// are not compared).
+fn checkpoint_differences(
+    recorded: &crate::run_folder::manifest::TrainConfigRecord,
+    asked: &TrainConfig,
+) -> Vec<crate::recipe::RecipeDifference> {
+    let mut out = Vec::new();
+    let mut differ = |field: &'static str, recorded: Option<String>, asked: String| {
+        if let Some(recorded) = recorded.filter(|r| *r != asked) {
+            out.push(crate::recipe::RecipeDifference { field, recorded, asked });
+        }
+    };
+    let num = |x: Option<f64>| x.map(|x| x.to_string());
+    differ("model", recorded.model.clone(), asked.model.clone());
+    differ("lot size", num(recorded.lot_size), asked.lot_size.to_string());
+    differ("learning rate", num(recorded.lr), asked.lr.to_string());
+    differ("privacy", recorded.private.map(|p| p.to_string()), asked.private.to_string());
+    if asked.private && recorded.private != Some(false) {
+        differ("noise multiplier", num(recorded.noise_multiplier), asked.noise_multiplier.to_string());
+        differ("clipping norm", num(recorded.max_grad_norm), asked.max_grad_norm.to_string());
+    }
+    out
 }
 
 /// Writes `recipe.toml` atomically into a run folder.

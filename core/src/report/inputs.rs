@@ -163,41 +163,23 @@ pub fn read_audit(dir: &Path, run: Option<&RunFolder>, claimed_epsilon: f64) -> 
         .filter(|x| x.is_finite() && *x >= 0.0)
         .ok_or_else(|| Error::data(&path, "no `epsilon_lower` (a finite number >= 0)"))?;
     let verdict = a.verdict.clone().ok_or_else(|| Error::data(&path, "no `verdict`"))?;
-    let target = a.spec.as_ref().and_then(|s| s.get("target"));
-    let recipe = target.map(|t| {
-        let num = |k: &str| t.get(k).and_then(Value::as_f64).map_or_else(|| "?".to_owned(), |x| x.to_string());
+    let target =
+        a.spec.as_ref().and_then(|s| s.get("target")).map(crate::run_folder::manifest::AuditTargetRecord::from_value);
+    let recipe = target.as_ref().map(|t| {
+        let num = |x: Option<f64>| x.map_or_else(|| "?".to_owned(), |x| x.to_string());
         format!(
             "{} on {}, sigma = {}, C = {}, lot {}, {} steps",
-            t.get("model").and_then(Value::as_str).unwrap_or("?"),
-            t.get("dataset").and_then(Value::as_str).unwrap_or("?"),
-            num("noise_multiplier"),
-            num("max_grad_norm"),
-            num("lot_size"),
-            num("steps")
+            t.model.as_deref().unwrap_or("?"),
+            t.dataset.as_deref().unwrap_or("?"),
+            num(t.noise_multiplier),
+            num(t.max_grad_norm),
+            num(t.lot_size),
+            num(t.steps)
         )
     });
-    let same_recipe_as_run = match (target, run) {
-        (Some(t), Some(r)) => {
-            let pairs = [
-                (
-                    t.get("model").and_then(Value::as_str).map(str::to_owned).map(Value::from),
-                    r.metrics.config.model.clone().map(Value::from),
-                ),
-                (
-                    t.get("noise_multiplier").and_then(Value::as_f64).map(Value::from),
-                    r.metrics.config.noise_multiplier.map(Value::from),
-                ),
-                (
-                    t.get("max_grad_norm").and_then(Value::as_f64).map(Value::from),
-                    r.metrics.config.max_grad_norm.map(Value::from),
-                ),
-            ];
-            if pairs.iter().all(|(x, y)| x.is_some() && y.is_some()) {
-                Some(pairs.iter().all(|(x, y)| x == y))
-            } else {
-                None
-            }
-        }
+    // The audit counts for the run when both record the same model, sigma and C (typed).
+    let same_recipe_as_run = match (&target, run) {
+        (Some(t), Some(r)) => t.same_mechanism_as(&r.metrics.config),
         _ => None,
     };
     let mut roc = a.roc.clone().unwrap_or_default();
@@ -1120,6 +1102,57 @@ pub fn build(options: &ReportOptions) -> Result<Report> {
 
 #[cfg(test)]
 mod tests {
+    /// An audit counts for a run only when the typed model, sigma and C of its target equal the
+    /// run's; one that differs in any of them does not count (and cannot refute the run's claim),
+    /// and one whose target lacks them is unknown.
+    #[test]
+    fn an_audit_of_another_model_sigma_or_clipping_norm_does_not_count_for_the_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let run_dir = dir.path().join("run");
+        std::fs::create_dir(&run_dir).unwrap();
+        std::fs::write(
+            run_dir.join("metrics.json"),
+            br#"{"tool_version": "0.1.0", "test_accuracy": 0.5, "private": true, "sampling": "poisson", "steps": 20,
+                "sampling_rate": 0.05, "noise_multiplier_source": "given", "epochs": 1, "wall_seconds": 1,
+                "train_dataset": "d", "train_examples": 2000,
+                "config": {"model": "logreg", "lot_size": 100, "noise_multiplier": 1.2, "max_grad_norm": 1},
+                "train_data_sha256": "", "model_sha256": ""}"#,
+        )
+        .unwrap();
+        let run = super::read_run(&run_dir).unwrap();
+        let audit = |name: &str, target: serde_json::Value| {
+            let path = dir.path().join(format!("{name}.json"));
+            let file = serde_json::json!({
+                "spec": {"target": target}, "epsilon_lower": 5.0, "verdict": "violated",
+            });
+            std::fs::write(&path, serde_json::to_vec(&file).unwrap()).unwrap();
+            // The report claims epsilon 1: an audit of this run's mechanism at 5 refutes it.
+            super::read_audit(&path, Some(&run), 1.0).unwrap()
+        };
+        let same = serde_json::json!({"model": "logreg", "noise_multiplier": 1.2, "max_grad_norm": 1.0,
+            "lot_size": 100.0, "steps": 20, "dataset": "fixture"});
+        let a = audit("same", same.clone());
+        assert_eq!((a.same_recipe_as_run, a.refutes_report_claim), (Some(true), true));
+        assert_eq!(a.recipe.as_deref(), Some("logreg on fixture, sigma = 1.2, C = 1, lot 100, 20 steps"));
+        for (field, value) in [
+            ("noise_multiplier", serde_json::json!(1.1)),
+            ("max_grad_norm", serde_json::json!(2.0)),
+            ("model", serde_json::json!("mlp")),
+        ] {
+            let mut target = same.clone();
+            target[field] = value;
+            let a = audit(field, target);
+            assert_eq!(a.same_recipe_as_run, Some(false), "an audit with another {field} counted");
+            assert!(!a.refutes_report_claim, "an audit with another {field} refuted the run's claim");
+        }
+        let mut unknown = same.clone();
+        unknown.as_object_mut().unwrap().remove("noise_multiplier");
+        assert_eq!(audit("unknown", unknown).same_recipe_as_run, None);
+        // An external trainer's target records none of the three.
+        let external = serde_json::json!({"kind": "command", "argv": ["train"]});
+        assert_eq!(audit("external", external).same_recipe_as_run, None);
+    }
+
     #[test]
     fn base64_matches_rfc_4648_vectors() {
         for (plain, encoded) in [

@@ -226,6 +226,87 @@ pub struct TrainConfigRecord {
     pub inject_fault: Option<RecordedFault>,
 }
 
+/// What an audit of a recipe and a run must share for the audit to count for the run: the
+/// model, the noise multiplier sigma and the clipping norm C (the mechanism the audit tested).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditedMechanism {
+    /// Model name.
+    pub model: String,
+    /// sigma.
+    pub noise_multiplier: f64,
+    /// C.
+    pub max_grad_norm: f64,
+}
+
+impl std::fmt::Display for AuditedMechanism {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} with sigma = {}, C = {}", self.model, self.noise_multiplier, self.max_grad_norm)
+    }
+}
+
+impl TrainConfigRecord {
+    /// The mechanism the run trained with (`None` when the file lacks the model, sigma or C).
+    pub fn mechanism(&self) -> Option<AuditedMechanism> {
+        Some(AuditedMechanism {
+            model: self.model.clone()?,
+            noise_multiplier: self.noise_multiplier?,
+            max_grad_norm: self.max_grad_norm?,
+        })
+    }
+}
+
+/// The `[target]` of the spec an `audit.json` records (`spec.target`): the fields of a built-in
+/// target that reports compare with a run. Every field is optional (an external trainer's
+/// target has none of them); unknown fields are ignored.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AuditTargetRecord {
+    /// Model name.
+    pub model: Option<String>,
+    /// Dataset name or folder.
+    pub dataset: Option<String>,
+    /// Noise multiplier sigma.
+    pub noise_multiplier: Option<f64>,
+    /// Clipping norm C.
+    pub max_grad_norm: Option<f64>,
+    /// Expected lot size.
+    pub lot_size: Option<f64>,
+    /// Steps of each replayed training.
+    pub steps: Option<f64>,
+}
+
+impl AuditTargetRecord {
+    /// Reads `spec.target` of an `audit.json`: each field absent or not of its type is `None`.
+    pub fn from_value(target: &serde_json::Value) -> Self {
+        fn field<T: DeserializeOwned>(target: &serde_json::Value, key: &str) -> Option<T> {
+            target.get(key).and_then(|v| T::deserialize(v).ok())
+        }
+        AuditTargetRecord {
+            model: field(target, "model"),
+            dataset: field(target, "dataset"),
+            noise_multiplier: field(target, "noise_multiplier"),
+            max_grad_norm: field(target, "max_grad_norm"),
+            lot_size: field(target, "lot_size"),
+            steps: field(target, "steps"),
+        }
+    }
+
+    /// The mechanism the audit tested (`None` when the target lacks the model, sigma or C).
+    pub fn mechanism(&self) -> Option<AuditedMechanism> {
+        Some(AuditedMechanism {
+            model: self.model.clone()?,
+            noise_multiplier: self.noise_multiplier?,
+            max_grad_norm: self.max_grad_norm?,
+        })
+    }
+
+    /// Whether an audit of this target counts for a run trained with `run`: `Some(true)` when the
+    /// model, sigma and C are equal, `Some(false)` when any differs, `None` when either side does
+    /// not record all three.
+    pub fn same_mechanism_as(&self, run: &TrainConfigRecord) -> Option<bool> {
+        Some(self.mechanism()? == run.mechanism()?)
+    }
+}
+
 /// What `metrics.json` says about the DP-PCA projection of an `abadi-pca` run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PcaReport {
