@@ -275,6 +275,7 @@ pub fn model_recipe(config: &DemoConfig, data_dir: &Path) -> Recipe {
         adversarial: None,
         public_norm: None,
         trainer: Default::default(),
+        gan: None,
     }
 }
 

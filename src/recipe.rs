@@ -27,6 +27,8 @@ use crate::accounting::rdp::RdpAccountant;
 use crate::accounting::Phase;
 use crate::audit::spec::CommandTarget;
 use crate::error::{Error, Result};
+use crate::gan::dpgan::{Design, GanConfig};
+use crate::gan::networks::Conditioning;
 use crate::train::adversarial::PgdConfig;
 use crate::train::dpsgd::TrainConfig;
 use crate::train::fault::Fault;
@@ -98,6 +100,46 @@ pub struct Recipe {
     /// Who trains: dpaudit's own trainer (the default) or an external command.
     #[serde(default, skip_serializing_if = "Trainer::is_built_in")]
     pub trainer: Trainer,
+    /// The DP-GAN's own options (`[gan]`): present, the recipe is one of `dpaudit gan train`
+    /// (`model = "dp-gan"`, `lr` the discriminator's learning rate); absent in every other recipe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gan: Option<GanRecipe>,
+}
+
+/// The `model` of a GAN recipe (one with a `[gan]` table).
+pub const GAN_MODEL: &str = "dp-gan";
+
+/// The options of a DP-GAN run besides those every recipe has (`lot_size`, `epochs`,
+/// `max_grad_norm`, `physical_batch`, `delta`, `privacy`, `dataset`; `lr` is the discriminator's
+/// learning rate). Both networks use Adam with betas 0.5 / 0.999 (`optimizer = "adam"`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GanRecipe {
+    /// The privacy design.
+    pub design: Design,
+    /// Discriminator steps per generator step.
+    pub n_critic: u32,
+    /// Generator learning rate.
+    pub g_lr: f64,
+    /// Latent dimension.
+    pub z_dim: i64,
+    /// Generator width.
+    pub g_width: i64,
+    /// Discriminator width.
+    pub d_width: i64,
+    /// Decay of the released generator's moving average (none: the last iterate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub g_ema: Option<f64>,
+    /// How the discriminator learns the labels.
+    #[serde(default)]
+    pub conditioning: Conditioning,
+}
+
+fn conditioning_word(c: Conditioning) -> &'static str {
+    match c {
+        Conditioning::LabelPlanes => "label-planes",
+        Conditioning::Classifier => "classifier",
+    }
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -436,6 +478,7 @@ impl Recipe {
             adversarial,
             public_norm,
             trainer,
+            gan,
         } = self;
         let mut out = Vec::new();
         let mut differ = |field: &'static str, changed: bool, recorded: String, asked: String| {
@@ -508,6 +551,28 @@ impl Recipe {
             Trainer::Command(c) => format!("the command {:?}", c.argv),
         };
         differ("trainer", *trainer != r.trainer, trainer_words(&r.trainer), trainer_words(trainer));
+        match (gan, &r.gan) {
+            (Some(a), Some(b)) => {
+                let GanRecipe { design, n_critic, g_lr, z_dim, g_width, d_width, g_ema, conditioning } = a;
+                differ("GAN design", *design != b.design, b.design.to_string(), design.to_string());
+                differ("n_critic", *n_critic != b.n_critic, b.n_critic.to_string(), n_critic.to_string());
+                differ("generator learning rate", *g_lr != b.g_lr, b.g_lr.to_string(), g_lr.to_string());
+                differ("latent dimension", *z_dim != b.z_dim, b.z_dim.to_string(), z_dim.to_string());
+                differ("generator width", *g_width != b.g_width, b.g_width.to_string(), g_width.to_string());
+                differ("discriminator width", *d_width != b.d_width, b.d_width.to_string(), d_width.to_string());
+                differ("generator average decay", *g_ema != b.g_ema, optional(&b.g_ema), optional(g_ema));
+                differ(
+                    "conditioning",
+                    *conditioning != b.conditioning,
+                    conditioning_word(b.conditioning).into(),
+                    conditioning_word(*conditioning).into(),
+                );
+            }
+            (a, b) => {
+                let words = |g: &Option<GanRecipe>| g.map_or_else(|| "none".to_owned(), |g| format!("{g:?}"));
+                differ("GAN options", a != b, words(b), words(a));
+            }
+        }
         out
     }
 }
@@ -521,6 +586,81 @@ fn positive(name: &'static str, v: f64) -> Result<()> {
 }
 
 impl Recipe {
+    /// The checks of a GAN recipe that do not need the data: the `[gan]` table with
+    /// `model = "dp-gan"`, epochs (not steps), Adam with a constant rate, privacy given as a sigma
+    /// or a target epsilon for the RDP accountant (a DP-GAN always has privacy), and none of the
+    /// options of `dpaudit train` only. The numbers are checked by the GAN trainer, before any
+    /// privacy is spent.
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] naming the value.
+    fn validate_gan(&self) -> Result<()> {
+        if self.gan.is_none() {
+            return Err(Error::invalid("gan", "none", format!("model {GAN_MODEL} needs the [gan] table")));
+        }
+        if self.model != GAN_MODEL {
+            return Err(Error::invalid(
+                "model",
+                self.model.as_str(),
+                format!("a recipe with a [gan] table trains the DP-GAN: model = \"{GAN_MODEL}\""),
+            ));
+        }
+        if self.dataset.trim().is_empty() {
+            return Err(Error::invalid("dataset", "\"\"", "must name fixture, mnist, fashion-mnist or a folder"));
+        }
+        let only_train = [
+            ("train examples", self.train_examples.is_some()),
+            ("validation examples", self.validation != 0),
+            ("steps", self.steps.is_some()),
+            ("DP-PCA", self.pca.is_some()),
+            ("parameter-average decay", self.ema.is_some()),
+            ("injected fault", self.inject_fault.is_some()),
+            ("adversarial training", self.adversarial.is_some()),
+            ("public normalisation data", self.public_norm.is_some()),
+        ];
+        if let Some((field, _)) = only_train.iter().find(|(_, set)| *set) {
+            return Err(Error::invalid(*field, "set", "is an option of dpaudit train, not of a GAN recipe"));
+        }
+        if self.epochs.is_none() {
+            return Err(Error::invalid("epochs", "none", "a GAN recipe gives epochs"));
+        }
+        if self.optimizer != OptimizerName::Adam || self.schedule != ScheduleName::Constant {
+            return Err(Error::invalid(
+                "optimizer",
+                format!("{} with a {} schedule", self.optimizer.as_str(), self.schedule.as_str()),
+                "the GAN trains with Adam (betas 0.5 / 0.999) at a constant rate: optimizer = \"adam\"",
+            ));
+        }
+        match self.privacy {
+            Privacy::Off => Err(Error::invalid("privacy", "off", "a DP-GAN always has privacy")),
+            Privacy::TargetEpsilon { accountant: CalibrationAccountant::Pld, .. } => {
+                Err(Error::invalid("calibration accountant", "pld", "the GAN calibrates sigma with the RDP accountant"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The GAN's configuration for this (GAN) recipe with noise multiplier `noise_multiplier`;
+    /// `None` for a recipe without a `[gan]` table.
+    pub fn gan_config(&self, noise_multiplier: f64) -> Option<GanConfig> {
+        let g = self.gan?;
+        Some(GanConfig {
+            design: g.design,
+            lot_size: self.lot_size,
+            noise_multiplier,
+            max_grad_norm: self.max_grad_norm,
+            n_critic: g.n_critic,
+            d_lr: self.lr,
+            g_lr: g.g_lr,
+            z_dim: g.z_dim,
+            g_width: g.g_width,
+            d_width: g.d_width,
+            physical_batch: self.physical_batch,
+            g_ema: g.g_ema,
+            conditioning: g.conditioning,
+        })
+    }
+
     /// The trainer's configuration for this recipe with noise multiplier `noise_multiplier` (read
     /// only with privacy) over `steps` steps (the length of a decaying schedule).
     pub fn train_config(&self, noise_multiplier: f64, steps: u64) -> TrainConfig {
@@ -591,6 +731,9 @@ impl Recipe {
                 c.argv.first().map(String::as_str).unwrap_or(""),
                 "an external trainer resolves its own noise; dpaudit's trainer needs trainer = \"built-in\"",
             ));
+        }
+        if self.gan.is_some() || self.model == GAN_MODEL {
+            return self.validate_gan();
         }
         if self.dataset.trim().is_empty() {
             return Err(Error::invalid("dataset", "\"\"", "must name fixture, mnist, fashion-mnist or a folder"));

@@ -86,7 +86,9 @@ fn main() {
         eprintln!("error: {stale}");
         std::process::exit(2);
     }
-    let args = match cli::train::expand_train_config(std::env::args_os().collect()) {
+    let args = match cli::train::expand_train_config(std::env::args_os().collect())
+        .and_then(cli::gan::expand_gan_train_config)
+    {
         Ok(a) => a,
         Err(err) => {
             eprintln!("error: {}", cli::error_chain(&err));

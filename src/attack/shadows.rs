@@ -285,6 +285,7 @@ impl Recipe {
             adversarial: None,
             public_norm: None,
             trainer: Default::default(),
+            gan: None,
         })
     }
 }

@@ -287,6 +287,7 @@ impl Target {
             adversarial: None,
             public_norm: None,
             trainer: Default::default(),
+            gan: None,
         })
     }
 }

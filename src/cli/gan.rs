@@ -3,11 +3,12 @@
 use anyhow::{bail, Context, Result};
 use clap::{Subcommand, ValueEnum};
 use dpaudit::data::{self, Split};
-use dpaudit::gan::dpgan::{Design, GanConfig};
+use dpaudit::gan::dpgan::Design;
 use dpaudit::gan::evaluation::{evaluate_synthetic, EvalConfig};
 use dpaudit::gan::networks::Conditioning;
 use dpaudit::gan::release::{sample_release, LabelSource, Ranking, SampleOptions};
-use dpaudit::gan::run::{train_gan, GanRunSpec};
+use dpaudit::gan::run::{train_gan_recipe, GanRunSpec};
+use dpaudit::recipe::{CalibrationAccountant, GanRecipe, OptimizerName, Privacy, Recipe, ScheduleName, GAN_MODEL};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::path::PathBuf;
 
@@ -125,7 +126,12 @@ pub enum GanCommand {
 
 /// `dpaudit gan train` options.
 #[derive(clap::Args)]
+#[command(args_override_self = true)]
 pub struct GanTrainArgs {
+    /// A GAN run's `recipe.toml` (the recipe type with a `[gan]` table): its options go first, so
+    /// the command line overrides them; with the run's seed it trains the same generator again.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Training data.
     #[arg(long, value_enum, default_value = "fixture")]
     dataset: GanDataset,
@@ -273,41 +279,13 @@ fn train(a: &GanTrainArgs) -> Result<()> {
     };
     let train_set = data::load_mnist_dir(&dir, Split::Train, 10)
         .with_context(|| format!("loading the training set from {}{hint}", dir.display()))?;
-    if a.noise_multiplier.is_none() && a.target_epsilon.is_none() {
-        bail!("give --noise-multiplier S or --target-epsilon E");
-    }
-    let design = match a.design {
-        DesignChoice::RealOnly => Design::RealOnly,
-        DesignChoice::Joint => Design::Joint,
-        DesignChoice::NoiseLayer => Design::NoiseLayer,
+    let privacy = match (a.noise_multiplier, a.target_epsilon) {
+        (Some(noise_multiplier), _) => Privacy::Gaussian { noise_multiplier },
+        (None, Some(epsilon)) => Privacy::TargetEpsilon { epsilon, accountant: CalibrationAccountant::Rdp },
+        (None, None) => bail!("give --noise-multiplier S or --target-epsilon E"),
     };
-    let spec = GanRunSpec {
-        config: GanConfig {
-            design,
-            lot_size: a.lot_size,
-            noise_multiplier: a.noise_multiplier.unwrap_or(f64::NAN),
-            max_grad_norm: a.max_grad_norm,
-            n_critic: a.n_critic,
-            d_lr: a.d_lr,
-            g_lr: a.g_lr,
-            z_dim: a.z_dim,
-            g_width: a.g_width,
-            d_width: a.d_width,
-            physical_batch: a.physical_batch,
-            g_ema: a.g_ema,
-            conditioning: match a.conditioning {
-                ConditioningChoice::LabelPlanes => Conditioning::LabelPlanes,
-                ConditioningChoice::Classifier => Conditioning::Classifier,
-            },
-        },
-        epochs: a.epochs,
-        delta: a.delta,
-        target_epsilon: a.target_epsilon,
-        seed: a.seed,
-        force: a.force,
-        resume: a.resume,
-        checkpoint_every: a.checkpoint_every,
-    };
+    let recipe = gan_recipe_from_args(a, privacy);
+    let spec = GanRunSpec::from_recipe(&recipe, a.seed, a.force, a.resume, a.checkpoint_every)?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} discriminator steps  {msg}  [{elapsed} < {eta}]")
@@ -318,7 +296,7 @@ fn train(a: &GanTrainArgs) -> Result<()> {
         bar.set_position(done);
         bar.set_message(format!("epsilon (RDP) {eps:.3}"));
     };
-    let m = train_gan(&spec, &train_set, &a.out, device, &mut progress)
+    let m = train_gan_recipe(&spec, Some(&recipe), &train_set, &a.out, device, &mut progress)
         .with_context(|| format!("training the GAN into {}", a.out.display()))?;
     bar.finish_and_clear();
     if a.json {
@@ -341,6 +319,113 @@ fn train(a: &GanTrainArgs) -> Result<()> {
     }
     println!("wrote {} (generator sha256 {})", a.out.display(), m.generator_sha256);
     Ok(())
+}
+
+/// The recipe `gan train`'s options describe.
+fn gan_recipe_from_args(a: &GanTrainArgs, privacy: Privacy) -> Recipe {
+    let dataset = match (&a.data_dir, a.dataset) {
+        (Some(dir), _) => dir.display().to_string(),
+        (None, GanDataset::Fixture) => "fixture".into(),
+        (None, GanDataset::Mnist) => "mnist".into(),
+        (None, GanDataset::FashionMnist) => "fashion-mnist".into(),
+    };
+    Recipe {
+        dataset,
+        train_examples: None,
+        validation: 0,
+        model: GAN_MODEL.into(),
+        lot_size: a.lot_size,
+        epochs: Some(a.epochs),
+        steps: None,
+        max_grad_norm: a.max_grad_norm,
+        optimizer: OptimizerName::Adam,
+        momentum: 0.9,
+        lr: a.d_lr,
+        schedule: ScheduleName::Constant,
+        physical_batch: a.physical_batch,
+        delta: a.delta,
+        privacy,
+        pca: None,
+        ema: None,
+        inject_fault: None,
+        adversarial: None,
+        public_norm: None,
+        trainer: Default::default(),
+        gan: Some(GanRecipe {
+            design: match a.design {
+                DesignChoice::RealOnly => Design::RealOnly,
+                DesignChoice::Joint => Design::Joint,
+                DesignChoice::NoiseLayer => Design::NoiseLayer,
+            },
+            n_critic: a.n_critic,
+            g_lr: a.g_lr,
+            z_dim: a.z_dim,
+            g_width: a.g_width,
+            d_width: a.d_width,
+            g_ema: a.g_ema,
+            conditioning: match a.conditioning {
+                ConditioningChoice::LabelPlanes => Conditioning::LabelPlanes,
+                ConditioningChoice::Classifier => Conditioning::Classifier,
+            },
+        }),
+    }
+}
+
+/// `dpaudit gan train --config FILE ...`: the options of the GAN recipe in FILE go first, so the
+/// command line overrides them (GanTrainArgs lets a later occurrence of an option replace an
+/// earlier one).
+///
+/// # Errors
+/// A file that cannot be read, is not a recipe, or has no `[gan]` table.
+pub fn expand_gan_train_config(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>> {
+    if args.get(1).and_then(|a| a.to_str()) != Some("gan") || args.get(2).and_then(|a| a.to_str()) != Some("train") {
+        return Ok(args);
+    }
+    let Some(pos) = args.iter().position(|a| a == "--config") else { return Ok(args) };
+    let path = PathBuf::from(args.get(pos + 1).context("--config needs a file")?);
+    let r = Recipe::load(&path)?;
+    let Some(g) = r.gan else {
+        bail!("{} is not a GAN recipe (no [gan] table); run it with `dpaudit train --config`", path.display());
+    };
+    let mut o: Vec<String> = Vec::new();
+    let mut opt = |flag: &str, value: String| o.extend([format!("--{flag}"), value]);
+    match r.dataset.as_str() {
+        d @ ("fixture" | "mnist" | "fashion-mnist") => opt("dataset", d.into()),
+        dir => opt("data-dir", dir.into()),
+    }
+    opt("design", g.design.to_string());
+    match r.privacy {
+        Privacy::Gaussian { noise_multiplier } => opt("noise-multiplier", noise_multiplier.to_string()),
+        Privacy::TargetEpsilon { epsilon, .. } => opt("target-epsilon", epsilon.to_string()),
+        Privacy::Off => bail!("{}: a DP-GAN always has privacy", path.display()),
+    }
+    opt("delta", r.delta.to_string());
+    if let Some(epochs) = r.epochs {
+        opt("epochs", epochs.to_string());
+    }
+    opt("lot-size", r.lot_size.to_string());
+    opt("max-grad-norm", r.max_grad_norm.to_string());
+    opt("n-critic", g.n_critic.to_string());
+    opt("d-lr", r.lr.to_string());
+    opt("g-lr", g.g_lr.to_string());
+    opt("z-dim", g.z_dim.to_string());
+    opt("g-width", g.g_width.to_string());
+    if let Some(decay) = g.g_ema {
+        opt("g-ema", decay.to_string());
+    }
+    opt("d-width", g.d_width.to_string());
+    opt(
+        "conditioning",
+        match g.conditioning {
+            Conditioning::LabelPlanes => "label-planes".into(),
+            Conditioning::Classifier => "classifier".into(),
+        },
+    );
+    opt("physical-batch", r.physical_batch.to_string());
+    let mut out: Vec<std::ffi::OsString> = args[..3].to_vec();
+    out.extend(o.into_iter().map(Into::into));
+    out.extend(args[3..].iter().cloned());
+    Ok(out)
 }
 
 /// Runs a `gan` subcommand.

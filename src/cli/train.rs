@@ -217,6 +217,9 @@ fn recipe_options(r: &Recipe) -> Result<Vec<std::ffi::OsString>> {
     if !r.trainer.is_built_in() {
         bail!("the recipe names an external trainer; `dpaudit train` runs dpaudit's own");
     }
+    if r.gan.is_some() {
+        bail!("the recipe is a GAN's (it has a [gan] table); run it with `dpaudit gan train --config`");
+    }
     let mut o: Vec<String> = Vec::new();
     let mut opt = |flag: &str, value: String| o.extend([format!("--{flag}"), value]);
     match r.dataset.as_str() {
@@ -356,6 +359,7 @@ fn recipe_from_args(args: &TrainArgs) -> Result<Recipe> {
             .as_ref()
             .map(|data| PublicNorm { data: data.clone(), size: args.public_norm_size }),
         trainer: Default::default(),
+        gan: None,
     };
     recipe.validate()?;
     Ok(recipe)

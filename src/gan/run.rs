@@ -15,7 +15,7 @@ use crate::data::{sha256_file, Dataset};
 use crate::durable::{sync_file, write_atomically};
 use crate::error::{Error, Result};
 use crate::folder_lock::{FolderLock, LOCK_FILE};
-use crate::recipe::{resolve_noise, CalibrationAccountant, NoiseProvenance, Privacy};
+use crate::recipe::{resolve_noise, CalibrationAccountant, NoiseProvenance, Privacy, Recipe};
 use crate::train::dpsgd::{Examples, CHECKPOINT_POINTER, LEDGER_FILE};
 use crate::train::noise::NoiseSeed;
 use crate::train::run::AccountedEpsilon;
@@ -54,6 +54,34 @@ pub struct GanRunSpec {
     /// Checkpoint every this many discriminator steps (at the end of the generator round that
     /// reaches a multiple; 0: only at the end).
     pub checkpoint_every: u64,
+}
+
+impl GanRunSpec {
+    /// The run a GAN recipe (one with a `[gan]` table) describes, with this invocation's seed and
+    /// folder options. A target epsilon is calibrated (RDP accountant) by [`train_gan_recipe`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidParameter`] for a recipe that is not a valid GAN recipe.
+    pub fn from_recipe(
+        recipe: &Recipe,
+        seed: Option<u64>,
+        force: bool,
+        resume: bool,
+        checkpoint_every: u64,
+    ) -> Result<Self> {
+        recipe.validate()?;
+        let (noise_multiplier, target_epsilon) = match recipe.privacy {
+            Privacy::Gaussian { noise_multiplier } => (noise_multiplier, None),
+            // Replaced by the calibrated sigma before anything is trained or written.
+            Privacy::TargetEpsilon { epsilon, .. } => (f64::NAN, Some(epsilon)),
+            Privacy::Off => return Err(Error::invalid("privacy", "off", "a DP-GAN always has privacy")),
+        };
+        let config = recipe
+            .gan_config(noise_multiplier)
+            .ok_or_else(|| Error::invalid("gan", "none", "the recipe has no [gan] table"))?;
+        let epochs = recipe.epochs.ok_or_else(|| Error::invalid("epochs", "none", "a GAN recipe gives epochs"))?;
+        Ok(GanRunSpec { config, epochs, delta: recipe.delta, target_epsilon, seed, force, resume, checkpoint_every })
+    }
 }
 
 /// `gan.json`: what `gan sample` needs to rebuild the generator and account the release.
@@ -241,6 +269,24 @@ pub fn train_gan(
     device: Device,
     progress: &mut Progress<'_>,
 ) -> Result<GanMetrics> {
+    train_gan_recipe(spec, None, train, out, device, progress)
+}
+
+/// [`train_gan`] of the run `recipe` describes (`spec` from [`GanRunSpec::from_recipe`]): a
+/// fresh run writes `recipe.toml` into `out` before its ledger, and a resumed run is refused,
+/// before its ledger is opened, when its `recipe.toml` records another recipe.
+///
+/// # Errors
+/// As [`train_gan`]; [`Error::InvalidParameter`] naming every field in which `recipe` differs
+/// from the resumed run's `recipe.toml`.
+pub fn train_gan_recipe(
+    spec: &GanRunSpec,
+    recipe: Option<&Recipe>,
+    train: &Dataset,
+    out: &Path,
+    device: Device,
+    progress: &mut Progress<'_>,
+) -> Result<GanMetrics> {
     let start = Instant::now();
     crate::device::check_available(device)?;
     let n = train.len();
@@ -300,9 +346,12 @@ pub fn train_gan(
                 "--resume continues the run in it and --force replaces it: give one of them",
             ));
         }
-        resume_run(out, &info, &examples, seed, device)?
+        resume_run(out, &info, recipe, &examples, seed, device)?
     } else {
         fresh_folder(&lock, spec.force)?;
+        if let Some(r) = recipe {
+            write_atomically(&out.join(crate::run_folder::RECIPE_FILE), r.to_toml()?.as_bytes())?;
+        }
         write_run_info(out, &info)?;
         let mut ledger = Ledger::create(&ledger_path)?;
         ledger.set_noise_seeding(seed.seeding());
@@ -499,6 +548,7 @@ fn differing_option(run: &GanRunInfo, asked: &GanRunInfo) -> Option<(&'static st
 fn resume_run(
     out: &Path,
     asked: &GanRunInfo,
+    recipe: Option<&Recipe>,
     examples: &Examples,
     seed: NoiseSeed,
     device: Device,
@@ -515,6 +565,32 @@ fn resume_run(
         }
         Err(e) => return Err(e),
     };
+    let recipe_path = out.join(crate::run_folder::RECIPE_FILE);
+    if let (Some(asked_recipe), true) = (recipe, recipe_path.exists()) {
+        let differences = asked_recipe.differences_from(&Recipe::load(&recipe_path)?);
+        if !differences.is_empty() {
+            let words: Vec<String> = differences
+                .iter()
+                .map(|d| {
+                    format!(
+                        "{} says {} {}, this invocation asks for {}",
+                        crate::run_folder::RECIPE_FILE,
+                        d.field,
+                        d.recorded,
+                        d.asked
+                    )
+                })
+                .collect();
+            return Err(Error::invalid(
+                "resumed recipe",
+                out.display(),
+                format!(
+                    "{}; a run is resumed with the recipe it started with (nothing was trained, the ledger is unchanged)",
+                    words.join("; ")
+                ),
+            ));
+        }
+    }
     if let Some((name, was, now)) = differing_option(&run_info, asked) {
         return Err(Error::invalid(
             "resume",
