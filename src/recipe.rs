@@ -619,7 +619,7 @@ impl Recipe {
             ("public normalisation data", self.public_norm.is_some()),
         ];
         if let Some((field, _)) = only_train.iter().find(|(_, set)| *set) {
-            return Err(Error::invalid(*field, "set", "is an option of dpaudit train, not of a GAN recipe"));
+            return Err(Error::invalid(field, "set", "is an option of dpaudit train, not of a GAN recipe"));
         }
         if self.epochs.is_none() {
             return Err(Error::invalid("epochs", "none", "a GAN recipe gives epochs"));
