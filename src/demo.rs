@@ -24,8 +24,10 @@ use crate::data::{self, Dataset, Split};
 use crate::error::{Error, Result};
 use crate::gan::dpgan::{Design, GanConfig};
 use crate::gan::release::{sample_release, SampleOptions};
-use crate::gan::run::{train_gan, GanRunSpec};
-use crate::recipe::{CalibrationAccountant, OptimizerName, Privacy, Recipe, ResolvedRecipe};
+use crate::gan::run::{train_gan_recipe, GanRunSpec};
+use crate::recipe::{
+    CalibrationAccountant, GanRecipe, OptimizerName, Privacy, Recipe, ResolvedRecipe, ScheduleName, GAN_MODEL,
+};
 use crate::train::run::{train_recipe, RunOptions};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
@@ -248,6 +250,45 @@ fn tail(d: &Dataset, n: usize, name: &str) -> Result<Dataset> {
         d.pixels()[from * per..].to_vec(),
         d.labels()[from..].to_vec(),
     )
+}
+
+/// The demo's DP-GAN recipe: design (b), joint clipping, calibrated to the demo's GAN epsilon
+/// with the RDP accountant; every other option the trainer's default ([`GanConfig::default`]).
+fn gan_recipe(config: &DemoConfig, data_dir: &Path) -> Recipe {
+    let d = GanConfig::default();
+    Recipe {
+        dataset: data_dir.display().to_string(),
+        train_examples: None,
+        validation: 0,
+        model: GAN_MODEL.into(),
+        lot_size: config.gan_lot_size,
+        epochs: Some(config.gan_epochs),
+        steps: None,
+        max_grad_norm: d.max_grad_norm,
+        optimizer: OptimizerName::Adam,
+        momentum: 0.9,
+        lr: d.d_lr,
+        schedule: ScheduleName::Constant,
+        physical_batch: d.physical_batch,
+        delta: config.delta,
+        privacy: Privacy::TargetEpsilon { epsilon: config.gan_target_epsilon, accountant: CalibrationAccountant::Rdp },
+        pca: None,
+        ema: None,
+        inject_fault: None,
+        adversarial: None,
+        public_norm: None,
+        trainer: Default::default(),
+        gan: Some(GanRecipe {
+            design: Design::Joint,
+            n_critic: d.n_critic,
+            g_lr: d.g_lr,
+            z_dim: d.z_dim,
+            g_width: d.g_width,
+            d_width: d.d_width,
+            g_ema: d.g_ema,
+            conditioning: d.conditioning,
+        }),
+    }
 }
 
 /// The recipe of the demo's model: DP-SGD to the target epsilon (sigma calibrated up front by
@@ -516,25 +557,6 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
         ),
     );
     let gan_run = out.join("gan");
-    let gan_spec = GanRunSpec {
-        config: GanConfig {
-            design: Design::Joint,
-            lot_size: config.gan_lot_size,
-            noise_multiplier: f64::NAN,
-            ..GanConfig::default()
-        },
-        epochs: config.gan_epochs,
-        delta: config.delta,
-        target_epsilon: Some(config.gan_target_epsilon),
-        // A release: noise from the OS CSPRNG.
-        seed: None,
-        force: false,
-        resume: false,
-        checkpoint_every: 0,
-    };
-    let mut gan_progress = |done: u64, total: u64, eps: f64| {
-        observer.progress(done, total, &format!("discriminator steps, epsilon {eps:.3} (RDP)"))
-    };
     // The GAN trains on the first three quarters of the training split; the last quarter is the
     // holdout of the nearest-neighbour screen, drawn like the training records (the test split was
     // written by other people and would shift the screen without any memorisation).
@@ -544,7 +566,14 @@ pub fn run_demo(config: &DemoConfig, out: &Path, observer: &dyn DemoObserver) ->
     let gan_data = out.join("gan-data");
     data::write_mnist_dir(&gan_data, Split::Train, &gan_train)?;
     data::write_mnist_dir(&gan_data, Split::Test, &holdout)?;
-    let gan = train_gan(&gan_spec, &gan_train, &gan_run, config.device, &mut gan_progress)?;
+    // The GAN's recipe (design b, the trainer's defaults otherwise); the run folder keeps it as
+    // recipe.toml. A release: noise from the OS CSPRNG.
+    let gan_recipe = gan_recipe(config, &gan_data);
+    let gan_spec = GanRunSpec::from_recipe(&gan_recipe, None, false, false, 0)?;
+    let mut gan_progress = |done: u64, total: u64, eps: f64| {
+        observer.progress(done, total, &format!("discriminator steps, epsilon {eps:.3} (RDP)"))
+    };
+    let gan = train_gan_recipe(&gan_spec, Some(&gan_recipe), &gan_train, &gan_run, config.device, &mut gan_progress)?;
     let release = out.join("synthetic");
     let rel = sample_release(
         &gan_run,

@@ -112,6 +112,14 @@ fn tiny_demo_runs_every_step_and_its_certificates_verify() {
     }
     let listed: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("demo.json")).unwrap()).unwrap();
     assert_eq!(listed["audit_verdict"], "inconclusive");
+
+    // Both run folders keep the recipe that reproduces them: the model's and the DP-GAN's.
+    for (run, model) in [("model", s.config.model.as_str()), ("gan", dpaudit::recipe::GAN_MODEL)] {
+        let text = std::fs::read_to_string(out.join(run).join("recipe.toml")).unwrap();
+        let recipe: dpaudit::recipe::Recipe = toml::from_str(&text).unwrap();
+        assert_eq!(recipe.model, model, "{run}/recipe.toml");
+        assert_eq!(recipe.gan.is_some(), run == "gan", "{run}/recipe.toml");
+    }
 }
 
 /// Every command a demo report lists under "How to reproduce", run as printed (by `sh`, from the
