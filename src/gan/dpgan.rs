@@ -547,15 +547,44 @@ impl DpGan {
         if let AnyDiscriminator::Private(d) = &discriminator {
             d.net.check_private()?;
         }
+        let sampler = PoissonSampler::new(dataset_size, q, seed.to_bytes(RunStream::Sampling))?;
+        Self::assemble(
+            config,
+            q,
+            (generator, discriminator, average),
+            sampler,
+            Some(ChaCha20Rng::from_seed(seed.to_bytes(RunStream::Noise))),
+            (
+                ChaCha20Rng::from_seed(seed.to_bytes(RunStream::GanLatents)),
+                ChaCha20Rng::from_seed(seed.to_bytes(RunStream::GanNoiseLayer)),
+            ),
+            ledger,
+            dataset_size,
+        )
+    }
+
+    /// The one place a [`DpGan`] is put together, fresh ([`DpGan::with_initialisation`]) or from a
+    /// checkpoint ([`DpGan::from_checkpoint`]): the networks' parameters, fresh Adam optimisers
+    /// and, for the Gaussian designs, the one noise mechanism on `noise`; no step taken yet.
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        config: GanConfig,
+        q: f64,
+        (generator, discriminator, average): (Generator, AnyDiscriminator, Option<Generator>),
+        sampler: PoissonSampler,
+        noise: Option<ChaCha20Rng>,
+        (latent_rng, noise_layer_rng): (ChaCha20Rng, ChaCha20Rng),
+        ledger: Ledger,
+        dataset_size: usize,
+    ) -> Result<Self> {
         let d_params = discriminator.parameters();
         let g_params = generator.parameters();
         let d_opt = Optimizer::new(adam(), config.d_lr, LrSchedule::Constant, &d_params)?;
         let g_opt = Optimizer::new(adam(), config.g_lr, LrSchedule::Constant, &g_params)?;
-        let sampler = PoissonSampler::new(dataset_size, q, seed.to_bytes(RunStream::Sampling))?;
-        let noise = ChaCha20Rng::from_seed(seed.to_bytes(RunStream::Noise));
-        let mechanism = match config.design {
-            Design::NoiseLayer => None,
-            design => Some(gaussian_sum(&config, design, &sampler, noise)?),
+        let mechanism = match (config.design, noise) {
+            (Design::NoiseLayer, _) => None,
+            (design, Some(noise)) => Some(gaussian_sum(&config, design, &sampler, noise)?),
+            (_, None) => return Err(Error::invalid("noise stream", "none", "a Gaussian design needs one")),
         };
         Ok(DpGan {
             expected_lot: sampler.expected_lot_size(),
@@ -570,8 +599,8 @@ impl DpGan {
             g_opt,
             sampler,
             mechanism,
-            latent_rng: ChaCha20Rng::from_seed(seed.to_bytes(RunStream::GanLatents)),
-            noise_layer_rng: ChaCha20Rng::from_seed(seed.to_bytes(RunStream::GanNoiseLayer)),
+            latent_rng,
+            noise_layer_rng,
             ledger,
             d_steps: 0,
             g_steps: 0,
@@ -649,41 +678,28 @@ impl DpGan {
         if let Some(a) = average.as_mut() {
             a.var_store_mut().load(folder.join(f::GENERATOR_AVERAGE))?;
         }
-        let d_params = discriminator.parameters();
-        let g_params = generator.parameters();
-        let mut d_opt = Optimizer::new(adam(), config.d_lr, LrSchedule::Constant, &d_params)?;
-        let mut g_opt = Optimizer::new(adam(), config.g_lr, LrSchedule::Constant, &g_params)?;
-        d_opt.load_state(
+        if config.design != Design::NoiseLayer && state.noise_rng.is_none() {
+            return Err(Error::data(folder, "the checkpoint has no noise stream"));
+        }
+        let sampler = PoissonSampler::resume(state.dataset_size, q, state.sampler)?;
+        let mut gan = Self::assemble(
+            config,
+            q,
+            (generator, discriminator, average),
+            sampler,
+            state.noise_rng,
+            (state.latent_rng, state.noise_layer_rng),
+            ledger,
+            state.dataset_size,
+        )?;
+        gan.d_opt.load_state(
             &Tensor::read_safetensors(folder.join(f::DISCRIMINATOR_OPTIMIZER))?,
             state.discriminator_steps,
         )?;
-        g_opt.load_state(&Tensor::read_safetensors(folder.join(f::GENERATOR_OPTIMIZER))?, state.generator_steps)?;
-        let sampler = PoissonSampler::resume(state.dataset_size, q, state.sampler)?;
-        let mechanism = match (config.design, state.noise_rng) {
-            (Design::NoiseLayer, _) => None,
-            (design, Some(noise)) => Some(gaussian_sum(&config, design, &sampler, noise)?),
-            (_, None) => return Err(Error::data(folder, "the checkpoint has no noise stream")),
-        };
-        Ok(DpGan {
-            expected_lot: sampler.expected_lot_size(),
-            config,
-            q,
-            generator,
-            average,
-            discriminator,
-            d_params,
-            g_params,
-            d_opt,
-            g_opt,
-            sampler,
-            mechanism,
-            latent_rng: state.latent_rng,
-            noise_layer_rng: state.noise_layer_rng,
-            ledger,
-            d_steps: state.discriminator_steps,
-            g_steps: state.generator_steps,
-            dataset_size: state.dataset_size,
-        })
+        gan.g_opt.load_state(&Tensor::read_safetensors(folder.join(f::GENERATOR_OPTIMIZER))?, state.generator_steps)?;
+        gan.d_steps = state.discriminator_steps;
+        gan.g_steps = state.generator_steps;
+        Ok(gan)
     }
 
     /// Number of fakes per step for design (a) and per generator step: `round(q N)`, at least 1
